@@ -1,0 +1,100 @@
+//! Human-readable durations for the config file: `250ms`, `5s`, `1m30s`, `6h`, `1d`.
+
+use std::time::Duration;
+
+/// Parses a duration written as one or more `<integer><unit>` parts, units `ms`, `s`, `m`, `h`,
+/// `d`. A bare number is rejected on purpose: `5` could mean seconds or milliseconds, and a
+/// wrong guess in a failure detector is exactly the mistake this config must not allow.
+pub fn parse(text: &str) -> Result<Duration, String> {
+    let hint = "expected a number followed by ms, s, m, h or d (e.g. \"250ms\", \"5s\", \"1m30s\")";
+    let s = text.trim();
+    if s.is_empty() {
+        return Err(format!("empty duration: {hint}"));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("invalid duration {text:?}: {hint}"));
+        }
+        let value: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("invalid duration {text:?}: number too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let part = match unit {
+            "ms" => Duration::from_millis(value),
+            "s" => Duration::from_secs(value),
+            "m" => Duration::from_secs(value.saturating_mul(60)),
+            "h" => Duration::from_secs(value.saturating_mul(3600)),
+            "d" => Duration::from_secs(value.saturating_mul(86400)),
+            "" => return Err(format!("invalid duration {text:?}: missing unit; {hint}")),
+            other => {
+                return Err(format!(
+                    "invalid duration {text:?}: unknown unit {other:?}; {hint}"
+                ))
+            }
+        };
+        total = total.saturating_add(part);
+    }
+    Ok(total)
+}
+
+/// Formats a duration the way `parse` reads it, choosing the largest exact unit.
+pub fn format(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    for (unit, size) in [
+        ("d", 86_400_000u128),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        if ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_units_and_compounds() {
+        assert_eq!(parse("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse("6h"), Ok(Duration::from_secs(6 * 3600)));
+        assert_eq!(parse(" 1d "), Ok(Duration::from_secs(86400)));
+        assert_eq!(parse("0s"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn rejects_ambiguous_or_malformed() {
+        for bad in ["", "5", "5 s", "s", "5sec", "1.5s", "-1s", "ms5"] {
+            assert!(parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+        assert!(parse("5").unwrap_err().contains("missing unit"));
+    }
+
+    #[test]
+    fn format_round_trips() {
+        for ms in [
+            0u64, 1, 250, 1000, 1500, 60_000, 90_000, 3_600_000, 21_600_000, 86_400_000,
+        ] {
+            let d = Duration::from_millis(ms);
+            assert_eq!(parse(&format(d)), Ok(d));
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! openraft's `RaftStateMachine` over the pure [`State`]: applies committed entries in memory
+//! and keeps snapshots in one file, `<data_dir>/snapshot/current.snap`.
+//!
+//! The state is small (sites, groups, epochs), so it lives in memory and a snapshot is the
+//! whole of it. On start the last snapshot is loaded (its checksum verified; a bad file stops
+//! the node rather than serving from a wrong state) and openraft replays the committed log
+//! after it.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use futures::{Stream, TryStreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use serde::{Deserialize, Serialize};
+
+use super::{snapshot_file, LogId, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::state::{Response, State};
+
+pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>;
+
+/// What the state machine has applied: shared read-only with the API.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Applied {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+    pub state: State,
+}
+
+/// The contents of a snapshot file.
+#[derive(Serialize, Deserialize)]
+struct SnapshotBody {
+    meta: SnapshotMeta,
+    applied: Applied,
+}
+
+pub type SharedApplied = Arc<RwLock<Applied>>;
+
+pub struct StateMachine {
+    applied: SharedApplied,
+    snapshot_path: PathBuf,
+}
+
+impl StateMachine {
+    /// Opens the state machine of a data directory, loading its snapshot if there is one.
+    pub fn open(data_dir: &Path) -> io::Result<StateMachine> {
+        let snapshot_path = data_dir.join("snapshot").join("current.snap");
+        let applied = match std::fs::read(&snapshot_path) {
+            Ok(bytes) => {
+                let (_, applied) = decode(&bytes).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("snapshot {}: {e}", snapshot_path.display()),
+                    )
+                })?;
+                applied
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Applied::default(),
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot read snapshot {}: {e}", snapshot_path.display()),
+                ))
+            }
+        };
+        Ok(StateMachine {
+            applied: Arc::new(RwLock::new(applied)),
+            snapshot_path,
+        })
+    }
+
+    pub fn shared(&self) -> SharedApplied {
+        self.applied.clone()
+    }
+}
+
+fn decode(bytes: &[u8]) -> io::Result<(SnapshotMeta, Applied)> {
+    let payload =
+        snapshot_file::decode(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let body: SnapshotBody = serde_json::from_slice(payload)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    Ok((body.meta, body.applied))
+}
+
+async fn write_file(path: PathBuf, bytes: Vec<u8>) -> io::Result<()> {
+    tokio::task::spawn_blocking(move || snapshot_file::write_atomic(&path, &bytes))
+        .await
+        .map_err(io::Error::other)?
+}
+
+pub struct SnapshotBuilder {
+    applied: SharedApplied,
+    snapshot_path: PathBuf,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = Vec<u8>;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let applied = self.applied.read().expect("state lock poisoned").clone();
+        let meta = SnapshotMeta {
+            last_log_id: applied.last_applied.clone(),
+            last_membership: applied.membership.clone(),
+        };
+        let body = SnapshotBody {
+            meta: meta.clone(),
+            applied,
+        };
+        let bytes = snapshot_file::encode(&serde_json::to_vec(&body).map_err(io::Error::other)?);
+        write_file(self.snapshot_path.clone(), bytes.clone()).await?;
+        Ok(Snapshot {
+            meta,
+            snapshot: bytes,
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = Vec<u8>;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let a = self.applied.read().expect("state lock poisoned");
+        Ok((a.last_applied.clone(), a.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let response = {
+                let mut a = self.applied.write().expect("state lock poisoned");
+                a.last_applied = Some(entry.log_id.clone());
+                match entry.payload {
+                    EntryPayload::Blank => Response::None,
+                    EntryPayload::Normal(command) => a.state.apply(command),
+                    EntryPayload::Membership(m) => {
+                        a.membership = StoredMembership::new(Some(entry.log_id), m);
+                        Response::None
+                    }
+                }
+            };
+            if let Some(r) = responder {
+                r.send(response);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            applied: self.applied.clone(),
+            snapshot_path: self.snapshot_path.clone(),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Vec<u8>,
+    ) -> Result<(), io::Error> {
+        let (stored_meta, applied) = decode(&snapshot)?;
+        if &stored_meta != meta || applied.last_applied != meta.last_log_id {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("received snapshot's contents ({stored_meta:?}) do not match its metadata ({meta:?})"),
+            ));
+        }
+        // Durable first: a crash after replacing memory but before the file would restart from
+        // an older snapshot with a log that no longer reaches back to it.
+        write_file(self.snapshot_path.clone(), snapshot).await?;
+        *self.applied.write().expect("state lock poisoned") = applied;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        match tokio::fs::read(&self.snapshot_path).await {
+            Ok(bytes) => {
+                let (meta, _) = decode(&bytes)?;
+                Ok(Some(Snapshot {
+                    meta,
+                    snapshot: bytes,
+                }))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}

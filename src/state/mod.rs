@@ -1,0 +1,453 @@
+//! Replicated state: the [`Command`]s that go through the Raft log and the deterministic
+//! [`State::apply`] that every node runs on them in log order.
+//!
+//! Nothing here does I/O or reads a clock: given the same log, every node computes the same
+//! state. Collections are ordered (`BTreeMap`) so that snapshots are byte-identical across
+//! nodes. A command that cannot take effect returns a [`Rejection`] value; it is still a
+//! committed entry, and never an error.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, FailoverMode, ReplicationMode};
+
+/// Per-group fencing token. Every change of a group's active site increments it; receivers of
+/// actions compare it to reject stale orders. Unrelated to the Raft term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Epoch(pub u64);
+
+impl Epoch {
+    pub fn next(self) -> Epoch {
+        Epoch(self.0 + 1)
+    }
+}
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A group's definition as registered from config (its behaviour-defining fields).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSpec {
+    pub primary: String,
+    pub secondary: String,
+    pub replication: ReplicationMode,
+    pub failover: FailoverMode,
+    pub rto_ms: u64,
+    pub rpo_ms: u64,
+}
+
+/// The sites and groups a config declares, in the form the log carries.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Topology {
+    pub sites: BTreeSet<String>,
+    pub groups: BTreeMap<String, GroupSpec>,
+}
+
+impl Topology {
+    pub fn from_config(config: &Config) -> Topology {
+        Topology {
+            sites: config.sites.iter().map(|s| s.name.clone()).collect(),
+            groups: config
+                .groups
+                .iter()
+                .map(|g| {
+                    let spec = GroupSpec {
+                        primary: g.primary.clone(),
+                        secondary: g.secondary.clone(),
+                        replication: g.replication,
+                        failover: g.failover,
+                        rto_ms: g.rto.as_millis() as u64,
+                        rpo_ms: g.rpo.as_millis() as u64,
+                    };
+                    (g.name.clone(), spec)
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupState {
+    pub spec: GroupSpec,
+    pub active: String,
+    pub epoch: Epoch,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Make the registered sites and groups match a config. Groups keep their active site and
+    /// epoch across re-registration.
+    SyncTopology(Topology),
+    /// Epoch compare-and-set: make `site` active for `group` only if the group's epoch is still
+    /// `expected_epoch`. On success the epoch becomes `expected_epoch + 1`.
+    Activate {
+        group: String,
+        site: String,
+        expected_epoch: Epoch,
+    },
+    /// Remember that a node id left the cluster, so that it is never reused.
+    RetireNode { id: u64 },
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::SyncTopology(t) => write!(
+                f,
+                "sync-topology({} sites, {} groups)",
+                t.sites.len(),
+                t.groups.len()
+            ),
+            Command::Activate {
+                group,
+                site,
+                expected_epoch,
+            } => write!(f, "activate({group} -> {site} if epoch {expected_epoch})"),
+            Command::RetireNode { id } => write!(f, "retire-node({id})"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum Response {
+    /// For log entries that carry no command (blank and membership entries).
+    None,
+    TopologySynced {
+        changed: Vec<String>,
+    },
+    Activated {
+        group: String,
+        active: String,
+        epoch: Epoch,
+    },
+    NodeRetired {
+        id: u64,
+    },
+    Rejected(Rejection),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "reason")]
+pub enum Rejection {
+    UnknownGroup {
+        group: String,
+    },
+    SiteNotInGroup {
+        group: String,
+        site: String,
+    },
+    StaleEpoch {
+        group: String,
+        expected: Epoch,
+        current: Epoch,
+        active: String,
+    },
+    AlreadyActive {
+        group: String,
+        site: String,
+        epoch: Epoch,
+    },
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejection::UnknownGroup { group } => write!(f, "unknown group {group:?}"),
+            Rejection::SiteNotInGroup { group, site } => write!(f, "site {site:?} is not a site of group {group:?}"),
+            Rejection::StaleEpoch { group, expected, current, active } => write!(
+                f,
+                "stale epoch for group {group:?}: expected {expected}, current is {current} (active site {active:?})"
+            ),
+            Rejection::AlreadyActive { group, site, epoch } => {
+                write!(f, "site {site:?} is already active for group {group:?} at epoch {epoch}")
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct State {
+    pub sites: BTreeSet<String>,
+    pub groups: BTreeMap<String, GroupState>,
+    /// Last epoch of groups removed from the config: a group that comes back resumes from
+    /// here, because a fencing token must never go backwards.
+    pub retired_epochs: BTreeMap<String, Epoch>,
+    pub retired_nodes: BTreeSet<u64>,
+}
+
+impl State {
+    pub fn apply(&mut self, command: Command) -> Response {
+        match command {
+            Command::SyncTopology(topology) => self.sync_topology(topology),
+            Command::Activate {
+                group,
+                site,
+                expected_epoch,
+            } => self.activate(group, site, expected_epoch),
+            Command::RetireNode { id } => {
+                self.retired_nodes.insert(id);
+                Response::NodeRetired { id }
+            }
+        }
+    }
+
+    /// True when applying `SyncTopology(topology)` would change nothing.
+    pub fn matches_topology(&self, topology: &Topology) -> bool {
+        self.sites == topology.sites
+            && self.groups.len() == topology.groups.len()
+            && topology
+                .groups
+                .iter()
+                .all(|(name, spec)| self.groups.get(name).is_some_and(|g| &g.spec == spec))
+    }
+
+    fn sync_topology(&mut self, topology: Topology) -> Response {
+        let mut changed = Vec::new();
+        for site in topology.sites.difference(&self.sites) {
+            changed.push(format!("site {site} added"));
+        }
+        for site in self.sites.difference(&topology.sites) {
+            changed.push(format!("site {site} removed"));
+        }
+        self.sites = topology.sites;
+
+        let removed: Vec<String> = self
+            .groups
+            .keys()
+            .filter(|g| !topology.groups.contains_key(*g))
+            .cloned()
+            .collect();
+        for name in removed {
+            let old = self.groups.remove(&name).expect("key just listed");
+            self.retired_epochs.insert(name.clone(), old.epoch);
+            changed.push(format!("group {name} removed at epoch {}", old.epoch));
+        }
+        for (name, spec) in topology.groups {
+            match self.groups.get_mut(&name) {
+                None => {
+                    let epoch = self
+                        .retired_epochs
+                        .remove(&name)
+                        .map_or(Epoch(1), Epoch::next);
+                    changed.push(format!(
+                        "group {name} added, active {} at epoch {epoch}",
+                        spec.primary
+                    ));
+                    let active = spec.primary.clone();
+                    self.groups.insert(
+                        name,
+                        GroupState {
+                            spec,
+                            active,
+                            epoch,
+                        },
+                    );
+                }
+                Some(group) if group.spec != spec => {
+                    // The active site must stay one of the group's sites; moving it is a change
+                    // of who may write, so it takes a new epoch like any other.
+                    if group.active != spec.primary && group.active != spec.secondary {
+                        group.active = spec.primary.clone();
+                        group.epoch = group.epoch.next();
+                        changed.push(format!(
+                            "group {name} redefined, active moved to {} at epoch {}",
+                            group.active, group.epoch
+                        ));
+                    } else {
+                        changed.push(format!("group {name} redefined"));
+                    }
+                    group.spec = spec;
+                }
+                Some(_) => {}
+            }
+        }
+        Response::TopologySynced { changed }
+    }
+
+    fn activate(&mut self, group_name: String, site: String, expected: Epoch) -> Response {
+        let Some(group) = self.groups.get_mut(&group_name) else {
+            return Response::Rejected(Rejection::UnknownGroup { group: group_name });
+        };
+        if site != group.spec.primary && site != group.spec.secondary {
+            return Response::Rejected(Rejection::SiteNotInGroup {
+                group: group_name,
+                site,
+            });
+        }
+        if group.epoch != expected {
+            return Response::Rejected(Rejection::StaleEpoch {
+                group: group_name,
+                expected,
+                current: group.epoch,
+                active: group.active.clone(),
+            });
+        }
+        if group.active == site {
+            return Response::Rejected(Rejection::AlreadyActive {
+                group: group_name,
+                site,
+                epoch: group.epoch,
+            });
+        }
+        group.active = site.clone();
+        group.epoch = group.epoch.next();
+        Response::Activated {
+            group: group_name,
+            active: site,
+            epoch: group.epoch,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(primary: &str, secondary: &str) -> GroupSpec {
+        GroupSpec {
+            primary: primary.into(),
+            secondary: secondary.into(),
+            replication: ReplicationMode::Sync,
+            failover: FailoverMode::Automatic,
+            rto_ms: 300_000,
+            rpo_ms: 0,
+        }
+    }
+
+    fn topology(groups: &[(&str, GroupSpec)]) -> Topology {
+        Topology {
+            sites: ["east", "west", "south"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            groups: groups
+                .iter()
+                .map(|(n, s)| (n.to_string(), s.clone()))
+                .collect(),
+        }
+    }
+
+    fn activate(group: &str, site: &str, epoch: u64) -> Command {
+        Command::Activate {
+            group: group.into(),
+            site: site.into(),
+            expected_epoch: Epoch(epoch),
+        }
+    }
+
+    #[test]
+    fn registered_group_starts_on_primary_at_epoch_1() {
+        let mut s = State::default();
+        s.apply(Command::SyncTopology(topology(&[(
+            "app",
+            spec("east", "west"),
+        )])));
+        assert_eq!(s.groups["app"].active, "east");
+        assert_eq!(s.groups["app"].epoch, Epoch(1));
+        assert!(s.matches_topology(&topology(&[("app", spec("east", "west"))])));
+    }
+
+    #[test]
+    fn epoch_cas_accepts_once_then_rejects_as_value() {
+        let mut s = State::default();
+        s.apply(Command::SyncTopology(topology(&[(
+            "app",
+            spec("east", "west"),
+        )])));
+        assert_eq!(
+            s.apply(activate("app", "west", 1)),
+            Response::Activated {
+                group: "app".into(),
+                active: "west".into(),
+                epoch: Epoch(2)
+            }
+        );
+        assert_eq!(
+            s.apply(activate("app", "east", 1)),
+            Response::Rejected(Rejection::StaleEpoch {
+                group: "app".into(),
+                expected: Epoch(1),
+                current: Epoch(2),
+                active: "west".into()
+            })
+        );
+        assert_eq!(s.groups["app"].active, "west");
+    }
+
+    #[test]
+    fn cas_rejections_leave_state_untouched() {
+        let mut s = State::default();
+        s.apply(Command::SyncTopology(topology(&[(
+            "app",
+            spec("east", "west"),
+        )])));
+        let before = s.clone();
+        for cmd in [
+            activate("nope", "west", 1),
+            activate("app", "south", 1),
+            activate("app", "east", 1),
+        ] {
+            assert!(matches!(s.apply(cmd), Response::Rejected(_)));
+        }
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn resync_keeps_active_and_epoch() {
+        let mut s = State::default();
+        s.apply(Command::SyncTopology(topology(&[(
+            "app",
+            spec("east", "west"),
+        )])));
+        s.apply(activate("app", "west", 1));
+        let mut changed = spec("east", "west");
+        changed.rto_ms = 60_000;
+        s.apply(Command::SyncTopology(topology(&[("app", changed)])));
+        assert_eq!(
+            (s.groups["app"].active.as_str(), s.groups["app"].epoch),
+            ("west", Epoch(2))
+        );
+    }
+
+    #[test]
+    fn removed_then_readded_group_never_reuses_an_epoch() {
+        let mut s = State::default();
+        s.apply(Command::SyncTopology(topology(&[(
+            "app",
+            spec("east", "west"),
+        )])));
+        s.apply(activate("app", "west", 1));
+        s.apply(Command::SyncTopology(topology(&[])));
+        assert!(s.groups.is_empty());
+        s.apply(Command::SyncTopology(topology(&[(
+            "app",
+            spec("east", "west"),
+        )])));
+        assert_eq!(s.groups["app"].epoch, Epoch(3));
+    }
+
+    #[test]
+    fn redefinition_that_drops_the_active_site_moves_it_under_a_new_epoch() {
+        let mut s = State::default();
+        s.apply(Command::SyncTopology(topology(&[(
+            "app",
+            spec("east", "west"),
+        )])));
+        s.apply(activate("app", "west", 1));
+        s.apply(Command::SyncTopology(topology(&[(
+            "app",
+            spec("east", "south"),
+        )])));
+        assert_eq!(
+            (s.groups["app"].active.as_str(), s.groups["app"].epoch),
+            ("east", Epoch(3))
+        );
+    }
+}
