@@ -1,5 +1,11 @@
 //! witness: a quorum arbiter for two-site disaster recovery. See ARCHITECTURE.md for the map.
 
+pub mod api;
+pub mod cli;
 pub mod config;
+pub mod metrics;
+pub mod node;
 pub mod raft;
 pub mod state;
+pub mod telemetry;
+pub mod tls;

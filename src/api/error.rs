@@ -1,0 +1,66 @@
+//! The one table from API errors to HTTP statuses. Every error body is
+//! `{"error": "<message>", "code": "<machine-readable code>"}`.
+
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use crate::node::leader::NodeError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn from_json(rejection: JsonRejection) -> ApiError {
+        ApiError::BadRequest(format!("request body: {}", rejection.body_text()))
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Node(e) => match e {
+                NodeError::NoLeader => (StatusCode::SERVICE_UNAVAILABLE, "no_leader"),
+                NodeError::LeaderMoved { .. } => (StatusCode::SERVICE_UNAVAILABLE, "leader_moved"),
+                NodeError::LeaderUnreachable { .. } => {
+                    (StatusCode::BAD_GATEWAY, "leader_unreachable")
+                }
+                NodeError::OutcomeUnknown => (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown"),
+                NodeError::Rejected(_) => (StatusCode::CONFLICT, "rejected"),
+                NodeError::Fatal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "fatal"),
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody {
+    error: String,
+    code: &'static str,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        (
+            status,
+            Json(ErrorBody {
+                error: self.to_string(),
+                code,
+            }),
+        )
+            .into_response()
+    }
+}

@@ -1,0 +1,110 @@
+//! Command line: one file per subcommand. Exit codes are part of the interface:
+//! 0 success; 1 the operation failed or was refused (or, for `status`, the node is not
+//! ready); 2 bad usage or an invalid config; 3 the cluster could not be reached or has no
+//! leader right now (retry later).
+
+mod bench;
+mod client;
+mod config_check;
+mod members;
+mod serve;
+mod status;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::telemetry::LogFormat;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    Failed = 1,
+    Usage = 2,
+    Unavailable = 3,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e as u8)
+    }
+}
+
+#[derive(Parser)]
+#[command(
+    name = "witness",
+    version,
+    about = "Quorum arbiter for two-site disaster recovery"
+)]
+struct Cli {
+    /// Log output: `text` for terminals, `json` for log pipelines.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Log level (error, warn, info, debug, trace) or a tracing filter such as `info,witness=debug`.
+    #[arg(long, global = true, env = "WITNESS_LOG", default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a witness node.
+    Serve(serve::Args),
+    /// Work with config files.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Show a node's view of the cluster: leader, members, sites, groups.
+    Status(status::Args),
+    /// List, add or remove cluster members.
+    Members(members::Args),
+    /// Benchmarks that print numbers.
+    Bench {
+        #[command(subcommand)]
+        command: bench::Command,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file and report every problem in it.
+    Check(config_check::Args),
+}
+
+pub fn main() -> ExitCode {
+    crate::tls::init();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Ok
+            }
+            .into();
+        }
+    };
+    let exit = match cli.command {
+        Command::Config {
+            command: ConfigCommand::Check(args),
+        } => config_check::run(args),
+        Command::Serve(args) => with_logs(&cli.log_format, &cli.log_level, || serve::run(args)),
+        Command::Bench { command } => {
+            with_logs(&cli.log_format, &cli.log_level, || bench::run(command))
+        }
+        Command::Status(args) => client::block_on(status::run(args)),
+        Command::Members(args) => client::block_on(members::run(args)),
+    };
+    exit.into()
+}
+
+fn with_logs(format: &LogFormat, level: &str, run: impl FnOnce() -> Exit) -> Exit {
+    if let Err(e) = crate::telemetry::init(*format, level) {
+        eprintln!("error: {e}");
+        return Exit::Usage;
+    }
+    run()
+}

@@ -1,0 +1,105 @@
+//! `witness serve`: run one node until SIGTERM or SIGINT, then shut down cleanly.
+
+use std::os::fd::{FromRawFd, RawFd};
+use std::path::PathBuf;
+
+use super::Exit;
+use crate::config::Config;
+use crate::node::Node;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Path to the node's TOML config file.
+    #[arg(long)]
+    config: PathBuf,
+    /// Overrides node.data_dir.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Serve on this already-bound, listening TCP socket instead of binding node.listen
+    /// (inetd / socket-activation style; the tests pass a port-0 socket this way).
+    #[arg(long, value_name = "FD")]
+    listen_fd: Option<RawFd>,
+}
+
+pub fn run(args: Args) -> Exit {
+    let mut config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Exit::Usage;
+        }
+    };
+    if let Some(dir) = args.data_dir {
+        config.node.data_dir = dir;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return Exit::Failed;
+        }
+    };
+    runtime.block_on(serve(config, args.listen_fd))
+}
+
+async fn serve(config: Config, listen_fd: Option<RawFd>) -> Exit {
+    if config.transport.plain_http {
+        tracing::warn!(
+            "transport.plain_http = true: the API and Raft traffic are unencrypted and unauthenticated; \
+             development only"
+        );
+    }
+    let listener = match listen_fd {
+        Some(fd) => {
+            // SAFETY: the caller hands this process ownership of an open listening socket on
+            // `fd` (documented contract of --listen-fd); nothing else in the process uses it.
+            let std_listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+            std_listener
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpListener::from_std(std_listener))
+                .map_err(|e| format!("--listen-fd {fd}: not a usable listening TCP socket: {e}"))
+        }
+        None => tokio::net::TcpListener::bind(config.node.listen)
+            .await
+            .map_err(|e| format!("cannot listen on node.listen = {}: {e}", config.node.listen)),
+    };
+    let listener = match listener {
+        Ok(l) => l,
+        Err(msg) => {
+            tracing::error!("{msg}");
+            return Exit::Failed;
+        }
+    };
+    let running = match Node::start(config, listener).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot start: {e:#}");
+            return Exit::Failed;
+        }
+    };
+    let exit = tokio::select! {
+        signal = shutdown_signal() => {
+            tracing::info!(signal, "shutting down");
+            Exit::Ok
+        }
+        reason = running.fatal() => {
+            // Never retry a failed fsync: exit and let the supervisor restart from disk.
+            tracing::error!(%reason, "fatal Raft error: exiting");
+            Exit::Failed
+        }
+    };
+    running.shutdown().await;
+    exit
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
+}

@@ -1,0 +1,154 @@
+//! `witness status`: a node's view of the cluster as a table, or JSON with `--json`.
+
+use std::time::Duration;
+
+use super::client::{Client, Endpoint};
+use super::Exit;
+use crate::node::status::Status;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    endpoint: Endpoint,
+    /// Print the raw JSON document instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Exit 0 when the node is ready, 1 when it answered but is not ready, 3 when unreachable.
+pub async fn run(args: Args) -> Exit {
+    let client = match Client::new(&args.endpoint, Duration::from_secs(5)) {
+        Ok(c) => c,
+        Err(e) => return e.report(),
+    };
+    let status: Status = match client.get("/v1/status").await {
+        Ok(s) => s,
+        Err(e) => return e.report(),
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&status).expect("status serializes")
+        );
+    } else {
+        print!("{}", render(&status));
+    }
+    if status.ready {
+        Exit::Ok
+    } else {
+        Exit::Failed
+    }
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map_or("-".into(), |v| v.to_string())
+}
+
+pub fn render(s: &Status) -> String {
+    let mut out = String::new();
+    let leader = match &s.leader {
+        Some(l) => format!("node {} ({})", l.id, l.addr),
+        None => "none".into(),
+    };
+    let ready = match &s.not_ready_reason {
+        None => "ready".to_string(),
+        Some(r) => format!("NOT READY: {r}"),
+    };
+    out += &format!(
+        "cluster {}   node {} ({})   term {}   leader {}\n",
+        s.cluster, s.node_id, s.role, s.term, leader
+    );
+    out += &format!("{ready}\n");
+    out += &format!(
+        "log: last {}  committed {}  applied {}  snapshot {}\n",
+        opt(s.last_log_index),
+        opt(s.committed_index),
+        opt(s.applied_index),
+        opt(s.snapshot_index)
+    );
+    if !s.config_matches_cluster {
+        out += "warning: this node's config declares other sites or groups than the cluster has registered\n";
+    }
+    out += "\nMEMBERS\n";
+    let mut rows = vec![vec![
+        "ID".to_string(),
+        "ADDRESS".into(),
+        "ROLE".into(),
+        "LAST ACK".into(),
+    ]];
+    for m in &s.members {
+        let role = if Some(m.id) == s.leader.as_ref().map(|l| l.id) {
+            "leader"
+        } else if m.voter {
+            "voter"
+        } else {
+            "learner"
+        };
+        rows.push(vec![
+            m.id.to_string(),
+            m.addr.clone(),
+            role.into(),
+            m.last_ack_ms.map_or("-".into(), |ms| format!("{ms} ms")),
+        ]);
+    }
+    out += &table(&rows);
+    out += &format!(
+        "\nSITES   {}\n",
+        if s.sites.is_empty() {
+            "(none)".to_string()
+        } else {
+            s.sites.join(", ")
+        }
+    );
+    out += "\nGROUPS\n";
+    if s.groups.is_empty() {
+        out += "(none)\n";
+    } else {
+        let mut rows = vec![vec![
+            "NAME".to_string(),
+            "ACTIVE".into(),
+            "EPOCH".into(),
+            "PRIMARY".into(),
+            "SECONDARY".into(),
+            "REPLICATION".into(),
+            "FAILOVER".into(),
+        ]];
+        for g in &s.groups {
+            rows.push(vec![
+                g.name.clone(),
+                g.active.clone(),
+                g.epoch.to_string(),
+                g.primary.clone(),
+                g.secondary.clone(),
+                format!("{:?}", g.replication).to_lowercase(),
+                format!("{:?}", g.failover).to_lowercase(),
+            ]);
+        }
+        out += &table(&rows);
+    }
+    out
+}
+
+pub fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|v| v.len())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, v)| format!("{v:<w$}", w = widths[i]))
+            .collect();
+        out += line.join("  ").trim_end();
+        out.push('\n');
+    }
+    out
+}

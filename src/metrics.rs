@@ -1,0 +1,120 @@
+//! Prometheus metrics of one node, in an explicit registry (no process-wide globals, so tests
+//! and the benchmark can run several nodes in one process).
+
+use openraft::ServerState;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+use crate::raft::TypeConfig;
+
+pub struct Metrics {
+    registry: Registry,
+    term: IntGauge,
+    leader_id: IntGauge,
+    is_leader: IntGauge,
+    last_log_index: IntGauge,
+    committed_index: IntGauge,
+    applied_index: IntGauge,
+    snapshot_index: IntGauge,
+    pub commit_seconds: Histogram,
+    pub leader_requests: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new(node_id: u64) -> Metrics {
+        let labels = [("node_id".to_string(), node_id.to_string())].into();
+        let registry = Registry::new_custom(None, Some(labels)).expect("static registry settings");
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("static metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let term = gauge("witness_raft_term", "Current Raft term of this node.");
+        let leader_id = gauge(
+            "witness_raft_leader_id",
+            "Id of the leader this node knows, 0 when none.",
+        );
+        let is_leader = gauge("witness_raft_is_leader", "1 when this node is the leader.");
+        let last_log_index = gauge(
+            "witness_raft_last_log_index",
+            "Index of the last entry in this node's log.",
+        );
+        let committed_index = gauge(
+            "witness_raft_committed_index",
+            "Index of the last entry known committed.",
+        );
+        let applied_index = gauge(
+            "witness_raft_applied_index",
+            "Index of the last entry applied to the state machine.",
+        );
+        let snapshot_index = gauge(
+            "witness_raft_snapshot_index",
+            "Last log index included in the newest snapshot.",
+        );
+        let commit_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "witness_raft_commit_seconds",
+                "Time from proposing an entry on the leader until it is committed and applied.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+        )
+        .expect("static metric");
+        registry
+            .register(Box::new(commit_seconds.clone()))
+            .expect("unique metric");
+        let leader_requests = IntCounterVec::new(
+            Opts::new(
+                "witness_leader_requests_total",
+                "Writes and membership changes by where they ran and how they ended.",
+            ),
+            &["route", "outcome"],
+        )
+        .expect("static metric");
+        registry
+            .register(Box::new(leader_requests.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique metric");
+        Metrics {
+            registry,
+            term,
+            leader_id,
+            is_leader,
+            last_log_index,
+            committed_index,
+            applied_index,
+            snapshot_index,
+            commit_seconds,
+            leader_requests,
+        }
+    }
+
+    pub fn observe_raft(&self, m: &openraft::RaftMetrics<TypeConfig>) {
+        let index = |id: &Option<crate::raft::LogId>| id.as_ref().map_or(0, |l| l.index as i64);
+        self.term.set(m.current_term as i64);
+        self.leader_id.set(m.current_leader.unwrap_or(0) as i64);
+        self.is_leader
+            .set(i64::from(m.state == ServerState::Leader));
+        self.last_log_index
+            .set(m.last_log_index.unwrap_or(0) as i64);
+        self.committed_index.set(index(&m.local_committed));
+        self.applied_index.set(index(&m.last_applied));
+        self.snapshot_index.set(index(&m.snapshot));
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("prometheus text is UTF-8")
+    }
+}

@@ -1,0 +1,187 @@
+//! A node's background duties: bootstrap a new cluster, keep metrics and leader logs current,
+//! make the replicated topology match the leader's config, and snapshot on a timer.
+
+use openraft::async_runtime::WatchReceiver;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::errors::{InitializeError, RaftError};
+use openraft::{BasicNode, ServerState};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::leader::LeaderRequest;
+use super::Node;
+use crate::state::Command;
+
+pub(super) fn spawn_all(
+    node: &Arc<Node>,
+    stopped: &watch::Receiver<bool>,
+    tasks: &mut JoinSet<()>,
+) {
+    tasks.spawn(until_stopped(stopped.clone(), bootstrap(node.clone())));
+    tasks.spawn(until_stopped(stopped.clone(), follow_raft(node.clone())));
+    tasks.spawn(until_stopped(stopped.clone(), snapshot_timer(node.clone())));
+}
+
+async fn until_stopped(mut stopped: watch::Receiver<bool>, duty: impl Future<Output = ()>) {
+    tokio::select! {
+        _ = stopped.wait_for(|s| *s) => {}
+        _ = duty => {}
+    }
+}
+
+/// What a node tells a peer that is about to bootstrap, so that nodes whose configs disagree
+/// on the initial members refuse to form a cluster instead of forming two.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BootstrapInfo {
+    pub cluster: String,
+    pub initial_members: BTreeMap<u64, String>,
+}
+
+impl Node {
+    pub fn bootstrap_info(&self) -> BootstrapInfo {
+        BootstrapInfo {
+            cluster: self.config.cluster.name.clone(),
+            initial_members: self.config.cluster.initial_members.clone(),
+        }
+    }
+}
+
+/// Initializes a brand-new cluster from `cluster.initial_members`. Every initial member does
+/// this with the same member list, whichever starts first; Raft then elects one leader and
+/// the identical first entries never conflict. A node with existing state skips it.
+async fn bootstrap(node: Arc<Node>) {
+    match node.raft.is_initialized().await {
+        Ok(true) => {
+            tracing::info!("existing Raft state found: rejoining the cluster");
+            return;
+        }
+        Ok(false) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read Raft state");
+            return;
+        }
+    }
+    let members = &node.config.cluster.initial_members;
+    if !members.contains_key(&node.id) {
+        tracing::info!(
+            "this node is not in cluster.initial_members: waiting to be added with `witness members add {} {}`",
+            node.id,
+            node.config.node.advertise
+        );
+        return;
+    }
+    let mine = node.bootstrap_info();
+    for (id, addr) in members.iter().filter(|(id, _)| **id != node.id) {
+        let url = format!("http://{addr}/raft/bootstrap");
+        let Ok(resp) = node
+            .peer_http
+            .get(&url)
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await
+        else {
+            continue; // not started yet: fine, whichever node starts first proceeds
+        };
+        let Ok(theirs) = resp.json::<BootstrapInfo>().await else {
+            continue;
+        };
+        if theirs != mine {
+            tracing::error!(
+                peer = id,
+                ours = ?mine,
+                theirs = ?theirs,
+                "refusing to bootstrap: node {id} has a different cluster name or initial member list; \
+                 make cluster.name and cluster.initial_members identical on every node, then restart"
+            );
+            return;
+        }
+    }
+    let nodes: BTreeMap<u64, BasicNode> = members
+        .iter()
+        .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+        .collect();
+    match node.raft.initialize(nodes).await {
+        Ok(()) => {
+            tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "initialized a new cluster")
+        }
+        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+            tracing::info!("cluster already initialized by a peer: joining it")
+        }
+        Err(e) => tracing::error!(error = %e, "cannot initialize the cluster"),
+    }
+}
+
+/// Follows Raft's metrics: updates gauges, logs leadership changes, and on the leader makes
+/// the replicated sites and groups match this node's config.
+async fn follow_raft(node: Arc<Node>) {
+    let mut metrics = node.raft.metrics();
+    let mut last_leader = None;
+    loop {
+        let m = metrics.borrow_and_update().clone();
+        node.metrics.observe_raft(&m);
+        if m.current_leader != last_leader {
+            match m.current_leader {
+                Some(id) if id == node.id => {
+                    tracing::info!(term = m.current_term, "this node is now the leader")
+                }
+                Some(id) => tracing::info!(leader = id, term = m.current_term, "following leader"),
+                None => tracing::warn!(term = m.current_term, "no leader known"),
+            }
+            last_leader = m.current_leader;
+        }
+        if m.state == ServerState::Leader {
+            sync_topology(&node).await;
+        }
+        // Also wake periodically so a failed topology sync is retried.
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}
+
+async fn sync_topology(node: &Node) {
+    let matches = node
+        .applied
+        .read()
+        .expect("state lock poisoned")
+        .state
+        .matches_topology(&node.topology);
+    if matches {
+        return;
+    }
+    match node
+        .submit(
+            LeaderRequest::Write(Command::SyncTopology(node.topology.clone())),
+            true,
+        )
+        .await
+    {
+        Ok(reply) => tracing::info!(?reply, "registered sites and groups from config"),
+        Err(e) => tracing::debug!(error = %e, "topology sync deferred"),
+    }
+}
+
+/// The count-based snapshot policy may never fire at a witness's write rate, and then the log
+/// would never compact: snapshot on a timer whenever something was applied since the last one.
+async fn snapshot_timer(node: Arc<Node>) {
+    let period = node.config.cluster.raft.snapshot_interval;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        tick.tick().await;
+        let (applied, snapshot) = {
+            let m = node.raft.metrics().borrow_watched().clone();
+            (m.last_applied.map(|l| l.index), m.snapshot.map(|l| l.index))
+        };
+        if applied > snapshot {
+            tracing::debug!(?applied, ?snapshot, "time-based snapshot");
+            if let Err(e) = node.raft.trigger().snapshot().await {
+                tracing::error!(error = %e, "cannot trigger snapshot");
+            }
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! One witness node, wired: opens storage under the data directory (holding a lock so two
+//! processes can never share it), starts Raft, serves the HTTP API and the Raft routes on one
+//! listener, runs the node's background duties, and shuts everything down in order.
+
+mod duties;
+pub use duties::BootstrapInfo;
+pub mod leader;
+pub mod status;
+
+use openraft::async_runtime::WatchReceiver;
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::Network;
+use crate::raft::rpc::LeaderContact;
+use crate::raft::state_machine::{SharedApplied, StateMachine};
+use crate::raft::{self, NodeId, Raft};
+use crate::state::Topology;
+
+pub struct Node {
+    pub id: NodeId,
+    pub config: Arc<Config>,
+    pub raft: Raft,
+    pub applied: SharedApplied,
+    pub contact: LeaderContact,
+    pub metrics: Metrics,
+    /// The sites and groups this node's config declares; the leader makes the replicated
+    /// state match it.
+    pub topology: Topology,
+    pub started: Instant,
+    /// Client for node-to-node requests outside Raft (forwarding to the leader).
+    peer_http: reqwest::Client,
+    _data_dir_lock: File,
+}
+
+/// A node that is serving; dropped only through [`RunningNode::shutdown`].
+pub struct RunningNode {
+    pub node: Arc<Node>,
+    pub addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Node {
+    /// Opens storage and starts Raft and the HTTP server on `listener`.
+    pub async fn start(
+        config: Config,
+        listener: tokio::net::TcpListener,
+    ) -> anyhow::Result<RunningNode> {
+        crate::tls::init();
+        let config = Arc::new(config);
+        let data_dir = config.node.data_dir.clone();
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+        let lock = lock_data_dir(&data_dir)?;
+
+        let log_store = LogStore::open(&data_dir.join("raft-log"))?;
+        let state_machine = StateMachine::open(&data_dir)?;
+        let applied = state_machine.shared();
+        let network = Network::new(&config.cluster.name)?;
+        let raft_config = raft::openraft_config(&config.cluster.name, &config.cluster.raft)?;
+        let raft = Raft::new(
+            config.node.id,
+            raft_config,
+            network,
+            log_store,
+            state_machine,
+        )
+        .await
+        .context("cannot start Raft")?;
+
+        let node = Arc::new(Node {
+            id: config.node.id,
+            topology: Topology::from_config(&config),
+            config: config.clone(),
+            raft: raft.clone(),
+            applied,
+            contact: LeaderContact::default(),
+            metrics: Metrics::new(config.node.id),
+            started: Instant::now(),
+            peer_http: reqwest::Client::builder()
+                .no_proxy()
+                .tcp_nodelay(true)
+                .build()?,
+            _data_dir_lock: lock,
+        });
+
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let app = crate::api::router(node.clone()).merge(raft::rpc::router(
+            raft.clone(),
+            &config.cluster.name,
+            node.contact.clone(),
+        ));
+        let mut server_stop = stopped.clone();
+        tasks.spawn(async move {
+            let shutdown = async move {
+                let _ = server_stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        duties::spawn_all(&node, &stopped, &mut tasks);
+
+        tracing::info!(
+            node_id = node.id,
+            %addr,
+            advertise = %config.node.advertise,
+            data_dir = %data_dir.display(),
+            cluster = %config.cluster.name,
+            "node started"
+        );
+        Ok(RunningNode {
+            node,
+            addr,
+            stop,
+            tasks,
+        })
+    }
+}
+
+impl RunningNode {
+    /// Stops accepting requests, lets in-flight ones finish, stops Raft (which flushes the
+    /// log) and waits for every task.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+        if let Err(e) = self.node.raft.shutdown().await {
+            tracing::error!(error = %e, "Raft did not shut down cleanly");
+        }
+        tracing::info!(node_id = self.node.id, "node stopped");
+    }
+
+    /// Resolves when Raft stops on its own (a fatal storage error): the process should exit
+    /// and be restarted by its supervisor, never carry on.
+    pub async fn fatal(&self) -> String {
+        let mut metrics = self.node.raft.metrics();
+        loop {
+            if let Err(e) = &metrics.borrow_watched().running_state {
+                return e.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return "Raft stopped".into();
+            }
+        }
+    }
+}
+
+/// One process per data directory: two nodes writing the same log would corrupt it.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<File> {
+    let path = dir.join("LOCK");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "data directory {} is in use by another witness process (lock {} is held)",
+            dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}

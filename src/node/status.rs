@@ -1,0 +1,192 @@
+//! Read-only views of a node: the `/v1/status` document and the readiness verdict.
+
+use openraft::async_runtime::WatchReceiver;
+use std::time::Duration;
+
+use openraft::ServerState;
+use serde::{Deserialize, Serialize};
+
+use super::Node;
+use crate::config::{FailoverMode, ReplicationMode};
+use crate::raft::NodeId;
+use crate::state::Epoch;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub node_id: NodeId,
+    pub cluster: String,
+    pub role: String,
+    pub leader: Option<LeaderRef>,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub committed_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub members: Vec<Member>,
+    pub sites: Vec<String>,
+    pub groups: Vec<GroupStatus>,
+    /// False when this node's config declares other sites or groups than the replicated state
+    /// (the leader's config wins).
+    pub config_matches_cluster: bool,
+    pub ready: bool,
+    pub not_ready_reason: Option<String>,
+    pub uptime_seconds: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaderRef {
+    pub id: NodeId,
+    pub addr: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Member {
+    pub id: NodeId,
+    pub addr: String,
+    pub voter: bool,
+    /// Only on the leader: time since this member last acknowledged the leader.
+    pub last_ack_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupStatus {
+    pub name: String,
+    pub primary: String,
+    pub secondary: String,
+    pub active: String,
+    pub epoch: Epoch,
+    pub replication: ReplicationMode,
+    pub failover: FailoverMode,
+}
+
+impl Node {
+    pub fn status(&self) -> Status {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let membership = m.membership_config.clone();
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| Member {
+                id: *id,
+                addr: node.addr.clone(),
+                voter: voters.contains(id),
+                last_ack_ms: m.heartbeat.as_ref().and_then(|hb| {
+                    if *id == self.id {
+                        return Some(0);
+                    }
+                    hb.get(id)?
+                        .as_ref()
+                        .map(|at| openraft::Instant::elapsed(&**at).as_millis() as u64)
+                }),
+            })
+            .collect();
+        let leader = m.current_leader.map(|id| LeaderRef {
+            id,
+            addr: membership
+                .get_node(&id)
+                .map(|n| n.addr.clone())
+                .unwrap_or_default(),
+        });
+        let (sites, groups, config_matches_cluster) = {
+            let applied = self.applied.read().expect("state lock poisoned");
+            let s = &applied.state;
+            let groups = s
+                .groups
+                .iter()
+                .map(|(name, g)| GroupStatus {
+                    name: name.clone(),
+                    primary: g.spec.primary.clone(),
+                    secondary: g.spec.secondary.clone(),
+                    active: g.active.clone(),
+                    epoch: g.epoch,
+                    replication: g.spec.replication,
+                    failover: g.spec.failover,
+                })
+                .collect();
+            (
+                s.sites.iter().cloned().collect(),
+                groups,
+                s.matches_topology(&self.topology),
+            )
+        };
+        let readiness = self.readiness();
+        Status {
+            node_id: self.id,
+            cluster: self.config.cluster.name.clone(),
+            role: role(m.state).into(),
+            leader,
+            term: m.current_term,
+            last_log_index: m.last_log_index,
+            committed_index: m.local_committed.map(|l| l.index),
+            applied_index: m.last_applied.map(|l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            members,
+            sites,
+            groups,
+            config_matches_cluster,
+            ready: readiness.is_ok(),
+            not_ready_reason: readiness.err(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+        }
+    }
+
+    /// Ready means: a leader is known and demonstrably has a quorum (the leader has heard from
+    /// one within the election timeout; a follower has heard from the leader within it), and
+    /// this node has applied everything it knows to be committed.
+    pub fn readiness(&self) -> Result<(), String> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        if let Err(e) = &m.running_state {
+            return Err(format!("Raft has stopped: {e}"));
+        }
+        let bound = self.config.cluster.raft.election_timeout_max;
+        let ms = |d: Duration| d.as_millis();
+        match m.current_leader {
+            None => return Err("no leader known".into()),
+            Some(leader) if leader == self.id => {
+                let acked = m
+                    .last_quorum_acked
+                    .as_ref()
+                    .map(|at| openraft::Instant::elapsed(&**at));
+                match acked {
+                    None => {
+                        return Err("this node leads but no quorum has acknowledged it yet".into())
+                    }
+                    Some(age) if age > bound => {
+                        return Err(format!(
+                            "this node leads but no quorum has acknowledged it for {} ms",
+                            ms(age)
+                        ))
+                    }
+                    Some(_) => {}
+                }
+            }
+            Some(leader) => match self.contact.last().map(|at| at.elapsed()) {
+                None => return Err(format!("leader {leader} known but not heard from yet")),
+                Some(age) if age > bound => {
+                    return Err(format!("no word from leader {leader} for {} ms", ms(age)))
+                }
+                Some(_) => {}
+            },
+        }
+        let applied = m.last_applied.map(|l| l.index);
+        let committed = m.local_committed.map(|l| l.index);
+        if applied < committed {
+            return Err(format!(
+                "applying the log: applied {} of {} committed",
+                applied.map_or(0, |i| i),
+                committed.map_or(0, |i| i)
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn role(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+}
