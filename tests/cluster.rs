@@ -1,0 +1,248 @@
+//! A witness cluster as real OS processes of the built binary on loopback: election, writes
+//! through followers, kill -9 of the leader, catch-up after restart, full restart, the epoch
+//! compare-and-set under contention, and membership changes through the CLI.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::{eventually, Cluster, ELECTION_MAX};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_elect_replicate_survive_kill9_and_restart() {
+    let mut c = Cluster::new(3, 0);
+    for id in 1..=3 {
+        c.node(id).start();
+    }
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    eventually(Duration::from_secs(10), "group registered", || {
+        c.group(leader)
+    })
+    .await;
+
+    // Writes sent to a follower commit (forwarded to the leader).
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let mut epoch = 1;
+    for i in 0..10 {
+        let site = if i % 2 == 0 { "west" } else { "east" };
+        let (status, body) = c.activate(follower, site, epoch).await;
+        assert_eq!(status, 200, "write via follower {follower}: {body}");
+        epoch = body["epoch"].as_u64().unwrap();
+    }
+    assert_eq!(epoch, 11);
+
+    // kill -9 the leader: a new one is elected within the election bound, with every
+    // committed write still there.
+    c.node(leader).kill9();
+    let killed_at = Instant::now();
+    let new_leader = eventually(Duration::from_secs(15), "a new leader", || async {
+        c.agreed_leader().await.filter(|l| *l != leader)
+    })
+    .await;
+    let took = killed_at.elapsed();
+    assert_ne!(new_leader, leader);
+    let bound = ELECTION_MAX * 2 + Duration::from_millis(500);
+    eprintln!(
+        "new leader {new_leader} elected {took:?} after kill -9 of {leader} (bound {bound:?})"
+    );
+    assert!(took <= bound, "re-election took {took:?}, bound {bound:?}");
+    for id in (1..=3).filter(|id| *id != leader) {
+        assert_eq!(
+            c.group(id).await,
+            Some(("east".to_string(), 11)),
+            "node {id} after failover"
+        );
+    }
+
+    // The cluster keeps committing with two of three.
+    let (status, body) = c.activate(new_leader, "west", 11).await;
+    assert_eq!(status, 200, "{body}");
+
+    // The killed node restarts with no flags and catches up.
+    c.node(leader).start();
+    eventually(
+        Duration::from_secs(15),
+        "restarted node catches up",
+        || async { (c.group(leader).await? == ("west".to_string(), 12)).then_some(()) },
+    )
+    .await;
+    c.wait_leader(Duration::from_secs(10)).await;
+
+    // Stop all three cleanly (exit 0), start them again: state intact.
+    for id in 1..=3 {
+        let status = c.node(id).stop();
+        assert!(
+            status.success(),
+            "node {id} exited with {status} on SIGTERM"
+        );
+    }
+    for id in 1..=3 {
+        c.node(id).start();
+    }
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    for id in 1..=3 {
+        let g = eventually(Duration::from_secs(10), "state after full restart", || {
+            c.group(id)
+        })
+        .await;
+        assert_eq!(g, ("west".to_string(), 12), "node {id} after full restart");
+    }
+    let (status, body) = c.activate(leader, "east", 12).await;
+    assert_eq!(status, 200, "write after full restart: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_epoch_cas_has_exactly_one_winner() {
+    let mut c = Cluster::new(3, 0);
+    for id in 1..=3 {
+        c.node(id).start();
+    }
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    eventually(Duration::from_secs(10), "group registered", || {
+        c.group(leader)
+    })
+    .await;
+
+    let attempts = 30;
+    let mut tasks = Vec::new();
+    for i in 0..attempts {
+        let via = (i % 3) as u64 + 1;
+        let http = c.http.clone();
+        let url = c.nodes[via as usize - 1].url("/v1/groups/app/activate");
+        tasks.push(tokio::spawn(async move {
+            let resp = http
+                .post(url)
+                .json(&serde_json::json!({ "site": "west", "expected_epoch": 1 }))
+                .send()
+                .await
+                .expect("request");
+            let status = resp.status().as_u16();
+            (status, resp.json::<serde_json::Value>().await.unwrap())
+        }));
+    }
+    let mut winners = 0;
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        match status {
+            200 => {
+                winners += 1;
+                assert_eq!(body["epoch"], 2);
+            }
+            409 => assert_eq!(body["reason"], "stale_epoch", "{body}"),
+            other => panic!("unexpected status {other}: {body}"),
+        }
+    }
+    assert_eq!(winners, 1, "exactly one compare-and-set may win");
+    for id in 1..=3 {
+        let g = eventually(Duration::from_secs(5), "replicated", || async {
+            c.group(id).await.filter(|g| g.1 == 2)
+        })
+        .await;
+        assert_eq!(g, ("west".to_string(), 2));
+    }
+}
+
+fn cli(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_witness"))
+        .args(args)
+        .output()
+        .expect("run witness");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_add_and_remove_through_a_follower() {
+    let mut c = Cluster::new(3, 1);
+    for id in 1..=3 {
+        c.node(id).start();
+    }
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    // Node 4 is configured but not an initial member: it waits to be added.
+    c.node(4).start();
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let endpoint = format!("http://{}", c.nodes[follower as usize - 1].addr);
+    let new_addr = c.nodes[3].addr.clone();
+
+    let (code, out) = cli(&["members", "--endpoint", &endpoint, "add", "4", &new_addr]);
+    assert_eq!(code, 0, "members add: {out}");
+    assert!(out.contains("voters: [1, 2, 3, 4]"), "{out}");
+    eventually(
+        Duration::from_secs(10),
+        "node 4 has the replicated state",
+        || c.group(4),
+    )
+    .await;
+    c.wait_leader(Duration::from_secs(10)).await;
+
+    let (code, out) = cli(&["status", "--endpoint", &format!("http://{new_addr}")]);
+    assert_eq!(code, 0, "status of the new member: {out}");
+    assert!(out.contains("app"), "{out}");
+
+    let (code, out) = cli(&["members", "--endpoint", &endpoint, "remove", "4"]);
+    assert_eq!(code, 0, "members remove: {out}");
+    assert!(out.contains("voters: [1, 2, 3]"), "{out}");
+
+    let (code, out) = cli(&["members", "--endpoint", &endpoint, "add", "4", &new_addr]);
+    assert_eq!(code, 1, "re-adding a removed id must be refused: {out}");
+    assert!(out.contains("never reused"), "{out}");
+
+    let (code, out) = cli(&["members", "--endpoint", &endpoint]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains(&new_addr), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill9_mid_stream() {
+    let mut c = Cluster::new(1, 0);
+    c.node(1).start();
+    c.wait_leader(Duration::from_secs(20)).await;
+    eventually(Duration::from_secs(10), "group registered", || c.group(1)).await;
+
+    // A writer acknowledges epochs as fast as it can; kill -9 lands mid-stream.
+    let http = c.http.clone();
+    let url = c.nodes[0].url("/v1/groups/app/activate");
+    let writer = tokio::spawn(async move {
+        let mut acked = 1u64;
+        loop {
+            let site = if acked % 2 == 1 { "west" } else { "east" };
+            let resp = http
+                .post(&url)
+                .json(&serde_json::json!({ "site": site, "expected_epoch": acked }))
+                .send()
+                .await;
+            match resp {
+                Ok(r) if r.status() == 200 => {
+                    acked = r.json::<serde_json::Value>().await.unwrap()["epoch"]
+                        .as_u64()
+                        .unwrap()
+                }
+                _ => return acked,
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.node(1).kill9();
+    let acked = writer.await.unwrap();
+    assert!(
+        acked > 10,
+        "the writer should have committed a good number of writes, got {acked}"
+    );
+
+    c.node(1).start();
+    c.wait_leader(Duration::from_secs(20)).await;
+    let (_, epoch) = eventually(Duration::from_secs(10), "state after restart", || {
+        c.group(1)
+    })
+    .await;
+    // Every acknowledged write is durable; at most the one in flight at the kill is extra.
+    assert!(
+        epoch == acked || epoch == acked + 1,
+        "acknowledged epoch {acked}, recovered {epoch}"
+    );
+}

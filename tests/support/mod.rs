@@ -1,0 +1,300 @@
+//! Test harness: real `witness` processes on loopback, each serving on a port-0 socket that
+//! the test binds and passes in as the child's stdin (`--listen-fd 0`). The test keeps its
+//! copy of every socket, so a killed node can be restarted on the same address with no race.
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::future::Future;
+use std::net::TcpListener;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+pub const ELECTION_MAX: Duration = Duration::from_millis(1000);
+
+pub struct TestNode {
+    pub id: u64,
+    pub addr: String,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    listener: TcpListener,
+    child: Option<Child>,
+}
+
+impl TestNode {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "node {} already running", self.id);
+        let socket: OwnedFd = self.listener.try_clone().expect("clone listener").into();
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_witness"))
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .args(["--listen-fd", "0", "--log-level", "info,witness=debug"])
+            .stdin(Stdio::from(socket))
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn witness");
+        self.child = Some(child);
+    }
+
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("node running");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+    }
+
+    /// SIGTERM and wait: returns the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("node running");
+        let ok = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} did not stop within 20 s of SIGTERM",
+                self.id
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+pub struct Cluster {
+    pub dir: TempDir,
+    pub nodes: Vec<TestNode>,
+    pub http: reqwest::Client,
+}
+
+/// The config of node `id` for a cluster whose initial members are `members` (id, addr).
+pub fn node_config(id: u64, addr: &str, members: &[(u64, String)], data_dir: &Path) -> String {
+    let members: Vec<String> = members
+        .iter()
+        .map(|(i, a)| format!("{{ id = {i}, addr = \"{a}\" }}"))
+        .collect();
+    format!(
+        r#"
+[node]
+id = {id}
+listen = "{addr}"
+data_dir = "{data}"
+
+[cluster]
+name = "test"
+initial_members = [{members}]
+
+[cluster.raft]
+heartbeat_interval = "100ms"
+election_timeout_min = "500ms"
+election_timeout_max = "{emax}ms"
+quorum_loss_probe_interval = "2s"
+snapshot_interval = "2s"
+
+[transport]
+plain_http = true
+
+[[site]]
+name = "east"
+[[site.probe]]
+kind = "tcp"
+addr = "127.0.0.1:9"
+
+[[site]]
+name = "west"
+[[site.probe]]
+kind = "tcp"
+addr = "127.0.0.1:9"
+
+[[group]]
+name = "app"
+primary = "east"
+secondary = "west"
+replication = "sync"
+rto = "5m"
+rpo = "0s"
+failover = "automatic"
+"#,
+        data = data_dir.display(),
+        members = members.join(", "),
+        emax = ELECTION_MAX.as_millis(),
+    )
+}
+
+impl Cluster {
+    /// `voters` nodes that bootstrap together, plus `spares` that are configured but wait to
+    /// be added. Nothing is started.
+    pub fn new(voters: usize, spares: usize) -> Cluster {
+        witness::tls::init();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let listeners: Vec<TcpListener> = (0..voters + spares)
+            .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
+            .collect();
+        let addrs: Vec<String> = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().to_string())
+            .collect();
+        let members: Vec<(u64, String)> = (0..voters)
+            .map(|i| (i as u64 + 1, addrs[i].clone()))
+            .collect();
+        let nodes = listeners
+            .into_iter()
+            .enumerate()
+            .map(|(i, listener)| {
+                let id = i as u64 + 1;
+                let config = dir.path().join(format!("node{id}.toml"));
+                let data = dir.path().join(format!("node{id}"));
+                std::fs::write(&config, node_config(id, &addrs[i], &members, &data)).unwrap();
+                TestNode {
+                    id,
+                    addr: addrs[i].clone(),
+                    config,
+                    log: dir.path().join(format!("node{id}.log")),
+                    listener,
+                    child: None,
+                }
+            })
+            .collect();
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        Cluster { dir, nodes, http }
+    }
+
+    pub fn node(&mut self, id: u64) -> &mut TestNode {
+        &mut self.nodes[id as usize - 1]
+    }
+
+    pub async fn status(&self, id: u64) -> Option<Value> {
+        let resp = self
+            .http
+            .get(self.nodes[id as usize - 1].url("/v1/status"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?;
+        resp.json().await.ok()
+    }
+
+    /// The leader id that every running node agrees on and that is ready.
+    pub async fn agreed_leader(&self) -> Option<u64> {
+        let mut leader = None;
+        for n in self.nodes.iter().filter(|n| n.running()) {
+            let s = self.status(n.id).await?;
+            if s["ready"] != true {
+                return None;
+            }
+            let l = s["leader"]["id"].as_u64()?;
+            if *leader.get_or_insert(l) != l {
+                return None;
+            }
+        }
+        leader
+    }
+
+    pub async fn wait_leader(&self, timeout: Duration) -> u64 {
+        eventually(timeout, "a leader agreed by every running node", || {
+            self.agreed_leader()
+        })
+        .await
+    }
+
+    /// POST the epoch compare-and-set to node `via`; returns (HTTP status, body).
+    pub async fn activate(&self, via: u64, site: &str, expected_epoch: u64) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(self.nodes[via as usize - 1].url("/v1/groups/app/activate"))
+            .json(&serde_json::json!({ "site": site, "expected_epoch": expected_epoch }))
+            .send()
+            .await
+            .expect("activate request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn group(&self, id: u64) -> Option<(String, u64)> {
+        let s = self.status(id).await?;
+        let g = s["groups"]
+            .as_array()?
+            .iter()
+            .find(|g| g["name"] == "app")?
+            .clone();
+        Some((g["active"].as_str()?.to_string(), g["epoch"].as_u64()?))
+    }
+
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for n in &self.nodes {
+            let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            out += &format!(
+                "\n----- node {} ({}) last lines -----\n",
+                n.id,
+                n.log.display()
+            );
+            for line in tail.into_iter().rev() {
+                out += line;
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+    }
+}
+
+/// Polls `probe` every 50 ms until it returns `Some`, or panics naming `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
