@@ -330,13 +330,19 @@ impl Errors {
         }
     }
 
-    pub(crate) fn required_duration(&mut self, field: &str, value: Option<&str>) -> Duration {
+    /// A required duration: `None` when missing or malformed (already reported), so callers
+    /// check further constraints only on values that parsed.
+    pub(crate) fn required_duration(
+        &mut self,
+        field: &str,
+        value: Option<&str>,
+    ) -> Option<Duration> {
         match value {
             None => {
                 self.add(field, "missing; give a duration such as \"30s\" or \"5m\"");
-                Duration::ZERO
+                None
             }
-            Some(_) => self.duration(field, value, Duration::ZERO),
+            Some(text) => duration::parse(text).map_err(|e| self.add(field, e)).ok(),
         }
     }
 
@@ -374,15 +380,27 @@ pub fn check_name(value: &str) -> Result<(), String> {
     }
 }
 
-/// `host:port` with a non-zero port; the host may be a name or an IP address.
+/// `host:port` with a non-zero port; the host is a DNS name, an IPv4 address or a bracketed
+/// IPv6 address. A URL is refused: peers build URLs from this, and `http://http://...` would
+/// fail only at run time.
 pub fn check_host_port(value: &str) -> Result<(), String> {
     let Some((host, port)) = value.rsplit_once(':') else {
         return Err(format!("invalid address {value:?}: expected host:port"));
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || host.contains(char::is_whitespace) {
+    let bracketed = host.starts_with('[') && host.ends_with(']') && host.len() > 2;
+    let host_ok = if bracketed {
+        host[1..host.len() - 1]
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok()
+    } else {
+        !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+    };
+    if !host_ok {
         return Err(format!(
-            "invalid address {value:?}: empty or malformed host"
+            "invalid address {value:?}: expected host:port with a DNS name, IPv4 address or [IPv6] address (no scheme or path)"
         ));
     }
     match port.parse::<u16>() {
@@ -837,10 +855,10 @@ impl RawGroup {
         };
         let rto = e.required_duration(&format!("{p}.rto"), self.rto.as_deref());
         let rpo = e.required_duration(&format!("{p}.rpo"), self.rpo.as_deref());
-        if self.rto.is_some() && rto.is_zero() {
+        if rto == Some(Duration::ZERO) {
             e.add(format!("{p}.rto"), "must be greater than 0s");
         }
-        if replication == ReplicationMode::Async && self.rpo.is_some() && rpo.is_zero() {
+        if replication == ReplicationMode::Async && rpo == Some(Duration::ZERO) {
             e.add(format!("{p}.rpo"), "0s is impossible with replication = \"async\"; use \"sync\" or the backup interval");
         }
         let hold_down = e.duration(
@@ -859,7 +877,7 @@ impl RawGroup {
         for (i, table) in self.steps.into_iter().enumerate() {
             let field = format!("{p}.step[{i}]");
             if let Some(step) = steps::validate(&field, table, &group_sites, e) {
-                if !step_names.insert(step.name.clone()) {
+                if !step.name.is_empty() && !step_names.insert(step.name.clone()) {
                     e.add(
                         format!("{field}.name"),
                         format!("duplicate step name {:?}", step.name),
@@ -873,8 +891,8 @@ impl RawGroup {
             primary,
             secondary,
             replication,
-            rto,
-            rpo,
+            rto: rto.unwrap_or_default(),
+            rpo: rpo.unwrap_or_default(),
             failover,
             hold_down,
             block_after_failover,

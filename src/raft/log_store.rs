@@ -62,10 +62,11 @@ impl raft_log::Callback for Flushed {
         match self {
             Flushed::Raft(cb) => cb.io_completed(res),
             Flushed::Wait(tx) => {
-                let _ = tx.send(res);
+                // The waiter may have given up; nothing else is owed to it.
+                tx.send(res).ok();
             }
             Flushed::Blocking(tx) => {
-                let _ = tx.send(res);
+                tx.send(res);
             }
         }
     }
@@ -181,7 +182,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        Ok(self.wal().log_state().vote().map(|v| v.0.clone()))
+        Ok(self.wal().log_state().vote().map(|v| v.0))
     }
 }
 
@@ -191,11 +192,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let wal = self.wal();
         let st = wal.log_state();
-        let last_purged_log_id = st.purged().map(|p| p.0.clone());
-        let last_log_id = st
-            .last()
-            .map(|l| l.0.clone())
-            .or_else(|| last_purged_log_id.clone());
+        let last_purged_log_id = st.purged().map(|p| p.0);
+        let last_log_id = st.last().map(|l| l.0).or(last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -207,7 +205,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        self.wal().save_vote(Packed(vote.clone()))?;
+        self.wal().save_vote(Packed(*vote))?;
         self.sync().await
     }
 
@@ -222,7 +220,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        Ok(self.wal().log_state().committed().map(|c| c.0.clone()))
+        Ok(self.wal().log_state().committed().map(|c| c.0))
     }
 
     async fn append<I>(

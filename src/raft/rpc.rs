@@ -58,7 +58,7 @@ pub fn router(raft: Raft, cluster: &str, contact: LeaderContact) -> Router {
 
 /// Refuses RPCs from a node configured for another cluster: wiring two clusters together by
 /// a wrong address must fail loudly, not merge their logs.
-fn check_cluster(rpc: &Rpc, headers: &HeaderMap) -> Result<(), Response> {
+fn check_cluster(rpc: &Rpc, headers: &HeaderMap) -> Result<(), (StatusCode, String)> {
     match headers.get(CLUSTER_HEADER).and_then(|v| v.to_str().ok()) {
         Some(name) if name == &*rpc.cluster => Ok(()),
         other => Err((
@@ -68,8 +68,7 @@ fn check_cluster(rpc: &Rpc, headers: &HeaderMap) -> Result<(), Response> {
                 rpc.cluster,
                 other.unwrap_or("")
             ),
-        )
-            .into_response()),
+        )),
     }
 }
 
@@ -78,8 +77,8 @@ async fn append(
     headers: HeaderMap,
     Json(req): Json<AppendEntriesRequest<TypeConfig>>,
 ) -> Response {
-    if let Err(r) = check_cluster(&rpc, &headers) {
-        return r;
+    if let Err(refused) = check_cluster(&rpc, &headers) {
+        return refused.into_response();
     }
     let res = rpc.raft.append_entries(req).await;
     if res.as_ref().is_ok_and(|r| r.is_success()) {
@@ -93,8 +92,8 @@ async fn vote(
     headers: HeaderMap,
     Json(req): Json<VoteRequest<TypeConfig>>,
 ) -> Response {
-    if let Err(r) = check_cluster(&rpc, &headers) {
-        return r;
+    if let Err(refused) = check_cluster(&rpc, &headers) {
+        return refused.into_response();
     }
     Json(rpc.raft.vote(req).await).into_response()
 }
@@ -104,8 +103,8 @@ async fn pre_vote(
     headers: HeaderMap,
     Json(req): Json<VoteRequest<TypeConfig>>,
 ) -> Response {
-    if let Err(r) = check_cluster(&rpc, &headers) {
-        return r;
+    if let Err(refused) = check_cluster(&rpc, &headers) {
+        return refused.into_response();
     }
     Json(rpc.raft.pre_vote(req).await).into_response()
 }
@@ -115,8 +114,8 @@ async fn snapshot(
     headers: HeaderMap,
     Json((vote, meta, data)): Json<(Vote, SnapshotMeta, Vec<u8>)>,
 ) -> Response {
-    if let Err(r) = check_cluster(&rpc, &headers) {
-        return r;
+    if let Err(refused) = check_cluster(&rpc, &headers) {
+        return refused.into_response();
     }
     let res = rpc
         .raft
@@ -137,8 +136,8 @@ async fn transfer_leader(
     headers: HeaderMap,
     Json(req): Json<TransferLeaderRequest<TypeConfig>>,
 ) -> Response {
-    if let Err(r) = check_cluster(&rpc, &headers) {
-        return r;
+    if let Err(refused) = check_cluster(&rpc, &headers) {
+        return refused.into_response();
     }
     let res = rpc
         .raft

@@ -100,7 +100,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let applied = self.applied.read().expect("state lock poisoned").clone();
         let meta = SnapshotMeta {
-            last_log_id: applied.last_applied.clone(),
+            last_log_id: applied.last_applied,
             last_membership: applied.membership.clone(),
         };
         let body = SnapshotBody {
@@ -122,7 +122,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         let a = self.applied.read().expect("state lock poisoned");
-        Ok((a.last_applied.clone(), a.membership.clone()))
+        Ok((a.last_applied, a.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -132,7 +132,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         while let Some((entry, responder)) = entries.try_next().await? {
             let response = {
                 let mut a = self.applied.write().expect("state lock poisoned");
-                a.last_applied = Some(entry.log_id.clone());
+                a.last_applied = Some(entry.log_id);
                 match entry.payload {
                     EntryPayload::Blank => Response::None,
                     EntryPayload::Normal(command) => a.state.apply(command),
