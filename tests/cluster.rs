@@ -134,6 +134,16 @@ async fn concurrent_epoch_cas_has_exactly_one_winner() {
         }
     }
     assert_eq!(winners, 1, "exactly one compare-and-set may win");
+
+    // Raft RPCs from outside the cluster (no or another cluster name) are refused.
+    let refused = c
+        .http
+        .post(c.nodes[0].url("/raft/vote"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 409);
     for id in 1..=3 {
         let g = eventually(Duration::from_secs(5), "replicated", || async {
             c.group(id).await.filter(|g| g.1 == 2)
@@ -245,4 +255,49 @@ async fn acknowledged_writes_survive_kill9_mid_stream() {
         epoch == acked || epoch == acked + 1,
         "acknowledged epoch {acked}, recovered {epoch}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_follower_catches_up_from_a_snapshot_after_log_compaction() {
+    let mut c = Cluster::with_raft(
+        3,
+        0,
+        "snapshot_max_entries = 10\nlog_keep_after_snapshot = 0",
+    );
+    for id in 1..=3 {
+        c.node(id).start();
+    }
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    eventually(Duration::from_secs(10), "group registered", || {
+        c.group(leader)
+    })
+    .await;
+    let lagging = (1..=3).find(|id| *id != leader).unwrap();
+    assert!(c.node(lagging).stop().success());
+
+    let mut epoch = 1;
+    for i in 0..30 {
+        let site = if i % 2 == 0 { "west" } else { "east" };
+        let (status, body) = c.activate(leader, site, epoch).await;
+        assert_eq!(status, 200, "{body}");
+        epoch = body["epoch"].as_u64().unwrap();
+    }
+    // The leader snapshots and drops the entries the stopped follower is missing.
+    eventually(Duration::from_secs(10), "leader log compacted", || async {
+        let s = c.status(leader).await?;
+        (s["purged_index"].as_u64()? >= 20).then_some(())
+    })
+    .await;
+
+    c.node(lagging).start();
+    eventually(
+        Duration::from_secs(15),
+        "lagging follower restored from the snapshot",
+        || async {
+            let s = c.status(lagging).await?;
+            let restored = s["snapshot_index"].as_u64()? >= 20;
+            (restored && c.group(lagging).await? == ("east".to_string(), epoch)).then_some(())
+        },
+    )
+    .await;
 }

@@ -60,11 +60,12 @@ pub fn render(s: &Status) -> String {
     );
     out += &format!("{ready}\n");
     out += &format!(
-        "log: last {}  committed {}  applied {}  snapshot {}\n",
+        "log: last {}  committed {}  applied {}  snapshot {}  purged {}\n",
         opt(s.last_log_index),
         opt(s.committed_index),
         opt(s.applied_index),
-        opt(s.snapshot_index)
+        opt(s.snapshot_index),
+        opt(s.purged_index)
     );
     if !s.config_matches_cluster {
         out += "warning: this node's config declares other sites or groups than the cluster has registered\n";

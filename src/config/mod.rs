@@ -56,6 +56,9 @@ pub struct RaftTiming {
     pub quorum_loss_probe_interval: Duration,
     pub snapshot_interval: Duration,
     pub snapshot_max_entries: u64,
+    /// Entries kept in the log behind a snapshot, so that a briefly lagging follower catches
+    /// up by replication instead of a full snapshot transfer.
+    pub log_keep_after_snapshot: u64,
 }
 
 impl Default for RaftTiming {
@@ -69,6 +72,7 @@ impl Default for RaftTiming {
             quorum_loss_probe_interval: Duration::from_millis(6000),
             snapshot_interval: Duration::from_secs(600),
             snapshot_max_entries: 10_000,
+            log_keep_after_snapshot: 1000,
         }
     }
 }
@@ -246,6 +250,7 @@ struct RawRaft {
     quorum_loss_probe_interval: Option<String>,
     snapshot_interval: Option<String>,
     snapshot_max_entries: Option<u64>,
+    log_keep_after_snapshot: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -607,6 +612,9 @@ impl RawRaft {
                 d.snapshot_interval,
             ),
             snapshot_max_entries: self.snapshot_max_entries.unwrap_or(d.snapshot_max_entries),
+            log_keep_after_snapshot: self
+                .log_keep_after_snapshot
+                .unwrap_or(d.log_keep_after_snapshot),
         };
         let fmt = duration::format;
         if t.heartbeat_interval.is_zero() {

@@ -22,6 +22,8 @@ pub struct Status {
     pub committed_index: Option<u64>,
     pub applied_index: Option<u64>,
     pub snapshot_index: Option<u64>,
+    /// Entries up to here are removed from the log (covered by the snapshot).
+    pub purged_index: Option<u64>,
     pub members: Vec<Member>,
     pub sites: Vec<String>,
     pub groups: Vec<GroupStatus>,
@@ -120,6 +122,7 @@ impl Node {
             committed_index: m.local_committed.map(|l| l.index),
             applied_index: m.last_applied.map(|l| l.index),
             snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
             members,
             sites,
             groups,

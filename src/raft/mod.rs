@@ -47,9 +47,7 @@ pub fn openraft_config(
         enable_pre_vote: Some(t.pre_vote),
         quorum_loss_probe_interval: Some(ms(t.quorum_loss_probe_interval)),
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(t.snapshot_max_entries),
-        // Keep some log after a snapshot so a briefly lagging follower catches up by
-        // replication rather than by a full snapshot transfer.
-        max_in_snapshot_log_to_keep: 1000,
+        max_in_snapshot_log_to_keep: t.log_keep_after_snapshot,
         ..Default::default()
     };
     Ok(Arc::new(config.validate()?))

@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -11,6 +12,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use openraft::errors::RaftError;
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
+use serde::de::DeserializeOwned;
 
 use super::network::CLUSTER_HEADER;
 use super::state_machine::Snapshot;
@@ -56,30 +58,39 @@ pub fn router(raft: Raft, cluster: &str, contact: LeaderContact) -> Router {
         })
 }
 
-/// Refuses RPCs from a node configured for another cluster: wiring two clusters together by
-/// a wrong address must fail loudly, not merge their logs.
-fn check_cluster(rpc: &Rpc, headers: &HeaderMap) -> Result<(), (StatusCode, String)> {
+/// Checks the cluster name, then decodes the body. The name comes first: wiring two clusters
+/// together by a wrong address must fail loudly as exactly that, not merge their logs.
+fn admit<T: DeserializeOwned>(
+    rpc: &Rpc,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, (StatusCode, String)> {
     match headers.get(CLUSTER_HEADER).and_then(|v| v.to_str().ok()) {
-        Some(name) if name == &*rpc.cluster => Ok(()),
-        other => Err((
-            StatusCode::CONFLICT,
-            format!(
-                "this node belongs to cluster {:?}, the request to {:?}",
-                rpc.cluster,
-                other.unwrap_or("")
-            ),
-        )),
+        Some(name) if name == &*rpc.cluster => {}
+        other => {
+            return Err((
+                StatusCode::CONFLICT,
+                format!(
+                    "this node belongs to cluster {:?}, the request to {:?}",
+                    rpc.cluster,
+                    other.unwrap_or("")
+                ),
+            ))
+        }
     }
+    serde_json::from_slice(body).map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("malformed Raft RPC body: {e}"),
+        )
+    })
 }
 
-async fn append(
-    State(rpc): State<Rpc>,
-    headers: HeaderMap,
-    Json(req): Json<AppendEntriesRequest<TypeConfig>>,
-) -> Response {
-    if let Err(refused) = check_cluster(&rpc, &headers) {
-        return refused.into_response();
-    }
+async fn append(State(rpc): State<Rpc>, headers: HeaderMap, body: Bytes) -> Response {
+    let req: AppendEntriesRequest<TypeConfig> = match admit(&rpc, &headers, &body) {
+        Ok(req) => req,
+        Err(refused) => return refused.into_response(),
+    };
     let res = rpc.raft.append_entries(req).await;
     if res.as_ref().is_ok_and(|r| r.is_success()) {
         rpc.contact.touch();
@@ -87,62 +98,45 @@ async fn append(
     Json(res).into_response()
 }
 
-async fn vote(
-    State(rpc): State<Rpc>,
-    headers: HeaderMap,
-    Json(req): Json<VoteRequest<TypeConfig>>,
-) -> Response {
-    if let Err(refused) = check_cluster(&rpc, &headers) {
-        return refused.into_response();
+async fn vote(State(rpc): State<Rpc>, headers: HeaderMap, body: Bytes) -> Response {
+    match admit::<VoteRequest<TypeConfig>>(&rpc, &headers, &body) {
+        Ok(req) => Json(rpc.raft.vote(req).await).into_response(),
+        Err(refused) => refused.into_response(),
     }
-    Json(rpc.raft.vote(req).await).into_response()
 }
 
-async fn pre_vote(
-    State(rpc): State<Rpc>,
-    headers: HeaderMap,
-    Json(req): Json<VoteRequest<TypeConfig>>,
-) -> Response {
-    if let Err(refused) = check_cluster(&rpc, &headers) {
-        return refused.into_response();
+async fn pre_vote(State(rpc): State<Rpc>, headers: HeaderMap, body: Bytes) -> Response {
+    match admit::<VoteRequest<TypeConfig>>(&rpc, &headers, &body) {
+        Ok(req) => Json(rpc.raft.pre_vote(req).await).into_response(),
+        Err(refused) => refused.into_response(),
     }
-    Json(rpc.raft.pre_vote(req).await).into_response()
 }
 
-async fn snapshot(
-    State(rpc): State<Rpc>,
-    headers: HeaderMap,
-    Json((vote, meta, data)): Json<(Vote, SnapshotMeta, Vec<u8>)>,
-) -> Response {
-    if let Err(refused) = check_cluster(&rpc, &headers) {
-        return refused.into_response();
+async fn snapshot(State(rpc): State<Rpc>, headers: HeaderMap, body: Bytes) -> Response {
+    match admit::<(Vote, SnapshotMeta, Vec<u8>)>(&rpc, &headers, &body) {
+        Ok((vote, meta, data)) => {
+            let res = rpc
+                .raft
+                .install_full_snapshot(
+                    vote,
+                    Snapshot {
+                        meta,
+                        snapshot: data,
+                    },
+                )
+                .await;
+            Json(res.map_err(RaftError::<TypeConfig>::Fatal)).into_response()
+        }
+        Err(refused) => refused.into_response(),
     }
-    let res = rpc
-        .raft
-        .install_full_snapshot(
-            vote,
-            Snapshot {
-                meta,
-                snapshot: data,
-            },
-        )
-        .await
-        .map_err(RaftError::<TypeConfig>::Fatal);
-    Json(res).into_response()
 }
 
-async fn transfer_leader(
-    State(rpc): State<Rpc>,
-    headers: HeaderMap,
-    Json(req): Json<TransferLeaderRequest<TypeConfig>>,
-) -> Response {
-    if let Err(refused) = check_cluster(&rpc, &headers) {
-        return refused.into_response();
+async fn transfer_leader(State(rpc): State<Rpc>, headers: HeaderMap, body: Bytes) -> Response {
+    match admit::<TransferLeaderRequest<TypeConfig>>(&rpc, &headers, &body) {
+        Ok(req) => {
+            let res = rpc.raft.handle_transfer_leader(req).await;
+            Json(res.map_err(RaftError::<TypeConfig>::Fatal)).into_response()
+        }
+        Err(refused) => refused.into_response(),
     }
-    let res = rpc
-        .raft
-        .handle_transfer_leader(req)
-        .await
-        .map_err(RaftError::<TypeConfig>::Fatal);
-    Json(res).into_response()
 }

@@ -91,7 +91,13 @@ pub struct Cluster {
 }
 
 /// The config of node `id` for a cluster whose initial members are `members` (id, addr).
-pub fn node_config(id: u64, addr: &str, members: &[(u64, String)], data_dir: &Path) -> String {
+pub fn node_config(
+    id: u64,
+    addr: &str,
+    members: &[(u64, String)],
+    data_dir: &Path,
+    raft_extra: &str,
+) -> String {
     let members: Vec<String> = members
         .iter()
         .map(|(i, a)| format!("{{ id = {i}, addr = \"{a}\" }}"))
@@ -113,6 +119,7 @@ election_timeout_min = "500ms"
 election_timeout_max = "{emax}ms"
 quorum_loss_probe_interval = "2s"
 snapshot_interval = "2s"
+{raft_extra}
 
 [transport]
 plain_http = true
@@ -148,6 +155,11 @@ impl Cluster {
     /// `voters` nodes that bootstrap together, plus `spares` that are configured but wait to
     /// be added. Nothing is started.
     pub fn new(voters: usize, spares: usize) -> Cluster {
+        Cluster::with_raft(voters, spares, "")
+    }
+
+    /// Like `new`, with extra `[cluster.raft]` settings for every node.
+    pub fn with_raft(voters: usize, spares: usize, raft_extra: &str) -> Cluster {
         witness::tls::init();
         let dir = tempfile::tempdir().expect("tempdir");
         let listeners: Vec<TcpListener> = (0..voters + spares)
@@ -167,7 +179,11 @@ impl Cluster {
                 let id = i as u64 + 1;
                 let config = dir.path().join(format!("node{id}.toml"));
                 let data = dir.path().join(format!("node{id}"));
-                std::fs::write(&config, node_config(id, &addrs[i], &members, &data)).unwrap();
+                std::fs::write(
+                    &config,
+                    node_config(id, &addrs[i], &members, &data, raft_extra),
+                )
+                .unwrap();
                 TestNode {
                     id,
                     addr: addrs[i].clone(),
