@@ -301,3 +301,95 @@ async fn lagging_follower_catches_up_from_a_snapshot_after_log_compaction() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_cut_off_from_its_quorum_stops_being_ready_and_refuses_writes() {
+    let mut c = Cluster::new(3, 0);
+    for id in 1..=3 {
+        c.node(id).start();
+    }
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    eventually(Duration::from_secs(10), "group registered", || {
+        c.group(leader)
+    })
+    .await;
+    for id in (1..=3).filter(|id| *id != leader) {
+        c.node(id).kill9();
+    }
+    // Within about an election timeout the lone leader knows it has no quorum.
+    let reason = eventually(
+        Duration::from_secs(10),
+        "the lone leader turns not-ready",
+        || async {
+            let resp = c
+                .http
+                .get(c.nodes[leader as usize - 1].url("/readyz"))
+                .send()
+                .await
+                .ok()?;
+            if resp.status() != 503 {
+                return None;
+            }
+            let body: serde_json::Value = resp.json().await.ok()?;
+            Some(body["reason"].as_str()?.to_string())
+        },
+    )
+    .await;
+    assert!(
+        reason.contains("quorum") || reason.contains("leader"),
+        "{reason}"
+    );
+    // A write is refused promptly as unavailable: it neither hangs nor commits.
+    let started = Instant::now();
+    let (status, body) = c.activate(leader, "west", 1).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refusal took {:?}",
+        started.elapsed()
+    );
+    let (code, out) = cli(&[
+        "status",
+        "--endpoint",
+        &format!("http://{}", c.nodes[leader as usize - 1].addr),
+    ]);
+    assert_eq!(code, 1, "status of a node without quorum exits 1: {out}");
+    assert!(out.contains("NOT READY"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_whose_member_list_disagrees_refuses_to_bootstrap() {
+    let mut c = Cluster::new(3, 0);
+    c.node(1).start();
+    eventually(Duration::from_secs(10), "node 1 serving", || c.status(1)).await;
+    // Node 2's config lists only nodes 1 and 2: bootstrapping with it could form a second
+    // majority, so it must refuse once it sees node 1 disagree.
+    let wrong = support::node_config(
+        2,
+        &c.nodes[1].addr,
+        &[(1, c.nodes[0].addr.clone()), (2, c.nodes[1].addr.clone())],
+        &c.dir.path().join("node2"),
+        "",
+    );
+    std::fs::write(&c.nodes[1].config, wrong).unwrap();
+    c.node(2).start();
+    let log = c.nodes[1].log.clone();
+    eventually(Duration::from_secs(10), "refusal logged", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        async move { text.contains("refusing to bootstrap").then_some(()) }
+    })
+    .await;
+    // Node 2 may still join the real cluster when node 1 replicates to it, but it never holds
+    // the two-member list of its own config.
+    let s = c.status(2).await.expect("node 2 serves status");
+    let ids: Vec<u64> = s["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect();
+    assert!(
+        ids.is_empty() || ids == [1, 2, 3],
+        "node 2 has members {ids:?}: {s}"
+    );
+}
