@@ -2,9 +2,7 @@
 //! and the benchmark can run several nodes in one process).
 
 use openraft::ServerState;
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 use crate::raft::TypeConfig;
 
@@ -27,9 +25,7 @@ impl Metrics {
         let registry = Registry::new_custom(None, Some(labels)).expect("static registry settings");
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("static metric");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("unique metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
             g
         };
         let term = gauge("witness_raft_term", "Current Raft term of this node.");
@@ -79,9 +75,7 @@ impl Metrics {
             .register(Box::new(leader_requests.clone()))
             .expect("unique metric");
         registry
-            .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ))
+            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
             .expect("unique metric");
         Metrics {
             registry,
@@ -101,10 +95,8 @@ impl Metrics {
         let index = |id: &Option<crate::raft::LogId>| id.as_ref().map_or(0, |l| l.index as i64);
         self.term.set(m.current_term as i64);
         self.leader_id.set(m.current_leader.unwrap_or(0) as i64);
-        self.is_leader
-            .set(i64::from(m.state == ServerState::Leader));
-        self.last_log_index
-            .set(m.last_log_index.unwrap_or(0) as i64);
+        self.is_leader.set(i64::from(m.state == ServerState::Leader));
+        self.last_log_index.set(m.last_log_index.unwrap_or(0) as i64);
         self.committed_index.set(index(&m.local_committed));
         self.applied_index.set(index(&m.last_applied));
         self.snapshot_index.set(index(&m.snapshot));

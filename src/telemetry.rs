@@ -21,8 +21,7 @@ pub fn init(format: LogFormat, level: &str) -> Result<(), String> {
     } else {
         format!("{level},openraft=warn")
     };
-    let filter =
-        EnvFilter::try_new(&directives).map_err(|e| format!("--log-level {level:?}: {e}"))?;
+    let filter = EnvFilter::try_new(&directives).map_err(|e| format!("--log-level {level:?}: {e}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -16,10 +16,7 @@ async fn three_processes_elect_replicate_survive_kill9_and_restart() {
         c.node(id).start();
     }
     let leader = c.wait_leader(Duration::from_secs(20)).await;
-    eventually(Duration::from_secs(10), "group registered", || {
-        c.group(leader)
-    })
-    .await;
+    eventually(Duration::from_secs(10), "group registered", || c.group(leader)).await;
 
     // Writes sent to a follower commit (forwarded to the leader).
     let follower = (1..=3).find(|id| *id != leader).unwrap();
@@ -43,9 +40,7 @@ async fn three_processes_elect_replicate_survive_kill9_and_restart() {
     let took = killed_at.elapsed();
     assert_ne!(new_leader, leader);
     let bound = ELECTION_MAX * 2 + Duration::from_millis(500);
-    eprintln!(
-        "new leader {new_leader} elected {took:?} after kill -9 of {leader} (bound {bound:?})"
-    );
+    eprintln!("new leader {new_leader} elected {took:?} after kill -9 of {leader} (bound {bound:?})");
     assert!(took <= bound, "re-election took {took:?}, bound {bound:?}");
     for id in (1..=3).filter(|id| *id != leader) {
         assert_eq!(
@@ -61,31 +56,23 @@ async fn three_processes_elect_replicate_survive_kill9_and_restart() {
 
     // The killed node restarts with no flags and catches up.
     c.node(leader).start();
-    eventually(
-        Duration::from_secs(15),
-        "restarted node catches up",
-        || async { (c.group(leader).await? == ("west".to_string(), 12)).then_some(()) },
-    )
+    eventually(Duration::from_secs(15), "restarted node catches up", || async {
+        (c.group(leader).await? == ("west".to_string(), 12)).then_some(())
+    })
     .await;
     c.wait_leader(Duration::from_secs(10)).await;
 
     // Stop all three cleanly (exit 0), start them again: state intact.
     for id in 1..=3 {
         let status = c.node(id).stop();
-        assert!(
-            status.success(),
-            "node {id} exited with {status} on SIGTERM"
-        );
+        assert!(status.success(), "node {id} exited with {status} on SIGTERM");
     }
     for id in 1..=3 {
         c.node(id).start();
     }
     let leader = c.wait_leader(Duration::from_secs(20)).await;
     for id in 1..=3 {
-        let g = eventually(Duration::from_secs(10), "state after full restart", || {
-            c.group(id)
-        })
-        .await;
+        let g = eventually(Duration::from_secs(10), "state after full restart", || c.group(id)).await;
         assert_eq!(g, ("west".to_string(), 12), "node {id} after full restart");
     }
     let (status, body) = c.activate(leader, "east", 12).await;
@@ -99,10 +86,7 @@ async fn concurrent_epoch_cas_has_exactly_one_winner() {
         c.node(id).start();
     }
     let leader = c.wait_leader(Duration::from_secs(20)).await;
-    eventually(Duration::from_secs(10), "group registered", || {
-        c.group(leader)
-    })
-    .await;
+    eventually(Duration::from_secs(10), "group registered", || c.group(leader)).await;
 
     let attempts = 30;
     let mut tasks = Vec::new();
@@ -182,11 +166,9 @@ async fn members_add_and_remove_through_a_follower() {
     let (code, out) = cli(&["members", "--endpoint", &endpoint, "add", "4", &new_addr]);
     assert_eq!(code, 0, "members add: {out}");
     assert!(out.contains("voters: [1, 2, 3, 4]"), "{out}");
-    eventually(
-        Duration::from_secs(10),
-        "node 4 has the replicated state",
-        || c.group(4),
-    )
+    eventually(Duration::from_secs(10), "node 4 has the replicated state", || {
+        c.group(4)
+    })
     .await;
     c.wait_leader(Duration::from_secs(10)).await;
 
@@ -228,9 +210,7 @@ async fn acknowledged_writes_survive_kill9_mid_stream() {
                 .await;
             match resp {
                 Ok(r) if r.status() == 200 => {
-                    acked = r.json::<serde_json::Value>().await.unwrap()["epoch"]
-                        .as_u64()
-                        .unwrap()
+                    acked = r.json::<serde_json::Value>().await.unwrap()["epoch"].as_u64().unwrap()
                 }
                 _ => return acked,
             }
@@ -246,10 +226,7 @@ async fn acknowledged_writes_survive_kill9_mid_stream() {
 
     c.node(1).start();
     c.wait_leader(Duration::from_secs(20)).await;
-    let (_, epoch) = eventually(Duration::from_secs(10), "state after restart", || {
-        c.group(1)
-    })
-    .await;
+    let (_, epoch) = eventually(Duration::from_secs(10), "state after restart", || c.group(1)).await;
     // Every acknowledged write is durable; at most the one in flight at the kill is extra.
     assert!(
         epoch == acked || epoch == acked + 1,
@@ -259,19 +236,12 @@ async fn acknowledged_writes_survive_kill9_mid_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lagging_follower_catches_up_from_a_snapshot_after_log_compaction() {
-    let mut c = Cluster::with_raft(
-        3,
-        0,
-        "snapshot_max_entries = 10\nlog_keep_after_snapshot = 0",
-    );
+    let mut c = Cluster::with_raft(3, 0, "snapshot_max_entries = 10\nlog_keep_after_snapshot = 0");
     for id in 1..=3 {
         c.node(id).start();
     }
     let leader = c.wait_leader(Duration::from_secs(20)).await;
-    eventually(Duration::from_secs(10), "group registered", || {
-        c.group(leader)
-    })
-    .await;
+    eventually(Duration::from_secs(10), "group registered", || c.group(leader)).await;
     let lagging = (1..=3).find(|id| *id != leader).unwrap();
     assert!(c.node(lagging).stop().success());
 
@@ -309,36 +279,26 @@ async fn leader_cut_off_from_its_quorum_stops_being_ready_and_refuses_writes() {
         c.node(id).start();
     }
     let leader = c.wait_leader(Duration::from_secs(20)).await;
-    eventually(Duration::from_secs(10), "group registered", || {
-        c.group(leader)
-    })
-    .await;
+    eventually(Duration::from_secs(10), "group registered", || c.group(leader)).await;
     for id in (1..=3).filter(|id| *id != leader) {
         c.node(id).kill9();
     }
     // Within about an election timeout the lone leader knows it has no quorum.
-    let reason = eventually(
-        Duration::from_secs(10),
-        "the lone leader turns not-ready",
-        || async {
-            let resp = c
-                .http
-                .get(c.nodes[leader as usize - 1].url("/readyz"))
-                .send()
-                .await
-                .ok()?;
-            if resp.status() != 503 {
-                return None;
-            }
-            let body: serde_json::Value = resp.json().await.ok()?;
-            Some(body["reason"].as_str()?.to_string())
-        },
-    )
+    let reason = eventually(Duration::from_secs(10), "the lone leader turns not-ready", || async {
+        let resp = c
+            .http
+            .get(c.nodes[leader as usize - 1].url("/readyz"))
+            .send()
+            .await
+            .ok()?;
+        if resp.status() != 503 {
+            return None;
+        }
+        let body: serde_json::Value = resp.json().await.ok()?;
+        Some(body["reason"].as_str()?.to_string())
+    })
     .await;
-    assert!(
-        reason.contains("quorum") || reason.contains("leader"),
-        "{reason}"
-    );
+    assert!(reason.contains("quorum") || reason.contains("leader"), "{reason}");
     // A write is refused promptly as unavailable: it neither hangs nor commits.
     let started = Instant::now();
     let (status, body) = c.activate(leader, "west", 1).await;
@@ -388,8 +348,5 @@ async fn node_whose_member_list_disagrees_refuses_to_bootstrap() {
         .iter()
         .map(|m| m["id"].as_u64().unwrap())
         .collect();
-    assert!(
-        ids.is_empty() || ids == [1, 2, 3],
-        "node 2 has members {ids:?}: {s}"
-    );
+    assert!(ids.is_empty() || ids == [1, 2, 3], "node 2 has members {ids:?}: {s}");
 }

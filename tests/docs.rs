@@ -5,9 +5,7 @@
 fn readme_config_example_is_the_checked_example_file() {
     let root = env!("CARGO_MANIFEST_DIR");
     let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
-    let section = &readme[readme
-        .find("## Configuration")
-        .expect("Configuration section")..];
+    let section = &readme[readme.find("## Configuration").expect("Configuration section")..];
     let start = section.find("```toml\n").expect("toml block") + "```toml\n".len();
     let block = &section[start..start + section[start..].find("```").expect("block end")];
     let file = std::fs::read_to_string(format!("{root}/config/examples/node.toml")).unwrap();

@@ -32,10 +32,7 @@ async fn openraft_storage_suite() -> Result<(), StorageError<TypeConfig>> {
 }
 
 fn log_id(term: u64, index: u64) -> witness::raft::LogId {
-    LogId::new(
-        openraft::impls::leader_id_adv::LeaderId { term, node_id: 1 },
-        index,
-    )
+    LogId::new(openraft::impls::leader_id_adv::LeaderId { term, node_id: 1 }, index)
 }
 
 fn entry(term: u64, index: u64) -> Entry {
@@ -51,10 +48,7 @@ fn entry(term: u64, index: u64) -> Entry {
 
 async fn append(store: &mut LogStore, entries: Vec<Entry>) {
     let (tx, rx) = TypeConfig::oneshot();
-    store
-        .append(entries, IOFlushed::signal(tx))
-        .await
-        .expect("append");
+    store.append(entries, IOFlushed::signal(tx)).await.expect("append");
     rx.await.expect("flush callback").expect("fsync");
 }
 
@@ -70,10 +64,7 @@ async fn reopen_after_clean_stop_keeps_vote_entries_and_commit() {
         store.truncate_after(Some(log_id(3, 45))).await.unwrap();
     }
     let mut store = LogStore::open(&path).unwrap();
-    assert_eq!(
-        store.read_vote().await.unwrap(),
-        Some(Vote::new_committed(3, 2))
-    );
+    assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new_committed(3, 2)));
     let state = store.get_log_state().await.unwrap();
     assert_eq!(state.last_log_id, Some(log_id(3, 45)));
     let entries = store.try_get_log_entries(1..=45).await.unwrap();
@@ -92,10 +83,7 @@ async fn torn_tail_is_cut_and_earlier_entries_survive() {
     }
     // A crash while the file was being extended can leave a zero-filled tail after the last
     // complete record.
-    let mut chunks: Vec<_> = std::fs::read_dir(&path)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut chunks: Vec<_> = std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()).collect();
     chunks.sort();
     let newest = chunks.last().expect("a chunk file");
     let mut f = OpenOptions::new().append(true).open(newest).unwrap();
@@ -104,19 +92,13 @@ async fn torn_tail_is_cut_and_earlier_entries_survive() {
     drop(f);
 
     let mut store = LogStore::open(&path).expect("reopen after torn write");
-    assert_eq!(
-        store.get_log_state().await.unwrap().last_log_id,
-        Some(log_id(1, 20))
-    );
+    assert_eq!(store.get_log_state().await.unwrap().last_log_id, Some(log_id(1, 20)));
     assert_eq!(store.try_get_log_entries(1..=20).await.unwrap().len(), 20);
     // The store stays writable after the repair.
     append(&mut store, vec![entry(1, 21)]).await;
     drop(store);
     let mut store = LogStore::open(&path).unwrap();
-    assert_eq!(
-        store.get_log_state().await.unwrap().last_log_id,
-        Some(log_id(1, 21))
-    );
+    assert_eq!(store.get_log_state().await.unwrap().last_log_id, Some(log_id(1, 21)));
 }
 
 #[tokio::test]
@@ -127,10 +109,7 @@ async fn truncated_last_record_is_dropped_not_misread() {
         let mut store = LogStore::open(&path).unwrap();
         append(&mut store, (1..=10).map(|i| entry(1, i)).collect()).await;
     }
-    let mut chunks: Vec<_> = std::fs::read_dir(&path)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut chunks: Vec<_> = std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()).collect();
     chunks.sort();
     let newest = chunks.last().unwrap();
     let len = std::fs::metadata(newest).unwrap().len();
@@ -170,12 +149,7 @@ async fn snapshot_survives_restart_and_corruption_is_refused() {
         .state
         .apply(Command::SyncTopology(topology));
     sm.shared().write().unwrap().last_applied = Some(log_id(2, 7));
-    let snap = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
     assert_eq!(snap.meta.last_log_id, Some(log_id(2, 7)));
     let before = sm.shared().read().unwrap().clone();
     drop(sm);
@@ -196,4 +170,31 @@ async fn snapshot_survives_restart_and_corruption_is_refused() {
         .expect("corrupt snapshot must not load");
     assert!(err.to_string().contains("checksum"), "{err}");
     assert!(err.to_string().contains("current.snap"), "{err}");
+}
+
+#[tokio::test]
+async fn an_older_snapshot_never_replaces_a_newer_one() {
+    let dir = tempfile::tempdir().unwrap();
+    // A snapshot at (3, 10) as a leader would send it.
+    let newer = {
+        let source = tempfile::tempdir().unwrap();
+        let mut sm = StateMachine::open(source.path()).unwrap();
+        sm.shared().write().unwrap().last_applied = Some(log_id(3, 10));
+        sm.get_snapshot_builder().await.build_snapshot().await.unwrap()
+    };
+    let mut sm = StateMachine::open(dir.path()).unwrap();
+    // A local build from an older state is under way when the newer snapshot is installed...
+    sm.shared().write().unwrap().last_applied = Some(log_id(2, 5));
+    let mut builder = sm.get_snapshot_builder().await;
+    let older_state = sm.shared().read().unwrap().clone();
+    sm.install_snapshot(&newer.meta, newer.snapshot.clone()).await.unwrap();
+    // ...and finishes afterwards, from the state it captured.
+    *sm.shared().write().unwrap() = older_state;
+    builder.build_snapshot().await.unwrap();
+
+    let on_disk = sm.get_current_snapshot().await.unwrap().expect("a snapshot");
+    assert_eq!(on_disk.meta.last_log_id, Some(log_id(3, 10)));
+    drop(sm);
+    let (applied, _) = StateMachine::open(dir.path()).unwrap().applied_state().await.unwrap();
+    assert_eq!(applied, Some(log_id(3, 10)));
 }

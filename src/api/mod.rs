@@ -68,8 +68,7 @@ async fn readyz(State(node): AppState) -> Response {
 }
 
 async fn metrics(State(node): AppState) -> Response {
-    node.metrics
-        .observe_raft(&node.raft.metrics().borrow_watched());
+    node.metrics.observe_raft(&node.raft.metrics().borrow_watched());
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         node.metrics.render(),
@@ -101,10 +100,7 @@ async fn activate(
         expected_epoch: Epoch(body.expected_epoch),
     };
     match node.submit(LeaderRequest::Write(command), false).await? {
-        LeaderReply::Written {
-            response,
-            log_index,
-        } => Ok(written(response, log_index)),
+        LeaderReply::Written { response, log_index } => Ok(written(response, log_index)),
         other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
     }
 }
@@ -117,20 +113,11 @@ fn written(response: StateResponse, log_index: u64) -> Response {
         log_index: u64,
     }
     let status = match &response {
-        StateResponse::Rejected(crate::state::Rejection::UnknownGroup { .. }) => {
-            StatusCode::NOT_FOUND
-        }
+        StateResponse::Rejected(crate::state::Rejection::UnknownGroup { .. }) => StatusCode::NOT_FOUND,
         StateResponse::Rejected(_) => StatusCode::CONFLICT,
         _ => StatusCode::OK,
     };
-    (
-        status,
-        Json(Written {
-            response,
-            log_index,
-        }),
-    )
-        .into_response()
+    (status, Json(Written { response, log_index })).into_response()
 }
 
 async fn members(State(node): AppState) -> Json<Vec<crate::node::status::Member>> {
@@ -161,27 +148,17 @@ async fn add_member(
     ))
 }
 
-async fn remove_member(
-    State(node): AppState,
-    Path(id): Path<String>,
-) -> Result<Json<LeaderReply>, ApiError> {
+async fn remove_member(State(node): AppState, Path(id): Path<String>) -> Result<Json<LeaderReply>, ApiError> {
     let id: u64 = id.parse().map_err(|_| {
         ApiError::BadRequest(format!(
             "path parameter id: {id:?} is not a node id (a positive integer)"
         ))
     })?;
-    Ok(Json(
-        node.submit(LeaderRequest::RemoveMember { id }, false)
-            .await?,
-    ))
+    Ok(Json(node.submit(LeaderRequest::RemoveMember { id }, false).await?))
 }
 
 /// A request forwarded by another node: run it here only, never forward again.
-async fn leader(
-    State(node): AppState,
-    headers: HeaderMap,
-    Json(req): Json<LeaderRequest>,
-) -> Response {
+async fn leader(State(node): AppState, headers: HeaderMap, Json(req): Json<LeaderRequest>) -> Response {
     if let Err(e) = check_cluster(&node, &headers) {
         return e.into_response();
     }
@@ -194,10 +171,7 @@ async fn bootstrap(State(node): AppState) -> Json<crate::node::BootstrapInfo> {
 }
 
 fn check_cluster(node: &Node, headers: &HeaderMap) -> Result<(), ApiError> {
-    let theirs = headers
-        .get(CLUSTER_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let theirs = headers.get(CLUSTER_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
     if theirs == node.config.cluster.name {
         Ok(())
     } else {

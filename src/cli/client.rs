@@ -10,19 +10,12 @@ use super::Exit;
 #[derive(clap::Args, Clone)]
 pub struct Endpoint {
     /// Base URL of any witness node.
-    #[arg(
-        long,
-        env = "WITNESS_ENDPOINT",
-        default_value = "http://127.0.0.1:7401"
-    )]
+    #[arg(long, env = "WITNESS_ENDPOINT", default_value = "http://127.0.0.1:7401")]
     pub endpoint: String,
 }
 
 pub fn block_on(fut: impl std::future::Future<Output = Exit>) -> Exit {
-    match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt.block_on(fut),
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -66,28 +59,19 @@ impl Client {
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CallError> {
-        self.send(self.http.get(format!("{}{path}", self.base)))
-            .await
+        self.send(self.http.get(format!("{}{path}", self.base))).await
     }
 
-    pub async fn post<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &serde_json::Value,
-    ) -> Result<T, CallError> {
+    pub async fn post<T: DeserializeOwned>(&self, path: &str, body: &serde_json::Value) -> Result<T, CallError> {
         self.send(self.http.post(format!("{}{path}", self.base)).json(body))
             .await
     }
 
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, CallError> {
-        self.send(self.http.delete(format!("{}{path}", self.base)))
-            .await
+        self.send(self.http.delete(format!("{}{path}", self.base))).await
     }
 
-    async fn send<T: DeserializeOwned>(
-        &self,
-        req: reqwest::RequestBuilder,
-    ) -> Result<T, CallError> {
+    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, CallError> {
         let resp = req.send().await.map_err(|e| CallError {
             message: format!("cannot reach {}: {e}", self.base),
             exit: Exit::Unavailable,

@@ -57,22 +57,13 @@ pub async fn run(args: Args) -> Exit {
         },
         MembersCommand::Add { id, addr } => {
             client
-                .post::<LeaderReply>(
-                    "/v1/members",
-                    &serde_json::json!({ "id": id, "addr": addr }),
-                )
+                .post::<LeaderReply>("/v1/members", &serde_json::json!({ "id": id, "addr": addr }))
                 .await
         }
-        MembersCommand::Remove { id } => {
-            client
-                .delete::<LeaderReply>(&format!("/v1/members/{id}"))
-                .await
-        }
+        MembersCommand::Remove { id } => client.delete::<LeaderReply>(&format!("/v1/members/{id}")).await,
     };
     match result {
-        Ok(LeaderReply::Membership {
-            voters, learners, ..
-        }) => {
+        Ok(LeaderReply::Membership { voters, learners, .. }) => {
             println!("voters: {voters:?}  learners: {learners:?}");
             Exit::Ok
         }

@@ -31,11 +31,7 @@ impl From<Exit> for ExitCode {
 }
 
 #[derive(Parser)]
-#[command(
-    name = "witness",
-    version,
-    about = "Quorum arbiter for two-site disaster recovery"
-)]
+#[command(name = "witness", version, about = "Quorum arbiter for two-site disaster recovery")]
 struct Cli {
     /// Log output: `text` for terminals, `json` for log pipelines.
     #[arg(long, global = true, value_enum, default_value = "text")]
@@ -79,12 +75,7 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                Exit::Usage
-            } else {
-                Exit::Ok
-            }
-            .into();
+            return if e.use_stderr() { Exit::Usage } else { Exit::Ok }.into();
         }
     };
     let exit = match cli.command {
@@ -92,9 +83,7 @@ pub fn main() -> ExitCode {
             command: ConfigCommand::Check(args),
         } => config_check::run(args),
         Command::Serve(args) => with_logs(&cli.log_format, &cli.log_level, || serve::run(args)),
-        Command::Bench { command } => {
-            with_logs(&cli.log_format, &cli.log_level, || bench::run(command))
-        }
+        Command::Bench { command } => with_logs(&cli.log_format, &cli.log_level, || bench::run(command)),
         Command::Status(args) => client::block_on(status::run(args)),
         Command::Members(args) => client::block_on(members::run(args)),
     };

@@ -32,10 +32,7 @@ pub fn run(args: Args) -> Exit {
     if let Some(dir) = args.data_dir {
         config.node.data_dir = dir;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");

@@ -26,10 +26,7 @@ pub async fn run(args: Args) -> Exit {
         Err(e) => return e.report(),
     };
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&status).expect("status serializes")
-        );
+        println!("{}", serde_json::to_string_pretty(&status).expect("status serializes"));
     } else {
         print!("{}", render(&status));
     }
@@ -133,13 +130,7 @@ pub fn render(s: &Status) -> String {
 pub fn table(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|v| v.len())
-                .max()
-                .unwrap_or(0)
-        })
+        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|v| v.len()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
     for row in rows {

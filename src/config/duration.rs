@@ -14,9 +14,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = s;
     while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
         if digits == 0 {
             return Err(format!("invalid duration {text:?}: {hint}"));
         }
@@ -24,9 +22,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             .parse()
             .map_err(|_| format!("invalid duration {text:?}: number too large"))?;
         rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let part = match unit {
@@ -36,11 +32,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             "h" => Duration::from_secs(value.saturating_mul(3600)),
             "d" => Duration::from_secs(value.saturating_mul(86400)),
             "" => return Err(format!("invalid duration {text:?}: missing unit; {hint}")),
-            other => {
-                return Err(format!(
-                    "invalid duration {text:?}: unknown unit {other:?}; {hint}"
-                ))
-            }
+            other => return Err(format!("invalid duration {text:?}: unknown unit {other:?}; {hint}")),
         };
         total = total.saturating_add(part);
     }
@@ -53,12 +45,7 @@ pub fn format(d: Duration) -> String {
     if ms == 0 {
         return "0s".into();
     }
-    for (unit, size) in [
-        ("d", 86_400_000u128),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1000),
-    ] {
+    for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
         if ms.is_multiple_of(size) {
             return format!("{}{unit}", ms / size);
         }

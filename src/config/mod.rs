@@ -151,25 +151,15 @@ impl fmt::Display for FieldError {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path} is not valid: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config file {path} has {} problem(s):\n{}", errors.len(), list(errors))]
-    Invalid {
-        path: PathBuf,
-        errors: Vec<FieldError>,
-    },
+    Invalid { path: PathBuf, errors: Vec<FieldError> },
 }
 
 fn list(errors: &[FieldError]) -> String {
-    errors
-        .iter()
-        .map(|e| format!("  - {e}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    errors.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n")
 }
 
 impl Config {
@@ -320,12 +310,7 @@ impl Errors {
         value
     }
 
-    pub(crate) fn duration(
-        &mut self,
-        field: &str,
-        value: Option<&str>,
-        default: Duration,
-    ) -> Duration {
+    pub(crate) fn duration(&mut self, field: &str, value: Option<&str>, default: Duration) -> Duration {
         match value {
             None => default,
             Some(text) => duration::parse(text).unwrap_or_else(|e| {
@@ -337,11 +322,7 @@ impl Errors {
 
     /// A required duration: `None` when missing or malformed (already reported), so callers
     /// check further constraints only on values that parsed.
-    pub(crate) fn required_duration(
-        &mut self,
-        field: &str,
-        value: Option<&str>,
-    ) -> Option<Duration> {
+    pub(crate) fn required_duration(&mut self, field: &str, value: Option<&str>) -> Option<Duration> {
         match value {
             None => {
                 self.add(field, "missing; give a duration such as \"30s\" or \"5m\"");
@@ -353,10 +334,7 @@ impl Errors {
 
     pub(crate) fn name(&mut self, field: &str, value: Option<&str>) -> String {
         let Some(value) = value else {
-            self.add(
-                field,
-                "missing; give a name of lowercase letters, digits and '-'",
-            );
+            self.add(field, "missing; give a name of lowercase letters, digits and '-'");
             return String::new();
         };
         if let Err(e) = check_name(value) {
@@ -394,9 +372,7 @@ pub fn check_host_port(value: &str) -> Result<(), String> {
     };
     let bracketed = host.starts_with('[') && host.ends_with(']') && host.len() > 2;
     let host_ok = if bracketed {
-        host[1..host.len() - 1]
-            .parse::<std::net::Ipv6Addr>()
-            .is_ok()
+        host[1..host.len() - 1].parse::<std::net::Ipv6Addr>().is_ok()
     } else {
         !host.is_empty()
             && host
@@ -478,10 +454,17 @@ impl RawNode {
         if self.id == Some(0) {
             e.add("node.id", "invalid value 0: node ids start at 1");
         }
-        let listen = match e.required("node.listen", self.listen, "give the address to listen on, e.g. \"0.0.0.0:7401\"") {
+        let listen = match e.required(
+            "node.listen",
+            self.listen,
+            "give the address to listen on, e.g. \"0.0.0.0:7401\"",
+        ) {
             None => SocketAddr::from(([127, 0, 0, 1], 0)),
             Some(text) => text.parse().unwrap_or_else(|_| {
-                e.add("node.listen", format!("invalid socket address {text:?}: expected ip:port, e.g. \"127.0.0.1:7401\""));
+                e.add(
+                    "node.listen",
+                    format!("invalid socket address {text:?}: expected ip:port, e.g. \"127.0.0.1:7401\""),
+                );
                 SocketAddr::from(([127, 0, 0, 1], 0))
             }),
         };
@@ -496,7 +479,9 @@ impl RawNode {
                 if listen.ip().is_unspecified() {
                     e.add(
                         "node.advertise",
-                        format!("missing; node.listen {listen} is a wildcard, so give the host:port other nodes should use"),
+                        format!(
+                            "missing; node.listen {listen} is a wildcard, so give the host:port other nodes should use"
+                        ),
                     );
                 }
                 listen.to_string()
@@ -539,27 +524,17 @@ impl RawCluster {
                 .required(&format!("{field}.id"), m.id, "give the member's node id")
                 .unwrap_or(0);
             if m.id == Some(0) {
-                e.add(
-                    format!("{field}.id"),
-                    "invalid value 0: node ids start at 1",
-                );
+                e.add(format!("{field}.id"), "invalid value 0: node ids start at 1");
             }
             let addr = e
-                .required(
-                    &format!("{field}.addr"),
-                    m.addr,
-                    "give the member's host:port",
-                )
+                .required(&format!("{field}.addr"), m.addr, "give the member's host:port")
                 .unwrap_or_default();
             if !addr.is_empty() {
                 if let Err(msg) = check_host_port(&addr) {
                     e.add(format!("{field}.addr"), msg);
                 }
                 if !addrs.insert(addr.clone()) {
-                    e.add(
-                        format!("{field}.addr"),
-                        format!("duplicate member address {addr:?}"),
-                    );
+                    e.add(format!("{field}.addr"), format!("duplicate member address {addr:?}"));
                 }
             }
             if id != 0 && initial_members.insert(id, addr.clone()).is_some() {
@@ -568,7 +543,10 @@ impl RawCluster {
             if id == node.id && !addr.is_empty() && addr != node.advertise {
                 e.add(
                     format!("{field}.addr"),
-                    format!("{addr:?} is this node (id {id}) but node.advertise is {:?}; they must match", node.advertise),
+                    format!(
+                        "{addr:?} is this node (id {id}) but node.advertise is {:?}; they must match",
+                        node.advertise
+                    ),
                 );
             }
         }
@@ -612,9 +590,7 @@ impl RawRaft {
                 d.snapshot_interval,
             ),
             snapshot_max_entries: self.snapshot_max_entries.unwrap_or(d.snapshot_max_entries),
-            log_keep_after_snapshot: self
-                .log_keep_after_snapshot
-                .unwrap_or(d.log_keep_after_snapshot),
+            log_keep_after_snapshot: self.log_keep_after_snapshot.unwrap_or(d.log_keep_after_snapshot),
         };
         let fmt = duration::format;
         if t.heartbeat_interval.is_zero() {
@@ -727,10 +703,7 @@ impl RawProbe {
     fn validate(self, p: &str, e: &mut Errors) -> Option<ProbeTarget> {
         let unexpected = |e: &mut Errors, field: &str, present: bool, kind: &str| {
             if present {
-                e.add(
-                    format!("{p}.{field}"),
-                    format!("not used by kind = {kind:?}"),
-                );
+                e.add(format!("{p}.{field}"), format!("not used by kind = {kind:?}"));
             }
         };
         match self.kind.as_deref() {
@@ -759,10 +732,7 @@ impl RawProbe {
                     );
                 }
                 if self.ca_file.is_some() && url.scheme() != "https" {
-                    e.add(
-                        format!("{p}.ca_file"),
-                        "only meaningful with an https:// url",
-                    );
+                    e.add(format!("{p}.ca_file"), "only meaningful with an https:// url");
                 }
                 Some(ProbeTarget::Http {
                     url,
@@ -780,11 +750,7 @@ impl RawProbe {
                 ] {
                     unexpected(e, field, present, "tcp");
                 }
-                let addr = e.required(
-                    &format!("{p}.addr"),
-                    self.addr,
-                    "give the host:port to connect to",
-                )?;
+                let addr = e.required(&format!("{p}.addr"), self.addr, "give the host:port to connect to")?;
                 if let Err(msg) = check_host_port(&addr) {
                     e.add(format!("{p}.addr"), msg);
                 }
@@ -817,15 +783,8 @@ impl RawGroup {
                 }
                 Some(v) => {
                     if !sites.contains(&v) {
-                        let known = sites
-                            .iter()
-                            .map(String::as_str)
-                            .collect::<Vec<_>>()
-                            .join(", ");
-                        e.add(
-                            f,
-                            format!("unknown site {v:?} (configured sites: [{known}])"),
-                        );
+                        let known = sites.iter().map(String::as_str).collect::<Vec<_>>().join(", ");
+                        e.add(f, format!("unknown site {v:?} (configured sites: [{known}])"));
                     }
                     v
                 }
@@ -867,7 +826,10 @@ impl RawGroup {
             e.add(format!("{p}.rto"), "must be greater than 0s");
         }
         if replication == ReplicationMode::Async && rpo == Some(Duration::ZERO) {
-            e.add(format!("{p}.rpo"), "0s is impossible with replication = \"async\"; use \"sync\" or the backup interval");
+            e.add(
+                format!("{p}.rpo"),
+                "0s is impossible with replication = \"async\"; use \"sync\" or the backup interval",
+            );
         }
         let hold_down = e.duration(
             &format!("{p}.hold_down"),
@@ -886,10 +848,7 @@ impl RawGroup {
             let field = format!("{p}.step[{i}]");
             if let Some(step) = steps::validate(&field, table, &group_sites, e) {
                 if !step.name.is_empty() && !step_names.insert(step.name.clone()) {
-                    e.add(
-                        format!("{field}.name"),
-                        format!("duplicate step name {:?}", step.name),
-                    );
+                    e.add(format!("{field}.name"), format!("duplicate step name {:?}", step.name));
                 }
                 steps.push(step);
             }

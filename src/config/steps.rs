@@ -93,10 +93,7 @@ impl<'a> Fields<'a> {
                 None
             }
             other => {
-                e.add(
-                    self.path(key),
-                    format!("expected a string, found {}", other.type_str()),
-                );
+                e.add(self.path(key), format!("expected a string, found {}", other.type_str()));
                 None
             }
         }
@@ -130,10 +127,7 @@ impl<'a> Fields<'a> {
             None => default,
             Some(toml::Value::Boolean(b)) => b,
             Some(other) => {
-                e.add(
-                    self.path(key),
-                    format!("expected true or false, found {other}"),
-                );
+                e.add(self.path(key), format!("expected true or false, found {other}"));
                 default
             }
         }
@@ -180,10 +174,7 @@ impl<'a> Fields<'a> {
                 })
                 .collect(),
             Some(other) => {
-                e.add(
-                    self.path(key),
-                    format!("expected an array of strings, found {other}"),
-                );
+                e.add(self.path(key), format!("expected an array of strings, found {other}"));
                 Vec::new()
             }
         }
@@ -202,10 +193,7 @@ impl<'a> Fields<'a> {
             None => {
                 e.add(
                     self.path(key),
-                    format!(
-                        "missing; give a value for each site of the group: {}",
-                        sites.join(", ")
-                    ),
+                    format!("missing; give a value for each site of the group: {}", sites.join(", ")),
                 );
                 return out;
             }
@@ -223,10 +211,7 @@ impl<'a> Fields<'a> {
             if !sites.contains(&site.as_str()) {
                 e.add(
                     field,
-                    format!(
-                        "{site:?} is not a site of this group ({})",
-                        sites.join(", ")
-                    ),
+                    format!("{site:?} is not a site of this group ({})", sites.join(", ")),
                 );
                 continue;
             }
@@ -262,10 +247,7 @@ fn string_list(field: &str, value: toml::Value, e: &mut Errors) -> Option<Vec<St
             Some(out)
         }
         other => {
-            e.add(
-                field,
-                format!("expected a non-empty array of strings, found {other}"),
-            );
+            e.add(field, format!("expected a non-empty array of strings, found {other}"));
             None
         }
     }
@@ -282,12 +264,7 @@ fn record_type(f: &mut Fields, e: &mut Errors) -> String {
     t
 }
 
-pub(super) fn validate(
-    prefix: &str,
-    table: toml::Table,
-    sites: &[&str],
-    e: &mut Errors,
-) -> Option<StepConfig> {
+pub(super) fn validate(prefix: &str, table: toml::Table, sites: &[&str], e: &mut Errors) -> Option<StepConfig> {
     let mut f = Fields {
         prefix,
         table,
@@ -325,11 +302,7 @@ pub(super) fn validate(
     let kind = match kind_name.as_deref() {
         Some("route53") => StepKind::Route53 {
             zone_id: f.required_string("zone_id", "give the hosted zone id", e),
-            record: f.required_string(
-                "record",
-                "give the record name, e.g. \"app.example.com.\"",
-                e,
-            ),
+            record: f.required_string("record", "give the record name, e.g. \"app.example.com.\"", e),
             record_type: record_type(&mut f, e),
             ttl: f.integer("ttl", 60, e),
             values: f.per_site("values", sites, e, string_list),
@@ -360,10 +333,7 @@ pub(super) fn validate(
             domains: f.per_site("domains", sites, e, |field, v, e| match v {
                 toml::Value::String(s) if !s.is_empty() => Some(s),
                 other => {
-                    e.add(
-                        field,
-                        format!("expected a cluster domain name, found {other}"),
-                    );
+                    e.add(field, format!("expected a cluster domain name, found {other}"));
                     None
                 }
             }),
@@ -394,10 +364,7 @@ pub(super) fn validate(
                     })
                     .collect(),
                 Some(other) => {
-                    e.add(
-                        f.path("env"),
-                        format!("expected a table of strings, found {other}"),
-                    );
+                    e.add(f.path("env"), format!("expected a table of strings, found {other}"));
                     BTreeMap::new()
                 }
             },

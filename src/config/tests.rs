@@ -83,11 +83,7 @@ fn field_errors(text: &str) -> Vec<FieldError> {
 }
 
 fn show(errors: &[FieldError]) -> String {
-    errors
-        .iter()
-        .map(|e| format!("  - {e}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    errors.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n")
 }
 
 /// One edit of the base text.
@@ -106,10 +102,7 @@ fn apply(base: &str, edits: &[Edit]) -> String {
         match *edit {
             Replace(from, to) => {
                 let n = text.matches(from).count();
-                assert_eq!(
-                    n, 1,
-                    "edit target {from:?} occurs {n} times, expected exactly once"
-                );
+                assert_eq!(n, 1, "edit target {from:?} occurs {n} times, expected exactly once");
                 text = text.replacen(from, to, 1);
             }
             Append(more) => {
@@ -130,24 +123,15 @@ fn base_config_is_valid() {
 
     assert_eq!(config.node.id, 1);
     assert_eq!(config.node.listen, "127.0.0.1:7401".parse().unwrap());
-    assert_eq!(
-        config.node.advertise, "127.0.0.1:7401",
-        "advertise defaults to listen"
-    );
+    assert_eq!(config.node.advertise, "127.0.0.1:7401", "advertise defaults to listen");
     assert_eq!(config.node.data_dir, PathBuf::from("data/node1"));
 
     assert_eq!(config.cluster.name, "test");
     assert_eq!(config.cluster.initial_members.len(), 3);
     assert_eq!(config.cluster.initial_members[&1], "127.0.0.1:7401");
     assert_eq!(config.cluster.raft, RaftTiming::default());
-    assert_eq!(
-        config.cluster.raft.heartbeat_interval,
-        Duration::from_millis(250)
-    );
-    assert_eq!(
-        config.cluster.raft.quorum_loss_probe_interval,
-        Duration::from_secs(6)
-    );
+    assert_eq!(config.cluster.raft.heartbeat_interval, Duration::from_millis(250));
+    assert_eq!(config.cluster.raft.quorum_loss_probe_interval, Duration::from_secs(6));
     assert!(config.transport.plain_http);
 
     assert_eq!(config.sites.len(), 2);
@@ -158,10 +142,7 @@ fn base_config_is_valid() {
     assert_eq!(east.success_threshold, 2);
     assert!(matches!(
         &east.probes[..],
-        [ProbeTarget::Http {
-            expect_status: 200,
-            ..
-        }]
+        [ProbeTarget::Http { expect_status: 200, .. }]
     ));
     let west = config.site("west").expect("site west");
     assert_eq!(
@@ -173,10 +154,7 @@ fn base_config_is_valid() {
 
     let group = &config.groups[0];
     assert_eq!(group.name, "app");
-    assert_eq!(
-        (group.primary.as_str(), group.secondary.as_str()),
-        ("east", "west")
-    );
+    assert_eq!((group.primary.as_str(), group.secondary.as_str()), ("east", "west"));
     assert_eq!(group.replication, ReplicationMode::Sync);
     assert_eq!(group.failover, FailoverMode::Automatic);
     assert_eq!(group.rto, Duration::from_secs(300));
@@ -191,10 +169,8 @@ fn base_config_is_valid() {
     assert_eq!(notify.on_failure, OnFailure::Continue);
     assert_eq!(notify.timeout, Duration::from_secs(30));
     assert_eq!(notify.retries, 3);
-    assert!(
-        matches!(&notify.kind, StepKind::Webhook { url, secret_file: None }
-        if url.as_str() == "http://127.0.0.1:9000/hook")
-    );
+    assert!(matches!(&notify.kind, StepKind::Webhook { url, secret_file: None }
+        if url.as_str() == "http://127.0.0.1:9000/hook"));
     assert_eq!(promote.on_failure, OnFailure::Stop);
     assert_eq!(
         promote.kind,
@@ -210,12 +186,10 @@ fn base_config_is_valid() {
 fn explicit_advertise_and_data_dir_are_kept() {
     let text = apply(
         &base_toml(),
-        &[
-            Replace(
-                r#"listen = "127.0.0.1:7401""#,
-                "listen = \"0.0.0.0:7401\"\nadvertise = \"127.0.0.1:7401\"\ndata_dir = \"/var/lib/witness\"",
-            ),
-        ],
+        &[Replace(
+            r#"listen = "127.0.0.1:7401""#,
+            "listen = \"0.0.0.0:7401\"\nadvertise = \"127.0.0.1:7401\"\ndata_dir = \"/var/lib/witness\"",
+        )],
     );
     let config = parse(&text).unwrap_or_else(|e| panic!("should be valid: {e}"));
     assert_eq!(config.node.listen, "0.0.0.0:7401".parse().unwrap());
@@ -483,7 +457,10 @@ fn each_bad_config_is_reported_under_its_field() {
         ),
         (
             "probe_interval with unknown unit",
-            &[Replace(r#"name = "east""#, "name = \"east\"\nprobe_interval = \"5 sec\"")],
+            &[Replace(
+                r#"name = "east""#,
+                "name = \"east\"\nprobe_interval = \"5 sec\"",
+            )],
             "site[0].probe_interval",
             "unknown unit",
         ),
@@ -613,7 +590,10 @@ fn each_bad_config_is_reported_under_its_field() {
         ),
         (
             "tcp probe given expect_status",
-            &[Replace(r#"addr = "127.0.0.1:8082""#, "addr = \"127.0.0.1:8082\"\nexpect_status = 200")],
+            &[Replace(
+                r#"addr = "127.0.0.1:8082""#,
+                "addr = \"127.0.0.1:8082\"\nexpect_status = 200",
+            )],
             "site[1].probe[0].expect_status",
             "not used by kind = \"tcp\"",
         ),
@@ -774,19 +754,28 @@ fn each_bad_config_is_reported_under_its_field() {
         ),
         (
             "step timeout without unit",
-            &[Replace(r#"program = "/usr/local/bin/promote""#, "program = \"/usr/local/bin/promote\"\ntimeout = \"5\"")],
+            &[Replace(
+                r#"program = "/usr/local/bin/promote""#,
+                "program = \"/usr/local/bin/promote\"\ntimeout = \"5\"",
+            )],
             "group[0].step[1].timeout",
             "missing unit",
         ),
         (
             "step timeout 0s",
-            &[Replace(r#"program = "/usr/local/bin/promote""#, "program = \"/usr/local/bin/promote\"\ntimeout = \"0s\"")],
+            &[Replace(
+                r#"program = "/usr/local/bin/promote""#,
+                "program = \"/usr/local/bin/promote\"\ntimeout = \"0s\"",
+            )],
             "group[0].step[1].timeout",
             "greater than 0s",
         ),
         (
             "step retries negative",
-            &[Replace(r#"program = "/usr/local/bin/promote""#, "program = \"/usr/local/bin/promote\"\nretries = -1")],
+            &[Replace(
+                r#"program = "/usr/local/bin/promote""#,
+                "program = \"/usr/local/bin/promote\"\nretries = -1",
+            )],
             "group[0].step[1].retries",
             "non-negative integer",
         ),
@@ -804,7 +793,10 @@ fn each_bad_config_is_reported_under_its_field() {
         ),
         (
             "webhook url with a non-http scheme",
-            &[Replace(r#"url = "http://127.0.0.1:9000/hook""#, r#"url = "mailto:ops@example.com""#)],
+            &[Replace(
+                r#"url = "http://127.0.0.1:9000/hook""#,
+                r#"url = "mailto:ops@example.com""#,
+            )],
             "group[0].step[0].url",
             "must be http:// or https://",
         ),
@@ -861,7 +853,10 @@ fn each_bad_config_is_reported_under_its_field() {
         ),
         (
             "route53 values for a site given as an empty list",
-            &[Append(ROUTE53_STEP), Append(r#"values = { east = [], west = ["198.51.100.1"] }"#)],
+            &[
+                Append(ROUTE53_STEP),
+                Append(r#"values = { east = [], west = ["198.51.100.1"] }"#),
+            ],
             "group[0].step[2].values.east",
             "expected a non-empty array of strings",
         ),
@@ -936,9 +931,7 @@ fn each_bad_config_is_reported_under_its_field() {
                 continue;
             }
         };
-        let found = errors
-            .iter()
-            .any(|e| e.field == field && e.message.contains(message));
+        let found = errors.iter().any(|e| e.field == field && e.message.contains(message));
         if !found {
             failures.push(format!(
                 "{what}: expected an error on {field} containing {message:?}; got:\n{}",
@@ -994,15 +987,9 @@ fn all_problems_are_reported_together() {
 
     // The Display of the whole error lists every problem, one per line.
     let shown = parse(&text).unwrap_err().to_string();
-    assert!(
-        shown.contains(&format!("has {} problem(s)", errors.len())),
-        "{shown}"
-    );
+    assert!(shown.contains(&format!("has {} problem(s)", errors.len())), "{shown}");
     for field in expected {
-        assert!(
-            shown.contains(&format!("  - {field}: ")),
-            "{field} not in:\n{shown}"
-        );
+        assert!(shown.contains(&format!("  - {field}: ")), "{field} not in:\n{shown}");
     }
 }
 
@@ -1011,10 +998,7 @@ fn unknown_fields_are_parse_errors_naming_the_field() {
     let cases: &[(&str, &[Edit], &str)] = &[
         (
             "unknown key in [node]",
-            &[Replace(
-                "[node]\nid = 1",
-                "[node]\nid = 1\ncolour = \"red\"",
-            )],
+            &[Replace("[node]\nid = 1", "[node]\nid = 1\ncolour = \"red\"")],
             "colour",
         ),
         (
@@ -1029,18 +1013,12 @@ fn unknown_fields_are_parse_errors_naming_the_field() {
         ),
         (
             "unknown key in [[site]]",
-            &[Replace(
-                r#"name = "east""#,
-                "name = \"east\"\nregion = \"us-east-1\"",
-            )],
+            &[Replace(r#"name = "east""#, "name = \"east\"\nregion = \"us-east-1\"")],
             "region",
         ),
         (
             "unknown key in [[site.probe]]",
-            &[Replace(
-                r#"kind = "http""#,
-                "kind = \"http\"\nmethod = \"HEAD\"",
-            )],
+            &[Replace(r#"kind = "http""#, "kind = \"http\"\nmethod = \"HEAD\"")],
             "method",
         ),
         (
@@ -1073,10 +1051,7 @@ fn unknown_fields_are_parse_errors_naming_the_field() {
 #[test]
 fn wrong_types_and_bad_syntax_are_parse_errors() {
     for (what, edits) in [
-        (
-            "id as a string",
-            &[Replace("[node]\nid = 1", "[node]\nid = \"1\"")][..],
-        ),
+        ("id as a string", &[Replace("[node]\nid = 1", "[node]\nid = \"1\"")][..]),
         (
             "plain_http as a string",
             &[Replace("plain_http = true", "plain_http = \"yes\"")][..],
@@ -1102,8 +1077,7 @@ fn wrong_types_and_bad_syntax_are_parse_errors() {
 #[test]
 fn every_shipped_config_file_is_valid() {
     fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
-        let entries =
-            std::fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()));
+        let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()));
         for entry in entries {
             let path = entry.expect("directory entry").path();
             if path.is_dir() {
@@ -1159,16 +1133,11 @@ fn bad_group_duration_is_reported_once() {
 fn nameless_steps_are_not_reported_as_duplicates() {
     let text = apply(
         &base_toml(),
-        &[
-            Replace("name = \"notify\"\n", ""),
-            Replace("name = \"promote\"\n", ""),
-        ],
+        &[Replace("name = \"notify\"\n", ""), Replace("name = \"promote\"\n", "")],
     );
     let errors = field_errors(&text);
     assert!(
-        errors
-            .iter()
-            .all(|e| !e.message.contains("duplicate step name")),
+        errors.iter().all(|e| !e.message.contains("duplicate step name")),
         "missing names should only be reported as missing; got:\n{}",
         show(&errors)
     );
@@ -1186,9 +1155,7 @@ fn member_addr_with_a_scheme_is_rejected() {
     );
     let errors = field_errors(&text);
     assert!(
-        errors
-            .iter()
-            .any(|e| e.field == "cluster.initial_members[1].addr"),
+        errors.iter().any(|e| e.field == "cluster.initial_members[1].addr"),
         "expected an error on cluster.initial_members[1].addr; got:\n{}",
         show(&errors)
     );

@@ -16,11 +16,7 @@ use super::leader::LeaderRequest;
 use super::Node;
 use crate::state::Command;
 
-pub(super) fn spawn_all(
-    node: &Arc<Node>,
-    stopped: &watch::Receiver<bool>,
-    tasks: &mut JoinSet<()>,
-) {
+pub(super) fn spawn_all(node: &Arc<Node>, stopped: &watch::Receiver<bool>, tasks: &mut JoinSet<()>) {
     tasks.spawn(until_stopped(stopped.clone(), bootstrap(node.clone())));
     tasks.spawn(until_stopped(stopped.clone(), follow_raft(node.clone())));
     tasks.spawn(until_stopped(stopped.clone(), snapshot_timer(node.clone())));
@@ -77,13 +73,7 @@ async fn bootstrap(node: Arc<Node>) {
     let mine = node.bootstrap_info();
     for (id, addr) in members.iter().filter(|(id, _)| **id != node.id) {
         let url = format!("http://{addr}/raft/bootstrap");
-        let Ok(resp) = node
-            .peer_http
-            .get(&url)
-            .timeout(Duration::from_secs(1))
-            .send()
-            .await
-        else {
+        let Ok(resp) = node.peer_http.get(&url).timeout(Duration::from_secs(1)).send().await else {
             continue; // not started yet: fine, whichever node starts first proceeds
         };
         let Ok(theirs) = resp.json::<BootstrapInfo>().await else {
@@ -155,10 +145,7 @@ async fn sync_topology(node: &Node) {
         return;
     }
     match node
-        .submit(
-            LeaderRequest::Write(Command::SyncTopology(node.topology.clone())),
-            true,
-        )
+        .submit(LeaderRequest::Write(Command::SyncTopology(node.topology.clone())), true)
         .await
     {
         Ok(reply) => tracing::info!(?reply, "registered sites and groups from config"),

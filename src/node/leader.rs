@@ -45,11 +45,7 @@ pub enum NodeError {
     #[error("node {id} at {addr} is no longer the leader; retry shortly")]
     LeaderMoved { id: NodeId, addr: String },
     #[error("cannot reach the leader, node {id} at {addr}: {message}")]
-    LeaderUnreachable {
-        id: NodeId,
-        addr: String,
-        message: String,
-    },
+    LeaderUnreachable { id: NodeId, addr: String, message: String },
     #[error("the leader changed before the entry committed; it may or may not have been applied: read the state before retrying")]
     OutcomeUnknown,
     #[error("{0}")]
@@ -61,11 +57,7 @@ pub enum NodeError {
 impl Node {
     /// Carries out `req` on the leader, wherever it is. `forwarded` is set on requests that
     /// another node already forwarded, so they are never passed along a second time.
-    pub async fn submit(
-        &self,
-        req: LeaderRequest,
-        forwarded: bool,
-    ) -> Result<LeaderReply, NodeError> {
+    pub async fn submit(&self, req: LeaderRequest, forwarded: bool) -> Result<LeaderReply, NodeError> {
         let result = self.run_on_leader(req.clone()).await;
         let outcome = |ok: bool| if ok { "ok" } else { "error" };
         match result {
@@ -96,12 +88,7 @@ impl Node {
         }
     }
 
-    async fn forward(
-        &self,
-        id: NodeId,
-        addr: String,
-        req: LeaderRequest,
-    ) -> Result<LeaderReply, NodeError> {
+    async fn forward(&self, id: NodeId, addr: String, req: LeaderRequest) -> Result<LeaderReply, NodeError> {
         let unreachable = |message: String| NodeError::LeaderUnreachable {
             id,
             addr: addr.clone(),
@@ -142,9 +129,7 @@ impl Node {
     async fn write(&self, command: Command) -> Result<LeaderReply, Failure> {
         let start = Instant::now();
         let resp = self.raft.client_write(command).await?;
-        self.metrics
-            .commit_seconds
-            .observe(start.elapsed().as_secs_f64());
+        self.metrics.commit_seconds.observe(start.elapsed().as_secs_f64());
         Ok(LeaderReply::Written {
             response: resp.data,
             log_index: resp.log_id.index,
@@ -167,14 +152,11 @@ impl Node {
             .retired_nodes
             .contains(&id)
         {
-            return reject(format!("node id {id} was removed from this cluster before; ids are never reused, pick a new one"));
+            return reject(format!(
+                "node id {id} was removed from this cluster before; ids are never reused, pick a new one"
+            ));
         }
-        let membership = self
-            .raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .clone();
+        let membership = self.raft.metrics().borrow_watched().membership_config.clone();
         if membership.voter_ids().any(|v| v == id) {
             return reject(format!("node {id} is already a voter"));
         }
@@ -188,12 +170,7 @@ impl Node {
     }
 
     async fn remove_member(&self, id: NodeId) -> Result<LeaderReply, Failure> {
-        let membership = self
-            .raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .clone();
+        let membership = self.raft.metrics().borrow_watched().membership_config.clone();
         let is_voter = membership.voter_ids().any(|v| v == id);
         if membership.get_node(&id).is_none() {
             return Err(Failure::Final(NodeError::Rejected(format!(
@@ -218,12 +195,7 @@ impl Node {
     }
 
     fn membership_reply(&self) -> LeaderReply {
-        let m = self
-            .raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .clone();
+        let m = self.raft.metrics().borrow_watched().membership_config.clone();
         LeaderReply::Membership {
             voters: m.voter_ids().collect(),
             learners: m.membership().learner_ids().collect(),
@@ -242,12 +214,8 @@ impl From<RaftError<TypeConfig, ClientWriteError<TypeConfig>>> for Failure {
     fn from(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> Failure {
         match e {
             RaftError::Fatal(f) => Failure::Final(NodeError::Fatal(f.to_string())),
-            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-                Failure::Redirect(leader_of(&f))
-            }
-            RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => {
-                Failure::Final(NodeError::OutcomeUnknown)
-            }
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => Failure::Redirect(leader_of(&f)),
+            RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => Failure::Final(NodeError::OutcomeUnknown),
             RaftError::APIError(other) => Failure::Final(NodeError::Rejected(other.to_string())),
         }
     }

@@ -53,10 +53,7 @@ pub struct RunningNode {
 
 impl Node {
     /// Opens storage and starts Raft and the HTTP server on `listener`.
-    pub async fn start(
-        config: Config,
-        listener: tokio::net::TcpListener,
-    ) -> anyhow::Result<RunningNode> {
+    pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow::Result<RunningNode> {
         crate::tls::init();
         let config = Arc::new(config);
         let data_dir = config.node.data_dir.clone();
@@ -69,15 +66,9 @@ impl Node {
         let applied = state_machine.shared();
         let network = Network::new(&config.cluster.name)?;
         let raft_config = raft::openraft_config(&config.cluster.name, &config.cluster.raft)?;
-        let raft = Raft::new(
-            config.node.id,
-            raft_config,
-            network,
-            log_store,
-            state_machine,
-        )
-        .await
-        .context("cannot start Raft")?;
+        let raft = Raft::new(config.node.id, raft_config, network, log_store, state_machine)
+            .await
+            .context("cannot start Raft")?;
 
         let node = Arc::new(Node {
             id: config.node.id,
@@ -88,10 +79,7 @@ impl Node {
             contact: LeaderContact::default(),
             metrics: Metrics::new(config.node.id),
             started: Instant::now(),
-            peer_http: reqwest::Client::builder()
-                .no_proxy()
-                .tcp_nodelay(true)
-                .build()?,
+            peer_http: reqwest::Client::builder().no_proxy().tcp_nodelay(true).build()?,
             _data_dir_lock: lock,
         });
 
@@ -108,10 +96,7 @@ impl Node {
             let shutdown = async move {
                 let _ = server_stop.wait_for(|s| *s).await;
             };
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
+            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         });
@@ -177,8 +162,6 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<File> {
             dir.display(),
             path.display()
         ),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("cannot lock {}", path.display()))
-        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
     }
 }

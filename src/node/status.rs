@@ -84,10 +84,7 @@ impl Node {
             .collect();
         let leader = m.current_leader.map(|id| LeaderRef {
             id,
-            addr: membership
-                .get_node(&id)
-                .map(|n| n.addr.clone())
-                .unwrap_or_default(),
+            addr: membership.get_node(&id).map(|n| n.addr.clone()).unwrap_or_default(),
         });
         let (sites, groups, config_matches_cluster) = {
             let applied = self.applied.read().expect("state lock poisoned");
@@ -146,14 +143,9 @@ impl Node {
         match m.current_leader {
             None => return Err("no leader known".into()),
             Some(leader) if leader == self.id => {
-                let acked = m
-                    .last_quorum_acked
-                    .as_ref()
-                    .map(|at| openraft::Instant::elapsed(&**at));
+                let acked = m.last_quorum_acked.as_ref().map(|at| openraft::Instant::elapsed(&**at));
                 match acked {
-                    None => {
-                        return Err("this node leads but no quorum has acknowledged it yet".into())
-                    }
+                    None => return Err("this node leads but no quorum has acknowledged it yet".into()),
                     Some(age) if age > bound => {
                         return Err(format!(
                             "this node leads but no quorum has acknowledged it for {} ms",
@@ -165,9 +157,7 @@ impl Node {
             }
             Some(leader) => match self.contact.last().map(|at| at.elapsed()) {
                 None => return Err(format!("leader {leader} known but not heard from yet")),
-                Some(age) if age > bound => {
-                    return Err(format!("no word from leader {leader} for {} ms", ms(age)))
-                }
+                Some(age) if age > bound => return Err(format!("no word from leader {leader} for {} ms", ms(age))),
                 Some(_) => {}
             },
         }

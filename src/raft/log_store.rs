@@ -109,12 +109,8 @@ impl LogStore {
     pub fn open(dir: &Path) -> io::Result<LogStore> {
         std::fs::create_dir_all(dir)?;
         let config = raft_log::Config::new(dir.to_string_lossy());
-        let mut wal = Wal::open(Arc::new(config)).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot open Raft log in {}: {e}", dir.display()),
-            )
-        })?;
+        let mut wal = Wal::open(Arc::new(config))
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot open Raft log in {}: {e}", dir.display())))?;
         match wal.log_state().user_data.clone() {
             Some(Packed(meta)) if meta.format_version == FORMAT_VERSION => {}
             Some(Packed(meta)) => {
@@ -133,7 +129,8 @@ impl LogStore {
                 })))?;
                 let (tx, rx) = std::sync::mpsc::sync_channel(1);
                 wal.flush(true, Some(Flushed::Blocking(tx)))?;
-                rx.recv().map_err(|_| io::Error::other("raft-log flush worker stopped"))??;
+                rx.recv()
+                    .map_err(|_| io::Error::other("raft-log flush worker stopped"))??;
             }
         }
         Ok(LogStore {
@@ -223,21 +220,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.wal().log_state().committed().map(|c| c.0))
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: IOFlushed<TypeConfig>,
-    ) -> Result<(), io::Error>
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let mut wal = self.wal();
-        wal.append(
-            entries
-                .into_iter()
-                .map(|e| (Packed(e.log_id), Packed(e.payload))),
-        )?;
+        wal.append(entries.into_iter().map(|e| (Packed(e.log_id), Packed(e.payload))))?;
         wal.flush(true, Some(Flushed::Raft(callback)))
     }
 
@@ -247,11 +236,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut wal = self.wal();
             // Nothing stored at or after `from`: raft-log's truncate wants an existing entry
             // just before the cut, and there is nothing to cut anyway.
-            if wal
-                .log_state()
-                .last()
-                .is_none_or(|last| last.0.index < from)
-            {
+            if wal.log_state().last().is_none_or(|last| last.0.index < from) {
                 return Ok(());
             }
             wal.truncate(from)?;

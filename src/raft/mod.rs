@@ -34,10 +34,7 @@ pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
 pub type Raft = openraft::Raft<TypeConfig, state_machine::StateMachine>;
 
 /// openraft's configuration from the witness's timing settings.
-pub fn openraft_config(
-    cluster_name: &str,
-    t: &RaftTiming,
-) -> anyhow::Result<Arc<openraft::Config>> {
+pub fn openraft_config(cluster_name: &str, t: &RaftTiming) -> anyhow::Result<Arc<openraft::Config>> {
     let ms = |d: std::time::Duration| d.as_millis() as u64;
     let config = openraft::Config {
         cluster_name: cluster_name.to_string(),

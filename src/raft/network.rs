@@ -9,13 +9,11 @@
 use std::future::Future;
 use std::time::Duration;
 
-use openraft::errors::{
-    NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
-};
+use openraft::errors::{NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
-    TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
+    VoteRequest, VoteResponse,
 };
 use openraft::{OptionalSend, RaftNetworkV2};
 use serde::de::DeserializeOwned;
@@ -85,12 +83,7 @@ pub struct PeerClient {
 }
 
 impl PeerClient {
-    async fn call<Req, Resp>(
-        &self,
-        path: &str,
-        req: &Req,
-        option: &RPCOption,
-    ) -> Result<Resp, RPCError<TypeConfig>>
+    async fn call<Req, Resp>(&self, path: &str, req: &Req, option: &RPCOption) -> Result<Resp, RPCError<TypeConfig>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,

@@ -60,11 +60,7 @@ pub fn router(raft: Raft, cluster: &str, contact: LeaderContact) -> Router {
 
 /// Checks the cluster name, then decodes the body. The name comes first: wiring two clusters
 /// together by a wrong address must fail loudly as exactly that, not merge their logs.
-fn admit<T: DeserializeOwned>(
-    rpc: &Rpc,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<T, (StatusCode, String)> {
+fn admit<T: DeserializeOwned>(rpc: &Rpc, headers: &HeaderMap, body: &[u8]) -> Result<T, (StatusCode, String)> {
     match headers.get(CLUSTER_HEADER).and_then(|v| v.to_str().ok()) {
         Some(name) if name == &*rpc.cluster => {}
         other => {
@@ -78,12 +74,7 @@ fn admit<T: DeserializeOwned>(
             ))
         }
     }
-    serde_json::from_slice(body).map_err(|e| {
-        (
-            StatusCode::BAD_REQUEST,
-            format!("malformed Raft RPC body: {e}"),
-        )
-    })
+    serde_json::from_slice(body).map_err(|e| (StatusCode::BAD_REQUEST, format!("malformed Raft RPC body: {e}")))
 }
 
 async fn append(State(rpc): State<Rpc>, headers: HeaderMap, body: Bytes) -> Response {
@@ -117,13 +108,7 @@ async fn snapshot(State(rpc): State<Rpc>, headers: HeaderMap, body: Bytes) -> Re
         Ok((vote, meta, data)) => {
             let res = rpc
                 .raft
-                .install_full_snapshot(
-                    vote,
-                    Snapshot {
-                        meta,
-                        snapshot: data,
-                    },
-                )
+                .install_full_snapshot(vote, Snapshot { meta, snapshot: data })
                 .await;
             Json(res.map_err(RaftError::<TypeConfig>::Fatal)).into_response()
         }

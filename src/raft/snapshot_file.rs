@@ -16,9 +16,7 @@ const HEADER_LEN: usize = 8 + 4 + 8 + 4;
 pub enum FrameError {
     #[error("not a witness snapshot (bad magic)")]
     BadMagic,
-    #[error(
-        "snapshot format version {0} is not supported (this build reads version {FORMAT_VERSION})"
-    )]
+    #[error("snapshot format version {0} is not supported (this build reads version {FORMAT_VERSION})")]
     UnsupportedVersion(u32),
     #[error("snapshot is truncated: expected {expected} payload bytes, found {found}")]
     Truncated { expected: u64, found: u64 },

@@ -8,7 +8,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
@@ -39,24 +39,45 @@ pub type SharedApplied = Arc<RwLock<Applied>>;
 
 pub struct StateMachine {
     applied: SharedApplied,
-    snapshot_path: PathBuf,
+    snapshots: Arc<SnapshotFile>,
+}
+
+/// The one snapshot file. Writes are serialized and never replace a newer snapshot with an
+/// older one: a snapshot built from an older state can finish after a newer one was installed
+/// from the leader, and restarting from it would leave a gap before the (purged) log.
+struct SnapshotFile {
+    path: PathBuf,
+    newest: Mutex<Option<LogId>>,
+}
+
+impl SnapshotFile {
+    async fn save(self: &Arc<Self>, last_log_id: Option<LogId>, bytes: Vec<u8>) -> io::Result<()> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut newest = this.newest.lock().expect("snapshot lock poisoned");
+            if *newest > last_log_id {
+                return Ok(());
+            }
+            snapshot_file::write_atomic(&this.path, &bytes)?;
+            *newest = last_log_id;
+            Ok(())
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
 }
 
 impl StateMachine {
     /// Opens the state machine of a data directory, loading its snapshot if there is one.
     pub fn open(data_dir: &Path) -> io::Result<StateMachine> {
         let snapshot_path = data_dir.join("snapshot").join("current.snap");
-        let applied = match std::fs::read(&snapshot_path) {
+        let (snapshot_meta, applied) = match std::fs::read(&snapshot_path) {
             Ok(bytes) => {
-                let (_, applied) = decode(&bytes).map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!("snapshot {}: {e}", snapshot_path.display()),
-                    )
-                })?;
-                applied
+                let (meta, applied) = decode(&bytes)
+                    .map_err(|e| io::Error::new(e.kind(), format!("snapshot {}: {e}", snapshot_path.display())))?;
+                (Some(meta), applied)
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Applied::default(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (None, Applied::default()),
             Err(e) => {
                 return Err(io::Error::new(
                     e.kind(),
@@ -66,7 +87,10 @@ impl StateMachine {
         };
         Ok(StateMachine {
             applied: Arc::new(RwLock::new(applied)),
-            snapshot_path,
+            snapshots: Arc::new(SnapshotFile {
+                path: snapshot_path,
+                newest: Mutex::new(snapshot_meta.and_then(|m| m.last_log_id)),
+            }),
         })
     }
 
@@ -76,22 +100,15 @@ impl StateMachine {
 }
 
 fn decode(bytes: &[u8]) -> io::Result<(SnapshotMeta, Applied)> {
-    let payload =
-        snapshot_file::decode(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    let body: SnapshotBody = serde_json::from_slice(payload)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let payload = snapshot_file::decode(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let body: SnapshotBody =
+        serde_json::from_slice(payload).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     Ok((body.meta, body.applied))
-}
-
-async fn write_file(path: PathBuf, bytes: Vec<u8>) -> io::Result<()> {
-    tokio::task::spawn_blocking(move || snapshot_file::write_atomic(&path, &bytes))
-        .await
-        .map_err(io::Error::other)?
 }
 
 pub struct SnapshotBuilder {
     applied: SharedApplied,
-    snapshot_path: PathBuf,
+    snapshots: Arc<SnapshotFile>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -108,11 +125,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             applied,
         };
         let bytes = snapshot_file::encode(&serde_json::to_vec(&body).map_err(io::Error::other)?);
-        write_file(self.snapshot_path.clone(), bytes.clone()).await?;
-        Ok(Snapshot {
-            meta,
-            snapshot: bytes,
-        })
+        self.snapshots.save(meta.last_log_id, bytes.clone()).await?;
+        Ok(Snapshot { meta, snapshot: bytes })
     }
 }
 
@@ -152,15 +166,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
             applied: self.applied.clone(),
-            snapshot_path: self.snapshot_path.clone(),
+            snapshots: self.snapshots.clone(),
         }
     }
 
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta,
-        snapshot: Vec<u8>,
-    ) -> Result<(), io::Error> {
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Vec<u8>) -> Result<(), io::Error> {
         let (stored_meta, applied) = decode(&snapshot)?;
         if &stored_meta != meta || applied.last_applied != meta.last_log_id {
             return Err(io::Error::new(
@@ -170,19 +180,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         // Durable first: a crash after replacing memory but before the file would restart from
         // an older snapshot with a log that no longer reaches back to it.
-        write_file(self.snapshot_path.clone(), snapshot).await?;
+        self.snapshots.save(meta.last_log_id, snapshot).await?;
         *self.applied.write().expect("state lock poisoned") = applied;
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        match tokio::fs::read(&self.snapshot_path).await {
+        match tokio::fs::read(&self.snapshots.path).await {
             Ok(bytes) => {
                 let (meta, _) = decode(&bytes)?;
-                Ok(Some(Snapshot {
-                    meta,
-                    snapshot: bytes,
-                }))
+                Ok(Some(Snapshot { meta, snapshot: bytes }))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),

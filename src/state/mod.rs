@@ -98,12 +98,7 @@ pub enum Command {
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Command::SyncTopology(t) => write!(
-                f,
-                "sync-topology({} sites, {} groups)",
-                t.sites.len(),
-                t.groups.len()
-            ),
+            Command::SyncTopology(t) => write!(f, "sync-topology({} sites, {} groups)", t.sites.len(), t.groups.len()),
             Command::Activate {
                 group,
                 site,
@@ -161,12 +156,20 @@ impl fmt::Display for Rejection {
         match self {
             Rejection::UnknownGroup { group } => write!(f, "unknown group {group:?}"),
             Rejection::SiteNotInGroup { group, site } => write!(f, "site {site:?} is not a site of group {group:?}"),
-            Rejection::StaleEpoch { group, expected, current, active } => write!(
+            Rejection::StaleEpoch {
+                group,
+                expected,
+                current,
+                active,
+            } => write!(
                 f,
                 "stale epoch for group {group:?}: expected {expected}, current is {current} (active site {active:?})"
             ),
             Rejection::AlreadyActive { group, site, epoch } => {
-                write!(f, "site {site:?} is already active for group {group:?} at epoch {epoch}")
+                write!(
+                    f,
+                    "site {site:?} is already active for group {group:?} at epoch {epoch}"
+                )
             }
         }
     }
@@ -232,23 +235,10 @@ impl State {
         for (name, spec) in topology.groups {
             match self.groups.get_mut(&name) {
                 None => {
-                    let epoch = self
-                        .retired_epochs
-                        .remove(&name)
-                        .map_or(Epoch(1), Epoch::next);
-                    changed.push(format!(
-                        "group {name} added, active {} at epoch {epoch}",
-                        spec.primary
-                    ));
+                    let epoch = self.retired_epochs.remove(&name).map_or(Epoch(1), Epoch::next);
+                    changed.push(format!("group {name} added, active {} at epoch {epoch}", spec.primary));
                     let active = spec.primary.clone();
-                    self.groups.insert(
-                        name,
-                        GroupState {
-                            spec,
-                            active,
-                            epoch,
-                        },
-                    );
+                    self.groups.insert(name, GroupState { spec, active, epoch });
                 }
                 Some(group) if group.spec != spec => {
                     // The active site must stay one of the group's sites; moving it is a change
@@ -323,14 +313,8 @@ mod tests {
 
     fn topology(groups: &[(&str, GroupSpec)]) -> Topology {
         Topology {
-            sites: ["east", "west", "south"]
-                .into_iter()
-                .map(String::from)
-                .collect(),
-            groups: groups
-                .iter()
-                .map(|(n, s)| (n.to_string(), s.clone()))
-                .collect(),
+            sites: ["east", "west", "south"].into_iter().map(String::from).collect(),
+            groups: groups.iter().map(|(n, s)| (n.to_string(), s.clone())).collect(),
         }
     }
 
@@ -345,10 +329,7 @@ mod tests {
     #[test]
     fn registered_group_starts_on_primary_at_epoch_1() {
         let mut s = State::default();
-        s.apply(Command::SyncTopology(topology(&[(
-            "app",
-            spec("east", "west"),
-        )])));
+        s.apply(Command::SyncTopology(topology(&[("app", spec("east", "west"))])));
         assert_eq!(s.groups["app"].active, "east");
         assert_eq!(s.groups["app"].epoch, Epoch(1));
         assert!(s.matches_topology(&topology(&[("app", spec("east", "west"))])));
@@ -357,10 +338,7 @@ mod tests {
     #[test]
     fn epoch_cas_accepts_once_then_rejects_as_value() {
         let mut s = State::default();
-        s.apply(Command::SyncTopology(topology(&[(
-            "app",
-            spec("east", "west"),
-        )])));
+        s.apply(Command::SyncTopology(topology(&[("app", spec("east", "west"))])));
         assert_eq!(
             s.apply(activate("app", "west", 1)),
             Response::Activated {
@@ -384,10 +362,7 @@ mod tests {
     #[test]
     fn cas_rejections_leave_state_untouched() {
         let mut s = State::default();
-        s.apply(Command::SyncTopology(topology(&[(
-            "app",
-            spec("east", "west"),
-        )])));
+        s.apply(Command::SyncTopology(topology(&[("app", spec("east", "west"))])));
         let before = s.clone();
         for cmd in [
             activate("nope", "west", 1),
@@ -402,10 +377,7 @@ mod tests {
     #[test]
     fn resync_keeps_active_and_epoch() {
         let mut s = State::default();
-        s.apply(Command::SyncTopology(topology(&[(
-            "app",
-            spec("east", "west"),
-        )])));
+        s.apply(Command::SyncTopology(topology(&[("app", spec("east", "west"))])));
         s.apply(activate("app", "west", 1));
         let mut changed = spec("east", "west");
         changed.rto_ms = 60_000;
@@ -419,32 +391,20 @@ mod tests {
     #[test]
     fn removed_then_readded_group_never_reuses_an_epoch() {
         let mut s = State::default();
-        s.apply(Command::SyncTopology(topology(&[(
-            "app",
-            spec("east", "west"),
-        )])));
+        s.apply(Command::SyncTopology(topology(&[("app", spec("east", "west"))])));
         s.apply(activate("app", "west", 1));
         s.apply(Command::SyncTopology(topology(&[])));
         assert!(s.groups.is_empty());
-        s.apply(Command::SyncTopology(topology(&[(
-            "app",
-            spec("east", "west"),
-        )])));
+        s.apply(Command::SyncTopology(topology(&[("app", spec("east", "west"))])));
         assert_eq!(s.groups["app"].epoch, Epoch(3));
     }
 
     #[test]
     fn redefinition_that_drops_the_active_site_moves_it_under_a_new_epoch() {
         let mut s = State::default();
-        s.apply(Command::SyncTopology(topology(&[(
-            "app",
-            spec("east", "west"),
-        )])));
+        s.apply(Command::SyncTopology(topology(&[("app", spec("east", "west"))])));
         s.apply(activate("app", "west", 1));
-        s.apply(Command::SyncTopology(topology(&[(
-            "app",
-            spec("east", "south"),
-        )])));
+        s.apply(Command::SyncTopology(topology(&[("app", spec("east", "south"))])));
         assert_eq!(
             (s.groups["app"].active.as_str(), s.groups["app"].epoch),
             ("east", Epoch(3))

@@ -91,13 +91,7 @@ pub struct Cluster {
 }
 
 /// The config of node `id` for a cluster whose initial members are `members` (id, addr).
-pub fn node_config(
-    id: u64,
-    addr: &str,
-    members: &[(u64, String)],
-    data_dir: &Path,
-    raft_extra: &str,
-) -> String {
+pub fn node_config(id: u64, addr: &str, members: &[(u64, String)], data_dir: &Path, raft_extra: &str) -> String {
     let members: Vec<String> = members
         .iter()
         .map(|(i, a)| format!("{{ id = {i}, addr = \"{a}\" }}"))
@@ -165,13 +159,8 @@ impl Cluster {
         let listeners: Vec<TcpListener> = (0..voters + spares)
             .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
             .collect();
-        let addrs: Vec<String> = listeners
-            .iter()
-            .map(|l| l.local_addr().unwrap().to_string())
-            .collect();
-        let members: Vec<(u64, String)> = (0..voters)
-            .map(|i| (i as u64 + 1, addrs[i].clone()))
-            .collect();
+        let addrs: Vec<String> = listeners.iter().map(|l| l.local_addr().unwrap().to_string()).collect();
+        let members: Vec<(u64, String)> = (0..voters).map(|i| (i as u64 + 1, addrs[i].clone())).collect();
         let nodes = listeners
             .into_iter()
             .enumerate()
@@ -179,11 +168,7 @@ impl Cluster {
                 let id = i as u64 + 1;
                 let config = dir.path().join(format!("node{id}.toml"));
                 let data = dir.path().join(format!("node{id}"));
-                std::fs::write(
-                    &config,
-                    node_config(id, &addrs[i], &members, &data, raft_extra),
-                )
-                .unwrap();
+                std::fs::write(&config, node_config(id, &addrs[i], &members, &data, raft_extra)).unwrap();
                 TestNode {
                     id,
                     addr: addrs[i].clone(),
@@ -255,11 +240,7 @@ impl Cluster {
 
     pub async fn group(&self, id: u64) -> Option<(String, u64)> {
         let s = self.status(id).await?;
-        let g = s["groups"]
-            .as_array()?
-            .iter()
-            .find(|g| g["name"] == "app")?
-            .clone();
+        let g = s["groups"].as_array()?.iter().find(|g| g["name"] == "app")?.clone();
         Some((g["active"].as_str()?.to_string(), g["epoch"].as_u64()?))
     }
 
@@ -268,11 +249,7 @@ impl Cluster {
         for n in &self.nodes {
             let text = std::fs::read_to_string(&n.log).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(40).collect();
-            out += &format!(
-                "\n----- node {} ({}) last lines -----\n",
-                n.id,
-                n.log.display()
-            );
+            out += &format!("\n----- node {} ({}) last lines -----\n", n.id, n.log.display());
             for line in tail.into_iter().rev() {
                 out += line;
                 out.push('\n');
