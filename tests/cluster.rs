@@ -12,11 +12,7 @@ use support::{eventually, Cluster, ELECTION_MAX};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_elect_replicate_survive_kill9_and_restart() {
     let mut c = Cluster::new(3, 0);
-    for id in 1..=3 {
-        c.node(id).start();
-    }
-    let leader = c.wait_leader(Duration::from_secs(20)).await;
-    eventually(Duration::from_secs(10), "group registered", || c.group(leader)).await;
+    let leader = c.start_voters(3).await;
 
     // Writes sent to a follower commit (forwarded to the leader).
     let follower = (1..=3).find(|id| *id != leader).unwrap();
@@ -82,11 +78,7 @@ async fn three_processes_elect_replicate_survive_kill9_and_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_epoch_cas_has_exactly_one_winner() {
     let mut c = Cluster::new(3, 0);
-    for id in 1..=3 {
-        c.node(id).start();
-    }
-    let leader = c.wait_leader(Duration::from_secs(20)).await;
-    eventually(Duration::from_secs(10), "group registered", || c.group(leader)).await;
+    c.start_voters(3).await;
 
     let attempts = 30;
     let mut tasks = Vec::new();
@@ -153,10 +145,7 @@ fn cli(args: &[&str]) -> (i32, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_add_and_remove_through_a_follower() {
     let mut c = Cluster::new(3, 1);
-    for id in 1..=3 {
-        c.node(id).start();
-    }
-    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    let leader = c.start_voters(3).await;
     // Node 4 is configured but not an initial member: it waits to be added.
     c.node(4).start();
     let follower = (1..=3).find(|id| *id != leader).unwrap();
@@ -192,9 +181,7 @@ async fn members_add_and_remove_through_a_follower() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kill9_mid_stream() {
     let mut c = Cluster::new(1, 0);
-    c.node(1).start();
-    c.wait_leader(Duration::from_secs(20)).await;
-    eventually(Duration::from_secs(10), "group registered", || c.group(1)).await;
+    c.start_voters(1).await;
 
     // A writer acknowledges epochs as fast as it can; kill -9 lands mid-stream.
     let http = c.http.clone();
@@ -237,11 +224,7 @@ async fn acknowledged_writes_survive_kill9_mid_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lagging_follower_catches_up_from_a_snapshot_after_log_compaction() {
     let mut c = Cluster::with_raft(3, 0, "snapshot_max_entries = 10\nlog_keep_after_snapshot = 0");
-    for id in 1..=3 {
-        c.node(id).start();
-    }
-    let leader = c.wait_leader(Duration::from_secs(20)).await;
-    eventually(Duration::from_secs(10), "group registered", || c.group(leader)).await;
+    let leader = c.start_voters(3).await;
     let lagging = (1..=3).find(|id| *id != leader).unwrap();
     assert!(c.node(lagging).stop().success());
 
@@ -275,11 +258,7 @@ async fn lagging_follower_catches_up_from_a_snapshot_after_log_compaction() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_cut_off_from_its_quorum_stops_being_ready_and_refuses_writes() {
     let mut c = Cluster::new(3, 0);
-    for id in 1..=3 {
-        c.node(id).start();
-    }
-    let leader = c.wait_leader(Duration::from_secs(20)).await;
-    eventually(Duration::from_secs(10), "group registered", || c.group(leader)).await;
+    let leader = c.start_voters(3).await;
     for id in (1..=3).filter(|id| *id != leader) {
         c.node(id).kill9();
     }

@@ -187,6 +187,17 @@ impl Cluster {
         Cluster { dir, nodes, http }
     }
 
+    /// Starts the first `voters` nodes and waits until they agree on a ready leader that has
+    /// registered the configured group; returns the leader's id.
+    pub async fn start_voters(&mut self, voters: u64) -> u64 {
+        for id in 1..=voters {
+            self.node(id).start();
+        }
+        let leader = self.wait_leader(Duration::from_secs(20)).await;
+        eventually(Duration::from_secs(10), "group registered", || self.group(leader)).await;
+        leader
+    }
+
     pub fn node(&mut self, id: u64) -> &mut TestNode {
         &mut self.nodes[id as usize - 1]
     }
