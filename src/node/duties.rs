@@ -18,6 +18,7 @@ use crate::state::Command;
 
 pub(super) fn spawn_all(node: &Arc<Node>, stopped: &watch::Receiver<bool>, tasks: &mut JoinSet<()>) {
     tasks.spawn(until_stopped(stopped.clone(), bootstrap(node.clone())));
+    tasks.spawn(until_stopped(stopped.clone(), recover(node.clone())));
     tasks.spawn(until_stopped(stopped.clone(), follow_raft(node.clone())));
     tasks.spawn(until_stopped(stopped.clone(), snapshot_timer(node.clone())));
 }
@@ -102,6 +103,18 @@ async fn bootstrap(node: Arc<Node>) {
             tracing::info!("cluster already initialized by a peer: joining it")
         }
         Err(e) => tracing::error!(error = %e, "cannot initialize the cluster"),
+    }
+}
+
+/// Marks the node recovered once its state machine has re-applied what the cluster committed
+/// of its log (this needs a leader, so it runs beside serving, not before it).
+async fn recover(node: Arc<Node>) {
+    match node.raft.wait_for_recovery(None).await {
+        Ok(m) => {
+            node.recovered.store(true, std::sync::atomic::Ordering::Release);
+            tracing::info!(applied = ?m.last_applied.map(|l| l.index), "committed state recovered");
+        }
+        Err(e) => tracing::warn!(error = %e, "recovery wait ended without recovering"),
     }
 }
 

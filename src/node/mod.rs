@@ -11,6 +11,7 @@ use openraft::async_runtime::WatchReceiver;
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -38,6 +39,9 @@ pub struct Node {
     /// state match it.
     pub topology: Topology,
     pub started: Instant,
+    /// Set once the state machine has applied everything the cluster had committed for this
+    /// node's log when it started; until then reads may show an older state.
+    pub recovered: AtomicBool,
     /// Client for node-to-node requests outside Raft (forwarding to the leader).
     peer_http: reqwest::Client,
     _data_dir_lock: File,
@@ -79,6 +83,7 @@ impl Node {
             contact: LeaderContact::default(),
             metrics: Metrics::new(config.node.id),
             started: Instant::now(),
+            recovered: AtomicBool::new(false),
             peer_http: reqwest::Client::builder().no_proxy().tcp_nodelay(true).build()?,
             _data_dir_lock: lock,
         });

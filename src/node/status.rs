@@ -131,8 +131,9 @@ impl Node {
     }
 
     /// Ready means: a leader is known and demonstrably has a quorum (the leader has heard from
-    /// one within the election timeout; a follower has heard from the leader within it), and
-    /// this node has applied everything it knows to be committed.
+    /// one within the election timeout; a follower has heard from the leader within it), this
+    /// node has recovered its committed state after start, and has applied everything it knows
+    /// to be committed.
     pub fn readiness(&self) -> Result<(), String> {
         let m = self.raft.metrics().borrow_watched().clone();
         if let Err(e) = &m.running_state {
@@ -160,6 +161,9 @@ impl Node {
                 Some(age) if age > bound => return Err(format!("no word from leader {leader} for {} ms", ms(age))),
                 Some(_) => {}
             },
+        }
+        if !self.recovered.load(std::sync::atomic::Ordering::Acquire) {
+            return Err("recovering: re-applying the committed log after start".into());
         }
         let applied = m.last_applied.map(|l| l.index);
         let committed = m.local_committed.map(|l| l.index);
