@@ -26,8 +26,8 @@ pub enum Command {
         /// Concurrent clients in the second run.
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
-        /// Where the nodes keep their data (default: a fresh directory under the system temp
-        /// dir, removed afterwards). Put it on the disk you want to measure.
+        /// Put the nodes' data on this disk (default: the system temp dir). The run uses a
+        /// fresh subdirectory and removes it afterwards.
         #[arg(long)]
         dir: Option<PathBuf>,
     },
@@ -43,17 +43,11 @@ pub fn run(command: Command) -> Exit {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let (dir, remove) = match dir {
-        Some(d) => (d, false),
-        None => (
-            std::env::temp_dir().join(format!("witness-bench-{}", std::process::id())),
-            true,
-        ),
-    };
+    let dir = dir
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!("witness-bench-{}", std::process::id()));
     let result = rt.block_on(bench_raft(&dir, writes.max(1), concurrency.max(1)));
-    if remove {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    let _ = std::fs::remove_dir_all(&dir);
     match result {
         Ok(()) => Exit::Ok,
         Err(e) => {
@@ -74,40 +68,76 @@ async fn bench_raft(dir: &Path, writes: usize, concurrency: usize) -> anyhow::Re
 
     let nodes = start_cluster(dir, concurrency).await?;
     let leader = wait_for_leader(&nodes).await?;
+    let follower = nodes.iter().find(|n| n.node.id != leader.id).expect("3 nodes");
+    let leader_addr = nodes
+        .iter()
+        .find(|n| n.node.id == leader.id)
+        .expect("leader is a node")
+        .addr;
     println!("3-node cluster up, leader node {}", leader.id);
 
-    // Sequential: one client, each write waits for the previous one.
-    let mut lat = Vec::with_capacity(writes);
-    let started = Instant::now();
-    let mut epoch = current_epoch(&leader, "bench-0");
-    for _ in 0..writes {
-        let site = other(&current_active(&leader, "bench-0"));
-        let t = Instant::now();
-        epoch = activate(&leader, "bench-0", site, epoch).await?;
-        lat.push(t.elapsed());
+    let http = reqwest::Client::builder().no_proxy().tcp_nodelay(true).build()?;
+    let api = |addr: std::net::SocketAddr| Via::Api {
+        http: http.clone(),
+        base: format!("http://{addr}"),
+    };
+    let runs = [
+        ("Raft on the leader, 1 client", Via::Raft, 1),
+        ("Raft on the leader, concurrent", Via::Raft, concurrency),
+        ("HTTP API to the leader, 1 client", api(leader_addr), 1),
+        ("HTTP API to a follower (forwarded), 1 client", api(follower.addr), 1),
+        ("HTTP API to the leader, concurrent", api(leader_addr), concurrency),
+    ];
+    for (label, via, clients) in runs {
+        let (lat, secs) = run_clients(&leader, &via, clients, writes.div_ceil(clients)).await?;
+        println!(
+            "{label} ({clients}): {} writes, {}, {:.0} writes/s",
+            lat.len(),
+            summary(&lat),
+            lat.len() as f64 / secs
+        );
     }
-    let secs = started.elapsed().as_secs_f64();
-    println!(
-        "sequential, 1 client: {writes} writes, {}, {:.0} writes/s",
-        summary(&lat),
-        writes as f64 / secs
-    );
+    for n in nodes {
+        n.shutdown().await;
+    }
+    Ok(())
+}
 
-    // Concurrent: each client works on its own group, so every write is a real state change.
-    let per_client = writes.div_ceil(concurrency);
+/// How a benchmark client reaches the cluster.
+#[derive(Clone)]
+enum Via {
+    /// Straight into the leader's Raft, as the node's own duties write.
+    Raft,
+    /// Through the public HTTP API of the node at `base`.
+    Api { http: reqwest::Client, base: String },
+}
+
+/// `clients` concurrent clients, each flipping its own group `per_client` times, so every
+/// write is a real, accepted compare-and-set. Returns every latency and the wall time.
+async fn run_clients(
+    leader: &Arc<Node>,
+    via: &Via,
+    clients: usize,
+    per_client: usize,
+) -> anyhow::Result<(Vec<Duration>, f64)> {
     let started = Instant::now();
     let mut handles = Vec::new();
-    for c in 0..concurrency {
-        let leader = leader.clone();
+    for c in 0..clients {
+        let group = format!("bench-{c}");
+        let (mut active, mut epoch) = {
+            let applied = leader.applied.read().expect("state lock");
+            let g = &applied.state.groups[&group];
+            (g.active.clone(), g.epoch)
+        };
+        let (leader, via) = (leader.clone(), via.clone());
         handles.push(tokio::spawn(async move {
-            let group = format!("bench-{c}");
-            let mut epoch = current_epoch(&leader, &group);
             let mut lat = Vec::with_capacity(per_client);
             for _ in 0..per_client {
-                let site = other(&current_active(&leader, &group));
+                let site = other(&active);
                 let t = Instant::now();
-                epoch = activate(&leader, &group, site, epoch).await?;
+                epoch = activate(&leader, &via, &group, site, epoch).await?;
                 lat.push(t.elapsed());
+                active = site.to_string();
             }
             anyhow::Ok(lat)
         }));
@@ -116,17 +146,7 @@ async fn bench_raft(dir: &Path, writes: usize, concurrency: usize) -> anyhow::Re
     for h in handles {
         all.extend(h.await??);
     }
-    let secs = started.elapsed().as_secs_f64();
-    println!(
-        "concurrent, {concurrency} clients: {} writes, {}, {:.0} writes/s",
-        all.len(),
-        summary(&all),
-        all.len() as f64 / secs
-    );
-    for n in nodes {
-        n.shutdown().await;
-    }
-    Ok(())
+    Ok((all, started.elapsed().as_secs_f64()))
 }
 
 fn other(site: &str) -> &'static str {
@@ -137,27 +157,30 @@ fn other(site: &str) -> &'static str {
     }
 }
 
-fn current_epoch(node: &Node, group: &str) -> Epoch {
-    node.applied.read().expect("state lock").state.groups[group].epoch
-}
-
-fn current_active(node: &Node, group: &str) -> String {
-    node.applied.read().expect("state lock").state.groups[group]
-        .active
-        .clone()
-}
-
-async fn activate(node: &Node, group: &str, site: &str, epoch: Epoch) -> anyhow::Result<Epoch> {
-    let cmd = StateCommand::Activate {
-        group: group.into(),
-        site: site.into(),
-        expected_epoch: epoch,
+async fn activate(leader: &Node, via: &Via, group: &str, site: &str, epoch: Epoch) -> anyhow::Result<Epoch> {
+    let response = match via {
+        Via::Raft => {
+            let cmd = StateCommand::Activate {
+                group: group.into(),
+                site: site.into(),
+                expected_epoch: epoch,
+            };
+            match leader.submit(LeaderRequest::Write(cmd), false).await? {
+                crate::node::leader::LeaderReply::Written { response, .. } => response,
+                other => anyhow::bail!("unexpected reply {other:?}"),
+            }
+        }
+        Via::Api { http, base } => {
+            let resp = http
+                .post(format!("{base}/v1/groups/{group}/activate"))
+                .json(&serde_json::json!({ "site": site, "expected_epoch": epoch.0 }))
+                .send()
+                .await?;
+            resp.json::<Response>().await?
+        }
     };
-    match node.submit(LeaderRequest::Write(cmd), false).await? {
-        crate::node::leader::LeaderReply::Written {
-            response: Response::Activated { epoch, .. },
-            ..
-        } => Ok(epoch),
+    match response {
+        Response::Activated { epoch, .. } => Ok(epoch),
         other => anyhow::bail!("benchmark write was not applied: {other:?}"),
     }
 }
@@ -204,8 +227,9 @@ async fn start_cluster(dir: &Path, groups: usize) -> anyhow::Result<Vec<RunningN
 
 async fn wait_for_leader(nodes: &[RunningNode]) -> anyhow::Result<Arc<Node>> {
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = String::from("no leader elected");
     while Instant::now() < deadline {
-        for n in nodes {
+        for n in nodes.iter().filter(|n| n.node.raft.is_leader()) {
             let registered = n
                 .node
                 .applied
@@ -214,13 +238,15 @@ async fn wait_for_leader(nodes: &[RunningNode]) -> anyhow::Result<Arc<Node>> {
                 .state
                 .groups
                 .contains_key("bench-0");
-            if n.node.raft.is_leader() && n.node.readiness().is_ok() && registered {
-                return Ok(n.node.clone());
+            match n.node.readiness() {
+                Ok(()) if registered => return Ok(n.node.clone()),
+                Ok(()) => last = "groups not registered yet".into(),
+                Err(reason) => last = reason,
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    anyhow::bail!("no ready leader with registered groups within 30 s")
+    anyhow::bail!("no ready leader with registered groups within 30 s: {last}")
 }
 
 fn fdatasync_latency(path: &Path, samples: usize) -> std::io::Result<Vec<Duration>> {
