@@ -78,7 +78,7 @@ async fn three_processes_elect_replicate_survive_kill9_and_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_epoch_cas_has_exactly_one_winner() {
     let mut c = Cluster::new(3, 0);
-    c.start_voters(3).await;
+    let leader = c.start_voters(3).await;
 
     let attempts = 30;
     let mut tasks = Vec::new();
@@ -120,6 +120,31 @@ async fn concurrent_epoch_cas_has_exactly_one_winner() {
         .await
         .unwrap();
     assert_eq!(refused.status(), 409);
+
+    // A malformed snapshot from a "leader" is refused as a bad request; the node stays up.
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let term = c.status(leader).await.unwrap()["term"].as_u64().unwrap();
+    let bogus = serde_json::json!([
+        { "leader_id": { "term": term + 5, "node_id": leader }, "committed": true },
+        { "last_log_id": null, "last_membership": { "log_id": null, "membership": { "configs": [], "nodes": {} } } },
+        [1, 2, 3, 4]
+    ]);
+    let resp = c
+        .http
+        .post(c.nodes[follower as usize - 1].url("/raft/snapshot"))
+        .header("witness-cluster", "test")
+        .json(&bogus)
+        .send()
+        .await
+        .unwrap();
+    let code = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains("snapshot refused"), "{text}");
+    assert!(
+        c.status(follower).await.is_some(),
+        "node {follower} must survive a bad snapshot"
+    );
     for id in 1..=3 {
         let g = eventually(Duration::from_secs(5), "replicated", || async {
             c.group(id).await.filter(|g| g.1 == 2)
@@ -214,6 +239,10 @@ async fn acknowledged_writes_survive_kill9_mid_stream() {
     c.node(1).start();
     c.wait_leader(Duration::from_secs(20)).await;
     let (_, epoch) = eventually(Duration::from_secs(10), "state after restart", || c.group(1)).await;
+    // A sole voter stays ready beyond an election timeout (it is its own quorum).
+    tokio::time::sleep(ELECTION_MAX * 2).await;
+    let ready = c.http.get(c.nodes[0].url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap());
     // Every acknowledged write is durable; at most the one in flight at the kill is extra.
     assert!(
         epoch == acked || epoch == acked + 1,
@@ -328,4 +357,39 @@ async fn node_whose_member_list_disagrees_refuses_to_bootstrap() {
         .map(|m| m["id"].as_u64().unwrap())
         .collect();
     assert!(ids.is_empty() || ids == [1, 2, 3], "node 2 has members {ids:?}: {s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_never_answers_is_not_made_a_voter() {
+    let mut c = Cluster::new(3, 1);
+    let leader = c.start_voters(3).await;
+    // Node 4's address is bound but nothing serves it: a black hole, like a wrong address.
+    let endpoint = format!("http://{}", c.nodes[leader as usize - 1].addr);
+    let dead = c.nodes[3].addr.clone();
+    let (code, out) = cli(&["members", "--endpoint", &endpoint, "add", "4", &dead]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("did not catch up"), "{out}");
+    let (code, out) = cli(&["members", "--endpoint", &endpoint]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains(&dead), "the unreachable node must be gone: {out}");
+    let (status, body) = c.activate(leader, "west", 1).await;
+    assert_eq!(status, 200, "the cluster keeps committing: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_on_the_leader_hands_leadership_over_without_an_election_timeout() {
+    let mut c = Cluster::new(3, 0);
+    let leader = c.start_voters(3).await;
+    let stopped_at = Instant::now();
+    assert!(c.node(leader).stop().success());
+    let new_leader = eventually(Duration::from_secs(10), "a new leader", || async {
+        c.agreed_leader().await.filter(|l| *l != leader)
+    })
+    .await;
+    let took = stopped_at.elapsed();
+    eprintln!("leadership moved from {leader} to {new_leader} {took:?} after SIGTERM");
+    assert!(
+        took < ELECTION_MAX,
+        "hand-off took {took:?}, an election timeout is {ELECTION_MAX:?}"
+    );
 }

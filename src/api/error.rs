@@ -35,7 +35,7 @@ impl ApiError {
                 NodeError::NoLeader => (StatusCode::SERVICE_UNAVAILABLE, "no_leader"),
                 NodeError::LeaderMoved { .. } => (StatusCode::SERVICE_UNAVAILABLE, "leader_moved"),
                 NodeError::LeaderUnreachable { .. } => (StatusCode::BAD_GATEWAY, "leader_unreachable"),
-                NodeError::OutcomeUnknown => (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown"),
+                NodeError::OutcomeUnknown { .. } => (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown"),
                 NodeError::Rejected(_) => (StatusCode::CONFLICT, "rejected"),
                 NodeError::Fatal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "fatal"),
             },

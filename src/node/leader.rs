@@ -44,61 +44,53 @@ pub enum NodeError {
     NoLeader,
     #[error("node {id} at {addr} is no longer the leader; retry shortly")]
     LeaderMoved { id: NodeId, addr: String },
+    /// The request never reached the leader: nothing happened.
     #[error("cannot reach the leader, node {id} at {addr}: {message}")]
     LeaderUnreachable { id: NodeId, addr: String, message: String },
-    #[error("the leader changed before the entry committed; it may or may not have been applied: read the state before retrying")]
-    OutcomeUnknown,
+    /// The request may or may not have taken effect.
+    #[error(
+        "outcome unknown ({reason}): the request may or may not have taken effect; read the state before retrying"
+    )]
+    OutcomeUnknown { reason: String },
     #[error("{0}")]
     Rejected(String),
-    #[error("Raft has stopped on this node: {0}")]
+    #[error("Raft has stopped on this node ({0}); the outcome of the request is unknown")]
     Fatal(String),
 }
+
+/// Longest a write may wait on the leader for its commit before the caller is told the outcome
+/// is unknown (a leader that lost its quorum refuses at once; this bounds everything else).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Node {
     /// Carries out `req` on the leader, wherever it is. `forwarded` is set on requests that
     /// another node already forwarded, so they are never passed along a second time.
     pub async fn submit(&self, req: LeaderRequest, forwarded: bool) -> Result<LeaderReply, NodeError> {
-        let result = self.run_on_leader(req.clone()).await;
-        let outcome = |ok: bool| if ok { "ok" } else { "error" };
-        match result {
-            Ok(reply) => {
-                self.metrics
-                    .leader_requests
-                    .with_label_values(&["local", outcome(true)])
-                    .inc();
-                Ok(reply)
-            }
-            Err(Failure::Final(e)) => {
-                self.metrics
-                    .leader_requests
-                    .with_label_values(&["local", outcome(false)])
-                    .inc();
-                Err(e)
-            }
+        let (route, result) = match self.run_on_leader(req.clone()).await {
+            Ok(reply) => ("local", Ok(reply)),
+            Err(Failure::Final(e)) => ("local", Err(e)),
             Err(Failure::Redirect(Some((id, addr)))) if !forwarded && id != self.id => {
-                let result = self.forward(id, addr, req).await;
-                self.metrics
-                    .leader_requests
-                    .with_label_values(&["forwarded", outcome(result.is_ok())])
-                    .inc();
-                result
+                ("forwarded", self.forward(id, addr, req).await)
             }
-            Err(Failure::Redirect(Some((id, addr)))) => Err(NodeError::LeaderMoved { id, addr }),
-            Err(Failure::Redirect(None)) => Err(NodeError::NoLeader),
-        }
+            Err(Failure::Redirect(Some((id, addr)))) => return Err(NodeError::LeaderMoved { id, addr }),
+            Err(Failure::Redirect(None)) => return Err(NodeError::NoLeader),
+        };
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        self.metrics.leader_requests.with_label_values(&[route, outcome]).inc();
+        result
+    }
+
+    fn catch_up_timeout(&self) -> Duration {
+        self.config.cluster.raft.election_timeout_max * 10
     }
 
     async fn forward(&self, id: NodeId, addr: String, req: LeaderRequest) -> Result<LeaderReply, NodeError> {
-        let unreachable = |message: String| NodeError::LeaderUnreachable {
-            id,
-            addr: addr.clone(),
-            message,
-        };
+        // Outlast the leader's own bound, so that it answers before this node gives up.
         let timeout = match req {
-            // A new member first catches up as a learner, which may take a while.
-            LeaderRequest::AddMember { .. } => Duration::from_secs(120),
-            _ => Duration::from_secs(15),
+            LeaderRequest::AddMember { .. } => self.catch_up_timeout() + WRITE_TIMEOUT * 2,
+            _ => WRITE_TIMEOUT + Duration::from_secs(5),
         };
+        let unknown = |reason: String| NodeError::OutcomeUnknown { reason };
         let resp = self
             .peer_http
             .post(format!("http://{addr}/raft/leader"))
@@ -107,15 +99,31 @@ impl Node {
             .json(&req)
             .send()
             .await
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|e| {
+                // Only a failed connection proves the leader never saw the request.
+                if e.is_connect() {
+                    NodeError::LeaderUnreachable {
+                        id,
+                        addr: addr.clone(),
+                        message: e.to_string(),
+                    }
+                } else {
+                    unknown(format!("forwarding to leader {id} at {addr}: {e}"))
+                }
+            })?;
         let status = resp.status();
-        if !status.is_success() {
-            return Err(unreachable(format!(
-                "HTTP {status}: {}",
-                resp.text().await.unwrap_or_default()
+        if status.is_client_error() {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(NodeError::Rejected(format!(
+                "leader {id} refused the forwarded request: HTTP {status}: {body}"
             )));
         }
-        resp.json().await.map_err(|e| unreachable(e.to_string()))?
+        if !status.is_success() {
+            return Err(unknown(format!("leader {id} answered HTTP {status}")));
+        }
+        resp.json()
+            .await
+            .map_err(|e| unknown(format!("reading leader {id}'s answer: {e}")))?
     }
 
     async fn run_on_leader(&self, req: LeaderRequest) -> Result<LeaderReply, Failure> {
@@ -128,7 +136,13 @@ impl Node {
 
     async fn write(&self, command: Command) -> Result<LeaderReply, Failure> {
         let start = Instant::now();
-        let resp = self.raft.client_write(command).await?;
+        let resp = tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(command))
+            .await
+            .map_err(|_| {
+                Failure::Final(NodeError::OutcomeUnknown {
+                    reason: format!("not committed within {} s", WRITE_TIMEOUT.as_secs()),
+                })
+            })??;
         self.metrics.commit_seconds.observe(start.elapsed().as_secs_f64());
         Ok(LeaderReply::Written {
             response: resp.data,
@@ -136,6 +150,10 @@ impl Node {
         })
     }
 
+    /// Adds `id` as a learner, waits until it has really replicated the entry that added it,
+    /// and only then makes it a voter. A node that never answers (wrong address, not running,
+    /// another cluster) is taken out again: counting it as a voter would cost the cluster a
+    /// failure it could otherwise survive.
     async fn add_member(&self, id: NodeId, addr: String) -> Result<LeaderReply, Failure> {
         let reject = |msg: String| Err(Failure::Final(NodeError::Rejected(msg)));
         if id == 0 {
@@ -161,7 +179,39 @@ impl Node {
             return reject(format!("node {id} is already a voter"));
         }
         tracing::info!(id, %addr, "adding member: as learner first, until it has caught up");
-        self.raft.add_learner(id, BasicNode { addr }, true).await?;
+        let added = self
+            .raft
+            .add_learner(id, BasicNode { addr: addr.clone() }, false)
+            .await?;
+        let target = added.log_id.index;
+        let timeout = self.catch_up_timeout();
+        let caught_up = self
+            .raft
+            .wait(Some(timeout))
+            .metrics(
+                |m| {
+                    let matched = m.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten());
+                    matched.is_some_and(|l| l.index >= target)
+                },
+                "learner caught up",
+            )
+            .await;
+        if caught_up.is_err() {
+            tracing::warn!(id, %addr, "learner did not catch up: removing it again");
+            if let Err(e) = self
+                .raft
+                .change_membership(ChangeMembers::RemoveNodes([id].into()), false)
+                .await
+            {
+                tracing::error!(id, error = %e, "cannot remove the learner that did not catch up");
+            }
+            return reject(format!(
+                "node {id} at {addr} did not catch up within {} s (is it running, reachable at that address, and \
+                 configured with cluster.name {:?}?); it was not added",
+                timeout.as_secs(),
+                self.config.cluster.name
+            ));
+        }
         tracing::info!(id, "learner caught up: promoting to voter");
         self.raft
             .change_membership(ChangeMembers::AddVoterIds([id].into()), false)
@@ -169,10 +219,22 @@ impl Node {
         Ok(self.membership_reply())
     }
 
+    /// Retires the id first, then changes the membership: a removal interrupted between the
+    /// two is retried to completion, and the id can never come back in between.
     async fn remove_member(&self, id: NodeId) -> Result<LeaderReply, Failure> {
         let membership = self.raft.metrics().borrow_watched().membership_config.clone();
         let is_voter = membership.voter_ids().any(|v| v == id);
         if membership.get_node(&id).is_none() {
+            let retired = self
+                .applied
+                .read()
+                .expect("state lock poisoned")
+                .state
+                .retired_nodes
+                .contains(&id);
+            if retired {
+                return Ok(self.membership_reply());
+            }
             return Err(Failure::Final(NodeError::Rejected(format!(
                 "node {id} is not a member of this cluster"
             ))));
@@ -182,14 +244,13 @@ impl Node {
                 "node {id} is the last voter; a cluster cannot remove it"
             ))));
         }
+        self.write(Command::RetireNode { id }).await?;
         let change = if is_voter {
             ChangeMembers::RemoveVoters([id].into())
         } else {
             ChangeMembers::RemoveNodes([id].into())
         };
         self.raft.change_membership(change, false).await?;
-        // Recorded after the change: a retry of a half-done removal finds the id still known.
-        self.raft.client_write(Command::RetireNode { id }).await?;
         tracing::info!(id, "member removed");
         Ok(self.membership_reply())
     }
@@ -215,7 +276,9 @@ impl From<RaftError<TypeConfig, ClientWriteError<TypeConfig>>> for Failure {
         match e {
             RaftError::Fatal(f) => Failure::Final(NodeError::Fatal(f.to_string())),
             RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => Failure::Redirect(leader_of(&f)),
-            RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => Failure::Final(NodeError::OutcomeUnknown),
+            RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => Failure::Final(NodeError::OutcomeUnknown {
+                reason: "the leader changed before the entry committed".into(),
+            }),
             RaftError::APIError(other) => Failure::Final(NodeError::Rejected(other.to_string())),
         }
     }

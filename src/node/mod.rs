@@ -47,6 +47,9 @@ pub struct Node {
     _data_dir_lock: File,
 }
 
+/// How long shutdown waits for in-flight requests (writes are bounded well below this).
+const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// A node that is serving; dropped only through [`RunningNode::shutdown`].
 pub struct RunningNode {
     pub node: Arc<Node>,
@@ -125,11 +128,20 @@ impl Node {
 }
 
 impl RunningNode {
-    /// Stops accepting requests, lets in-flight ones finish, stops Raft (which flushes the
-    /// log) and waits for every task.
+    /// Hands leadership to the most up-to-date voter (so the cluster need not wait out an
+    /// election timeout), stops accepting requests, gives in-flight ones a bounded time to
+    /// finish, stops Raft and waits for every task.
     pub async fn shutdown(mut self) {
+        self.node.hand_off_leadership().await;
         let _ = self.stop.send(true);
-        while self.tasks.join_next().await.is_some() {}
+        let drained = tokio::time::timeout(SHUTDOWN_DRAIN, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("in-flight requests did not finish within {SHUTDOWN_DRAIN:?}: stopping anyway");
+            self.tasks.shutdown().await;
+        }
         if let Err(e) = self.node.raft.shutdown().await {
             tracing::error!(error = %e, "Raft did not shut down cleanly");
         }
@@ -147,6 +159,32 @@ impl RunningNode {
             if metrics.changed().await.is_err() {
                 return "Raft stopped".into();
             }
+        }
+    }
+}
+
+impl Node {
+    async fn hand_off_leadership(&self) {
+        let m = self.raft.metrics().borrow_watched().clone();
+        if m.current_leader != Some(self.id) {
+            return;
+        }
+        let voters: Vec<NodeId> = m.membership_config.voter_ids().filter(|v| *v != self.id).collect();
+        let matched = |id: &NodeId| m.replication.as_ref().and_then(|r| r.get(id).cloned().flatten());
+        let Some(target) = voters.into_iter().max_by_key(|id| matched(id).map(|l| l.index)) else {
+            return;
+        };
+        tracing::info!(to = target, "handing leadership over before shutdown");
+        if self.raft.trigger().transfer_leader(target).await.is_err() {
+            return;
+        }
+        let moved = self
+            .raft
+            .wait(Some(self.config.cluster.raft.election_timeout_max))
+            .metrics(|m| m.current_leader != Some(self.id), "leadership handed over")
+            .await;
+        if moved.is_err() {
+            tracing::warn!(to = target, "leadership did not move in time; stopping anyway");
         }
     }
 }

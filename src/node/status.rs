@@ -144,7 +144,13 @@ impl Node {
         match m.current_leader {
             None => return Err("no leader known".into()),
             Some(leader) if leader == self.id => {
-                let acked = m.last_quorum_acked.as_ref().map(|at| openraft::Instant::elapsed(&**at));
+                // A sole voter is its own quorum; openraft records no acknowledgements for it.
+                let sole_voter = m.membership_config.voter_ids().eq([self.id]);
+                let acked = if sole_voter {
+                    Some(Duration::ZERO)
+                } else {
+                    m.last_quorum_acked.as_ref().map(|at| openraft::Instant::elapsed(&**at))
+                };
                 match acked {
                     None => return Err("this node leads but no quorum has acknowledged it yet".into()),
                     Some(age) if age > bound => {

@@ -106,6 +106,11 @@ async fn pre_vote(State(rpc): State<Rpc>, headers: HeaderMap, body: Bytes) -> Re
 async fn snapshot(State(rpc): State<Rpc>, headers: HeaderMap, body: Bytes) -> Response {
     match admit::<(Vote, SnapshotMeta, Vec<u8>)>(&rpc, &headers, &body) {
         Ok((vote, meta, data)) => {
+            // Refused here as a bad request (the leader retries) rather than failing the install,
+            // which would stop this node: e.g. a newer snapshot format during a rolling upgrade.
+            if let Err(e) = super::state_machine::verify_received(&meta, &data) {
+                return (StatusCode::BAD_REQUEST, format!("snapshot refused: {e}")).into_response();
+            }
             let res = rpc
                 .raft
                 .install_full_snapshot(vote, Snapshot { meta, snapshot: data })

@@ -99,6 +99,20 @@ impl StateMachine {
     }
 }
 
+/// Checks a snapshot received from a leader: its frame, its checksum and that its contents
+/// are the state its metadata describes. The transport calls this before handing the snapshot
+/// to Raft, because Raft treats a failed install as a fatal storage error.
+pub fn verify_received(meta: &SnapshotMeta, bytes: &[u8]) -> io::Result<Applied> {
+    let (stored_meta, applied) = decode(bytes)?;
+    if &stored_meta != meta || applied.last_applied != meta.last_log_id {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("snapshot contents ({stored_meta:?}) do not match its metadata ({meta:?})"),
+        ));
+    }
+    Ok(applied)
+}
+
 fn decode(bytes: &[u8]) -> io::Result<(SnapshotMeta, Applied)> {
     let payload = snapshot_file::decode(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     let body: SnapshotBody =
@@ -171,13 +185,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Vec<u8>) -> Result<(), io::Error> {
-        let (stored_meta, applied) = decode(&snapshot)?;
-        if &stored_meta != meta || applied.last_applied != meta.last_log_id {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("received snapshot's contents ({stored_meta:?}) do not match its metadata ({meta:?})"),
-            ));
-        }
+        let applied = verify_received(meta, &snapshot)?;
         // Durable first: a crash after replacing memory but before the file would restart from
         // an older snapshot with a log that no longer reaches back to it.
         self.snapshots.save(meta.last_log_id, snapshot).await?;

@@ -72,6 +72,32 @@ impl Topology {
     }
 }
 
+/// Which site of a group may be active, under which epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    pub active: String,
+    pub epoch: Epoch,
+}
+
+impl Placement {
+    /// The placement of a group defined by `spec` that previously stood at `previous`: kept
+    /// when its active site is still one of the group's sites, otherwise the primary under a
+    /// new epoch (moving the active site is a change of who may write, like any other).
+    fn for_spec(spec: &GroupSpec, previous: Option<Placement>) -> Placement {
+        match previous {
+            None => Placement {
+                active: spec.primary.clone(),
+                epoch: Epoch(1),
+            },
+            Some(p) if p.active == spec.primary || p.active == spec.secondary => p,
+            Some(p) => Placement {
+                active: spec.primary.clone(),
+                epoch: p.epoch.next(),
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupState {
     pub spec: GroupSpec,
@@ -179,9 +205,10 @@ impl fmt::Display for Rejection {
 pub struct State {
     pub sites: BTreeSet<String>,
     pub groups: BTreeMap<String, GroupState>,
-    /// Last epoch of groups removed from the config: a group that comes back resumes from
-    /// here, because a fencing token must never go backwards.
-    pub retired_epochs: BTreeMap<String, Epoch>,
+    /// Where groups removed from the config stood. A group that comes back resumes from here:
+    /// a fencing token never goes backwards, and a group that had failed over must not drift
+    /// back to its primary because a node with an older config led for a while.
+    pub retired_groups: BTreeMap<String, Placement>,
     pub retired_nodes: BTreeSet<u64>,
 }
 
@@ -229,34 +256,35 @@ impl State {
             .collect();
         for name in removed {
             let old = self.groups.remove(&name).expect("key just listed");
-            self.retired_epochs.insert(name.clone(), old.epoch);
-            changed.push(format!("group {name} removed at epoch {}", old.epoch));
+            changed.push(format!(
+                "group {name} removed at epoch {} (active {})",
+                old.epoch, old.active
+            ));
+            self.retired_groups.insert(
+                name,
+                Placement {
+                    active: old.active,
+                    epoch: old.epoch,
+                },
+            );
         }
         for (name, spec) in topology.groups {
-            match self.groups.get_mut(&name) {
-                None => {
-                    let epoch = self.retired_epochs.remove(&name).map_or(Epoch(1), Epoch::next);
-                    changed.push(format!("group {name} added, active {} at epoch {epoch}", spec.primary));
-                    let active = spec.primary.clone();
-                    self.groups.insert(name, GroupState { spec, active, epoch });
-                }
-                Some(group) if group.spec != spec => {
-                    // The active site must stay one of the group's sites; moving it is a change
-                    // of who may write, so it takes a new epoch like any other.
-                    if group.active != spec.primary && group.active != spec.secondary {
-                        group.active = spec.primary.clone();
-                        group.epoch = group.epoch.next();
-                        changed.push(format!(
-                            "group {name} redefined, active moved to {} at epoch {}",
-                            group.active, group.epoch
-                        ));
-                    } else {
-                        changed.push(format!("group {name} redefined"));
-                    }
-                    group.spec = spec;
-                }
-                Some(_) => {}
-            }
+            let previous = match self.groups.get(&name) {
+                Some(group) if group.spec == spec => continue,
+                Some(group) => Some(Placement {
+                    active: group.active.clone(),
+                    epoch: group.epoch,
+                }),
+                None => self.retired_groups.remove(&name),
+            };
+            let verb = if self.groups.contains_key(&name) {
+                "redefined"
+            } else {
+                "added"
+            };
+            let Placement { active, epoch } = Placement::for_spec(&spec, previous);
+            changed.push(format!("group {name} {verb}: active {active} at epoch {epoch}"));
+            self.groups.insert(name, GroupState { spec, active, epoch });
         }
         Response::TopologySynced { changed }
     }
@@ -389,14 +417,30 @@ mod tests {
     }
 
     #[test]
-    fn removed_then_readded_group_never_reuses_an_epoch() {
+    fn removed_then_readded_group_resumes_where_it_stood() {
         let mut s = State::default();
         s.apply(Command::SyncTopology(topology(&[("app", spec("east", "west"))])));
         s.apply(activate("app", "west", 1));
         s.apply(Command::SyncTopology(topology(&[])));
         assert!(s.groups.is_empty());
         s.apply(Command::SyncTopology(topology(&[("app", spec("east", "west"))])));
-        assert_eq!(s.groups["app"].epoch, Epoch(3));
+        assert_eq!(
+            (s.groups["app"].active.as_str(), s.groups["app"].epoch),
+            ("west", Epoch(2))
+        );
+    }
+
+    #[test]
+    fn readded_group_whose_active_site_left_it_moves_to_primary_under_a_new_epoch() {
+        let mut s = State::default();
+        s.apply(Command::SyncTopology(topology(&[("app", spec("east", "west"))])));
+        s.apply(activate("app", "west", 1));
+        s.apply(Command::SyncTopology(topology(&[])));
+        s.apply(Command::SyncTopology(topology(&[("app", spec("east", "south"))])));
+        assert_eq!(
+            (s.groups["app"].active.as_str(), s.groups["app"].epoch),
+            ("east", Epoch(3))
+        );
     }
 
     #[test]
