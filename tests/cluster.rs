@@ -145,6 +145,13 @@ async fn concurrent_epoch_cas_has_exactly_one_winner() {
         c.status(follower).await.is_some(),
         "node {follower} must survive a bad snapshot"
     );
+
+    // Far below the count-based threshold, the time-based trigger (2 s here) still snapshots.
+    eventually(Duration::from_secs(10), "a time-based snapshot", || async {
+        let s = c.status(leader).await?;
+        (s["snapshot_index"].as_u64()? + 1 >= s["applied_index"].as_u64()?).then_some(())
+    })
+    .await;
     for id in 1..=3 {
         let g = eventually(Duration::from_secs(5), "replicated", || async {
             c.group(id).await.filter(|g| g.1 == 2)
