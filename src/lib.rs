@@ -3,6 +3,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod engine;
 pub mod metrics;
 pub mod node;
 pub mod raft;

@@ -103,6 +103,31 @@ pub struct GroupState {
     pub spec: GroupSpec,
     pub active: String,
     pub epoch: Epoch,
+    /// An operator paused automatic decisions for this group.
+    #[serde(default)]
+    pub paused: bool,
+    /// Set by every failover, cleared by an operator's acknowledgement (or, on the leader, once
+    /// `block_after_failover` has passed): no automatic failover while set, against flapping.
+    #[serde(default)]
+    pub blocked: bool,
+}
+
+/// One witness node's opinion of one site. No entry means unknown (never reported, or
+/// withdrawn because the node cannot probe).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Up,
+    Down,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Verdict::Up => "up",
+            Verdict::Down => "down",
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +144,26 @@ pub enum Command {
     },
     /// Remember that a node id left the cluster, so that it is never reused.
     RetireNode { id: u64 },
+    /// Node `node` now sees `site` as `verdict` (`None`: unknown). Sent only on change.
+    ReportVerdict {
+        node: u64,
+        site: String,
+        verdict: Option<Verdict>,
+    },
+    /// A failover decision: the epoch compare-and-set of `Activate`, and the group is then
+    /// blocked against further automatic failovers until acknowledged.
+    Failover {
+        group: String,
+        to: String,
+        expected_epoch: Epoch,
+        reason: String,
+    },
+    /// Pause or resume automatic decisions for one group.
+    SetPaused { group: String, paused: bool },
+    /// An operator acknowledges a failover: the group is no longer blocked.
+    Ack { group: String },
+    /// The global switch for automatic decisions.
+    SetAutomation { enabled: bool },
 }
 
 impl fmt::Display for Command {
@@ -131,6 +176,19 @@ impl fmt::Display for Command {
                 expected_epoch,
             } => write!(f, "activate({group} -> {site} if epoch {expected_epoch})"),
             Command::RetireNode { id } => write!(f, "retire-node({id})"),
+            Command::ReportVerdict { node, site, verdict } => match verdict {
+                Some(v) => write!(f, "verdict(node {node}: {site} {v})"),
+                None => write!(f, "verdict(node {node}: {site} unknown)"),
+            },
+            Command::Failover {
+                group,
+                to,
+                expected_epoch,
+                ..
+            } => write!(f, "failover({group} -> {to} if epoch {expected_epoch})"),
+            Command::SetPaused { group, paused } => write!(f, "set-paused({group}, {paused})"),
+            Command::Ack { group } => write!(f, "ack({group})"),
+            Command::SetAutomation { enabled } => write!(f, "set-automation({enabled})"),
         }
     }
 }
@@ -151,6 +209,15 @@ pub enum Response {
     NodeRetired {
         id: u64,
     },
+    VerdictRecorded,
+    GroupUpdated {
+        group: String,
+        paused: bool,
+        blocked: bool,
+    },
+    AutomationSet {
+        enabled: bool,
+    },
     Rejected(Rejection),
 }
 
@@ -159,6 +226,9 @@ pub enum Response {
 pub enum Rejection {
     UnknownGroup {
         group: String,
+    },
+    UnknownSite {
+        site: String,
     },
     SiteNotInGroup {
         group: String,
@@ -181,6 +251,7 @@ impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Rejection::UnknownGroup { group } => write!(f, "unknown group {group:?}"),
+            Rejection::UnknownSite { site } => write!(f, "unknown site {site:?}"),
             Rejection::SiteNotInGroup { group, site } => write!(f, "site {site:?} is not a site of group {group:?}"),
             Rejection::StaleEpoch {
                 group,
@@ -210,6 +281,12 @@ pub struct State {
     /// back to its primary because a node with an older config led for a while.
     pub retired_groups: BTreeMap<String, Placement>,
     pub retired_nodes: BTreeSet<u64>,
+    /// Every node's verdict on every site: site → node → verdict.
+    #[serde(default)]
+    pub verdicts: BTreeMap<String, BTreeMap<u64, Verdict>>,
+    /// The global automation switch is off: no automatic decision for any group.
+    #[serde(default)]
+    pub automation_off: bool,
 }
 
 impl State {
@@ -223,9 +300,58 @@ impl State {
             } => self.activate(group, site, expected_epoch),
             Command::RetireNode { id } => {
                 self.retired_nodes.insert(id);
+                for by_node in self.verdicts.values_mut() {
+                    by_node.remove(&id);
+                }
                 Response::NodeRetired { id }
             }
+            Command::ReportVerdict { node, site, verdict } => {
+                if !self.sites.contains(&site) {
+                    return Response::Rejected(Rejection::UnknownSite { site });
+                }
+                let by_node = self.verdicts.entry(site).or_default();
+                match verdict {
+                    Some(v) => by_node.insert(node, v),
+                    None => by_node.remove(&node),
+                };
+                Response::VerdictRecorded
+            }
+            Command::Failover {
+                group,
+                to,
+                expected_epoch,
+                reason: _,
+            } => {
+                let response = self.activate(group, to, expected_epoch);
+                if let Response::Activated { group, .. } = &response {
+                    self.groups.get_mut(group).expect("just activated").blocked = true;
+                }
+                response
+            }
+            Command::SetPaused { group, paused } => self.update_group(group, |g| g.paused = paused),
+            Command::Ack { group } => self.update_group(group, |g| g.blocked = false),
+            Command::SetAutomation { enabled } => {
+                self.automation_off = !enabled;
+                Response::AutomationSet { enabled }
+            }
         }
+    }
+
+    fn update_group(&mut self, name: String, change: impl FnOnce(&mut GroupState)) -> Response {
+        let Some(group) = self.groups.get_mut(&name) else {
+            return Response::Rejected(Rejection::UnknownGroup { group: name });
+        };
+        change(group);
+        Response::GroupUpdated {
+            paused: group.paused,
+            blocked: group.blocked,
+            group: name,
+        }
+    }
+
+    /// `node`'s verdict on `site`, `None` when unknown.
+    pub fn verdict(&self, site: &str, node: u64) -> Option<Verdict> {
+        self.verdicts.get(site)?.get(&node).copied()
     }
 
     /// True when applying `SyncTopology(topology)` would change nothing.
@@ -247,6 +373,7 @@ impl State {
             changed.push(format!("site {site} removed"));
         }
         self.sites = topology.sites;
+        self.verdicts.retain(|site, _| self.sites.contains(site));
 
         let removed: Vec<String> = self
             .groups
@@ -284,7 +411,17 @@ impl State {
             };
             let Placement { active, epoch } = Placement::for_spec(&spec, previous);
             changed.push(format!("group {name} {verb}: active {active} at epoch {epoch}"));
-            self.groups.insert(name, GroupState { spec, active, epoch });
+            let (paused, blocked) = self.groups.get(&name).map_or((false, false), |g| (g.paused, g.blocked));
+            self.groups.insert(
+                name,
+                GroupState {
+                    spec,
+                    active,
+                    epoch,
+                    paused,
+                    blocked,
+                },
+            );
         }
         Response::TopologySynced { changed }
     }

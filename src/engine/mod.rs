@@ -1,0 +1,344 @@
+//! The decision engine. Pure: the committed state, which voters are live, the groups' timing
+//! and `now` go in; proposals and journal entries come out. No I/O, no clock, no randomness,
+//! so every rule is tested by feeding inputs and asserting the exact effects.
+//!
+//! The engine runs on the leader only. Its memory (when a majority first saw a site down,
+//! when a block began) is measured on the leader's own monotonic clock and starts afresh on
+//! every new leader, which can only make it wait longer, never shorter.
+
+pub mod detector;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::FailoverMode;
+use crate::state::{Command, Epoch, GroupState, State, Verdict};
+
+/// Per-group timing the engine needs, from config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupTiming {
+    /// How long a majority must see the active site down before a failover.
+    pub hold_down: Duration,
+    /// How long after a failover the group stays blocked unless acknowledged sooner.
+    pub block_after_failover: Duration,
+}
+
+pub struct Inputs<'a> {
+    /// Leader-local monotonic time.
+    pub now: Duration,
+    pub state: &'a State,
+    /// The voters of the witness cluster: a majority of these is a quorum.
+    pub voters: &'a BTreeSet<u64>,
+    /// Voters heard from recently; the verdicts of the others count as unknown.
+    pub live: &'a BTreeSet<u64>,
+    pub timing: &'a BTreeMap<String, GroupTiming>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    Propose(Command),
+    /// The engine's view of a group changed: worth a journal entry.
+    Journal {
+        group: String,
+        assessment: Assessment,
+    },
+}
+
+/// A reason an automatic failover may not proceed on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Gate {
+    AutomationOff,
+    Paused,
+    Blocked,
+    ManualFailover,
+}
+
+/// What the engine makes of one group right now. Journaled whenever it changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "assessment")]
+pub enum Assessment {
+    /// No live voter sees the active site down.
+    Healthy { active: String },
+    /// Some voters see the active site down, fewer than a quorum.
+    BelowQuorum {
+        site: String,
+        down: usize,
+        voters: usize,
+        quorum: usize,
+    },
+    /// A quorum sees the active site down but not a quorum sees the other site up (both in
+    /// trouble, or the witness cannot see either): nothing moves.
+    SurvivorNotUp {
+        failed: String,
+        survivor: String,
+        up: usize,
+        voters: usize,
+        quorum: usize,
+    },
+    /// A quorum sees the active site down and the other up; waiting out the hold-down.
+    HoldingDown {
+        failed: String,
+        survivor: String,
+        down: usize,
+        voters: usize,
+    },
+    /// Every rule for a failover holds but a gate stops it: an operator must decide.
+    NeedsApproval {
+        failed: String,
+        survivor: String,
+        gates: Vec<Gate>,
+    },
+    /// A failover was proposed.
+    FailingOver { from: String, to: String, epoch: Epoch },
+    /// The block after a failover has run its course.
+    BlockExpired { epoch: Epoch },
+}
+
+impl fmt::Display for Assessment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Assessment::Healthy { active } => write!(f, "{active} healthy"),
+            Assessment::BelowQuorum {
+                site,
+                down,
+                voters,
+                quorum,
+            } => {
+                write!(f, "{site} down in {down} of {voters} nodes: below quorum ({quorum})")
+            }
+            Assessment::SurvivorNotUp {
+                failed,
+                survivor,
+                up,
+                voters,
+                quorum,
+            } => write!(
+                f,
+                "{failed} down, but {survivor} up in only {up} of {voters} nodes (quorum {quorum}): no failover"
+            ),
+            Assessment::HoldingDown {
+                failed,
+                survivor,
+                down,
+                voters,
+            } => {
+                write!(
+                    f,
+                    "{failed} down in {down} of {voters} nodes, {survivor} up: holding down"
+                )
+            }
+            Assessment::NeedsApproval {
+                failed,
+                survivor,
+                gates,
+            } => {
+                write!(f, "failover {failed} -> {survivor} needs approval: {gates:?}")
+            }
+            Assessment::FailingOver { from, to, epoch } => write!(f, "failing over {from} -> {to} at epoch {epoch}"),
+            Assessment::BlockExpired { epoch } => write!(f, "block after the failover to epoch {epoch} expired"),
+        }
+    }
+}
+
+/// Leader-local memory about one group.
+#[derive(Debug, Default)]
+struct Memory {
+    /// Epoch the rest of this memory is about; any change of epoch starts afresh.
+    epoch: Option<Epoch>,
+    /// When a quorum was first seen agreeing the active site is down (and the survivor up).
+    down_since: Option<Duration>,
+    /// When this leader first saw the group blocked.
+    blocked_since: Option<Duration>,
+    /// When this leader last proposed a failover / an acknowledgement for this epoch. Repeated
+    /// at most every [`PROPOSAL_RETRY`] while still called for: a lost proposal is retried,
+    /// and a duplicate is harmless (the compare-and-set rejects it).
+    failover_proposed_at: Option<Duration>,
+    ack_proposed_at: Option<Duration>,
+    last: Option<Assessment>,
+}
+
+pub const PROPOSAL_RETRY: Duration = Duration::from_secs(1);
+
+fn due(last: &mut Option<Duration>, now: Duration) -> bool {
+    let due = last.is_none_or(|at| now.saturating_sub(at) >= PROPOSAL_RETRY);
+    if due {
+        *last = Some(now);
+    }
+    due
+}
+
+#[derive(Debug, Default)]
+pub struct Engine {
+    groups: BTreeMap<String, Memory>,
+}
+
+impl Engine {
+    pub fn new() -> Engine {
+        Engine::default()
+    }
+
+    pub fn step(&mut self, inputs: &Inputs) -> Vec<Effect> {
+        self.groups.retain(|name, _| inputs.state.groups.contains_key(name));
+        let mut effects = Vec::new();
+        for (name, group) in &inputs.state.groups {
+            let Some(timing) = inputs.timing.get(name) else {
+                continue;
+            };
+            let memory = self.groups.entry(name.clone()).or_default();
+            if memory.epoch != Some(group.epoch) {
+                *memory = Memory {
+                    epoch: Some(group.epoch),
+                    last: memory.last.take(),
+                    ..Memory::default()
+                };
+            }
+            let (assessment, proposal) = assess(name, group, timing, memory, inputs);
+            if let Some(command) = proposal {
+                effects.push(Effect::Propose(command));
+            }
+            if memory.last.as_ref() != Some(&assessment) {
+                memory.last = Some(assessment.clone());
+                effects.push(Effect::Journal {
+                    group: name.clone(),
+                    assessment,
+                });
+            }
+        }
+        effects
+    }
+}
+
+fn count(state: &State, site: &str, live: &BTreeSet<u64>, verdict: Verdict) -> usize {
+    live.iter()
+        .filter(|n| state.verdict(site, **n) == Some(verdict))
+        .count()
+}
+
+fn assess(
+    name: &str,
+    group: &GroupState,
+    timing: &GroupTiming,
+    memory: &mut Memory,
+    inputs: &Inputs,
+) -> (Assessment, Option<Command>) {
+    let voters = inputs.voters.len();
+    let quorum = voters / 2 + 1;
+    // Only live voters' verdicts count; anything else is unknown.
+    let live: BTreeSet<u64> = inputs.live.intersection(inputs.voters).copied().collect();
+    let failed = group.active.clone();
+    let survivor = if group.active == group.spec.primary {
+        group.spec.secondary.clone()
+    } else {
+        group.spec.primary.clone()
+    };
+
+    // The block after a failover ends by acknowledgement or, measured here, by time.
+    let mut blocked = group.blocked;
+    if group.blocked {
+        let since = *memory.blocked_since.get_or_insert(inputs.now);
+        if inputs.now.saturating_sub(since) >= timing.block_after_failover {
+            blocked = false;
+            if due(&mut memory.ack_proposed_at, inputs.now) {
+                return (
+                    Assessment::BlockExpired { epoch: group.epoch },
+                    Some(Command::Ack {
+                        group: name.to_string(),
+                    }),
+                );
+            }
+        }
+    }
+
+    let down = count(inputs.state, &failed, &live, Verdict::Down);
+    if down == 0 {
+        memory.down_since = None;
+        return (Assessment::Healthy { active: failed }, None);
+    }
+    if down < quorum {
+        memory.down_since = None;
+        return (
+            Assessment::BelowQuorum {
+                site: failed,
+                down,
+                voters,
+                quorum,
+            },
+            None,
+        );
+    }
+    let up = count(inputs.state, &survivor, &live, Verdict::Up);
+    if up < quorum {
+        memory.down_since = None;
+        return (
+            Assessment::SurvivorNotUp {
+                failed,
+                survivor,
+                up,
+                voters,
+                quorum,
+            },
+            None,
+        );
+    }
+    let since = *memory.down_since.get_or_insert(inputs.now);
+    if inputs.now.saturating_sub(since) < timing.hold_down {
+        return (
+            Assessment::HoldingDown {
+                failed,
+                survivor,
+                down,
+                voters,
+            },
+            None,
+        );
+    }
+
+    let mut gates = Vec::new();
+    if inputs.state.automation_off {
+        gates.push(Gate::AutomationOff);
+    }
+    if group.paused {
+        gates.push(Gate::Paused);
+    }
+    if blocked {
+        gates.push(Gate::Blocked);
+    }
+    if group.spec.failover == FailoverMode::Manual {
+        gates.push(Gate::ManualFailover);
+    }
+    if !gates.is_empty() {
+        return (
+            Assessment::NeedsApproval {
+                failed,
+                survivor,
+                gates,
+            },
+            None,
+        );
+    }
+    let epoch = group.epoch.next();
+    let proposal = due(&mut memory.failover_proposed_at, inputs.now).then(|| Command::Failover {
+        group: name.to_string(),
+        to: survivor.clone(),
+        expected_epoch: group.epoch,
+        reason: format!(
+            "{failed} down in {down} of {voters} witness nodes for {} ms; {survivor} up in {up} of {voters}",
+            inputs.now.saturating_sub(since).as_millis()
+        ),
+    });
+    (
+        Assessment::FailingOver {
+            from: failed,
+            to: survivor,
+            epoch,
+        },
+        proposal,
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,555 @@
+//! Engine rules, one table row or scenario each, asserting the exact effects; then a seeded
+//! random walk that checks the safety rules after every step.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use super::*;
+use crate::config::{FailoverMode, ReplicationMode};
+use crate::state::{Command, Epoch, GroupSpec, Response, State, Topology, Verdict};
+
+const HOLD: Duration = Duration::from_secs(2);
+const BLOCK: Duration = Duration::from_secs(60);
+
+struct World {
+    state: State,
+    voters: BTreeSet<u64>,
+    live: BTreeSet<u64>,
+    timing: BTreeMap<String, GroupTiming>,
+    engine: Engine,
+    now: Duration,
+}
+
+impl World {
+    fn new(failover: FailoverMode) -> World {
+        let mut state = State::default();
+        let spec = GroupSpec {
+            primary: "east".into(),
+            secondary: "west".into(),
+            replication: ReplicationMode::Sync,
+            failover,
+            rto_ms: 300_000,
+            rpo_ms: 0,
+        };
+        state.apply(Command::SyncTopology(Topology {
+            sites: ["east".to_string(), "west".to_string()].into(),
+            groups: [("app".to_string(), spec)].into(),
+        }));
+        World {
+            state,
+            voters: [1, 2, 3].into(),
+            live: [1, 2, 3].into(),
+            timing: [(
+                "app".to_string(),
+                GroupTiming {
+                    hold_down: HOLD,
+                    block_after_failover: BLOCK,
+                },
+            )]
+            .into(),
+            engine: Engine::new(),
+            now: Duration::ZERO,
+        }
+    }
+
+    /// Sets every voter's verdict on `site` from a string like "DDU" (node 1, 2, 3; '?' unknown).
+    fn see(&mut self, site: &str, verdicts: &str) {
+        for (i, c) in verdicts.chars().enumerate() {
+            let verdict = match c {
+                'U' => Some(Verdict::Up),
+                'D' => Some(Verdict::Down),
+                _ => None,
+            };
+            self.state.apply(Command::ReportVerdict {
+                node: i as u64 + 1,
+                site: site.into(),
+                verdict,
+            });
+        }
+    }
+
+    fn step(&mut self) -> Vec<Effect> {
+        self.engine.step(&Inputs {
+            now: self.now,
+            state: &self.state,
+            voters: &self.voters,
+            live: &self.live,
+            timing: &self.timing,
+        })
+    }
+
+    fn at(&mut self, t: Duration) -> Vec<Effect> {
+        self.now = t;
+        self.step()
+    }
+
+    fn proposals(effects: &[Effect]) -> Vec<Command> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Propose(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn assessment(effects: &[Effect]) -> Option<Assessment> {
+        effects.iter().find_map(|e| match e {
+            Effect::Journal { assessment, .. } => Some(assessment.clone()),
+            _ => None,
+        })
+    }
+
+    fn group(&self) -> &crate::state::GroupState {
+        &self.state.groups["app"]
+    }
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn failover_to(to: &str, expected: u64) -> impl Fn(&Command) -> bool + '_ {
+    move |c| matches!(c, Command::Failover { to: t, expected_epoch, group, .. } if t == to && *expected_epoch == Epoch(expected) && group == "app")
+}
+
+#[test]
+fn assessments_without_a_failover() {
+    // (east verdicts, west verdicts, live voters, expected assessment)
+    let cases: Vec<(&str, &str, &[u64], Assessment)> = vec![
+        ("UUU", "UUU", &[1, 2, 3], Assessment::Healthy { active: "east".into() }),
+        ("???", "???", &[1, 2, 3], Assessment::Healthy { active: "east".into() }),
+        (
+            "DUU",
+            "UUU",
+            &[1, 2, 3],
+            Assessment::BelowQuorum {
+                site: "east".into(),
+                down: 1,
+                voters: 3,
+                quorum: 2,
+            },
+        ),
+        (
+            "DD?",
+            "UUU",
+            &[1, 3],
+            // Node 2 is silent: its "down" counts as unknown.
+            Assessment::BelowQuorum {
+                site: "east".into(),
+                down: 1,
+                voters: 3,
+                quorum: 2,
+            },
+        ),
+        (
+            "DDD",
+            "U??",
+            &[1, 2, 3],
+            Assessment::SurvivorNotUp {
+                failed: "east".into(),
+                survivor: "west".into(),
+                up: 1,
+                voters: 3,
+                quorum: 2,
+            },
+        ),
+        (
+            "DDD",
+            "DDD",
+            &[1, 2, 3],
+            Assessment::SurvivorNotUp {
+                failed: "east".into(),
+                survivor: "west".into(),
+                up: 0,
+                voters: 3,
+                quorum: 2,
+            },
+        ),
+        (
+            "DDU",
+            "UUU",
+            &[1, 2, 3],
+            Assessment::HoldingDown {
+                failed: "east".into(),
+                survivor: "west".into(),
+                down: 2,
+                voters: 3,
+            },
+        ),
+    ];
+    for (east, west, live, expected) in cases {
+        let mut w = World::new(FailoverMode::Automatic);
+        w.live = live.iter().copied().collect();
+        w.see("east", east);
+        w.see("west", west);
+        // Long after any hold-down: only the first step starts the clock, so check both.
+        let first = w.at(ms(0));
+        assert_eq!(
+            World::assessment(&first),
+            Some(expected.clone()),
+            "east {east} west {west} live {live:?}"
+        );
+        let later = w.at(ms(0) + HOLD / 2);
+        assert!(
+            World::proposals(&later).is_empty(),
+            "east {east} west {west}: no proposal expected"
+        );
+    }
+}
+
+#[test]
+fn quorum_down_for_the_hold_down_fails_over_once() {
+    let mut w = World::new(FailoverMode::Automatic);
+    w.see("east", "UUU");
+    w.see("west", "UUU");
+    assert!(World::proposals(&w.at(ms(0))).is_empty());
+    w.see("east", "DDU");
+    let e = w.at(ms(1000));
+    assert!(World::proposals(&e).is_empty());
+    assert!(matches!(
+        World::assessment(&e),
+        Some(Assessment::HoldingDown { down: 2, .. })
+    ));
+    assert!(World::proposals(&w.at(ms(2999))).is_empty(), "hold-down not over yet");
+    let e = w.at(ms(3000));
+    let p = World::proposals(&e);
+    assert_eq!(p.len(), 1, "{e:?}");
+    assert!(failover_to("west", 1)(&p[0]), "{p:?}");
+    assert_eq!(
+        World::assessment(&e),
+        Some(Assessment::FailingOver {
+            from: "east".into(),
+            to: "west".into(),
+            epoch: Epoch(2)
+        })
+    );
+    // Not repeated while in flight, retried after PROPOSAL_RETRY if still called for.
+    assert!(World::proposals(&w.at(ms(3500))).is_empty());
+    assert_eq!(World::proposals(&w.at(ms(4000))).len(), 1);
+}
+
+#[test]
+fn hold_down_restarts_when_the_quorum_breaks() {
+    let mut w = World::new(FailoverMode::Automatic);
+    w.see("west", "UUU");
+    w.see("east", "DDU");
+    w.at(ms(0));
+    w.see("east", "DUU");
+    assert!(matches!(
+        World::assessment(&w.at(ms(1500))),
+        Some(Assessment::BelowQuorum { .. })
+    ));
+    w.see("east", "DDU");
+    assert!(World::proposals(&w.at(ms(2000))).is_empty());
+    assert!(
+        World::proposals(&w.at(ms(3999))).is_empty(),
+        "the clock restarted at 2000 ms"
+    );
+    assert_eq!(World::proposals(&w.at(ms(4000))).len(), 1);
+}
+
+#[test]
+fn gates_turn_a_failover_into_needs_approval() {
+    type Setup = fn(&mut World);
+    let cases: Vec<(&str, FailoverMode, Setup, Vec<Gate>)> = vec![
+        (
+            "paused",
+            FailoverMode::Automatic,
+            |w| {
+                w.state.apply(Command::SetPaused {
+                    group: "app".into(),
+                    paused: true,
+                });
+            },
+            vec![Gate::Paused],
+        ),
+        (
+            "automation off",
+            FailoverMode::Automatic,
+            |w| {
+                w.state.apply(Command::SetAutomation { enabled: false });
+            },
+            vec![Gate::AutomationOff],
+        ),
+        ("manual group", FailoverMode::Manual, |_| {}, vec![Gate::ManualFailover]),
+        (
+            "everything",
+            FailoverMode::Manual,
+            |w| {
+                w.state.apply(Command::SetAutomation { enabled: false });
+                w.state.apply(Command::SetPaused {
+                    group: "app".into(),
+                    paused: true,
+                });
+            },
+            vec![Gate::AutomationOff, Gate::Paused, Gate::ManualFailover],
+        ),
+    ];
+    for (label, mode, setup, gates) in cases {
+        let mut w = World::new(mode);
+        setup(&mut w);
+        w.see("east", "DDD");
+        w.see("west", "UUU");
+        w.at(ms(0));
+        let e = w.at(HOLD);
+        assert!(World::proposals(&e).is_empty(), "{label}: {e:?}");
+        assert_eq!(
+            World::assessment(&e),
+            Some(Assessment::NeedsApproval {
+                failed: "east".into(),
+                survivor: "west".into(),
+                gates
+            }),
+            "{label}"
+        );
+    }
+}
+
+#[test]
+fn after_a_failover_the_group_is_blocked_then_the_block_expires() {
+    let mut w = World::new(FailoverMode::Automatic);
+    w.see("east", "DDD");
+    w.see("west", "UUU");
+    w.at(ms(0));
+    let p = World::proposals(&w.at(HOLD));
+    assert_eq!(
+        w.state.apply(p[0].clone()),
+        Response::Activated {
+            group: "app".into(),
+            active: "west".into(),
+            epoch: Epoch(2)
+        }
+    );
+    assert!(w.group().blocked);
+
+    // West fails too while blocked: an operator must decide.
+    w.see("east", "UUU");
+    w.see("west", "DDD");
+    let t = HOLD + ms(100);
+    w.at(t);
+    let e = w.at(t + HOLD);
+    assert!(World::proposals(&e).is_empty());
+    assert!(
+        matches!(World::assessment(&e), Some(Assessment::NeedsApproval { ref gates, .. }) if gates == &vec![Gate::Blocked])
+    );
+
+    // Once the block has run its course (from when this leader saw it), it is acknowledged.
+    let e = w.at(t + BLOCK);
+    assert_eq!(World::proposals(&e), vec![Command::Ack { group: "app".into() }]);
+    assert_eq!(
+        World::assessment(&e),
+        Some(Assessment::BlockExpired { epoch: Epoch(2) })
+    );
+    w.state.apply(Command::Ack { group: "app".into() });
+    let p = World::proposals(&w.at(t + BLOCK + ms(10)));
+    assert!(p.iter().any(failover_to("east", 2)), "{p:?}");
+}
+
+#[test]
+fn a_returning_site_stays_standby() {
+    let mut w = World::new(FailoverMode::Automatic);
+    w.see("east", "DDD");
+    w.see("west", "UUU");
+    w.at(ms(0));
+    let p = World::proposals(&w.at(HOLD));
+    w.state.apply(p[0].clone());
+    w.state.apply(Command::Ack { group: "app".into() });
+    // East comes back and west stays healthy: nothing moves, ever.
+    w.see("east", "UUU");
+    for t in 0..100 {
+        let e = w.at(HOLD + Duration::from_secs(t));
+        assert!(World::proposals(&e).is_empty(), "automatic failback at {t}s: {e:?}");
+    }
+    assert_eq!(w.group().active, "west");
+}
+
+#[test]
+fn a_new_leader_waits_a_full_hold_down() {
+    let mut w = World::new(FailoverMode::Automatic);
+    w.see("east", "DDD");
+    w.see("west", "UUU");
+    w.at(ms(0));
+    w.at(ms(1900));
+    w.engine = Engine::new(); // leadership moved: memory starts afresh
+    assert!(World::proposals(&w.at(ms(2000))).is_empty());
+    assert!(World::proposals(&w.at(ms(3999))).is_empty());
+    assert_eq!(World::proposals(&w.at(ms(4000))).len(), 1);
+}
+
+#[test]
+fn verdicts_of_non_voters_do_not_count() {
+    let mut w = World::new(FailoverMode::Automatic);
+    w.voters = [1, 2, 3].into();
+    w.live = [1, 2, 3, 4, 5].into();
+    w.see("east", "DUUDD"); // nodes 4 and 5 are not voters
+    w.see("west", "UUU");
+    let e = w.at(ms(0));
+    assert!(
+        matches!(World::assessment(&e), Some(Assessment::BelowQuorum { down: 1, .. })),
+        "{e:?}"
+    );
+}
+
+/// splitmix64: enough randomness for a reproducible walk, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Random verdicts, liveness, gates, time steps and leader changes; every proposal is applied
+/// as if committed at once. After every step: the active site is one of the group's sites,
+/// the epoch never goes down, and a failover is proposed only when, at that moment, a quorum
+/// of live voters has seen the active site down for the whole hold-down and a quorum sees the
+/// other site up, with no gate closed.
+#[test]
+fn random_walks_never_break_the_safety_rules() {
+    // WITNESS_ENGINE_SEED=N replays one seed; WITNESS_ENGINE_SEEDS=N runs seeds 0..N.
+    let env = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok());
+    let seeds = match env("WITNESS_ENGINE_SEED") {
+        Some(one) => one..one + 1,
+        None => 0..env("WITNESS_ENGINE_SEEDS").unwrap_or(2000),
+    };
+    let mut failovers = 0;
+    for seed in seeds.clone() {
+        let mut rng = Rng(seed);
+        let mode = if rng.below(4) == 0 {
+            FailoverMode::Manual
+        } else {
+            FailoverMode::Automatic
+        };
+        let mut w = World::new(mode);
+        // Reference model: since when (in this leader's memory) the failover condition held.
+        let mut held_since: Option<Duration> = None;
+        let mut last_epoch = w.group().epoch;
+        for step in 0..300 {
+            match rng.below(30) {
+                // One node changes its mind about one site.
+                0..=9 => {
+                    let node = rng.below(3) + 1;
+                    let site = if rng.below(2) == 0 { "east" } else { "west" };
+                    let verdict = [Some(Verdict::Up), Some(Verdict::Down), None][rng.below(3) as usize];
+                    w.state.apply(Command::ReportVerdict {
+                        node,
+                        site: site.into(),
+                        verdict,
+                    });
+                }
+                // A site fails or recovers, seen by most nodes at once.
+                10..=15 => {
+                    let site = if rng.below(2) == 0 { "east" } else { "west" };
+                    let verdict = if rng.below(2) == 0 { Verdict::Up } else { Verdict::Down };
+                    for node in 1..=3 {
+                        let v = if rng.below(10) == 0 { None } else { Some(verdict) };
+                        w.state.apply(Command::ReportVerdict {
+                            node,
+                            site: site.into(),
+                            verdict: v,
+                        });
+                    }
+                }
+                16..=17 => {
+                    let node = rng.below(3) + 1;
+                    if !w.live.remove(&node) {
+                        w.live.insert(node);
+                    }
+                }
+                18 => {
+                    let cmd = match rng.below(4) {
+                        0 => Command::SetPaused {
+                            group: "app".into(),
+                            paused: rng.below(2) == 0,
+                        },
+                        1 => Command::SetAutomation {
+                            enabled: rng.below(3) != 0,
+                        },
+                        2 => Command::Ack { group: "app".into() },
+                        _ => Command::SetPaused {
+                            group: "app".into(),
+                            paused: false,
+                        },
+                    };
+                    w.state.apply(cmd);
+                }
+                19 => {
+                    w.engine = Engine::new();
+                    held_since = None;
+                }
+                _ => {}
+            }
+            w.now += ms(rng.below(1500));
+
+            let g = w.group().clone();
+            let survivor = if g.active == "east" { "west" } else { "east" };
+            let live: Vec<u64> = w.live.intersection(&w.voters).copied().collect();
+            let down = live
+                .iter()
+                .filter(|n| w.state.verdict(&g.active, **n) == Some(Verdict::Down))
+                .count();
+            let up = live
+                .iter()
+                .filter(|n| w.state.verdict(survivor, **n) == Some(Verdict::Up))
+                .count();
+            let condition = down >= 2 && up >= 2;
+            if condition {
+                held_since.get_or_insert(w.now);
+            } else {
+                held_since = None;
+            }
+
+            let effects = w.step();
+            for c in World::proposals(&effects) {
+                if let Command::Failover {
+                    ref to, expected_epoch, ..
+                } = c
+                {
+                    let ctx = format!("seed {seed} step {step} (replay: WITNESS_ENGINE_SEED={seed})");
+                    failovers += 1;
+                    assert!(
+                        condition,
+                        "{ctx}: failover without quorum evidence (down {down}, up {up})"
+                    );
+                    assert!(
+                        w.now - held_since.unwrap() >= HOLD,
+                        "{ctx}: failover before the hold-down"
+                    );
+                    assert_eq!(to, survivor, "{ctx}");
+                    assert_eq!(expected_epoch, g.epoch, "{ctx}");
+                    assert!(
+                        !w.state.automation_off && !g.paused && g.spec.failover == FailoverMode::Automatic,
+                        "{ctx}: gate ignored"
+                    );
+                }
+                w.state.apply(c);
+            }
+            let g = w.group();
+            assert!(
+                g.active == "east" || g.active == "west",
+                "seed {seed}: active {}",
+                g.active
+            );
+            assert!(g.epoch >= last_epoch, "seed {seed}: epoch went back");
+            if g.epoch != last_epoch {
+                held_since = None;
+            }
+            last_epoch = g.epoch;
+        }
+    }
+    eprintln!("{failovers} failovers checked over seeds {seeds:?}");
+    // The walk must really exercise the failover path, or it proves nothing.
+    assert!(
+        failovers as u64 >= (seeds.end - seeds.start) / 4,
+        "only {failovers} failovers in {seeds:?}"
+    );
+}
