@@ -2,9 +2,13 @@
 //! and the benchmark can run several nodes in one process).
 
 use openraft::ServerState;
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
+use crate::probe::ProbeMetrics;
 use crate::raft::TypeConfig;
+use crate::state::{State, Verdict};
 
 pub struct Metrics {
     registry: Registry,
@@ -17,6 +21,14 @@ pub struct Metrics {
     snapshot_index: IntGauge,
     pub commit_seconds: Histogram,
     pub leader_requests: IntCounterVec,
+    pub probes: ProbeMetrics,
+    /// This node's verdict per site: 1 up, 0 down, -1 unknown.
+    pub site_verdict: IntGaugeVec,
+    /// Per group: epoch, and 1 on the active site's series.
+    pub group_epoch: IntGaugeVec,
+    pub group_active: IntGaugeVec,
+    /// Engine assessments and proposals by group and kind (on the leader).
+    pub decisions: IntCounterVec,
 }
 
 impl Metrics {
@@ -77,6 +89,32 @@ impl Metrics {
         registry
             .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
             .expect("unique metric");
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let site_verdict = gauge_vec(
+            "witness_site_verdict",
+            "This node's verdict on a site: 1 up, 0 down, -1 unknown.",
+            &["site"],
+        );
+        let group_epoch = gauge_vec("witness_group_epoch", "Committed epoch of a group.", &["group"]);
+        let group_active = gauge_vec(
+            "witness_group_active",
+            "1 for the committed active site of a group, 0 for the other.",
+            &["group", "site"],
+        );
+        let decisions = IntCounterVec::new(
+            Opts::new(
+                "witness_decisions_total",
+                "Decision-engine assessments (journal entries) and proposals on the leader, by group and kind.",
+            ),
+            &["group", "kind"],
+        )
+        .expect("static metric");
+        registry.register(Box::new(decisions.clone())).expect("unique metric");
+        let probes = ProbeMetrics::register(&registry);
         Metrics {
             registry,
             term,
@@ -88,6 +126,11 @@ impl Metrics {
             snapshot_index,
             commit_seconds,
             leader_requests,
+            probes,
+            site_verdict,
+            group_epoch,
+            group_active,
+            decisions,
         }
     }
 
@@ -100,6 +143,27 @@ impl Metrics {
         self.committed_index.set(index(&m.local_committed));
         self.applied_index.set(index(&m.last_applied));
         self.snapshot_index.set(index(&m.snapshot));
+    }
+
+    /// Group gauges from the committed state.
+    pub fn observe_state(&self, state: &State) {
+        for (name, g) in &state.groups {
+            self.group_epoch.with_label_values(&[name]).set(g.epoch.0 as i64);
+            for site in [&g.spec.primary, &g.spec.secondary] {
+                self.group_active
+                    .with_label_values(&[name, site])
+                    .set(i64::from(*site == g.active));
+            }
+        }
+    }
+
+    pub fn observe_verdict(&self, site: &str, verdict: Option<Verdict>) {
+        let value = match verdict {
+            Some(Verdict::Up) => 1,
+            Some(Verdict::Down) => 0,
+            None => -1,
+        };
+        self.site_verdict.with_label_values(&[site]).set(value);
     }
 
     pub fn render(&self) -> String {

@@ -344,7 +344,7 @@ async fn node_whose_member_list_disagrees_refuses_to_bootstrap() {
         &c.nodes[1].addr,
         &[(1, c.nodes[0].addr.clone()), (2, c.nodes[1].addr.clone())],
         &c.dir.path().join("node2"),
-        "",
+        &support::Setup::default(),
     );
     std::fs::write(&c.nodes[1].config, wrong).unwrap();
     c.node(2).start();

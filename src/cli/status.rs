@@ -90,14 +90,25 @@ pub fn render(s: &Status) -> String {
         ]);
     }
     out += &table(&rows);
-    out += &format!(
-        "\nSITES   {}\n",
-        if s.sites.is_empty() {
-            "(none)".to_string()
-        } else {
-            s.sites.join(", ")
+    out += "\nSITES (verdict of each node)\n";
+    if s.sites.is_empty() {
+        out += "(none)\n";
+    } else {
+        let nodes: Vec<u64> = s.members.iter().map(|m| m.id).collect();
+        let mut rows = vec![std::iter::once("SITE".to_string())
+            .chain(nodes.iter().map(|id| format!("NODE {id}")))
+            .collect::<Vec<_>>()];
+        for site in &s.sites {
+            let by_node = s.verdicts.get(site);
+            let cells = nodes.iter().map(|id| {
+                by_node
+                    .and_then(|v| v.get(id))
+                    .map_or("unknown".to_string(), |v| v.to_string())
+            });
+            rows.push(std::iter::once(site.clone()).chain(cells).collect());
         }
-    );
+        out += &table(&rows);
+    }
     out += "\nGROUPS\n";
     if s.groups.is_empty() {
         out += "(none)\n";
@@ -110,6 +121,7 @@ pub fn render(s: &Status) -> String {
             "SECONDARY".into(),
             "REPLICATION".into(),
             "FAILOVER".into(),
+            "FLAGS".into(),
         ]];
         for g in &s.groups {
             rows.push(vec![
@@ -120,6 +132,12 @@ pub fn render(s: &Status) -> String {
                 g.secondary.clone(),
                 format!("{:?}", g.replication).to_lowercase(),
                 format!("{:?}", g.failover).to_lowercase(),
+                [(g.paused, "paused"), (g.blocked, "blocked")]
+                    .iter()
+                    .filter(|(on, _)| *on)
+                    .map(|(_, name)| *name)
+                    .collect::<Vec<_>>()
+                    .join(","),
             ]);
         }
         out += &table(&rows);

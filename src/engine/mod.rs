@@ -98,6 +98,21 @@ pub enum Assessment {
     BlockExpired { epoch: Epoch },
 }
 
+impl Assessment {
+    /// A short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Assessment::Healthy { .. } => "healthy",
+            Assessment::BelowQuorum { .. } => "below_quorum",
+            Assessment::SurvivorNotUp { .. } => "survivor_not_up",
+            Assessment::HoldingDown { .. } => "holding_down",
+            Assessment::NeedsApproval { .. } => "needs_approval",
+            Assessment::FailingOver { .. } => "failing_over",
+            Assessment::BlockExpired { .. } => "block_expired",
+        }
+    }
+}
+
 impl fmt::Display for Assessment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

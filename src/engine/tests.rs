@@ -391,23 +391,6 @@ fn verdicts_of_non_voters_do_not_count() {
     );
 }
 
-/// splitmix64: enough randomness for a reproducible walk, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// Random verdicts, liveness, gates, time steps and leader changes; every proposal is applied
 /// as if committed at once. After every step: the active site is one of the group's sites,
 /// the epoch never goes down, and a failover is proposed only when, at that moment, a quorum
@@ -423,7 +406,7 @@ fn random_walks_never_break_the_safety_rules() {
     };
     let mut failovers = 0;
     for seed in seeds.clone() {
-        let mut rng = Rng(seed);
+        let mut rng = crate::rng::SplitMix64::new(seed);
         let mode = if rng.below(4) == 0 {
             FailoverMode::Manual
         } else {

@@ -2,7 +2,7 @@
 //! make the replicated topology match the leader's config, and snapshot on a timer.
 
 use openraft::async_runtime::WatchReceiver;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,9 +14,20 @@ use tokio::task::JoinSet;
 
 use super::leader::LeaderRequest;
 use super::Node;
+use crate::engine::detector::Detector;
+use crate::engine::{Effect, Engine, GroupTiming, Inputs};
+use crate::probe::SiteProber;
+use crate::rng::SplitMix64;
 use crate::state::Command;
 
-pub(super) fn spawn_all(node: &Arc<Node>, stopped: &watch::Receiver<bool>, tasks: &mut JoinSet<()>) {
+pub(super) fn spawn_all(
+    node: &Arc<Node>,
+    probers: Vec<SiteProber>,
+    stopped: &watch::Receiver<bool>,
+    tasks: &mut JoinSet<()>,
+) {
+    tasks.spawn(until_stopped(stopped.clone(), probe_and_report(node.clone(), probers)));
+    tasks.spawn(until_stopped(stopped.clone(), decide(node.clone())));
     tasks.spawn(until_stopped(stopped.clone(), bootstrap(node.clone())));
     tasks.spawn(until_stopped(stopped.clone(), recover(node.clone())));
     tasks.spawn(until_stopped(stopped.clone(), follow_raft(node.clone())));
@@ -126,6 +137,8 @@ async fn follow_raft(node: Arc<Node>) {
     loop {
         let m = metrics.borrow_and_update().clone();
         node.metrics.observe_raft(&m);
+        node.metrics
+            .observe_state(&node.applied.read().expect("state lock poisoned").state);
         if m.current_leader != last_leader {
             match m.current_leader {
                 Some(id) if id == node.id => {
@@ -181,6 +194,138 @@ async fn snapshot_timer(node: Arc<Node>) {
             tracing::debug!(?applied, ?snapshot, "time-based snapshot");
             if let Err(e) = node.raft.trigger().snapshot().await {
                 tracing::error!(error = %e, "cannot trigger snapshot");
+            }
+        }
+    }
+}
+
+/// Probes every site and keeps this node's committed verdicts equal to what its detectors say.
+/// Reports go through the leader in their own tasks, so a slow commit never holds up a probe.
+async fn probe_and_report(node: Arc<Node>, probers: Vec<SiteProber>) {
+    let (tx, mut rounds) = tokio::sync::mpsc::channel(64);
+    let mut tasks = JoinSet::new();
+    let mut detectors = BTreeMap::new();
+    for (i, prober) in probers.into_iter().enumerate() {
+        let site = node.config.sites[i].clone();
+        detectors.insert(
+            site.name.clone(),
+            Detector::new(site.failure_threshold, site.success_threshold),
+        );
+        let mut rng = SplitMix64::new(node.id.rotate_left(32) ^ i as u64);
+        let (node, tx) = (node.clone(), tx.clone());
+        tasks.spawn(async move { prober.run(&node.metrics.probes, tx, move || rng.unit()).await });
+    }
+    drop(tx);
+    let mut last_sent: BTreeMap<String, std::time::Instant> = BTreeMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            round = rounds.recv() => {
+                let Some(round) = round else { return };
+                if let Some(changed) = detectors.get_mut(&round.site).and_then(|d| d.observe(round.ok)) {
+                    tracing::info!(site = %round.site, verdict = %changed, "this node's verdict changed");
+                }
+            }
+            _ = tick.tick() => {}
+        }
+        while tasks.try_join_next().is_some() {}
+        for (site, detector) in &detectors {
+            let desired = detector.verdict();
+            node.metrics.observe_verdict(site, desired);
+            let (registered, committed) = {
+                let applied = node.applied.read().expect("state lock poisoned");
+                (applied.state.sites.contains(site), applied.state.verdict(site, node.id))
+            };
+            let recently = last_sent
+                .get(site)
+                .is_some_and(|at| at.elapsed() < Duration::from_secs(1));
+            if !registered || committed == desired || recently {
+                continue;
+            }
+            last_sent.insert(site.clone(), std::time::Instant::now());
+            let command = Command::ReportVerdict {
+                node: node.id,
+                site: site.clone(),
+                verdict: desired,
+            };
+            let node = node.clone();
+            tasks.spawn(async move {
+                if let Err(e) = node.submit(LeaderRequest::Write(command), false).await {
+                    tracing::debug!(error = %e, "verdict report deferred");
+                }
+            });
+        }
+    }
+}
+
+/// On the leader, runs the decision engine every 100 ms over the committed state and proposes
+/// what it calls for. Off the leader, or while not ready, the engine is dropped, so a new
+/// leadership always starts with fresh memory.
+async fn decide(node: Arc<Node>) {
+    let timing: BTreeMap<String, GroupTiming> = node
+        .config
+        .groups
+        .iter()
+        .map(|g| {
+            let t = GroupTiming {
+                hold_down: g.hold_down,
+                block_after_failover: g.block_after_failover,
+            };
+            (g.name.clone(), t)
+        })
+        .collect();
+    let live_within = node.config.cluster.raft.election_timeout_max;
+    let mut engine: Option<Engine> = None;
+    let mut proposals = JoinSet::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        while proposals.try_join_next().is_some() {}
+        let m = node.raft.metrics().borrow_watched().clone();
+        if m.current_leader != Some(node.id) || node.readiness().is_err() {
+            engine = None;
+            continue;
+        }
+        let engine = engine.get_or_insert_with(Engine::new);
+        let voters: BTreeSet<u64> = m.membership_config.voter_ids().collect();
+        let live: BTreeSet<u64> = voters
+            .iter()
+            .copied()
+            .filter(|id| {
+                *id == node.id
+                    || m.heartbeat
+                        .as_ref()
+                        .and_then(|hb| hb.get(id).cloned().flatten())
+                        .is_some_and(|at| openraft::Instant::elapsed(&*at) <= live_within)
+            })
+            .collect();
+        let state = node.applied.read().expect("state lock poisoned").state.clone();
+        let effects = engine.step(&Inputs {
+            now: node.started.elapsed(),
+            state: &state,
+            voters: &voters,
+            live: &live,
+            timing: &timing,
+        });
+        for effect in effects {
+            match effect {
+                Effect::Journal { group, assessment } => {
+                    node.metrics
+                        .decisions
+                        .with_label_values(&[&group, assessment.kind()])
+                        .inc();
+                    tracing::info!(%group, %assessment, "assessment");
+                }
+                Effect::Propose(command) => {
+                    tracing::warn!(%command, "proposing");
+                    let node = node.clone();
+                    proposals.spawn(async move {
+                        match node.submit(LeaderRequest::Write(command.clone()), true).await {
+                            Ok(reply) => tracing::warn!(%command, ?reply, "committed"),
+                            Err(e) => tracing::warn!(%command, error = %e, "proposal not committed"),
+                        }
+                    });
+                }
             }
         }
     }

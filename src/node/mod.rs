@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::probe::SiteProber;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
 use crate::raft::rpc::LeaderContact;
@@ -68,6 +69,11 @@ impl Node {
             .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
         let lock = lock_data_dir(&data_dir)?;
 
+        let probers = config
+            .sites
+            .iter()
+            .map(SiteProber::new)
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let log_store = LogStore::open(&data_dir.join("raft-log"))?;
         let state_machine = StateMachine::open(&data_dir)?;
         let applied = state_machine.shared();
@@ -108,7 +114,7 @@ impl Node {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         });
-        duties::spawn_all(&node, &stopped, &mut tasks);
+        duties::spawn_all(&node, probers, &stopped, &mut tasks);
 
         tracing::info!(
             node_id = node.id,

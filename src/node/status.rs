@@ -1,6 +1,7 @@
 //! Read-only views of a node: the `/v1/status` document and the readiness verdict.
 
 use openraft::async_runtime::WatchReceiver;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use openraft::ServerState;
@@ -9,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::Node;
 use crate::config::{FailoverMode, ReplicationMode};
 use crate::raft::NodeId;
-use crate::state::Epoch;
+use crate::state::{Epoch, Verdict};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
@@ -26,6 +27,8 @@ pub struct Status {
     pub purged_index: Option<u64>,
     pub members: Vec<Member>,
     pub sites: Vec<String>,
+    /// Every node's committed verdict per site (site → node → up/down; absent: unknown).
+    pub verdicts: BTreeMap<String, BTreeMap<NodeId, Verdict>>,
     pub groups: Vec<GroupStatus>,
     /// False when this node's config declares other sites or groups than the replicated state
     /// (the leader's config wins).
@@ -59,6 +62,8 @@ pub struct GroupStatus {
     pub epoch: Epoch,
     pub replication: ReplicationMode,
     pub failover: FailoverMode,
+    pub paused: bool,
+    pub blocked: bool,
 }
 
 impl Node {
@@ -86,7 +91,7 @@ impl Node {
             id,
             addr: membership.get_node(&id).map(|n| n.addr.clone()).unwrap_or_default(),
         });
-        let (sites, groups, config_matches_cluster) = {
+        let (sites, verdicts, groups, config_matches_cluster) = {
             let applied = self.applied.read().expect("state lock poisoned");
             let s = &applied.state;
             let groups = s
@@ -100,10 +105,13 @@ impl Node {
                     epoch: g.epoch,
                     replication: g.spec.replication,
                     failover: g.spec.failover,
+                    paused: g.paused,
+                    blocked: g.blocked,
                 })
                 .collect();
             (
                 s.sites.iter().cloned().collect(),
+                s.verdicts.clone(),
                 groups,
                 s.matches_topology(&self.topology),
             )
@@ -122,6 +130,7 @@ impl Node {
             purged_index: m.purged.map(|l| l.index),
             members,
             sites,
+            verdicts,
             groups,
             config_matches_cluster,
             ready: readiness.is_ok(),

@@ -60,11 +60,9 @@ impl TestNode {
     /// SIGTERM and wait: returns the exit status.
     pub fn stop(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("node running");
-        let ok = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(ok.success());
+        // SAFETY: plain kill(2) on our own child's pid, which has not been reaped yet.
+        let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(rc, 0, "kill(SIGTERM) failed");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = child.try_wait().expect("wait") {
@@ -91,7 +89,24 @@ pub struct Cluster {
 }
 
 /// The config of node `id` for a cluster whose initial members are `members` (id, addr).
-pub fn node_config(id: u64, addr: &str, members: &[(u64, String)], data_dir: &Path, raft_extra: &str) -> String {
+/// What differs between test clusters.
+#[derive(Clone, Default)]
+pub struct Setup {
+    /// Extra `[cluster.raft]` settings.
+    pub raft_extra: String,
+    /// The probe URLs of `east` and `west`; by default both probe a closed port (always down).
+    pub site_urls: Option<(String, String)>,
+}
+
+/// The config of node `id` for a cluster whose initial members are `members` (id, addr).
+pub fn node_config(id: u64, addr: &str, members: &[(u64, String)], data_dir: &Path, setup: &Setup) -> String {
+    let raft_extra = &setup.raft_extra;
+    let probe = |url: Option<&String>| match url {
+        Some(url) => format!("kind = \"http\"\nurl = \"{url}\""),
+        None => "kind = \"tcp\"\naddr = \"127.0.0.1:9\"".to_string(),
+    };
+    let east = probe(setup.site_urls.as_ref().map(|u| &u.0));
+    let west = probe(setup.site_urls.as_ref().map(|u| &u.1));
     let members: Vec<String> = members
         .iter()
         .map(|(i, a)| format!("{{ id = {i}, addr = \"{a}\" }}"))
@@ -120,15 +135,21 @@ plain_http = true
 
 [[site]]
 name = "east"
+probe_interval = "200ms"
+probe_timeout = "150ms"
+failure_threshold = 2
+success_threshold = 1
 [[site.probe]]
-kind = "tcp"
-addr = "127.0.0.1:9"
+{east}
 
 [[site]]
 name = "west"
+probe_interval = "200ms"
+probe_timeout = "150ms"
+failure_threshold = 2
+success_threshold = 1
 [[site.probe]]
-kind = "tcp"
-addr = "127.0.0.1:9"
+{west}
 
 [[group]]
 name = "app"
@@ -138,6 +159,7 @@ replication = "sync"
 rto = "5m"
 rpo = "0s"
 failover = "automatic"
+hold_down = "500ms"
 "#,
         data = data_dir.display(),
         members = members.join(", "),
@@ -149,11 +171,22 @@ impl Cluster {
     /// `voters` nodes that bootstrap together, plus `spares` that are configured but wait to
     /// be added. Nothing is started.
     pub fn new(voters: usize, spares: usize) -> Cluster {
-        Cluster::with_raft(voters, spares, "")
+        Cluster::with(voters, spares, Setup::default())
     }
 
     /// Like `new`, with extra `[cluster.raft]` settings for every node.
     pub fn with_raft(voters: usize, spares: usize, raft_extra: &str) -> Cluster {
+        Cluster::with(
+            voters,
+            spares,
+            Setup {
+                raft_extra: raft_extra.to_string(),
+                ..Setup::default()
+            },
+        )
+    }
+
+    pub fn with(voters: usize, spares: usize, setup: Setup) -> Cluster {
         witness::tls::init();
         let dir = tempfile::tempdir().expect("tempdir");
         let listeners: Vec<TcpListener> = (0..voters + spares)
@@ -168,7 +201,7 @@ impl Cluster {
                 let id = i as u64 + 1;
                 let config = dir.path().join(format!("node{id}.toml"));
                 let data = dir.path().join(format!("node{id}"));
-                std::fs::write(&config, node_config(id, &addrs[i], &members, &data, raft_extra)).unwrap();
+                std::fs::write(&config, node_config(id, &addrs[i], &members, &data, &setup)).unwrap();
                 TestNode {
                     id,
                     addr: addrs[i].clone(),
@@ -300,5 +333,81 @@ where
             "timed out after {timeout:?} waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A site's health endpoint: an HTTP server on a port-0 socket answering `GET /healthz` with
+/// 200, that the test can kill (connections close, the port refuses) and restart on the same
+/// address.
+pub struct SiteStub {
+    pub addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl SiteStub {
+    pub async fn start() -> SiteStub {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind site stub");
+        let addr = listener.local_addr().unwrap();
+        let mut stub = SiteStub {
+            addr,
+            stop: None,
+            server: None,
+        };
+        stub.serve(listener);
+        stub
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/healthz", self.addr)
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let app = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
+        self.stop = Some(tx);
+        self.server = Some(tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        }));
+    }
+
+    /// The site dies: the listener closes and open connections are shut.
+    pub async fn kill(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        let listener = tokio::net::TcpListener::bind(self.addr)
+            .await
+            .expect("rebind site stub");
+        self.serve(listener);
+    }
+}
+
+impl Cluster {
+    /// True when every running node's committed verdicts say `site` is `verdict` for all of
+    /// `nodes`.
+    pub async fn all_see(&self, site: &str, verdict: &str, nodes: &[u64]) -> Option<()> {
+        for n in self.nodes.iter().filter(|n| n.running()) {
+            let s = self.status(n.id).await?;
+            for id in nodes {
+                if s["verdicts"][site][id.to_string()] != verdict {
+                    return None;
+                }
+            }
+        }
+        Some(())
     }
 }
