@@ -41,40 +41,22 @@ impl Metrics {
             g
         };
         let term = gauge("witness_raft_term", "Current Raft term of this node.");
-        let leader_id = gauge(
-            "witness_raft_leader_id",
-            "Id of the leader this node knows, 0 when none.",
-        );
+        let leader_id = gauge("witness_raft_leader_id", "Id of the leader this node knows, 0 when none.");
         let is_leader = gauge("witness_raft_is_leader", "1 when this node is the leader.");
-        let last_log_index = gauge(
-            "witness_raft_last_log_index",
-            "Index of the last entry in this node's log.",
-        );
-        let committed_index = gauge(
-            "witness_raft_committed_index",
-            "Index of the last entry known committed.",
-        );
-        let applied_index = gauge(
-            "witness_raft_applied_index",
-            "Index of the last entry applied to the state machine.",
-        );
-        let snapshot_index = gauge(
-            "witness_raft_snapshot_index",
-            "Last log index included in the newest snapshot.",
-        );
+        let last_log_index = gauge("witness_raft_last_log_index", "Index of the last entry in this node's log.");
+        let committed_index = gauge("witness_raft_committed_index", "Index of the last entry known committed.");
+        let applied_index =
+            gauge("witness_raft_applied_index", "Index of the last entry applied to the state machine.");
+        let snapshot_index = gauge("witness_raft_snapshot_index", "Last log index included in the newest snapshot.");
         let commit_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "witness_raft_commit_seconds",
                 "Time from proposing an entry on the leader until it is committed and applied.",
             )
-            .buckets(vec![
-                0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-            ]),
+            .buckets(vec![0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
         )
         .expect("static metric");
-        registry
-            .register(Box::new(commit_seconds.clone()))
-            .expect("unique metric");
+        registry.register(Box::new(commit_seconds.clone())).expect("unique metric");
         let leader_requests = IntCounterVec::new(
             Opts::new(
                 "witness_leader_requests_total",
@@ -83,9 +65,7 @@ impl Metrics {
             &["route", "outcome"],
         )
         .expect("static metric");
-        registry
-            .register(Box::new(leader_requests.clone()))
-            .expect("unique metric");
+        registry.register(Box::new(leader_requests.clone())).expect("unique metric");
         registry
             .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
             .expect("unique metric");
@@ -94,11 +74,8 @@ impl Metrics {
             registry.register(Box::new(g.clone())).expect("unique metric");
             g
         };
-        let site_verdict = gauge_vec(
-            "witness_site_verdict",
-            "This node's verdict on a site: 1 up, 0 down, -1 unknown.",
-            &["site"],
-        );
+        let site_verdict =
+            gauge_vec("witness_site_verdict", "This node's verdict on a site: 1 up, 0 down, -1 unknown.", &["site"]);
         let group_epoch = gauge_vec("witness_group_epoch", "Committed epoch of a group.", &["group"]);
         let group_active = gauge_vec(
             "witness_group_active",
@@ -150,9 +127,7 @@ impl Metrics {
         for (name, g) in &state.groups {
             self.group_epoch.with_label_values(&[name]).set(g.epoch.0 as i64);
             for site in [&g.spec.primary, &g.spec.secondary] {
-                self.group_active
-                    .with_label_values(&[name, site])
-                    .set(i64::from(*site == g.active));
+                self.group_active.with_label_values(&[name, site]).set(i64::from(*site == g.active));
             }
         }
     }
@@ -168,9 +143,7 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .expect("text encoding cannot fail");
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding cannot fail");
         String::from_utf8(buf).expect("prometheus text is UTF-8")
     }
 }

@@ -39,11 +39,7 @@ async fn three_processes_elect_replicate_survive_kill9_and_restart() {
     eprintln!("new leader {new_leader} elected {took:?} after kill -9 of {leader} (bound {bound:?})");
     assert!(took <= bound, "re-election took {took:?}, bound {bound:?}");
     for id in (1..=3).filter(|id| *id != leader) {
-        assert_eq!(
-            c.group(id).await,
-            Some(("east".to_string(), 11)),
-            "node {id} after failover"
-        );
+        assert_eq!(c.group(id).await, Some(("east".to_string(), 11)), "node {id} after failover");
     }
 
     // The cluster keeps committing with two of three.
@@ -112,13 +108,7 @@ async fn concurrent_epoch_cas_has_exactly_one_winner() {
     assert_eq!(winners, 1, "exactly one compare-and-set may win");
 
     // Raft RPCs from outside the cluster (no or another cluster name) are refused.
-    let refused = c
-        .http
-        .post(c.nodes[0].url("/raft/vote"))
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap();
+    let refused = c.http.post(c.nodes[0].url("/raft/vote")).json(&serde_json::json!({})).send().await.unwrap();
     assert_eq!(refused.status(), 409);
 
     // A malformed snapshot from a "leader" is refused as a bad request; the node stays up.
@@ -141,10 +131,7 @@ async fn concurrent_epoch_cas_has_exactly_one_winner() {
     let text = resp.text().await.unwrap();
     assert_eq!(code, 400, "{text}");
     assert!(text.contains("snapshot refused"), "{text}");
-    assert!(
-        c.status(follower).await.is_some(),
-        "node {follower} must survive a bad snapshot"
-    );
+    assert!(c.status(follower).await.is_some(), "node {follower} must survive a bad snapshot");
 
     // Far below the count-based threshold, the time-based trigger (2 s here) still snapshots.
     eventually(Duration::from_secs(10), "a time-based snapshot", || async {
@@ -153,24 +140,15 @@ async fn concurrent_epoch_cas_has_exactly_one_winner() {
     })
     .await;
     for id in 1..=3 {
-        let g = eventually(Duration::from_secs(5), "replicated", || async {
-            c.group(id).await.filter(|g| g.1 == 2)
-        })
-        .await;
+        let g =
+            eventually(Duration::from_secs(5), "replicated", || async { c.group(id).await.filter(|g| g.1 == 2) }).await;
         assert_eq!(g, ("west".to_string(), 2));
     }
 }
 
 fn cli(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_witness"))
-        .args(args)
-        .output()
-        .expect("run witness");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(env!("CARGO_BIN_EXE_witness")).args(args).output().expect("run witness");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.code().unwrap_or(-1), text)
 }
 
@@ -187,10 +165,7 @@ async fn members_add_and_remove_through_a_follower() {
     let (code, out) = cli(&["members", "--endpoint", &endpoint, "add", "4", &new_addr]);
     assert_eq!(code, 0, "members add: {out}");
     assert!(out.contains("voters: [1, 2, 3, 4]"), "{out}");
-    eventually(Duration::from_secs(10), "node 4 has the replicated state", || {
-        c.group(4)
-    })
-    .await;
+    eventually(Duration::from_secs(10), "node 4 has the replicated state", || c.group(4)).await;
     c.wait_leader(Duration::from_secs(10)).await;
 
     let (code, out) = cli(&["status", "--endpoint", &format!("http://{new_addr}")]);
@@ -222,11 +197,7 @@ async fn acknowledged_writes_survive_kill9_mid_stream() {
         let mut acked = 1u64;
         loop {
             let site = if acked % 2 == 1 { "west" } else { "east" };
-            let resp = http
-                .post(&url)
-                .json(&serde_json::json!({ "site": site, "expected_epoch": acked }))
-                .send()
-                .await;
+            let resp = http.post(&url).json(&serde_json::json!({ "site": site, "expected_epoch": acked })).send().await;
             match resp {
                 Ok(r) if r.status() == 200 => {
                     acked = r.json::<serde_json::Value>().await.unwrap()["epoch"].as_u64().unwrap()
@@ -238,10 +209,7 @@ async fn acknowledged_writes_survive_kill9_mid_stream() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     c.node(1).kill9();
     let acked = writer.await.unwrap();
-    assert!(
-        acked > 10,
-        "the writer should have committed a good number of writes, got {acked}"
-    );
+    assert!(acked > 10, "the writer should have committed a good number of writes, got {acked}");
 
     c.node(1).start();
     c.wait_leader(Duration::from_secs(20)).await;
@@ -251,10 +219,7 @@ async fn acknowledged_writes_survive_kill9_mid_stream() {
     let ready = c.http.get(c.nodes[0].url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap());
     // Every acknowledged write is durable; at most the one in flight at the kill is extra.
-    assert!(
-        epoch == acked || epoch == acked + 1,
-        "acknowledged epoch {acked}, recovered {epoch}"
-    );
+    assert!(epoch == acked || epoch == acked + 1, "acknowledged epoch {acked}, recovered {epoch}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,15 +244,11 @@ async fn lagging_follower_catches_up_from_a_snapshot_after_log_compaction() {
     .await;
 
     c.node(lagging).start();
-    eventually(
-        Duration::from_secs(15),
-        "lagging follower restored from the snapshot",
-        || async {
-            let s = c.status(lagging).await?;
-            let restored = s["snapshot_index"].as_u64()? >= 20;
-            (restored && c.group(lagging).await? == ("east".to_string(), epoch)).then_some(())
-        },
-    )
+    eventually(Duration::from_secs(15), "lagging follower restored from the snapshot", || async {
+        let s = c.status(lagging).await?;
+        let restored = s["snapshot_index"].as_u64()? >= 20;
+        (restored && c.group(lagging).await? == ("east".to_string(), epoch)).then_some(())
+    })
     .await;
 }
 
@@ -300,12 +261,7 @@ async fn leader_cut_off_from_its_quorum_stops_being_ready_and_refuses_writes() {
     }
     // Within about an election timeout the lone leader knows it has no quorum.
     let reason = eventually(Duration::from_secs(10), "the lone leader turns not-ready", || async {
-        let resp = c
-            .http
-            .get(c.nodes[leader as usize - 1].url("/readyz"))
-            .send()
-            .await
-            .ok()?;
+        let resp = c.http.get(c.nodes[leader as usize - 1].url("/readyz")).send().await.ok()?;
         if resp.status() != 503 {
             return None;
         }
@@ -318,16 +274,8 @@ async fn leader_cut_off_from_its_quorum_stops_being_ready_and_refuses_writes() {
     let started = Instant::now();
     let (status, body) = c.activate(leader, "west", 1).await;
     assert_eq!(status, 503, "{body}");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "refusal took {:?}",
-        started.elapsed()
-    );
-    let (code, out) = cli(&[
-        "status",
-        "--endpoint",
-        &format!("http://{}", c.nodes[leader as usize - 1].addr),
-    ]);
+    assert!(started.elapsed() < Duration::from_secs(5), "refusal took {:?}", started.elapsed());
+    let (code, out) = cli(&["status", "--endpoint", &format!("http://{}", c.nodes[leader as usize - 1].addr)]);
     assert_eq!(code, 1, "status of a node without quorum exits 1: {out}");
     assert!(out.contains("NOT READY"), "{out}");
 }
@@ -357,12 +305,7 @@ async fn node_whose_member_list_disagrees_refuses_to_bootstrap() {
     // Node 2 may still join the real cluster when node 1 replicates to it, but it never holds
     // the two-member list of its own config.
     let s = c.status(2).await.expect("node 2 serves status");
-    let ids: Vec<u64> = s["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_u64().unwrap())
-        .collect();
+    let ids: Vec<u64> = s["members"].as_array().unwrap().iter().map(|m| m["id"].as_u64().unwrap()).collect();
     assert!(ids.is_empty() || ids == [1, 2, 3], "node 2 has members {ids:?}: {s}");
 }
 
@@ -395,8 +338,5 @@ async fn sigterm_on_the_leader_hands_leadership_over_without_an_election_timeout
     .await;
     let took = stopped_at.elapsed();
     eprintln!("leadership moved from {leader} to {new_leader} {took:?} after SIGTERM");
-    assert!(
-        took < ELECTION_MAX,
-        "hand-off took {took:?}, an election timeout is {ELECTION_MAX:?}"
-    );
+    assert!(took < ELECTION_MAX, "hand-off took {took:?}, an election timeout is {ELECTION_MAX:?}");
 }

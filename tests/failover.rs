@@ -9,10 +9,7 @@ use std::time::{Duration, Instant};
 use support::{eventually, Cluster, Setup, SiteStub};
 
 async fn cluster_watching(east: &SiteStub, west: &SiteStub) -> (Cluster, u64) {
-    let setup = Setup {
-        site_urls: Some((east.url(), west.url())),
-        ..Setup::default()
-    };
+    let setup = Setup { site_urls: Some((east.url(), west.url())), ..Setup::default() };
     let mut c = Cluster::with(3, 0, setup);
     let leader = c.start_voters(3).await;
     eventually(Duration::from_secs(15), "every node sees both sites up", || async {
@@ -47,10 +44,7 @@ async fn the_primary_site_dies_and_the_witness_fails_over_once() {
 
     // The old primary comes back: it stays standby (no automatic failback), on every node.
     east.restart().await;
-    eventually(Duration::from_secs(10), "east seen up again", || {
-        c.all_see("east", "up", &[1, 2, 3])
-    })
-    .await;
+    eventually(Duration::from_secs(10), "east seen up again", || c.all_see("east", "up", &[1, 2, 3])).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     for id in 1..=3 {
         assert_eq!(c.group(id).await, Some(("west".to_string(), 2)), "node {id}");

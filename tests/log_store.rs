@@ -113,25 +113,11 @@ async fn truncated_last_record_is_dropped_not_misread() {
     chunks.sort();
     let newest = chunks.last().unwrap();
     let len = std::fs::metadata(newest).unwrap().len();
-    OpenOptions::new()
-        .write(true)
-        .open(newest)
-        .unwrap()
-        .set_len(len - 5)
-        .unwrap();
+    OpenOptions::new().write(true).open(newest).unwrap().set_len(len - 5).unwrap();
 
     let mut store = LogStore::open(&path).expect("reopen after truncated write");
-    let last = store
-        .get_log_state()
-        .await
-        .unwrap()
-        .last_log_id
-        .expect("entries remain");
-    assert_eq!(
-        last,
-        log_id(1, 9),
-        "the torn 10th entry is gone, the 9 before it intact"
-    );
+    let last = store.get_log_state().await.unwrap().last_log_id.expect("entries remain");
+    assert_eq!(last, log_id(1, 9), "the torn 10th entry is gone, the 9 before it intact");
     assert_eq!(store.try_get_log_entries(1..=9).await.unwrap().len(), 9);
 }
 
@@ -139,15 +125,9 @@ async fn truncated_last_record_is_dropped_not_misread() {
 async fn snapshot_survives_restart_and_corruption_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut sm = StateMachine::open(dir.path()).unwrap();
-    let topology = witness::state::Topology {
-        sites: ["east".to_string(), "west".to_string()].into(),
-        groups: Default::default(),
-    };
-    sm.shared()
-        .write()
-        .unwrap()
-        .state
-        .apply(Command::SyncTopology(topology));
+    let topology =
+        witness::state::Topology { sites: ["east".to_string(), "west".to_string()].into(), groups: Default::default() };
+    sm.shared().write().unwrap().state.apply(Command::SyncTopology(topology));
     sm.shared().write().unwrap().last_applied = Some(log_id(2, 7));
     let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
     assert_eq!(snap.meta.last_log_id, Some(log_id(2, 7)));
@@ -165,9 +145,7 @@ async fn snapshot_survives_restart_and_corruption_is_refused() {
     let n = bytes.len();
     bytes[n - 3] ^= 0xff;
     std::fs::write(&file, bytes).unwrap();
-    let err = StateMachine::open(dir.path())
-        .err()
-        .expect("corrupt snapshot must not load");
+    let err = StateMachine::open(dir.path()).err().expect("corrupt snapshot must not load");
     assert!(err.to_string().contains("checksum"), "{err}");
     assert!(err.to_string().contains("current.snap"), "{err}");
 }

@@ -52,13 +52,6 @@ struct ErrorBody {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        (
-            status,
-            Json(ErrorBody {
-                error: self.to_string(),
-                code,
-            }),
-        )
-            .into_response()
+        (status, Json(ErrorBody { error: self.to_string(), code })).into_response()
     }
 }

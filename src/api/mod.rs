@@ -51,29 +51,16 @@ struct Readiness {
 
 async fn readyz(State(node): AppState) -> Response {
     match node.readiness() {
-        Ok(()) => Json(Readiness {
-            ready: true,
-            reason: None,
-        })
-        .into_response(),
-        Err(reason) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(Readiness {
-                ready: false,
-                reason: Some(reason),
-            }),
-        )
-            .into_response(),
+        Ok(()) => Json(Readiness { ready: true, reason: None }).into_response(),
+        Err(reason) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(Readiness { ready: false, reason: Some(reason) })).into_response()
+        }
     }
 }
 
 async fn metrics(State(node): AppState) -> Response {
     node.metrics.observe_raft(&node.raft.metrics().borrow_watched());
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        node.metrics.render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], node.metrics.render()).into_response()
 }
 
 async fn status(State(node): AppState) -> Json<crate::node::status::Status> {
@@ -94,11 +81,7 @@ async fn activate(
     body: Result<Json<ActivateBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(ApiError::from_json)?;
-    let command = Command::Activate {
-        group,
-        site: body.site,
-        expected_epoch: Epoch(body.expected_epoch),
-    };
+    let command = Command::Activate { group, site: body.site, expected_epoch: Epoch(body.expected_epoch) };
     match node.submit(LeaderRequest::Write(command), false).await? {
         LeaderReply::Written { response, log_index } => Ok(written(response, log_index)),
         other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
@@ -136,23 +119,12 @@ async fn add_member(
     body: Result<Json<AddMemberBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<LeaderReply>, ApiError> {
     let Json(body) = body.map_err(ApiError::from_json)?;
-    Ok(Json(
-        node.submit(
-            LeaderRequest::AddMember {
-                id: body.id,
-                addr: body.addr,
-            },
-            false,
-        )
-        .await?,
-    ))
+    Ok(Json(node.submit(LeaderRequest::AddMember { id: body.id, addr: body.addr }, false).await?))
 }
 
 async fn remove_member(State(node): AppState, Path(id): Path<String>) -> Result<Json<LeaderReply>, ApiError> {
     let id: u64 = id.parse().map_err(|_| {
-        ApiError::BadRequest(format!(
-            "path parameter id: {id:?} is not a node id (a positive integer)"
-        ))
+        ApiError::BadRequest(format!("path parameter id: {id:?} is not a node id (a positive integer)"))
     })?;
     Ok(Json(node.submit(LeaderRequest::RemoveMember { id }, false).await?))
 }

@@ -34,18 +34,9 @@ pub enum Command {
 }
 
 pub fn run(command: Command) -> Exit {
-    let Command::Raft {
-        writes,
-        concurrency,
-        dir,
-    } = command;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let dir = dir
-        .unwrap_or_else(std::env::temp_dir)
-        .join(format!("witness-bench-{}", std::process::id()));
+    let Command::Raft { writes, concurrency, dir } = command;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let dir = dir.unwrap_or_else(std::env::temp_dir).join(format!("witness-bench-{}", std::process::id()));
     let result = rt.block_on(bench_raft(&dir, writes.max(1), concurrency.max(1)));
     let _ = std::fs::remove_dir_all(&dir);
     match result {
@@ -60,27 +51,16 @@ pub fn run(command: Command) -> Exit {
 async fn bench_raft(dir: &Path, writes: usize, concurrency: usize) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let fsync = fdatasync_latency(&dir.join("fsync-probe"), 500)?;
-    println!(
-        "disk fdatasync (4 KiB append, {} samples): {}",
-        fsync.len(),
-        summary(&fsync)
-    );
+    println!("disk fdatasync (4 KiB append, {} samples): {}", fsync.len(), summary(&fsync));
 
     let nodes = start_cluster(dir, concurrency).await?;
     let leader = wait_for_leader(&nodes).await?;
     let follower = nodes.iter().find(|n| n.node.id != leader.id).expect("3 nodes");
-    let leader_addr = nodes
-        .iter()
-        .find(|n| n.node.id == leader.id)
-        .expect("leader is a node")
-        .addr;
+    let leader_addr = nodes.iter().find(|n| n.node.id == leader.id).expect("leader is a node").addr;
     println!("3-node cluster up, leader node {}", leader.id);
 
     let http = reqwest::Client::builder().no_proxy().tcp_nodelay(true).build()?;
-    let api = |addr: std::net::SocketAddr| Via::Api {
-        http: http.clone(),
-        base: format!("http://{addr}"),
-    };
+    let api = |addr: std::net::SocketAddr| Via::Api { http: http.clone(), base: format!("http://{addr}") };
     let runs = [
         ("Raft on the leader, 1 client", Via::Raft, 1),
         ("Raft on the leader, concurrent", Via::Raft, concurrency),
@@ -160,11 +140,7 @@ fn other(site: &str) -> &'static str {
 async fn activate(leader: &Node, via: &Via, group: &str, site: &str, epoch: Epoch) -> anyhow::Result<Epoch> {
     let response = match via {
         Via::Raft => {
-            let cmd = StateCommand::Activate {
-                group: group.into(),
-                site: site.into(),
-                expected_epoch: epoch,
-            };
+            let cmd = StateCommand::Activate { group: group.into(), site: site.into(), expected_epoch: epoch };
             match leader.submit(LeaderRequest::Write(cmd), false).await? {
                 crate::node::leader::LeaderReply::Written { response, .. } => response,
                 other => anyhow::bail!("unexpected reply {other:?}"),
@@ -190,15 +166,10 @@ async fn start_cluster(dir: &Path, groups: usize) -> anyhow::Result<Vec<RunningN
     for _ in 0..3 {
         listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await?);
     }
-    let addrs: Vec<String> = listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.to_string()))
-        .collect::<Result<_, _>>()?;
-    let members: Vec<String> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("{{ id = {}, addr = \"{a}\" }}", i + 1))
-        .collect();
+    let addrs: Vec<String> =
+        listeners.iter().map(|l| l.local_addr().map(|a| a.to_string())).collect::<Result<_, _>>()?;
+    let members: Vec<String> =
+        addrs.iter().enumerate().map(|(i, a)| format!("{{ id = {}, addr = \"{a}\" }}", i + 1)).collect();
     let mut group_toml = String::new();
     for g in 0..groups {
         group_toml += &format!(
@@ -230,14 +201,7 @@ async fn wait_for_leader(nodes: &[RunningNode]) -> anyhow::Result<Arc<Node>> {
     let mut last = String::from("no leader elected");
     while Instant::now() < deadline {
         for n in nodes.iter().filter(|n| n.node.raft.is_leader()) {
-            let registered = n
-                .node
-                .applied
-                .read()
-                .expect("state lock")
-                .state
-                .groups
-                .contains_key("bench-0");
+            let registered = n.node.applied.read().expect("state lock").state.groups.contains_key("bench-0");
             match n.node.readiness() {
                 Ok(()) if registered => return Ok(n.node.clone()),
                 Ok(()) => last = "groups not registered yet".into(),

@@ -48,14 +48,8 @@ impl Client {
             .no_proxy()
             .timeout(timeout)
             .build()
-            .map_err(|e| CallError {
-                message: format!("cannot build HTTP client: {e}"),
-                exit: Exit::Failed,
-            })?;
-        Ok(Client {
-            base: endpoint.endpoint.trim_end_matches('/').to_string(),
-            http,
-        })
+            .map_err(|e| CallError { message: format!("cannot build HTTP client: {e}"), exit: Exit::Failed })?;
+        Ok(Client { base: endpoint.endpoint.trim_end_matches('/').to_string(), http })
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CallError> {
@@ -63,8 +57,7 @@ impl Client {
     }
 
     pub async fn post<T: DeserializeOwned>(&self, path: &str, body: &serde_json::Value) -> Result<T, CallError> {
-        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
-            .await
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body)).await
     }
 
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, CallError> {
@@ -72,10 +65,10 @@ impl Client {
     }
 
     async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, CallError> {
-        let resp = req.send().await.map_err(|e| CallError {
-            message: format!("cannot reach {}: {e}", self.base),
-            exit: Exit::Unavailable,
-        })?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| CallError { message: format!("cannot reach {}: {e}", self.base), exit: Exit::Unavailable })?;
         let status = resp.status();
         let body = resp.text().await.map_err(|e| CallError {
             message: format!("reading the answer from {}: {e}", self.base),
@@ -96,9 +89,6 @@ impl Client {
             400 | 404 | 405 | 422 => Exit::Usage,
             _ => Exit::Failed,
         };
-        Err(CallError {
-            message: format!("{status}: {message}"),
-            exit,
-        })
+        Err(CallError { message: format!("{status}: {message}"), exit })
     }
 }

@@ -39,29 +39,24 @@ pub async fn run(args: Args) -> Exit {
         Ok(c) => c,
         Err(e) => return e.report(),
     };
-    let result = match args.command.unwrap_or(MembersCommand::List) {
-        MembersCommand::List => match client.get::<Vec<Member>>("/v1/members").await {
-            Ok(members) => {
-                let mut rows = vec![vec!["ID".to_string(), "ADDRESS".into(), "ROLE".into()]];
-                rows.extend(members.iter().map(|m| {
-                    vec![
-                        m.id.to_string(),
-                        m.addr.clone(),
-                        if m.voter { "voter" } else { "learner" }.into(),
-                    ]
-                }));
-                print!("{}", table(&rows));
-                return Exit::Ok;
+    let result =
+        match args.command.unwrap_or(MembersCommand::List) {
+            MembersCommand::List => match client.get::<Vec<Member>>("/v1/members").await {
+                Ok(members) => {
+                    let mut rows = vec![vec!["ID".to_string(), "ADDRESS".into(), "ROLE".into()]];
+                    rows.extend(members.iter().map(|m| {
+                        vec![m.id.to_string(), m.addr.clone(), if m.voter { "voter" } else { "learner" }.into()]
+                    }));
+                    print!("{}", table(&rows));
+                    return Exit::Ok;
+                }
+                Err(e) => Err(e),
+            },
+            MembersCommand::Add { id, addr } => {
+                client.post::<LeaderReply>("/v1/members", &serde_json::json!({ "id": id, "addr": addr })).await
             }
-            Err(e) => Err(e),
-        },
-        MembersCommand::Add { id, addr } => {
-            client
-                .post::<LeaderReply>("/v1/members", &serde_json::json!({ "id": id, "addr": addr }))
-                .await
-        }
-        MembersCommand::Remove { id } => client.delete::<LeaderReply>(&format!("/v1/members/{id}")).await,
-    };
+            MembersCommand::Remove { id } => client.delete::<LeaderReply>(&format!("/v1/members/{id}")).await,
+        };
     match result {
         Ok(LeaderReply::Membership { voters, learners, .. }) => {
             println!("voters: {voters:?}  learners: {learners:?}");

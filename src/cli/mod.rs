@@ -79,9 +79,7 @@ pub fn main() -> ExitCode {
         }
     };
     let exit = match cli.command {
-        Command::Config {
-            command: ConfigCommand::Check(args),
-        } => config_check::run(args),
+        Command::Config { command: ConfigCommand::Check(args) } => config_check::run(args),
         Command::Serve(args) => with_logs(&cli.log_format, &cli.log_level, || serve::run(args)),
         Command::Bench { command } => with_logs(&cli.log_format, &cli.log_level, || bench::run(command)),
         Command::Status(args) => client::block_on(status::run(args)),

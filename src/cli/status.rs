@@ -51,10 +51,7 @@ pub fn render(s: &Status) -> String {
         None => "ready".to_string(),
         Some(r) => format!("NOT READY: {r}"),
     };
-    out += &format!(
-        "cluster {}   node {} ({})   term {}   leader {}\n",
-        s.cluster, s.node_id, s.role, s.term, leader
-    );
+    out += &format!("cluster {}   node {} ({})   term {}   leader {}\n", s.cluster, s.node_id, s.role, s.term, leader);
     out += &format!("{ready}\n");
     out += &format!(
         "log: last {}  committed {}  applied {}  snapshot {}  purged {}\n",
@@ -68,12 +65,7 @@ pub fn render(s: &Status) -> String {
         out += "warning: this node's config declares other sites or groups than the cluster has registered\n";
     }
     out += "\nMEMBERS\n";
-    let mut rows = vec![vec![
-        "ID".to_string(),
-        "ADDRESS".into(),
-        "ROLE".into(),
-        "LAST ACK".into(),
-    ]];
+    let mut rows = vec![vec!["ID".to_string(), "ADDRESS".into(), "ROLE".into(), "LAST ACK".into()]];
     for m in &s.members {
         let role = if Some(m.id) == s.leader.as_ref().map(|l| l.id) {
             "leader"
@@ -100,11 +92,8 @@ pub fn render(s: &Status) -> String {
             .collect::<Vec<_>>()];
         for site in &s.sites {
             let by_node = s.verdicts.get(site);
-            let cells = nodes.iter().map(|id| {
-                by_node
-                    .and_then(|v| v.get(id))
-                    .map_or("unknown".to_string(), |v| v.to_string())
-            });
+            let cells =
+                nodes.iter().map(|id| by_node.and_then(|v| v.get(id)).map_or("unknown".to_string(), |v| v.to_string()));
             rows.push(std::iter::once(site.clone()).chain(cells).collect());
         }
         out += &table(&rows);
@@ -147,16 +136,11 @@ pub fn render(s: &Status) -> String {
 
 pub fn table(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|v| v.len()).max().unwrap_or(0))
-        .collect();
+    let widths: Vec<usize> =
+        (0..cols).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|v| v.len()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .enumerate()
-            .map(|(i, v)| format!("{v:<w$}", w = widths[i]))
-            .collect();
+        let line: Vec<String> = row.iter().enumerate().map(|(i, v)| format!("{v:<w$}", w = widths[i])).collect();
         out += line.join("  ").trim_end();
         out.push('\n');
     }

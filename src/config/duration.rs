@@ -18,9 +18,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         if digits == 0 {
             return Err(format!("invalid duration {text:?}: {hint}"));
         }
-        let value: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("invalid duration {text:?}: number too large"))?;
+        let value: u64 = rest[..digits].parse().map_err(|_| format!("invalid duration {text:?}: number too large"))?;
         rest = &rest[digits..];
         let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let unit = &rest[..unit_len];
@@ -77,9 +75,7 @@ mod tests {
 
     #[test]
     fn format_round_trips() {
-        for ms in [
-            0u64, 1, 250, 1000, 1500, 60_000, 90_000, 3_600_000, 21_600_000, 86_400_000,
-        ] {
+        for ms in [0u64, 1, 250, 1000, 1500, 60_000, 90_000, 3_600_000, 21_600_000, 86_400_000] {
             let d = Duration::from_millis(ms);
             assert_eq!(parse(&format(d)), Ok(d));
         }

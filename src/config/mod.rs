@@ -95,15 +95,8 @@ pub struct SiteConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProbeTarget {
-    Http {
-        url: Url,
-        expect_status: u16,
-        body_contains: Option<String>,
-        ca_file: Option<PathBuf>,
-    },
-    Tcp {
-        addr: String,
-    },
+    Http { url: Url, expect_status: u16, body_contains: Option<String>, ca_file: Option<PathBuf> },
+    Tcp { addr: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -164,10 +157,8 @@ fn list(errors: &[FieldError]) -> String {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Config::from_toml(&text, path)
     }
 
@@ -177,10 +168,7 @@ impl Config {
             path: origin.to_owned(),
             message: e.to_string().trim_end().to_string(),
         })?;
-        raw.validate().map_err(|errors| ConfigError::Invalid {
-            path: origin.to_owned(),
-            errors,
-        })
+        raw.validate().map_err(|errors| ConfigError::Invalid { path: origin.to_owned(), errors })
     }
 
     pub fn site(&self, name: &str) -> Option<&SiteConfig> {
@@ -297,10 +285,7 @@ pub(crate) struct Errors(pub(crate) Vec<FieldError>);
 
 impl Errors {
     pub(crate) fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError {
-            field: field.into(),
-            message: message.into(),
-        });
+        self.0.push(FieldError { field: field.into(), message: message.into() });
     }
 
     pub(crate) fn required<T>(&mut self, field: &str, value: Option<T>, hint: &str) -> Option<T> {
@@ -349,9 +334,7 @@ impl Errors {
 pub fn check_name(value: &str) -> Result<(), String> {
     let ok = !value.is_empty()
         && value.len() <= 63
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !value.starts_with('-')
         && !value.ends_with('-');
     if ok {
@@ -374,10 +357,7 @@ pub fn check_host_port(value: &str) -> Result<(), String> {
     let host_ok = if bracketed {
         host[1..host.len() - 1].parse::<std::net::Ipv6Addr>().is_ok()
     } else {
-        !host.is_empty()
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+        !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
     };
     if !host_ok {
         return Err(format!(
@@ -395,9 +375,7 @@ impl RawConfig {
         let mut e = Errors::default();
         let node = self.node.validate(&mut e);
         let cluster = self.cluster.validate(&node, &mut e);
-        let transport = Transport {
-            plain_http: self.transport.plain_http.unwrap_or(false),
-        };
+        let transport = Transport { plain_http: self.transport.plain_http.unwrap_or(false) };
         if !transport.plain_http {
             e.add(
                 "transport.plain_http",
@@ -411,10 +389,7 @@ impl RawConfig {
         for (i, raw) in self.sites.into_iter().enumerate() {
             let site = raw.validate(&format!("site[{i}]"), &mut e);
             if !site.name.is_empty() && !site_names.insert(site.name.clone()) {
-                e.add(
-                    format!("site[{i}].name"),
-                    format!("duplicate site name {:?}", site.name),
-                );
+                e.add(format!("site[{i}].name"), format!("duplicate site name {:?}", site.name));
             }
             sites.push(site);
         }
@@ -424,22 +399,13 @@ impl RawConfig {
         for (i, raw) in self.groups.into_iter().enumerate() {
             let group = raw.validate(&format!("group[{i}]"), &site_names, &mut e);
             if !group.name.is_empty() && !group_names.insert(group.name.clone()) {
-                e.add(
-                    format!("group[{i}].name"),
-                    format!("duplicate group name {:?}", group.name),
-                );
+                e.add(format!("group[{i}].name"), format!("duplicate group name {:?}", group.name));
             }
             groups.push(group);
         }
 
         if e.0.is_empty() {
-            Ok(Config {
-                node,
-                cluster,
-                transport,
-                sites,
-                groups,
-            })
+            Ok(Config { node, cluster, transport, sites, groups })
         } else {
             Err(e.0)
         }
@@ -448,26 +414,21 @@ impl RawConfig {
 
 impl RawNode {
     fn validate(self, e: &mut Errors) -> NodeConfig {
-        let id = e
-            .required("node.id", self.id, "give this node's numeric id (>= 1)")
-            .unwrap_or(0);
+        let id = e.required("node.id", self.id, "give this node's numeric id (>= 1)").unwrap_or(0);
         if self.id == Some(0) {
             e.add("node.id", "invalid value 0: node ids start at 1");
         }
-        let listen = match e.required(
-            "node.listen",
-            self.listen,
-            "give the address to listen on, e.g. \"0.0.0.0:7401\"",
-        ) {
-            None => SocketAddr::from(([127, 0, 0, 1], 0)),
-            Some(text) => text.parse().unwrap_or_else(|_| {
-                e.add(
-                    "node.listen",
-                    format!("invalid socket address {text:?}: expected ip:port, e.g. \"127.0.0.1:7401\""),
-                );
-                SocketAddr::from(([127, 0, 0, 1], 0))
-            }),
-        };
+        let listen =
+            match e.required("node.listen", self.listen, "give the address to listen on, e.g. \"0.0.0.0:7401\"") {
+                None => SocketAddr::from(([127, 0, 0, 1], 0)),
+                Some(text) => text.parse().unwrap_or_else(|_| {
+                    e.add(
+                        "node.listen",
+                        format!("invalid socket address {text:?}: expected ip:port, e.g. \"127.0.0.1:7401\""),
+                    );
+                    SocketAddr::from(([127, 0, 0, 1], 0))
+                }),
+            };
         let advertise = match self.advertise {
             Some(a) => {
                 if let Err(msg) = check_host_port(&a) {
@@ -495,12 +456,7 @@ impl RawNode {
             Some(d) => PathBuf::from(d),
             None => PathBuf::from(format!("data/node{id}")),
         };
-        NodeConfig {
-            id,
-            listen,
-            advertise,
-            data_dir,
-        }
+        NodeConfig { id, listen, advertise, data_dir }
     }
 }
 
@@ -520,15 +476,11 @@ impl RawCluster {
         }
         for (i, m) in self.initial_members.into_iter().enumerate() {
             let field = format!("cluster.initial_members[{i}]");
-            let id = e
-                .required(&format!("{field}.id"), m.id, "give the member's node id")
-                .unwrap_or(0);
+            let id = e.required(&format!("{field}.id"), m.id, "give the member's node id").unwrap_or(0);
             if m.id == Some(0) {
                 e.add(format!("{field}.id"), "invalid value 0: node ids start at 1");
             }
-            let addr = e
-                .required(&format!("{field}.addr"), m.addr, "give the member's host:port")
-                .unwrap_or_default();
+            let addr = e.required(&format!("{field}.addr"), m.addr, "give the member's host:port").unwrap_or_default();
             if !addr.is_empty() {
                 if let Err(msg) = check_host_port(&addr) {
                     e.add(format!("{field}.addr"), msg);
@@ -550,11 +502,7 @@ impl RawCluster {
                 );
             }
         }
-        ClusterConfig {
-            name,
-            initial_members,
-            raft: self.raft.validate(e),
-        }
+        ClusterConfig { name, initial_members, raft: self.raft.validate(e) }
     }
 }
 
@@ -643,16 +591,10 @@ impl RawRaft {
 impl RawSite {
     fn validate(self, p: &str, e: &mut Errors) -> SiteConfig {
         let name = e.name(&format!("{p}.name"), self.name.as_deref());
-        let probe_interval = e.duration(
-            &format!("{p}.probe_interval"),
-            self.probe_interval.as_deref(),
-            Duration::from_secs(1),
-        );
-        let probe_timeout = e.duration(
-            &format!("{p}.probe_timeout"),
-            self.probe_timeout.as_deref(),
-            Duration::from_millis(500),
-        );
+        let probe_interval =
+            e.duration(&format!("{p}.probe_interval"), self.probe_interval.as_deref(), Duration::from_secs(1));
+        let probe_timeout =
+            e.duration(&format!("{p}.probe_timeout"), self.probe_timeout.as_deref(), Duration::from_millis(500));
         if probe_interval.is_zero() {
             e.add(format!("{p}.probe_interval"), "must be greater than 0s");
         }
@@ -668,10 +610,7 @@ impl RawSite {
         }
         let failure_threshold = self.failure_threshold.unwrap_or(3);
         let success_threshold = self.success_threshold.unwrap_or(2);
-        for (field, v) in [
-            ("failure_threshold", failure_threshold),
-            ("success_threshold", success_threshold),
-        ] {
+        for (field, v) in [("failure_threshold", failure_threshold), ("success_threshold", success_threshold)] {
             if v == 0 {
                 e.add(format!("{p}.{field}"), "must be at least 1");
             }
@@ -688,14 +627,7 @@ impl RawSite {
             .enumerate()
             .filter_map(|(i, raw)| raw.validate(&format!("{p}.probe[{i}]"), e))
             .collect();
-        SiteConfig {
-            name,
-            probe_interval,
-            probe_timeout,
-            failure_threshold,
-            success_threshold,
-            probes,
-        }
+        SiteConfig { name, probe_interval, probe_timeout, failure_threshold, success_threshold, probes }
     }
 }
 
@@ -726,10 +658,7 @@ impl RawProbe {
                 };
                 let expect_status = self.expect_status.unwrap_or(200);
                 if !(100..=599).contains(&expect_status) {
-                    e.add(
-                        format!("{p}.expect_status"),
-                        format!("invalid HTTP status {expect_status}"),
-                    );
+                    e.add(format!("{p}.expect_status"), format!("invalid HTTP status {expect_status}"));
                 }
                 if self.ca_file.is_some() && url.scheme() != "https" {
                     e.add(format!("{p}.ca_file"), "only meaningful with an https:// url");
@@ -757,10 +686,7 @@ impl RawProbe {
                 Some(ProbeTarget::Tcp { addr })
             }
             Some(other) => {
-                e.add(
-                    format!("{p}.kind"),
-                    format!("unknown probe kind {other:?}: expected \"http\" or \"tcp\""),
-                );
+                e.add(format!("{p}.kind"), format!("unknown probe kind {other:?}: expected \"http\" or \"tcp\""));
                 None
             }
             None => {
@@ -802,10 +728,7 @@ impl RawGroup {
             Some("sync") => ReplicationMode::Sync,
             Some("async") => ReplicationMode::Async,
             other => {
-                e.add(
-                    format!("{p}.replication"),
-                    format!("{}: expected \"sync\" or \"async\"", describe(other)),
-                );
+                e.add(format!("{p}.replication"), format!("{}: expected \"sync\" or \"async\"", describe(other)));
                 ReplicationMode::Sync
             }
         };
@@ -813,10 +736,7 @@ impl RawGroup {
             Some("automatic") => FailoverMode::Automatic,
             Some("manual") => FailoverMode::Manual,
             other => {
-                e.add(
-                    format!("{p}.failover"),
-                    format!("{}: expected \"automatic\" or \"manual\"", describe(other)),
-                );
+                e.add(format!("{p}.failover"), format!("{}: expected \"automatic\" or \"manual\"", describe(other)));
                 FailoverMode::Manual
             }
         };
@@ -831,11 +751,7 @@ impl RawGroup {
                 "0s is impossible with replication = \"async\"; use \"sync\" or the backup interval",
             );
         }
-        let hold_down = e.duration(
-            &format!("{p}.hold_down"),
-            self.hold_down.as_deref(),
-            Duration::from_secs(2),
-        );
+        let hold_down = e.duration(&format!("{p}.hold_down"), self.hold_down.as_deref(), Duration::from_secs(2));
         let block_after_failover = e.duration(
             &format!("{p}.block_after_failover"),
             self.block_after_failover.as_deref(),

@@ -113,10 +113,7 @@ impl<'a> Fields<'a> {
             None => default,
             Some(toml::Value::Integer(i)) if (0..=i64::from(u32::MAX)).contains(&i) => i as u32,
             Some(other) => {
-                e.add(
-                    self.path(key),
-                    format!("expected a non-negative integer, found {other}"),
-                );
+                e.add(self.path(key), format!("expected a non-negative integer, found {other}"));
                 default
             }
         }
@@ -143,10 +140,7 @@ impl<'a> Fields<'a> {
         match Url::parse(&text) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
             Ok(_) => {
-                e.add(
-                    self.path(key),
-                    format!("invalid URL {text:?}: must be http:// or https:// with a host"),
-                );
+                e.add(self.path(key), format!("invalid URL {text:?}: must be http:// or https:// with a host"));
                 None
             }
             Err(err) => {
@@ -165,10 +159,7 @@ impl<'a> Fields<'a> {
                 .filter_map(|(i, v)| match v {
                     toml::Value::String(s) => Some(s),
                     other => {
-                        e.add(
-                            format!("{}[{i}]", self.path(key)),
-                            format!("expected a string, found {other}"),
-                        );
+                        e.add(format!("{}[{i}]", self.path(key)), format!("expected a string, found {other}"));
                         None
                     }
                 })
@@ -199,20 +190,14 @@ impl<'a> Fields<'a> {
             }
             Some(toml::Value::Table(t)) => t,
             Some(other) => {
-                e.add(
-                    self.path(key),
-                    format!("expected a table keyed by site name, found {other}"),
-                );
+                e.add(self.path(key), format!("expected a table keyed by site name, found {other}"));
                 return out;
             }
         };
         for (site, value) in table {
             let field = format!("{}.{site}", self.path(key));
             if !sites.contains(&site.as_str()) {
-                e.add(
-                    field,
-                    format!("{site:?} is not a site of this group ({})", sites.join(", ")),
-                );
+                e.add(field, format!("{site:?} is not a site of this group ({})", sites.join(", ")));
                 continue;
             }
             if let Some(v) = convert(&field, value, e) {
@@ -256,20 +241,13 @@ fn string_list(field: &str, value: toml::Value, e: &mut Errors) -> Option<Vec<St
 fn record_type(f: &mut Fields, e: &mut Errors) -> String {
     let t = f.string("type", e).unwrap_or_else(|| "A".into());
     if !matches!(t.as_str(), "A" | "AAAA" | "CNAME") {
-        e.add(
-            f.path("type"),
-            format!("unsupported record type {t:?}: expected \"A\", \"AAAA\" or \"CNAME\""),
-        );
+        e.add(f.path("type"), format!("unsupported record type {t:?}: expected \"A\", \"AAAA\" or \"CNAME\""));
     }
     t
 }
 
 pub(super) fn validate(prefix: &str, table: toml::Table, sites: &[&str], e: &mut Errors) -> Option<StepConfig> {
-    let mut f = Fields {
-        prefix,
-        table,
-        used: BTreeSet::new(),
-    };
+    let mut f = Fields { prefix, table, used: BTreeSet::new() };
     let name = f.required_string("name", "give the step a name unique within the group", e);
     if !name.is_empty() {
         if let Err(msg) = super::check_name(&name) {
@@ -291,10 +269,7 @@ pub(super) fn validate(prefix: &str, table: toml::Table, sites: &[&str], e: &mut
         None | Some("stop") => OnFailure::Stop,
         Some("continue") => OnFailure::Continue,
         Some(other) => {
-            e.add(
-                f.path("on_failure"),
-                format!("invalid value {other:?}: expected \"stop\" or \"continue\""),
-            );
+            e.add(f.path("on_failure"), format!("invalid value {other:?}: expected \"stop\" or \"continue\""));
             OnFailure::Stop
         }
     };
@@ -326,9 +301,7 @@ pub(super) fn validate(prefix: &str, table: toml::Table, sites: &[&str], e: &mut
             }
         }
         Some("openstorage") => StepKind::OpenStorage {
-            endpoint: f
-                .url("endpoint", true, e)
-                .unwrap_or_else(|| Url::parse("http://invalid").expect("static URL")),
+            endpoint: f.url("endpoint", true, e).unwrap_or_else(|| Url::parse("http://invalid").expect("static URL")),
             token_file: f.string("token_file", e).map(PathBuf::from),
             domains: f.per_site("domains", sites, e, |field, v, e| match v {
                 toml::Value::String(s) if !s.is_empty() => Some(s),
@@ -340,9 +313,7 @@ pub(super) fn validate(prefix: &str, table: toml::Table, sites: &[&str], e: &mut
             tolerate_unreachable_failed: f.boolean("tolerate_unreachable_failed", false, e),
         },
         Some("webhook") => StepKind::Webhook {
-            url: f
-                .url("url", true, e)
-                .unwrap_or_else(|| Url::parse("http://invalid").expect("static URL")),
+            url: f.url("url", true, e).unwrap_or_else(|| Url::parse("http://invalid").expect("static URL")),
             secret_file: f.string("secret_file", e).map(PathBuf::from),
         },
         Some("command") => StepKind::Command {
@@ -355,10 +326,7 @@ pub(super) fn validate(prefix: &str, table: toml::Table, sites: &[&str], e: &mut
                     .filter_map(|(k, v)| match v {
                         toml::Value::String(s) => Some((k, s)),
                         other => {
-                            e.add(
-                                format!("{}.{k}", f.path("env")),
-                                format!("expected a string, found {other}"),
-                            );
+                            e.add(format!("{}.{k}", f.path("env")), format!("expected a string, found {other}"));
                             None
                         }
                     })
@@ -385,11 +353,5 @@ pub(super) fn validate(prefix: &str, table: toml::Table, sites: &[&str], e: &mut
         }
     };
     f.finish(e);
-    Some(StepConfig {
-        name,
-        timeout,
-        retries,
-        on_failure,
-        kind,
-    })
+    Some(StepConfig { name, timeout, retries, on_failure, kind })
 }

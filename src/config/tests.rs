@@ -140,17 +140,9 @@ fn base_config_is_valid() {
     assert_eq!(east.probe_timeout, Duration::from_millis(500));
     assert_eq!(east.failure_threshold, 3);
     assert_eq!(east.success_threshold, 2);
-    assert!(matches!(
-        &east.probes[..],
-        [ProbeTarget::Http { expect_status: 200, .. }]
-    ));
+    assert!(matches!(&east.probes[..], [ProbeTarget::Http { expect_status: 200, .. }]));
     let west = config.site("west").expect("site west");
-    assert_eq!(
-        west.probes,
-        vec![ProbeTarget::Tcp {
-            addr: "127.0.0.1:8082".into()
-        }]
-    );
+    assert_eq!(west.probes, vec![ProbeTarget::Tcp { addr: "127.0.0.1:8082".into() }]);
 
     let group = &config.groups[0];
     assert_eq!(group.name, "app");
@@ -211,24 +203,9 @@ fn each_bad_config_is_reported_under_its_field() {
     // (what is wrong, edits of the base config, expected field, substring of the message)
     let cases: &[(&str, &[Edit], &str, &str)] = &[
         // ---- node
-        (
-            "node.id = 0",
-            &[Replace("[node]\nid = 1", "[node]\nid = 0")],
-            "node.id",
-            "node ids start at 1",
-        ),
-        (
-            "node.id missing",
-            &[Replace("[node]\nid = 1\n", "[node]\n")],
-            "node.id",
-            "missing",
-        ),
-        (
-            "node.listen missing",
-            &[Replace("listen = \"127.0.0.1:7401\"\n", "")],
-            "node.listen",
-            "missing",
-        ),
+        ("node.id = 0", &[Replace("[node]\nid = 1", "[node]\nid = 0")], "node.id", "node ids start at 1"),
+        ("node.id missing", &[Replace("[node]\nid = 1\n", "[node]\n")], "node.id", "missing"),
+        ("node.listen missing", &[Replace("listen = \"127.0.0.1:7401\"\n", "")], "node.listen", "missing"),
         (
             "node.listen is host:port, not ip:port",
             &[Replace(r#"listen = "127.0.0.1:7401""#, r#"listen = "localhost:7401""#)],
@@ -255,19 +232,13 @@ fn each_bad_config_is_reported_under_its_field() {
         ),
         (
             "advertise without a port",
-            &[Replace(
-                r#"listen = "127.0.0.1:7401""#,
-                "listen = \"127.0.0.1:7401\"\nadvertise = \"node1.example\"",
-            )],
+            &[Replace(r#"listen = "127.0.0.1:7401""#, "listen = \"127.0.0.1:7401\"\nadvertise = \"node1.example\"")],
             "node.advertise",
             "expected host:port",
         ),
         (
             "empty data_dir",
-            &[Replace(
-                r#"listen = "127.0.0.1:7401""#,
-                "listen = \"127.0.0.1:7401\"\ndata_dir = \"  \"",
-            )],
+            &[Replace(r#"listen = "127.0.0.1:7401""#, "listen = \"127.0.0.1:7401\"\ndata_dir = \"  \"")],
             "node.data_dir",
             "empty path",
         ),
@@ -278,18 +249,8 @@ fn each_bad_config_is_reported_under_its_field() {
             "cluster.name",
             "invalid name",
         ),
-        (
-            "empty initial_members",
-            &[Replace(BASE_MEMBERS, "initial_members = []")],
-            "cluster.initial_members",
-            "empty",
-        ),
-        (
-            "initial_members absent",
-            &[Replace(BASE_MEMBERS, "")],
-            "cluster.initial_members",
-            "empty",
-        ),
+        ("empty initial_members", &[Replace(BASE_MEMBERS, "initial_members = []")], "cluster.initial_members", "empty"),
+        ("initial_members absent", &[Replace(BASE_MEMBERS, "")], "cluster.initial_members", "empty"),
         (
             "duplicate member id",
             &[Replace("{ id = 3, addr", "{ id = 2, addr")],
@@ -322,10 +283,7 @@ fn each_bad_config_is_reported_under_its_field() {
         ),
         (
             "own member addr differs from (defaulted) advertise",
-            &[Replace(
-                r#"{ id = 1, addr = "127.0.0.1:7401" }"#,
-                r#"{ id = 1, addr = "10.0.0.1:7401" }"#,
-            )],
+            &[Replace(r#"{ id = 1, addr = "127.0.0.1:7401" }"#, r#"{ id = 1, addr = "10.0.0.1:7401" }"#)],
             "cluster.initial_members[0].addr",
             "they must match",
         ),
@@ -377,9 +335,7 @@ fn each_bad_config_is_reported_under_its_field() {
         ),
         (
             "election_timeout_max below min",
-            &[Append(
-                "[cluster.raft]\nelection_timeout_min = \"2s\"\nelection_timeout_max = \"1s\"",
-            )],
+            &[Append("[cluster.raft]\nelection_timeout_min = \"2s\"\nelection_timeout_max = \"1s\"")],
             "cluster.raft.election_timeout_max",
             "must be greater than election_timeout_min",
         ),
@@ -423,9 +379,7 @@ fn each_bad_config_is_reported_under_its_field() {
         // ---- sites
         (
             "duplicate site name",
-            &[Append(
-                "[[site]]\nname = \"east\"\n[[site.probe]]\nkind = \"tcp\"\naddr = \"127.0.0.1:9999\"",
-            )],
+            &[Append("[[site]]\nname = \"east\"\n[[site.probe]]\nkind = \"tcp\"\naddr = \"127.0.0.1:9999\"")],
             "site[2].name",
             "duplicate site name \"east\"",
         ),
@@ -443,33 +397,20 @@ fn each_bad_config_is_reported_under_its_field() {
         ),
         (
             "site name missing",
-            &[Append(
-                "[[site]]\n[[site.probe]]\nkind = \"tcp\"\naddr = \"127.0.0.1:9999\"",
-            )],
+            &[Append("[[site]]\n[[site.probe]]\nkind = \"tcp\"\naddr = \"127.0.0.1:9999\"")],
             "site[2].name",
             "missing",
         ),
-        (
-            "site without probes",
-            &[Append("[[site]]\nname = \"north\"")],
-            "site[2].probe",
-            "no probe targets",
-        ),
+        ("site without probes", &[Append("[[site]]\nname = \"north\"")], "site[2].probe", "no probe targets"),
         (
             "probe_interval with unknown unit",
-            &[Replace(
-                r#"name = "east""#,
-                "name = \"east\"\nprobe_interval = \"5 sec\"",
-            )],
+            &[Replace(r#"name = "east""#, "name = \"east\"\nprobe_interval = \"5 sec\"")],
             "site[0].probe_interval",
             "unknown unit",
         ),
         (
             "probe_timeout greater than probe_interval",
-            &[Replace(
-                r#"name = "east""#,
-                "name = \"east\"\nprobe_interval = \"1s\"\nprobe_timeout = \"2s\"",
-            )],
+            &[Replace(r#"name = "east""#, "name = \"east\"\nprobe_interval = \"1s\"\nprobe_timeout = \"2s\"")],
             "site[0].probe_timeout",
             "at most probe_interval 1s",
         ),
@@ -498,27 +439,16 @@ fn each_bad_config_is_reported_under_its_field() {
             "site[0].probe[0].kind",
             "unknown probe kind \"icmp\"",
         ),
-        (
-            "probe kind missing",
-            &[Replace("kind = \"http\"\n", "")],
-            "site[0].probe[0].kind",
-            "missing",
-        ),
+        ("probe kind missing", &[Replace("kind = \"http\"\n", "")], "site[0].probe[0].kind", "missing"),
         (
             "http probe with an ftp URL",
-            &[Replace(
-                r#"url = "http://127.0.0.1:8081/healthz""#,
-                r#"url = "ftp://127.0.0.1/healthz""#,
-            )],
+            &[Replace(r#"url = "http://127.0.0.1:8081/healthz""#, r#"url = "ftp://127.0.0.1/healthz""#)],
             "site[0].probe[0].url",
             "must be http:// or https://",
         ),
         (
             "http probe with an unparseable URL",
-            &[Replace(
-                r#"url = "http://127.0.0.1:8081/healthz""#,
-                r#"url = "127.0.0.1:8081/healthz""#,
-            )],
+            &[Replace(r#"url = "http://127.0.0.1:8081/healthz""#, r#"url = "127.0.0.1:8081/healthz""#)],
             "site[0].probe[0].url",
             "invalid URL",
         ),
@@ -573,27 +503,16 @@ fn each_bad_config_is_reported_under_its_field() {
             "site[1].probe[0].addr",
             "expected host:port with a DNS name",
         ),
-        (
-            "tcp probe without addr",
-            &[Replace("addr = \"127.0.0.1:8082\"\n", "")],
-            "site[1].probe[0].addr",
-            "missing",
-        ),
+        ("tcp probe without addr", &[Replace("addr = \"127.0.0.1:8082\"\n", "")], "site[1].probe[0].addr", "missing"),
         (
             "tcp probe given a url",
-            &[Replace(
-                r#"addr = "127.0.0.1:8082""#,
-                "addr = \"127.0.0.1:8082\"\nurl = \"http://127.0.0.1:8082/\"",
-            )],
+            &[Replace(r#"addr = "127.0.0.1:8082""#, "addr = \"127.0.0.1:8082\"\nurl = \"http://127.0.0.1:8082/\"")],
             "site[1].probe[0].url",
             "not used by kind = \"tcp\"",
         ),
         (
             "tcp probe given expect_status",
-            &[Replace(
-                r#"addr = "127.0.0.1:8082""#,
-                "addr = \"127.0.0.1:8082\"\nexpect_status = 200",
-            )],
+            &[Replace(r#"addr = "127.0.0.1:8082""#, "addr = \"127.0.0.1:8082\"\nexpect_status = 200")],
             "site[1].probe[0].expect_status",
             "not used by kind = \"tcp\"",
         ),
@@ -610,12 +529,7 @@ fn each_bad_config_is_reported_under_its_field() {
             "group[0].secondary",
             "unknown site \"south\"",
         ),
-        (
-            "secondary missing",
-            &[Replace("secondary = \"west\"\n", "")],
-            "group[0].secondary",
-            "missing",
-        ),
+        ("secondary missing", &[Replace("secondary = \"west\"\n", "")], "group[0].secondary", "missing"),
         (
             "primary equal to secondary",
             &[Replace(r#"secondary = "west""#, r#"secondary = "east""#)],
@@ -637,24 +551,14 @@ fn each_bad_config_is_reported_under_its_field() {
             "group[0].name",
             "invalid name \"-app\"",
         ),
-        (
-            "group name with a dot",
-            &[Replace(r#"name = "app""#, r#"name = "my.app""#)],
-            "group[0].name",
-            "invalid name",
-        ),
+        ("group name with a dot", &[Replace(r#"name = "app""#, r#"name = "my.app""#)], "group[0].name", "invalid name"),
         (
             "replication semi",
             &[Replace(r#"replication = "sync""#, r#"replication = "semi""#)],
             "group[0].replication",
             "invalid value \"semi\": expected \"sync\" or \"async\"",
         ),
-        (
-            "replication missing",
-            &[Replace("replication = \"sync\"\n", "")],
-            "group[0].replication",
-            "missing",
-        ),
+        ("replication missing", &[Replace("replication = \"sync\"\n", "")], "group[0].replication", "missing"),
         (
             "failover missing",
             &[Replace("failover = \"automatic\"\n", "")],
@@ -667,24 +571,9 @@ fn each_bad_config_is_reported_under_its_field() {
             "group[0].failover",
             "invalid value \"auto\"",
         ),
-        (
-            "rto missing",
-            &[Replace("rto = \"5m\"\n", "")],
-            "group[0].rto",
-            "missing",
-        ),
-        (
-            "rto 0s",
-            &[Replace(r#"rto = "5m""#, r#"rto = "0s""#)],
-            "group[0].rto",
-            "greater than 0s",
-        ),
-        (
-            "rpo without unit",
-            &[Replace(r#"rpo = "0s""#, r#"rpo = "5""#)],
-            "group[0].rpo",
-            "missing unit",
-        ),
+        ("rto missing", &[Replace("rto = \"5m\"\n", "")], "group[0].rto", "missing"),
+        ("rto 0s", &[Replace(r#"rto = "5m""#, r#"rto = "0s""#)], "group[0].rto", "greater than 0s"),
+        ("rpo without unit", &[Replace(r#"rpo = "0s""#, r#"rpo = "5""#)], "group[0].rpo", "missing unit"),
         (
             "rpo 0s with async replication",
             &[Replace(r#"replication = "sync""#, r#"replication = "async""#)],
@@ -704,18 +593,8 @@ fn each_bad_config_is_reported_under_its_field() {
             "group[0].step[0].kind",
             "unknown step kind \"email\"",
         ),
-        (
-            "step kind missing",
-            &[Replace("kind = \"command\"\n", "")],
-            "group[0].step[1].kind",
-            "missing",
-        ),
-        (
-            "step name missing",
-            &[Replace("name = \"notify\"\n", "")],
-            "group[0].step[0].name",
-            "missing",
-        ),
+        ("step kind missing", &[Replace("kind = \"command\"\n", "")], "group[0].step[1].kind", "missing"),
+        ("step name missing", &[Replace("name = \"notify\"\n", "")], "group[0].step[0].name", "missing"),
         (
             "step name invalid",
             &[Replace(r#"name = "notify""#, r#"name = "Notify Ops""#)],
@@ -772,10 +651,7 @@ fn each_bad_config_is_reported_under_its_field() {
         ),
         (
             "step retries negative",
-            &[Replace(
-                r#"program = "/usr/local/bin/promote""#,
-                "program = \"/usr/local/bin/promote\"\nretries = -1",
-            )],
+            &[Replace(r#"program = "/usr/local/bin/promote""#, "program = \"/usr/local/bin/promote\"\nretries = -1")],
             "group[0].step[1].retries",
             "non-negative integer",
         ),
@@ -793,10 +669,7 @@ fn each_bad_config_is_reported_under_its_field() {
         ),
         (
             "webhook url with a non-http scheme",
-            &[Replace(
-                r#"url = "http://127.0.0.1:9000/hook""#,
-                r#"url = "mailto:ops@example.com""#,
-            )],
+            &[Replace(r#"url = "http://127.0.0.1:9000/hook""#, r#"url = "mailto:ops@example.com""#)],
             "group[0].step[0].url",
             "must be http:// or https://",
         ),
@@ -853,10 +726,7 @@ fn each_bad_config_is_reported_under_its_field() {
         ),
         (
             "route53 values for a site given as an empty list",
-            &[
-                Append(ROUTE53_STEP),
-                Append(r#"values = { east = [], west = ["198.51.100.1"] }"#),
-            ],
+            &[Append(ROUTE53_STEP), Append(r#"values = { east = [], west = ["198.51.100.1"] }"#)],
             "group[0].step[2].values.east",
             "expected a non-empty array of strings",
         ),
@@ -868,10 +738,7 @@ fn each_bad_config_is_reported_under_its_field() {
         ),
         (
             "route53 unsupported record type",
-            &[
-                Append(ROUTE53_STEP),
-                Append("type = \"MX\"\nvalues = { east = [\"a\"], west = [\"b\"] }"),
-            ],
+            &[Append(ROUTE53_STEP), Append("type = \"MX\"\nvalues = { east = [\"a\"], west = [\"b\"] }")],
             "group[0].step[2].type",
             "unsupported record type \"MX\"",
         ),
@@ -925,27 +792,17 @@ fn each_bad_config_is_reported_under_its_field() {
                 continue;
             }
             Ok(_) => {
-                failures.push(format!(
-                    "{what}: expected {field}: ...{message}..., but the config is valid"
-                ));
+                failures.push(format!("{what}: expected {field}: ...{message}..., but the config is valid"));
                 continue;
             }
         };
         let found = errors.iter().any(|e| e.field == field && e.message.contains(message));
         if !found {
-            failures.push(format!(
-                "{what}: expected an error on {field} containing {message:?}; got:\n{}",
-                show(&errors)
-            ));
+            failures
+                .push(format!("{what}: expected an error on {field} containing {message:?}; got:\n{}", show(&errors)));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n\n")
-    );
+    assert!(failures.is_empty(), "{} of {} cases failed:\n\n{}", failures.len(), cases.len(), failures.join("\n\n"));
 }
 
 #[test]
@@ -975,15 +832,8 @@ fn all_problems_are_reported_together() {
         "cluster.raft.heartbeat_interval",
         "cluster.raft.election_timeout_max",
     ];
-    let missing: Vec<_> = expected
-        .iter()
-        .filter(|f| !errors.iter().any(|e| e.field == **f))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "fields not reported: {missing:?}\nall errors:\n{}",
-        show(&errors)
-    );
+    let missing: Vec<_> = expected.iter().filter(|f| !errors.iter().any(|e| e.field == **f)).collect();
+    assert!(missing.is_empty(), "fields not reported: {missing:?}\nall errors:\n{}", show(&errors));
 
     // The Display of the whole error lists every problem, one per line.
     let shown = parse(&text).unwrap_err().to_string();
@@ -996,21 +846,9 @@ fn all_problems_are_reported_together() {
 #[test]
 fn unknown_fields_are_parse_errors_naming_the_field() {
     let cases: &[(&str, &[Edit], &str)] = &[
-        (
-            "unknown key in [node]",
-            &[Replace("[node]\nid = 1", "[node]\nid = 1\ncolour = \"red\"")],
-            "colour",
-        ),
-        (
-            "unknown top-level section",
-            &[Append("[logging]\nlevel = \"debug\"")],
-            "logging",
-        ),
-        (
-            "unknown key in [cluster.raft]",
-            &[Append("[cluster.raft]\nheartbeat = \"250ms\"")],
-            "heartbeat",
-        ),
+        ("unknown key in [node]", &[Replace("[node]\nid = 1", "[node]\nid = 1\ncolour = \"red\"")], "colour"),
+        ("unknown top-level section", &[Append("[logging]\nlevel = \"debug\"")], "logging"),
+        ("unknown key in [cluster.raft]", &[Append("[cluster.raft]\nheartbeat = \"250ms\"")], "heartbeat"),
         (
             "unknown key in [[site]]",
             &[Replace(r#"name = "east""#, "name = \"east\"\nregion = \"us-east-1\"")],
@@ -1021,26 +859,15 @@ fn unknown_fields_are_parse_errors_naming_the_field() {
             &[Replace(r#"kind = "http""#, "kind = \"http\"\nmethod = \"HEAD\"")],
             "method",
         ),
-        (
-            "unknown key in [[group]]",
-            &[Replace(r#"rto = "5m""#, "rto = \"5m\"\npriority = 1")],
-            "priority",
-        ),
-        (
-            "unknown key in a member",
-            &[Replace("{ id = 3, addr", "{ id = 3, voter = true, addr")],
-            "voter",
-        ),
+        ("unknown key in [[group]]", &[Replace(r#"rto = "5m""#, "rto = \"5m\"\npriority = 1")], "priority"),
+        ("unknown key in a member", &[Replace("{ id = 3, addr", "{ id = 3, voter = true, addr")], "voter"),
     ];
     for &(what, edits, name) in cases {
         let text = apply(&base_toml(), edits);
         match parse(&text) {
             Err(ConfigError::Parse { message, path }) => {
                 assert_eq!(path, Path::new("x.toml"));
-                assert!(
-                    message.contains(name),
-                    "{what}: parse error should name {name:?}: {message}"
-                );
+                assert!(message.contains(name), "{what}: parse error should name {name:?}: {message}");
             }
             Err(other) => panic!("{what}: expected a parse error, got: {other}"),
             Ok(_) => panic!("{what}: expected a parse error, but the config is valid"),
@@ -1052,18 +879,9 @@ fn unknown_fields_are_parse_errors_naming_the_field() {
 fn wrong_types_and_bad_syntax_are_parse_errors() {
     for (what, edits) in [
         ("id as a string", &[Replace("[node]\nid = 1", "[node]\nid = \"1\"")][..]),
-        (
-            "plain_http as a string",
-            &[Replace("plain_http = true", "plain_http = \"yes\"")][..],
-        ),
-        (
-            "unterminated string",
-            &[Replace(r#"name = "app""#, r#"name = "app"#)][..],
-        ),
-        (
-            "[node] missing",
-            &[Replace("[node]\nid = 1\nlisten = \"127.0.0.1:7401\"\n", "")][..],
-        ),
+        ("plain_http as a string", &[Replace("plain_http = true", "plain_http = \"yes\"")][..]),
+        ("unterminated string", &[Replace(r#"name = "app""#, r#"name = "app"#)][..]),
+        ("[node] missing", &[Replace("[node]\nid = 1\nlisten = \"127.0.0.1:7401\"\n", "")][..]),
     ] {
         let text = apply(&base_toml(), edits);
         assert!(
@@ -1093,10 +911,7 @@ fn every_shipped_config_file_is_valid() {
     files.sort();
     assert!(!files.is_empty(), "no *.toml files under {}", dir.display());
 
-    let failures: Vec<String> = files
-        .iter()
-        .filter_map(|f| Config::load(f).err().map(|e| e.to_string()))
-        .collect();
+    let failures: Vec<String> = files.iter().filter_map(|f| Config::load(f).err().map(|e| e.to_string())).collect();
     assert!(
         failures.is_empty(),
         "{} of {} config files are invalid:\n{}",
@@ -1131,10 +946,7 @@ fn bad_group_duration_is_reported_once() {
 
 #[test]
 fn nameless_steps_are_not_reported_as_duplicates() {
-    let text = apply(
-        &base_toml(),
-        &[Replace("name = \"notify\"\n", ""), Replace("name = \"promote\"\n", "")],
-    );
+    let text = apply(&base_toml(), &[Replace("name = \"notify\"\n", ""), Replace("name = \"promote\"\n", "")]);
     let errors = field_errors(&text);
     assert!(
         errors.iter().all(|e| !e.message.contains("duplicate step name")),
@@ -1146,13 +958,7 @@ fn nameless_steps_are_not_reported_as_duplicates() {
 #[test]
 fn member_addr_with_a_scheme_is_rejected() {
     // The transport builds `http://{addr}/raft`, so a scheme here yields `http://http://...`.
-    let text = apply(
-        &base_toml(),
-        &[Replace(
-            r#"addr = "127.0.0.1:7402""#,
-            r#"addr = "http://127.0.0.1:7402""#,
-        )],
-    );
+    let text = apply(&base_toml(), &[Replace(r#"addr = "127.0.0.1:7402""#, r#"addr = "http://127.0.0.1:7402""#)]);
     let errors = field_errors(&text);
     assert!(
         errors.iter().any(|e| e.field == "cluster.initial_members[1].addr"),

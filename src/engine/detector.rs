@@ -67,11 +67,7 @@ mod tests {
         assert_eq!(feed(&mut d, "--"), vec![None, None]);
         assert_eq!(d.verdict(), up, "two failures are below the threshold of three");
         assert_eq!(feed(&mut d, "-"), vec![down]);
-        assert_eq!(
-            feed(&mut d, "+-+-+-"),
-            vec![None; 6],
-            "flapping never reaches either threshold"
-        );
+        assert_eq!(feed(&mut d, "+-+-+-"), vec![None; 6], "flapping never reaches either threshold");
         assert_eq!(d.verdict(), down);
         assert_eq!(feed(&mut d, "++"), vec![None, up]);
     }

@@ -64,34 +64,14 @@ pub enum Assessment {
     /// No live voter sees the active site down.
     Healthy { active: String },
     /// Some voters see the active site down, fewer than a quorum.
-    BelowQuorum {
-        site: String,
-        down: usize,
-        voters: usize,
-        quorum: usize,
-    },
+    BelowQuorum { site: String, down: usize, voters: usize, quorum: usize },
     /// A quorum sees the active site down but not a quorum sees the other site up (both in
     /// trouble, or the witness cannot see either): nothing moves.
-    SurvivorNotUp {
-        failed: String,
-        survivor: String,
-        up: usize,
-        voters: usize,
-        quorum: usize,
-    },
+    SurvivorNotUp { failed: String, survivor: String, up: usize, voters: usize, quorum: usize },
     /// A quorum sees the active site down and the other up; waiting out the hold-down.
-    HoldingDown {
-        failed: String,
-        survivor: String,
-        down: usize,
-        voters: usize,
-    },
+    HoldingDown { failed: String, survivor: String, down: usize, voters: usize },
     /// Every rule for a failover holds but a gate stops it: an operator must decide.
-    NeedsApproval {
-        failed: String,
-        survivor: String,
-        gates: Vec<Gate>,
-    },
+    NeedsApproval { failed: String, survivor: String, gates: Vec<Gate> },
     /// A failover was proposed.
     FailingOver { from: String, to: String, epoch: Epoch },
     /// The block after a failover has run its course.
@@ -117,40 +97,17 @@ impl fmt::Display for Assessment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Assessment::Healthy { active } => write!(f, "{active} healthy"),
-            Assessment::BelowQuorum {
-                site,
-                down,
-                voters,
-                quorum,
-            } => {
+            Assessment::BelowQuorum { site, down, voters, quorum } => {
                 write!(f, "{site} down in {down} of {voters} nodes: below quorum ({quorum})")
             }
-            Assessment::SurvivorNotUp {
-                failed,
-                survivor,
-                up,
-                voters,
-                quorum,
-            } => write!(
+            Assessment::SurvivorNotUp { failed, survivor, up, voters, quorum } => write!(
                 f,
                 "{failed} down, but {survivor} up in only {up} of {voters} nodes (quorum {quorum}): no failover"
             ),
-            Assessment::HoldingDown {
-                failed,
-                survivor,
-                down,
-                voters,
-            } => {
-                write!(
-                    f,
-                    "{failed} down in {down} of {voters} nodes, {survivor} up: holding down"
-                )
+            Assessment::HoldingDown { failed, survivor, down, voters } => {
+                write!(f, "{failed} down in {down} of {voters} nodes, {survivor} up: holding down")
             }
-            Assessment::NeedsApproval {
-                failed,
-                survivor,
-                gates,
-            } => {
+            Assessment::NeedsApproval { failed, survivor, gates } => {
                 write!(f, "failover {failed} -> {survivor} needs approval: {gates:?}")
             }
             Assessment::FailingOver { from, to, epoch } => write!(f, "failing over {from} -> {to} at epoch {epoch}"),
@@ -205,11 +162,7 @@ impl Engine {
             };
             let memory = self.groups.entry(name.clone()).or_default();
             if memory.epoch != Some(group.epoch) {
-                *memory = Memory {
-                    epoch: Some(group.epoch),
-                    last: memory.last.take(),
-                    ..Memory::default()
-                };
+                *memory = Memory { epoch: Some(group.epoch), last: memory.last.take(), ..Memory::default() };
             }
             let (assessment, proposal) = assess(name, group, timing, memory, inputs);
             if let Some(command) = proposal {
@@ -217,10 +170,7 @@ impl Engine {
             }
             if memory.last.as_ref() != Some(&assessment) {
                 memory.last = Some(assessment.clone());
-                effects.push(Effect::Journal {
-                    group: name.clone(),
-                    assessment,
-                });
+                effects.push(Effect::Journal { group: name.clone(), assessment });
             }
         }
         effects
@@ -228,9 +178,7 @@ impl Engine {
 }
 
 fn count(state: &State, site: &str, live: &BTreeSet<u64>, verdict: Verdict) -> usize {
-    live.iter()
-        .filter(|n| state.verdict(site, **n) == Some(verdict))
-        .count()
+    live.iter().filter(|n| state.verdict(site, **n) == Some(verdict)).count()
 }
 
 fn assess(
@@ -245,11 +193,8 @@ fn assess(
     // Only live voters' verdicts count; anything else is unknown.
     let live: BTreeSet<u64> = inputs.live.intersection(inputs.voters).copied().collect();
     let failed = group.active.clone();
-    let survivor = if group.active == group.spec.primary {
-        group.spec.secondary.clone()
-    } else {
-        group.spec.primary.clone()
-    };
+    let survivor =
+        if group.active == group.spec.primary { group.spec.secondary.clone() } else { group.spec.primary.clone() };
 
     // The block after a failover ends by acknowledgement or, measured here, by time.
     let mut blocked = group.blocked;
@@ -260,9 +205,7 @@ fn assess(
             if due(&mut memory.ack_proposed_at, inputs.now) {
                 return (
                     Assessment::BlockExpired { epoch: group.epoch },
-                    Some(Command::Ack {
-                        group: name.to_string(),
-                    }),
+                    Some(Command::Ack { group: name.to_string() }),
                 );
             }
         }
@@ -275,41 +218,16 @@ fn assess(
     }
     if down < quorum {
         memory.down_since = None;
-        return (
-            Assessment::BelowQuorum {
-                site: failed,
-                down,
-                voters,
-                quorum,
-            },
-            None,
-        );
+        return (Assessment::BelowQuorum { site: failed, down, voters, quorum }, None);
     }
     let up = count(inputs.state, &survivor, &live, Verdict::Up);
     if up < quorum {
         memory.down_since = None;
-        return (
-            Assessment::SurvivorNotUp {
-                failed,
-                survivor,
-                up,
-                voters,
-                quorum,
-            },
-            None,
-        );
+        return (Assessment::SurvivorNotUp { failed, survivor, up, voters, quorum }, None);
     }
     let since = *memory.down_since.get_or_insert(inputs.now);
     if inputs.now.saturating_sub(since) < timing.hold_down {
-        return (
-            Assessment::HoldingDown {
-                failed,
-                survivor,
-                down,
-                voters,
-            },
-            None,
-        );
+        return (Assessment::HoldingDown { failed, survivor, down, voters }, None);
     }
 
     let mut gates = Vec::new();
@@ -326,14 +244,7 @@ fn assess(
         gates.push(Gate::ManualFailover);
     }
     if !gates.is_empty() {
-        return (
-            Assessment::NeedsApproval {
-                failed,
-                survivor,
-                gates,
-            },
-            None,
-        );
+        return (Assessment::NeedsApproval { failed, survivor, gates }, None);
     }
     let epoch = group.epoch.next();
     let proposal = due(&mut memory.failover_proposed_at, inputs.now).then(|| Command::Failover {
@@ -345,14 +256,7 @@ fn assess(
             inputs.now.saturating_sub(since).as_millis()
         ),
     });
-    (
-        Assessment::FailingOver {
-            from: failed,
-            to: survivor,
-            epoch,
-        },
-        proposal,
-    )
+    (Assessment::FailingOver { from: failed, to: survivor, epoch }, proposal)
 }
 
 #[cfg(test)]

@@ -39,14 +39,7 @@ impl World {
             state,
             voters: [1, 2, 3].into(),
             live: [1, 2, 3].into(),
-            timing: [(
-                "app".to_string(),
-                GroupTiming {
-                    hold_down: HOLD,
-                    block_after_failover: BLOCK,
-                },
-            )]
-            .into(),
+            timing: [("app".to_string(), GroupTiming { hold_down: HOLD, block_after_failover: BLOCK })].into(),
             engine: Engine::new(),
             now: Duration::ZERO,
         }
@@ -60,11 +53,7 @@ impl World {
                 'D' => Some(Verdict::Down),
                 _ => None,
             };
-            self.state.apply(Command::ReportVerdict {
-                node: i as u64 + 1,
-                site: site.into(),
-                verdict,
-            });
+            self.state.apply(Command::ReportVerdict { node: i as u64 + 1, site: site.into(), verdict });
         }
     }
 
@@ -119,63 +108,31 @@ fn assessments_without_a_failover() {
     let cases: Vec<(&str, &str, &[u64], Assessment)> = vec![
         ("UUU", "UUU", &[1, 2, 3], Assessment::Healthy { active: "east".into() }),
         ("???", "???", &[1, 2, 3], Assessment::Healthy { active: "east".into() }),
-        (
-            "DUU",
-            "UUU",
-            &[1, 2, 3],
-            Assessment::BelowQuorum {
-                site: "east".into(),
-                down: 1,
-                voters: 3,
-                quorum: 2,
-            },
-        ),
+        ("DUU", "UUU", &[1, 2, 3], Assessment::BelowQuorum { site: "east".into(), down: 1, voters: 3, quorum: 2 }),
         (
             "DD?",
             "UUU",
             &[1, 3],
             // Node 2 is silent: its "down" counts as unknown.
-            Assessment::BelowQuorum {
-                site: "east".into(),
-                down: 1,
-                voters: 3,
-                quorum: 2,
-            },
+            Assessment::BelowQuorum { site: "east".into(), down: 1, voters: 3, quorum: 2 },
         ),
         (
             "DDD",
             "U??",
             &[1, 2, 3],
-            Assessment::SurvivorNotUp {
-                failed: "east".into(),
-                survivor: "west".into(),
-                up: 1,
-                voters: 3,
-                quorum: 2,
-            },
+            Assessment::SurvivorNotUp { failed: "east".into(), survivor: "west".into(), up: 1, voters: 3, quorum: 2 },
         ),
         (
             "DDD",
             "DDD",
             &[1, 2, 3],
-            Assessment::SurvivorNotUp {
-                failed: "east".into(),
-                survivor: "west".into(),
-                up: 0,
-                voters: 3,
-                quorum: 2,
-            },
+            Assessment::SurvivorNotUp { failed: "east".into(), survivor: "west".into(), up: 0, voters: 3, quorum: 2 },
         ),
         (
             "DDU",
             "UUU",
             &[1, 2, 3],
-            Assessment::HoldingDown {
-                failed: "east".into(),
-                survivor: "west".into(),
-                down: 2,
-                voters: 3,
-            },
+            Assessment::HoldingDown { failed: "east".into(), survivor: "west".into(), down: 2, voters: 3 },
         ),
     ];
     for (east, west, live, expected) in cases {
@@ -185,16 +142,9 @@ fn assessments_without_a_failover() {
         w.see("west", west);
         // Long after any hold-down: only the first step starts the clock, so check both.
         let first = w.at(ms(0));
-        assert_eq!(
-            World::assessment(&first),
-            Some(expected.clone()),
-            "east {east} west {west} live {live:?}"
-        );
+        assert_eq!(World::assessment(&first), Some(expected.clone()), "east {east} west {west} live {live:?}");
         let later = w.at(ms(0) + HOLD / 2);
-        assert!(
-            World::proposals(&later).is_empty(),
-            "east {east} west {west}: no proposal expected"
-        );
+        assert!(World::proposals(&later).is_empty(), "east {east} west {west}: no proposal expected");
     }
 }
 
@@ -207,10 +157,7 @@ fn quorum_down_for_the_hold_down_fails_over_once() {
     w.see("east", "DDU");
     let e = w.at(ms(1000));
     assert!(World::proposals(&e).is_empty());
-    assert!(matches!(
-        World::assessment(&e),
-        Some(Assessment::HoldingDown { down: 2, .. })
-    ));
+    assert!(matches!(World::assessment(&e), Some(Assessment::HoldingDown { down: 2, .. })));
     assert!(World::proposals(&w.at(ms(2999))).is_empty(), "hold-down not over yet");
     let e = w.at(ms(3000));
     let p = World::proposals(&e);
@@ -218,11 +165,7 @@ fn quorum_down_for_the_hold_down_fails_over_once() {
     assert!(failover_to("west", 1)(&p[0]), "{p:?}");
     assert_eq!(
         World::assessment(&e),
-        Some(Assessment::FailingOver {
-            from: "east".into(),
-            to: "west".into(),
-            epoch: Epoch(2)
-        })
+        Some(Assessment::FailingOver { from: "east".into(), to: "west".into(), epoch: Epoch(2) })
     );
     // Not repeated while in flight, retried after PROPOSAL_RETRY if still called for.
     assert!(World::proposals(&w.at(ms(3500))).is_empty());
@@ -236,16 +179,10 @@ fn hold_down_restarts_when_the_quorum_breaks() {
     w.see("east", "DDU");
     w.at(ms(0));
     w.see("east", "DUU");
-    assert!(matches!(
-        World::assessment(&w.at(ms(1500))),
-        Some(Assessment::BelowQuorum { .. })
-    ));
+    assert!(matches!(World::assessment(&w.at(ms(1500))), Some(Assessment::BelowQuorum { .. })));
     w.see("east", "DDU");
     assert!(World::proposals(&w.at(ms(2000))).is_empty());
-    assert!(
-        World::proposals(&w.at(ms(3999))).is_empty(),
-        "the clock restarted at 2000 ms"
-    );
+    assert!(World::proposals(&w.at(ms(3999))).is_empty(), "the clock restarted at 2000 ms");
     assert_eq!(World::proposals(&w.at(ms(4000))).len(), 1);
 }
 
@@ -257,10 +194,7 @@ fn gates_turn_a_failover_into_needs_approval() {
             "paused",
             FailoverMode::Automatic,
             |w| {
-                w.state.apply(Command::SetPaused {
-                    group: "app".into(),
-                    paused: true,
-                });
+                w.state.apply(Command::SetPaused { group: "app".into(), paused: true });
             },
             vec![Gate::Paused],
         ),
@@ -278,10 +212,7 @@ fn gates_turn_a_failover_into_needs_approval() {
             FailoverMode::Manual,
             |w| {
                 w.state.apply(Command::SetAutomation { enabled: false });
-                w.state.apply(Command::SetPaused {
-                    group: "app".into(),
-                    paused: true,
-                });
+                w.state.apply(Command::SetPaused { group: "app".into(), paused: true });
             },
             vec![Gate::AutomationOff, Gate::Paused, Gate::ManualFailover],
         ),
@@ -296,11 +227,7 @@ fn gates_turn_a_failover_into_needs_approval() {
         assert!(World::proposals(&e).is_empty(), "{label}: {e:?}");
         assert_eq!(
             World::assessment(&e),
-            Some(Assessment::NeedsApproval {
-                failed: "east".into(),
-                survivor: "west".into(),
-                gates
-            }),
+            Some(Assessment::NeedsApproval { failed: "east".into(), survivor: "west".into(), gates }),
             "{label}"
         );
     }
@@ -315,11 +242,7 @@ fn after_a_failover_the_group_is_blocked_then_the_block_expires() {
     let p = World::proposals(&w.at(HOLD));
     assert_eq!(
         w.state.apply(p[0].clone()),
-        Response::Activated {
-            group: "app".into(),
-            active: "west".into(),
-            epoch: Epoch(2)
-        }
+        Response::Activated { group: "app".into(), active: "west".into(), epoch: Epoch(2) }
     );
     assert!(w.group().blocked);
 
@@ -337,10 +260,7 @@ fn after_a_failover_the_group_is_blocked_then_the_block_expires() {
     // Once the block has run its course (from when this leader saw it), it is acknowledged.
     let e = w.at(t + BLOCK);
     assert_eq!(World::proposals(&e), vec![Command::Ack { group: "app".into() }]);
-    assert_eq!(
-        World::assessment(&e),
-        Some(Assessment::BlockExpired { epoch: Epoch(2) })
-    );
+    assert_eq!(World::assessment(&e), Some(Assessment::BlockExpired { epoch: Epoch(2) }));
     w.state.apply(Command::Ack { group: "app".into() });
     let p = World::proposals(&w.at(t + BLOCK + ms(10)));
     assert!(p.iter().any(failover_to("east", 2)), "{p:?}");
@@ -385,10 +305,7 @@ fn verdicts_of_non_voters_do_not_count() {
     w.see("east", "DUUDD"); // nodes 4 and 5 are not voters
     w.see("west", "UUU");
     let e = w.at(ms(0));
-    assert!(
-        matches!(World::assessment(&e), Some(Assessment::BelowQuorum { down: 1, .. })),
-        "{e:?}"
-    );
+    assert!(matches!(World::assessment(&e), Some(Assessment::BelowQuorum { down: 1, .. })), "{e:?}");
 }
 
 /// Random verdicts, liveness, gates, time steps and leader changes; every proposal is applied
@@ -407,11 +324,7 @@ fn random_walks_never_break_the_safety_rules() {
     let mut failovers = 0;
     for seed in seeds.clone() {
         let mut rng = crate::rng::SplitMix64::new(seed);
-        let mode = if rng.below(4) == 0 {
-            FailoverMode::Manual
-        } else {
-            FailoverMode::Automatic
-        };
+        let mode = if rng.below(4) == 0 { FailoverMode::Manual } else { FailoverMode::Automatic };
         let mut w = World::new(mode);
         // Reference model: since when (in this leader's memory) the failover condition held.
         let mut held_since: Option<Duration> = None;
@@ -423,11 +336,7 @@ fn random_walks_never_break_the_safety_rules() {
                     let node = rng.below(3) + 1;
                     let site = if rng.below(2) == 0 { "east" } else { "west" };
                     let verdict = [Some(Verdict::Up), Some(Verdict::Down), None][rng.below(3) as usize];
-                    w.state.apply(Command::ReportVerdict {
-                        node,
-                        site: site.into(),
-                        verdict,
-                    });
+                    w.state.apply(Command::ReportVerdict { node, site: site.into(), verdict });
                 }
                 // A site fails or recovers, seen by most nodes at once.
                 10..=15 => {
@@ -435,11 +344,7 @@ fn random_walks_never_break_the_safety_rules() {
                     let verdict = if rng.below(2) == 0 { Verdict::Up } else { Verdict::Down };
                     for node in 1..=3 {
                         let v = if rng.below(10) == 0 { None } else { Some(verdict) };
-                        w.state.apply(Command::ReportVerdict {
-                            node,
-                            site: site.into(),
-                            verdict: v,
-                        });
+                        w.state.apply(Command::ReportVerdict { node, site: site.into(), verdict: v });
                     }
                 }
                 16..=17 => {
@@ -450,18 +355,10 @@ fn random_walks_never_break_the_safety_rules() {
                 }
                 18 => {
                     let cmd = match rng.below(4) {
-                        0 => Command::SetPaused {
-                            group: "app".into(),
-                            paused: rng.below(2) == 0,
-                        },
-                        1 => Command::SetAutomation {
-                            enabled: rng.below(3) != 0,
-                        },
+                        0 => Command::SetPaused { group: "app".into(), paused: rng.below(2) == 0 },
+                        1 => Command::SetAutomation { enabled: rng.below(3) != 0 },
                         2 => Command::Ack { group: "app".into() },
-                        _ => Command::SetPaused {
-                            group: "app".into(),
-                            paused: false,
-                        },
+                        _ => Command::SetPaused { group: "app".into(), paused: false },
                     };
                     w.state.apply(cmd);
                 }
@@ -476,14 +373,8 @@ fn random_walks_never_break_the_safety_rules() {
             let g = w.group().clone();
             let survivor = if g.active == "east" { "west" } else { "east" };
             let live: Vec<u64> = w.live.intersection(&w.voters).copied().collect();
-            let down = live
-                .iter()
-                .filter(|n| w.state.verdict(&g.active, **n) == Some(Verdict::Down))
-                .count();
-            let up = live
-                .iter()
-                .filter(|n| w.state.verdict(survivor, **n) == Some(Verdict::Up))
-                .count();
+            let down = live.iter().filter(|n| w.state.verdict(&g.active, **n) == Some(Verdict::Down)).count();
+            let up = live.iter().filter(|n| w.state.verdict(survivor, **n) == Some(Verdict::Up)).count();
             let condition = down >= 2 && up >= 2;
             if condition {
                 held_since.get_or_insert(w.now);
@@ -493,20 +384,11 @@ fn random_walks_never_break_the_safety_rules() {
 
             let effects = w.step();
             for c in World::proposals(&effects) {
-                if let Command::Failover {
-                    ref to, expected_epoch, ..
-                } = c
-                {
+                if let Command::Failover { ref to, expected_epoch, .. } = c {
                     let ctx = format!("seed {seed} step {step} (replay: WITNESS_ENGINE_SEED={seed})");
                     failovers += 1;
-                    assert!(
-                        condition,
-                        "{ctx}: failover without quorum evidence (down {down}, up {up})"
-                    );
-                    assert!(
-                        w.now - held_since.unwrap() >= HOLD,
-                        "{ctx}: failover before the hold-down"
-                    );
+                    assert!(condition, "{ctx}: failover without quorum evidence (down {down}, up {up})");
+                    assert!(w.now - held_since.unwrap() >= HOLD, "{ctx}: failover before the hold-down");
                     assert_eq!(to, survivor, "{ctx}");
                     assert_eq!(expected_epoch, g.epoch, "{ctx}");
                     assert!(
@@ -517,11 +399,7 @@ fn random_walks_never_break_the_safety_rules() {
                 w.state.apply(c);
             }
             let g = w.group();
-            assert!(
-                g.active == "east" || g.active == "west",
-                "seed {seed}: active {}",
-                g.active
-            );
+            assert!(g.active == "east" || g.active == "west", "seed {seed}: active {}", g.active);
             assert!(g.epoch >= last_epoch, "seed {seed}: epoch went back");
             if g.epoch != last_epoch {
                 held_since = None;
@@ -531,8 +409,5 @@ fn random_walks_never_break_the_safety_rules() {
     }
     eprintln!("{failovers} failovers checked over seeds {seeds:?}");
     // The walk must really exercise the failover path, or it proves nothing.
-    assert!(
-        failovers as u64 >= (seeds.end - seeds.start) / 4,
-        "only {failovers} failovers in {seeds:?}"
-    );
+    assert!(failovers as u64 >= (seeds.end - seeds.start) / 4, "only {failovers} failovers in {seeds:?}");
 }

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use super::leader::LeaderRequest;
 use super::Node;
 use crate::engine::detector::Detector;
-use crate::engine::{Effect, Engine, GroupTiming, Inputs};
+use crate::engine::{Assessment, Effect, Engine, GroupTiming, Inputs};
 use crate::probe::SiteProber;
 use crate::rng::SplitMix64;
 use crate::state::Command;
@@ -102,10 +102,8 @@ async fn bootstrap(node: Arc<Node>) {
             return;
         }
     }
-    let nodes: BTreeMap<u64, BasicNode> = members
-        .iter()
-        .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
-        .collect();
+    let nodes: BTreeMap<u64, BasicNode> =
+        members.iter().map(|(id, addr)| (*id, BasicNode { addr: addr.clone() })).collect();
     match node.raft.initialize(nodes).await {
         Ok(()) => {
             tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "initialized a new cluster")
@@ -137,8 +135,7 @@ async fn follow_raft(node: Arc<Node>) {
     loop {
         let m = metrics.borrow_and_update().clone();
         node.metrics.observe_raft(&m);
-        node.metrics
-            .observe_state(&node.applied.read().expect("state lock poisoned").state);
+        node.metrics.observe_state(&node.applied.read().expect("state lock poisoned").state);
         if m.current_leader != last_leader {
             match m.current_leader {
                 Some(id) if id == node.id => {
@@ -161,19 +158,11 @@ async fn follow_raft(node: Arc<Node>) {
 }
 
 async fn sync_topology(node: &Node) {
-    let matches = node
-        .applied
-        .read()
-        .expect("state lock poisoned")
-        .state
-        .matches_topology(&node.topology);
+    let matches = node.applied.read().expect("state lock poisoned").state.matches_topology(&node.topology);
     if matches {
         return;
     }
-    match node
-        .submit(LeaderRequest::Write(Command::SyncTopology(node.topology.clone())), true)
-        .await
-    {
+    match node.submit(LeaderRequest::Write(Command::SyncTopology(node.topology.clone())), true).await {
         Ok(reply) => tracing::info!(?reply, "registered sites and groups from config"),
         Err(e) => tracing::debug!(error = %e, "topology sync deferred"),
     }
@@ -207,10 +196,7 @@ async fn probe_and_report(node: Arc<Node>, probers: Vec<SiteProber>) {
     let mut detectors = BTreeMap::new();
     for (i, prober) in probers.into_iter().enumerate() {
         let site = node.config.sites[i].clone();
-        detectors.insert(
-            site.name.clone(),
-            Detector::new(site.failure_threshold, site.success_threshold),
-        );
+        detectors.insert(site.name.clone(), Detector::new(site.failure_threshold, site.success_threshold));
         let mut rng = SplitMix64::new(node.id.rotate_left(32) ^ i as u64);
         let (node, tx) = (node.clone(), tx.clone());
         tasks.spawn(async move { prober.run(&node.metrics.probes, tx, move || rng.unit()).await });
@@ -236,18 +222,12 @@ async fn probe_and_report(node: Arc<Node>, probers: Vec<SiteProber>) {
                 let applied = node.applied.read().expect("state lock poisoned");
                 (applied.state.sites.contains(site), applied.state.verdict(site, node.id))
             };
-            let recently = last_sent
-                .get(site)
-                .is_some_and(|at| at.elapsed() < Duration::from_secs(1));
+            let recently = last_sent.get(site).is_some_and(|at| at.elapsed() < Duration::from_secs(1));
             if !registered || committed == desired || recently {
                 continue;
             }
             last_sent.insert(site.clone(), std::time::Instant::now());
-            let command = Command::ReportVerdict {
-                node: node.id,
-                site: site.clone(),
-                verdict: desired,
-            };
+            let command = Command::ReportVerdict { node: node.id, site: site.clone(), verdict: desired };
             let node = node.clone();
             tasks.spawn(async move {
                 if let Err(e) = node.submit(LeaderRequest::Write(command), false).await {
@@ -267,10 +247,7 @@ async fn decide(node: Arc<Node>) {
         .groups
         .iter()
         .map(|g| {
-            let t = GroupTiming {
-                hold_down: g.hold_down,
-                block_after_failover: g.block_after_failover,
-            };
+            let t = GroupTiming { hold_down: g.hold_down, block_after_failover: g.block_after_failover };
             (g.name.clone(), t)
         })
         .collect();
@@ -310,18 +287,21 @@ async fn decide(node: Arc<Node>) {
         for effect in effects {
             match effect {
                 Effect::Journal { group, assessment } => {
-                    node.metrics
-                        .decisions
-                        .with_label_values(&[&group, assessment.kind()])
-                        .inc();
-                    tracing::info!(%group, %assessment, "assessment");
+                    node.metrics.decisions.with_label_values(&[&group, assessment.kind()]).inc();
+                    // A site in trouble is a degraded state: warn. Recovery and suspicion: info.
+                    match assessment {
+                        Assessment::FailingOver { .. }
+                        | Assessment::NeedsApproval { .. }
+                        | Assessment::SurvivorNotUp { .. } => tracing::warn!(%group, %assessment, "assessment"),
+                        _ => tracing::info!(%group, %assessment, "assessment"),
+                    }
                 }
                 Effect::Propose(command) => {
-                    tracing::warn!(%command, "proposing");
+                    tracing::info!(%command, "proposing");
                     let node = node.clone();
                     proposals.spawn(async move {
                         match node.submit(LeaderRequest::Write(command.clone()), true).await {
-                            Ok(reply) => tracing::warn!(%command, ?reply, "committed"),
+                            Ok(reply) => tracing::info!(%command, ?reply, "committed"),
                             Err(e) => tracing::warn!(%command, error = %e, "proposal not committed"),
                         }
                     });

@@ -26,15 +26,8 @@ pub enum LeaderRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LeaderReply {
-    Written {
-        response: Response,
-        log_index: u64,
-    },
-    Membership {
-        voters: Vec<NodeId>,
-        learners: Vec<NodeId>,
-        nodes: BTreeMap<NodeId, String>,
-    },
+    Written { response: Response, log_index: u64 },
+    Membership { voters: Vec<NodeId>, learners: Vec<NodeId>, nodes: BTreeMap<NodeId, String> },
 }
 
 #[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize)]
@@ -102,11 +95,7 @@ impl Node {
             .map_err(|e| {
                 // Only a failed connection proves the leader never saw the request.
                 if e.is_connect() {
-                    NodeError::LeaderUnreachable {
-                        id,
-                        addr: addr.clone(),
-                        message: e.to_string(),
-                    }
+                    NodeError::LeaderUnreachable { id, addr: addr.clone(), message: e.to_string() }
                 } else {
                     unknown(format!("forwarding to leader {id} at {addr}: {e}"))
                 }
@@ -121,9 +110,7 @@ impl Node {
         if !status.is_success() {
             return Err(unknown(format!("leader {id} answered HTTP {status}")));
         }
-        resp.json()
-            .await
-            .map_err(|e| unknown(format!("reading leader {id}'s answer: {e}")))?
+        resp.json().await.map_err(|e| unknown(format!("reading leader {id}'s answer: {e}")))?
     }
 
     async fn run_on_leader(&self, req: LeaderRequest) -> Result<LeaderReply, Failure> {
@@ -136,18 +123,13 @@ impl Node {
 
     async fn write(&self, command: Command) -> Result<LeaderReply, Failure> {
         let start = Instant::now();
-        let resp = tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(command))
-            .await
-            .map_err(|_| {
-                Failure::Final(NodeError::OutcomeUnknown {
-                    reason: format!("not committed within {} s", WRITE_TIMEOUT.as_secs()),
-                })
-            })??;
+        let resp = tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(command)).await.map_err(|_| {
+            Failure::Final(NodeError::OutcomeUnknown {
+                reason: format!("not committed within {} s", WRITE_TIMEOUT.as_secs()),
+            })
+        })??;
         self.metrics.commit_seconds.observe(start.elapsed().as_secs_f64());
-        Ok(LeaderReply::Written {
-            response: resp.data,
-            log_index: resp.log_id.index,
-        })
+        Ok(LeaderReply::Written { response: resp.data, log_index: resp.log_id.index })
     }
 
     /// Adds `id` as a learner, waits until it has really replicated the entry that added it,
@@ -162,14 +144,7 @@ impl Node {
         if let Err(msg) = crate::config::check_host_port(&addr) {
             return reject(msg);
         }
-        if self
-            .applied
-            .read()
-            .expect("state lock poisoned")
-            .state
-            .retired_nodes
-            .contains(&id)
-        {
+        if self.applied.read().expect("state lock poisoned").state.retired_nodes.contains(&id) {
             return reject(format!(
                 "node id {id} was removed from this cluster before; ids are never reused, pick a new one"
             ));
@@ -179,10 +154,7 @@ impl Node {
             return reject(format!("node {id} is already a voter"));
         }
         tracing::info!(id, %addr, "adding member: as learner first, until it has caught up");
-        let added = self
-            .raft
-            .add_learner(id, BasicNode { addr: addr.clone() }, false)
-            .await?;
+        let added = self.raft.add_learner(id, BasicNode { addr: addr.clone() }, false).await?;
         let target = added.log_id.index;
         let timeout = self.catch_up_timeout();
         let caught_up = self
@@ -198,11 +170,7 @@ impl Node {
             .await;
         if caught_up.is_err() {
             tracing::warn!(id, %addr, "learner did not catch up: removing it again");
-            if let Err(e) = self
-                .raft
-                .change_membership(ChangeMembers::RemoveNodes([id].into()), false)
-                .await
-            {
+            if let Err(e) = self.raft.change_membership(ChangeMembers::RemoveNodes([id].into()), false).await {
                 tracing::error!(id, error = %e, "cannot remove the learner that did not catch up");
             }
             return reject(format!(
@@ -213,9 +181,7 @@ impl Node {
             ));
         }
         tracing::info!(id, "learner caught up: promoting to voter");
-        self.raft
-            .change_membership(ChangeMembers::AddVoterIds([id].into()), false)
-            .await?;
+        self.raft.change_membership(ChangeMembers::AddVoterIds([id].into()), false).await?;
         Ok(self.membership_reply())
     }
 
@@ -225,19 +191,11 @@ impl Node {
         let membership = self.raft.metrics().borrow_watched().membership_config.clone();
         let is_voter = membership.voter_ids().any(|v| v == id);
         if membership.get_node(&id).is_none() {
-            let retired = self
-                .applied
-                .read()
-                .expect("state lock poisoned")
-                .state
-                .retired_nodes
-                .contains(&id);
+            let retired = self.applied.read().expect("state lock poisoned").state.retired_nodes.contains(&id);
             if retired {
                 return Ok(self.membership_reply());
             }
-            return Err(Failure::Final(NodeError::Rejected(format!(
-                "node {id} is not a member of this cluster"
-            ))));
+            return Err(Failure::Final(NodeError::Rejected(format!("node {id} is not a member of this cluster"))));
         }
         if is_voter && membership.voter_ids().count() == 1 {
             return Err(Failure::Final(NodeError::Rejected(format!(
@@ -245,11 +203,8 @@ impl Node {
             ))));
         }
         self.write(Command::RetireNode { id }).await?;
-        let change = if is_voter {
-            ChangeMembers::RemoveVoters([id].into())
-        } else {
-            ChangeMembers::RemoveNodes([id].into())
-        };
+        let change =
+            if is_voter { ChangeMembers::RemoveVoters([id].into()) } else { ChangeMembers::RemoveNodes([id].into()) };
         self.raft.change_membership(change, false).await?;
         tracing::info!(id, "member removed");
         Ok(self.membership_reply())

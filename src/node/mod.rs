@@ -69,11 +69,7 @@ impl Node {
             .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
         let lock = lock_data_dir(&data_dir)?;
 
-        let probers = config
-            .sites
-            .iter()
-            .map(SiteProber::new)
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let probers = config.sites.iter().map(SiteProber::new).collect::<anyhow::Result<Vec<_>>>()?;
         let log_store = LogStore::open(&data_dir.join("raft-log"))?;
         let state_machine = StateMachine::open(&data_dir)?;
         let applied = state_machine.shared();
@@ -124,12 +120,7 @@ impl Node {
             cluster = %config.cluster.name,
             "node started"
         );
-        Ok(RunningNode {
-            node,
-            addr,
-            stop,
-            tasks,
-        })
+        Ok(RunningNode { node, addr, stop, tasks })
     }
 }
 
@@ -140,10 +131,8 @@ impl RunningNode {
     pub async fn shutdown(mut self) {
         self.node.hand_off_leadership().await;
         let _ = self.stop.send(true);
-        let drained = tokio::time::timeout(SHUTDOWN_DRAIN, async {
-            while self.tasks.join_next().await.is_some() {}
-        })
-        .await;
+        let drained =
+            tokio::time::timeout(SHUTDOWN_DRAIN, async { while self.tasks.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             tracing::warn!("in-flight requests did not finish within {SHUTDOWN_DRAIN:?}: stopping anyway");
             self.tasks.shutdown().await;

@@ -81,16 +81,13 @@ impl Node {
                     if *id == self.id {
                         return Some(0);
                     }
-                    hb.get(id)?
-                        .as_ref()
-                        .map(|at| openraft::Instant::elapsed(&**at).as_millis() as u64)
+                    hb.get(id)?.as_ref().map(|at| openraft::Instant::elapsed(&**at).as_millis() as u64)
                 }),
             })
             .collect();
-        let leader = m.current_leader.map(|id| LeaderRef {
-            id,
-            addr: membership.get_node(&id).map(|n| n.addr.clone()).unwrap_or_default(),
-        });
+        let leader = m
+            .current_leader
+            .map(|id| LeaderRef { id, addr: membership.get_node(&id).map(|n| n.addr.clone()).unwrap_or_default() });
         let (sites, verdicts, groups, config_matches_cluster) = {
             let applied = self.applied.read().expect("state lock poisoned");
             let s = &applied.state;
@@ -109,12 +106,7 @@ impl Node {
                     blocked: g.blocked,
                 })
                 .collect();
-            (
-                s.sites.iter().cloned().collect(),
-                s.verdicts.clone(),
-                groups,
-                s.matches_topology(&self.topology),
-            )
+            (s.sites.iter().cloned().collect(), s.verdicts.clone(), groups, s.matches_topology(&self.topology))
         };
         let readiness = self.readiness();
         Status {
@@ -163,10 +155,7 @@ impl Node {
                 match acked {
                     None => return Err("this node leads but no quorum has acknowledged it yet".into()),
                     Some(age) if age > bound => {
-                        return Err(format!(
-                            "this node leads but no quorum has acknowledged it for {} ms",
-                            ms(age)
-                        ))
+                        return Err(format!("this node leads but no quorum has acknowledged it for {} ms", ms(age)))
                     }
                     Some(_) => {}
                 }

@@ -52,9 +52,8 @@ pub struct ProbeMetrics {
 impl ProbeMetrics {
     pub fn register(registry: &Registry) -> ProbeMetrics {
         let duration = HistogramVec::new(
-            HistogramOpts::new("witness_probe_duration_seconds", "Duration of one probe of one target.").buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ]),
+            HistogramOpts::new("witness_probe_duration_seconds", "Duration of one probe of one target.")
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
             &["site"],
         )
         .expect("static metric");
@@ -79,10 +78,8 @@ impl SiteProber {
     /// Builds the HTTP client for a site, with its CA file if one is configured (read now, so
     /// that a missing file stops the node at start-up with the file's name).
     pub fn new(site: &SiteConfig) -> anyhow::Result<SiteProber> {
-        let mut builder = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(1);
+        let mut builder =
+            reqwest::Client::builder().no_proxy().redirect(reqwest::redirect::Policy::none()).pool_max_idle_per_host(1);
         let ca_files: Vec<&Path> = site
             .probes
             .iter()
@@ -102,10 +99,7 @@ impl SiteProber {
             }
             builder = builder.tls_certs_only(certs);
         }
-        Ok(SiteProber {
-            site: site.clone(),
-            http: builder.build()?,
-        })
+        Ok(SiteProber { site: site.clone(), http: builder.build()? })
     }
 
     /// Probes every target once, concurrently; true when any succeeded.
@@ -113,10 +107,7 @@ impl SiteProber {
         let results = join_all(self.site.probes.iter().map(|t| self.probe(t))).await;
         let mut any_ok = false;
         for (result, took) in results {
-            metrics
-                .duration
-                .with_label_values(&[&self.site.name])
-                .observe(took.as_secs_f64());
+            metrics.duration.with_label_values(&[&self.site.name]).observe(took.as_secs_f64());
             match result {
                 Ok(()) => any_ok = true,
                 Err(f) => metrics.failures.with_label_values(&[&self.site.name, f.label()]).inc(),
@@ -137,16 +128,10 @@ impl SiteProber {
 
     async fn check(&self, target: &ProbeTarget) -> Result<(), Failure> {
         match target {
-            ProbeTarget::Tcp { addr } => tokio::net::TcpStream::connect(addr.as_str())
-                .await
-                .map(drop)
-                .map_err(|_| Failure::Connect),
-            ProbeTarget::Http {
-                url,
-                expect_status,
-                body_contains,
-                ..
-            } => {
+            ProbeTarget::Tcp { addr } => {
+                tokio::net::TcpStream::connect(addr.as_str()).await.map(drop).map_err(|_| Failure::Connect)
+            }
+            ProbeTarget::Http { url, expect_status, body_contains, .. } => {
                 let resp = self.http.get(url.clone()).send().await.map_err(|e| {
                     if e.is_timeout() {
                         Failure::Timeout
@@ -177,10 +162,7 @@ impl SiteProber {
         loop {
             let started = Instant::now();
             let ok = self.round(metrics).await;
-            let round = Round {
-                site: self.site.name.clone(),
-                ok,
-            };
+            let round = Round { site: self.site.name.clone(), ok };
             if out.send(round).await.is_err() {
                 return;
             }

@@ -53,10 +53,7 @@ async fn each_kind_of_probe_passes_and_fails_for_the_right_reason() {
     let base = serve(
         Router::new()
             .route("/ok", get(|| async { "all good" }))
-            .route(
-                "/err",
-                get(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom") }),
-            )
+            .route("/err", get(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom") }))
             .route(
                 "/slow",
                 get(|| async {
@@ -70,38 +67,19 @@ async fn each_kind_of_probe_passes_and_fails_for_the_right_reason() {
     let cases: Vec<(&str, ProbeTarget, Result<(), Failure>)> = vec![
         ("http 200", http(&format!("{base}/ok"), 200, None), Ok(())),
         ("body matches", http(&format!("{base}/ok"), 200, Some("good")), Ok(())),
-        (
-            "body differs",
-            http(&format!("{base}/ok"), 200, Some("bad")),
-            Err(Failure::Body),
-        ),
-        (
-            "status differs",
-            http(&format!("{base}/err"), 200, None),
-            Err(Failure::Status),
-        ),
+        ("body differs", http(&format!("{base}/ok"), 200, Some("bad")), Err(Failure::Body)),
+        ("status differs", http(&format!("{base}/err"), 200, None), Err(Failure::Status)),
         ("expected 500", http(&format!("{base}/err"), 500, None), Ok(())),
         ("slow", http(&format!("{base}/slow"), 200, None), Err(Failure::Timeout)),
-        (
-            "http refused",
-            http(&format!("http://{}/", closed_port()), 200, None),
-            Err(Failure::Connect),
-        ),
+        ("http refused", http(&format!("http://{}/", closed_port()), 200, None), Err(Failure::Connect)),
         ("tcp ok", ProbeTarget::Tcp { addr: tcp_ok }, Ok(())),
-        (
-            "tcp refused",
-            ProbeTarget::Tcp { addr: closed_port() },
-            Err(Failure::Connect),
-        ),
+        ("tcp refused", ProbeTarget::Tcp { addr: closed_port() }, Err(Failure::Connect)),
     ];
     for (label, target, expected) in cases {
         let prober = SiteProber::new(&site(vec![target.clone()])).unwrap();
         let (result, took) = prober.probe(&target).await;
         assert_eq!(result, expected, "{label}");
-        assert!(
-            took < Duration::from_millis(1000),
-            "{label}: a probe is bounded by its timeout, took {took:?}"
-        );
+        assert!(took < Duration::from_millis(1000), "{label}: a probe is bounded by its timeout, took {took:?}");
     }
 }
 
@@ -123,10 +101,7 @@ async fn a_round_succeeds_when_any_target_answers_and_never_waits_past_the_timeo
     let mixed = SiteProber::new(&site(vec![dead.clone(), blackhole.clone(), alive])).unwrap();
     let started = std::time::Instant::now();
     assert!(mixed.round(&m).await, "one answering target keeps the site up");
-    assert!(
-        started.elapsed() < Duration::from_millis(1000),
-        "targets run concurrently"
-    );
+    assert!(started.elapsed() < Duration::from_millis(1000), "targets run concurrently");
 
     let down = SiteProber::new(&site(vec![dead, blackhole])).unwrap();
     assert!(!down.round(&m).await);

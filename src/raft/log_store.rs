@@ -39,9 +39,7 @@ impl<T: Serialize> Encode for Packed<T> {
 
 impl<T: DeserializeOwned> Decode for Packed<T> {
     fn decode<R: io::Read>(r: R) -> Result<Self, io::Error> {
-        rmp_serde::from_read(r)
-            .map(Packed)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        rmp_serde::from_read(r).map(Packed).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
 }
 
@@ -124,18 +122,13 @@ impl LogStore {
                 ))
             }
             None => {
-                wal.save_user_data(Some(Packed(StoreMeta {
-                    format_version: FORMAT_VERSION,
-                })))?;
+                wal.save_user_data(Some(Packed(StoreMeta { format_version: FORMAT_VERSION })))?;
                 let (tx, rx) = std::sync::mpsc::sync_channel(1);
                 wal.flush(true, Some(Flushed::Blocking(tx)))?;
-                rx.recv()
-                    .map_err(|_| io::Error::other("raft-log flush worker stopped"))??;
+                rx.recv().map_err(|_| io::Error::other("raft-log flush worker stopped"))??;
             }
         }
-        Ok(LogStore {
-            wal: Arc::new(Mutex::new(wal)),
-        })
+        Ok(LogStore { wal: Arc::new(Mutex::new(wal)) })
     }
 
     fn wal(&self) -> MutexGuard<'_, Wal> {
@@ -147,8 +140,7 @@ impl LogStore {
     async fn sync(&self) -> io::Result<()> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.wal().flush(true, Some(Flushed::Wait(tx)))?;
-        rx.await
-            .map_err(|_| io::Error::other("raft-log flush worker stopped"))?
+        rx.await.map_err(|_| io::Error::other("raft-log flush worker stopped"))?
     }
 }
 
@@ -168,14 +160,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Unbounded => u64::MAX,
         };
         let wal = self.wal();
-        wal.read(start, end)
-            .map(|r| {
-                r.map(|(id, payload)| Entry {
-                    log_id: id.0,
-                    payload: payload.0,
-                })
-            })
-            .collect()
+        wal.read(start, end).map(|r| r.map(|(id, payload)| Entry { log_id: id.0, payload: payload.0 })).collect()
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
@@ -191,10 +176,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let st = wal.log_state();
         let last_purged_log_id = st.purged().map(|p| p.0);
         let last_log_id = st.last().map(|l| l.0).or(last_purged_log_id);
-        Ok(LogState {
-            last_purged_log_id,
-            last_log_id,
-        })
+        Ok(LogState { last_purged_log_id, last_log_id })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {

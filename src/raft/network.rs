@@ -41,12 +41,7 @@ impl Network {
                 .pool_idle_timeout(Duration::from_secs(60))
                 .build()
         };
-        Ok(Network {
-            cluster: cluster.to_string(),
-            replication: build()?,
-            heartbeat: build()?,
-            snapshot: build()?,
-        })
+        Ok(Network { cluster: cluster.to_string(), replication: build()?, heartbeat: build()?, snapshot: build()? })
     }
 
     fn client(&self, http: &reqwest::Client, target: NodeId, node: &Node) -> PeerClient {
@@ -113,10 +108,8 @@ impl PeerClient {
                 self.target
             ))));
         }
-        let result: Result<Resp, RaftError<TypeConfig>> = resp
-            .json()
-            .await
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let result: Result<Resp, RaftError<TypeConfig>> =
+            resp.json().await.map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         // The only error a peer's Raft returns here is Fatal (it is shutting down or its
         // storage failed): to this node that peer is unreachable until it comes back.
         result.map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))

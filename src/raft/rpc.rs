@@ -51,11 +51,7 @@ pub fn router(raft: Raft, cluster: &str, contact: LeaderContact) -> Router {
         .route("/raft/snapshot", post(snapshot))
         .route("/raft/transfer-leader", post(transfer_leader))
         .layer(DefaultBodyLimit::max(MAX_RPC_BODY))
-        .with_state(Rpc {
-            raft,
-            cluster: cluster.into(),
-            contact,
-        })
+        .with_state(Rpc { raft, cluster: cluster.into(), contact })
 }
 
 /// Checks the cluster name, then decodes the body. The name comes first: wiring two clusters
@@ -66,11 +62,7 @@ fn admit<T: DeserializeOwned>(rpc: &Rpc, headers: &HeaderMap, body: &[u8]) -> Re
         other => {
             return Err((
                 StatusCode::CONFLICT,
-                format!(
-                    "this node belongs to cluster {:?}, the request to {:?}",
-                    rpc.cluster,
-                    other.unwrap_or("")
-                ),
+                format!("this node belongs to cluster {:?}, the request to {:?}", rpc.cluster, other.unwrap_or("")),
             ))
         }
     }
@@ -111,10 +103,7 @@ async fn snapshot(State(rpc): State<Rpc>, headers: HeaderMap, body: Bytes) -> Re
             if let Err(e) = super::state_machine::verify_received(&meta, &data) {
                 return (StatusCode::BAD_REQUEST, format!("snapshot refused: {e}")).into_response();
             }
-            let res = rpc
-                .raft
-                .install_full_snapshot(vote, Snapshot { meta, snapshot: data })
-                .await;
+            let res = rpc.raft.install_full_snapshot(vote, Snapshot { meta, snapshot: data }).await;
             Json(res.map_err(RaftError::<TypeConfig>::Fatal)).into_response()
         }
         Err(refused) => refused.into_response(),

@@ -46,10 +46,7 @@ pub fn decode(bytes: &[u8]) -> Result<&[u8], FrameError> {
     let stored = u32::from_le_bytes(bytes[20..24].try_into().expect("4 bytes"));
     let payload = &bytes[HEADER_LEN..];
     if payload.len() as u64 != len {
-        return Err(FrameError::Truncated {
-            expected: len,
-            found: payload.len() as u64,
-        });
+        return Err(FrameError::Truncated { expected: len, found: payload.len() as u64 });
     }
     let computed = crc32fast::hash(payload);
     if computed != stored {
@@ -61,9 +58,7 @@ pub fn decode(bytes: &[u8]) -> Result<&[u8], FrameError> {
 /// Replaces `path` with `bytes` so that a crash leaves either the old file or the new one:
 /// write a temporary file, fsync it, rename it over `path`, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::other("snapshot path has no parent directory"))?;
+    let dir = path.parent().ok_or_else(|| io::Error::other("snapshot path has no parent directory"))?;
     fs::create_dir_all(dir)?;
     let tmp = path.with_extension("tmp");
     {
@@ -88,10 +83,7 @@ mod tests {
         *flipped.last_mut().unwrap() ^= 0x01;
         assert!(matches!(decode(&flipped), Err(FrameError::Checksum { .. })));
 
-        assert!(matches!(
-            decode(&framed[..framed.len() - 1]),
-            Err(FrameError::Truncated { .. })
-        ));
+        assert!(matches!(decode(&framed[..framed.len() - 1]), Err(FrameError::Truncated { .. })));
         assert_eq!(decode(b"garbage"), Err(FrameError::BadMagic));
 
         let mut future = framed.clone();

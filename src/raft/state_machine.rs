@@ -79,10 +79,7 @@ impl StateMachine {
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => (None, Applied::default()),
             Err(e) => {
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("cannot read snapshot {}: {e}", snapshot_path.display()),
-                ))
+                return Err(io::Error::new(e.kind(), format!("cannot read snapshot {}: {e}", snapshot_path.display())))
             }
         };
         Ok(StateMachine {
@@ -130,14 +127,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let applied = self.applied.read().expect("state lock poisoned").clone();
-        let meta = SnapshotMeta {
-            last_log_id: applied.last_applied,
-            last_membership: applied.membership.clone(),
-        };
-        let body = SnapshotBody {
-            meta: meta.clone(),
-            applied,
-        };
+        let meta = SnapshotMeta { last_log_id: applied.last_applied, last_membership: applied.membership.clone() };
+        let body = SnapshotBody { meta: meta.clone(), applied };
         let bytes = snapshot_file::encode(&serde_json::to_vec(&body).map_err(io::Error::other)?);
         self.snapshots.save(meta.last_log_id, bytes.clone()).await?;
         Ok(Snapshot { meta, snapshot: bytes })
@@ -178,10 +169,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder {
-            applied: self.applied.clone(),
-            snapshots: self.snapshots.clone(),
-        }
+        SnapshotBuilder { applied: self.applied.clone(), snapshots: self.snapshots.clone() }
     }
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Vec<u8>) -> Result<(), io::Error> {

@@ -85,15 +85,9 @@ impl Placement {
     /// new epoch (moving the active site is a change of who may write, like any other).
     fn for_spec(spec: &GroupSpec, previous: Option<Placement>) -> Placement {
         match previous {
-            None => Placement {
-                active: spec.primary.clone(),
-                epoch: Epoch(1),
-            },
+            None => Placement { active: spec.primary.clone(), epoch: Epoch(1) },
             Some(p) if p.active == spec.primary || p.active == spec.secondary => p,
-            Some(p) => Placement {
-                active: spec.primary.clone(),
-                epoch: p.epoch.next(),
-            },
+            Some(p) => Placement { active: spec.primary.clone(), epoch: p.epoch.next() },
         }
     }
 }
@@ -137,27 +131,14 @@ pub enum Command {
     SyncTopology(Topology),
     /// Epoch compare-and-set: make `site` active for `group` only if the group's epoch is still
     /// `expected_epoch`. On success the epoch becomes `expected_epoch + 1`.
-    Activate {
-        group: String,
-        site: String,
-        expected_epoch: Epoch,
-    },
+    Activate { group: String, site: String, expected_epoch: Epoch },
     /// Remember that a node id left the cluster, so that it is never reused.
     RetireNode { id: u64 },
     /// Node `node` now sees `site` as `verdict` (`None`: unknown). Sent only on change.
-    ReportVerdict {
-        node: u64,
-        site: String,
-        verdict: Option<Verdict>,
-    },
+    ReportVerdict { node: u64, site: String, verdict: Option<Verdict> },
     /// A failover decision: the epoch compare-and-set of `Activate`, and the group is then
     /// blocked against further automatic failovers until acknowledged.
-    Failover {
-        group: String,
-        to: String,
-        expected_epoch: Epoch,
-        reason: String,
-    },
+    Failover { group: String, to: String, expected_epoch: Epoch, reason: String },
     /// Pause or resume automatic decisions for one group.
     SetPaused { group: String, paused: bool },
     /// An operator acknowledges a failover: the group is no longer blocked.
@@ -170,22 +151,17 @@ impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Command::SyncTopology(t) => write!(f, "sync-topology({} sites, {} groups)", t.sites.len(), t.groups.len()),
-            Command::Activate {
-                group,
-                site,
-                expected_epoch,
-            } => write!(f, "activate({group} -> {site} if epoch {expected_epoch})"),
+            Command::Activate { group, site, expected_epoch } => {
+                write!(f, "activate({group} -> {site} if epoch {expected_epoch})")
+            }
             Command::RetireNode { id } => write!(f, "retire-node({id})"),
             Command::ReportVerdict { node, site, verdict } => match verdict {
                 Some(v) => write!(f, "verdict(node {node}: {site} {v})"),
                 None => write!(f, "verdict(node {node}: {site} unknown)"),
             },
-            Command::Failover {
-                group,
-                to,
-                expected_epoch,
-                ..
-            } => write!(f, "failover({group} -> {to} if epoch {expected_epoch})"),
+            Command::Failover { group, to, expected_epoch, .. } => {
+                write!(f, "failover({group} -> {to} if epoch {expected_epoch})")
+            }
             Command::SetPaused { group, paused } => write!(f, "set-paused({group}, {paused})"),
             Command::Ack { group } => write!(f, "ack({group})"),
             Command::SetAutomation { enabled } => write!(f, "set-automation({enabled})"),
@@ -224,27 +200,11 @@ pub enum Response {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "reason")]
 pub enum Rejection {
-    UnknownGroup {
-        group: String,
-    },
-    UnknownSite {
-        site: String,
-    },
-    SiteNotInGroup {
-        group: String,
-        site: String,
-    },
-    StaleEpoch {
-        group: String,
-        expected: Epoch,
-        current: Epoch,
-        active: String,
-    },
-    AlreadyActive {
-        group: String,
-        site: String,
-        epoch: Epoch,
-    },
+    UnknownGroup { group: String },
+    UnknownSite { site: String },
+    SiteNotInGroup { group: String, site: String },
+    StaleEpoch { group: String, expected: Epoch, current: Epoch, active: String },
+    AlreadyActive { group: String, site: String, epoch: Epoch },
 }
 
 impl fmt::Display for Rejection {
@@ -253,20 +213,12 @@ impl fmt::Display for Rejection {
             Rejection::UnknownGroup { group } => write!(f, "unknown group {group:?}"),
             Rejection::UnknownSite { site } => write!(f, "unknown site {site:?}"),
             Rejection::SiteNotInGroup { group, site } => write!(f, "site {site:?} is not a site of group {group:?}"),
-            Rejection::StaleEpoch {
-                group,
-                expected,
-                current,
-                active,
-            } => write!(
+            Rejection::StaleEpoch { group, expected, current, active } => write!(
                 f,
                 "stale epoch for group {group:?}: expected {expected}, current is {current} (active site {active:?})"
             ),
             Rejection::AlreadyActive { group, site, epoch } => {
-                write!(
-                    f,
-                    "site {site:?} is already active for group {group:?} at epoch {epoch}"
-                )
+                write!(f, "site {site:?} is already active for group {group:?} at epoch {epoch}")
             }
         }
     }
@@ -293,11 +245,7 @@ impl State {
     pub fn apply(&mut self, command: Command) -> Response {
         match command {
             Command::SyncTopology(topology) => self.sync_topology(topology),
-            Command::Activate {
-                group,
-                site,
-                expected_epoch,
-            } => self.activate(group, site, expected_epoch),
+            Command::Activate { group, site, expected_epoch } => self.activate(group, site, expected_epoch),
             Command::RetireNode { id } => {
                 self.retired_nodes.insert(id);
                 for by_node in self.verdicts.values_mut() {
@@ -316,12 +264,7 @@ impl State {
                 };
                 Response::VerdictRecorded
             }
-            Command::Failover {
-                group,
-                to,
-                expected_epoch,
-                reason: _,
-            } => {
+            Command::Failover { group, to, expected_epoch, reason: _ } => {
                 let response = self.activate(group, to, expected_epoch);
                 if let Response::Activated { group, .. } = &response {
                     self.groups.get_mut(group).expect("just activated").blocked = true;
@@ -342,11 +285,7 @@ impl State {
             return Response::Rejected(Rejection::UnknownGroup { group: name });
         };
         change(group);
-        Response::GroupUpdated {
-            paused: group.paused,
-            blocked: group.blocked,
-            group: name,
-        }
+        Response::GroupUpdated { paused: group.paused, blocked: group.blocked, group: name }
     }
 
     /// `node`'s verdict on `site`, `None` when unknown.
@@ -358,10 +297,7 @@ impl State {
     pub fn matches_topology(&self, topology: &Topology) -> bool {
         self.sites == topology.sites
             && self.groups.len() == topology.groups.len()
-            && topology
-                .groups
-                .iter()
-                .all(|(name, spec)| self.groups.get(name).is_some_and(|g| &g.spec == spec))
+            && topology.groups.iter().all(|(name, spec)| self.groups.get(name).is_some_and(|g| &g.spec == spec))
     }
 
     fn sync_topology(&mut self, topology: Topology) -> Response {
@@ -375,53 +311,23 @@ impl State {
         self.sites = topology.sites;
         self.verdicts.retain(|site, _| self.sites.contains(site));
 
-        let removed: Vec<String> = self
-            .groups
-            .keys()
-            .filter(|g| !topology.groups.contains_key(*g))
-            .cloned()
-            .collect();
+        let removed: Vec<String> = self.groups.keys().filter(|g| !topology.groups.contains_key(*g)).cloned().collect();
         for name in removed {
             let old = self.groups.remove(&name).expect("key just listed");
-            changed.push(format!(
-                "group {name} removed at epoch {} (active {})",
-                old.epoch, old.active
-            ));
-            self.retired_groups.insert(
-                name,
-                Placement {
-                    active: old.active,
-                    epoch: old.epoch,
-                },
-            );
+            changed.push(format!("group {name} removed at epoch {} (active {})", old.epoch, old.active));
+            self.retired_groups.insert(name, Placement { active: old.active, epoch: old.epoch });
         }
         for (name, spec) in topology.groups {
             let previous = match self.groups.get(&name) {
                 Some(group) if group.spec == spec => continue,
-                Some(group) => Some(Placement {
-                    active: group.active.clone(),
-                    epoch: group.epoch,
-                }),
+                Some(group) => Some(Placement { active: group.active.clone(), epoch: group.epoch }),
                 None => self.retired_groups.remove(&name),
             };
-            let verb = if self.groups.contains_key(&name) {
-                "redefined"
-            } else {
-                "added"
-            };
+            let verb = if self.groups.contains_key(&name) { "redefined" } else { "added" };
             let Placement { active, epoch } = Placement::for_spec(&spec, previous);
             changed.push(format!("group {name} {verb}: active {active} at epoch {epoch}"));
             let (paused, blocked) = self.groups.get(&name).map_or((false, false), |g| (g.paused, g.blocked));
-            self.groups.insert(
-                name,
-                GroupState {
-                    spec,
-                    active,
-                    epoch,
-                    paused,
-                    blocked,
-                },
-            );
+            self.groups.insert(name, GroupState { spec, active, epoch, paused, blocked });
         }
         Response::TopologySynced { changed }
     }
@@ -431,10 +337,7 @@ impl State {
             return Response::Rejected(Rejection::UnknownGroup { group: group_name });
         };
         if site != group.spec.primary && site != group.spec.secondary {
-            return Response::Rejected(Rejection::SiteNotInGroup {
-                group: group_name,
-                site,
-            });
+            return Response::Rejected(Rejection::SiteNotInGroup { group: group_name, site });
         }
         if group.epoch != expected {
             return Response::Rejected(Rejection::StaleEpoch {
@@ -445,19 +348,11 @@ impl State {
             });
         }
         if group.active == site {
-            return Response::Rejected(Rejection::AlreadyActive {
-                group: group_name,
-                site,
-                epoch: group.epoch,
-            });
+            return Response::Rejected(Rejection::AlreadyActive { group: group_name, site, epoch: group.epoch });
         }
         group.active = site.clone();
         group.epoch = group.epoch.next();
-        Response::Activated {
-            group: group_name,
-            active: site,
-            epoch: group.epoch,
-        }
+        Response::Activated { group: group_name, active: site, epoch: group.epoch }
     }
 }
 
@@ -484,11 +379,7 @@ mod tests {
     }
 
     fn activate(group: &str, site: &str, epoch: u64) -> Command {
-        Command::Activate {
-            group: group.into(),
-            site: site.into(),
-            expected_epoch: Epoch(epoch),
-        }
+        Command::Activate { group: group.into(), site: site.into(), expected_epoch: Epoch(epoch) }
     }
 
     #[test]
@@ -506,11 +397,7 @@ mod tests {
         s.apply(Command::SyncTopology(topology(&[("app", spec("east", "west"))])));
         assert_eq!(
             s.apply(activate("app", "west", 1)),
-            Response::Activated {
-                group: "app".into(),
-                active: "west".into(),
-                epoch: Epoch(2)
-            }
+            Response::Activated { group: "app".into(), active: "west".into(), epoch: Epoch(2) }
         );
         assert_eq!(
             s.apply(activate("app", "east", 1)),
@@ -529,11 +416,7 @@ mod tests {
         let mut s = State::default();
         s.apply(Command::SyncTopology(topology(&[("app", spec("east", "west"))])));
         let before = s.clone();
-        for cmd in [
-            activate("nope", "west", 1),
-            activate("app", "south", 1),
-            activate("app", "east", 1),
-        ] {
+        for cmd in [activate("nope", "west", 1), activate("app", "south", 1), activate("app", "east", 1)] {
             assert!(matches!(s.apply(cmd), Response::Rejected(_)));
         }
         assert_eq!(s, before);
@@ -547,10 +430,7 @@ mod tests {
         let mut changed = spec("east", "west");
         changed.rto_ms = 60_000;
         s.apply(Command::SyncTopology(topology(&[("app", changed)])));
-        assert_eq!(
-            (s.groups["app"].active.as_str(), s.groups["app"].epoch),
-            ("west", Epoch(2))
-        );
+        assert_eq!((s.groups["app"].active.as_str(), s.groups["app"].epoch), ("west", Epoch(2)));
     }
 
     #[test]
@@ -561,10 +441,7 @@ mod tests {
         s.apply(Command::SyncTopology(topology(&[])));
         assert!(s.groups.is_empty());
         s.apply(Command::SyncTopology(topology(&[("app", spec("east", "west"))])));
-        assert_eq!(
-            (s.groups["app"].active.as_str(), s.groups["app"].epoch),
-            ("west", Epoch(2))
-        );
+        assert_eq!((s.groups["app"].active.as_str(), s.groups["app"].epoch), ("west", Epoch(2)));
     }
 
     #[test]
@@ -574,10 +451,7 @@ mod tests {
         s.apply(activate("app", "west", 1));
         s.apply(Command::SyncTopology(topology(&[])));
         s.apply(Command::SyncTopology(topology(&[("app", spec("east", "south"))])));
-        assert_eq!(
-            (s.groups["app"].active.as_str(), s.groups["app"].epoch),
-            ("east", Epoch(3))
-        );
+        assert_eq!((s.groups["app"].active.as_str(), s.groups["app"].epoch), ("east", Epoch(3)));
     }
 
     #[test]
@@ -586,9 +460,6 @@ mod tests {
         s.apply(Command::SyncTopology(topology(&[("app", spec("east", "west"))])));
         s.apply(activate("app", "west", 1));
         s.apply(Command::SyncTopology(topology(&[("app", spec("east", "south"))])));
-        assert_eq!(
-            (s.groups["app"].active.as_str(), s.groups["app"].epoch),
-            ("east", Epoch(3))
-        );
+        assert_eq!((s.groups["app"].active.as_str(), s.groups["app"].epoch), ("east", Epoch(3)));
     }
 }

@@ -34,11 +34,7 @@ impl TestNode {
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "node {} already running", self.id);
         let socket: OwnedFd = self.listener.try_clone().expect("clone listener").into();
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log file");
+        let log = File::options().create(true).append(true).open(&self.log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_witness"))
             .args(["serve", "--config"])
             .arg(&self.config)
@@ -68,11 +64,7 @@ impl TestNode {
             if let Some(status) = child.try_wait().expect("wait") {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "node {} did not stop within 20 s of SIGTERM",
-                self.id
-            );
+            assert!(Instant::now() < deadline, "node {} did not stop within 20 s of SIGTERM", self.id);
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -107,10 +99,7 @@ pub fn node_config(id: u64, addr: &str, members: &[(u64, String)], data_dir: &Pa
     };
     let east = probe(setup.site_urls.as_ref().map(|u| &u.0));
     let west = probe(setup.site_urls.as_ref().map(|u| &u.1));
-    let members: Vec<String> = members
-        .iter()
-        .map(|(i, a)| format!("{{ id = {i}, addr = \"{a}\" }}"))
-        .collect();
+    let members: Vec<String> = members.iter().map(|(i, a)| format!("{{ id = {i}, addr = \"{a}\" }}")).collect();
     format!(
         r#"
 [node]
@@ -176,22 +165,14 @@ impl Cluster {
 
     /// Like `new`, with extra `[cluster.raft]` settings for every node.
     pub fn with_raft(voters: usize, spares: usize, raft_extra: &str) -> Cluster {
-        Cluster::with(
-            voters,
-            spares,
-            Setup {
-                raft_extra: raft_extra.to_string(),
-                ..Setup::default()
-            },
-        )
+        Cluster::with(voters, spares, Setup { raft_extra: raft_extra.to_string(), ..Setup::default() })
     }
 
     pub fn with(voters: usize, spares: usize, setup: Setup) -> Cluster {
         witness::tls::init();
         let dir = tempfile::tempdir().expect("tempdir");
-        let listeners: Vec<TcpListener> = (0..voters + spares)
-            .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
-            .collect();
+        let listeners: Vec<TcpListener> =
+            (0..voters + spares).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
         let addrs: Vec<String> = listeners.iter().map(|l| l.local_addr().unwrap().to_string()).collect();
         let members: Vec<(u64, String)> = (0..voters).map(|i| (i as u64 + 1, addrs[i].clone())).collect();
         let nodes = listeners
@@ -212,11 +193,7 @@ impl Cluster {
                 }
             })
             .collect();
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
+        let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap();
         Cluster { dir, nodes, http }
     }
 
@@ -263,10 +240,7 @@ impl Cluster {
     }
 
     pub async fn wait_leader(&self, timeout: Duration) -> u64 {
-        eventually(timeout, "a leader agreed by every running node", || {
-            self.agreed_leader()
-        })
-        .await
+        eventually(timeout, "a leader agreed by every running node", || self.agreed_leader()).await
     }
 
     /// POST the epoch compare-and-set to node `via`; returns (HTTP status, body).
@@ -328,10 +302,7 @@ where
         if let Some(v) = probe().await {
             return v;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -347,15 +318,9 @@ pub struct SiteStub {
 
 impl SiteStub {
     pub async fn start() -> SiteStub {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind site stub");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind site stub");
         let addr = listener.local_addr().unwrap();
-        let mut stub = SiteStub {
-            addr,
-            stop: None,
-            server: None,
-        };
+        let mut stub = SiteStub { addr, stop: None, server: None };
         stub.serve(listener);
         stub
     }
@@ -389,9 +354,7 @@ impl SiteStub {
     }
 
     pub async fn restart(&mut self) {
-        let listener = tokio::net::TcpListener::bind(self.addr)
-            .await
-            .expect("rebind site stub");
+        let listener = tokio::net::TcpListener::bind(self.addr).await.expect("rebind site stub");
         self.serve(listener);
     }
 }
