@@ -63,3 +63,73 @@ async fn losing_one_witness_node_moves_nothing() {
         assert_eq!(c.group(id).await, Some(("east".to_string(), 1)), "node {id}");
     }
 }
+
+fn cli(args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_witness")).args(args).output().expect("run witness");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+async fn health(c: &Cluster, node: u64, site: &str) -> (u16, Option<String>) {
+    let resp = c
+        .http
+        .get(c.nodes[node as usize - 1].url(&format!("/v1/groups/app/sites/{site}/active")))
+        .send()
+        .await
+        .unwrap();
+    let current = resp.headers().get("witness-current").map(|v| v.to_str().unwrap().to_string());
+    (resp.status().as_u16(), current)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_pause_fail_over_by_hand_and_fail_back() {
+    let mut east = SiteStub::start().await;
+    let west = SiteStub::start().await;
+    let (c, leader) = cluster_watching(&east, &west).await;
+    let endpoint = format!("http://{}", c.nodes[leader as usize - 1].addr);
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let via_follower = format!("http://{}", c.nodes[follower as usize - 1].addr);
+    assert_eq!(health(&c, follower, "east").await, (200, Some("true".into())));
+    assert_eq!(health(&c, follower, "west").await.0, 503);
+
+    // Paused: the primary dies and nothing moves on its own.
+    let (code, out) = cli(&["pause", "--endpoint", &via_follower, "app"]);
+    assert_eq!(code, 0, "{out}");
+    east.kill().await;
+    eventually(Duration::from_secs(10), "east seen down", || c.all_see("east", "down", &[1, 2, 3])).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(c.group(leader).await, Some(("east".to_string(), 1)), "paused: no automatic failover");
+
+    // A dry run changes nothing and says the checks pass; then the operator fails over.
+    let (code, out) = cli(&["failover", "--endpoint", &via_follower, "app", "--to", "west", "--dry-run"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("would proceed") && out.contains("[pass] active_site_down"), "{out}");
+    assert_eq!(c.group(leader).await, Some(("east".to_string(), 1)));
+    let (code, out) = cli(&["failover", "--endpoint", &endpoint, "app", "--to", "west", "--reason", "east is gone"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("epoch 2"), "{out}");
+    eventually(Duration::from_secs(5), "health endpoint follows the decision", || async {
+        (health(&c, follower, "west").await.0 == 200 && health(&c, follower, "east").await.0 == 503).then_some(())
+    })
+    .await;
+
+    // East returns; failing back is refused while west is healthy and the group is blocked...
+    east.restart().await;
+    eventually(Duration::from_secs(10), "east up again", || c.all_see("east", "up", &[1, 2, 3])).await;
+    let (code, out) = cli(&["failback", "--endpoint", &endpoint, "app"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("[FAIL] active_site_down") && out.contains("[FAIL] not_blocked"), "{out}");
+    // ...and done when the operator forces a planned switchover.
+    let (code, out) = cli(&["failback", "--endpoint", &endpoint, "app", "--force", "--reason", "planned"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(c.group(leader).await, Some(("east".to_string(), 3)));
+
+    let (code, out) = cli(&["ack", "--endpoint", &endpoint, "app"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = cli(&["resume", "--endpoint", &endpoint, "app"]);
+    assert_eq!(code, 0, "{out}");
+    let s = c.status(leader).await.unwrap();
+    assert_eq!((s["groups"][0]["paused"].clone(), s["groups"][0]["blocked"].clone()), (false.into(), false.into()));
+    let (code, out) = cli(&["failover", "--endpoint", &endpoint, "nope", "--to", "west"]);
+    assert_eq!(code, 2, "unknown group is a usage error: {out}");
+}

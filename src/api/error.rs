@@ -37,6 +37,7 @@ impl ApiError {
                 NodeError::LeaderUnreachable { .. } => (StatusCode::BAD_GATEWAY, "leader_unreachable"),
                 NodeError::OutcomeUnknown { .. } => (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown"),
                 NodeError::Rejected(_) => (StatusCode::CONFLICT, "rejected"),
+                NodeError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
                 NodeError::Fatal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "fatal"),
             },
         }

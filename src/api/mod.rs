@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::ApiError;
 
-use crate::node::leader::{LeaderReply, LeaderRequest, NodeError};
+use crate::node::leader::{FailoverOrder, FailoverOutcome, LeaderReply, LeaderRequest, NodeError};
 use crate::node::Node;
 use crate::raft::network::CLUSTER_HEADER;
 use crate::state::{Command, Epoch, Response as StateResponse};
@@ -31,6 +31,13 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
         .route("/v1/groups/{group}/activate", post(activate))
+        .route("/v1/groups/{group}/failover", post(failover))
+        .route("/v1/groups/{group}/failback", post(failback))
+        .route("/v1/groups/{group}/pause", post(pause))
+        .route("/v1/groups/{group}/resume", post(resume))
+        .route("/v1/groups/{group}/ack", post(ack))
+        .route("/v1/groups/{group}/sites/{site}/active", get(site_active))
+        .route("/v1/automation", post(automation))
         .route("/v1/members", get(members).post(add_member))
         .route("/v1/members/{id}", delete(remove_member))
         .route("/raft/leader", post(leader))
@@ -152,4 +159,134 @@ fn check_cluster(node: &Node, headers: &HeaderMap) -> Result<(), ApiError> {
             node.config.cluster.name
         )))
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailoverBody {
+    to: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    force: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FailbackBody {
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    force: bool,
+}
+
+type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+/// An operator's failover, checked against the evidence on the leader: 200 when done or for a
+/// dry run, 409 when refused by a check (unless forced) or when the group moved meanwhile.
+async fn failover(
+    State(node): AppState,
+    Path(group): Path<String>,
+    body: JsonBody<FailoverBody>,
+) -> Result<Response, ApiError> {
+    let Json(b) = body.map_err(ApiError::from_json)?;
+    order_failover(&node, FailoverOrder { group, to: b.to, reason: b.reason, dry_run: b.dry_run, force: b.force }).await
+}
+
+/// Failover back to the group's primary: the only way a group returns there.
+async fn failback(
+    State(node): AppState,
+    Path(group): Path<String>,
+    body: JsonBody<FailbackBody>,
+) -> Result<Response, ApiError> {
+    let Json(b) = body.map_err(ApiError::from_json)?;
+    let primary = {
+        let applied = node.applied.read().expect("state lock poisoned");
+        let g =
+            applied.state.groups.get(&group).ok_or_else(|| NodeError::NotFound(format!("unknown group {group:?}")))?;
+        g.spec.primary.clone()
+    };
+    order_failover(&node, FailoverOrder { group, to: primary, reason: b.reason, dry_run: b.dry_run, force: b.force })
+        .await
+}
+
+async fn order_failover(node: &Node, order: FailoverOrder) -> Result<Response, ApiError> {
+    let reply = node.submit(LeaderRequest::Failover(order), false).await?;
+    let status = match &reply {
+        LeaderReply::Failover { outcome: FailoverOutcome::Refused | FailoverOutcome::Rejected { .. }, .. } => {
+            StatusCode::CONFLICT
+        }
+        _ => StatusCode::OK,
+    };
+    Ok((status, Json(reply)).into_response())
+}
+
+async fn pause(State(node): AppState, Path(group): Path<String>) -> Result<Response, ApiError> {
+    write(&node, Command::SetPaused { group, paused: true }).await
+}
+
+async fn resume(State(node): AppState, Path(group): Path<String>) -> Result<Response, ApiError> {
+    write(&node, Command::SetPaused { group, paused: false }).await
+}
+
+async fn ack(State(node): AppState, Path(group): Path<String>) -> Result<Response, ApiError> {
+    write(&node, Command::Ack { group }).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AutomationBody {
+    enabled: bool,
+}
+
+async fn automation(State(node): AppState, body: JsonBody<AutomationBody>) -> Result<Response, ApiError> {
+    let Json(b) = body.map_err(ApiError::from_json)?;
+    write(&node, Command::SetAutomation { enabled: b.enabled }).await
+}
+
+async fn write(node: &Node, command: Command) -> Result<Response, ApiError> {
+    match node.submit(LeaderRequest::Write(command), false).await? {
+        LeaderReply::Written { response, log_index } => Ok(written(response, log_index)),
+        other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
+    }
+}
+
+#[derive(Serialize)]
+struct SiteActive {
+    group: String,
+    site: String,
+    active: bool,
+    active_site: String,
+    epoch: Epoch,
+    /// False when this node cannot vouch for being current (no leader with a quorum, or not
+    /// caught up): the answer is then the last committed state it knows, unchanged.
+    current: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+/// For DNS health checks and load balancers: 200 when `site` is the group's active site in the
+/// latest committed state this node has, 503 otherwise. It never flips without a committed
+/// decision; a node that cannot vouch for being current says so (`witness-current: false`).
+async fn site_active(State(node): AppState, Path((group, site)): Path<(String, String)>) -> Result<Response, ApiError> {
+    let (active_site, epoch) = {
+        let applied = node.applied.read().expect("state lock poisoned");
+        let g =
+            applied.state.groups.get(&group).ok_or_else(|| NodeError::NotFound(format!("unknown group {group:?}")))?;
+        if site != g.spec.primary && site != g.spec.secondary {
+            return Err(NodeError::NotFound(format!("site {site:?} is not a site of group {group:?}")).into());
+        }
+        (g.active.clone(), g.epoch)
+    };
+    let readiness = node.readiness();
+    let active = site == active_site;
+    let body =
+        SiteActive { group, active, active_site, epoch, current: readiness.is_ok(), reason: readiness.err(), site };
+    let status = if active { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let current = if body.current { "true" } else { "false" };
+    Ok((status, [("witness-current", current)], Json(body)).into_response())
 }

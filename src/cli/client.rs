@@ -64,6 +64,29 @@ impl Client {
         self.send(self.http.delete(format!("{}{path}", self.base))).await
     }
 
+    /// POSTs and returns the status with the parsed JSON body for any answer below 500, for
+    /// calls whose refusals carry a structured body.
+    pub async fn post_answer(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<(u16, serde_json::Value), CallError> {
+        let resp =
+            self.http.post(format!("{}{path}", self.base)).json(body).send().await.map_err(|e| CallError {
+                message: format!("cannot reach {}: {e}", self.base),
+                exit: Exit::Unavailable,
+            })?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(|e| CallError {
+            message: format!("reading the answer from {}: {e}", self.base),
+            exit: Exit::Unavailable,
+        })?;
+        match serde_json::from_str(&text) {
+            Ok(value) if status < 500 && (status < 400 || has_no_error_field(&value)) => Ok((status, value)),
+            _ => Err(failure(status, text)),
+        }
+    }
+
     async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, CallError> {
         let resp = req
             .send()
@@ -80,15 +103,24 @@ impl Client {
                 exit: Exit::Failed,
             });
         }
-        let message = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
-            .unwrap_or(body);
-        let exit = match status.as_u16() {
-            502..=504 => Exit::Unavailable,
-            400 | 404 | 405 | 422 => Exit::Usage,
-            _ => Exit::Failed,
-        };
-        Err(CallError { message: format!("{status}: {message}"), exit })
+        Err(failure(status.as_u16(), body))
     }
+}
+
+fn has_no_error_field(value: &serde_json::Value) -> bool {
+    value.get("error").is_none()
+}
+
+/// An error answer as the user sees it, with its exit code.
+fn failure(status: u16, body: String) -> CallError {
+    let message = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
+        .unwrap_or(body);
+    let exit = match status {
+        502..=504 => Exit::Unavailable,
+        400 | 404 | 405 | 422 => Exit::Usage,
+        _ => Exit::Failed,
+    };
+    CallError { message: format!("HTTP {status}: {message}"), exit }
 }

@@ -6,6 +6,7 @@
 mod bench;
 mod client;
 mod config_check;
+mod control;
 mod members;
 mod serve;
 mod status;
@@ -56,6 +57,8 @@ enum Command {
     Status(status::Args),
     /// List, add or remove cluster members.
     Members(members::Args),
+    #[command(flatten)]
+    Control(control::Control),
     /// Benchmarks that print numbers.
     Bench {
         #[command(subcommand)]
@@ -84,6 +87,7 @@ pub fn main() -> ExitCode {
         Command::Bench { command } => with_logs(&cli.log_format, &cli.log_level, || bench::run(command)),
         Command::Status(args) => client::block_on(status::run(args)),
         Command::Members(args) => client::block_on(members::run(args)),
+        Command::Control(control) => client::block_on(control::run(control)),
     };
     exit.into()
 }

@@ -261,3 +261,81 @@ fn assess(
 
 #[cfg(test)]
 mod tests;
+
+/// One rule an operator's failover is checked against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateCheck {
+    pub gate: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+/// What an operator's failover of a group to a site would do, and which rules it meets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorPlan {
+    pub group: String,
+    pub from: String,
+    pub to: String,
+    pub expected_epoch: Epoch,
+    pub checks: Vec<GateCheck>,
+}
+
+impl OperatorPlan {
+    pub fn all_pass(&self) -> bool {
+        self.checks.iter().all(|c| c.passed)
+    }
+}
+
+/// Checks an operator's order to make `to` active for `group` against the same evidence the
+/// engine uses: a quorum of live voters sees the active site down and `to` up, and the group
+/// is not blocked by a recent failover. (Pause and the automation switch stop only automatic
+/// decisions: the operator is the approval.) `Err` names why the order makes no sense at all.
+pub fn plan_operator_failover(
+    state: &State,
+    group: &str,
+    to: &str,
+    voters: &BTreeSet<u64>,
+    live: &BTreeSet<u64>,
+) -> Result<OperatorPlan, crate::state::Rejection> {
+    use crate::state::Rejection;
+    let g = state.groups.get(group).ok_or_else(|| Rejection::UnknownGroup { group: group.to_string() })?;
+    if to != g.spec.primary && to != g.spec.secondary {
+        return Err(Rejection::SiteNotInGroup { group: group.to_string(), site: to.to_string() });
+    }
+    if to == g.active {
+        return Err(Rejection::AlreadyActive { group: group.to_string(), site: to.to_string(), epoch: g.epoch });
+    }
+    let quorum = voters.len() / 2 + 1;
+    let live: BTreeSet<u64> = live.intersection(voters).copied().collect();
+    let down = count(state, &g.active, &live, Verdict::Down);
+    let up = count(state, to, &live, Verdict::Up);
+    let n = voters.len();
+    let checks = vec![
+        GateCheck {
+            gate: "active_site_down".into(),
+            passed: down >= quorum,
+            detail: format!("{} seen down by {down} of {n} witness nodes (quorum {quorum})", g.active),
+        },
+        GateCheck {
+            gate: "target_site_up".into(),
+            passed: up >= quorum,
+            detail: format!("{to} seen up by {up} of {n} witness nodes (quorum {quorum})"),
+        },
+        GateCheck {
+            gate: "not_blocked".into(),
+            passed: !g.blocked,
+            detail: if g.blocked {
+                "blocked by a recent failover: acknowledge it first".into()
+            } else {
+                "no unacknowledged recent failover".into()
+            },
+        },
+    ];
+    Ok(OperatorPlan {
+        group: group.to_string(),
+        from: g.active.clone(),
+        to: to.to_string(),
+        expected_epoch: g.epoch,
+        checks,
+    })
+}

@@ -411,3 +411,32 @@ fn random_walks_never_break_the_safety_rules() {
     // The walk must really exercise the failover path, or it proves nothing.
     assert!(failovers as u64 >= (seeds.end - seeds.start) / 4, "only {failovers} failovers in {seeds:?}");
 }
+
+#[test]
+fn operator_failover_is_checked_against_the_same_evidence() {
+    let mut w = World::new(FailoverMode::Manual);
+    w.see("east", "DDU");
+    w.see("west", "UUU");
+    let plan = plan_operator_failover(&w.state, "app", "west", &w.voters, &w.live).unwrap();
+    assert!(plan.all_pass(), "{plan:?}");
+    assert_eq!((plan.from.as_str(), plan.expected_epoch), ("east", Epoch(1)));
+
+    w.see("east", "UUU");
+    let plan = plan_operator_failover(&w.state, "app", "west", &w.voters, &w.live).unwrap();
+    let failed: Vec<&str> = plan.checks.iter().filter(|c| !c.passed).map(|c| c.gate.as_str()).collect();
+    assert_eq!(failed, vec!["active_site_down"]);
+
+    w.state.apply(Command::Activate { group: "app".into(), site: "west".into(), expected_epoch: Epoch(1) });
+    assert!(matches!(
+        plan_operator_failover(&w.state, "app", "west", &w.voters, &w.live),
+        Err(crate::state::Rejection::AlreadyActive { .. })
+    ));
+    assert!(matches!(
+        plan_operator_failover(&w.state, "app", "south", &w.voters, &w.live),
+        Err(crate::state::Rejection::SiteNotInGroup { .. })
+    ));
+    assert!(matches!(
+        plan_operator_failover(&w.state, "nope", "west", &w.voters, &w.live),
+        Err(crate::state::Rejection::UnknownGroup { .. })
+    ));
+}

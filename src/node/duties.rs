@@ -2,7 +2,7 @@
 //! make the replicated topology match the leader's config, and snapshot on a timer.
 
 use openraft::async_runtime::WatchReceiver;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -251,7 +251,6 @@ async fn decide(node: Arc<Node>) {
             (g.name.clone(), t)
         })
         .collect();
-    let live_within = node.config.cluster.raft.election_timeout_max;
     let mut engine: Option<Engine> = None;
     let mut proposals = JoinSet::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -264,18 +263,7 @@ async fn decide(node: Arc<Node>) {
             continue;
         }
         let engine = engine.get_or_insert_with(Engine::new);
-        let voters: BTreeSet<u64> = m.membership_config.voter_ids().collect();
-        let live: BTreeSet<u64> = voters
-            .iter()
-            .copied()
-            .filter(|id| {
-                *id == node.id
-                    || m.heartbeat
-                        .as_ref()
-                        .and_then(|hb| hb.get(id).cloned().flatten())
-                        .is_some_and(|at| openraft::Instant::elapsed(&*at) <= live_within)
-            })
-            .collect();
+        let (voters, live) = node.voters_and_live();
         let state = node.applied.read().expect("state lock poisoned").state.clone();
         let effects = engine.step(&Inputs {
             now: node.started.elapsed(),

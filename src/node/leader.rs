@@ -6,21 +6,53 @@ use openraft::async_runtime::WatchReceiver;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use openraft::errors::{ClientWriteError, ForwardToLeader, RaftError};
+use openraft::errors::{ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError};
 use openraft::{BasicNode, ChangeMembers};
 use serde::{Deserialize, Serialize};
 
 use super::Node;
+use crate::engine::{plan_operator_failover, OperatorPlan};
 use crate::raft::network::CLUSTER_HEADER;
 use crate::raft::{NodeId, TypeConfig};
-use crate::state::{Command, Response};
+use crate::state::{Command, Epoch, Rejection, Response};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LeaderRequest {
     Write(Command),
-    AddMember { id: NodeId, addr: String },
-    RemoveMember { id: NodeId },
+    AddMember {
+        id: NodeId,
+        addr: String,
+    },
+    RemoveMember {
+        id: NodeId,
+    },
+    /// An operator's failover: checked against the evidence on the leader, then committed.
+    Failover(FailoverOrder),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FailoverOrder {
+    pub group: String,
+    pub to: String,
+    pub reason: String,
+    /// Only say what would happen.
+    pub dry_run: bool,
+    /// Proceed even when checks fail (never past the epoch compare-and-set).
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum FailoverOutcome {
+    /// Nothing changed; `allowed` says whether the order would proceed.
+    DryRun { allowed: bool },
+    /// A check failed and the order was not forced: nothing changed.
+    Refused,
+    /// Committed: `to` is active under `epoch`.
+    FailedOver { epoch: Epoch, log_index: u64 },
+    /// The compare-and-set lost (the group moved meanwhile): nothing changed by this order.
+    Rejected { rejection: Rejection },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -28,6 +60,7 @@ pub enum LeaderRequest {
 pub enum LeaderReply {
     Written { response: Response, log_index: u64 },
     Membership { voters: Vec<NodeId>, learners: Vec<NodeId>, nodes: BTreeMap<NodeId, String> },
+    Failover { plan: OperatorPlan, outcome: FailoverOutcome },
 }
 
 #[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize)]
@@ -47,6 +80,8 @@ pub enum NodeError {
     OutcomeUnknown { reason: String },
     #[error("{0}")]
     Rejected(String),
+    #[error("{0}")]
+    NotFound(String),
     #[error("Raft has stopped on this node ({0}); the outcome of the request is unknown")]
     Fatal(String),
 }
@@ -118,7 +153,55 @@ impl Node {
             LeaderRequest::Write(command) => self.write(command).await,
             LeaderRequest::AddMember { id, addr } => self.add_member(id, addr).await,
             LeaderRequest::RemoveMember { id } => self.remove_member(id).await,
+            LeaderRequest::Failover(order) => self.operator_failover(order).await,
         }
+    }
+
+    async fn operator_failover(&self, order: FailoverOrder) -> Result<LeaderReply, Failure> {
+        // The checks need the leader's view (who is live, the latest state): confirm this node
+        // leads with a quorum and has applied everything committed, or send the order on.
+        self.raft.ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex).await.map_err(|e| match e {
+            RaftError::APIError(LinearizableReadError::ForwardToLeader(f)) => Failure::Redirect(leader_of(&f)),
+            RaftError::APIError(LinearizableReadError::QuorumNotEnough(_)) => Failure::Redirect(None),
+            RaftError::Fatal(f) => Failure::Final(NodeError::Fatal(f.to_string())),
+        })?;
+        let (voters, live) = self.voters_and_live();
+        let state = self.applied.read().expect("state lock poisoned").state.clone();
+        let plan = plan_operator_failover(&state, &order.group, &order.to, &voters, &live).map_err(|r| {
+            Failure::Final(match r {
+                Rejection::UnknownGroup { .. } => NodeError::NotFound(r.to_string()),
+                other => NodeError::Rejected(other.to_string()),
+            })
+        })?;
+        let allowed = plan.all_pass() || order.force;
+        if order.dry_run {
+            return Ok(LeaderReply::Failover { plan, outcome: FailoverOutcome::DryRun { allowed } });
+        }
+        if !allowed {
+            return Ok(LeaderReply::Failover { plan, outcome: FailoverOutcome::Refused });
+        }
+        let forced = if plan.all_pass() { "" } else { " (forced past failed checks)" };
+        let command = Command::Failover {
+            group: plan.group.clone(),
+            to: plan.to.clone(),
+            expected_epoch: plan.expected_epoch,
+            reason: format!("operator: {}{forced}", order.reason),
+        };
+        let outcome = match self.write(command).await? {
+            LeaderReply::Written { response: Response::Activated { epoch, .. }, log_index } => {
+                FailoverOutcome::FailedOver { epoch, log_index }
+            }
+            LeaderReply::Written { response: Response::Rejected(rejection), .. } => {
+                FailoverOutcome::Rejected { rejection }
+            }
+            other => {
+                return Err(Failure::Final(NodeError::OutcomeUnknown {
+                    reason: format!("unexpected reply to a failover: {other:?}"),
+                }))
+            }
+        };
+        tracing::warn!(group = %plan.group, from = %plan.from, to = %plan.to, ?outcome, "operator failover");
+        Ok(LeaderReply::Failover { plan, outcome })
     }
 
     async fn write(&self, command: Command) -> Result<LeaderReply, Failure> {

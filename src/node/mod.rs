@@ -8,6 +8,7 @@ pub mod leader;
 pub mod status;
 
 use openraft::async_runtime::WatchReceiver;
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -159,6 +160,26 @@ impl RunningNode {
 }
 
 impl Node {
+    /// The voters, and those among them whose verdicts count now: this node, and on the leader
+    /// every voter that acknowledged it within the election timeout.
+    pub fn voters_and_live(&self) -> (BTreeSet<NodeId>, BTreeSet<NodeId>) {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let within = self.config.cluster.raft.election_timeout_max;
+        let voters: BTreeSet<NodeId> = m.membership_config.voter_ids().collect();
+        let live = voters
+            .iter()
+            .copied()
+            .filter(|id| {
+                *id == self.id
+                    || m.heartbeat
+                        .as_ref()
+                        .and_then(|hb| hb.get(id).cloned().flatten())
+                        .is_some_and(|at| openraft::Instant::elapsed(&*at) <= within)
+            })
+            .collect();
+        (voters, live)
+    }
+
     async fn hand_off_leadership(&self) {
         let m = self.raft.metrics().borrow_watched().clone();
         if m.current_leader != Some(self.id) {

@@ -1,0 +1,150 @@
+//! Operator controls: `witness failover`, `failback`, `pause`, `resume`, `ack`, `automation`.
+//! Exit 0 when done (or when a dry run would proceed), 1 when refused or rejected.
+
+use std::time::Duration;
+
+use clap::{Subcommand, ValueEnum};
+use serde_json::{json, Value};
+
+use super::client::{Client, Endpoint};
+use super::Exit;
+
+#[derive(clap::Args)]
+pub struct FailoverArgs {
+    #[command(flatten)]
+    endpoint: Endpoint,
+    group: String,
+    /// The site to make active.
+    #[arg(long)]
+    to: String,
+    #[command(flatten)]
+    order: OrderArgs,
+}
+
+#[derive(clap::Args)]
+pub struct FailbackArgs {
+    #[command(flatten)]
+    endpoint: Endpoint,
+    group: String,
+    #[command(flatten)]
+    order: OrderArgs,
+}
+
+#[derive(clap::Args)]
+pub struct OrderArgs {
+    /// Why: recorded with the decision.
+    #[arg(long, default_value = "")]
+    reason: String,
+    /// Show what would happen and which checks pass; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Proceed even if checks fail (the epoch compare-and-set still applies).
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(clap::Args)]
+pub struct GroupArgs {
+    #[command(flatten)]
+    endpoint: Endpoint,
+    group: String,
+}
+
+#[derive(clap::Args)]
+pub struct AutomationArgs {
+    #[command(flatten)]
+    endpoint: Endpoint,
+    #[arg(value_enum)]
+    state: OnOff,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Subcommand)]
+pub enum Control {
+    /// Make SITE active for GROUP, checked against the witness's evidence.
+    Failover(FailoverArgs),
+    /// Return GROUP to its primary site (never automatic).
+    Failback(FailbackArgs),
+    /// Stop automatic decisions for GROUP.
+    Pause(GroupArgs),
+    /// Resume automatic decisions for GROUP.
+    Resume(GroupArgs),
+    /// Acknowledge GROUP's last failover, lifting its block on automatic failover.
+    Ack(GroupArgs),
+    /// Turn automatic decisions on or off for every group.
+    Automation(AutomationArgs),
+}
+
+pub async fn run(control: Control) -> Exit {
+    let (endpoint, path, body) = match control {
+        Control::Failover(a) => {
+            let body = order_body(&a.order, Some(&a.to));
+            (a.endpoint, format!("/v1/groups/{}/failover", a.group), body)
+        }
+        Control::Failback(a) => (a.endpoint, format!("/v1/groups/{}/failback", a.group), order_body(&a.order, None)),
+        Control::Pause(a) => (a.endpoint, format!("/v1/groups/{}/pause", a.group), json!({})),
+        Control::Resume(a) => (a.endpoint, format!("/v1/groups/{}/resume", a.group), json!({})),
+        Control::Ack(a) => (a.endpoint, format!("/v1/groups/{}/ack", a.group), json!({})),
+        Control::Automation(a) => {
+            (a.endpoint, "/v1/automation".to_string(), json!({ "enabled": matches!(a.state, OnOff::On) }))
+        }
+    };
+    let client = match Client::new(&endpoint, Duration::from_secs(30)) {
+        Ok(c) => c,
+        Err(e) => return e.report(),
+    };
+    match client.post_answer(&path, &body).await {
+        Ok((status, answer)) => report(status, &answer),
+        Err(e) => e.report(),
+    }
+}
+
+fn order_body(order: &OrderArgs, to: Option<&str>) -> Value {
+    let mut body = json!({ "reason": order.reason, "dry_run": order.dry_run, "force": order.force });
+    if let Some(to) = to {
+        body["to"] = json!(to);
+    }
+    body
+}
+
+fn report(status: u16, answer: &Value) -> Exit {
+    let Some(failover) = answer.get("failover") else {
+        // pause / resume / ack / automation: the state's answer.
+        println!("{}", serde_json::to_string(answer).unwrap_or_default());
+        return if status == 200 { Exit::Ok } else { Exit::Failed };
+    };
+    let plan = &failover["plan"];
+    println!("{}: {} -> {} (epoch {})", plan["group"], plan["from"], plan["to"], plan["expected_epoch"]);
+    for check in plan["checks"].as_array().into_iter().flatten() {
+        let mark = if check["passed"] == true { "pass" } else { "FAIL" };
+        println!("  [{mark}] {}: {}", check["gate"].as_str().unwrap_or(""), check["detail"].as_str().unwrap_or(""));
+    }
+    let outcome = &failover["outcome"];
+    match outcome["outcome"].as_str() {
+        Some("dry_run") if outcome["allowed"] == true => {
+            println!("dry run: would proceed; nothing changed");
+            Exit::Ok
+        }
+        Some("dry_run") => {
+            println!("dry run: would be refused (use --force to override the failed checks); nothing changed");
+            Exit::Failed
+        }
+        Some("failed_over") => {
+            println!("done: {} is active at epoch {}", plan["to"], outcome["epoch"]);
+            Exit::Ok
+        }
+        Some("refused") => {
+            println!("refused: a check failed; nothing changed (use --force to override)");
+            Exit::Failed
+        }
+        _ => {
+            println!("rejected: {}", outcome["rejection"]);
+            Exit::Failed
+        }
+    }
+}
