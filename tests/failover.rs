@@ -42,6 +42,14 @@ async fn the_primary_site_dies_and_the_witness_fails_over_once() {
     let group = &s["groups"][0];
     assert_eq!(group["blocked"], true, "a failover blocks the group: {s}");
 
+    // The journal tells the story, the same on every node.
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let (code, journal) = cli(&["events", "--endpoint", &format!("http://{}", c.nodes[follower as usize - 1].addr)]);
+    assert_eq!(code, 0, "{journal}");
+    for expected in ["sees east down", "holding_down", "failing_over", "failover east -> west at epoch 2", "node1="] {
+        assert!(journal.contains(expected), "journal lacks {expected:?}:\n{journal}");
+    }
+
     // The old primary comes back: it stays standby (no automatic failback), on every node.
     east.restart().await;
     eventually(Duration::from_secs(10), "east seen up again", || c.all_see("east", "up", &[1, 2, 3])).await;
@@ -92,9 +100,18 @@ async fn operators_pause_fail_over_by_hand_and_fail_back() {
     assert_eq!(health(&c, follower, "east").await, (200, Some("true".into())));
     assert_eq!(health(&c, follower, "west").await.0, 503);
 
-    // Paused: the primary dies and nothing moves on its own.
+    // Paused: the primary dies and nothing moves on its own. The live journal stream shows it.
+    let mut stream = c.http.get(c.nodes[follower as usize - 1].url("/v1/events/stream")).send().await.unwrap();
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
     let (code, out) = cli(&["pause", "--endpoint", &via_follower, "app"]);
     assert_eq!(code, 0, "{out}");
+    let mut seen = String::new();
+    while !seen.contains("paused true") {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), stream.chunk()).await.expect("stream stalled");
+        seen += &String::from_utf8_lossy(&chunk.unwrap().expect("stream ended"));
+    }
+    assert!(seen.contains("event: journal") && seen.contains("id: "), "{seen}");
+    drop(stream);
     east.kill().await;
     eventually(Duration::from_secs(10), "east seen down", || c.all_see("east", "down", &[1, 2, 3])).await;
     tokio::time::sleep(Duration::from_secs(2)).await;

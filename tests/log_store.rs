@@ -13,7 +13,7 @@ use tempfile::TempDir;
 use witness::raft::log_store::LogStore;
 use witness::raft::state_machine::StateMachine;
 use witness::raft::{Entry, TypeConfig};
-use witness::state::{Command, Epoch};
+use witness::state::{Command, Epoch, Logged};
 
 struct Builder;
 
@@ -38,10 +38,13 @@ fn log_id(term: u64, index: u64) -> witness::raft::LogId {
 fn entry(term: u64, index: u64) -> Entry {
     Entry {
         log_id: log_id(term, index),
-        payload: EntryPayload::Normal(Command::Activate {
-            group: format!("g{index}"),
-            site: "west".into(),
-            expected_epoch: Epoch(index),
+        payload: EntryPayload::Normal(Logged {
+            at_ms: index,
+            command: Command::Activate {
+                group: format!("g{index}"),
+                site: "west".into(),
+                expected_epoch: Epoch(index),
+            },
         }),
     }
 }

@@ -8,8 +8,9 @@ mod error;
 use openraft::async_runtime::WatchReceiver;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -20,6 +21,7 @@ pub use error::ApiError;
 use crate::node::leader::{FailoverOrder, FailoverOutcome, LeaderReply, LeaderRequest, NodeError};
 use crate::node::Node;
 use crate::raft::network::CLUSTER_HEADER;
+use crate::state::journal::Event;
 use crate::state::{Command, Epoch, Response as StateResponse};
 
 type AppState = State<Arc<Node>>;
@@ -38,6 +40,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/groups/{group}/ack", post(ack))
         .route("/v1/groups/{group}/sites/{site}/active", get(site_active))
         .route("/v1/automation", post(automation))
+        .route("/v1/events", get(events))
+        .route("/v1/events/stream", get(events_stream))
         .route("/v1/members", get(members).post(add_member))
         .route("/v1/members/{id}", delete(remove_member))
         .route("/raft/leader", post(leader))
@@ -289,4 +293,78 @@ async fn site_active(State(node): AppState, Path((group, site)): Path<(String, S
     let status = if active { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let current = if body.current { "true" } else { "false" };
     Ok((status, [("witness-current", current)], Json(body)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    #[serde(default)]
+    since: u64,
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct EventsPage {
+    events: Vec<Event>,
+    /// Pass as `since` to get what follows.
+    last_seq: u64,
+}
+
+const MAX_PAGE: usize = 1000;
+
+/// Journal events numbered above `since`, oldest first.
+async fn events(
+    State(node): AppState,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<EventsPage>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(format!("query: {}", e.body_text())))?;
+    let limit = q.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
+    let journal = &node.applied.read().expect("state lock poisoned").state.journal;
+    let events = journal.since(q.since, limit);
+    let last_seq = events.last().map_or(q.since, |e| e.seq);
+    Ok(Json(EventsPage { events, last_seq }))
+}
+
+/// The journal as Server-Sent Events: what is retained above `since` (or the `Last-Event-ID`
+/// a reconnecting client sends), then every new event as it commits. Each event's SSE id is
+/// its sequence number.
+async fn events_stream(
+    State(node): AppState,
+    headers: HeaderMap,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(format!("query: {}", e.body_text())))?;
+    let since = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(q.since);
+    let updates = node.raft.metrics();
+    let stopping = node.stopping.clone();
+    let start = (node, since, updates, stopping, std::collections::VecDeque::new());
+    let stream =
+        futures::stream::unfold(start, |(node, mut since, mut updates, mut stopping, mut buffered)| async move {
+            loop {
+                if let Some(event) = buffered.pop_front() {
+                    let sse = sse::Event::default().id(event_id(&event)).event("journal").json_data(&event);
+                    let sse = sse.unwrap_or_else(|_| sse::Event::default().comment("unencodable event"));
+                    return Some((Ok::<_, std::convert::Infallible>(sse), (node, since, updates, stopping, buffered)));
+                }
+                let batch = node.applied.read().expect("state lock poisoned").state.journal.since(since, MAX_PAGE);
+                if let Some(last) = batch.last() {
+                    since = last.seq;
+                    buffered.extend(batch);
+                    continue;
+                }
+                tokio::select! {
+                    changed = updates.changed() => if changed.is_err() { return None },
+                    _ = stopping.wait_for(|s| *s) => return None,
+                }
+            }
+        });
+    Ok(sse::Sse::new(stream).keep_alive(sse::KeepAlive::default()).into_response())
+}
+
+fn event_id(event: &Event) -> String {
+    event.seq.to_string()
 }

@@ -7,6 +7,7 @@ mod bench;
 mod client;
 mod config_check;
 mod control;
+mod events;
 mod members;
 mod serve;
 mod status;
@@ -55,6 +56,8 @@ enum Command {
     },
     /// Show a node's view of the cluster: leader, members, sites, groups.
     Status(status::Args),
+    /// The decision journal: every decision, near-decision and operator action.
+    Events(events::Args),
     /// List, add or remove cluster members.
     Members(members::Args),
     #[command(flatten)]
@@ -87,6 +90,7 @@ pub fn main() -> ExitCode {
         Command::Bench { command } => with_logs(&cli.log_format, &cli.log_level, || bench::run(command)),
         Command::Status(args) => client::block_on(status::run(args)),
         Command::Members(args) => client::block_on(members::run(args)),
+        Command::Events(args) => client::block_on(events::run(args)),
         Command::Control(control) => client::block_on(control::run(control)),
     };
     exit.into()

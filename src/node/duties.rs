@@ -2,7 +2,7 @@
 //! make the replicated topology match the leader's config, and snapshot on a timer.
 
 use openraft::async_runtime::WatchReceiver;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +18,7 @@ use crate::engine::detector::Detector;
 use crate::engine::{Assessment, Effect, Engine, GroupTiming, Inputs};
 use crate::probe::SiteProber;
 use crate::rng::SplitMix64;
-use crate::state::Command;
+use crate::state::{Command, State};
 
 pub(super) fn spawn_all(
     node: &Arc<Node>,
@@ -283,6 +283,18 @@ async fn decide(node: Arc<Node>) {
                         | Assessment::SurvivorNotUp { .. } => tracing::warn!(%group, %assessment, "assessment"),
                         _ => tracing::info!(%group, %assessment, "assessment"),
                     }
+                    let journal = Command::Journal {
+                        evidence: evidence(&state, &group, &voters, &live),
+                        kind: assessment.kind().to_string(),
+                        message: assessment.to_string(),
+                        group,
+                    };
+                    let node = node.clone();
+                    proposals.spawn(async move {
+                        if let Err(e) = node.submit(LeaderRequest::Write(journal), true).await {
+                            tracing::warn!(error = %e, "journal entry not committed");
+                        }
+                    });
                 }
                 Effect::Propose(command) => {
                     tracing::info!(%command, "proposing");
@@ -297,4 +309,27 @@ async fn decide(node: Arc<Node>) {
             }
         }
     }
+}
+
+/// What the engine saw, for the journal: each of the group's sites with every voter's verdict
+/// (`-` for a voter not heard from recently, whose verdict did not count).
+fn evidence(state: &State, group: &str, voters: &BTreeSet<u64>, live: &BTreeSet<u64>) -> BTreeMap<String, String> {
+    let Some(g) = state.groups.get(group) else { return BTreeMap::new() };
+    [&g.spec.primary, &g.spec.secondary]
+        .into_iter()
+        .map(|site| {
+            let seen: Vec<String> = voters
+                .iter()
+                .map(|id| {
+                    let v = state.verdict(site, *id).map_or("unknown".to_string(), |v| v.to_string());
+                    if live.contains(id) {
+                        format!("node{id}={v}")
+                    } else {
+                        format!("node{id}=-")
+                    }
+                })
+                .collect();
+            (site.clone(), seen.join(" "))
+        })
+        .collect()
 }

@@ -44,6 +44,8 @@ pub struct Node {
     /// Set once the state machine has applied everything the cluster had committed for this
     /// node's log when it started; until then reads may show an older state.
     pub recovered: AtomicBool,
+    /// Turns true when the node begins to shut down: long-lived responses (event streams) end.
+    pub stopping: watch::Receiver<bool>,
     /// Client for node-to-node requests outside Raft (forwarding to the leader).
     peer_http: reqwest::Client,
     _data_dir_lock: File,
@@ -80,6 +82,7 @@ impl Node {
             .await
             .context("cannot start Raft")?;
 
+        let (stop, stopped) = watch::channel(false);
         let node = Arc::new(Node {
             id: config.node.id,
             topology: Topology::from_config(&config),
@@ -90,12 +93,12 @@ impl Node {
             metrics: Metrics::new(config.node.id),
             started: Instant::now(),
             recovered: AtomicBool::new(false),
+            stopping: stopped.clone(),
             peer_http: reqwest::Client::builder().no_proxy().tcp_nodelay(true).build()?,
             _data_dir_lock: lock,
         });
 
         let addr = listener.local_addr()?;
-        let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let app = crate::api::router(node.clone()).merge(raft::rpc::router(
             raft.clone(),

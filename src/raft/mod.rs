@@ -13,13 +13,13 @@ pub mod state_machine;
 use std::sync::Arc;
 
 use crate::config::RaftTiming;
-use crate::state::{Command, Response};
+use crate::state::{Logged, Response};
 
 openraft::declare_raft_types!(
     /// Raft types of the witness cluster: node ids are `u64`, nodes are addressed by
-    /// `host:port`, and log entries carry [`Command`]s.
+    /// `host:port`, and log entries carry [`Logged`] commands.
     pub TypeConfig:
-        D = Command,
+        D = Logged,
         R = Response,
 );
 

@@ -154,7 +154,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 a.last_applied = Some(entry.log_id);
                 match entry.payload {
                     EntryPayload::Blank => Response::None,
-                    EntryPayload::Normal(command) => a.state.apply(command),
+                    EntryPayload::Normal(logged) => a.state.apply_logged(logged),
                     EntryPayload::Membership(m) => {
                         a.membership = StoredMembership::new(Some(entry.log_id), m);
                         Response::None

@@ -11,7 +11,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub mod journal;
+
 use crate::config::{Config, FailoverMode, ReplicationMode};
+use journal::Journal;
 
 /// Per-group fencing token. Every change of a group's active site increments it; receivers of
 /// actions compare it to reject stale orders. Unrelated to the Raft term.
@@ -145,6 +148,22 @@ pub enum Command {
     Ack { group: String },
     /// The global switch for automatic decisions.
     SetAutomation { enabled: bool },
+    /// A journal entry by the decision engine: an assessment of a group changed.
+    Journal { group: String, kind: String, message: String, evidence: BTreeMap<String, String> },
+}
+
+/// What a log entry carries: a command, and when the leader proposed it (wall clock, Unix
+/// ms), which only dates journal events and never takes part in a decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Logged {
+    pub at_ms: u64,
+    pub command: Command,
+}
+
+impl fmt::Display for Logged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.command.fmt(f)
+    }
 }
 
 impl fmt::Display for Command {
@@ -165,6 +184,7 @@ impl fmt::Display for Command {
             Command::SetPaused { group, paused } => write!(f, "set-paused({group}, {paused})"),
             Command::Ack { group } => write!(f, "ack({group})"),
             Command::SetAutomation { enabled } => write!(f, "set-automation({enabled})"),
+            Command::Journal { group, kind, .. } => write!(f, "journal({group}: {kind})"),
         }
     }
 }
@@ -239,6 +259,8 @@ pub struct State {
     /// The global automation switch is off: no automatic decision for any group.
     #[serde(default)]
     pub automation_off: bool,
+    #[serde(default)]
+    pub journal: Journal,
 }
 
 impl State {
@@ -277,7 +299,40 @@ impl State {
                 self.automation_off = !enabled;
                 Response::AutomationSet { enabled }
             }
+            Command::Journal { .. } => Response::None,
         }
+    }
+
+    /// Applies a log entry and records what it did in the journal.
+    pub fn apply_logged(&mut self, logged: Logged) -> Response {
+        let at = logged.at_ms;
+        let command = logged.command;
+        let previous_active = match &command {
+            Command::Failover { group, .. } | Command::Activate { group, .. } => {
+                self.groups.get(group).map(|g| g.active.clone())
+            }
+            _ => None,
+        };
+        let entry = match &command {
+            Command::Journal { group, kind, message, evidence } => {
+                Some((Some(group.clone()), kind.clone(), message.clone(), evidence.clone()))
+            }
+            Command::ReportVerdict { node, site, verdict } => {
+                let seen = verdict.map_or("unknown".to_string(), |v| v.to_string());
+                Some((None, "verdict".into(), format!("node {node} sees {site} {seen}"), BTreeMap::new()))
+            }
+            _ => None,
+        };
+        let reason = match &command {
+            Command::Failover { reason, .. } => reason.clone(),
+            _ => String::new(),
+        };
+        let response = self.apply(command);
+        let entry = entry.or_else(|| describe(&response, previous_active, &reason));
+        if let Some((group, kind, message, evidence)) = entry {
+            self.journal.record(at, group, &kind, message, evidence);
+        }
+        response
     }
 
     fn update_group(&mut self, name: String, change: impl FnOnce(&mut GroupState)) -> Response {
@@ -462,4 +517,39 @@ mod tests {
         s.apply(Command::SyncTopology(topology(&[("app", spec("east", "south"))])));
         assert_eq!((s.groups["app"].active.as_str(), s.groups["app"].epoch), ("east", Epoch(3)));
     }
+}
+
+/// The journal entry for a command's outcome, where it has one.
+fn describe(
+    response: &Response,
+    previous_active: Option<String>,
+    reason: &str,
+) -> Option<(Option<String>, String, String, BTreeMap<String, String>)> {
+    let none = BTreeMap::new;
+    Some(match response {
+        Response::TopologySynced { changed } if !changed.is_empty() => {
+            (None, "topology".into(), changed.join("; "), none())
+        }
+        Response::Activated { group, active, epoch } => {
+            let from = previous_active.unwrap_or_default();
+            let message = if reason.is_empty() {
+                format!("{group}: {from} -> {active} at epoch {epoch}")
+            } else {
+                format!("{group}: failover {from} -> {active} at epoch {epoch}: {reason}")
+            };
+            (Some(group.clone()), "failover".into(), message, none())
+        }
+        Response::GroupUpdated { group, paused, blocked } => (
+            Some(group.clone()),
+            "group_updated".into(),
+            format!("{group}: paused {paused}, blocked {blocked}"),
+            none(),
+        ),
+        Response::AutomationSet { enabled } => {
+            (None, "automation".into(), format!("automatic decisions {}", if *enabled { "on" } else { "off" }), none())
+        }
+        Response::NodeRetired { id } => (None, "member_retired".into(), format!("node {id} retired"), none()),
+        Response::Rejected(rejection) => (None, "rejected".into(), rejection.to_string(), none()),
+        _ => return None,
+    })
 }

@@ -1,0 +1,74 @@
+//! The decision journal: every decision, near-decision, verdict change and operator action as
+//! a numbered event. It is part of the replicated state, so every node serves the same journal
+//! and a new leader continues the numbering. The newest [`RETAINED`] events are kept.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+pub const RETAINED: usize = 10_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    /// The proposing leader's wall clock (Unix ms). For people reading the journal only:
+    /// no decision ever compares it with another clock.
+    pub at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    pub kind: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub evidence: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Journal {
+    last_seq: u64,
+    events: VecDeque<Event>,
+}
+
+impl Journal {
+    pub fn record(
+        &mut self,
+        at_ms: u64,
+        group: Option<String>,
+        kind: &str,
+        message: String,
+        evidence: BTreeMap<String, String>,
+    ) {
+        self.last_seq += 1;
+        self.events.push_back(Event { seq: self.last_seq, at_ms, group, kind: kind.to_string(), message, evidence });
+        while self.events.len() > RETAINED {
+            self.events.pop_front();
+        }
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Events numbered above `seq`, oldest first, at most `limit`.
+    pub fn since(&self, seq: u64, limit: usize) -> Vec<Event> {
+        let start = self.events.partition_point(|e| e.seq <= seq);
+        self.events.iter().skip(start).take(limit).cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_events_keeps_the_newest_and_pages_by_sequence() {
+        let mut j = Journal::default();
+        for i in 0..(RETAINED + 5) {
+            j.record(i as u64, None, "test", format!("event {i}"), BTreeMap::new());
+        }
+        assert_eq!(j.last_seq(), RETAINED as u64 + 5);
+        assert_eq!(j.since(0, 1)[0].seq, 6, "the oldest five were dropped");
+        let page = j.since(100, 3);
+        assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![101, 102, 103]);
+        assert!(j.since(j.last_seq(), 10).is_empty());
+    }
+}
