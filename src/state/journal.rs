@@ -22,6 +22,21 @@ pub struct Event {
     pub evidence: BTreeMap<String, String>,
 }
 
+/// What an event says, before the journal numbers and dates it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub group: Option<String>,
+    pub kind: String,
+    pub message: String,
+    pub evidence: BTreeMap<String, String>,
+}
+
+impl Note {
+    pub fn new(group: Option<String>, kind: &str, message: String) -> Note {
+        Note { group, kind: kind.to_string(), message, evidence: BTreeMap::new() }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Journal {
     last_seq: u64,
@@ -29,16 +44,10 @@ pub struct Journal {
 }
 
 impl Journal {
-    pub fn record(
-        &mut self,
-        at_ms: u64,
-        group: Option<String>,
-        kind: &str,
-        message: String,
-        evidence: BTreeMap<String, String>,
-    ) {
+    pub fn record(&mut self, at_ms: u64, note: Note) {
         self.last_seq += 1;
-        self.events.push_back(Event { seq: self.last_seq, at_ms, group, kind: kind.to_string(), message, evidence });
+        let Note { group, kind, message, evidence } = note;
+        self.events.push_back(Event { seq: self.last_seq, at_ms, group, kind, message, evidence });
         while self.events.len() > RETAINED {
             self.events.pop_front();
         }
@@ -63,7 +72,7 @@ mod tests {
     fn numbers_events_keeps_the_newest_and_pages_by_sequence() {
         let mut j = Journal::default();
         for i in 0..(RETAINED + 5) {
-            j.record(i as u64, None, "test", format!("event {i}"), BTreeMap::new());
+            j.record(i as u64, Note::new(None, "test", format!("event {i}")));
         }
         assert_eq!(j.last_seq(), RETAINED as u64 + 5);
         assert_eq!(j.since(0, 1)[0].seq, 6, "the oldest five were dropped");

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 pub mod journal;
 
 use crate::config::{Config, FailoverMode, ReplicationMode};
-use journal::Journal;
+use journal::{Journal, Note};
 
 /// Per-group fencing token. Every change of a group's active site increments it; receivers of
 /// actions compare it to reject stale orders. Unrelated to the Raft term.
@@ -314,12 +314,15 @@ impl State {
             _ => None,
         };
         let entry = match &command {
-            Command::Journal { group, kind, message, evidence } => {
-                Some((Some(group.clone()), kind.clone(), message.clone(), evidence.clone()))
-            }
+            Command::Journal { group, kind, message, evidence } => Some(Note {
+                group: Some(group.clone()),
+                kind: kind.clone(),
+                message: message.clone(),
+                evidence: evidence.clone(),
+            }),
             Command::ReportVerdict { node, site, verdict } => {
                 let seen = verdict.map_or("unknown".to_string(), |v| v.to_string());
-                Some((None, "verdict".into(), format!("node {node} sees {site} {seen}"), BTreeMap::new()))
+                Some(Note::new(None, "verdict", format!("node {node} sees {site} {seen}")))
             }
             _ => None,
         };
@@ -329,8 +332,8 @@ impl State {
         };
         let response = self.apply(command);
         let entry = entry.or_else(|| describe(&response, previous_active, &reason));
-        if let Some((group, kind, message, evidence)) = entry {
-            self.journal.record(at, group, &kind, message, evidence);
+        if let Some(note) = entry {
+            self.journal.record(at, note);
         }
         response
     }
@@ -409,6 +412,31 @@ impl State {
         group.epoch = group.epoch.next();
         Response::Activated { group: group_name, active: site, epoch: group.epoch }
     }
+}
+
+/// The journal entry for a command's outcome, where it has one.
+fn describe(response: &Response, previous_active: Option<String>, reason: &str) -> Option<Note> {
+    Some(match response {
+        Response::TopologySynced { changed } if !changed.is_empty() => Note::new(None, "topology", changed.join("; ")),
+        Response::Activated { group, active, epoch } => {
+            let from = previous_active.unwrap_or_default();
+            let message = if reason.is_empty() {
+                format!("{group}: {from} -> {active} at epoch {epoch}")
+            } else {
+                format!("{group}: failover {from} -> {active} at epoch {epoch}: {reason}")
+            };
+            Note::new(Some(group.clone()), "failover", message)
+        }
+        Response::GroupUpdated { group, paused, blocked } => {
+            Note::new(Some(group.clone()), "group_updated", format!("{group}: paused {paused}, blocked {blocked}"))
+        }
+        Response::AutomationSet { enabled } => {
+            Note::new(None, "automation", format!("automatic decisions {}", if *enabled { "on" } else { "off" }))
+        }
+        Response::NodeRetired { id } => Note::new(None, "member_retired", format!("node {id} retired")),
+        Response::Rejected(rejection) => Note::new(None, "rejected", rejection.to_string()),
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -517,39 +545,4 @@ mod tests {
         s.apply(Command::SyncTopology(topology(&[("app", spec("east", "south"))])));
         assert_eq!((s.groups["app"].active.as_str(), s.groups["app"].epoch), ("east", Epoch(3)));
     }
-}
-
-/// The journal entry for a command's outcome, where it has one.
-fn describe(
-    response: &Response,
-    previous_active: Option<String>,
-    reason: &str,
-) -> Option<(Option<String>, String, String, BTreeMap<String, String>)> {
-    let none = BTreeMap::new;
-    Some(match response {
-        Response::TopologySynced { changed } if !changed.is_empty() => {
-            (None, "topology".into(), changed.join("; "), none())
-        }
-        Response::Activated { group, active, epoch } => {
-            let from = previous_active.unwrap_or_default();
-            let message = if reason.is_empty() {
-                format!("{group}: {from} -> {active} at epoch {epoch}")
-            } else {
-                format!("{group}: failover {from} -> {active} at epoch {epoch}: {reason}")
-            };
-            (Some(group.clone()), "failover".into(), message, none())
-        }
-        Response::GroupUpdated { group, paused, blocked } => (
-            Some(group.clone()),
-            "group_updated".into(),
-            format!("{group}: paused {paused}, blocked {blocked}"),
-            none(),
-        ),
-        Response::AutomationSet { enabled } => {
-            (None, "automation".into(), format!("automatic decisions {}", if *enabled { "on" } else { "off" }), none())
-        }
-        Response::NodeRetired { id } => (None, "member_retired".into(), format!("node {id} retired"), none()),
-        Response::Rejected(rejection) => (None, "rejected".into(), rejection.to_string(), none()),
-        _ => return None,
-    })
 }
