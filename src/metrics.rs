@@ -29,6 +29,8 @@ pub struct Metrics {
     pub group_active: IntGaugeVec,
     /// Engine assessments and proposals by group and kind (on the leader).
     pub decisions: IntCounterVec,
+    /// On the leader: its own first failed probe of a site to the failover committed.
+    pub detection_seconds: Histogram,
 }
 
 impl Metrics {
@@ -92,6 +94,15 @@ impl Metrics {
         .expect("static metric");
         registry.register(Box::new(decisions.clone())).expect("unique metric");
         let probes = ProbeMetrics::register(&registry);
+        let detection_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "witness_detection_seconds",
+                "From the leader's first failed probe of a site to the automatic failover away from it committed.",
+            )
+            .buckets(vec![0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 5.0, 10.0, 30.0, 60.0]),
+        )
+        .expect("static metric");
+        registry.register(Box::new(detection_seconds.clone())).expect("unique metric");
         Metrics {
             registry,
             term,
@@ -108,6 +119,7 @@ impl Metrics {
             group_epoch,
             group_active,
             decisions,
+            detection_seconds,
         }
     }
 

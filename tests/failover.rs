@@ -42,6 +42,20 @@ async fn the_primary_site_dies_and_the_witness_fails_over_once() {
     let group = &s["groups"][0];
     assert_eq!(group["blocked"], true, "a failover blocks the group: {s}");
 
+    let metrics = c.http.get(c.nodes[leader as usize - 1].url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for (name, labels, value) in [
+        ("witness_detection_seconds_count", vec![], "1"),
+        ("witness_group_active", vec!["group=\"app\"", "site=\"west\""], "1"),
+        ("witness_group_epoch", vec!["group=\"app\""], "2"),
+    ] {
+        let found = metrics.lines().any(|l| {
+            l.starts_with(&format!("{name}{{"))
+                && labels.iter().all(|x| l.contains(x))
+                && l.ends_with(&format!(" {value}"))
+        });
+        assert!(found, "metrics lack {name}{labels:?} = {value}:\n{metrics}");
+    }
+
     // The journal tells the story, the same on every node.
     let follower = (1..=3).find(|id| *id != leader).unwrap();
     let (code, journal) = cli(&["events", "--endpoint", &format!("http://{}", c.nodes[follower as usize - 1].addr)]);

@@ -12,13 +12,13 @@ use openraft::{BasicNode, ServerState};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::leader::LeaderRequest;
+use super::leader::{LeaderReply, LeaderRequest};
 use super::Node;
 use crate::engine::detector::Detector;
 use crate::engine::{Assessment, Effect, Engine, GroupTiming, Inputs};
 use crate::probe::SiteProber;
 use crate::rng::SplitMix64;
-use crate::state::{Command, State};
+use crate::state::{Command, Response, State};
 
 pub(super) fn spawn_all(
     node: &Arc<Node>,
@@ -208,6 +208,14 @@ async fn probe_and_report(node: Arc<Node>, probers: Vec<SiteProber>) {
         tokio::select! {
             round = rounds.recv() => {
                 let Some(round) = round else { return };
+                {
+                    let mut failing = node.failing_since.lock().expect("failing_since lock poisoned");
+                    if round.ok {
+                        failing.remove(&round.site);
+                    } else {
+                        failing.entry(round.site.clone()).or_insert_with(std::time::Instant::now);
+                    }
+                }
                 if let Some(changed) = detectors.get_mut(&round.site).and_then(|d| d.observe(round.ok)) {
                     tracing::info!(site = %round.site, verdict = %changed, "this node's verdict changed");
                 }
@@ -301,7 +309,10 @@ async fn decide(node: Arc<Node>) {
                     let node = node.clone();
                     proposals.spawn(async move {
                         match node.submit(LeaderRequest::Write(command.clone()), true).await {
-                            Ok(reply) => tracing::info!(%command, ?reply, "committed"),
+                            Ok(reply) => {
+                                tracing::info!(%command, ?reply, "committed");
+                                node.observe_detection(&command, &reply);
+                            }
                             Err(e) => tracing::warn!(%command, error = %e, "proposal not committed"),
                         }
                     });
@@ -332,4 +343,28 @@ fn evidence(state: &State, group: &str, voters: &BTreeSet<u64>, live: &BTreeSet<
             (site.clone(), seen.join(" "))
         })
         .collect()
+}
+
+impl Node {
+    /// After a committed automatic failover: the time from this node's first failed probe of
+    /// the failed site to now (leader-local: both ends on this node's clock).
+    fn observe_detection(&self, command: &Command, reply: &LeaderReply) {
+        let (Command::Failover { group, .. }, LeaderReply::Written { response: Response::Activated { .. }, .. }) =
+            (command, reply)
+        else {
+            return;
+        };
+        let Some(failed) = self.applied.read().expect("state lock poisoned").state.groups.get(group).map(|g| {
+            if g.active == g.spec.primary {
+                g.spec.secondary.clone()
+            } else {
+                g.spec.primary.clone()
+            }
+        }) else {
+            return;
+        };
+        if let Some(since) = self.failing_since.lock().expect("failing_since lock poisoned").get(&failed) {
+            self.metrics.detection_seconds.observe(since.elapsed().as_secs_f64());
+        }
+    }
 }

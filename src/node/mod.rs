@@ -8,7 +8,7 @@ pub mod leader;
 pub mod status;
 
 use openraft::async_runtime::WatchReceiver;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -46,6 +46,9 @@ pub struct Node {
     pub recovered: AtomicBool,
     /// Turns true when the node begins to shut down: long-lived responses (event streams) end.
     pub stopping: watch::Receiver<bool>,
+    /// Per site, when this node's current streak of failed probe rounds began: the start of
+    /// the detection latency the leader reports when it fails a group over.
+    pub failing_since: std::sync::Mutex<BTreeMap<String, Instant>>,
     /// Client for node-to-node requests outside Raft (forwarding to the leader).
     peer_http: reqwest::Client,
     _data_dir_lock: File,
@@ -94,6 +97,7 @@ impl Node {
             started: Instant::now(),
             recovered: AtomicBool::new(false),
             stopping: stopped.clone(),
+            failing_since: Default::default(),
             peer_http: reqwest::Client::builder().no_proxy().tcp_nodelay(true).build()?,
             _data_dir_lock: lock,
         });
