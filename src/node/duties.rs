@@ -246,9 +246,9 @@ async fn probe_and_report(node: Arc<Node>, probers: Vec<SiteProber>) {
     }
 }
 
-/// On the leader, runs the decision engine every 100 ms over the committed state and proposes
-/// what it calls for. Off the leader, or while not ready, the engine is dropped, so a new
-/// leadership always starts with fresh memory.
+/// On the leader, runs the decision engine over the committed state on every commit and every
+/// 50 ms, and proposes what it calls for. Off the leader, or while not ready, the engine is
+/// dropped, so a new leadership always starts with fresh memory.
 async fn decide(node: Arc<Node>) {
     let timing: BTreeMap<String, GroupTiming> = node
         .config
@@ -261,9 +261,15 @@ async fn decide(node: Arc<Node>) {
         .collect();
     let mut engine: Option<Engine> = None;
     let mut proposals = JoinSet::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut updates = node.raft.metrics();
+    let mut tick = tokio::time::interval(ENGINE_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        // Step on every committed change (a verdict arrives) and on the tick (timers expire).
+        tokio::select! {
+            _ = tick.tick() => {}
+            changed = updates.changed() => if changed.is_err() { return },
+        }
         while proposals.try_join_next().is_some() {}
         let m = node.raft.metrics().borrow_watched().clone();
         if m.current_leader != Some(node.id) || node.readiness().is_err() {
@@ -272,55 +278,56 @@ async fn decide(node: Arc<Node>) {
         }
         let engine = engine.get_or_insert_with(Engine::new);
         let (voters, live) = node.voters_and_live();
-        let state = node.applied.read().expect("state lock poisoned").state.clone();
-        let effects = engine.step(&Inputs {
-            now: node.started.elapsed(),
-            state: &state,
-            voters: &voters,
-            live: &live,
-            timing: &timing,
-        });
-        for effect in effects {
-            match effect {
-                Effect::Journal { group, assessment } => {
-                    node.metrics.decisions.with_label_values(&[&group, assessment.kind()]).inc();
-                    // A site in trouble is a degraded state: warn. Recovery and suspicion: info.
-                    match assessment {
-                        Assessment::FailingOver { .. }
-                        | Assessment::NeedsApproval { .. }
-                        | Assessment::SurvivorNotUp { .. } => tracing::warn!(%group, %assessment, "assessment"),
-                        _ => tracing::info!(%group, %assessment, "assessment"),
+        // Step under the read lock rather than cloning the state (the journal is large).
+        let mut writes = Vec::new();
+        {
+            let applied = node.applied.read().expect("state lock poisoned");
+            let state = &applied.state;
+            let inputs = Inputs { now: node.started.elapsed(), state, voters: &voters, live: &live, timing: &timing };
+            for effect in engine.step(&inputs) {
+                match effect {
+                    Effect::Journal { group, assessment } => {
+                        node.metrics.decisions.with_label_values(&[&group, assessment.kind()]).inc();
+                        // A site in trouble is a degraded state: warn. Recovery and suspicion: info.
+                        match assessment {
+                            Assessment::FailingOver { .. }
+                            | Assessment::NeedsApproval { .. }
+                            | Assessment::SurvivorNotUp { .. } => tracing::warn!(%group, %assessment, "assessment"),
+                            _ => tracing::info!(%group, %assessment, "assessment"),
+                        }
+                        writes.push(Command::Journal {
+                            evidence: evidence(state, &group, &voters, &live),
+                            kind: assessment.kind().to_string(),
+                            message: assessment.to_string(),
+                            group,
+                        });
                     }
-                    let journal = Command::Journal {
-                        evidence: evidence(&state, &group, &voters, &live),
-                        kind: assessment.kind().to_string(),
-                        message: assessment.to_string(),
-                        group,
-                    };
-                    let node = node.clone();
-                    proposals.spawn(async move {
-                        if let Err(e) = node.submit(LeaderRequest::Write(journal), true).await {
-                            tracing::warn!(error = %e, "journal entry not committed");
-                        }
-                    });
-                }
-                Effect::Propose(command) => {
-                    tracing::info!(%command, "proposing");
-                    let node = node.clone();
-                    proposals.spawn(async move {
-                        match node.submit(LeaderRequest::Write(command.clone()), true).await {
-                            Ok(reply) => {
-                                tracing::info!(%command, ?reply, "committed");
-                                node.observe_detection(&command, &reply);
-                            }
-                            Err(e) => tracing::warn!(%command, error = %e, "proposal not committed"),
-                        }
-                    });
+                    Effect::Propose(command) => {
+                        tracing::info!(%command, "proposing");
+                        writes.push(command);
+                    }
                 }
             }
         }
+        for command in writes {
+            let node = node.clone();
+            proposals.spawn(async move {
+                match node.submit(LeaderRequest::Write(command.clone()), true).await {
+                    Ok(reply) => {
+                        if !matches!(command, Command::Journal { .. }) {
+                            tracing::info!(%command, ?reply, "committed");
+                        }
+                        node.observe_detection(&command, &reply);
+                    }
+                    Err(e) => tracing::warn!(%command, error = %e, "proposal not committed"),
+                }
+            });
+        }
     }
 }
+
+/// How often the leader's engine looks again when nothing was committed (its timers).
+const ENGINE_TICK: Duration = Duration::from_millis(50);
 
 /// What the engine saw, for the journal: each of the group's sites with every voter's verdict
 /// (`-` for a voter not heard from recently, whose verdict did not count).

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod failover;
+
 use clap::Subcommand;
 
 use super::Exit;
@@ -31,13 +33,26 @@ pub enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Detection latency: N trials of "the primary site dies" against a 3-node cluster with
+    /// the dev cluster's metro timings, each from the failure to the failover committed.
+    Failover {
+        #[arg(long, default_value_t = 20)]
+        trials: usize,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 pub fn run(command: Command) -> Exit {
-    let Command::Raft { writes, concurrency, dir } = command;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let dir = match &command {
+        Command::Raft { dir, .. } | Command::Failover { dir, .. } => dir.clone(),
+    };
     let dir = dir.unwrap_or_else(std::env::temp_dir).join(format!("witness-bench-{}", std::process::id()));
-    let result = rt.block_on(bench_raft(&dir, writes.max(1), concurrency.max(1)));
+    let result = match command {
+        Command::Raft { writes, concurrency, .. } => rt.block_on(bench_raft(&dir, writes.max(1), concurrency.max(1))),
+        Command::Failover { trials, .. } => rt.block_on(failover::bench(&dir, trials.max(1))),
+    };
     let _ = std::fs::remove_dir_all(&dir);
     match result {
         Ok(()) => Exit::Ok,
@@ -53,8 +68,18 @@ async fn bench_raft(dir: &Path, writes: usize, concurrency: usize) -> anyhow::Re
     let fsync = fdatasync_latency(&dir.join("fsync-probe"), 500)?;
     println!("disk fdatasync (4 KiB append, {} samples): {}", fsync.len(), summary(&fsync));
 
-    let nodes = start_cluster(dir, concurrency).await?;
-    let leader = wait_for_leader(&nodes).await?;
+    let mut sites_and_groups = String::from(
+        "[[site]]\nname = \"east\"\n[[site.probe]]\nkind = \"tcp\"\naddr = \"127.0.0.1:9\"\n\
+         [[site]]\nname = \"west\"\n[[site.probe]]\nkind = \"tcp\"\naddr = \"127.0.0.1:9\"\n",
+    );
+    for g in 0..concurrency {
+        sites_and_groups += &format!(
+            "[[group]]\nname = \"bench-{g}\"\nprimary = \"east\"\nsecondary = \"west\"\nreplication = \"sync\"\n\
+             rto = \"5m\"\nrpo = \"0s\"\nfailover = \"manual\"\n"
+        );
+    }
+    let nodes = start_cluster(dir, &sites_and_groups).await?;
+    let leader = wait_for_leader(&nodes, "bench-0").await?;
     let follower = nodes.iter().find(|n| n.node.id != leader.id).expect("3 nodes");
     let leader_addr = nodes.iter().find(|n| n.node.id == leader.id).expect("leader is a node").addr;
     println!("3-node cluster up, leader node {}", leader.id);
@@ -161,7 +186,9 @@ async fn activate(leader: &Node, via: &Via, group: &str, site: &str, epoch: Epoc
     }
 }
 
-async fn start_cluster(dir: &Path, groups: usize) -> anyhow::Result<Vec<RunningNode>> {
+/// Three nodes in this process, each with its own data directory and a port-0 listener, all
+/// configured with `sites_and_groups` (TOML `[[site]]` and `[[group]]` sections).
+async fn start_cluster(dir: &Path, sites_and_groups: &str) -> anyhow::Result<Vec<RunningNode>> {
     let mut listeners = Vec::new();
     for _ in 0..3 {
         listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await?);
@@ -170,22 +197,13 @@ async fn start_cluster(dir: &Path, groups: usize) -> anyhow::Result<Vec<RunningN
         listeners.iter().map(|l| l.local_addr().map(|a| a.to_string())).collect::<Result<_, _>>()?;
     let members: Vec<String> =
         addrs.iter().enumerate().map(|(i, a)| format!("{{ id = {}, addr = \"{a}\" }}", i + 1)).collect();
-    let mut group_toml = String::new();
-    for g in 0..groups {
-        group_toml += &format!(
-            "[[group]]\nname = \"bench-{g}\"\nprimary = \"east\"\nsecondary = \"west\"\nreplication = \"sync\"\n\
-             rto = \"5m\"\nrpo = \"0s\"\nfailover = \"manual\"\n"
-        );
-    }
     let mut nodes = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
         let id = i + 1;
         let text = format!(
             "[node]\nid = {id}\nlisten = \"{addr}\"\ndata_dir = \"{data}\"\n\
              [cluster]\nname = \"bench\"\ninitial_members = [{members}]\n\
-             [transport]\nplain_http = true\n\
-             [[site]]\nname = \"east\"\n[[site.probe]]\nkind = \"tcp\"\naddr = \"127.0.0.1:9\"\n\
-             [[site]]\nname = \"west\"\n[[site.probe]]\nkind = \"tcp\"\naddr = \"127.0.0.1:9\"\n{group_toml}",
+             [transport]\nplain_http = true\n{sites_and_groups}",
             addr = addrs[i],
             data = dir.join(format!("node{id}")).display(),
             members = members.join(", "),
@@ -196,12 +214,12 @@ async fn start_cluster(dir: &Path, groups: usize) -> anyhow::Result<Vec<RunningN
     Ok(nodes)
 }
 
-async fn wait_for_leader(nodes: &[RunningNode]) -> anyhow::Result<Arc<Node>> {
+async fn wait_for_leader(nodes: &[RunningNode], group: &str) -> anyhow::Result<Arc<Node>> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = String::from("no leader elected");
     while Instant::now() < deadline {
         for n in nodes.iter().filter(|n| n.node.raft.is_leader()) {
-            let registered = n.node.applied.read().expect("state lock").state.groups.contains_key("bench-0");
+            let registered = n.node.applied.read().expect("state lock").state.groups.contains_key(group);
             match n.node.readiness() {
                 Ok(()) if registered => return Ok(n.node.clone()),
                 Ok(()) => last = "groups not registered yet".into(),
