@@ -255,6 +255,7 @@ fn assess(
             "{failed} down in {down} of {voters} witness nodes for {} ms; {survivor} up in {up} of {voters}",
             inputs.now.saturating_sub(since).as_millis()
         ),
+        quorum_of: Some(inputs.voters.clone()),
     });
     (Assessment::FailingOver { from: failed, to: survivor, epoch }, proposal)
 }

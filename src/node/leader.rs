@@ -186,6 +186,8 @@ impl Node {
             to: plan.to.clone(),
             expected_epoch: plan.expected_epoch,
             reason: format!("operator: {}{forced}", order.reason),
+            // Unforced orders keep their evidence checked at commit, like the engine's.
+            quorum_of: (!order.force).then_some(voters),
         };
         let outcome = match self.write(command).await? {
             LeaderReply::Written { response: Response::Activated { epoch, .. }, log_index } => {

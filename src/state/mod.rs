@@ -141,7 +141,17 @@ pub enum Command {
     ReportVerdict { node: u64, site: String, verdict: Option<Verdict> },
     /// A failover decision: the epoch compare-and-set of `Activate`, and the group is then
     /// blocked against further automatic failovers until acknowledged.
-    Failover { group: String, to: String, expected_epoch: Epoch, reason: String },
+    Failover {
+        group: String,
+        to: String,
+        expected_epoch: Epoch,
+        reason: String,
+        /// When set, the failover takes effect only if, at its place in the log, a quorum of
+        /// these voters still has the active site down and `to` up: the evidence is checked
+        /// atomically with the decision, so verdicts that changed while the proposal was in
+        /// flight cannot be outrun. `None` for an operator's forced order.
+        quorum_of: Option<BTreeSet<u64>>,
+    },
     /// Pause or resume automatic decisions for one group.
     SetPaused { group: String, paused: bool },
     /// An operator acknowledges a failover: the group is no longer blocked.
@@ -220,11 +230,36 @@ pub enum Response {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "reason")]
 pub enum Rejection {
-    UnknownGroup { group: String },
-    UnknownSite { site: String },
-    SiteNotInGroup { group: String, site: String },
-    StaleEpoch { group: String, expected: Epoch, current: Epoch, active: String },
-    AlreadyActive { group: String, site: String, epoch: Epoch },
+    UnknownGroup {
+        group: String,
+    },
+    UnknownSite {
+        site: String,
+    },
+    SiteNotInGroup {
+        group: String,
+        site: String,
+    },
+    StaleEpoch {
+        group: String,
+        expected: Epoch,
+        current: Epoch,
+        active: String,
+    },
+    AlreadyActive {
+        group: String,
+        site: String,
+        epoch: Epoch,
+    },
+    /// A failover whose evidence no longer held when it reached its place in the log.
+    EvidenceChanged {
+        group: String,
+        from: String,
+        to: String,
+        down: usize,
+        up: usize,
+        quorum: usize,
+    },
 }
 
 impl fmt::Display for Rejection {
@@ -232,6 +267,11 @@ impl fmt::Display for Rejection {
         match self {
             Rejection::UnknownGroup { group } => write!(f, "unknown group {group:?}"),
             Rejection::UnknownSite { site } => write!(f, "unknown site {site:?}"),
+            Rejection::EvidenceChanged { group, from, to, down, up, quorum } => write!(
+                f,
+                "failover of {group:?} from {from:?} to {to:?} no longer justified when committed: \
+                 {from} down in {down}, {to} up in {up} (quorum {quorum})"
+            ),
             Rejection::SiteNotInGroup { group, site } => write!(f, "site {site:?} is not a site of group {group:?}"),
             Rejection::StaleEpoch { group, expected, current, active } => write!(
                 f,
@@ -286,7 +326,12 @@ impl State {
                 };
                 Response::VerdictRecorded
             }
-            Command::Failover { group, to, expected_epoch, reason: _ } => {
+            Command::Failover { group, to, expected_epoch, reason: _, quorum_of } => {
+                if let Some(voters) = quorum_of {
+                    if let Some(rejection) = self.evidence_lacking(&group, &to, &voters) {
+                        return Response::Rejected(rejection);
+                    }
+                }
                 let response = self.activate(group, to, expected_epoch);
                 if let Response::Activated { group, .. } = &response {
                     self.groups.get_mut(group).expect("just activated").blocked = true;
@@ -344,6 +389,22 @@ impl State {
         };
         change(group);
         Response::GroupUpdated { paused: group.paused, blocked: group.blocked, group: name }
+    }
+
+    /// Why the committed verdicts do not (any longer) justify moving `group` to `to`, if so.
+    fn evidence_lacking(&self, group: &str, to: &str, voters: &BTreeSet<u64>) -> Option<Rejection> {
+        let g = self.groups.get(group)?;
+        let quorum = voters.len() / 2 + 1;
+        let count = |site: &str, v: Verdict| voters.iter().filter(|n| self.verdict(site, **n) == Some(v)).count();
+        let (down, up) = (count(&g.active, Verdict::Down), count(to, Verdict::Up));
+        (down < quorum || up < quorum).then(|| Rejection::EvidenceChanged {
+            group: group.to_string(),
+            from: g.active.clone(),
+            to: to.to_string(),
+            down,
+            up,
+            quorum,
+        })
     }
 
     /// `node`'s verdict on `site`, `None` when unknown.
@@ -544,5 +605,50 @@ mod tests {
         s.apply(activate("app", "west", 1));
         s.apply(Command::SyncTopology(topology(&[("app", spec("east", "south"))])));
         assert_eq!((s.groups["app"].active.as_str(), s.groups["app"].epoch), ("east", Epoch(3)));
+    }
+}
+
+#[cfg(test)]
+mod evidence_tests {
+    use super::*;
+
+    #[test]
+    fn a_failover_whose_evidence_changed_in_flight_is_rejected_at_its_place_in_the_log() {
+        let mut s = State::default();
+        let spec = GroupSpec {
+            primary: "east".into(),
+            secondary: "west".into(),
+            replication: ReplicationMode::Sync,
+            failover: FailoverMode::Automatic,
+            rto_ms: 1,
+            rpo_ms: 0,
+        };
+        s.apply(Command::SyncTopology(Topology {
+            sites: ["east".to_string(), "west".to_string()].into(),
+            groups: [("app".to_string(), spec)].into(),
+        }));
+        for (node, east, west) in
+            [(1, Verdict::Down, Verdict::Up), (2, Verdict::Down, Verdict::Up), (3, Verdict::Up, Verdict::Up)]
+        {
+            s.apply(Command::ReportVerdict { node, site: "east".into(), verdict: Some(east) });
+            s.apply(Command::ReportVerdict { node, site: "west".into(), verdict: Some(west) });
+        }
+        let failover = Command::Failover {
+            group: "app".into(),
+            to: "west".into(),
+            expected_epoch: Epoch(1),
+            reason: "test".into(),
+            quorum_of: Some([1, 2, 3].into()),
+        };
+        // Node 2 saw east come back before the decision reached the log.
+        let mut changed = s.clone();
+        changed.apply(Command::ReportVerdict { node: 2, site: "east".into(), verdict: Some(Verdict::Up) });
+        assert!(matches!(
+            changed.apply(failover.clone()),
+            Response::Rejected(Rejection::EvidenceChanged { down: 1, .. })
+        ));
+        assert_eq!(changed.groups["app"].epoch, Epoch(1));
+        // Unchanged evidence: it goes through.
+        assert!(matches!(s.apply(failover), Response::Activated { .. }));
     }
 }
