@@ -1,49 +1,61 @@
-//! `witness bench failover`: detection latency over repeated trials of "the primary's site
-//! dies": three witness nodes in this process probe two site stubs over HTTP on loopback, with
-//! the dev cluster's metro timings. Each trial kills the active site's stub and measures the
-//! time until the failover is committed and applied on the leader, then restores the site and
-//! moves the group back (a forced failback and an acknowledgement) for the next trial.
+//! Failure-detection benchmarks: three witness nodes in this process probe two site stubs over
+//! HTTP on loopback with the dev cluster's metro timings.
+//!
+//! * `witness bench failover`: detection latency over repeated trials of "the active site
+//!   dies": each trial kills the active site's stub and measures the time until the failover is
+//!   committed and applied on the leader, then restores the site and acknowledges the failover
+//!   (the next trial then kills the new active site).
+//! * `witness bench soak`: both sites stay up while each stub drops a share of probe requests
+//!   (it holds them past the probe timeout, as lost packets would look); counts the failovers,
+//!   which must be zero, and what the loss provoked in the journal.
 
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{start_cluster, summary, wait_for_leader};
 use crate::node::leader::LeaderRequest;
 use crate::node::{Node, RunningNode};
+use crate::rng::SplitMix64;
 use crate::state::{Command, Verdict};
 
-const SITE: &str =
-    "probe_interval = \"250ms\"\nprobe_timeout = \"200ms\"\nfailure_threshold = 3\nsuccess_threshold = 2\n";
+/// The metro timings of `config/dev/`: keep the two in step.
+const SITE: &str = r#"probe_interval = "150ms"
+probe_timeout = "120ms"
+failure_threshold = 5
+success_threshold = 2
+"#;
+const HOLD_DOWN: &str = "400ms";
+const TIMINGS: &str = "probes every 150 ms (timeout 120 ms), down after 5 failures, hold-down 400 ms";
 
-pub async fn bench(dir: &Path, trials: usize) -> anyhow::Result<()> {
+async fn start(dir: &Path, east: &Stub, west: &Stub) -> anyhow::Result<Vec<RunningNode>> {
     std::fs::create_dir_all(dir)?;
-    let mut east = Stub::start().await?;
-    let mut west = Stub::start().await?;
+    let site = |name: &str, url: String| {
+        format!("[[site]]\nname = \"{name}\"\n{SITE}[[site.probe]]\nkind = \"http\"\nurl = \"{url}\"\n")
+    };
     let config = format!(
-        "[[site]]\nname = \"east\"\n{SITE}[[site.probe]]\nkind = \"http\"\nurl = \"{}\"\n\
-         [[site]]\nname = \"west\"\n{SITE}[[site.probe]]\nkind = \"http\"\nurl = \"{}\"\n\
-         [[group]]\nname = \"demo\"\nprimary = \"east\"\nsecondary = \"west\"\nreplication = \"sync\"\n\
-         rto = \"5m\"\nrpo = \"0s\"\nfailover = \"automatic\"\nhold_down = \"500ms\"\n",
-        east.url(),
-        west.url()
+        "{}{}[[group]]\nname = \"demo\"\nprimary = \"east\"\nsecondary = \"west\"\nreplication = \"sync\"\n\
+         rto = \"5m\"\nrpo = \"0s\"\nfailover = \"automatic\"\nhold_down = \"{HOLD_DOWN}\"\n",
+        site("east", east.url()),
+        site("west", west.url()),
     );
     let nodes = start_cluster(dir, &config).await?;
     wait_for_leader(&nodes, "demo").await?;
-    println!("3 witness nodes, 2 sites; probes every 250 ms (timeout 200 ms), down after 3 failures, hold-down 500 ms");
+    settle(&nodes).await?;
+    Ok(nodes)
+}
+
+pub async fn bench(dir: &Path, trials: usize) -> anyhow::Result<()> {
+    let mut stubs = [Stub::start(0.0, 1).await?, Stub::start(0.0, 2).await?];
+    let nodes = start(dir, &stubs[0], &stubs[1]).await?;
+    println!("3 witness nodes, 2 sites, {TIMINGS}");
     let mut latencies = Vec::with_capacity(trials);
     for trial in 0..trials {
-        let (failing, surviving) = {
-            let leader = leader(&nodes).await?;
-            let active = leader.applied.read().expect("state lock").state.groups["demo"].active.clone();
-            if active == "east" {
-                (&mut east, "west")
-            } else {
-                (&mut west, "east")
-            }
-        };
         settle(&nodes).await?;
-        failing.kill().await;
+        let active = leader(&nodes).await?.applied.read().expect("state lock").state.groups["demo"].active.clone();
+        let (failing, surviving) = if active == "east" { (0, "west") } else { (1, "east") };
+        stubs[failing].kill().await;
         let killed = Instant::now();
         let took = loop {
             let leader = leader(&nodes).await?;
@@ -55,7 +67,7 @@ pub async fn bench(dir: &Path, trials: usize) -> anyhow::Result<()> {
         };
         println!("trial {:>3}: failure -> failover committed in {:.0} ms", trial + 1, took.as_secs_f64() * 1000.0);
         latencies.push(took);
-        failing.restart().await?;
+        stubs[failing].restart().await?;
         // The restored site becomes the standby; acknowledge so the next trial is not blocked.
         let leader = leader(&nodes).await?;
         leader.submit(LeaderRequest::Write(Command::Ack { group: "demo".into() }), false).await?;
@@ -64,8 +76,33 @@ pub async fn bench(dir: &Path, trials: usize) -> anyhow::Result<()> {
     for n in nodes {
         n.shutdown().await;
     }
-    // Keep the stubs alive until the nodes are gone.
-    drop((east, west));
+    // The stubs outlive the nodes.
+    drop(stubs);
+    Ok(())
+}
+
+pub async fn soak(dir: &Path, loss: f64, duration: Duration) -> anyhow::Result<()> {
+    let stubs = [Stub::start(loss, 1).await?, Stub::start(loss, 2).await?];
+    let nodes = start(dir, &stubs[0], &stubs[1]).await?;
+    println!("3 witness nodes, 2 sites, {TIMINGS}; each site drops {:.0}% of probes, for {duration:?}", loss * 100.0);
+    let first_seq = leader(&nodes).await?.applied.read().expect("state lock").state.journal.last_seq();
+    tokio::time::sleep(duration).await;
+    let leader = leader(&nodes).await?;
+    let (failovers, kinds) = {
+        let state = &leader.applied.read().expect("state lock").state;
+        let mut kinds = BTreeMap::<String, usize>::new();
+        for e in state.journal.since(first_seq, usize::MAX) {
+            *kinds.entry(e.kind.clone()).or_default() += 1;
+        }
+        (state.groups["demo"].epoch.0 - 1, kinds)
+    };
+    println!("journal entries during the soak by kind: {kinds:?}");
+    println!("false failovers at {:.0}% probe loss over {duration:?}: {failovers}", loss * 100.0);
+    for n in nodes {
+        n.shutdown().await;
+    }
+    drop(stubs);
+    anyhow::ensure!(failovers == 0, "{failovers} false failover(s): target missed");
     Ok(())
 }
 
@@ -98,17 +135,21 @@ async fn settle(nodes: &[RunningNode]) -> anyhow::Result<()> {
     anyhow::bail!("sites did not settle (all up, group unblocked) within 30 s")
 }
 
-/// A site's health endpoint that can be killed and restarted on the same port.
+/// A site's health endpoint that can be killed and restarted on the same port, and that drops
+/// a share of requests (holding them past any probe timeout, as lost packets would look).
 struct Stub {
     addr: std::net::SocketAddr,
+    loss: f64,
+    rng: Arc<Mutex<SplitMix64>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Stub {
-    async fn start() -> anyhow::Result<Stub> {
+    async fn start(loss: f64, seed: u64) -> anyhow::Result<Stub> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let mut stub = Stub { addr: listener.local_addr()?, stop: None, server: None };
+        let rng = Arc::new(Mutex::new(SplitMix64::new(seed)));
+        let mut stub = Stub { addr: listener.local_addr()?, loss, rng, stop: None, server: None };
         stub.serve(listener);
         Ok(stub)
     }
@@ -119,7 +160,17 @@ impl Stub {
 
     fn serve(&mut self, listener: tokio::net::TcpListener) {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let app = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
+        let (loss, rng) = (self.loss, self.rng.clone());
+        let healthz = move || {
+            let lost = rng.lock().expect("rng lock").unit() < loss;
+            async move {
+                if lost {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                "ok"
+            }
+        };
+        let app = axum::Router::new().route("/healthz", axum::routing::get(healthz));
         self.stop = Some(tx);
         self.server = Some(tokio::spawn(async move {
             let _ = axum::serve(listener, app)

@@ -41,17 +41,29 @@ pub enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// False failovers: both sites up while a share of probes is lost, for a while.
+    Soak {
+        /// Share of probe requests each site drops (0.1 = 10%).
+        #[arg(long, default_value_t = 0.1)]
+        loss: f64,
+        /// How long, e.g. 60s or 30m.
+        #[arg(long, default_value = "60s", value_parser = crate::config::duration::parse)]
+        duration: Duration,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 pub fn run(command: Command) -> Exit {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let dir = match &command {
-        Command::Raft { dir, .. } | Command::Failover { dir, .. } => dir.clone(),
+        Command::Raft { dir, .. } | Command::Failover { dir, .. } | Command::Soak { dir, .. } => dir.clone(),
     };
     let dir = dir.unwrap_or_else(std::env::temp_dir).join(format!("witness-bench-{}", std::process::id()));
     let result = match command {
         Command::Raft { writes, concurrency, .. } => rt.block_on(bench_raft(&dir, writes.max(1), concurrency.max(1))),
         Command::Failover { trials, .. } => rt.block_on(failover::bench(&dir, trials.max(1))),
+        Command::Soak { loss, duration, .. } => rt.block_on(failover::soak(&dir, loss.clamp(0.0, 1.0), duration)),
     };
     let _ = std::fs::remove_dir_all(&dir);
     match result {
