@@ -194,9 +194,15 @@ async fn probe_and_report(node: Arc<Node>, probers: Vec<SiteProber>) {
     let (tx, mut rounds) = tokio::sync::mpsc::channel(64);
     let mut tasks = JoinSet::new();
     let mut detectors = BTreeMap::new();
+    // A site whose rounds stop arriving (its prober died) gets an unknown verdict, never a
+    // stale up or down.
+    let mut last_round = BTreeMap::new();
+    let mut stale_after = BTreeMap::new();
     for (i, prober) in probers.into_iter().enumerate() {
         let site = node.config.sites[i].clone();
         detectors.insert(site.name.clone(), Detector::new(site.failure_threshold, site.success_threshold));
+        last_round.insert(site.name.clone(), std::time::Instant::now());
+        stale_after.insert(site.name.clone(), (site.probe_interval + site.probe_timeout) * 3);
         let mut rng = SplitMix64::new(node.id.rotate_left(32) ^ i as u64);
         let (node, tx) = (node.clone(), tx.clone());
         tasks.spawn(async move { prober.run(&node.metrics.probes, tx, move || rng.unit()).await });
@@ -208,6 +214,7 @@ async fn probe_and_report(node: Arc<Node>, probers: Vec<SiteProber>) {
         tokio::select! {
             round = rounds.recv() => {
                 let Some(round) = round else { return };
+                last_round.insert(round.site.clone(), std::time::Instant::now());
                 {
                     let mut failing = node.failing_since.lock().expect("failing_since lock poisoned");
                     if round.ok {
@@ -224,7 +231,8 @@ async fn probe_and_report(node: Arc<Node>, probers: Vec<SiteProber>) {
         }
         while tasks.try_join_next().is_some() {}
         for (site, detector) in &detectors {
-            let desired = detector.verdict();
+            let stale = last_round[site].elapsed() > stale_after[site];
+            let desired = if stale { None } else { detector.verdict() };
             node.metrics.observe_verdict(site, desired);
             let (registered, committed) = {
                 let applied = node.applied.read().expect("state lock poisoned");
