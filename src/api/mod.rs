@@ -198,24 +198,19 @@ async fn failover(
     body: JsonBody<FailoverBody>,
 ) -> Result<Response, ApiError> {
     let Json(b) = body.map_err(ApiError::from_json)?;
-    order_failover(&node, FailoverOrder { group, to: b.to, reason: b.reason, dry_run: b.dry_run, force: b.force }).await
+    order_failover(&node, FailoverOrder { group, to: Some(b.to), reason: b.reason, dry_run: b.dry_run, force: b.force })
+        .await
 }
 
-/// Failover back to the group's primary: the only way a group returns there.
+/// A failover back to the group's primary. The engine never does this on its own while the
+/// secondary is healthy: a returning primary stays standby until an operator fails back.
 async fn failback(
     State(node): AppState,
     Path(group): Path<String>,
     body: JsonBody<FailbackBody>,
 ) -> Result<Response, ApiError> {
     let Json(b) = body.map_err(ApiError::from_json)?;
-    let primary = {
-        let applied = node.applied.read().expect("state lock poisoned");
-        let g =
-            applied.state.groups.get(&group).ok_or_else(|| NodeError::NotFound(format!("unknown group {group:?}")))?;
-        g.spec.primary.clone()
-    };
-    order_failover(&node, FailoverOrder { group, to: primary, reason: b.reason, dry_run: b.dry_run, force: b.force })
-        .await
+    order_failover(&node, FailoverOrder { group, to: None, reason: b.reason, dry_run: b.dry_run, force: b.force }).await
 }
 
 async fn order_failover(node: &Node, order: FailoverOrder) -> Result<Response, ApiError> {
@@ -237,8 +232,34 @@ async fn resume(State(node): AppState, Path(group): Path<String>) -> Result<Resp
     write(&node, Command::SetPaused { group, paused: false }).await
 }
 
-async fn ack(State(node): AppState, Path(group): Path<String>) -> Result<Response, ApiError> {
-    write(&node, Command::Ack { group }).await
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AckBody {
+    /// The epoch of the failover being acknowledged; by default the group's current epoch as
+    /// this node has it, so an acknowledgement never lifts the block of a failover its sender
+    /// has not seen.
+    epoch: Option<u64>,
+}
+
+async fn ack(
+    State(node): AppState,
+    Path(group): Path<String>,
+    body: Result<Option<Json<AckBody>>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let b = body.map_err(ApiError::from_json)?.map(|Json(b)| b).unwrap_or_default();
+    let expected_epoch = match b.epoch {
+        Some(e) => Epoch(e),
+        None => {
+            let applied = node.applied.read().expect("state lock poisoned");
+            let g = applied
+                .state
+                .groups
+                .get(&group)
+                .ok_or_else(|| NodeError::NotFound(format!("unknown group {group:?}")))?;
+            g.epoch
+        }
+    };
+    write(&node, Command::Ack { group, expected_epoch }).await
 }
 
 #[derive(Deserialize)]

@@ -34,8 +34,15 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         };
         total = total.saturating_add(part);
     }
+    if total > MAX {
+        return Err(format!("duration {text:?} is longer than the maximum of 30d"));
+    }
     Ok(total)
 }
+
+/// No setting of this program means anything beyond this; rejecting larger values keeps every
+/// computation on durations (sums, multiples) far from overflow.
+pub const MAX: Duration = Duration::from_secs(30 * 86400);
 
 /// Formats a duration the way `parse` reads it, choosing the largest exact unit.
 pub fn format(d: Duration) -> String {
@@ -71,6 +78,9 @@ mod tests {
             assert!(parse(bad).is_err(), "{bad:?} should be rejected");
         }
         assert!(parse("5").unwrap_err().contains("missing unit"));
+        assert!(parse("31d").unwrap_err().contains("maximum"));
+        assert!(parse("18446744073709551615s").is_err());
+        assert_eq!(parse("30d"), Ok(MAX));
     }
 
     #[test]

@@ -205,7 +205,7 @@ fn assess(
             if due(&mut memory.ack_proposed_at, inputs.now) {
                 return (
                     Assessment::BlockExpired { epoch: group.epoch },
-                    Some(Command::Ack { group: name.to_string() }),
+                    Some(Command::Ack { group: name.to_string(), expected_epoch: group.epoch }),
                 );
             }
         }
@@ -256,6 +256,7 @@ fn assess(
             inputs.now.saturating_sub(since).as_millis()
         ),
         quorum_of: Some(inputs.voters.clone()),
+        automatic: true,
     });
     (Assessment::FailingOver { from: failed, to: survivor, epoch }, proposal)
 }

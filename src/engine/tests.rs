@@ -259,9 +259,9 @@ fn after_a_failover_the_group_is_blocked_then_the_block_expires() {
 
     // Once the block has run its course (from when this leader saw it), it is acknowledged.
     let e = w.at(t + BLOCK);
-    assert_eq!(World::proposals(&e), vec![Command::Ack { group: "app".into() }]);
+    assert_eq!(World::proposals(&e), vec![Command::Ack { group: "app".into(), expected_epoch: Epoch(2) }]);
     assert_eq!(World::assessment(&e), Some(Assessment::BlockExpired { epoch: Epoch(2) }));
-    w.state.apply(Command::Ack { group: "app".into() });
+    w.state.apply(Command::Ack { group: "app".into(), expected_epoch: Epoch(2) });
     let p = World::proposals(&w.at(t + BLOCK + ms(10)));
     assert!(p.iter().any(failover_to("east", 2)), "{p:?}");
 }
@@ -274,7 +274,7 @@ fn a_returning_site_stays_standby() {
     w.at(ms(0));
     let p = World::proposals(&w.at(HOLD));
     w.state.apply(p[0].clone());
-    w.state.apply(Command::Ack { group: "app".into() });
+    w.state.apply(Command::Ack { group: "app".into(), expected_epoch: Epoch(2) });
     // East comes back and west stays healthy: nothing moves, ever.
     w.see("east", "UUU");
     for t in 0..100 {
@@ -357,7 +357,7 @@ fn random_walks_never_break_the_safety_rules() {
                     let cmd = match rng.below(4) {
                         0 => Command::SetPaused { group: "app".into(), paused: rng.below(2) == 0 },
                         1 => Command::SetAutomation { enabled: rng.below(3) != 0 },
-                        2 => Command::Ack { group: "app".into() },
+                        2 => Command::Ack { group: "app".into(), expected_epoch: w.group().epoch },
                         _ => Command::SetPaused { group: "app".into(), paused: false },
                     };
                     w.state.apply(cmd);

@@ -132,6 +132,7 @@ async fn recover(node: Arc<Node>) {
 async fn follow_raft(node: Arc<Node>) {
     let mut metrics = node.raft.metrics();
     let mut last_leader = None;
+    let mut synced_in_term = None;
     loop {
         let m = metrics.borrow_and_update().clone();
         node.metrics.observe_raft(&m);
@@ -146,8 +147,8 @@ async fn follow_raft(node: Arc<Node>) {
             }
             last_leader = m.current_leader;
         }
-        if m.state == ServerState::Leader {
-            sync_topology(&node).await;
+        if m.state == ServerState::Leader && synced_in_term != Some(m.current_term) && sync_topology(&node).await {
+            synced_in_term = Some(m.current_term);
         }
         // Also wake periodically so a failed topology sync is retried.
         tokio::select! {
@@ -157,14 +158,23 @@ async fn follow_raft(node: Arc<Node>) {
     }
 }
 
-async fn sync_topology(node: &Node) {
+/// Proposes this node's topology when the replicated one differs; true once that is settled
+/// for this leadership (committed, or nothing to do). A sync is not repeated within a term: a
+/// refused part (see `State::sync_topology`) would otherwise be proposed again and again.
+async fn sync_topology(node: &Node) -> bool {
     let matches = node.applied.read().expect("state lock poisoned").state.matches_topology(&node.topology);
     if matches {
-        return;
+        return true;
     }
     match node.submit(LeaderRequest::Write(Command::SyncTopology(node.topology.clone())), true).await {
-        Ok(reply) => tracing::info!(?reply, "registered sites and groups from config"),
-        Err(e) => tracing::debug!(error = %e, "topology sync deferred"),
+        Ok(reply) => {
+            tracing::info!(?reply, "registered sites and groups from config");
+            true
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "topology sync deferred");
+            false
+        }
     }
 }
 
@@ -267,7 +277,7 @@ async fn decide(node: Arc<Node>) {
             (g.name.clone(), t)
         })
         .collect();
-    let mut engine: Option<Engine> = None;
+    let mut engine: Option<(u64, Engine)> = None;
     let mut proposals = JoinSet::new();
     let mut updates = node.raft.metrics();
     let mut tick = tokio::time::interval(ENGINE_TICK);
@@ -279,12 +289,24 @@ async fn decide(node: Arc<Node>) {
             changed = updates.changed() => if changed.is_err() { return },
         }
         while proposals.try_join_next().is_some() {}
-        let m = node.raft.metrics().borrow_watched().clone();
-        if m.current_leader != Some(node.id) || node.readiness().is_err() {
+        let (leader, term) = {
+            let metrics = node.raft.metrics();
+            let m = metrics.borrow_watched();
+            (m.current_leader, m.current_term)
+        };
+        // The engine's memory belongs to one leadership: a new term starts afresh.
+        if leader != Some(node.id) || engine.as_ref().is_some_and(|(t, _)| *t != term) {
             engine = None;
+        }
+        if leader != Some(node.id) {
             continue;
         }
-        let engine = engine.get_or_insert_with(Engine::new);
+        // Not ready (no quorum acknowledgement, or a commit not yet applied): skip this step
+        // but keep the timers; they must not restart on every commit.
+        if node.readiness().is_err() {
+            continue;
+        }
+        let (_, engine) = engine.get_or_insert_with(|| (term, Engine::new()));
         let (voters, live) = node.voters_and_live();
         // Step under the read lock rather than cloning the state (the journal is large).
         let mut writes = Vec::new();

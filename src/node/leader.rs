@@ -34,7 +34,9 @@ pub enum LeaderRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FailoverOrder {
     pub group: String,
-    pub to: String,
+    /// The site to make active; `None` for the group's primary (a failback), resolved on the
+    /// leader from the latest committed state.
+    pub to: Option<String>,
     pub reason: String,
     /// Only say what would happen.
     pub dry_run: bool,
@@ -167,7 +169,14 @@ impl Node {
         })?;
         let (voters, live) = self.voters_and_live();
         let state = self.applied.read().expect("state lock poisoned").state.clone();
-        let plan = plan_operator_failover(&state, &order.group, &order.to, &voters, &live).map_err(|r| {
+        let to = match &order.to {
+            Some(site) => site.clone(),
+            None => match state.groups.get(&order.group) {
+                Some(g) => g.spec.primary.clone(),
+                None => return Err(Failure::Final(NodeError::NotFound(format!("unknown group {:?}", order.group)))),
+            },
+        };
+        let plan = plan_operator_failover(&state, &order.group, &to, &voters, &live).map_err(|r| {
             Failure::Final(match r {
                 Rejection::UnknownGroup { .. } => NodeError::NotFound(r.to_string()),
                 other => NodeError::Rejected(other.to_string()),
@@ -188,6 +197,7 @@ impl Node {
             reason: format!("operator: {}{forced}", order.reason),
             // Unforced orders keep their evidence checked at commit, like the engine's.
             quorum_of: (!order.force).then_some(voters),
+            automatic: false,
         };
         let outcome = match self.write(command).await? {
             LeaderReply::Written { response: Response::Activated { epoch, .. }, log_index } => {

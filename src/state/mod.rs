@@ -75,22 +75,27 @@ impl Topology {
     }
 }
 
-/// Which site of a group may be active, under which epoch.
+/// Where a group removed from the config stood, to resume from if it comes back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Placement {
     pub active: String,
     pub epoch: Epoch,
+    #[serde(default)]
+    pub paused: bool,
+    #[serde(default)]
+    pub blocked: bool,
 }
 
 impl Placement {
-    /// The placement of a group defined by `spec` that previously stood at `previous`: kept
-    /// when its active site is still one of the group's sites, otherwise the primary under a
-    /// new epoch (moving the active site is a change of who may write, like any other).
-    fn for_spec(spec: &GroupSpec, previous: Option<Placement>) -> Placement {
+    /// A group defined by `spec` coming back from `previous`: where it stood, when its active
+    /// site is still one of its sites. Otherwise it is a new definition: the primary under a
+    /// new epoch, paused and blocked, so that nothing automatic happens until an operator has
+    /// looked (the move itself was made by a config change, not on evidence).
+    fn returning(spec: &GroupSpec, previous: Option<Placement>) -> Placement {
         match previous {
-            None => Placement { active: spec.primary.clone(), epoch: Epoch(1) },
+            None => Placement { active: spec.primary.clone(), epoch: Epoch(1), paused: false, blocked: false },
             Some(p) if p.active == spec.primary || p.active == spec.secondary => p,
-            Some(p) => Placement { active: spec.primary.clone(), epoch: p.epoch.next() },
+            Some(p) => Placement { active: spec.primary.clone(), epoch: p.epoch.next(), paused: true, blocked: true },
         }
     }
 }
@@ -151,11 +156,17 @@ pub enum Command {
         /// atomically with the decision, so verdicts that changed while the proposal was in
         /// flight cannot be outrun. `None` for an operator's forced order.
         quorum_of: Option<BTreeSet<u64>>,
+        /// Decided by the engine: the automation switch, the group's pause, its block and its
+        /// failover mode are checked again here, at its place in the log, so a pause committed
+        /// while the proposal was in flight still stops it.
+        automatic: bool,
     },
     /// Pause or resume automatic decisions for one group.
     SetPaused { group: String, paused: bool },
-    /// An operator acknowledges a failover: the group is no longer blocked.
-    Ack { group: String },
+    /// Acknowledges the failover that brought `group` to `expected_epoch`: the group is no
+    /// longer blocked. Stale when the group has moved since, so an old acknowledgement can never
+    /// lift the block of a newer failover.
+    Ack { group: String, expected_epoch: Epoch },
     /// The global switch for automatic decisions.
     SetAutomation { enabled: bool },
     /// A journal entry by the decision engine: an assessment of a group changed.
@@ -192,7 +203,7 @@ impl fmt::Display for Command {
                 write!(f, "failover({group} -> {to} if epoch {expected_epoch})")
             }
             Command::SetPaused { group, paused } => write!(f, "set-paused({group}, {paused})"),
-            Command::Ack { group } => write!(f, "ack({group})"),
+            Command::Ack { group, expected_epoch } => write!(f, "ack({group} at epoch {expected_epoch})"),
             Command::SetAutomation { enabled } => write!(f, "set-automation({enabled})"),
             Command::Journal { group, kind, .. } => write!(f, "journal({group}: {kind})"),
         }
@@ -251,6 +262,11 @@ pub enum Rejection {
         site: String,
         epoch: Epoch,
     },
+    /// An automatic failover that reached the log after a gate closed.
+    GateClosed {
+        group: String,
+        gates: Vec<String>,
+    },
     /// A failover whose evidence no longer held when it reached its place in the log.
     EvidenceChanged {
         group: String,
@@ -267,6 +283,9 @@ impl fmt::Display for Rejection {
         match self {
             Rejection::UnknownGroup { group } => write!(f, "unknown group {group:?}"),
             Rejection::UnknownSite { site } => write!(f, "unknown site {site:?}"),
+            Rejection::GateClosed { group, gates } => {
+                write!(f, "automatic failover of {group:?} stopped by a gate closed meanwhile: {gates:?}")
+            }
             Rejection::EvidenceChanged { group, from, to, down, up, quorum } => write!(
                 f,
                 "failover of {group:?} from {from:?} to {to:?} no longer justified when committed: \
@@ -326,7 +345,12 @@ impl State {
                 };
                 Response::VerdictRecorded
             }
-            Command::Failover { group, to, expected_epoch, reason: _, quorum_of } => {
+            Command::Failover { group, to, expected_epoch, reason: _, quorum_of, automatic } => {
+                if automatic {
+                    if let Some(rejection) = self.gate_closed(&group) {
+                        return Response::Rejected(rejection);
+                    }
+                }
                 if let Some(voters) = quorum_of {
                     if let Some(rejection) = self.evidence_lacking(&group, &to, &voters) {
                         return Response::Rejected(rejection);
@@ -339,7 +363,15 @@ impl State {
                 response
             }
             Command::SetPaused { group, paused } => self.update_group(group, |g| g.paused = paused),
-            Command::Ack { group } => self.update_group(group, |g| g.blocked = false),
+            Command::Ack { group, expected_epoch } => match self.groups.get(&group) {
+                Some(g) if g.epoch != expected_epoch => Response::Rejected(Rejection::StaleEpoch {
+                    expected: expected_epoch,
+                    current: g.epoch,
+                    active: g.active.clone(),
+                    group,
+                }),
+                _ => self.update_group(group, |g| g.blocked = false),
+            },
             Command::SetAutomation { enabled } => {
                 self.automation_off = !enabled;
                 Response::AutomationSet { enabled }
@@ -391,6 +423,22 @@ impl State {
         Response::GroupUpdated { paused: group.paused, blocked: group.blocked, group: name }
     }
 
+    /// Why an automatic failover of `group` may not proceed, if a gate is closed.
+    fn gate_closed(&self, group: &str) -> Option<Rejection> {
+        let g = self.groups.get(group)?;
+        let gates: Vec<String> = [
+            (self.automation_off, "automation_off"),
+            (g.paused, "paused"),
+            (g.blocked, "blocked"),
+            (g.spec.failover == FailoverMode::Manual, "manual_failover"),
+        ]
+        .into_iter()
+        .filter(|(closed, _)| *closed)
+        .map(|(_, name)| name.to_string())
+        .collect();
+        (!gates.is_empty()).then(|| Rejection::GateClosed { group: group.to_string(), gates })
+    }
+
     /// Why the committed verdicts do not (any longer) justify moving `group` to `to`, if so.
     fn evidence_lacking(&self, group: &str, to: &str, voters: &BTreeSet<u64>) -> Option<Rejection> {
         let g = self.groups.get(group)?;
@@ -434,19 +482,34 @@ impl State {
         for name in removed {
             let old = self.groups.remove(&name).expect("key just listed");
             changed.push(format!("group {name} removed at epoch {} (active {})", old.epoch, old.active));
-            self.retired_groups.insert(name, Placement { active: old.active, epoch: old.epoch });
+            let placement =
+                Placement { active: old.active, epoch: old.epoch, paused: old.paused, blocked: old.blocked };
+            self.retired_groups.insert(name, placement);
         }
         for (name, spec) in topology.groups {
-            let previous = match self.groups.get(&name) {
-                Some(group) if group.spec == spec => continue,
-                Some(group) => Some(Placement { active: group.active.clone(), epoch: group.epoch }),
-                None => self.retired_groups.remove(&name),
-            };
-            let verb = if self.groups.contains_key(&name) { "redefined" } else { "added" };
-            let Placement { active, epoch } = Placement::for_spec(&spec, previous);
-            changed.push(format!("group {name} {verb}: active {active} at epoch {epoch}"));
-            let (paused, blocked) = self.groups.get(&name).map_or((false, false), |g| (g.paused, g.blocked));
-            self.groups.insert(name, GroupState { spec, active, epoch, paused, blocked });
+            match self.groups.get_mut(&name) {
+                Some(group) if group.spec == spec => {}
+                Some(group) if group.active != spec.primary && group.active != spec.secondary => {
+                    // Moving the active site is a decision for evidence or an operator, never
+                    // for a config file (which may be a stale one on a node that leads now).
+                    changed.push(format!(
+                        "group {name} redefinition refused: it drops the active site {}; fail over first",
+                        group.active
+                    ));
+                }
+                Some(group) => {
+                    group.spec = spec;
+                    changed.push(format!("group {name} redefined: active {} at epoch {}", group.active, group.epoch));
+                }
+                None => {
+                    let Placement { active, epoch, paused, blocked } =
+                        Placement::returning(&spec, self.retired_groups.remove(&name));
+                    let flags =
+                        if paused { " (paused and blocked: its active site changed with the config)" } else { "" };
+                    changed.push(format!("group {name} added: active {active} at epoch {epoch}{flags}"));
+                    self.groups.insert(name, GroupState { spec, active, epoch, paused, blocked });
+                }
+            }
         }
         Response::TopologySynced { changed }
     }
@@ -595,16 +658,32 @@ mod tests {
         s.apply(activate("app", "west", 1));
         s.apply(Command::SyncTopology(topology(&[])));
         s.apply(Command::SyncTopology(topology(&[("app", spec("east", "south"))])));
-        assert_eq!((s.groups["app"].active.as_str(), s.groups["app"].epoch), ("east", Epoch(3)));
+        let g = &s.groups["app"];
+        assert_eq!((g.active.as_str(), g.epoch, g.paused, g.blocked), ("east", Epoch(3), true, true));
     }
 
     #[test]
-    fn redefinition_that_drops_the_active_site_moves_it_under_a_new_epoch() {
+    fn a_removed_group_keeps_its_pause_and_block_when_it_returns() {
+        let mut s = State::default();
+        s.apply(Command::SyncTopology(topology(&[("app", spec("east", "west"))])));
+        s.apply(Command::SetPaused { group: "app".into(), paused: true });
+        s.apply(Command::SyncTopology(topology(&[])));
+        s.apply(Command::SyncTopology(topology(&[("app", spec("east", "west"))])));
+        assert!(s.groups["app"].paused);
+    }
+
+    #[test]
+    fn redefinition_that_drops_the_active_site_is_refused() {
         let mut s = State::default();
         s.apply(Command::SyncTopology(topology(&[("app", spec("east", "west"))])));
         s.apply(activate("app", "west", 1));
-        s.apply(Command::SyncTopology(topology(&[("app", spec("east", "south"))])));
-        assert_eq!((s.groups["app"].active.as_str(), s.groups["app"].epoch), ("east", Epoch(3)));
+        let response = s.apply(Command::SyncTopology(topology(&[("app", spec("east", "south"))])));
+        assert!(
+            matches!(&response, Response::TopologySynced { changed } if changed[0].contains("refused")),
+            "{response:?}"
+        );
+        let g = &s.groups["app"];
+        assert_eq!((g.active.as_str(), g.epoch, g.spec.secondary.as_str()), ("west", Epoch(2), "west"));
     }
 }
 
@@ -639,6 +718,7 @@ mod evidence_tests {
             expected_epoch: Epoch(1),
             reason: "test".into(),
             quorum_of: Some([1, 2, 3].into()),
+            automatic: true,
         };
         // Node 2 saw east come back before the decision reached the log.
         let mut changed = s.clone();
@@ -648,7 +728,18 @@ mod evidence_tests {
             Response::Rejected(Rejection::EvidenceChanged { down: 1, .. })
         ));
         assert_eq!(changed.groups["app"].epoch, Epoch(1));
-        // Unchanged evidence: it goes through.
+        // A pause committed while it was in flight stops an automatic failover.
+        let mut paused = s.clone();
+        paused.apply(Command::SetPaused { group: "app".into(), paused: true });
+        assert!(matches!(paused.apply(failover.clone()), Response::Rejected(Rejection::GateClosed { .. })));
+        // Unchanged evidence: it goes through, and blocks the group.
         assert!(matches!(s.apply(failover), Response::Activated { .. }));
+        assert!(s.groups["app"].blocked);
+        // An acknowledgement of an older epoch cannot lift the block of this failover.
+        let stale = s.apply(Command::Ack { group: "app".into(), expected_epoch: Epoch(1) });
+        assert!(matches!(stale, Response::Rejected(Rejection::StaleEpoch { .. })), "{stale:?}");
+        assert!(s.groups["app"].blocked);
+        s.apply(Command::Ack { group: "app".into(), expected_epoch: Epoch(2) });
+        assert!(!s.groups["app"].blocked);
     }
 }

@@ -70,7 +70,10 @@ pub async fn bench(dir: &Path, trials: usize) -> anyhow::Result<()> {
         stubs[failing].restart().await?;
         // The restored site becomes the standby; acknowledge so the next trial is not blocked.
         let leader = leader(&nodes).await?;
-        leader.submit(LeaderRequest::Write(Command::Ack { group: "demo".into() }), false).await?;
+        let epoch = leader.applied.read().expect("state lock").state.groups["demo"].epoch;
+        leader
+            .submit(LeaderRequest::Write(Command::Ack { group: "demo".into(), expected_epoch: epoch }), false)
+            .await?;
     }
     println!("detection latency (failure -> decision committed), {trials} trials: {}", summary(&latencies));
     for n in nodes {
