@@ -111,6 +111,18 @@ async fn concurrent_epoch_cas_has_exactly_one_winner() {
     let refused = c.http.post(c.nodes[0].url("/raft/vote")).json(&serde_json::json!({})).send().await.unwrap();
     assert_eq!(refused.status(), 409);
 
+    // Verdicts are recorded only for members.
+    let resp = c
+        .http
+        .post(c.nodes[0].url("/raft/leader"))
+        .header("witness-cluster", "test")
+        .json(&serde_json::json!({ "write": { "ReportVerdict": { "node": 99, "site": "east", "verdict": "down" } } }))
+        .send()
+        .await
+        .unwrap();
+    let answer: serde_json::Value = resp.json().await.unwrap();
+    assert!(answer["Err"]["detail"].as_str().is_some_and(|d| d.contains("not a member")), "{answer}");
+
     // A malformed snapshot from a "leader" is refused as a bad request; the node stays up.
     let follower = (1..=3).find(|id| *id != leader).unwrap();
     let term = c.status(leader).await.unwrap()["term"].as_u64().unwrap();

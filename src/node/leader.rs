@@ -152,6 +152,14 @@ impl Node {
 
     async fn run_on_leader(&self, req: LeaderRequest) -> Result<LeaderReply, Failure> {
         match req {
+            LeaderRequest::Write(Command::ReportVerdict { node, .. })
+                if self.raft.metrics().borrow_watched().membership_config.get_node(&node).is_none() =>
+            {
+                // Verdicts only ever count for voters; keep the state free of anyone else's.
+                Err(Failure::Final(NodeError::Rejected(format!(
+                    "node {node} is not a member: its verdicts are not recorded"
+                ))))
+            }
             LeaderRequest::Write(command) => self.write(command).await,
             LeaderRequest::AddMember { id, addr } => self.add_member(id, addr).await,
             LeaderRequest::RemoveMember { id } => self.remove_member(id).await,
