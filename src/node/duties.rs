@@ -1,24 +1,24 @@
-//! A node's background duties: bootstrap a new cluster, keep metrics and leader logs current,
-//! make the replicated topology match the leader's config, and snapshot on a timer.
+//! A node's background duties: bootstrap a new cluster, recover after a restart, keep metrics
+//! and leader logs current, make the replicated topology match the leader's config, snapshot
+//! on a timer; and start the probing (`probing.rs`) and deciding (`deciding.rs`) loops.
 
-use openraft::async_runtime::WatchReceiver;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{InitializeError, RaftError};
 use openraft::{BasicNode, ServerState};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::leader::{LeaderReply, LeaderRequest};
+use super::deciding::decide;
+use super::leader::LeaderRequest;
+use super::probing::probe_and_report;
 use super::Node;
-use crate::engine::detector::Detector;
-use crate::engine::{Assessment, Effect, Engine, GroupTiming, Inputs};
 use crate::probe::SiteProber;
-use crate::rng::SplitMix64;
-use crate::state::{Command, Response, State};
+use crate::state::Command;
 
 pub(super) fn spawn_all(
     node: &Arc<Node>,
@@ -194,214 +194,6 @@ async fn snapshot_timer(node: Arc<Node>) {
             if let Err(e) = node.raft.trigger().snapshot().await {
                 tracing::error!(error = %e, "cannot trigger snapshot");
             }
-        }
-    }
-}
-
-/// Probes every site and keeps this node's committed verdicts equal to what its detectors say.
-/// Reports go through the leader in their own tasks, so a slow commit never holds up a probe.
-async fn probe_and_report(node: Arc<Node>, probers: Vec<SiteProber>) {
-    let (tx, mut rounds) = tokio::sync::mpsc::channel(64);
-    let mut tasks = JoinSet::new();
-    let mut detectors = BTreeMap::new();
-    // A site whose rounds stop arriving (its prober died) gets an unknown verdict, never a
-    // stale up or down.
-    let mut last_round = BTreeMap::new();
-    let mut stale_after = BTreeMap::new();
-    for (i, prober) in probers.into_iter().enumerate() {
-        let site = node.config.sites[i].clone();
-        detectors.insert(site.name.clone(), Detector::new(site.failure_threshold, site.success_threshold));
-        last_round.insert(site.name.clone(), std::time::Instant::now());
-        stale_after.insert(site.name.clone(), (site.probe_interval + site.probe_timeout) * 3);
-        let mut rng = SplitMix64::new(node.id.rotate_left(32) ^ i as u64);
-        let (node, tx) = (node.clone(), tx.clone());
-        tasks.spawn(async move { prober.run(&node.metrics.probes, tx, move || rng.unit()).await });
-    }
-    drop(tx);
-    let mut last_sent: BTreeMap<String, std::time::Instant> = BTreeMap::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        tokio::select! {
-            round = rounds.recv() => {
-                let Some(round) = round else { return };
-                last_round.insert(round.site.clone(), std::time::Instant::now());
-                {
-                    let mut failing = node.failing_since.lock().expect("failing_since lock poisoned");
-                    if round.ok {
-                        failing.remove(&round.site);
-                    } else {
-                        failing.entry(round.site.clone()).or_insert_with(std::time::Instant::now);
-                    }
-                }
-                if let Some(changed) = detectors.get_mut(&round.site).and_then(|d| d.observe(round.ok)) {
-                    tracing::info!(site = %round.site, verdict = %changed, "this node's verdict changed");
-                }
-            }
-            _ = tick.tick() => {}
-        }
-        while tasks.try_join_next().is_some() {}
-        for (site, detector) in &detectors {
-            let stale = last_round[site].elapsed() > stale_after[site];
-            let desired = if stale { None } else { detector.verdict() };
-            node.metrics.observe_verdict(site, desired);
-            let (registered, committed) = {
-                let applied = node.applied.read().expect("state lock poisoned");
-                (applied.state.sites.contains(site), applied.state.verdict(site, node.id))
-            };
-            let recently = last_sent.get(site).is_some_and(|at| at.elapsed() < Duration::from_secs(1));
-            if !registered || committed == desired || recently {
-                continue;
-            }
-            last_sent.insert(site.clone(), std::time::Instant::now());
-            let command = Command::ReportVerdict { node: node.id, site: site.clone(), verdict: desired };
-            let node = node.clone();
-            tasks.spawn(async move {
-                if let Err(e) = node.submit(LeaderRequest::Write(command), false).await {
-                    tracing::debug!(error = %e, "verdict report deferred");
-                }
-            });
-        }
-    }
-}
-
-/// On the leader, runs the decision engine over the committed state on every commit and every
-/// 50 ms, and proposes what it calls for. Off the leader, or while not ready, the engine is
-/// dropped, so a new leadership always starts with fresh memory.
-async fn decide(node: Arc<Node>) {
-    let timing: BTreeMap<String, GroupTiming> = node
-        .config
-        .groups
-        .iter()
-        .map(|g| {
-            let t = GroupTiming { hold_down: g.hold_down, block_after_failover: g.block_after_failover };
-            (g.name.clone(), t)
-        })
-        .collect();
-    let mut engine: Option<(u64, Engine)> = None;
-    let mut proposals = JoinSet::new();
-    let mut updates = node.raft.metrics();
-    let mut tick = tokio::time::interval(ENGINE_TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        // Step on every committed change (a verdict arrives) and on the tick (timers expire).
-        tokio::select! {
-            _ = tick.tick() => {}
-            changed = updates.changed() => if changed.is_err() { return },
-        }
-        while proposals.try_join_next().is_some() {}
-        let (leader, term) = {
-            let metrics = node.raft.metrics();
-            let m = metrics.borrow_watched();
-            (m.current_leader, m.current_term)
-        };
-        // The engine's memory belongs to one leadership: a new term starts afresh.
-        if leader != Some(node.id) || engine.as_ref().is_some_and(|(t, _)| *t != term) {
-            engine = None;
-        }
-        if leader != Some(node.id) {
-            continue;
-        }
-        // Not ready (no quorum acknowledgement, or a commit not yet applied): skip this step
-        // but keep the timers; they must not restart on every commit.
-        if node.readiness().is_err() {
-            continue;
-        }
-        let (_, engine) = engine.get_or_insert_with(|| (term, Engine::new()));
-        let (voters, live) = node.voters_and_live();
-        // Step under the read lock rather than cloning the state (the journal is large).
-        let mut writes = Vec::new();
-        {
-            let applied = node.applied.read().expect("state lock poisoned");
-            let state = &applied.state;
-            let inputs = Inputs { now: node.started.elapsed(), state, voters: &voters, live: &live, timing: &timing };
-            for effect in engine.step(&inputs) {
-                match effect {
-                    Effect::Journal { group, assessment } => {
-                        node.metrics.decisions.with_label_values(&[&group, assessment.kind()]).inc();
-                        // A site in trouble is a degraded state: warn. Recovery and suspicion: info.
-                        match assessment {
-                            Assessment::FailingOver { .. }
-                            | Assessment::NeedsApproval { .. }
-                            | Assessment::SurvivorNotUp { .. } => tracing::warn!(%group, %assessment, "assessment"),
-                            _ => tracing::info!(%group, %assessment, "assessment"),
-                        }
-                        writes.push(Command::Journal {
-                            evidence: evidence(state, &group, &voters, &live),
-                            kind: assessment.kind().to_string(),
-                            message: assessment.to_string(),
-                            group,
-                        });
-                    }
-                    Effect::Propose(command) => {
-                        tracing::info!(%command, "proposing");
-                        writes.push(command);
-                    }
-                }
-            }
-        }
-        for command in writes {
-            let node = node.clone();
-            proposals.spawn(async move {
-                match node.submit(LeaderRequest::Write(command.clone()), true).await {
-                    Ok(reply) => {
-                        if !matches!(command, Command::Journal { .. }) {
-                            tracing::info!(%command, ?reply, "committed");
-                        }
-                        node.observe_detection(&command, &reply);
-                    }
-                    Err(e) => tracing::warn!(%command, error = %e, "proposal not committed"),
-                }
-            });
-        }
-    }
-}
-
-/// How often the leader's engine looks again when nothing was committed (its timers).
-const ENGINE_TICK: Duration = Duration::from_millis(50);
-
-/// What the engine saw, for the journal: each of the group's sites with every voter's verdict
-/// (`-` for a voter not heard from recently, whose verdict did not count).
-fn evidence(state: &State, group: &str, voters: &BTreeSet<u64>, live: &BTreeSet<u64>) -> BTreeMap<String, String> {
-    let Some(g) = state.groups.get(group) else { return BTreeMap::new() };
-    [&g.spec.primary, &g.spec.secondary]
-        .into_iter()
-        .map(|site| {
-            let seen: Vec<String> = voters
-                .iter()
-                .map(|id| {
-                    let v = state.verdict(site, *id).map_or("unknown".to_string(), |v| v.to_string());
-                    if live.contains(id) {
-                        format!("node{id}={v}")
-                    } else {
-                        format!("node{id}=-")
-                    }
-                })
-                .collect();
-            (site.clone(), seen.join(" "))
-        })
-        .collect()
-}
-
-impl Node {
-    /// After a committed automatic failover: the time from this node's first failed probe of
-    /// the failed site to now (leader-local: both ends on this node's clock).
-    fn observe_detection(&self, command: &Command, reply: &LeaderReply) {
-        let (Command::Failover { group, .. }, LeaderReply::Written { response: Response::Activated { .. }, .. }) =
-            (command, reply)
-        else {
-            return;
-        };
-        let Some(failed) = self.applied.read().expect("state lock poisoned").state.groups.get(group).map(|g| {
-            if g.active == g.spec.primary {
-                g.spec.secondary.clone()
-            } else {
-                g.spec.primary.clone()
-            }
-        }) else {
-            return;
-        };
-        if let Some(since) = self.failing_since.lock().expect("failing_since lock poisoned").get(&failed) {
-            self.metrics.detection_seconds.observe(since.elapsed().as_secs_f64());
         }
     }
 }

@@ -2,7 +2,9 @@
 //! processes can never share it), starts Raft, serves the HTTP API and the Raft routes on one
 //! listener, runs the node's background duties, and shuts everything down in order.
 
+mod deciding;
 mod duties;
+mod probing;
 pub use duties::BootstrapInfo;
 pub mod leader;
 pub mod status;
