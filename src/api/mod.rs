@@ -165,21 +165,11 @@ fn check_cluster(node: &Node, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// The body of `failover` (which requires `to`) and `failback` (which refuses it).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FailoverBody {
-    to: String,
-    #[serde(default)]
-    reason: String,
-    #[serde(default)]
-    dry_run: bool,
-    #[serde(default)]
-    force: bool,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct FailbackBody {
+struct OrderBody {
+    to: Option<String>,
     #[serde(default)]
     reason: String,
     #[serde(default)]
@@ -195,11 +185,13 @@ type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
 async fn failover(
     State(node): AppState,
     Path(group): Path<String>,
-    body: JsonBody<FailoverBody>,
+    body: JsonBody<OrderBody>,
 ) -> Result<Response, ApiError> {
     let Json(b) = body.map_err(ApiError::from_json)?;
-    order_failover(&node, FailoverOrder { group, to: Some(b.to), reason: b.reason, dry_run: b.dry_run, force: b.force })
-        .await
+    if b.to.is_none() {
+        return Err(ApiError::BadRequest("request body: missing field `to` (the site to make active)".into()));
+    }
+    order_failover(&node, FailoverOrder { group, to: b.to, reason: b.reason, dry_run: b.dry_run, force: b.force }).await
 }
 
 /// A failover back to the group's primary. The engine never does this on its own while the
@@ -207,9 +199,12 @@ async fn failover(
 async fn failback(
     State(node): AppState,
     Path(group): Path<String>,
-    body: JsonBody<FailbackBody>,
+    body: JsonBody<OrderBody>,
 ) -> Result<Response, ApiError> {
     let Json(b) = body.map_err(ApiError::from_json)?;
+    if b.to.is_some() {
+        return Err(ApiError::BadRequest("request body: `to` is not accepted: a failback goes to the primary".into()));
+    }
     order_failover(&node, FailoverOrder { group, to: None, reason: b.reason, dry_run: b.dry_run, force: b.force }).await
 }
 

@@ -685,27 +685,11 @@ mod tests {
         let g = &s.groups["app"];
         assert_eq!((g.active.as_str(), g.epoch, g.spec.secondary.as_str()), ("west", Epoch(2), "west"));
     }
-}
-
-#[cfg(test)]
-mod evidence_tests {
-    use super::*;
 
     #[test]
     fn a_failover_whose_evidence_changed_in_flight_is_rejected_at_its_place_in_the_log() {
         let mut s = State::default();
-        let spec = GroupSpec {
-            primary: "east".into(),
-            secondary: "west".into(),
-            replication: ReplicationMode::Sync,
-            failover: FailoverMode::Automatic,
-            rto_ms: 1,
-            rpo_ms: 0,
-        };
-        s.apply(Command::SyncTopology(Topology {
-            sites: ["east".to_string(), "west".to_string()].into(),
-            groups: [("app".to_string(), spec)].into(),
-        }));
+        s.apply(Command::SyncTopology(topology(&[("app", spec("east", "west"))])));
         for (node, east, west) in
             [(1, Verdict::Down, Verdict::Up), (2, Verdict::Down, Verdict::Up), (3, Verdict::Up, Verdict::Up)]
         {
