@@ -70,7 +70,9 @@ async fn readyz(State(node): AppState) -> Response {
 }
 
 async fn metrics(State(node): AppState) -> Response {
+    // Gauges are brought up to date when scraped, not on every commit.
     node.metrics.observe_raft(&node.raft.metrics().borrow_watched());
+    node.metrics.observe_state(&node.applied.read().expect("state lock poisoned").state);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], node.metrics.render()).into_response()
 }
 

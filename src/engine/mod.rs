@@ -156,6 +156,7 @@ impl Engine {
     pub fn step(&mut self, inputs: &Inputs) -> Vec<Effect> {
         self.groups.retain(|name, _| inputs.state.groups.contains_key(name));
         let mut effects = Vec::new();
+        let counted: BTreeSet<u64> = inputs.live.intersection(inputs.voters).copied().collect();
         for (name, group) in &inputs.state.groups {
             let Some(timing) = inputs.timing.get(name) else {
                 continue;
@@ -164,7 +165,7 @@ impl Engine {
             if memory.epoch != Some(group.epoch) {
                 *memory = Memory { epoch: Some(group.epoch), last: memory.last.take(), ..Memory::default() };
             }
-            let (assessment, proposal) = assess(name, group, timing, memory, inputs);
+            let (assessment, proposal) = assess(name, group, timing, memory, inputs, &counted);
             if let Some(command) = proposal {
                 effects.push(Effect::Propose(command));
             }
@@ -187,11 +188,12 @@ fn assess(
     timing: &GroupTiming,
     memory: &mut Memory,
     inputs: &Inputs,
+    counted: &BTreeSet<u64>,
 ) -> (Assessment, Option<Command>) {
     let voters = inputs.voters.len();
     let quorum = voters / 2 + 1;
     // Only live voters' verdicts count; anything else is unknown.
-    let live: BTreeSet<u64> = inputs.live.intersection(inputs.voters).copied().collect();
+    let live = counted;
     let failed = group.active.clone();
     let survivor =
         if group.active == group.spec.primary { group.spec.secondary.clone() } else { group.spec.primary.clone() };
@@ -211,7 +213,7 @@ fn assess(
         }
     }
 
-    let down = count(inputs.state, &failed, &live, Verdict::Down);
+    let down = count(inputs.state, &failed, live, Verdict::Down);
     if down == 0 {
         memory.down_since = None;
         return (Assessment::Healthy { active: failed }, None);
@@ -220,7 +222,7 @@ fn assess(
         memory.down_since = None;
         return (Assessment::BelowQuorum { site: failed, down, voters, quorum }, None);
     }
-    let up = count(inputs.state, &survivor, &live, Verdict::Up);
+    let up = count(inputs.state, &survivor, live, Verdict::Up);
     if up < quorum {
         memory.down_since = None;
         return (Assessment::SurvivorNotUp { failed, survivor, up, voters, quorum }, None);

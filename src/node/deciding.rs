@@ -35,7 +35,13 @@ pub(super) async fn decide(node: Arc<Node>) {
         // Step on every committed change (a verdict arrives) and on the tick (timers expire).
         tokio::select! {
             _ = tick.tick() => {}
-            changed = updates.changed() => if changed.is_err() { return },
+            changed = updates.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                // Coalesce a burst of commits into one step: verdicts are rare, writes are not.
+                tokio::time::sleep(COALESCE).await;
+            }
         }
         while proposals.try_join_next().is_some() {}
         let (leader, term) = {
@@ -57,11 +63,12 @@ pub(super) async fn decide(node: Arc<Node>) {
         }
         let (_, engine) = engine.get_or_insert_with(|| (term, Engine::new()));
         let (voters, live) = node.voters_and_live();
-        // Step under the read lock rather than cloning the state (the journal is large).
+        // The state machine applies under the write lock: copy what the engine reads (not the
+        // journal) and step outside it, so a step never holds up a commit.
+        let state = node.applied.read().expect("state lock poisoned").state.without_journal();
+        let state = &state;
         let mut writes = Vec::new();
         {
-            let applied = node.applied.read().expect("state lock poisoned");
-            let state = &applied.state;
             let inputs = Inputs { now: node.started.elapsed(), state, voters: &voters, live: &live, timing: &timing };
             for effect in engine.step(&inputs) {
                 match effect {
@@ -107,6 +114,8 @@ pub(super) async fn decide(node: Arc<Node>) {
 
 /// How often the leader's engine looks again when nothing was committed (its timers).
 const ENGINE_TICK: Duration = Duration::from_millis(50);
+/// How long the engine lets commits accumulate before it steps on them.
+const COALESCE: Duration = Duration::from_millis(10);
 
 /// What the engine saw, for the journal: each of the group's sites with every voter's verdict
 /// (`-` for a voter not heard from recently, whose verdict did not count).

@@ -127,32 +127,32 @@ async fn recover(node: Arc<Node>) {
     }
 }
 
-/// Follows Raft's metrics: updates gauges, logs leadership changes, and on the leader makes
-/// the replicated sites and groups match this node's config.
+/// Follows leadership (server metrics change with the vote, role and membership, not with
+/// every commit): logs leadership changes, and on the leader makes the replicated sites and
+/// groups match this node's config.
 async fn follow_raft(node: Arc<Node>) {
-    let mut metrics = node.raft.metrics();
+    let mut server = node.raft.server_metrics();
     let mut last_leader = None;
     let mut synced_in_term = None;
     loop {
-        let m = metrics.borrow_and_update().clone();
-        node.metrics.observe_raft(&m);
-        node.metrics.observe_state(&node.applied.read().expect("state lock poisoned").state);
-        if m.current_leader != last_leader {
-            match m.current_leader {
-                Some(id) if id == node.id => {
-                    tracing::info!(term = m.current_term, "this node is now the leader")
-                }
-                Some(id) => tracing::info!(leader = id, term = m.current_term, "following leader"),
-                None => tracing::warn!(term = m.current_term, "no leader known"),
+        let (leader, state, term) = {
+            let m = server.borrow_and_update();
+            (m.current_leader, m.state, m.vote.leader_id().term)
+        };
+        if leader != last_leader {
+            match leader {
+                Some(id) if id == node.id => tracing::info!(term, "this node is now the leader"),
+                Some(id) => tracing::info!(leader = id, term, "following leader"),
+                None => tracing::warn!(term, "no leader known"),
             }
-            last_leader = m.current_leader;
+            last_leader = leader;
         }
-        if m.state == ServerState::Leader && synced_in_term != Some(m.current_term) && sync_topology(&node).await {
-            synced_in_term = Some(m.current_term);
+        if state == ServerState::Leader && synced_in_term != Some(term) && sync_topology(&node).await {
+            synced_in_term = Some(term);
         }
         // Also wake periodically so a failed topology sync is retried.
         tokio::select! {
-            changed = metrics.changed() => if changed.is_err() { return },
+            changed = server.changed() => if changed.is_err() { return },
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
     }

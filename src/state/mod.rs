@@ -455,6 +455,19 @@ impl State {
         })
     }
 
+    /// A copy of everything but the journal: what decisions read, cheap to take.
+    pub fn without_journal(&self) -> State {
+        State {
+            sites: self.sites.clone(),
+            groups: self.groups.clone(),
+            retired_groups: self.retired_groups.clone(),
+            retired_nodes: self.retired_nodes.clone(),
+            verdicts: self.verdicts.clone(),
+            automation_off: self.automation_off,
+            journal: Journal::default(),
+        }
+    }
+
     /// `node`'s verdict on `site`, `None` when unknown.
     pub fn verdict(&self, site: &str, node: u64) -> Option<Verdict> {
         self.verdicts.get(site)?.get(&node).copied()

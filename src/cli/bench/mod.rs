@@ -16,7 +16,7 @@ use super::Exit;
 use crate::config::Config;
 use crate::node::leader::LeaderRequest;
 use crate::node::{Node, RunningNode};
-use crate::state::{Command as StateCommand, Epoch, Response};
+use crate::state::{Command as StateCommand, Response};
 
 #[derive(Subcommand)]
 pub enum Command {
@@ -129,8 +129,10 @@ enum Via {
     Api { http: reqwest::Client, base: String },
 }
 
-/// `clients` concurrent clients, each flipping its own group `per_client` times, so every
-/// write is a real, accepted compare-and-set. Returns every latency and the wall time.
+/// `clients` concurrent clients, each pausing and resuming its own group `per_client` times
+/// in turn: every write is a real, committed state change that moves no site (so the decision
+/// engine, which runs throughout, has nothing to journal about it). Returns every latency and
+/// the wall time.
 async fn run_clients(
     leader: &Arc<Node>,
     via: &Via,
@@ -141,20 +143,13 @@ async fn run_clients(
     let mut handles = Vec::new();
     for c in 0..clients {
         let group = format!("bench-{c}");
-        let (mut active, mut epoch) = {
-            let applied = leader.applied.read().expect("state lock");
-            let g = &applied.state.groups[&group];
-            (g.active.clone(), g.epoch)
-        };
         let (leader, via) = (leader.clone(), via.clone());
         handles.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(per_client);
-            for _ in 0..per_client {
-                let site = other(&active);
+            for i in 0..per_client {
                 let t = Instant::now();
-                epoch = activate(&leader, &via, &group, site, epoch).await?;
+                set_paused(&leader, &via, &group, i % 2 == 0).await?;
                 lat.push(t.elapsed());
-                active = site.to_string();
             }
             anyhow::Ok(lat)
         }));
@@ -166,34 +161,23 @@ async fn run_clients(
     Ok((all, started.elapsed().as_secs_f64()))
 }
 
-fn other(site: &str) -> &'static str {
-    if site == "east" {
-        "west"
-    } else {
-        "east"
-    }
-}
-
-async fn activate(leader: &Node, via: &Via, group: &str, site: &str, epoch: Epoch) -> anyhow::Result<Epoch> {
+async fn set_paused(leader: &Node, via: &Via, group: &str, paused: bool) -> anyhow::Result<()> {
     let response = match via {
         Via::Raft => {
-            let cmd = StateCommand::Activate { group: group.into(), site: site.into(), expected_epoch: epoch };
+            let cmd = StateCommand::SetPaused { group: group.into(), paused };
             match leader.submit(LeaderRequest::Write(cmd), false).await? {
                 crate::node::leader::LeaderReply::Written { response, .. } => response,
                 other => anyhow::bail!("unexpected reply {other:?}"),
             }
         }
         Via::Api { http, base } => {
-            let resp = http
-                .post(format!("{base}/v1/groups/{group}/activate"))
-                .json(&serde_json::json!({ "site": site, "expected_epoch": epoch.0 }))
-                .send()
-                .await?;
+            let action = if paused { "pause" } else { "resume" };
+            let resp = http.post(format!("{base}/v1/groups/{group}/{action}")).send().await?;
             resp.json::<Response>().await?
         }
     };
     match response {
-        Response::Activated { epoch, .. } => Ok(epoch),
+        Response::GroupUpdated { paused: now, .. } if now == paused => Ok(()),
         other => anyhow::bail!("benchmark write was not applied: {other:?}"),
     }
 }
