@@ -37,10 +37,16 @@ impl Metrics {
     pub fn new(node_id: u64) -> Metrics {
         let labels = [("node_id".to_string(), node_id.to_string())].into();
         let registry = Registry::new_custom(None, Some(labels)).expect("static registry settings");
-        let gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help).expect("static metric");
-            registry.register(Box::new(g.clone())).expect("unique metric");
-            g
+        let reg = &registry;
+        let gauge = |name: &str, help: &str| register(reg, IntGauge::new(name, help).expect("static metric"));
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            register(reg, IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric"))
+        };
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            register(reg, IntCounterVec::new(Opts::new(name, help), labels).expect("static metric"))
+        };
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            register(reg, Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("static metric"))
         };
         let term = gauge("witness_raft_term", "Current Raft term of this node.");
         let leader_id = gauge("witness_raft_leader_id", "Id of the leader this node knows, 0 when none.");
@@ -50,32 +56,16 @@ impl Metrics {
         let applied_index =
             gauge("witness_raft_applied_index", "Index of the last entry applied to the state machine.");
         let snapshot_index = gauge("witness_raft_snapshot_index", "Last log index included in the newest snapshot.");
-        let commit_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "witness_raft_commit_seconds",
-                "Time from proposing an entry on the leader until it is committed and applied.",
-            )
-            .buckets(vec![0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
-        )
-        .expect("static metric");
-        registry.register(Box::new(commit_seconds.clone())).expect("unique metric");
-        let leader_requests = IntCounterVec::new(
-            Opts::new(
-                "witness_leader_requests_total",
-                "Writes and membership changes by where they ran and how they ended.",
-            ),
+        let commit_seconds = histogram(
+            "witness_raft_commit_seconds",
+            "Time from proposing an entry on the leader until it is committed and applied.",
+            vec![0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
+        );
+        let leader_requests = counter_vec(
+            "witness_leader_requests_total",
+            "Writes and membership changes by where they ran and how they ended.",
             &["route", "outcome"],
-        )
-        .expect("static metric");
-        registry.register(Box::new(leader_requests.clone())).expect("unique metric");
-        registry
-            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
-            .expect("unique metric");
-        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
-            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric");
-            registry.register(Box::new(g.clone())).expect("unique metric");
-            g
-        };
+        );
         let site_verdict =
             gauge_vec("witness_site_verdict", "This node's verdict on a site: 1 up, 0 down, -1 unknown.", &["site"]);
         let group_epoch = gauge_vec("witness_group_epoch", "Committed epoch of a group.", &["group"]);
@@ -84,25 +74,19 @@ impl Metrics {
             "1 for the committed active site of a group, 0 for the other.",
             &["group", "site"],
         );
-        let decisions = IntCounterVec::new(
-            Opts::new(
-                "witness_decisions_total",
-                "Decision-engine assessments (journal entries) and proposals on the leader, by group and kind.",
-            ),
+        let decisions = counter_vec(
+            "witness_decisions_total",
+            "Decision-engine assessments on the leader (each one a journal entry), by group and kind.",
             &["group", "kind"],
-        )
-        .expect("static metric");
-        registry.register(Box::new(decisions.clone())).expect("unique metric");
-        let probes = ProbeMetrics::register(&registry);
-        let detection_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "witness_detection_seconds",
-                "From the leader's first failed probe of a site to the automatic failover away from it committed.",
-            )
-            .buckets(vec![0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 5.0, 10.0, 30.0, 60.0]),
-        )
-        .expect("static metric");
-        registry.register(Box::new(detection_seconds.clone())).expect("unique metric");
+        );
+        let detection_seconds = histogram(
+            "witness_detection_seconds",
+            "From the leader's first failed probe of a site to the automatic failover away from it committed.",
+            vec![0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 5.0, 10.0, 30.0, 60.0],
+        );
+        let probes = ProbeMetrics::register(reg);
+        let process = Box::new(prometheus::process_collector::ProcessCollector::for_self());
+        registry.register(process).expect("unique metric");
         Metrics {
             registry,
             term,
@@ -158,4 +142,9 @@ impl Metrics {
         TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding cannot fail");
         String::from_utf8(buf).expect("prometheus text is UTF-8")
     }
+}
+
+fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+    registry.register(Box::new(metric.clone())).expect("unique metric");
+    metric
 }
