@@ -20,6 +20,8 @@ use crate::config::{ProbeTarget, SiteConfig};
 pub enum Failure {
     Timeout,
     Connect,
+    /// The TLS handshake failed: an untrusted or mismatched certificate, usually.
+    Tls,
     Status,
     Body,
     Other,
@@ -30,6 +32,7 @@ impl Failure {
         match self {
             Failure::Timeout => "timeout",
             Failure::Connect => "connect",
+            Failure::Tls => "tls",
             Failure::Status => "status",
             Failure::Body => "body",
             Failure::Other => "other",
@@ -135,6 +138,8 @@ impl SiteProber {
                 let resp = self.http.get(url.clone()).send().await.map_err(|e| {
                     if e.is_timeout() {
                         Failure::Timeout
+                    } else if is_tls(&e) {
+                        Failure::Tls
                     } else if e.is_connect() {
                         Failure::Connect
                     } else {
@@ -170,6 +175,23 @@ impl SiteProber {
             tokio::time::sleep(pause).await;
         }
     }
+}
+
+/// Whether a request failed in the TLS handshake (reqwest reports that as a connect error).
+/// rustls' error travels inside nested `io::Error`s, whose `source()` skips a level, so those
+/// are unwrapped with `get_ref()`.
+fn is_tls(e: &reqwest::Error) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = next {
+        if err.is::<rustls::Error>() {
+            return true;
+        }
+        next = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    false
 }
 
 #[cfg(test)]

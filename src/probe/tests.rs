@@ -120,3 +120,84 @@ async fn a_missing_ca_file_is_named_at_start() {
     let err = SiteProber::new(&site(vec![target])).err().expect("must fail");
     assert!(format!("{err:#}").contains("/nonexistent/ca.pem"), "{err:#}");
 }
+
+/// HTTPS probes against a real TLS server (`openssl s_server`) with a throwaway CA: trusted
+/// through the site's `ca_file`, refused with another CA's file.
+#[tokio::test]
+async fn https_probe_trusts_exactly_its_ca_file() {
+    crate::tls::init();
+    if std::process::Command::new("openssl").arg("version").output().is_err() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "openssl is required in CI (scripts/test installs it)");
+        eprintln!("SKIPPED https_probe_trusts_exactly_its_ca_file: no openssl binary (install Debian's openssl)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).current_dir(d).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    for ca in ["ca", "other-ca"] {
+        let key = format!("{ca}.key");
+        let pem = format!("{ca}.pem");
+        let mut args = vec!["req", "-x509"];
+        args.extend(ec);
+        args.extend(["-keyout", &key, "-out", &pem, "-days", "1", "-subj", "/CN=witness test CA"]);
+        openssl(&args);
+    }
+    let mut args = vec!["req"];
+    args.extend(ec);
+    args.extend(["-keyout", "site.key", "-out", "site.csr", "-subj", "/CN=localhost"]);
+    openssl(&args);
+    std::fs::write(d.join("san.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "site.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "site.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "san.cnf",
+    ]);
+
+    // s_server cannot take a bound socket, so take a free port and hand it over.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut server = std::process::Command::new("openssl")
+        .args(["s_server", "-accept", &format!("127.0.0.1:{port}"), "-cert", "site.pem", "-key", "site.key", "-www"])
+        .current_dir(d)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let target = |ca: &str| ProbeTarget::Http {
+        url: Url::parse(&format!("https://127.0.0.1:{port}/")).unwrap(),
+        expect_status: 200,
+        body_contains: None,
+        ca_file: Some(d.join(ca)),
+    };
+    let mut slow = site(vec![]);
+    slow.probe_timeout = Duration::from_secs(3);
+    for (ca, expected) in [("ca.pem", Ok(())), ("other-ca.pem", Err(Failure::Tls))] {
+        let t = target(ca);
+        let prober = SiteProber::new(&SiteConfig { probes: vec![t.clone()], ..slow.clone() }).unwrap();
+        assert_eq!(prober.probe(&t).await.0, expected, "with {ca}");
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+}
