@@ -1,7 +1,8 @@
-//! The HTTP API (axum): health and readiness, Prometheus metrics, status, group and
-//! membership operations, plus the node-to-node routes that are not Raft RPCs
-//! (`/raft/leader` for forwarded writes, `/raft/bootstrap`). Errors map to HTTP statuses in
-//! one place, [`error`].
+//! The HTTP API (axum): health and readiness, Prometheus metrics, status; operator controls
+//! (failover, failback, pause, resume, ack, the automation switch); the active-site health
+//! endpoint; the decision journal (paged and as Server-Sent Events); membership; plus the
+//! node-to-node routes that are not Raft RPCs (`/raft/leader` for forwarded requests,
+//! `/raft/bootstrap`). Errors map to HTTP statuses in one place, [`error`].
 
 mod error;
 
