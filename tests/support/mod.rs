@@ -93,12 +93,18 @@ pub struct Setup {
 /// The config of node `id` for a cluster whose initial members are `members` (id, addr).
 pub fn node_config(id: u64, addr: &str, members: &[(u64, String)], data_dir: &Path, setup: &Setup) -> String {
     let raft_extra = &setup.raft_extra;
-    let probe = |url: Option<&String>| match url {
-        Some(url) => format!("kind = \"http\"\nurl = \"{url}\""),
-        None => "kind = \"tcp\"\naddr = \"127.0.0.1:9\"".to_string(),
+    let site = |name: &str, url: Option<&String>| {
+        let probe = match url {
+            Some(url) => format!("kind = \"http\"\nurl = \"{url}\""),
+            None => "kind = \"tcp\"\naddr = \"127.0.0.1:9\"".to_string(),
+        };
+        format!(
+            "[[site]]\nname = \"{name}\"\nprobe_interval = \"200ms\"\nprobe_timeout = \"150ms\"\n\
+             failure_threshold = 2\nsuccess_threshold = 1\n[[site.probe]]\n{probe}\n"
+        )
     };
-    let east = probe(setup.site_urls.as_ref().map(|u| &u.0));
-    let west = probe(setup.site_urls.as_ref().map(|u| &u.1));
+    let east = site("east", setup.site_urls.as_ref().map(|u| &u.0));
+    let west = site("west", setup.site_urls.as_ref().map(|u| &u.1));
     let members: Vec<String> = members.iter().map(|(i, a)| format!("{{ id = {i}, addr = \"{a}\" }}")).collect();
     format!(
         r#"
@@ -122,22 +128,7 @@ snapshot_interval = "2s"
 [transport]
 plain_http = true
 
-[[site]]
-name = "east"
-probe_interval = "200ms"
-probe_timeout = "150ms"
-failure_threshold = 2
-success_threshold = 1
-[[site.probe]]
 {east}
-
-[[site]]
-name = "west"
-probe_interval = "200ms"
-probe_timeout = "150ms"
-failure_threshold = 2
-success_threshold = 1
-[[site.probe]]
 {west}
 
 [[group]]
