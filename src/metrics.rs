@@ -31,6 +31,14 @@ pub struct Metrics {
     pub decisions: IntCounterVec,
     /// On the leader: its own first failed probe of a site to the failover committed.
     pub detection_seconds: Histogram,
+    /// On the leader: how long heartbeats waited for the leadership confirmation.
+    pub heartbeat_confirm_seconds: Histogram,
+    /// On the leader: the lease the active site holds by its grants, per group and site.
+    pub lease_remaining_seconds: prometheus::GaugeVec,
+    /// On the leader: the role each site's agent last reported, 1 on that role's series.
+    pub agent_role: IntGaugeVec,
+    /// On the leader: how far the standby copy is behind, per group (-1 unknown).
+    pub rpo_exposure_seconds: prometheus::GaugeVec,
 }
 
 impl Metrics {
@@ -84,6 +92,30 @@ impl Metrics {
             "From the leader's first failed probe of a site to the automatic failover away from it committed.",
             vec![0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 5.0, 10.0, 30.0, 60.0],
         );
+        let heartbeat_confirm_seconds = histogram(
+            "witness_heartbeat_confirm_seconds",
+            "Time a site agent's heartbeat waited on the leader for its leadership confirmation.",
+            vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0],
+        );
+        let float_gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            register(reg, prometheus::GaugeVec::new(Opts::new(name, help), labels).expect("static metric"))
+        };
+        let lease_remaining_seconds = float_gauge_vec(
+            "witness_lease_remaining_seconds",
+            "On the leader: the witness lease a site holds for a group by this leader's grants (0: none).",
+            &["group", "site"],
+        );
+        let agent_role = gauge_vec(
+            "witness_agent_role",
+            "On the leader: 1 for the role a site's agent last reported for a group.",
+            &["group", "site", "role"],
+        );
+        let rpo_exposure_seconds = float_gauge_vec(
+            "witness_rpo_exposure_seconds",
+            "On the leader: how far a group's standby copy is behind (sync: since its last in-sync report; \
+             async: recovery-point age); -1 when not reported.",
+            &["group"],
+        );
         let probes = ProbeMetrics::register(reg);
         let process = Box::new(prometheus::process_collector::ProcessCollector::for_self());
         registry.register(process).expect("unique metric");
@@ -104,6 +136,10 @@ impl Metrics {
             group_active,
             decisions,
             detection_seconds,
+            heartbeat_confirm_seconds,
+            lease_remaining_seconds,
+            agent_role,
+            rpo_exposure_seconds,
         }
     }
 

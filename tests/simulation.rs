@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use witness::config::{FailoverMode, ReplicationMode};
 use witness::engine::detector::Detector;
+use witness::engine::leases::Ledger;
 use witness::engine::{Effect, Engine, GroupTiming, Inputs};
 use witness::rng::SplitMix64;
 use witness::state::{Command, Epoch, GroupSpec, Logged, State, Topology, Verdict};
@@ -78,6 +79,7 @@ fn topology() -> Topology {
         failover: FailoverMode::Automatic,
         rto_ms: 300_000,
         rpo_ms: 0,
+        leases: None,
     };
     Topology { sites: SITES.iter().map(|s| s.to_string()).collect(), groups: [("app".to_string(), spec)].into() }
 }
@@ -262,9 +264,15 @@ impl World {
 
         // Every node that believes it leads runs its engine; only the real leader's proposals
         // can commit.
-        let timing: BTreeMap<String, GroupTiming> =
-            [("app".to_string(), GroupTiming { hold_down: HOLD, block_after_failover: Duration::from_secs(600) })]
-                .into();
+        let timing: BTreeMap<String, GroupTiming> = [(
+            "app".to_string(),
+            GroupTiming {
+                hold_down: HOLD,
+                block_after_failover: Duration::from_secs(600),
+                in_sync_within: Duration::ZERO,
+            },
+        )]
+        .into();
         for id in NODES {
             let Some(term) = self.nodes[&id].leads else { continue };
             if !self.running(id) {
@@ -282,7 +290,9 @@ impl World {
             let now = Duration::from_millis(self.now_ms);
             let effects = {
                 let node = self.nodes.get_mut(&id).unwrap();
-                let inputs = Inputs { now, state: &node.state, voters: &voters, live: &live, timing: &timing };
+                let ledger = Ledger::new(Duration::ZERO);
+                let inputs =
+                    Inputs { now, state: &node.state, voters: &voters, live: &live, timing: &timing, ledger: &ledger };
                 node.engine.step(&inputs)
             };
             for effect in effects {

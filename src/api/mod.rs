@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::ApiError;
 
+use crate::engine::leases::Heartbeat;
 use crate::node::leader::{FailoverOrder, FailoverOutcome, LeaderReply, LeaderRequest, NodeError};
 use crate::node::Node;
 use crate::raft::network::CLUSTER_HEADER;
@@ -41,6 +42,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/groups/{group}/ack", post(ack))
         .route("/v1/groups/{group}/sites/{site}/active", get(site_active))
         .route("/v1/automation", post(automation))
+        .route("/v1/sites/{site}/heartbeat", post(heartbeat))
         .route("/v1/events", get(events))
         .route("/v1/events/stream", get(events_stream))
         .route("/v1/members", get(members).post(add_member))
@@ -74,6 +76,7 @@ async fn metrics(State(node): AppState) -> Response {
     // Gauges are brought up to date when scraped, not on every commit.
     node.metrics.observe_raft(&node.raft.metrics().borrow_watched());
     node.metrics.observe_state(&node.applied.read().expect("state lock poisoned").state);
+    node.observe_agents();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], node.metrics.render()).into_response()
 }
 
@@ -278,6 +281,31 @@ async fn write(node: &Node, command: Command) -> Result<Response, ApiError> {
     }
 }
 
+/// A site agent's heartbeat. Only the leader answers: another node says who leads (421, with
+/// `leader_id` and `leader_addr` when known) so the agent can go there directly.
+async fn heartbeat(State(node): AppState, Path(site): Path<String>, body: JsonBody<Heartbeat>) -> Response {
+    #[derive(Serialize)]
+    struct NotLeader {
+        error: String,
+        code: &'static str,
+        leader_id: u64,
+        leader_addr: String,
+    }
+    let Json(heartbeat) = match body {
+        Ok(b) => b,
+        Err(e) => return ApiError::from_json(e).into_response(),
+    };
+    match node.heartbeat(&site, &heartbeat).await {
+        Ok(answer) => Json(answer).into_response(),
+        Err(NodeError::LeaderMoved { id, addr }) => {
+            let error = format!("node {} does not lead: node {id} at {addr} does; send heartbeats there", node.id);
+            let body = NotLeader { error, code: "not_leader", leader_id: id, leader_addr: addr };
+            (StatusCode::MISDIRECTED_REQUEST, Json(body)).into_response()
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
 #[derive(Serialize)]
 struct SiteActive {
     group: String,
@@ -293,20 +321,21 @@ struct SiteActive {
 }
 
 /// For DNS health checks and load balancers: 200 when `site` is the group's active site in the
-/// latest committed state this node has, 503 otherwise. It never flips without a committed
+/// latest committed state this node has (and, for a group with agents, promoted), 503 otherwise. It never flips without a committed
 /// decision; a node that cannot vouch for being current says so (`witness-current: false`).
 async fn site_active(State(node): AppState, Path((group, site)): Path<(String, String)>) -> Result<Response, ApiError> {
-    let (active_site, epoch) = {
+    let (active_site, epoch, draining) = {
         let applied = node.applied.read().expect("state lock poisoned");
         let g =
             applied.state.groups.get(&group).ok_or_else(|| NodeError::NotFound(format!("unknown group {group:?}")))?;
         if site != g.spec.primary && site != g.spec.secondary {
             return Err(NodeError::NotFound(format!("site {site:?} is not a site of group {group:?}")).into());
         }
-        (g.active.clone(), g.epoch)
+        (g.active.clone(), g.epoch, g.draining)
     };
     let readiness = node.readiness();
-    let active = site == active_site;
+    // A draining group has no writable site yet: neither is healthy until the promotion.
+    let active = site == active_site && !draining;
     let body =
         SiteActive { group, active, active_site, epoch, current: readiness.is_ok(), reason: readiness.err(), site };
     let status = if active { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

@@ -124,7 +124,28 @@ pub struct GroupConfig {
     pub failover: FailoverMode,
     pub hold_down: Duration,
     pub block_after_failover: Duration,
+    /// Site agents take part: leases, peer leases, draining and the RPO gate.
+    pub agents: Option<AgentTerms>,
     pub steps: Vec<StepConfig>,
+}
+
+/// How a group with site agents is leased and gated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentTerms {
+    /// The witness lease and peer lease length.
+    pub lease: Duration,
+    /// Added to every lease wait: the bound on clock-rate drift between two machines (and on
+    /// scheduling delays) over one lease.
+    pub lease_margin: Duration,
+    /// Synchronous groups: the survivor must have reported `in_sync` at most this long before
+    /// the failure for an automatic failover.
+    pub in_sync_within: Duration,
+}
+
+impl AgentTerms {
+    pub const DEFAULT_LEASE: Duration = Duration::from_secs(1);
+    pub const DEFAULT_MARGIN: Duration = Duration::from_millis(100);
+    pub const DEFAULT_IN_SYNC_WITHIN: Duration = Duration::from_secs(2);
 }
 
 /// One problem with one config field: `field` is the path as written in the file
@@ -272,6 +293,10 @@ struct RawGroup {
     failover: Option<String>,
     hold_down: Option<String>,
     block_after_failover: Option<String>,
+    agents: Option<bool>,
+    lease: Option<String>,
+    lease_margin: Option<String>,
+    in_sync_within: Option<String>,
     #[serde(default, rename = "step")]
     steps: Vec<toml::Table>,
 }
@@ -757,6 +782,13 @@ impl RawGroup {
             self.block_after_failover.as_deref(),
             Duration::from_secs(3600),
         );
+        let agents = agent_terms(
+            p,
+            self.agents,
+            [self.lease.as_deref(), self.lease_margin.as_deref(), self.in_sync_within.as_deref()],
+            replication,
+            e,
+        );
         let group_sites = [primary.as_str(), secondary.as_str()];
         let mut step_names = BTreeSet::new();
         let mut steps = Vec::new();
@@ -779,9 +811,52 @@ impl RawGroup {
             failover,
             hold_down,
             block_after_failover,
+            agents,
             steps,
         }
     }
+}
+
+/// A group's `agents`, `lease`, `lease_margin` and `in_sync_within`.
+fn agent_terms(
+    p: &str,
+    agents: Option<bool>,
+    [lease, lease_margin, in_sync_within]: [Option<&str>; 3],
+    replication: ReplicationMode,
+    e: &mut Errors,
+) -> Option<AgentTerms> {
+    if agents != Some(true) {
+        for (field, present) in [
+            ("lease", lease.is_some()),
+            ("lease_margin", lease_margin.is_some()),
+            ("in_sync_within", in_sync_within.is_some()),
+        ] {
+            if present {
+                e.add(format!("{p}.{field}"), "only used with agents = true");
+            }
+        }
+        return None;
+    }
+    let lease = e.duration(&format!("{p}.lease"), lease, AgentTerms::DEFAULT_LEASE);
+    if lease < Duration::from_millis(100) {
+        e.add(format!("{p}.lease"), format!("{} is too short: use 100ms or more", duration::format(lease)));
+    }
+    let lease_margin = e.duration(&format!("{p}.lease_margin"), lease_margin, AgentTerms::DEFAULT_MARGIN);
+    if lease_margin > lease {
+        e.add(
+            format!("{p}.lease_margin"),
+            format!(
+                "{} is longer than the lease {}: the margin bounds clock drift over one lease",
+                duration::format(lease_margin),
+                duration::format(lease)
+            ),
+        );
+    }
+    if replication == ReplicationMode::Async && in_sync_within.is_some() {
+        e.add(format!("{p}.in_sync_within"), "only used with replication = \"sync\" (async groups are gated by rpo)");
+    }
+    let in_sync_within = e.duration(&format!("{p}.in_sync_within"), in_sync_within, AgentTerms::DEFAULT_IN_SYNC_WITHIN);
+    Some(AgentTerms { lease, lease_margin, in_sync_within })
 }
 
 fn describe(value: Option<&str>) -> String {

@@ -7,6 +7,7 @@
 //! every new leader, which can only make it wait longer, never shorter.
 
 pub mod detector;
+pub mod leases;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -14,8 +15,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::FailoverMode;
+use crate::config::{FailoverMode, ReplicationMode};
 use crate::state::{Command, Epoch, GroupState, State, Verdict};
+use leases::Ledger;
 
 /// Per-group timing the engine needs, from config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +26,9 @@ pub struct GroupTiming {
     pub hold_down: Duration,
     /// How long after a failover the group stays blocked unless acknowledged sooner.
     pub block_after_failover: Duration,
+    /// Groups with agents, synchronous: how long before the failure the survivor must last
+    /// have reported in sync.
+    pub in_sync_within: Duration,
 }
 
 pub struct Inputs<'a> {
@@ -35,6 +40,8 @@ pub struct Inputs<'a> {
     /// Voters heard from recently; the verdicts of the others count as unknown.
     pub live: &'a BTreeSet<u64>,
     pub timing: &'a BTreeMap<String, GroupTiming>,
+    /// What the sites' agents reported to this leader, and its lease grants.
+    pub ledger: &'a Ledger,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +62,12 @@ pub enum Gate {
     Paused,
     Blocked,
     ManualFailover,
+    /// The survivor's agent has not reported within a lease: it cannot confirm the failed site
+    /// is unreachable from there, nor drain.
+    SurvivorAgentSilent,
+    /// The RPO gate: the survivor was not reported in sync shortly before the failure (sync),
+    /// or its recovery point is older than the RPO objective (async), or never reported.
+    Rpo,
 }
 
 /// What the engine makes of one group right now. Journaled whenever it changes.
@@ -70,12 +83,44 @@ pub enum Assessment {
     SurvivorNotUp { failed: String, survivor: String, up: usize, voters: usize, quorum: usize },
     /// A quorum sees the active site down and the other up; waiting out the hold-down.
     HoldingDown { failed: String, survivor: String, down: usize, voters: usize },
+    /// A quorum sees the active site down, but the survivor's agent still reaches it: the
+    /// witness's own paths to it are what broke. No failover.
+    PathBroken { failed: String, survivor: String },
     /// Every rule for a failover holds but a gate stops it: an operator must decide.
-    NeedsApproval { failed: String, survivor: String, gates: Vec<Gate> },
+    /// `rpo_exposure_ms`: how far the survivor's copy is behind, when known (not compared when
+    /// deciding whether the assessment changed).
+    NeedsApproval { failed: String, survivor: String, gates: Vec<Gate>, rpo_exposure_ms: Option<u64> },
     /// A failover was proposed.
     FailingOver { from: String, to: String, epoch: Epoch },
     /// The block after a failover has run its course.
     BlockExpired { epoch: Epoch },
+    /// A failover is committed and the group drains: waiting for what `waiting_for` names.
+    Draining { from: String, to: String, epoch: Epoch, waiting_for: DrainWait },
+    /// Every lease is out and the survivor has drained: its promotion was proposed.
+    Promoting { site: String, epoch: Epoch },
+}
+
+/// What a draining group waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DrainWait {
+    /// The old active site's witness leases to expire.
+    WitnessLeases,
+    /// The new site's agent to report that every peer lease it granted has expired.
+    AgentDrained,
+}
+
+impl Assessment {
+    /// Equal for journaling purposes: the same assessment, whatever its changing figures.
+    fn same(&self, other: &Assessment) -> bool {
+        match (self, other) {
+            (
+                Assessment::NeedsApproval { failed, survivor, gates, .. },
+                Assessment::NeedsApproval { failed: f2, survivor: s2, gates: g2, .. },
+            ) => failed == f2 && survivor == s2 && gates == g2,
+            (a, b) => a == b,
+        }
+    }
 }
 
 impl Assessment {
@@ -86,7 +131,10 @@ impl Assessment {
             Assessment::BelowQuorum { .. } => "below_quorum",
             Assessment::SurvivorNotUp { .. } => "survivor_not_up",
             Assessment::HoldingDown { .. } => "holding_down",
+            Assessment::PathBroken { .. } => "witness_path_broken",
             Assessment::NeedsApproval { .. } => "needs_approval",
+            Assessment::Draining { .. } => "draining",
+            Assessment::Promoting { .. } => "promoting",
             Assessment::FailingOver { .. } => "failing_over",
             Assessment::BlockExpired { .. } => "block_expired",
         }
@@ -107,9 +155,27 @@ impl fmt::Display for Assessment {
             Assessment::HoldingDown { failed, survivor, down, voters } => {
                 write!(f, "{failed} down in {down} of {voters} nodes, {survivor} up: holding down")
             }
-            Assessment::NeedsApproval { failed, survivor, gates } => {
-                write!(f, "failover {failed} -> {survivor} needs approval: {gates:?}")
+            Assessment::PathBroken { failed, survivor } => write!(
+                f,
+                "{failed} down as the witness sees it, but {survivor}'s agent still reaches it: the witness's own \
+                 paths to {failed} are broken, no failover"
+            ),
+            Assessment::NeedsApproval { failed, survivor, gates, rpo_exposure_ms } => {
+                write!(f, "failover {failed} -> {survivor} needs approval: {gates:?}")?;
+                match rpo_exposure_ms {
+                    Some(ms) => write!(f, "; RPO exposure {ms} ms"),
+                    None if gates.contains(&Gate::Rpo) => write!(f, "; RPO exposure unknown (no replication report)"),
+                    None => Ok(()),
+                }
             }
+            Assessment::Draining { from, to, epoch, waiting_for } => {
+                let what = match waiting_for {
+                    DrainWait::WitnessLeases => format!("{from}'s witness leases to expire"),
+                    DrainWait::AgentDrained => format!("{to}'s agent to wait out its peer leases and report drained"),
+                };
+                write!(f, "draining {from} -> {to} at epoch {epoch}: waiting for {what}")
+            }
+            Assessment::Promoting { site, epoch } => write!(f, "promoting {site} at epoch {epoch}"),
             Assessment::FailingOver { from, to, epoch } => write!(f, "failing over {from} -> {to} at epoch {epoch}"),
             Assessment::BlockExpired { epoch } => write!(f, "block after the failover to epoch {epoch} expired"),
         }
@@ -130,6 +196,7 @@ struct Memory {
     /// and a duplicate is harmless (the compare-and-set rejects it).
     failover_proposed_at: Option<Duration>,
     ack_proposed_at: Option<Duration>,
+    promote_proposed_at: Option<Duration>,
     last: Option<Assessment>,
 }
 
@@ -169,7 +236,7 @@ impl Engine {
             if let Some(command) = proposal {
                 effects.push(Effect::Propose(command));
             }
-            if memory.last.as_ref() != Some(&assessment) {
+            if !memory.last.as_ref().is_some_and(|last| last.same(&assessment)) {
                 memory.last = Some(assessment.clone());
                 effects.push(Effect::Journal { group: name.clone(), assessment });
             }
@@ -195,8 +262,10 @@ fn assess(
     // Only live voters' verdicts count; anything else is unknown.
     let live = counted;
     let failed = group.active.clone();
-    let survivor =
-        if group.active == group.spec.primary { group.spec.secondary.clone() } else { group.spec.primary.clone() };
+    let survivor = group.other().to_string();
+    if group.draining {
+        return drain(name, group, memory, inputs);
+    }
 
     // The block after a failover ends by acknowledgement or, measured here, by time.
     let mut blocked = group.blocked;
@@ -227,6 +296,14 @@ fn assess(
         memory.down_since = None;
         return (Assessment::SurvivorNotUp { failed, survivor, up, voters, quorum }, None);
     }
+    // The survivor's agent, heard within a lease, is a witness of its own: if it still reaches
+    // the failed site, the site is alive and only the witness's paths to it broke.
+    let survivor_agent =
+        group.spec.leases.and_then(|t| inputs.ledger.fresh(&survivor, inputs.now, Duration::from_millis(t.lease_ms)));
+    if survivor_agent.is_some_and(|r| r.peer_reachable) {
+        memory.down_since = None;
+        return (Assessment::PathBroken { failed, survivor }, None);
+    }
     let since = *memory.down_since.get_or_insert(inputs.now);
     if inputs.now.saturating_sub(since) < timing.hold_down {
         return (Assessment::HoldingDown { failed, survivor, down, voters }, None);
@@ -245,8 +322,19 @@ fn assess(
     if group.spec.failover == FailoverMode::Manual {
         gates.push(Gate::ManualFailover);
     }
+    let mut rpo_exposure_ms = None;
+    if group.spec.leases.is_some() {
+        if survivor_agent.is_none() {
+            gates.push(Gate::SurvivorAgentSilent);
+        }
+        let exposure = inputs.ledger.rpo_exposure(name, group, inputs.now);
+        rpo_exposure_ms = exposure.map(|d| d.as_millis() as u64);
+        if !rpo_gate_passes(name, group, timing, inputs, since) {
+            gates.push(Gate::Rpo);
+        }
+    }
     if !gates.is_empty() {
-        return (Assessment::NeedsApproval { failed, survivor, gates }, None);
+        return (Assessment::NeedsApproval { failed, survivor, gates, rpo_exposure_ms }, None);
     }
     let epoch = group.epoch.next();
     let proposal = due(&mut memory.failover_proposed_at, inputs.now).then(|| Command::Failover {
@@ -261,6 +349,43 @@ fn assess(
         automatic: true,
     });
     (Assessment::FailingOver { from: failed, to: survivor, epoch }, proposal)
+}
+
+/// The RPO gate of a group with agents. Synchronous: the survivor reported `in_sync` at most
+/// `in_sync_within` before the failure (taken as the moment a quorum first saw it, `failed_at`).
+/// Asynchronous: the survivor's recovery point is within the RPO objective now.
+fn rpo_gate_passes(name: &str, group: &GroupState, timing: &GroupTiming, inputs: &Inputs, failed_at: Duration) -> bool {
+    let survivor = group.other();
+    let Some(record) = inputs.ledger.site(survivor).and_then(|r| r.groups.get(name)) else {
+        return false;
+    };
+    match group.spec.replication {
+        ReplicationMode::Sync => record.last_in_sync_at.is_some_and(|at| at + timing.in_sync_within >= failed_at),
+        ReplicationMode::Async => inputs
+            .ledger
+            .rpo_exposure(name, group, inputs.now)
+            .is_some_and(|age| age <= Duration::from_millis(group.spec.rpo_ms)),
+    }
+}
+
+/// A draining group: promote its new active site once the old one's witness leases have
+/// certainly expired and (with agents) the new one's agent reports drained at this epoch.
+fn drain(name: &str, group: &GroupState, memory: &mut Memory, inputs: &Inputs) -> (Assessment, Option<Command>) {
+    let (from, to, epoch) = (group.other().to_string(), group.active.clone(), group.epoch);
+    if inputs.now < inputs.ledger.leases_expire_at(name, group) {
+        return (Assessment::Draining { from, to, epoch, waiting_for: DrainWait::WitnessLeases }, None);
+    }
+    let drained = inputs
+        .ledger
+        .site(&to)
+        .and_then(|r| r.groups.get(name))
+        .is_some_and(|g| g.report.drained && g.report.epoch == Some(epoch));
+    if group.spec.leases.is_some() && !drained {
+        return (Assessment::Draining { from, to, epoch, waiting_for: DrainWait::AgentDrained }, None);
+    }
+    let proposal = due(&mut memory.promote_proposed_at, inputs.now)
+        .then(|| Command::Promote { group: name.to_string(), expected_epoch: epoch });
+    (Assessment::Promoting { site: to, epoch }, proposal)
 }
 
 #[cfg(test)]

@@ -4,12 +4,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use super::leases::{GroupReport, Heartbeat, Ledger, Role};
 use super::*;
 use crate::config::{FailoverMode, ReplicationMode};
 use crate::state::{Command, Epoch, GroupSpec, Response, State, Topology, Verdict};
 
 const HOLD: Duration = Duration::from_secs(2);
 const BLOCK: Duration = Duration::from_secs(60);
+const IN_SYNC_WITHIN: Duration = Duration::from_secs(2);
 
 struct World {
     state: State,
@@ -18,6 +20,7 @@ struct World {
     timing: BTreeMap<String, GroupTiming>,
     engine: Engine,
     now: Duration,
+    ledger: Ledger,
 }
 
 impl World {
@@ -30,6 +33,7 @@ impl World {
             failover,
             rto_ms: 300_000,
             rpo_ms: 0,
+            leases: None,
         };
         state.apply(Command::SyncTopology(Topology {
             sites: ["east".to_string(), "west".to_string()].into(),
@@ -39,9 +43,14 @@ impl World {
             state,
             voters: [1, 2, 3].into(),
             live: [1, 2, 3].into(),
-            timing: [("app".to_string(), GroupTiming { hold_down: HOLD, block_after_failover: BLOCK })].into(),
+            timing: [(
+                "app".to_string(),
+                GroupTiming { hold_down: HOLD, block_after_failover: BLOCK, in_sync_within: IN_SYNC_WITHIN },
+            )]
+            .into(),
             engine: Engine::new(),
             now: Duration::ZERO,
+            ledger: Ledger::new(Duration::ZERO),
         }
     }
 
@@ -64,6 +73,7 @@ impl World {
             voters: &self.voters,
             live: &self.live,
             timing: &self.timing,
+            ledger: &self.ledger,
         })
     }
 
@@ -227,7 +237,12 @@ fn gates_turn_a_failover_into_needs_approval() {
         assert!(World::proposals(&e).is_empty(), "{label}: {e:?}");
         assert_eq!(
             World::assessment(&e),
-            Some(Assessment::NeedsApproval { failed: "east".into(), survivor: "west".into(), gates }),
+            Some(Assessment::NeedsApproval {
+                failed: "east".into(),
+                survivor: "west".into(),
+                gates,
+                rpo_exposure_ms: None
+            }),
             "{label}"
         );
     }
@@ -242,7 +257,7 @@ fn after_a_failover_the_group_is_blocked_then_the_block_expires() {
     let p = World::proposals(&w.at(HOLD));
     assert_eq!(
         w.state.apply(p[0].clone()),
-        Response::Activated { group: "app".into(), active: "west".into(), epoch: Epoch(2) }
+        Response::Activated { group: "app".into(), active: "west".into(), epoch: Epoch(2), draining: false }
     );
     assert!(w.group().blocked);
 
@@ -439,4 +454,259 @@ fn operator_failover_is_checked_against_the_same_evidence() {
         plan_operator_failover(&w.state, "nope", "west", &w.voters, &w.live),
         Err(crate::state::Rejection::UnknownGroup { .. })
     ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Groups with site agents: leases, draining, the survivor's view and the RPO gate.
+
+const LEASE: Duration = Duration::from_millis(1000);
+const MARGIN: Duration = Duration::from_millis(100);
+
+impl World {
+    fn with_agents(replication: ReplicationMode, rpo: Duration) -> World {
+        let mut w = World::new(FailoverMode::Automatic);
+        let mut spec = w.group().spec.clone();
+        spec.replication = replication;
+        spec.rpo_ms = rpo.as_millis() as u64;
+        spec.leases = Some(crate::state::LeaseTerms { lease_ms: 1000, margin_ms: 100 });
+        w.state.apply(Command::SyncTopology(Topology {
+            sites: ["east".to_string(), "west".to_string()].into(),
+            groups: [("app".to_string(), spec)].into(),
+        }));
+        w
+    }
+
+    /// `site`'s agent heartbeats at the current time.
+    fn heartbeat(&mut self, site: &str, peer_reachable: bool, report: GroupReport) -> super::leases::Assignment {
+        let hb = Heartbeat { peer_reachable, groups: [("app".to_string(), report)].into() };
+        let answer = self.ledger.heartbeat(self.now, site, &hb, &self.state);
+        answer.groups["app"]
+    }
+}
+
+fn in_sync(yes: bool) -> GroupReport {
+    GroupReport { in_sync: Some(yes), ..GroupReport::default() }
+}
+
+#[test]
+fn the_witness_answers_each_site_its_role_and_leases_only_the_promoted_active_site() {
+    let mut w = World::with_agents(ReplicationMode::Sync, Duration::ZERO);
+    let east = w.heartbeat("east", true, GroupReport::default());
+    assert_eq!((east.role, east.epoch, east.lease_ms), (Role::Active, Epoch(1), Some(1000)));
+    let west = w.heartbeat("west", true, GroupReport::default());
+    assert_eq!((west.role, west.lease_ms, west.peer_lease_ms, west.margin_ms), (Role::Standby, None, 1000, 100));
+
+    w.state.apply(Command::Failover {
+        group: "app".into(),
+        to: "west".into(),
+        expected_epoch: Epoch(1),
+        reason: "test".into(),
+        quorum_of: None,
+        automatic: false,
+    });
+    assert!(w.group().draining);
+    w.now = ms(300);
+    let east = w.heartbeat("east", true, GroupReport::default());
+    assert_eq!((east.role, east.epoch, east.lease_ms), (Role::Fenced, Epoch(2), None));
+    let west = w.heartbeat("west", true, GroupReport::default());
+    assert_eq!((west.role, west.epoch, west.lease_ms), (Role::Draining, Epoch(2), None));
+    // The last grant was at 0: no lease is granted while draining.
+    assert_eq!(w.ledger.leases_expire_at("app", w.group()), LEASE + MARGIN);
+
+    w.state.apply(Command::Promote { group: "app".into(), expected_epoch: Epoch(2) });
+    let west = w.heartbeat("west", true, GroupReport::default());
+    assert_eq!((west.role, west.lease_ms), (Role::Active, Some(1000)));
+    let east = w.heartbeat("east", true, GroupReport::default());
+    assert_eq!(east.role, Role::Standby, "a returning site stays standby");
+}
+
+#[test]
+fn no_failover_while_the_survivor_still_reaches_the_failed_site() {
+    let mut w = World::with_agents(ReplicationMode::Sync, Duration::ZERO);
+    w.see("east", "DDD");
+    w.see("west", "UUU");
+    for t in [0, 1000, 2000, 5000, 10_000] {
+        w.now = ms(t);
+        w.heartbeat("west", true, in_sync(true));
+        let e = w.step();
+        assert!(World::proposals(&e).is_empty(), "at {t} ms: {e:?}");
+        if t == 0 {
+            assert_eq!(
+                World::assessment(&e),
+                Some(Assessment::PathBroken { failed: "east".into(), survivor: "west".into() })
+            );
+        }
+    }
+    // West loses sight of east too: now the hold-down starts.
+    w.now = ms(10_100);
+    w.heartbeat("west", false, in_sync(false));
+    assert!(matches!(World::assessment(&w.step()), Some(Assessment::HoldingDown { .. })));
+    w.now = ms(10_100) + HOLD;
+    w.heartbeat("west", false, in_sync(false));
+    // In sync 100 ms before the failure: the RPO gate passes.
+    assert!(World::proposals(&w.step()).iter().any(failover_to("west", 1)));
+}
+
+#[test]
+fn the_rpo_gate_and_a_silent_survivor_need_approval() {
+    const H: u64 = 3_600_000;
+    // (label, replication, rpo, west's reports as (at ms, report), expected gates, exposure ms)
+    type Case = (&'static str, ReplicationMode, u64, Vec<(u64, GroupReport)>, Vec<Gate>, Option<u64>);
+    let age = |ms: u64| GroupReport { recovery_point_age_ms: Some(ms), ..GroupReport::default() };
+    let cases: Vec<Case> = vec![
+        (
+            "sync, in sync up to the failure",
+            ReplicationMode::Sync,
+            0,
+            vec![(4000, in_sync(true)), (4900, in_sync(false))],
+            vec![],
+            None,
+        ),
+        (
+            "sync, never in sync",
+            ReplicationMode::Sync,
+            0,
+            vec![(4000, in_sync(false)), (4900, in_sync(false))],
+            vec![Gate::Rpo],
+            None,
+        ),
+        (
+            "sync, out of sync for long before the failure",
+            ReplicationMode::Sync,
+            0,
+            vec![(0, in_sync(true)), (100, in_sync(false)), (4900, in_sync(false))],
+            vec![Gate::Rpo],
+            Some(7000),
+        ),
+        ("async, recovery point within the RPO", ReplicationMode::Async, 6 * H, vec![(4900, age(H))], vec![], None),
+        (
+            "async, recovery point older than the RPO",
+            ReplicationMode::Async,
+            6 * H,
+            vec![(4900, age(7 * H))],
+            vec![Gate::Rpo],
+            Some(7 * H),
+        ),
+        (
+            "async, never reported",
+            ReplicationMode::Async,
+            6 * H,
+            vec![(4900, GroupReport::default())],
+            vec![Gate::Rpo],
+            None,
+        ),
+        (
+            "survivor's agent silent for longer than a lease",
+            ReplicationMode::Sync,
+            0,
+            vec![(4000, in_sync(true))],
+            vec![Gate::SurvivorAgentSilent],
+            None,
+        ),
+    ];
+    for (label, replication, rpo, reports, gates, exposure) in cases {
+        let mut w = World::with_agents(replication, ms(rpo));
+        w.see("west", "UUU");
+        let mut last = GroupReport::default();
+        for (at, report) in reports {
+            w.now = ms(at);
+            w.heartbeat("west", false, report.clone());
+            last = report;
+        }
+        // A quorum sees east down from 5000 ms; the hold-down ends at 7000 ms.
+        w.see("east", "DDD");
+        w.at(ms(5000));
+        w.now = ms(5000) + HOLD;
+        if !gates.contains(&Gate::SurvivorAgentSilent) {
+            // The survivor's agent keeps reporting what it last saw, its in-sync state aside.
+            w.heartbeat("west", false, GroupReport { in_sync: last.in_sync.filter(|_| false), ..last });
+        }
+        let e = w.step();
+        if gates.is_empty() {
+            assert!(World::proposals(&e).iter().any(failover_to("west", 1)), "{label}: {e:?}");
+            continue;
+        }
+        assert!(World::proposals(&e).is_empty(), "{label}: {e:?}");
+        match World::assessment(&e) {
+            Some(Assessment::NeedsApproval { gates: g, rpo_exposure_ms, .. }) => {
+                assert_eq!((g, rpo_exposure_ms.filter(|_| exposure.is_some())), (gates, exposure), "{label}")
+            }
+            other => panic!("{label}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_failover_drains_then_promotes_once_leases_are_out_and_the_survivor_drained() {
+    let mut w = World::with_agents(ReplicationMode::Sync, Duration::ZERO);
+    w.see("west", "UUU");
+    // East's last lease: granted at 900 ms. East dies; a quorum sees it from 1000 ms.
+    w.now = ms(900);
+    w.heartbeat("east", true, GroupReport::default());
+    w.heartbeat("west", true, in_sync(true));
+    w.see("east", "DDD");
+    w.now = ms(1000);
+    w.heartbeat("west", false, in_sync(false));
+    w.step();
+    w.now = ms(1000) + HOLD;
+    w.heartbeat("west", false, in_sync(false));
+    let p = World::proposals(&w.step());
+    assert!(p.iter().any(failover_to("west", 1)), "{p:?}");
+    let draining = w.state.apply(p[0].clone());
+    assert_eq!(
+        draining,
+        Response::Activated { group: "app".into(), active: "west".into(), epoch: Epoch(2), draining: true }
+    );
+    let waiting = |for_: DrainWait| {
+        Some(Assessment::Draining { from: "east".into(), to: "west".into(), epoch: Epoch(2), waiting_for: for_ })
+    };
+    // The last grant + lease + margin is 2000 ms, already past: now the survivor's agent.
+    let e = w.at(ms(3000));
+    assert_eq!(World::assessment(&e), waiting(DrainWait::AgentDrained));
+    assert!(World::proposals(&e).is_empty());
+    // A drained report for another epoch does not count.
+    w.heartbeat("west", false, GroupReport { epoch: Some(Epoch(1)), drained: true, ..GroupReport::default() });
+    assert!(World::proposals(&w.at(ms(3050))).is_empty());
+    w.heartbeat("west", false, GroupReport { epoch: Some(Epoch(2)), drained: true, ..GroupReport::default() });
+    let e = w.at(ms(3100));
+    assert_eq!(World::proposals(&e), vec![Command::Promote { group: "app".into(), expected_epoch: Epoch(2) }]);
+    assert_eq!(World::assessment(&e), Some(Assessment::Promoting { site: "west".into(), epoch: Epoch(2) }));
+    assert!(matches!(w.state.apply(World::proposals(&e)[0].clone()), Response::Promoted { .. }));
+    assert!(!w.group().draining);
+}
+
+#[test]
+fn a_new_leader_waits_a_full_lease_from_its_start_before_promoting() {
+    let mut w = World::with_agents(ReplicationMode::Sync, Duration::ZERO);
+    w.state.apply(Command::Failover {
+        group: "app".into(),
+        to: "west".into(),
+        expected_epoch: Epoch(1),
+        reason: "operator".into(),
+        quorum_of: None,
+        automatic: false,
+    });
+    // A leader that starts at 5000 ms knows nothing of earlier grants.
+    w.engine = Engine::new();
+    w.ledger = Ledger::new(ms(5000));
+    w.now = ms(5000);
+    w.heartbeat("west", false, GroupReport { epoch: Some(Epoch(2)), drained: true, ..GroupReport::default() });
+    let e = w.at(ms(5000));
+    assert!(matches!(World::assessment(&e), Some(Assessment::Draining { waiting_for: DrainWait::WitnessLeases, .. })));
+    assert!(World::proposals(&w.at(ms(6099))).is_empty());
+    assert_eq!(World::proposals(&w.at(ms(6100))).len(), 1, "lease + margin after the leader's start");
+}
+
+#[test]
+fn a_shortened_lease_never_shortens_the_wait_of_a_new_leader() {
+    let mut w = World::with_agents(ReplicationMode::Sync, Duration::ZERO);
+    let mut spec = w.group().spec.clone();
+    spec.leases = Some(crate::state::LeaseTerms { lease_ms: 200, margin_ms: 20 });
+    w.state.apply(Command::SyncTopology(Topology {
+        sites: ["east".to_string(), "west".to_string()].into(),
+        groups: [("app".to_string(), spec)].into(),
+    }));
+    w.state.apply(Command::Activate { group: "app".into(), site: "west".into(), expected_epoch: Epoch(1) });
+    let ledger = Ledger::new(ms(0));
+    assert_eq!(ledger.leases_expire_at("app", w.group()), LEASE + MARGIN);
 }

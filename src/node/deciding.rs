@@ -22,7 +22,11 @@ pub(super) async fn decide(node: Arc<Node>) {
         .groups
         .iter()
         .map(|g| {
-            let t = GroupTiming { hold_down: g.hold_down, block_after_failover: g.block_after_failover };
+            let t = GroupTiming {
+                hold_down: g.hold_down,
+                block_after_failover: g.block_after_failover,
+                in_sync_within: g.agents.map_or(Duration::ZERO, |a| a.in_sync_within),
+            };
             (g.name.clone(), t)
         })
         .collect();
@@ -67,9 +71,12 @@ pub(super) async fn decide(node: Arc<Node>) {
         // journal) and step outside it, so a step never holds up a commit.
         let state = node.applied.read().expect("state lock poisoned").state.without_journal();
         let state = &state;
+        // After the state copy: a grant recorded later saw at least this state (heartbeats.rs).
+        let ledger = node.ledger(term).as_ref().expect("just ensured").1.clone();
         let mut writes = Vec::new();
         {
-            let inputs = Inputs { now: node.started.elapsed(), state, voters: &voters, live: &live, timing: &timing };
+            let now = node.started.elapsed();
+            let inputs = Inputs { now, state, voters: &voters, live: &live, timing: &timing, ledger: &ledger };
             for effect in engine.step(&inputs) {
                 match effect {
                     Effect::Journal { group, assessment } => {

@@ -32,6 +32,7 @@ pub(super) fn spawn_all(
     tasks.spawn(until_stopped(stopped.clone(), recover(node.clone())));
     tasks.spawn(until_stopped(stopped.clone(), follow_raft(node.clone())));
     tasks.spawn(until_stopped(stopped.clone(), snapshot_timer(node.clone())));
+    tasks.spawn(until_stopped(stopped.clone(), super::heartbeats::confirm_leadership(node.clone())));
 }
 
 async fn until_stopped(mut stopped: watch::Receiver<bool>, duty: impl Future<Output = ()>) {

@@ -4,6 +4,8 @@
 
 mod deciding;
 mod duties;
+mod heartbeats;
+pub use heartbeats::{GroupAgents, SiteAgent};
 mod probing;
 pub use duties::BootstrapInfo;
 pub mod leader;
@@ -51,6 +53,10 @@ pub struct Node {
     /// Per site, when this node's current streak of failed probe rounds began: the start of
     /// the detection latency the leader reports when it fails a group over.
     pub failing_since: std::sync::Mutex<BTreeMap<String, Instant>>,
+    /// Batches the leadership confirmations of heartbeats.
+    confirmer: heartbeats::Confirmer,
+    /// What site agents reported to this leadership, and its lease grants.
+    ledger: heartbeats::LedgerSlot,
     /// Client for node-to-node requests outside Raft (forwarding to the leader).
     peer_http: reqwest::Client,
     _data_dir_lock: File,
@@ -100,6 +106,8 @@ impl Node {
             recovered: AtomicBool::new(false),
             stopping: stopped.clone(),
             failing_since: Default::default(),
+            confirmer: Default::default(),
+            ledger: Default::default(),
             peer_http: reqwest::Client::builder().no_proxy().tcp_nodelay(true).build()?,
             _data_dir_lock: lock,
         });

@@ -64,6 +64,10 @@ pub struct GroupStatus {
     pub failover: FailoverMode,
     pub paused: bool,
     pub blocked: bool,
+    /// A failover is committed and `active` waits to be promoted (groups with agents).
+    pub draining: bool,
+    /// Only on the leader, for groups with agents: their reports and leases.
+    pub agents: Option<super::GroupAgents>,
 }
 
 impl Node {
@@ -104,10 +108,18 @@ impl Node {
                     failover: g.spec.failover,
                     paused: g.paused,
                     blocked: g.blocked,
+                    draining: g.draining,
+                    agents: None,
                 })
                 .collect();
             (s.sites.iter().cloned().collect(), s.verdicts.clone(), groups, s.matches_topology(&self.topology))
         };
+        let mut groups: Vec<GroupStatus> = groups;
+        if let Some(mut agents) = self.agents_view() {
+            for g in &mut groups {
+                g.agents = agents.remove(&g.name);
+            }
+        }
         let readiness = self.readiness();
         Status {
             node_id: self.id,

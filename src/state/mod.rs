@@ -43,6 +43,23 @@ pub struct GroupSpec {
     pub failover: FailoverMode,
     pub rto_ms: u64,
     pub rpo_ms: u64,
+    /// Set for groups whose sites run agents: they hold leases, and a failover drains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leases: Option<LeaseTerms>,
+}
+
+/// A group's lease length and the margin added to every wait for one to expire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseTerms {
+    pub lease_ms: u64,
+    pub margin_ms: u64,
+}
+
+impl LeaseTerms {
+    /// How long after a grant (or a leadership start) a lease has certainly expired.
+    pub fn wait_ms(&self) -> u64 {
+        self.lease_ms + self.margin_ms
+    }
 }
 
 /// The sites and groups a config declares, in the form the log carries.
@@ -67,6 +84,10 @@ impl Topology {
                         failover: g.failover,
                         rto_ms: g.rto.as_millis() as u64,
                         rpo_ms: g.rpo.as_millis() as u64,
+                        leases: g.agents.map(|a| LeaseTerms {
+                            lease_ms: a.lease.as_millis() as u64,
+                            margin_ms: a.lease_margin.as_millis() as u64,
+                        }),
                     };
                     (g.name.clone(), spec)
                 })
@@ -84,6 +105,10 @@ pub struct Placement {
     pub paused: bool,
     #[serde(default)]
     pub blocked: bool,
+    #[serde(default)]
+    pub draining: bool,
+    #[serde(default)]
+    pub lease_wait_ms: u64,
 }
 
 impl Placement {
@@ -93,9 +118,19 @@ impl Placement {
     /// looked (the move itself was made by a config change, not on evidence).
     fn returning(spec: &GroupSpec, previous: Option<Placement>) -> Placement {
         match previous {
-            None => Placement { active: spec.primary.clone(), epoch: Epoch(1), paused: false, blocked: false },
+            None => Placement {
+                active: spec.primary.clone(),
+                epoch: Epoch(1),
+                paused: false,
+                blocked: false,
+                draining: false,
+                lease_wait_ms: 0,
+            },
             Some(p) if p.active == spec.primary || p.active == spec.secondary => p,
-            Some(p) => Placement { active: spec.primary.clone(), epoch: p.epoch.next(), paused: true, blocked: true },
+            // Still draining: whoever held a lease must be waited out before anyone is active.
+            Some(p) => {
+                Placement { active: spec.primary.clone(), epoch: p.epoch.next(), paused: true, blocked: true, ..p }
+            }
         }
     }
 }
@@ -112,6 +147,28 @@ pub struct GroupState {
     /// `block_after_failover` has passed): no automatic failover while set, against flapping.
     #[serde(default)]
     pub blocked: bool,
+    /// A failover of a group with agents is committed but not complete: `active` is the site
+    /// being promoted, which may not write until the old active site's leases have certainly
+    /// expired and its own agent has reported drained ([`Command::Promote`]). No site of the
+    /// group gets a lease meanwhile.
+    #[serde(default)]
+    pub draining: bool,
+    /// The longest lease wait (lease + margin) this group has ever been configured with. A
+    /// new leader waits this long from its start before promoting, since a lease granted by an
+    /// earlier leader under an earlier, longer lease may still run; it never shrinks.
+    #[serde(default)]
+    pub lease_wait_ms: u64,
+}
+
+impl GroupState {
+    /// The site that is not `active`.
+    pub fn other(&self) -> &str {
+        if self.active == self.spec.primary {
+            &self.spec.secondary
+        } else {
+            &self.spec.primary
+        }
+    }
 }
 
 /// One witness node's opinion of one site. No entry means unknown (never reported, or
@@ -161,6 +218,8 @@ pub enum Command {
         /// while the proposal was in flight still stops it.
         automatic: bool,
     },
+    /// Ends the draining of `group` at `expected_epoch`: its active site may now write.
+    Promote { group: String, expected_epoch: Epoch },
     /// Pause or resume automatic decisions for one group.
     SetPaused { group: String, paused: bool },
     /// Acknowledges the failover that brought `group` to `expected_epoch`: the group is no
@@ -202,6 +261,7 @@ impl fmt::Display for Command {
             Command::Failover { group, to, expected_epoch, .. } => {
                 write!(f, "failover({group} -> {to} if epoch {expected_epoch})")
             }
+            Command::Promote { group, expected_epoch } => write!(f, "promote({group} at epoch {expected_epoch})"),
             Command::SetPaused { group, paused } => write!(f, "set-paused({group}, {paused})"),
             Command::Ack { group, expected_epoch } => write!(f, "ack({group} at epoch {expected_epoch})"),
             Command::SetAutomation { enabled } => write!(f, "set-automation({enabled})"),
@@ -222,6 +282,9 @@ pub enum Response {
         group: String,
         active: String,
         epoch: Epoch,
+        /// The group drains first: `active` may write only once promoted.
+        #[serde(default)]
+        draining: bool,
     },
     NodeRetired {
         id: u64,
@@ -234,6 +297,11 @@ pub enum Response {
     },
     AutomationSet {
         enabled: bool,
+    },
+    Promoted {
+        group: String,
+        active: String,
+        epoch: Epoch,
     },
     Rejected(Rejection),
 }
@@ -260,6 +328,11 @@ pub enum Rejection {
     AlreadyActive {
         group: String,
         site: String,
+        epoch: Epoch,
+    },
+    /// A promotion for a group that is not draining.
+    NotDraining {
+        group: String,
         epoch: Epoch,
     },
     /// An automatic failover that reached the log after a gate closed.
@@ -299,6 +372,7 @@ impl fmt::Display for Rejection {
             Rejection::AlreadyActive { group, site, epoch } => {
                 write!(f, "site {site:?} is already active for group {group:?} at epoch {epoch}")
             }
+            Rejection::NotDraining { group, epoch } => write!(f, "group {group:?} is not draining at epoch {epoch}"),
         }
     }
 }
@@ -362,6 +436,20 @@ impl State {
                 }
                 response
             }
+            Command::Promote { group, expected_epoch } => match self.groups.get_mut(&group) {
+                None => Response::Rejected(Rejection::UnknownGroup { group }),
+                Some(g) if g.epoch != expected_epoch => Response::Rejected(Rejection::StaleEpoch {
+                    expected: expected_epoch,
+                    current: g.epoch,
+                    active: g.active.clone(),
+                    group,
+                }),
+                Some(g) if !g.draining => Response::Rejected(Rejection::NotDraining { group, epoch: g.epoch }),
+                Some(g) => {
+                    g.draining = false;
+                    Response::Promoted { active: g.active.clone(), epoch: g.epoch, group }
+                }
+            },
             Command::SetPaused { group, paused } => self.update_group(group, |g| g.paused = paused),
             Command::Ack { group, expected_epoch } => match self.groups.get(&group) {
                 Some(g) if g.epoch != expected_epoch => Response::Rejected(Rejection::StaleEpoch {
@@ -495,8 +583,14 @@ impl State {
         for name in removed {
             let old = self.groups.remove(&name).expect("key just listed");
             changed.push(format!("group {name} removed at epoch {} (active {})", old.epoch, old.active));
-            let placement =
-                Placement { active: old.active, epoch: old.epoch, paused: old.paused, blocked: old.blocked };
+            let placement = Placement {
+                active: old.active,
+                epoch: old.epoch,
+                paused: old.paused,
+                blocked: old.blocked,
+                draining: old.draining,
+                lease_wait_ms: old.lease_wait_ms,
+            };
             self.retired_groups.insert(name, placement);
         }
         for (name, spec) in topology.groups {
@@ -511,16 +605,19 @@ impl State {
                     ));
                 }
                 Some(group) => {
+                    group.lease_wait_ms = group.lease_wait_ms.max(spec.leases.map_or(0, |l| l.wait_ms()));
                     group.spec = spec;
                     changed.push(format!("group {name} redefined: active {} at epoch {}", group.active, group.epoch));
                 }
                 None => {
-                    let Placement { active, epoch, paused, blocked } =
+                    let Placement { active, epoch, paused, blocked, draining, lease_wait_ms } =
                         Placement::returning(&spec, self.retired_groups.remove(&name));
+                    let lease_wait_ms = lease_wait_ms.max(spec.leases.map_or(0, |l| l.wait_ms()));
                     let flags =
                         if paused { " (paused and blocked: its active site changed with the config)" } else { "" };
                     changed.push(format!("group {name} added: active {active} at epoch {epoch}{flags}"));
-                    self.groups.insert(name, GroupState { spec, active, epoch, paused, blocked });
+                    let group = GroupState { spec, active, epoch, paused, blocked, draining, lease_wait_ms };
+                    self.groups.insert(name, group);
                 }
             }
         }
@@ -547,7 +644,8 @@ impl State {
         }
         group.active = site.clone();
         group.epoch = group.epoch.next();
-        Response::Activated { group: group_name, active: site, epoch: group.epoch }
+        group.draining = group.spec.leases.is_some();
+        Response::Activated { group: group_name, active: site, epoch: group.epoch, draining: group.draining }
     }
 }
 
@@ -555,15 +653,25 @@ impl State {
 fn describe(response: &Response, previous_active: Option<String>, reason: &str) -> Option<Note> {
     Some(match response {
         Response::TopologySynced { changed } if !changed.is_empty() => Note::new(None, "topology", changed.join("; ")),
-        Response::Activated { group, active, epoch } => {
+        Response::Activated { group, active, epoch, draining } => {
             let from = previous_active.unwrap_or_default();
-            let message = if reason.is_empty() {
+            let mut message = if reason.is_empty() {
                 format!("{group}: {from} -> {active} at epoch {epoch}")
             } else {
                 format!("{group}: failover {from} -> {active} at epoch {epoch}: {reason}")
             };
+            if *draining {
+                message.push_str(&format!(
+                    "; draining: no leases for {from}, {active} promoted once they have expired and its agent has drained"
+                ));
+            }
             Note::new(Some(group.clone()), "failover", message)
         }
+        Response::Promoted { group, active, epoch } => Note::new(
+            Some(group.clone()),
+            "promoted",
+            format!("{group}: {active} promoted at epoch {epoch}: it may write"),
+        ),
         Response::GroupUpdated { group, paused, blocked } => {
             Note::new(Some(group.clone()), "group_updated", format!("{group}: paused {paused}, blocked {blocked}"))
         }
@@ -588,6 +696,7 @@ mod tests {
             failover: FailoverMode::Automatic,
             rto_ms: 300_000,
             rpo_ms: 0,
+            leases: None,
         }
     }
 
@@ -617,7 +726,7 @@ mod tests {
         s.apply(Command::SyncTopology(topology(&[("app", spec("east", "west"))])));
         assert_eq!(
             s.apply(activate("app", "west", 1)),
-            Response::Activated { group: "app".into(), active: "west".into(), epoch: Epoch(2) }
+            Response::Activated { group: "app".into(), active: "west".into(), epoch: Epoch(2), draining: false }
         );
         assert_eq!(
             s.apply(activate("app", "east", 1)),

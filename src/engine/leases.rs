@@ -1,0 +1,239 @@
+//! Site agents as the leader sees them: the heartbeat wire format, and the [`Ledger`] in which
+//! the leader records what each agent last reported and when it last granted a group's active
+//! site a lease. Pure, like the rest of the engine: `now` is passed in (the leader's own
+//! monotonic clock), and the ledger belongs to one leadership, so a new leader starts from an
+//! empty one whose `since` is its own start.
+//!
+//! The lease rule (DESIGN.md, "Leases"): the leader grants the committed active site of a
+//! group a lease of length L on each heartbeat, after confirming it still leads, never while
+//! the group drains. An agent counts L from when it sent the heartbeat; the leader counts from
+//! when it answered. A promotion waits until L plus the margin has passed since the later of
+//! the last grant and the leader's start.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::ReplicationMode;
+use crate::state::{Epoch, GroupState, State};
+
+/// A site's role for one group, as the witness assigns it and as the agent reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The group's active site: it may write while it holds a valid lease.
+    Active,
+    /// The other site: it grants the active site peer leases.
+    Standby,
+    /// Being promoted: it grants no peer lease, and reports drained once every peer lease it
+    /// granted has certainly expired.
+    Draining,
+    /// It must not write: the witness moved the group away from it, or its leases ran out.
+    Fenced,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Active, Role::Standby, Role::Draining, Role::Fenced];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Active => "active",
+            Role::Standby => "standby",
+            Role::Draining => "draining",
+            Role::Fenced => "fenced",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `POST /v1/sites/{site}/heartbeat`: what a site's agent reports.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// The agent has exchanged peer-lease messages with the other site's agent recently.
+    pub peer_reachable: bool,
+    /// Per group of this site that has agents.
+    #[serde(default)]
+    pub groups: BTreeMap<String, GroupReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupReport {
+    /// The epoch the agent knows for the group (absent before its first answer).
+    #[serde(default)]
+    pub epoch: Option<Epoch>,
+    /// The role the agent is in by its own rule.
+    #[serde(default)]
+    pub role: Option<Role>,
+    /// Synchronous groups: the site's replica is in sync (absent: unknown).
+    #[serde(default)]
+    pub in_sync: Option<bool>,
+    /// Asynchronous groups: age of the site's last recovery point, measured at the site.
+    #[serde(default)]
+    pub recovery_point_age_ms: Option<u64>,
+    /// The agent, told to drain at `epoch`, has waited out every peer lease it granted.
+    #[serde(default)]
+    pub drained: bool,
+}
+
+/// The answer to a heartbeat: per group the site belongs to that has agents.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HeartbeatAnswer {
+    pub groups: BTreeMap<String, Assignment>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub role: Role,
+    pub epoch: Epoch,
+    /// Only for the active site: a lease of this length, counted from when the heartbeat was
+    /// sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<u64>,
+    /// The group's lease length and margin: the agent grants and waits out peer leases with
+    /// these.
+    pub peer_lease_ms: u64,
+    pub margin_ms: u64,
+}
+
+/// What the leader last heard from one site's agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteRecord {
+    pub heard_at: Duration,
+    pub peer_reachable: bool,
+    pub groups: BTreeMap<String, GroupRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GroupRecord {
+    pub report: GroupReport,
+    /// When this site last reported `in_sync: true` for the group.
+    pub last_in_sync_at: Option<Duration>,
+}
+
+/// The leader's memory of agents and grants, for one leadership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ledger {
+    /// When this leadership started (or later): nothing granted before it is known here.
+    pub since: Duration,
+    sites: BTreeMap<String, SiteRecord>,
+    /// Per group: the last lease granted to its active site.
+    grants: BTreeMap<String, Duration>,
+}
+
+impl Ledger {
+    pub fn new(since: Duration) -> Ledger {
+        Ledger { since, sites: BTreeMap::new(), grants: BTreeMap::new() }
+    }
+
+    /// Records `site`'s heartbeat and answers it from the committed `state`. Call only after
+    /// confirming leadership (a linearizable read) that began after the heartbeat arrived,
+    /// and read `state` under the same lock as this ledger, so that no grant is recorded after
+    /// the engine has looked at the grants of a group it saw draining.
+    pub fn heartbeat(&mut self, now: Duration, site: &str, heartbeat: &Heartbeat, state: &State) -> HeartbeatAnswer {
+        let record = self.sites.entry(site.to_string()).or_insert_with(|| SiteRecord {
+            heard_at: now,
+            peer_reachable: false,
+            groups: BTreeMap::new(),
+        });
+        record.heard_at = now;
+        record.peer_reachable = heartbeat.peer_reachable;
+        let mut answer = HeartbeatAnswer::default();
+        for (name, group) in &state.groups {
+            let Some(terms) = group.spec.leases else { continue };
+            if group.spec.primary != site && group.spec.secondary != site {
+                continue;
+            }
+            let previous = record.groups.remove(name).unwrap_or_default();
+            let report = heartbeat.groups.get(name).cloned().unwrap_or_default();
+            let last_in_sync_at = if report.in_sync == Some(true) { Some(now) } else { previous.last_in_sync_at };
+            record.groups.insert(name.clone(), GroupRecord { report, last_in_sync_at });
+
+            let role = assigned_role(group, site);
+            let lease_ms = (role == Role::Active).then(|| {
+                self.grants.insert(name.clone(), now);
+                terms.lease_ms
+            });
+            let assignment = Assignment {
+                role,
+                epoch: group.epoch,
+                lease_ms,
+                peer_lease_ms: terms.lease_ms,
+                margin_ms: terms.margin_ms,
+            };
+            answer.groups.insert(name.clone(), assignment);
+        }
+        answer
+    }
+
+    /// The agent of `site`, if heard from within `within`.
+    pub fn fresh(&self, site: &str, now: Duration, within: Duration) -> Option<&SiteRecord> {
+        self.sites.get(site).filter(|r| now.saturating_sub(r.heard_at) <= within)
+    }
+
+    pub fn site(&self, site: &str) -> Option<&SiteRecord> {
+        self.sites.get(site)
+    }
+
+    /// When every witness lease of `group` granted by any leader has certainly expired: the
+    /// group's lease wait after the later of this leader's start and its last grant. (The
+    /// start is measured with the longest lease the group ever had: an earlier leader may
+    /// have granted under it.)
+    pub fn leases_expire_at(&self, name: &str, group: &GroupState) -> Duration {
+        let wait = group.spec.leases.map_or(0, |t| t.wait_ms());
+        let from_start = self.since + Duration::from_millis(wait.max(group.lease_wait_ms));
+        let from_grant = self.grants.get(name).map_or(Duration::ZERO, |at| *at + Duration::from_millis(wait));
+        from_start.max(from_grant)
+    }
+
+    /// How far the group's standby copy is behind, as last reported by its agent: for a
+    /// synchronous group, the time since it last reported in sync (zero while it does); for an
+    /// asynchronous one, the age of its last recovery point now. `None`: never reported to
+    /// this leader.
+    pub fn rpo_exposure(&self, name: &str, group: &GroupState, now: Duration) -> Option<Duration> {
+        let standby = group.other();
+        let record = self.sites.get(standby)?;
+        let g = record.groups.get(name)?;
+        match group.spec.replication {
+            ReplicationMode::Sync => {
+                if g.report.in_sync == Some(true) {
+                    return Some(now.saturating_sub(record.heard_at));
+                }
+                g.last_in_sync_at.map(|at| now.saturating_sub(at))
+            }
+            ReplicationMode::Async => g
+                .report
+                .recovery_point_age_ms
+                .map(|age| Duration::from_millis(age) + now.saturating_sub(record.heard_at)),
+        }
+    }
+
+    /// The lease the active site of `group` holds by this leader's grants, remaining at `now`.
+    pub fn lease_remaining(&self, name: &str, group: &GroupState, now: Duration) -> Duration {
+        let (Some(terms), Some(at)) = (group.spec.leases, self.grants.get(name)) else {
+            return Duration::ZERO;
+        };
+        if group.draining {
+            return Duration::ZERO;
+        }
+        (*at + Duration::from_millis(terms.lease_ms)).saturating_sub(now)
+    }
+}
+
+/// The role the committed state gives `site` in `group`.
+pub fn assigned_role(group: &GroupState, site: &str) -> Role {
+    match (group.active == site, group.draining) {
+        (true, false) => Role::Active,
+        (true, true) => Role::Draining,
+        (false, false) => Role::Standby,
+        (false, true) => Role::Fenced,
+    }
+}
