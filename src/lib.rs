@@ -1,5 +1,6 @@
 //! witness: a quorum arbiter for two-site disaster recovery. See ARCHITECTURE.md for the map.
 
+pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod config;

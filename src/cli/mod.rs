@@ -3,6 +3,7 @@
 //! ready); 2 bad usage or an invalid config; 3 the cluster could not be reached or has no
 //! leader right now (retry later).
 
+mod agent;
 mod bench;
 mod client;
 mod config_check;
@@ -49,6 +50,8 @@ struct Cli {
 enum Command {
     /// Run a witness node.
     Serve(serve::Args),
+    /// Run a site agent (`witness agent --config FILE`), or ask one for its view (`status`).
+    Agent(agent::Args),
     /// Work with config files.
     Config {
         #[command(subcommand)]
@@ -87,6 +90,10 @@ pub fn main() -> ExitCode {
     let exit = match cli.command {
         Command::Config { command: ConfigCommand::Check(args) } => config_check::run(args),
         Command::Serve(args) => with_logs(&cli.log_format, &cli.log_level, || serve::run(args)),
+        Command::Agent(args) => match args.command {
+            Some(agent::Sub::Status(status)) => client::block_on(agent::status(status)),
+            None => with_logs(&cli.log_format, &cli.log_level, || agent::run(args.config, args.listen_fd)),
+        },
         Command::Bench { command } => with_logs(&cli.log_format, &cli.log_level, || bench::run(command)),
         Command::Status(args) => client::block_on(status::run(args)),
         Command::Members(args) => client::block_on(members::run(args)),

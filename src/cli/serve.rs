@@ -49,21 +49,7 @@ async fn serve(config: Config, listen_fd: Option<RawFd>) -> Exit {
              development only"
         );
     }
-    let listener = match listen_fd {
-        Some(fd) => {
-            // SAFETY: the caller hands this process ownership of an open listening socket on
-            // `fd` (documented contract of --listen-fd); nothing else in the process uses it.
-            let std_listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
-            std_listener
-                .set_nonblocking(true)
-                .and_then(|()| tokio::net::TcpListener::from_std(std_listener))
-                .map_err(|e| format!("--listen-fd {fd}: not a usable listening TCP socket: {e}"))
-        }
-        None => tokio::net::TcpListener::bind(config.node.listen)
-            .await
-            .map_err(|e| format!("cannot listen on node.listen = {}: {e}", config.node.listen)),
-    };
-    let listener = match listener {
+    let listener = match listener(listen_fd, config.node.listen, "node.listen").await {
         Ok(l) => l,
         Err(msg) => {
             tracing::error!("{msg}");
@@ -92,7 +78,29 @@ async fn serve(config: Config, listen_fd: Option<RawFd>) -> Exit {
     exit
 }
 
-async fn shutdown_signal() -> &'static str {
+/// The socket passed as `listen_fd`, or a new one bound to `addr` (config field `field`).
+pub(super) async fn listener(
+    listen_fd: Option<RawFd>,
+    addr: std::net::SocketAddr,
+    field: &str,
+) -> Result<tokio::net::TcpListener, String> {
+    match listen_fd {
+        Some(fd) => {
+            // SAFETY: the caller hands this process ownership of an open listening socket on
+            // `fd` (documented contract of --listen-fd); nothing else in the process uses it.
+            let std_listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+            std_listener
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpListener::from_std(std_listener))
+                .map_err(|e| format!("--listen-fd {fd}: not a usable listening TCP socket: {e}"))
+        }
+        None => {
+            tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {field} = {addr}: {e}"))
+        }
+    }
+}
+
+pub(super) async fn shutdown_signal() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
     tokio::select! {

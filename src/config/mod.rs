@@ -6,6 +6,7 @@
 //! Only TOML syntax errors, wrong types and unknown fields are reported one at a time (by the
 //! TOML parser, with line and column).
 
+pub mod agent;
 pub mod duration;
 mod steps;
 

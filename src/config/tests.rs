@@ -581,6 +581,33 @@ fn each_bad_config_is_reported_under_its_field() {
             "0s is impossible with replication = \"async\"",
         ),
         (
+            "lease without agents",
+            &[Replace(r#"rto = "5m""#, "rto = \"5m\"\nlease = \"1s\"")],
+            "group[0].lease",
+            "only used with agents = true",
+        ),
+        (
+            "lease too short",
+            &[Replace(r#"rto = "5m""#, "rto = \"5m\"\nagents = true\nlease = \"50ms\"")],
+            "group[0].lease",
+            "too short",
+        ),
+        (
+            "lease margin longer than the lease",
+            &[Replace(r#"rto = "5m""#, "rto = \"5m\"\nagents = true\nlease = \"1s\"\nlease_margin = \"2s\"")],
+            "group[0].lease_margin",
+            "longer than the lease",
+        ),
+        (
+            "in_sync_within with async replication",
+            &[
+                Replace(r#"replication = "sync""#, r#"replication = "async""#),
+                Replace(r#"rpo = "0s""#, "rpo = \"6h\"\nagents = true\nin_sync_within = \"2s\""),
+            ],
+            "group[0].in_sync_within",
+            "only used with replication = \"sync\"",
+        ),
+        (
             "hold_down with unknown unit",
             &[Replace(r#"rto = "5m""#, "rto = \"5m\"\nhold_down = \"2secs\"")],
             "group[0].hold_down",
@@ -911,7 +938,14 @@ fn every_shipped_config_file_is_valid() {
     files.sort();
     assert!(!files.is_empty(), "no *.toml files under {}", dir.display());
 
-    let failures: Vec<String> = files.iter().filter_map(|f| Config::load(f).err().map(|e| e.to_string())).collect();
+    let failures: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            let agent = f.file_name().is_some_and(|n| n.to_string_lossy().starts_with("agent"));
+            let result = if agent { agent::AgentConfig::load(f).map(|_| ()) } else { Config::load(f).map(|_| ()) };
+            result.err().map(|e| e.to_string())
+        })
+        .collect();
     assert!(
         failures.is_empty(),
         "{} of {} config files are invalid:\n{}",

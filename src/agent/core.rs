@@ -1,0 +1,295 @@
+//! The site agent's decisions, pure: what it was told by the witness and by the other site's
+//! agent go in with the agent's own monotonic `now`; roles, hooks to run and the messages to
+//! send come out. The shell (`agent/mod.rs`) does the talking; the simulation drives this
+//! directly.
+//!
+//! The rule it keeps (DESIGN.md, "Leases"): a site the witness made active for a group may
+//! write while it holds a valid witness lease **or** a valid peer lease, and fences itself
+//! otherwise. A standby grants the active site peer leases, never once told to drain; told to
+//! drain, it reports drained only when every peer lease it granted has certainly expired
+//! (counting its own start as a grant: it cannot know what it granted before).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::leases::{Assignment, GroupReport, Heartbeat, HeartbeatAnswer, Role};
+use crate::state::Epoch;
+
+/// The peer-lease request one agent sends the other: the groups it is active for, with the
+/// epoch it holds them at. Sent on every round, even with no group, as a reachability check.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerRequest {
+    pub site: String,
+    #[serde(default)]
+    pub groups: BTreeMap<String, Epoch>,
+}
+
+/// The answer: per requested group, a lease of `lease_ms` counted from when the request was
+/// sent, or none.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PeerGrant {
+    pub site: String,
+    #[serde(default)]
+    pub granted: BTreeMap<String, u64>,
+}
+
+/// A hook to run: the role `group` entered at `epoch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hook {
+    pub group: String,
+    pub role: Role,
+    pub epoch: Epoch,
+}
+
+/// What the site knows about its copy of a group's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Replication {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_sync: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_point_age_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct GroupMind {
+    /// The witness's last word on this group.
+    assignment: Option<Assignment>,
+    witness_lease_until: Option<Duration>,
+    peer_lease_until: Option<Duration>,
+    /// When this agent last granted the other site a peer lease for this group, and until
+    /// when that lease (plus the margin) may run.
+    peer_grant_until: Duration,
+    /// The role hooks were last run for.
+    role: Option<Role>,
+    /// The replication reading and when it was taken (for async ages).
+    replication: Option<(Replication, Duration)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentCore {
+    site: String,
+    started: Duration,
+    /// After this long without a peer-lease exchange in either direction, the peer counts as
+    /// unreachable.
+    peer_timeout: Duration,
+    last_peer_contact: Option<Duration>,
+    groups: BTreeMap<String, GroupMind>,
+}
+
+/// One group as `witness agent status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupView {
+    pub role: Option<Role>,
+    pub epoch: Option<Epoch>,
+    pub writable: bool,
+    pub witness_lease_ms: u64,
+    pub peer_lease_ms: u64,
+    /// Draining: until every peer lease this agent granted has certainly expired.
+    pub drained_in_ms: Option<u64>,
+    pub replication: Option<Replication>,
+}
+
+impl AgentCore {
+    /// `now` is the agent's start: the moment it must assume it last granted a peer lease.
+    pub fn new(site: &str, groups: impl IntoIterator<Item = String>, peer_timeout: Duration, now: Duration) -> Self {
+        let groups = groups.into_iter().map(|g| (g, GroupMind::default())).collect();
+        AgentCore { site: site.to_string(), started: now, peer_timeout, last_peer_contact: None, groups }
+    }
+
+    pub fn site(&self) -> &str {
+        &self.site
+    }
+
+    pub fn peer_reachable(&self, now: Duration) -> bool {
+        self.last_peer_contact.is_some_and(|at| now.saturating_sub(at) <= self.peer_timeout)
+    }
+
+    /// The heartbeat to send to the witness at `now`.
+    pub fn heartbeat(&self, now: Duration) -> Heartbeat {
+        let groups = self
+            .groups
+            .iter()
+            .map(|(name, g)| {
+                let replication = g.replication.map(|(r, at)| Replication {
+                    in_sync: r.in_sync,
+                    recovery_point_age_ms: r
+                        .recovery_point_age_ms
+                        .map(|age| age + now.saturating_sub(at).as_millis() as u64),
+                });
+                let report = GroupReport {
+                    epoch: g.assignment.map(|a| a.epoch),
+                    role: g.role,
+                    in_sync: replication.and_then(|r| r.in_sync),
+                    recovery_point_age_ms: replication.and_then(|r| r.recovery_point_age_ms),
+                    drained: self.drained(g, now),
+                };
+                (name.clone(), report)
+            })
+            .collect();
+        Heartbeat { peer_reachable: self.peer_reachable(now), groups }
+    }
+
+    /// The witness answered a heartbeat sent at `sent_at`. Leases count from `sent_at`.
+    pub fn on_answer(&mut self, sent_at: Duration, now: Duration, answer: &HeartbeatAnswer) -> Vec<Hook> {
+        for (name, assignment) in &answer.groups {
+            let Some(g) = self.groups.get_mut(name) else { continue };
+            if g.assignment.is_some_and(|a| a.epoch > assignment.epoch) {
+                // An answer older than what this agent already knows (a deposed leader's).
+                continue;
+            }
+            if g.assignment.is_none_or(|a| a.epoch != assignment.epoch) {
+                // A lease, witness or peer, is for one epoch only.
+                g.witness_lease_until = None;
+                g.peer_lease_until = None;
+            }
+            g.assignment = Some(*assignment);
+            if let (Role::Active, Some(ms)) = (assignment.role, assignment.lease_ms) {
+                let until = sent_at + Duration::from_millis(ms);
+                g.witness_lease_until = Some(g.witness_lease_until.map_or(until, |u| u.max(until)));
+            }
+        }
+        self.tick(now)
+    }
+
+    /// The peer-lease request to send at `now`.
+    pub fn peer_request(&self) -> PeerRequest {
+        let groups = self
+            .groups
+            .iter()
+            .filter_map(|(name, g)| {
+                let a = g.assignment?;
+                (a.role == Role::Active).then(|| (name.clone(), a.epoch))
+            })
+            .collect();
+        PeerRequest { site: self.site.clone(), groups }
+    }
+
+    /// The peer answered a request sent at `sent_at`.
+    pub fn on_peer_grant(&mut self, sent_at: Duration, now: Duration, grant: &PeerGrant) -> Vec<Hook> {
+        self.last_peer_contact = Some(now);
+        for (name, ms) in &grant.granted {
+            let Some(g) = self.groups.get_mut(name) else { continue };
+            if g.assignment.is_some_and(|a| a.role == Role::Active) {
+                let until = sent_at + Duration::from_millis(*ms);
+                g.peer_lease_until = Some(g.peer_lease_until.map_or(until, |u| u.max(until)));
+            }
+        }
+        self.tick(now)
+    }
+
+    /// The other site asks for peer leases. Granted for a group only while the witness's last
+    /// word makes this site standby at the same epoch as the requester's (so the requester is
+    /// the active site this site knows), and never once told to drain.
+    pub fn grant_peer(&mut self, now: Duration, request: &PeerRequest) -> PeerGrant {
+        self.last_peer_contact = Some(now);
+        let mut granted = BTreeMap::new();
+        for (name, epoch) in &request.groups {
+            let Some(g) = self.groups.get_mut(name) else { continue };
+            let Some(a) = g.assignment else { continue };
+            if a.role == Role::Standby && a.epoch == *epoch {
+                let until = now + Duration::from_millis(a.peer_lease_ms + a.margin_ms);
+                g.peer_grant_until = g.peer_grant_until.max(until);
+                granted.insert(name.clone(), a.peer_lease_ms);
+            }
+        }
+        PeerGrant { site: self.site.clone(), granted }
+    }
+
+    pub fn set_replication(&mut self, group: &str, reading: Option<Replication>, now: Duration) {
+        if let Some(g) = self.groups.get_mut(group) {
+            g.replication = reading.map(|r| (r, now));
+        }
+    }
+
+    /// Re-evaluates every group's role at `now`; the hooks of the roles that changed, in order
+    /// (leaving `active` for anything else runs the fence hook first).
+    pub fn tick(&mut self, now: Duration) -> Vec<Hook> {
+        let mut hooks = Vec::new();
+        for (name, g) in &mut self.groups {
+            let Some(role) = role(g, now) else { continue };
+            if g.role == Some(role) {
+                continue;
+            }
+            let epoch = g.assignment.map_or(Epoch(0), |a| a.epoch);
+            if g.role == Some(Role::Active) && role != Role::Fenced {
+                hooks.push(Hook { group: name.clone(), role: Role::Fenced, epoch });
+            }
+            g.role = Some(role);
+            hooks.push(Hook { group: name.clone(), role, epoch });
+        }
+        hooks
+    }
+
+    /// The next moment a role or report may change with no message: a lease expiring, a drain
+    /// completing.
+    pub fn next_deadline(&self, now: Duration) -> Option<Duration> {
+        let mut deadlines = Vec::new();
+        for g in self.groups.values() {
+            let drain = self.drain_done_at(g).filter(|_| g.assignment.is_some_and(|a| a.role == Role::Draining));
+            deadlines.extend([g.witness_lease_until, g.peer_lease_until, drain].into_iter().flatten());
+        }
+        deadlines.into_iter().filter(|d| *d > now).min()
+    }
+
+    pub fn writable(&self, group: &str, now: Duration) -> bool {
+        self.groups.get(group).is_some_and(|g| role(g, now) == Some(Role::Active))
+    }
+
+    /// True while the witness has any group draining at this site: worth heartbeating faster.
+    pub fn draining(&self) -> bool {
+        self.groups.values().any(|g| g.assignment.is_some_and(|a| a.role == Role::Draining))
+    }
+
+    pub fn view(&self, now: Duration) -> BTreeMap<String, GroupView> {
+        let left = |until: Option<Duration>| until.map_or(0, |u| u.saturating_sub(now).as_millis() as u64);
+        self.groups
+            .iter()
+            .map(|(name, g)| {
+                let view = GroupView {
+                    role: role(g, now),
+                    epoch: g.assignment.map(|a| a.epoch),
+                    writable: role(g, now) == Some(Role::Active),
+                    witness_lease_ms: left(g.witness_lease_until),
+                    peer_lease_ms: left(g.peer_lease_until),
+                    drained_in_ms: g
+                        .assignment
+                        .filter(|a| a.role == Role::Draining)
+                        .map(|_| left(self.drain_done_at(g))),
+                    replication: g.replication.map(|(r, _)| r),
+                };
+                (name.clone(), view)
+            })
+            .collect()
+    }
+
+    /// When every peer lease granted for this group has certainly expired: the later of the
+    /// last grant's and the agent's start's lease plus margin.
+    fn drain_done_at(&self, g: &GroupMind) -> Option<Duration> {
+        let a = g.assignment?;
+        let from_start = self.started + Duration::from_millis(a.peer_lease_ms + a.margin_ms);
+        Some(from_start.max(g.peer_grant_until))
+    }
+
+    fn drained(&self, g: &GroupMind, now: Duration) -> bool {
+        g.assignment.is_some_and(|a| a.role == Role::Draining) && self.drain_done_at(g).is_some_and(|at| now >= at)
+    }
+}
+
+/// The role by the agent's rule; `None` before the witness has said anything.
+fn role(g: &GroupMind, now: Duration) -> Option<Role> {
+    let a = g.assignment?;
+    Some(match a.role {
+        Role::Active => {
+            let valid = |until: Option<Duration>| until.is_some_and(|u| now < u);
+            if valid(g.witness_lease_until) || valid(g.peer_lease_until) {
+                Role::Active
+            } else {
+                Role::Fenced
+            }
+        }
+        other => other,
+    })
+}

@@ -1,0 +1,479 @@
+//! The site agent (`witness agent`): runs at a site, heartbeats the witness cluster (following
+//! its leader), exchanges peer leases with the other site's agent, reads its site's replication
+//! state, and runs the site's hooks on every role change. The decisions are [`core::AgentCore`]'s;
+//! this module only carries messages, keeps time and runs commands.
+//!
+//! Applications (or their storage) must treat the agent's word as the only permission to
+//! write: `GET /v1/groups/{group}/writable` answers 200 only while the site holds a lease, and
+//! an agent that is not running answers nothing.
+
+pub mod core;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch, Notify};
+
+use self::core::{AgentCore, GroupView, Hook, PeerGrant, PeerRequest, Replication};
+use crate::config::agent::{AgentConfig, ReplicationSource};
+use crate::engine::leases::{HeartbeatAnswer, Role};
+
+pub struct Agent {
+    config: AgentConfig,
+    core: Mutex<AgentCore>,
+    started: Instant,
+    http: reqwest::Client,
+    hooks: mpsc::UnboundedSender<Hook>,
+    /// Wakes the heartbeat loop early (a drain completed: say so at once).
+    wake: Notify,
+    /// Index into `config.witness` of the node believed to lead.
+    leader: Mutex<usize>,
+    /// When the witness last answered a heartbeat.
+    last_answer: Mutex<Option<Instant>>,
+    metrics: AgentMetrics,
+}
+
+/// `witness agent status`: the agent's own view.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentStatus {
+    pub site: String,
+    pub peer: String,
+    pub peer_reachable: bool,
+    /// The witness node heartbeats go to.
+    pub witness: String,
+    /// Since the witness last answered a heartbeat; absent: never.
+    pub witness_answered_ms_ago: Option<u64>,
+    pub groups: BTreeMap<String, GroupView>,
+}
+
+impl Agent {
+    fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Runs `f` on the core and queues the hooks it returns, in order.
+    fn with_core<T>(&self, f: impl FnOnce(&mut AgentCore, Duration) -> (T, Vec<Hook>)) -> T {
+        let mut core = self.core.lock().expect("agent core lock poisoned");
+        let (result, hooks) = f(&mut core, self.now());
+        for hook in hooks {
+            tracing::warn!(group = %hook.group, role = %hook.role, epoch = %hook.epoch, "role changed");
+            let _ = self.hooks.send(hook);
+        }
+        result
+    }
+
+    pub fn status(&self) -> AgentStatus {
+        let now = self.now();
+        let core = self.core.lock().expect("agent core lock poisoned");
+        let leader = *self.leader.lock().expect("leader lock poisoned");
+        AgentStatus {
+            site: self.config.site.clone(),
+            peer: self.config.peer.clone(),
+            peer_reachable: core.peer_reachable(now),
+            witness: self.config.witness[leader].clone(),
+            witness_answered_ms_ago: self
+                .last_answer
+                .lock()
+                .expect("answer lock poisoned")
+                .map(|at| at.elapsed().as_millis() as u64),
+            groups: core.view(now),
+        }
+    }
+}
+
+/// A running agent, stopped through [`RunningAgent::shutdown`].
+pub struct RunningAgent {
+    pub agent: Arc<Agent>,
+    pub addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl RunningAgent {
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        self.tasks.shutdown().await;
+    }
+}
+
+pub async fn start(config: AgentConfig, listener: tokio::net::TcpListener) -> anyhow::Result<RunningAgent> {
+    crate::tls::init();
+    let addr = listener.local_addr()?;
+    let http = reqwest::Client::builder().no_proxy().tcp_nodelay(true).build().context("cannot build HTTP client")?;
+    let (hook_tx, hook_rx) = mpsc::unbounded_channel();
+    let started = Instant::now();
+    let core =
+        AgentCore::new(&config.site, config.groups.iter().map(|g| g.name.clone()), config.peer_timeout, Duration::ZERO);
+    let agent = Arc::new(Agent {
+        core: Mutex::new(core),
+        started,
+        http,
+        hooks: hook_tx,
+        wake: Notify::new(),
+        leader: Mutex::new(0),
+        last_answer: Mutex::new(None),
+        metrics: AgentMetrics::new(&config.site),
+        config,
+    });
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    let app = router(agent.clone());
+    let mut server_stop = stopped.clone();
+    tasks.spawn(async move {
+        let shutdown = async move {
+            let _ = server_stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+            tracing::error!(error = %e, "agent HTTP server failed");
+        }
+    });
+    tasks.spawn(heartbeats(agent.clone()));
+    tasks.spawn(peer_leases(agent.clone()));
+    tasks.spawn(deadlines(agent.clone()));
+    tasks.spawn(run_hooks(agent.clone(), hook_rx));
+    for group in agent.config.groups.clone() {
+        if let Some(source) = group.replication {
+            tasks.spawn(read_replication(agent.clone(), group.name, source));
+        }
+    }
+    tracing::info!(site = %agent.config.site, %addr, peer = %agent.config.peer, "agent started");
+    Ok(RunningAgent { agent, addr, stop, tasks })
+}
+
+/// Heartbeats the witness every interval (five times faster while a group drains here), trying
+/// each node once per round, starting with the one believed to lead.
+async fn heartbeats(agent: Arc<Agent>) {
+    let members = agent.config.witness.len();
+    loop {
+        let mut tries = 0;
+        while tries < members {
+            let index = *agent.leader.lock().expect("leader lock poisoned");
+            let target = agent.config.witness[index].clone();
+            match heartbeat_once(&agent, &target).await {
+                Ok(()) => break,
+                Err(Redirect::To(addr)) => {
+                    if let Some(i) = agent.config.witness.iter().position(|w| *w == addr) {
+                        *agent.leader.lock().expect("leader lock poisoned") = i;
+                    } else {
+                        tracing::warn!(%addr, "the witness leader is not in agent.witness; trying the next node");
+                        *agent.leader.lock().expect("leader lock poisoned") = (index + 1) % members;
+                    }
+                }
+                Err(Redirect::Next(reason)) => {
+                    tracing::debug!(node = %target, %reason, "heartbeat failed; trying the next witness node");
+                    *agent.leader.lock().expect("leader lock poisoned") = (index + 1) % members;
+                }
+            }
+            tries += 1;
+        }
+        let draining = agent.core.lock().expect("agent core lock poisoned").draining();
+        let interval = if draining { agent.config.heartbeat_interval / 5 } else { agent.config.heartbeat_interval };
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = agent.wake.notified() => {}
+        }
+    }
+}
+
+enum Redirect {
+    To(String),
+    Next(String),
+}
+
+async fn heartbeat_once(agent: &Agent, target: &str) -> Result<(), Redirect> {
+    let sent_at = agent.now();
+    let heartbeat = agent.core.lock().expect("agent core lock poisoned").heartbeat(sent_at);
+    let url = format!("http://{target}/v1/sites/{}/heartbeat", agent.config.site);
+    let timeout = agent.config.heartbeat_interval.max(Duration::from_millis(250));
+    let outcome = |o: &str| agent.metrics.heartbeats.with_label_values(&[o]).inc();
+    let resp = agent.http.post(url).json(&heartbeat).timeout(timeout).send().await.map_err(|e| {
+        outcome("unreachable");
+        Redirect::Next(e.to_string())
+    })?;
+    let status = resp.status();
+    if status == StatusCode::MISDIRECTED_REQUEST {
+        #[derive(Deserialize)]
+        struct NotLeader {
+            leader_addr: String,
+        }
+        outcome("not_leader");
+        let body: Result<NotLeader, _> = resp.json().await;
+        return Err(body.map_or_else(|e| Redirect::Next(e.to_string()), |b| Redirect::To(b.leader_addr)));
+    }
+    if !status.is_success() {
+        outcome("refused");
+        let body = resp.text().await.unwrap_or_default();
+        if status.is_client_error() {
+            tracing::error!(%status, %body, "the witness refused this agent's heartbeat");
+        }
+        return Err(Redirect::Next(format!("HTTP {status}: {body}")));
+    }
+    let answer: HeartbeatAnswer = resp.json().await.map_err(|e| {
+        outcome("bad_answer");
+        Redirect::Next(e.to_string())
+    })?;
+    outcome("ok");
+    *agent.last_answer.lock().expect("answer lock poisoned") = Some(Instant::now());
+    for group in agent.config.groups.iter().filter(|g| !answer.groups.contains_key(&g.name)) {
+        tracing::warn!(group = %group.name, "the witness has no group of this name with agents for this site");
+    }
+    agent.with_core(|core, now| ((), core.on_answer(sent_at, now, &answer)));
+    Ok(())
+}
+
+/// Asks the other site's agent for peer leases every interval (also how each side learns the
+/// other is reachable).
+async fn peer_leases(agent: Arc<Agent>) {
+    let url = format!("http://{}/v1/peer/lease", agent.config.peer);
+    loop {
+        let sent_at = agent.now();
+        let request = agent.core.lock().expect("agent core lock poisoned").peer_request();
+        let result = agent.http.post(&url).json(&request).timeout(agent.config.heartbeat_interval).send().await;
+        let grant = match result {
+            Ok(resp) if resp.status().is_success() => resp.json::<PeerGrant>().await.map_err(|e| e.to_string()),
+            Ok(resp) => Err(format!("HTTP {}", resp.status())),
+            Err(e) => Err(e.to_string()),
+        };
+        match grant {
+            Ok(grant) => agent.with_core(|core, now| ((), core.on_peer_grant(sent_at, now, &grant))),
+            Err(e) => tracing::debug!(peer = %agent.config.peer, error = %e, "peer lease request failed"),
+        }
+        let elapsed = agent.now().saturating_sub(sent_at);
+        tokio::time::sleep(agent.config.heartbeat_interval.saturating_sub(elapsed)).await;
+    }
+}
+
+/// Re-evaluates roles at every lease expiry and drain completion, to the millisecond.
+async fn deadlines(agent: Arc<Agent>) {
+    loop {
+        let (drained_before, next) = {
+            let core = agent.core.lock().expect("agent core lock poisoned");
+            let now = agent.now();
+            (drained_groups(&core, now), core.next_deadline(now))
+        };
+        let wait =
+            next.map_or(Duration::from_millis(100), |d| d.saturating_sub(agent.now())).min(Duration::from_millis(100));
+        tokio::time::sleep(wait).await;
+        let drained_now = agent.with_core(|core, now| {
+            let hooks = core.tick(now);
+            (drained_groups(core, now), hooks)
+        });
+        if drained_now != drained_before {
+            agent.wake.notify_one();
+        }
+        refresh_gauges(&agent);
+    }
+}
+
+fn drained_groups(core: &AgentCore, now: Duration) -> Vec<String> {
+    core.heartbeat(now).groups.into_iter().filter(|(_, r)| r.drained).map(|(g, _)| g).collect()
+}
+
+fn refresh_gauges(agent: &Agent) {
+    let view = agent.core.lock().expect("agent core lock poisoned").view(agent.now());
+    let m = &agent.metrics;
+    for (group, v) in &view {
+        for role in Role::ALL {
+            m.role.with_label_values(&[group, role.as_str()]).set(i64::from(v.role == Some(role)));
+        }
+        m.writable.with_label_values(&[group]).set(i64::from(v.writable));
+        m.lease.with_label_values(&[group, "witness"]).set(v.witness_lease_ms as f64 / 1000.0);
+        m.lease.with_label_values(&[group, "peer"]).set(v.peer_lease_ms as f64 / 1000.0);
+    }
+}
+
+/// Runs hooks one at a time in the order the roles changed, each with `WITNESS_GROUP`,
+/// `WITNESS_EPOCH`, `WITNESS_ROLE` and `WITNESS_SITE` set.
+async fn run_hooks(agent: Arc<Agent>, mut hooks: mpsc::UnboundedReceiver<Hook>) {
+    while let Some(hook) = hooks.recv().await {
+        let Some(group) = agent.config.groups.iter().find(|g| g.name == hook.group) else { continue };
+        let (name, command) = match hook.role {
+            Role::Active => ("on_promote", &group.on_promote),
+            Role::Standby => ("on_standby", &group.on_standby),
+            Role::Fenced => ("on_fence", &group.on_fence),
+            Role::Draining => continue,
+        };
+        let Some(command) = command else { continue };
+        let env = [
+            ("WITNESS_GROUP", hook.group.clone()),
+            ("WITNESS_EPOCH", hook.epoch.to_string()),
+            ("WITNESS_ROLE", hook.role.to_string()),
+            ("WITNESS_SITE", agent.config.site.clone()),
+        ];
+        let outcome = match run_shell(command, &env, agent.config.hook_timeout).await {
+            Ok(_) => "ok",
+            Err(e) => {
+                tracing::error!(group = %hook.group, hook = name, error = %e, "hook failed");
+                "failed"
+            }
+        };
+        agent.metrics.hooks.with_label_values(&[&hook.group, name, outcome]).inc();
+    }
+}
+
+/// Runs `command` with `sh -c`, returning its standard output; an error names the exit status
+/// and standard error, or the timeout.
+async fn run_shell(command: &str, env: &[(&str, String)], timeout: Duration) -> Result<String, String> {
+    let mut cmd = tokio::process::Command::new("/bin/sh");
+    cmd.arg("-c").arg(command).kill_on_drop(true).stdin(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let output = tokio::time::timeout(timeout, cmd.output())
+        .await
+        .map_err(|_| format!("{command:?} did not finish within {} ms", timeout.as_millis()))?
+        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{command:?} exited with {}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Reads the group's replication state every heartbeat interval. A failed reading is reported
+/// as unknown, which closes the witness's RPO gate: never a guess.
+async fn read_replication(agent: Arc<Agent>, group: String, source: ReplicationSource) {
+    let timeout = agent.config.hook_timeout.min(agent.config.heartbeat_interval * 4);
+    loop {
+        let reading = match &source {
+            ReplicationSource::Command(cmd) => run_shell(cmd, &[("WITNESS_GROUP", group.clone())], timeout)
+                .await
+                .and_then(|out| parse_replication(&out)),
+            ReplicationSource::Url(url) => match agent.http.get(url.clone()).timeout(timeout).send().await {
+                Ok(resp) if resp.status().is_success() => {
+                    resp.text().await.map_err(|e| e.to_string()).and_then(|t| parse_replication(&t))
+                }
+                Ok(resp) => Err(format!("{url} answered HTTP {}", resp.status())),
+                Err(e) => Err(format!("{url}: {e}")),
+            },
+        };
+        let reading = reading.map_err(|e| tracing::warn!(%group, error = %e, "cannot read replication state")).ok();
+        agent.with_core(|core, now| {
+            core.set_replication(&group, reading, now);
+            ((), Vec::new())
+        });
+        tokio::time::sleep(agent.config.heartbeat_interval).await;
+    }
+}
+
+fn parse_replication(text: &str) -> Result<Replication, String> {
+    let r: Replication = serde_json::from_str(text.trim()).map_err(|e| {
+        format!(
+            "replication state {:?} is not JSON like {{\"in_sync\": true}} or {{\"recovery_point_age_ms\": 1234}}: {e}",
+            text.trim()
+        )
+    })?;
+    if r.in_sync.is_none() && r.recovery_point_age_ms.is_none() {
+        return Err(format!("replication state {:?} has neither in_sync nor recovery_point_age_ms", text.trim()));
+    }
+    Ok(r)
+}
+
+fn router(agent: Arc<Agent>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/v1/status", get(status))
+        .route("/v1/peer/lease", post(peer_lease))
+        .route("/v1/groups/{group}/writable", get(writable))
+        .with_state(agent)
+}
+
+async fn metrics(State(agent): State<Arc<Agent>>) -> Response {
+    refresh_gauges(&agent);
+    let mut buf = Vec::new();
+    prometheus::TextEncoder::new().encode(&agent.metrics.registry.gather(), &mut buf).expect("text encoding");
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], buf).into_response()
+}
+
+async fn status(State(agent): State<Arc<Agent>>) -> Json<AgentStatus> {
+    Json(agent.status())
+}
+
+async fn peer_lease(
+    State(agent): State<Arc<Agent>>,
+    body: Result<Json<PeerRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(request) = match body {
+        Ok(b) => b,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("request body: {}\n", e.body_text())).into_response(),
+    };
+    if request.site == agent.config.site {
+        let msg =
+            format!("a peer-lease request from site {:?}, this agent's own site: check agent.peer\n", request.site);
+        return (StatusCode::BAD_REQUEST, msg).into_response();
+    }
+    Json(agent.with_core(|core, now| (core.grant_peer(now, &request), Vec::new()))).into_response()
+}
+
+/// 200 while this site may write for `group`, 503 otherwise: what an application asks before
+/// (or while) it writes.
+async fn writable(State(agent): State<Arc<Agent>>, Path(group): Path<String>) -> Response {
+    let view = agent.status().groups.remove(&group);
+    match view {
+        None => (StatusCode::NOT_FOUND, format!("no group {group:?} in this agent's config\n")).into_response(),
+        Some(v) if v.writable => (StatusCode::OK, Json(v)).into_response(),
+        Some(v) => (StatusCode::SERVICE_UNAVAILABLE, Json(v)).into_response(),
+    }
+}
+
+struct AgentMetrics {
+    registry: Registry,
+    role: IntGaugeVec,
+    writable: IntGaugeVec,
+    lease: GaugeVec,
+    heartbeats: IntCounterVec,
+    hooks: IntCounterVec,
+}
+
+impl AgentMetrics {
+    fn new(site: &str) -> AgentMetrics {
+        let labels = [("site".to_string(), site.to_string())].into();
+        let registry = Registry::new_custom(None, Some(labels)).expect("static registry settings");
+        let reg = |c: Box<dyn prometheus::core::Collector>| registry.register(c).expect("unique metric");
+        let role = IntGaugeVec::new(
+            Opts::new("witness_agent_role", "1 for the role this site is in for a group"),
+            &["group", "role"],
+        )
+        .expect("static metric");
+        let writable = IntGaugeVec::new(
+            Opts::new("witness_agent_writable", "1 while this site may write for a group"),
+            &["group"],
+        )
+        .expect("static metric");
+        let lease = GaugeVec::new(
+            Opts::new("witness_agent_lease_remaining_seconds", "Lease this site holds for a group, by kind"),
+            &["group", "kind"],
+        )
+        .expect("static metric");
+        let heartbeats = IntCounterVec::new(
+            Opts::new("witness_agent_heartbeats_total", "Heartbeats sent to witness nodes, by outcome"),
+            &["outcome"],
+        )
+        .expect("static metric");
+        let hooks = IntCounterVec::new(
+            Opts::new("witness_agent_hook_runs_total", "Hook runs by group, hook and outcome"),
+            &["group", "hook", "outcome"],
+        )
+        .expect("static metric");
+        reg(Box::new(role.clone()));
+        reg(Box::new(writable.clone()));
+        reg(Box::new(lease.clone()));
+        reg(Box::new(heartbeats.clone()));
+        reg(Box::new(hooks.clone()));
+        AgentMetrics { registry, role, writable, lease, heartbeats, hooks }
+    }
+}

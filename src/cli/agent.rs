@@ -1,0 +1,120 @@
+//! `witness agent`: run a site agent until SIGTERM or SIGINT; `witness agent status`: show an
+//! agent's roles, epochs and leases.
+
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::client::{Client, Endpoint};
+use super::Exit;
+use crate::agent::AgentStatus;
+use crate::config::agent::AgentConfig;
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Sub>,
+    /// Path to the agent's TOML config file.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Serve on this already-bound, listening TCP socket instead of binding agent.listen.
+    #[arg(long, value_name = "FD")]
+    pub listen_fd: Option<RawFd>,
+}
+
+#[derive(clap::Subcommand)]
+pub enum Sub {
+    /// Show an agent's view: per group its role, epoch, writability and leases remaining.
+    Status(StatusArgs),
+}
+
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    /// Base URL of the agent.
+    #[arg(long, env = "WITNESS_AGENT", default_value = "http://127.0.0.1:7511")]
+    agent: String,
+    /// Print the raw JSON document.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(config: Option<PathBuf>, listen_fd: Option<RawFd>) -> Exit {
+    let Some(path) = config else {
+        eprintln!("error: --config FILE is required to run an agent (or use `witness agent status`)");
+        return Exit::Usage;
+    };
+    let config = match AgentConfig::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Exit::Usage;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return Exit::Failed;
+        }
+    };
+    runtime.block_on(async move {
+        if config.plain_http {
+            tracing::warn!("agent.plain_http = true: heartbeats and peer leases are unauthenticated; development only");
+        }
+        let listener = match super::serve::listener(listen_fd, config.listen, "agent.listen").await {
+            Ok(l) => l,
+            Err(msg) => {
+                tracing::error!("{msg}");
+                return Exit::Failed;
+            }
+        };
+        let running = match crate::agent::start(config, listener).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("cannot start: {e:#}");
+                return Exit::Failed;
+            }
+        };
+        let signal = super::serve::shutdown_signal().await;
+        tracing::info!(signal, "agent shutting down");
+        running.shutdown().await;
+        Exit::Ok
+    })
+}
+
+/// Exit 0 when the agent answered, 3 when it could not be reached.
+pub async fn status(args: StatusArgs) -> Exit {
+    let client = match Client::new(&Endpoint { endpoint: args.agent }, Duration::from_secs(5)) {
+        Ok(c) => c,
+        Err(e) => return e.report(),
+    };
+    let status: AgentStatus = match client.get("/v1/status").await {
+        Ok(s) => s,
+        Err(e) => return e.report(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status).expect("status serializes"));
+        return Exit::Ok;
+    }
+    let answered = status.witness_answered_ms_ago.map_or("never".into(), |ms| format!("{ms} ms ago"));
+    println!(
+        "site {}   peer {} ({})   witness {} (answered {answered})",
+        status.site,
+        status.peer,
+        if status.peer_reachable { "reachable" } else { "UNREACHABLE" },
+        status.witness
+    );
+    println!("{:<20} {:<9} {:>6} {:<9} {:>10} {:>10}", "GROUP", "ROLE", "EPOCH", "WRITABLE", "WITNESS", "PEER");
+    for (name, g) in &status.groups {
+        let role = g.role.map_or("unknown".to_string(), |r| r.to_string());
+        let epoch = g.epoch.map_or("-".to_string(), |e| e.to_string());
+        println!(
+            "{name:<20} {role:<9} {epoch:>6} {:<9} {:>8}ms {:>8}ms",
+            if g.writable { "yes" } else { "no" },
+            g.witness_lease_ms,
+            g.peer_lease_ms
+        );
+    }
+    Exit::Ok
+}
