@@ -78,6 +78,48 @@ pub struct Cluster {
     pub dir: TempDir,
     pub nodes: Vec<TestNode>,
     pub http: reqwest::Client,
+    pub agents: Vec<TestAgent>,
+}
+
+/// A `witness agent` process, on a port-0 socket passed as its stdin like the nodes'.
+pub struct TestAgent {
+    pub site: String,
+    pub addr: String,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    /// Where its hooks append the roles it enters.
+    pub roles: PathBuf,
+    listener: TcpListener,
+    child: Option<Child>,
+}
+
+impl TestAgent {
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "agent {} already running", self.site);
+        let socket: OwnedFd = self.listener.try_clone().expect("clone listener").into();
+        let log = File::options().create(true).append(true).open(&self.log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_witness"))
+            .args(["agent", "--config"])
+            .arg(&self.config)
+            .args(["--listen-fd", "0", "--log-level", "info,witness=debug"])
+            .stdin(Stdio::from(socket))
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn witness agent");
+        self.child = Some(child);
+    }
+
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("agent running");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+    }
+
+    /// The roles its hooks recorded, in order.
+    pub fn roles(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.roles).unwrap_or_default().lines().map(String::from).collect()
+    }
 }
 
 /// The config of node `id` for a cluster whose initial members are `members` (id, addr).
@@ -88,6 +130,8 @@ pub struct Setup {
     pub raft_extra: String,
     /// The probe URLs of `east` and `west`; by default both probe a closed port (always down).
     pub site_urls: Option<(String, String)>,
+    /// Group `app` has site agents (lease 1 s, margin 100 ms).
+    pub agents: bool,
 }
 
 /// The config of node `id` for a cluster whose initial members are `members` (id, addr).
@@ -106,6 +150,7 @@ pub fn node_config(id: u64, addr: &str, members: &[(u64, String)], data_dir: &Pa
     let east = site("east", setup.site_urls.as_ref().map(|u| &u.0));
     let west = site("west", setup.site_urls.as_ref().map(|u| &u.1));
     let members: Vec<String> = members.iter().map(|(i, a)| format!("{{ id = {i}, addr = \"{a}\" }}")).collect();
+    let agents = if setup.agents { "agents = true\nlease = \"1s\"\nlease_margin = \"100ms\"\n" } else { "" };
     format!(
         r#"
 [node]
@@ -140,7 +185,7 @@ rto = "5m"
 rpo = "0s"
 failover = "automatic"
 hold_down = "500ms"
-"#,
+{agents}"#,
         data = data_dir.display(),
         members = members.join(", "),
         emax = ELECTION_MAX.as_millis(),
@@ -185,7 +230,64 @@ impl Cluster {
             })
             .collect();
         let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap();
-        Cluster { dir, nodes, http }
+        Cluster { dir, nodes, http, agents: Vec::new() }
+    }
+
+    /// Configures agents for `east` and `west` (group `app`, heartbeats every 100 ms) whose
+    /// hooks append `role=<role> epoch=<n>` to `roles-<site>.log` in the cluster's directory.
+    /// Nothing is started.
+    pub fn add_agents(&mut self) {
+        let listeners: Vec<TcpListener> = (0..2).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
+        let addrs: Vec<String> = listeners.iter().map(|l| l.local_addr().unwrap().to_string()).collect();
+        let witness: Vec<String> = self.nodes.iter().map(|n| format!("\"{}\"", n.addr)).collect();
+        for (i, (site, listener)) in ["east", "west"].into_iter().zip(listeners).enumerate() {
+            let roles = self.dir.path().join(format!("roles-{site}.log"));
+            let hook = format!("echo role=$WITNESS_ROLE epoch=$WITNESS_EPOCH >> {}", roles.display());
+            let text = format!(
+                r#"
+[agent]
+site = "{site}"
+listen = "{addr}"
+peer = "{peer}"
+witness = [{witness}]
+heartbeat_interval = "100ms"
+plain_http = true
+
+[[group]]
+name = "app"
+replication_command = "echo '{{\"in_sync\": true}}'"
+on_promote = "{hook}"
+on_standby = "{hook}"
+on_fence = "{hook}"
+"#,
+                addr = addrs[i],
+                peer = addrs[1 - i],
+                witness = witness.join(", "),
+            );
+            let config = self.dir.path().join(format!("agent-{site}.toml"));
+            std::fs::write(&config, text).unwrap();
+            self.agents.push(TestAgent {
+                site: site.to_string(),
+                addr: addrs[i].clone(),
+                config,
+                log: self.dir.path().join(format!("agent-{site}.log")),
+                roles,
+                listener,
+                child: None,
+            });
+        }
+    }
+
+    pub fn agent(&mut self, site: &str) -> &mut TestAgent {
+        self.agents.iter_mut().find(|a| a.site == site).expect("agent configured")
+    }
+
+    /// Whether `site`'s agent says it may write for `app` (None: it did not answer).
+    pub async fn writable(&self, site: &str) -> Option<bool> {
+        let agent = self.agents.iter().find(|a| a.site == site)?;
+        let url = format!("http://{}/v1/groups/app/writable", agent.addr);
+        let resp = self.http.get(url).timeout(Duration::from_secs(2)).send().await.ok()?;
+        Some(resp.status().as_u16() == 200)
     }
 
     /// Starts the first `voters` nodes and waits until they agree on a ready leader that has
@@ -255,10 +357,12 @@ impl Cluster {
 
     pub fn logs(&self) -> String {
         let mut out = String::new();
-        for n in &self.nodes {
-            let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+        let logs = self.nodes.iter().map(|n| (format!("node {}", n.id), &n.log));
+        let logs = logs.chain(self.agents.iter().map(|a| (format!("agent {}", a.site), &a.log)));
+        for (name, log) in logs {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(40).collect();
-            out += &format!("\n----- node {} ({}) last lines -----\n", n.id, n.log.display());
+            out += &format!("\n----- {name} ({}) last lines -----\n", log.display());
             for line in tail.into_iter().rev() {
                 out += line;
                 out.push('\n');
@@ -270,8 +374,9 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for n in &mut self.nodes {
-            if let Some(mut c) = n.child.take() {
+        let children = self.nodes.iter_mut().map(|n| &mut n.child).chain(self.agents.iter_mut().map(|a| &mut a.child));
+        for child in children {
+            if let Some(mut c) = child.take() {
                 let _ = c.kill();
                 let _ = c.wait();
             }
