@@ -21,13 +21,13 @@ use crate::rng::SplitMix64;
 use crate::state::{Command, Verdict};
 
 /// The metro timings of `config/dev/`: keep the two in step.
-const SITE: &str = r#"probe_interval = "150ms"
+pub(super) const SITE: &str = r#"probe_interval = "150ms"
 probe_timeout = "120ms"
 failure_threshold = 5
 success_threshold = 2
 "#;
-const HOLD_DOWN: &str = "400ms";
-const TIMINGS: &str = "probes every 150 ms (timeout 120 ms), down after 5 failures, hold-down 400 ms";
+pub(super) const HOLD_DOWN: &str = "400ms";
+pub(super) const TIMINGS: &str = "probes every 150 ms (timeout 120 ms), down after 5 failures, hold-down 400 ms";
 
 async fn start(dir: &Path, east: &Stub, west: &Stub) -> anyhow::Result<Vec<RunningNode>> {
     std::fs::create_dir_all(dir)?;
@@ -109,7 +109,7 @@ pub async fn soak(dir: &Path, loss: f64, duration: Duration) -> anyhow::Result<(
     Ok(())
 }
 
-async fn leader(nodes: &[RunningNode]) -> anyhow::Result<Arc<Node>> {
+pub(super) async fn leader(nodes: &[RunningNode]) -> anyhow::Result<Arc<Node>> {
     for _ in 0..600 {
         if let Some(n) = nodes.iter().find(|n| n.node.raft.is_leader() && n.node.readiness().is_ok()) {
             return Ok(n.node.clone());
@@ -140,7 +140,7 @@ async fn settle(nodes: &[RunningNode]) -> anyhow::Result<()> {
 
 /// A site's health endpoint that can be killed and restarted on the same port, and that drops
 /// a share of requests (holding them past any probe timeout, as lost packets would look).
-struct Stub {
+pub(super) struct Stub {
     addr: std::net::SocketAddr,
     loss: f64,
     rng: Arc<Mutex<SplitMix64>>,
@@ -149,7 +149,7 @@ struct Stub {
 }
 
 impl Stub {
-    async fn start(loss: f64, seed: u64) -> anyhow::Result<Stub> {
+    pub(super) async fn start(loss: f64, seed: u64) -> anyhow::Result<Stub> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let rng = Arc::new(Mutex::new(SplitMix64::new(seed)));
         let mut stub = Stub { addr: listener.local_addr()?, loss, rng, stop: None, server: None };
@@ -157,7 +157,7 @@ impl Stub {
         Ok(stub)
     }
 
-    fn url(&self) -> String {
+    pub(super) fn url(&self) -> String {
         format!("http://{}/healthz", self.addr)
     }
 
@@ -184,7 +184,7 @@ impl Stub {
         }));
     }
 
-    async fn kill(&mut self) {
+    pub(super) async fn kill(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -193,7 +193,7 @@ impl Stub {
         }
     }
 
-    async fn restart(&mut self) -> anyhow::Result<()> {
+    pub(super) async fn restart(&mut self) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(self.addr).await?;
         self.serve(listener);
         Ok(())

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod agents;
 mod failover;
 
 use clap::Subcommand;
@@ -41,6 +42,23 @@ pub enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Lease-safe promotion: N trials of "the active site dies with its agent", each from the
+    /// failure to the surviving agent's own verdict that it may write.
+    Promotion {
+        #[arg(long, default_value_t = 20)]
+        trials: usize,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Heartbeat throughput: concurrent clients post agent heartbeats to the leader.
+    Heartbeats {
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        #[arg(long, default_value = "10s", value_parser = crate::config::duration::parse)]
+        duration: Duration,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// False failovers: both sites up while a share of probes is lost, for a while.
     Soak {
         /// Share of probe requests each site drops (0.1 = 10%).
@@ -57,12 +75,20 @@ pub enum Command {
 pub fn run(command: Command) -> Exit {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let dir = match &command {
-        Command::Raft { dir, .. } | Command::Failover { dir, .. } | Command::Soak { dir, .. } => dir.clone(),
+        Command::Raft { dir, .. }
+        | Command::Failover { dir, .. }
+        | Command::Promotion { dir, .. }
+        | Command::Heartbeats { dir, .. }
+        | Command::Soak { dir, .. } => dir.clone(),
     };
     let dir = dir.unwrap_or_else(std::env::temp_dir).join(format!("witness-bench-{}", std::process::id()));
     let result = match command {
         Command::Raft { writes, concurrency, .. } => rt.block_on(bench_raft(&dir, writes.max(1), concurrency.max(1))),
         Command::Failover { trials, .. } => rt.block_on(failover::bench(&dir, trials.max(1))),
+        Command::Promotion { trials, .. } => rt.block_on(agents::promotion(&dir, trials.max(1))),
+        Command::Heartbeats { clients, duration, .. } => {
+            rt.block_on(agents::heartbeats(&dir, clients.max(1), duration))
+        }
         Command::Soak { loss, duration, .. } => rt.block_on(failover::soak(&dir, loss.clamp(0.0, 1.0), duration)),
     };
     let _ = std::fs::remove_dir_all(&dir);
