@@ -293,3 +293,87 @@ fn role(g: &GroupMind, now: Duration) -> Option<Role> {
         other => other,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn answer(role: Role, epoch: u64, lease: bool) -> HeartbeatAnswer {
+        let a = Assignment {
+            role,
+            epoch: Epoch(epoch),
+            lease_ms: lease.then_some(1000),
+            peer_lease_ms: 1000,
+            margin_ms: 100,
+        };
+        HeartbeatAnswer { groups: [("app".to_string(), a)].into() }
+    }
+
+    fn agent(site: &str, now: u64) -> AgentCore {
+        AgentCore::new(site, ["app".to_string()], ms(750), ms(now))
+    }
+
+    fn roles(hooks: &[Hook]) -> Vec<(Role, u64)> {
+        hooks.iter().map(|h| (h.role, h.epoch.0)).collect()
+    }
+
+    #[test]
+    fn the_active_site_writes_on_either_lease_and_fences_when_both_are_out() {
+        let mut east = agent("east", 0);
+        assert!(!east.writable("app", ms(0)), "no role before the witness speaks");
+        // Heartbeat sent at 100, answered at 130: the lease counts from 100.
+        assert_eq!(roles(&east.on_answer(ms(100), ms(130), &answer(Role::Active, 1, true))), vec![(Role::Active, 1)]);
+        assert!(east.writable("app", ms(1099)));
+        // A peer grant for a request sent at 900 carries it to 1900.
+        east.on_peer_grant(
+            ms(900),
+            ms(910),
+            &PeerGrant { site: "west".into(), granted: [("app".into(), 1000)].into() },
+        );
+        assert!(east.tick(ms(1500)).is_empty());
+        assert!(east.writable("app", ms(1899)));
+        assert_eq!(east.next_deadline(ms(1500)), Some(ms(1900)));
+        assert_eq!(roles(&east.tick(ms(1900))), vec![(Role::Fenced, 1)]);
+        assert!(!east.writable("app", ms(1900)));
+        // The witness moved the group on: standby, after the fence it already ran.
+        assert_eq!(
+            roles(&east.on_answer(ms(2000), ms(2010), &answer(Role::Standby, 3, false))),
+            vec![(Role::Standby, 3)]
+        );
+    }
+
+    #[test]
+    fn leaving_active_for_standby_fences_first() {
+        let mut east = agent("east", 0);
+        east.on_answer(ms(0), ms(1), &answer(Role::Active, 1, true));
+        let hooks = east.on_answer(ms(10), ms(11), &answer(Role::Standby, 2, false));
+        assert_eq!(roles(&hooks), vec![(Role::Fenced, 2), (Role::Standby, 2)]);
+    }
+
+    #[test]
+    fn a_standby_grants_only_at_the_same_epoch_and_never_while_draining() {
+        let mut west = agent("west", 0);
+        let ask = |epoch: u64| PeerRequest { site: "east".into(), groups: [("app".into(), Epoch(epoch))].into() };
+        assert!(west.grant_peer(ms(5), &ask(1)).granted.is_empty(), "no role known yet");
+        west.on_answer(ms(10), ms(11), &answer(Role::Standby, 1, false));
+        assert_eq!(west.grant_peer(ms(20), &ask(1)).granted, [("app".to_string(), 1000)].into());
+        assert!(west.grant_peer(ms(20), &ask(2)).granted.is_empty(), "another epoch");
+        west.on_answer(ms(300), ms(301), &answer(Role::Draining, 2, false));
+        assert!(west.grant_peer(ms(310), &ask(2)).granted.is_empty(), "draining");
+        // Drained once the last grant (20) plus lease and margin has passed: 1120.
+        assert!(!west.heartbeat(ms(1119)).groups["app"].drained);
+        assert!(west.heartbeat(ms(1120)).groups["app"].drained);
+    }
+
+    #[test]
+    fn a_restarted_agent_counts_its_start_as_its_last_grant() {
+        let mut west = agent("west", 5000);
+        west.on_answer(ms(5010), ms(5011), &answer(Role::Draining, 2, false));
+        assert!(!west.heartbeat(ms(6099)).groups["app"].drained);
+        assert!(west.heartbeat(ms(6100)).groups["app"].drained);
+    }
+}
