@@ -121,7 +121,7 @@ pub fn render(s: &Status) -> String {
                 g.secondary.clone(),
                 format!("{:?}", g.replication).to_lowercase(),
                 format!("{:?}", g.failover).to_lowercase(),
-                [(g.paused, "paused"), (g.blocked, "blocked")]
+                [(g.paused, "paused"), (g.blocked, "blocked"), (g.draining, "draining")]
                     .iter()
                     .filter(|(on, _)| *on)
                     .map(|(_, name)| *name)
@@ -130,6 +130,40 @@ pub fn render(s: &Status) -> String {
             ]);
         }
         out += &table(&rows);
+        let with_agents: Vec<_> = s.groups.iter().filter_map(|g| Some((g, g.agents.as_ref()?))).collect();
+        if !with_agents.is_empty() {
+            out += "\nAGENTS (as reported to the leader)\n";
+            let mut rows =
+                vec![["GROUP", "SITE", "ROLE", "EPOCH", "HEARD", "PEER", "REPLICATION", "LEASE", "RPO EXPOSURE"]
+                    .map(String::from)
+                    .to_vec()];
+            for (g, agents) in with_agents {
+                for (site, a) in &agents.sites {
+                    let replication = match (a.in_sync, a.recovery_point_age_ms) {
+                        (Some(true), _) => "in sync".to_string(),
+                        (Some(false), _) => "NOT in sync".to_string(),
+                        (None, Some(age)) => format!("recovery point {age} ms old"),
+                        (None, None) => "unknown".to_string(),
+                    };
+                    rows.push(vec![
+                        g.name.clone(),
+                        site.clone(),
+                        a.role.map_or("-".into(), |r| r.to_string()),
+                        a.epoch.map_or("-".into(), |e| e.to_string()),
+                        a.heard_ms_ago.map_or("never".into(), |ms| format!("{ms} ms ago")),
+                        match a.peer_reachable {
+                            Some(true) => "reachable".into(),
+                            Some(false) => "UNREACHABLE".into(),
+                            None => "-".into(),
+                        },
+                        replication,
+                        format!("{} ms", a.lease_remaining_ms),
+                        agents.rpo_exposure_ms.map_or("unknown".into(), |ms| format!("{ms} ms")),
+                    ]);
+                }
+            }
+            out += &table(&rows);
+        }
     }
     out
 }
