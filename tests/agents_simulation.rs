@@ -28,8 +28,8 @@
 //!    [`PROMOTION_BOUND_MS`] = 4200 ms;
 //! 5. epochs never go backwards, on any witness node or agent.
 //!
-//! One more test, ignored until fixed, shows a known bug against invariant 3 (see
-//! [`a_restarted_survivor_agent_alone_never_fails_over`]).
+//! One more test, [`a_restarted_survivor_agent_alone_never_fails_over`], is a regression for
+//! invariant 3 that this simulation found.
 //!
 //! `WITNESS_SIM_SEEDS=N` runs seeds 0..N (default 500); `WITNESS_SIM_SEED=S` replays one. A
 //! failure prints the seed, the replay command and the last events of the run.
@@ -1381,16 +1381,14 @@ fn a_leader_bridged_with_the_primary_answers_nothing() {
     });
 }
 
-/// KNOWN BUG, ignored until fixed (`cargo test --test agents_simulation -- --ignored`). With a
-/// hold-down shorter than the lease (valid config: lease 1 s, hold_down 500 ms), the witness's
-/// probes of east are cut and west vouches for east, as in invariant 3. West's agent restarts:
-/// as in the shell, its first heartbeat leaves with its first peer request, so it reports the
-/// peer unreachable (`AgentCore::peer_reachable` is false before any contact). Its links to the
-/// witness then fail. The engine counts that one report as fresh for a whole lease, long enough
-/// to hold down, and fails a healthy, reachable east over: east is fenced, and west, which the
-/// witness cannot reach, never drains, so nothing is writable.
+/// A regression (found by this simulation). With a hold-down shorter than the lease (valid
+/// config: lease 1 s, hold_down 500 ms), the witness's probes of east are cut and west vouches
+/// for east, as in invariant 3. West's agent restarts: its first heartbeat leaves with its first
+/// peer request, and used to report the peer unreachable before any contact; its links to the
+/// witness then fail, the engine counted that one report as fresh for a whole lease, held down
+/// and failed a healthy, reachable east over. A fresh agent now counts its peer reachable until
+/// `peer_timeout` has passed without an exchange.
 #[test]
-#[ignore = "known bug: a fresh agent reports its peer unreachable before trying, and one report outlasts the hold-down"]
 fn a_restarted_survivor_agent_alone_never_fails_over() {
     run("a_restarted_survivor_agent_alone_never_fails_over", |seed| {
         let mut w = World::new(seed);

@@ -103,8 +103,12 @@ impl AgentCore {
         &self.site
     }
 
+    /// Whether the peer counts as reachable. Until a first exchange or `peer_timeout` after
+    /// start, it does: "unreachable" is what lets the witness fail the peer over, so a fresh
+    /// agent that has not tried yet must not claim it.
     pub fn peer_reachable(&self, now: Duration) -> bool {
-        self.last_peer_contact.is_some_and(|at| now.saturating_sub(at) <= self.peer_timeout)
+        let since = self.last_peer_contact.unwrap_or(self.started);
+        now.saturating_sub(since) <= self.peer_timeout
     }
 
     /// The heartbeat to send to the witness at `now`.
