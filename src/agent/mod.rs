@@ -225,7 +225,7 @@ async fn heartbeat_once(agent: &Agent, target: &str) -> Result<(), Redirect> {
     outcome("ok");
     *agent.last_answer.lock().expect("answer lock poisoned") = Some(Instant::now());
     for group in agent.config.groups.iter().filter(|g| !answer.groups.contains_key(&g.name)) {
-        tracing::warn!(group = %group.name, "the witness has no group of this name with agents for this site");
+        tracing::debug!(group = %group.name, "the witness has no group of this name with agents for this site");
     }
     agent.with_core(|core, now| ((), core.on_answer(sent_at, now, &answer)));
     Ok(())

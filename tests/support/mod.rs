@@ -33,18 +33,7 @@ impl TestNode {
 
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "node {} already running", self.id);
-        let socket: OwnedFd = self.listener.try_clone().expect("clone listener").into();
-        let log = File::options().create(true).append(true).open(&self.log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_witness"))
-            .args(["serve", "--config"])
-            .arg(&self.config)
-            .args(["--listen-fd", "0", "--log-level", "info,witness=debug"])
-            .stdin(Stdio::from(socket))
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn witness");
-        self.child = Some(child);
+        self.child = Some(spawn("serve", &self.config, &self.listener, &self.log));
     }
 
     pub fn kill9(&mut self) {
@@ -74,6 +63,22 @@ impl TestNode {
     }
 }
 
+/// `witness <command> --config CONFIG` serving on `listener` (passed as its stdin), logging to
+/// `log`.
+fn spawn(command: &str, config: &Path, listener: &TcpListener, log: &Path) -> Child {
+    let socket: OwnedFd = listener.try_clone().expect("clone listener").into();
+    let log = File::options().create(true).append(true).open(log).expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_witness"))
+        .args([command, "--config"])
+        .arg(config)
+        .args(["--listen-fd", "0", "--log-level", "info,witness=debug"])
+        .stdin(Stdio::from(socket))
+        .stdout(log.try_clone().expect("log file"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn witness {command}: {e}"))
+}
+
 pub struct Cluster {
     pub dir: TempDir,
     pub nodes: Vec<TestNode>,
@@ -96,18 +101,7 @@ pub struct TestAgent {
 impl TestAgent {
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "agent {} already running", self.site);
-        let socket: OwnedFd = self.listener.try_clone().expect("clone listener").into();
-        let log = File::options().create(true).append(true).open(&self.log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_witness"))
-            .args(["agent", "--config"])
-            .arg(&self.config)
-            .args(["--listen-fd", "0", "--log-level", "info,witness=debug"])
-            .stdin(Stdio::from(socket))
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn witness agent");
-        self.child = Some(child);
+        self.child = Some(spawn("agent", &self.config, &self.listener, &self.log));
     }
 
     pub fn kill9(&mut self) {
