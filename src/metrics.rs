@@ -180,7 +180,8 @@ impl Metrics {
     }
 }
 
-fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+/// Registers `metric` with `registry` and hands it back.
+pub(crate) fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
     registry.register(Box::new(metric.clone())).expect("unique metric");
     metric
 }

@@ -34,10 +34,13 @@
 //! `WITNESS_SIM_SEEDS=N` runs seeds 0..N (default 500); `WITNESS_SIM_SEED=S` replays one. A
 //! failure prints the seed, the replay command and the last events of the run.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use support::seeds::run;
 use witness::agent::core::{AgentCore, Hook, PeerGrant, PeerRequest, Replication};
 use witness::config::{FailoverMode, ReplicationMode};
 use witness::engine::detector::Detector;
@@ -1077,27 +1080,6 @@ fn entry_problem(before: &GroupState, after: &GroupState, command: &Command) -> 
         return Some(format!("{command} ended a drain"));
     }
     None
-}
-
-// ----- Running seeds -----
-
-fn seeds() -> std::ops::Range<u64> {
-    let env = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok());
-    match env("WITNESS_SIM_SEED") {
-        Some(one) => one..one + 1,
-        None => 0..env("WITNESS_SIM_SEEDS").unwrap_or(500),
-    }
-}
-
-fn run(name: &str, each: impl Fn(u64) + std::panic::RefUnwindSafe) {
-    for seed in seeds() {
-        if let Err(panic) = std::panic::catch_unwind(|| each(seed)) {
-            eprintln!(
-                "{name}: seed {seed} failed; replay with WITNESS_SIM_SEED={seed} cargo test --test agents_simulation {name}"
-            );
-            std::panic::resume_unwind(panic);
-        }
-    }
 }
 
 /// Keeps the largest value seen across seeds (the tests' seeds run in one thread each).

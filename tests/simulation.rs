@@ -15,9 +15,12 @@
 //!
 //! `WITNESS_SIM_SEEDS=N` runs seeds 0..N (default 500); `WITNESS_SIM_SEED=S` replays one.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use support::seeds::run;
 use witness::config::{FailoverMode, ReplicationMode};
 use witness::engine::detector::Detector;
 use witness::engine::leases::Ledger;
@@ -369,25 +372,6 @@ fn check_entry(before: &State, after: &State, command: &Command, node: u64) {
     let up = NODES.iter().filter(|n| before.verdict(&a.active, **n) == Some(Verdict::Up)).count();
     assert!(down >= 2, "failover away from {} with only {down} down verdicts", b.active);
     assert!(up >= 2, "failover to {} with only {up} up verdicts", a.active);
-}
-
-fn seeds() -> std::ops::Range<u64> {
-    let env = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok());
-    match env("WITNESS_SIM_SEED") {
-        Some(one) => one..one + 1,
-        None => 0..env("WITNESS_SIM_SEEDS").unwrap_or(500),
-    }
-}
-
-fn run(name: &str, each: impl Fn(u64) + std::panic::RefUnwindSafe) {
-    for seed in seeds() {
-        if let Err(panic) = std::panic::catch_unwind(|| each(seed)) {
-            eprintln!(
-                "{name}: seed {seed} failed; replay with WITNESS_SIM_SEED={seed} cargo test --test simulation {name}"
-            );
-            std::panic::resume_unwind(panic);
-        }
-    }
 }
 
 #[test]

@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use self::core::{AgentCore, GroupView, Hook, PeerGrant, PeerRequest, Replication};
 use crate::config::agent::{AgentConfig, ReplicationSource};
 use crate::engine::leases::{HeartbeatAnswer, Role};
+use crate::metrics::register;
 
 pub struct Agent {
     config: AgentConfig,
@@ -271,7 +272,6 @@ async fn deadlines(agent: Arc<Agent>) {
         if drained_now != drained_before {
             agent.wake.notify_one();
         }
-        refresh_gauges(&agent);
     }
 }
 
@@ -279,6 +279,7 @@ fn drained_groups(core: &AgentCore, now: Duration) -> Vec<String> {
     core.heartbeat(now).groups.into_iter().filter(|(_, r)| r.drained).map(|(g, _)| g).collect()
 }
 
+/// Brings the gauges up to date, when scraped.
 fn refresh_gauges(agent: &Agent) {
     let view = agent.core.lock().expect("agent core lock poisoned").view(agent.now());
     let m = &agent.metrics;
@@ -443,37 +444,30 @@ impl AgentMetrics {
     fn new(site: &str) -> AgentMetrics {
         let labels = [("site".to_string(), site.to_string())].into();
         let registry = Registry::new_custom(None, Some(labels)).expect("static registry settings");
-        let reg = |c: Box<dyn prometheus::core::Collector>| registry.register(c).expect("unique metric");
-        let role = IntGaugeVec::new(
-            Opts::new("witness_agent_role", "1 for the role this site is in for a group"),
-            &["group", "role"],
-        )
-        .expect("static metric");
-        let writable = IntGaugeVec::new(
-            Opts::new("witness_agent_writable", "1 while this site may write for a group"),
-            &["group"],
-        )
-        .expect("static metric");
-        let lease = GaugeVec::new(
-            Opts::new("witness_agent_lease_remaining_seconds", "Lease this site holds for a group, by kind"),
-            &["group", "kind"],
-        )
-        .expect("static metric");
-        let heartbeats = IntCounterVec::new(
-            Opts::new("witness_agent_heartbeats_total", "Heartbeats sent to witness nodes, by outcome"),
-            &["outcome"],
-        )
-        .expect("static metric");
-        let hooks = IntCounterVec::new(
-            Opts::new("witness_agent_hook_runs_total", "Hook runs by group, hook and outcome"),
+        let r = &registry;
+        let ints = |name: &str, help: &str, labels: &[&str]| {
+            register(r, IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric"))
+        };
+        let counts = |name: &str, help: &str, labels: &[&str]| {
+            register(r, IntCounterVec::new(Opts::new(name, help), labels).expect("static metric"))
+        };
+        let role = ints("witness_agent_role", "1 for the role this site is in for a group", &["group", "role"]);
+        let writable = ints("witness_agent_writable", "1 while this site may write for a group", &["group"]);
+        let lease = register(
+            r,
+            GaugeVec::new(
+                Opts::new("witness_agent_lease_remaining_seconds", "Lease this site holds for a group, by kind"),
+                &["group", "kind"],
+            )
+            .expect("static metric"),
+        );
+        let heartbeats =
+            counts("witness_agent_heartbeats_total", "Heartbeats sent to witness nodes, by outcome", &["outcome"]);
+        let hooks = counts(
+            "witness_agent_hook_runs_total",
+            "Hook runs by group, hook and outcome",
             &["group", "hook", "outcome"],
-        )
-        .expect("static metric");
-        reg(Box::new(role.clone()));
-        reg(Box::new(writable.clone()));
-        reg(Box::new(lease.clone()));
-        reg(Box::new(heartbeats.clone()));
-        reg(Box::new(hooks.clone()));
+        );
         AgentMetrics { registry, role, writable, lease, heartbeats, hooks }
     }
 }

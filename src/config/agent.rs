@@ -80,17 +80,12 @@ struct RawAgentGroup {
 
 impl AgentConfig {
     pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        AgentConfig::from_toml(&text, path)
+        AgentConfig::from_toml(&super::read(path)?, path)
     }
 
+    /// `origin` only names the source in errors.
     pub fn from_toml(text: &str, origin: &Path) -> Result<AgentConfig, ConfigError> {
-        let raw: RawAgentConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: origin.to_owned(),
-            message: e.to_string().trim_end().to_string(),
-        })?;
-        raw.validate().map_err(|errors| ConfigError::Invalid { path: origin.to_owned(), errors })
+        super::parse(text, origin, RawAgentConfig::validate)
     }
 }
 

@@ -177,20 +177,30 @@ fn list(errors: &[FieldError]) -> String {
     errors.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n")
 }
 
+/// Reads a config file, for [`parse`].
+pub(crate) fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })
+}
+
+/// TOML text → raw struct `R` → `validate`; `origin` only names the source in errors.
+pub(crate) fn parse<R: serde::de::DeserializeOwned, T>(
+    text: &str,
+    origin: &Path,
+    validate: impl FnOnce(R) -> Result<T, Vec<FieldError>>,
+) -> Result<T, ConfigError> {
+    let raw: R = toml::from_str(text)
+        .map_err(|e| ConfigError::Parse { path: origin.to_owned(), message: e.to_string().trim_end().to_string() })?;
+    validate(raw).map_err(|errors| ConfigError::Invalid { path: origin.to_owned(), errors })
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Config::from_toml(&text, path)
+        Config::from_toml(&read(path)?, path)
     }
 
     /// `origin` only names the source in errors.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: origin.to_owned(),
-            message: e.to_string().trim_end().to_string(),
-        })?;
-        raw.validate().map_err(|errors| ConfigError::Invalid { path: origin.to_owned(), errors })
+        parse(text, origin, RawConfig::validate)
     }
 
     pub fn site(&self, name: &str) -> Option<&SiteConfig> {

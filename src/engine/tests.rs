@@ -618,8 +618,8 @@ fn the_rpo_gate_and_a_silent_survivor_need_approval() {
         w.at(ms(5000));
         w.now = ms(5000) + HOLD;
         if !gates.contains(&Gate::SurvivorAgentSilent) {
-            // The survivor's agent keeps reporting what it last saw, its in-sync state aside.
-            w.heartbeat("west", false, GroupReport { in_sync: last.in_sync.filter(|_| false), ..last });
+            // The survivor's agent keeps reporting what it last saw, but no longer in sync.
+            w.heartbeat("west", false, GroupReport { in_sync: None, ..last });
         }
         let e = w.step();
         if gates.is_empty() {

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod seeds;
+
 use std::fs::File;
 use std::future::Future;
 use std::net::TcpListener;
