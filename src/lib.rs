@@ -1,5 +1,6 @@
 //! witness: a quorum arbiter for two-site disaster recovery. See ARCHITECTURE.md for the map.
 
+pub mod actions;
 pub mod agent;
 pub mod api;
 pub mod cli;
@@ -13,3 +14,4 @@ pub mod rng;
 pub mod state;
 pub mod telemetry;
 pub mod tls;
+pub mod wallclock;

@@ -39,6 +39,10 @@ pub struct Metrics {
     pub agent_role: IntGaugeVec,
     /// On the leader: how far the standby copy is behind, per group (-1 unknown).
     pub rpo_exposure_seconds: prometheus::GaugeVec,
+    /// On the leader: each plan step attempt's duration, by group, step and result.
+    pub plan_step_seconds: prometheus::HistogramVec,
+    /// 1 while a group's plan is stuck waiting for an operator.
+    pub plan_stuck: IntGaugeVec,
 }
 
 impl Metrics {
@@ -116,6 +120,23 @@ impl Metrics {
              async: recovery-point age); -1 when not reported.",
             &["group"],
         );
+        let plan_step_seconds = register(
+            reg,
+            prometheus::HistogramVec::new(
+                HistogramOpts::new(
+                    "witness_plan_step_seconds",
+                    "On the leader: duration of each attempt of a plan step, by result (done, retry, failed).",
+                )
+                .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0]),
+                &["group", "step", "result"],
+            )
+            .expect("static metric"),
+        );
+        let plan_stuck = gauge_vec(
+            "witness_plan_stuck",
+            "1 while a group's failover plan is stuck at a step, waiting for `witness plan retry` or `skip`.",
+            &["group"],
+        );
         let probes = ProbeMetrics::register(reg);
         let process = Box::new(prometheus::process_collector::ProcessCollector::for_self());
         registry.register(process).expect("unique metric");
@@ -140,6 +161,8 @@ impl Metrics {
             lease_remaining_seconds,
             agent_role,
             rpo_exposure_seconds,
+            plan_step_seconds,
+            plan_stuck,
         }
     }
 
@@ -158,6 +181,8 @@ impl Metrics {
     pub fn observe_state(&self, state: &State) {
         for (name, g) in &state.groups {
             self.group_epoch.with_label_values(&[name]).set(g.epoch.0 as i64);
+            let stuck = g.plan.as_ref().is_some_and(|p| p.phase() == crate::state::plan::Phase::Stuck);
+            self.plan_stuck.with_label_values(&[name]).set(i64::from(stuck));
             for site in [&g.spec.primary, &g.spec.secondary] {
                 self.group_active.with_label_values(&[name, site]).set(i64::from(*site == g.active));
             }

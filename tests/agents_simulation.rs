@@ -121,6 +121,7 @@ fn topology() -> Topology {
         rto_ms: 300_000,
         rpo_ms: 0,
         leases: Some(LeaseTerms { lease_ms: LEASE_MS, margin_ms: MARGIN_MS }),
+        steps: Vec::new(),
     };
     Topology { sites: SITES.iter().map(|s| s.to_string()).collect(), groups: [(GROUP.to_string(), spec)].into() }
 }

@@ -83,6 +83,7 @@ fn topology() -> Topology {
         rto_ms: 300_000,
         rpo_ms: 0,
         leases: None,
+        steps: Vec::new(),
     };
     Topology { sites: SITES.iter().map(|s| s.to_string()).collect(), groups: [("app".to_string(), spec)].into() }
 }

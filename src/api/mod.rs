@@ -1,5 +1,6 @@
 //! The HTTP API (axum): health and readiness, Prometheus metrics, status; operator controls
-//! (failover, failback, pause, resume, ack, the automation switch); the active-site health
+//! (failover, failback, pause, resume, ack, plan retry/skip/check, the automation switch); the
+//! active-site health
 //! endpoint; the decision journal (paged and as Server-Sent Events); membership; plus the
 //! node-to-node routes that are not Raft RPCs (`/raft/leader` for forwarded requests,
 //! `/raft/bootstrap`). Errors map to HTTP statuses in one place, [`error`].
@@ -40,6 +41,9 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/groups/{group}/pause", post(pause))
         .route("/v1/groups/{group}/resume", post(resume))
         .route("/v1/groups/{group}/ack", post(ack))
+        .route("/v1/groups/{group}/plan/retry", post(plan_retry))
+        .route("/v1/groups/{group}/plan/skip", post(plan_skip))
+        .route("/v1/groups/{group}/plan/check", post(plan_check))
         .route("/v1/groups/{group}/sites/{site}/active", get(site_active))
         .route("/v1/automation", post(automation))
         .route("/v1/sites/{site}/heartbeat", post(heartbeat))
@@ -182,6 +186,9 @@ struct OrderBody {
     dry_run: bool,
     #[serde(default)]
     force: bool,
+    /// With `dry_run`: also check every plan step's reachability and credentials.
+    #[serde(default)]
+    check: bool,
 }
 
 type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
@@ -197,7 +204,8 @@ async fn failover(
     if b.to.is_none() {
         return Err(ApiError::BadRequest("request body: missing field `to` (the site to make active)".into()));
     }
-    order_failover(&node, FailoverOrder { group, to: b.to, reason: b.reason, dry_run: b.dry_run, force: b.force }).await
+    let order = FailoverOrder { group, to: b.to, reason: b.reason, dry_run: b.dry_run, force: b.force };
+    order_failover(&node, order, b.check).await
 }
 
 /// A failover back to the group's primary. The engine never does this on its own while the
@@ -211,10 +219,17 @@ async fn failback(
     if b.to.is_some() {
         return Err(ApiError::BadRequest("request body: `to` is not accepted: a failback goes to the primary".into()));
     }
-    order_failover(&node, FailoverOrder { group, to: None, reason: b.reason, dry_run: b.dry_run, force: b.force }).await
+    let order = FailoverOrder { group, to: None, reason: b.reason, dry_run: b.dry_run, force: b.force };
+    order_failover(&node, order, b.check).await
 }
 
-async fn order_failover(node: &Node, order: FailoverOrder) -> Result<Response, ApiError> {
+async fn order_failover(node: &Node, order: FailoverOrder, check: bool) -> Result<Response, ApiError> {
+    if check && !order.dry_run {
+        return Err(ApiError::BadRequest(
+            "request body: `check` needs `dry_run`: a real failover runs the plan".into(),
+        ));
+    }
+    let group = order.group.clone();
     let reply = node.submit(LeaderRequest::Failover(order), false).await?;
     let status = match &reply {
         LeaderReply::Failover { outcome: FailoverOutcome::Refused | FailoverOutcome::Rejected { .. }, .. } => {
@@ -222,7 +237,46 @@ async fn order_failover(node: &Node, order: FailoverOrder) -> Result<Response, A
         }
         _ => StatusCode::OK,
     };
-    Ok((status, Json(reply)).into_response())
+    let mut body = serde_json::to_value(&reply).map_err(|e| ApiError::Internal(e.to_string()))?;
+    if check {
+        body["plan_check"] = serde_json::to_value(node.check_plan(&group).await?).expect("plain data");
+    }
+    Ok((status, Json(body)).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PlanBody {
+    /// The epoch of the plan meant; by default the one this node has for the group.
+    epoch: Option<u64>,
+}
+
+async fn plan_retry(State(node): AppState, Path(group): Path<String>, body: OptionalJson<PlanBody>) -> ApiResult {
+    resolve_plan(&node, group, body, false).await
+}
+
+async fn plan_skip(State(node): AppState, Path(group): Path<String>, body: OptionalJson<PlanBody>) -> ApiResult {
+    resolve_plan(&node, group, body, true).await
+}
+
+/// Runs a stuck plan's step again, or moves past it: only for the plan the sender has seen.
+async fn resolve_plan(node: &Node, group: String, body: OptionalJson<PlanBody>, skip: bool) -> ApiResult {
+    let b = body.map_err(ApiError::from_json)?.map(|Json(b)| b).unwrap_or_default();
+    let epoch = match b.epoch {
+        Some(e) => Epoch(e),
+        None => {
+            let applied = node.applied.read().expect("state lock poisoned");
+            let g = applied.state.groups.get(&group);
+            let g = g.ok_or_else(|| NodeError::NotFound(format!("unknown group {group:?}")))?;
+            g.plan.as_ref().map_or(g.epoch, |p| p.epoch)
+        }
+    };
+    write(node, Command::ResolvePlan { group, epoch, skip }).await
+}
+
+/// Checks every step of the group's plan from this node, changing nothing.
+async fn plan_check(State(node): AppState, Path(group): Path<String>) -> ApiResult {
+    Ok(Json(node.check_plan(&group).await?).into_response())
 }
 
 async fn pause(State(node): AppState, Path(group): Path<String>) -> Result<Response, ApiError> {
@@ -242,11 +296,10 @@ struct AckBody {
     epoch: Option<u64>,
 }
 
-async fn ack(
-    State(node): AppState,
-    Path(group): Path<String>,
-    body: Result<Option<Json<AckBody>>, axum::extract::rejection::JsonRejection>,
-) -> Result<Response, ApiError> {
+type OptionalJson<T> = Result<Option<Json<T>>, axum::extract::rejection::JsonRejection>;
+type ApiResult = Result<Response, ApiError>;
+
+async fn ack(State(node): AppState, Path(group): Path<String>, body: OptionalJson<AckBody>) -> ApiResult {
     let b = body.map_err(ApiError::from_json)?.map(|Json(b)| b).unwrap_or_default();
     let expected_epoch = match b.epoch {
         Some(e) => Epoch(e),

@@ -1,4 +1,5 @@
-//! `witness config check --config FILE`: validate and print every problem, or a summary.
+//! `witness config check --config FILE`: validate (the file and the secret files it names) and
+//! print every problem, or a summary.
 
 use std::path::PathBuf;
 
@@ -15,6 +16,16 @@ pub struct Args {
 pub fn run(args: Args) -> Exit {
     match Config::load(&args.config) {
         Ok(c) => {
+            let (errors, warnings) = crate::actions::secrets::audit(&c);
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
+            if !errors.is_empty() {
+                for e in &errors {
+                    eprintln!("error: {e}");
+                }
+                return Exit::Usage;
+            }
             println!(
                 "{}: OK (node {}, cluster {:?}, {} initial member(s), {} site(s), {} group(s))",
                 args.config.display(),

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use super::client::{Client, Endpoint};
 use super::Exit;
+use crate::node::planning::PlanCheck;
 
 #[derive(clap::Args)]
 pub struct FailoverArgs {
@@ -41,6 +42,9 @@ pub struct OrderArgs {
     /// Proceed even if checks fail (the epoch compare-and-set still applies).
     #[arg(long)]
     force: bool,
+    /// With --dry-run: also test every plan step's reachability and credentials.
+    #[arg(long, requires = "dry_run")]
+    check: bool,
 }
 
 #[derive(clap::Args)]
@@ -105,7 +109,8 @@ pub async fn run(control: Control) -> Exit {
 }
 
 fn order_body(order: &OrderArgs, to: Option<&str>) -> Value {
-    let mut body = json!({ "reason": order.reason, "dry_run": order.dry_run, "force": order.force });
+    let mut body =
+        json!({ "reason": order.reason, "dry_run": order.dry_run, "force": order.force, "check": order.check });
     if let Some(to) = to {
         body["to"] = json!(to);
     }
@@ -124,8 +129,20 @@ fn report(status: u16, answer: &Value) -> Exit {
         let mark = if check["passed"] == true { "pass" } else { "FAIL" };
         println!("  [{mark}] {}: {}", check["gate"].as_str().unwrap_or(""), check["detail"].as_str().unwrap_or(""));
     }
+    let mut plan_ok = true;
+    if let Some(check) = answer.get("plan_check").and_then(|c| serde_json::from_value::<PlanCheck>(c.clone()).ok()) {
+        println!("plan steps, checked from node {}:", check.node);
+        for s in &check.steps {
+            println!("  [{}] {} ({}): {}", if s.ok { "pass" } else { "FAIL" }, s.step, s.kind, s.detail);
+        }
+        plan_ok = check.ok();
+    }
     let outcome = &failover["outcome"];
     match outcome["outcome"].as_str() {
+        Some("dry_run") if outcome["allowed"] == true && !plan_ok => {
+            println!("dry run: the decision would proceed but a plan step check failed; nothing changed");
+            Exit::Failed
+        }
         Some("dry_run") if outcome["allowed"] == true => {
             println!("dry run: would proceed; nothing changed");
             Exit::Ok

@@ -10,6 +10,7 @@ mod config_check;
 mod control;
 mod events;
 mod members;
+mod plan;
 mod serve;
 mod status;
 
@@ -63,6 +64,8 @@ enum Command {
     Events(events::Args),
     /// List, add or remove cluster members.
     Members(members::Args),
+    /// A group's failover plan: show it, check it, or answer a stuck one (retry, skip).
+    Plan(plan::Args),
     #[command(flatten)]
     Control(control::Control),
     /// Benchmarks that print numbers.
@@ -97,6 +100,7 @@ pub fn main() -> ExitCode {
         Command::Bench { command } => with_logs(&cli.log_format, &cli.log_level, || bench::run(command)),
         Command::Status(args) => client::block_on(status::run(args)),
         Command::Members(args) => client::block_on(members::run(args)),
+        Command::Plan(args) => client::block_on(plan::run(args)),
         Command::Events(args) => client::block_on(events::run(args)),
         Command::Control(control) => client::block_on(control::run(control)),
     };

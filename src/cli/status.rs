@@ -130,6 +130,13 @@ pub fn render(s: &Status) -> String {
             ]);
         }
         out += &table(&rows);
+        let with_plans: Vec<_> = s.groups.iter().filter(|g| g.plan.is_some()).collect();
+        if !with_plans.is_empty() {
+            out += "\nPLANS\n";
+            for g in with_plans {
+                out += &super::plan::show(g);
+            }
+        }
         let with_agents: Vec<_> = s.groups.iter().filter_map(|g| Some((g, g.agents.as_ref()?))).collect();
         if !with_agents.is_empty() {
             out += "\nAGENTS (as reported to the leader)\n";

@@ -19,7 +19,7 @@ use std::time::Duration;
 use reqwest::Url;
 use serde::Deserialize;
 
-pub use steps::{OnFailure, StepConfig, StepKind};
+pub use steps::{CommandStep, OnFailure, OpenStorageStep, Rfc2136Step, Route53Step, StepConfig, StepKind, WebhookStep};
 
 /// A validated configuration. Constructed only by [`Config::from_toml`] / [`Config::load`].
 #[derive(Debug, Clone)]

@@ -2,7 +2,7 @@
 //!
 //! Steps are read from a TOML table by hand rather than through serde so that every unknown
 //! key, missing field and bad value of every step is reported together, each named by its path.
-//! The executors that carry these steps out come later; here they are only parsed and checked.
+//! The executors that carry these steps out live in `crate::actions`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -31,40 +31,99 @@ pub enum OnFailure {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum StepKind {
-    Route53 {
-        zone_id: String,
-        record: String,
-        record_type: String,
-        ttl: u32,
-        /// Record values per site of the group.
-        values: BTreeMap<String, Vec<String>>,
-        endpoint: Option<Url>,
-    },
-    Rfc2136 {
-        server: String,
-        zone: String,
-        record: String,
-        record_type: String,
-        ttl: u32,
-        key_file: PathBuf,
-        values: BTreeMap<String, Vec<String>>,
-    },
-    OpenStorage {
-        endpoint: Url,
-        token_file: Option<PathBuf>,
-        /// Cluster domain name per site of the group.
-        domains: BTreeMap<String, String>,
-        tolerate_unreachable_failed: bool,
-    },
-    Webhook {
-        url: Url,
-        secret_file: Option<PathBuf>,
-    },
-    Command {
-        program: String,
-        args: Vec<String>,
-        env: BTreeMap<String, String>,
-    },
+    Route53(Route53Step),
+    Rfc2136(Rfc2136Step),
+    OpenStorage(OpenStorageStep),
+    Webhook(WebhookStep),
+    Command(CommandStep),
+}
+
+impl StepKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            StepKind::Route53(_) => "route53",
+            StepKind::Rfc2136(_) => "rfc2136",
+            StepKind::OpenStorage(_) => "openstorage",
+            StepKind::Webhook(_) => "webhook",
+            StepKind::Command(_) => "command",
+        }
+    }
+
+    /// The secret files this step reads, with the config field each comes from.
+    pub fn secret_files(&self) -> Vec<(&'static str, &std::path::Path)> {
+        match self {
+            StepKind::Route53(s) => s.credentials_file.iter().map(|f| ("credentials_file", f.as_path())).collect(),
+            StepKind::Rfc2136(s) => vec![("key_file", s.key_file.as_path())],
+            StepKind::OpenStorage(s) => s.token_file.iter().map(|f| ("token_file", f.as_path())).collect(),
+            StepKind::Webhook(s) => s.secret_file.iter().map(|f| ("secret_file", f.as_path())).collect(),
+            StepKind::Command(_) => Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route53Step {
+    pub zone_id: String,
+    /// Fully qualified, with the trailing dot.
+    pub record: String,
+    pub record_type: String,
+    pub ttl: u32,
+    /// Record values per site of the group.
+    pub values: BTreeMap<String, Vec<String>>,
+    /// Weighted records: the set identifier of each site's record. Empty for a plain record.
+    pub set_identifiers: BTreeMap<String, String>,
+    /// The weight the survivor's record gets (the failed site's gets 0).
+    pub weight: u32,
+    /// Endpoint override, for tests and Route 53-compatible APIs.
+    pub endpoint: Option<Url>,
+    pub region: String,
+    /// A profile of the shared AWS config and credentials files.
+    pub profile: Option<String>,
+    /// A shared-credentials-format file; otherwise the AWS default chain.
+    pub credentials_file: Option<PathBuf>,
+}
+
+impl Route53Step {
+    /// The TXT record that carries the group's epoch: beside, not at, the record (a CNAME
+    /// allows no other type at its name).
+    pub fn epoch_record(&self) -> String {
+        format!("_witness-epoch.{}", self.record)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rfc2136Step {
+    pub server: String,
+    /// Fully qualified, with the trailing dot.
+    pub zone: String,
+    /// Fully qualified, with the trailing dot, inside `zone`.
+    pub record: String,
+    pub record_type: String,
+    pub ttl: u32,
+    pub key_file: PathBuf,
+    pub values: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenStorageStep {
+    pub endpoint: Url,
+    pub token_file: Option<PathBuf>,
+    /// Cluster domain name per site of the group.
+    pub domains: BTreeMap<String, String>,
+    pub tolerate_unreachable_failed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookStep {
+    pub url: Url,
+    pub secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandStep {
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
 }
 
 /// Reads typed fields out of one step's table, remembering which keys were used so that the
@@ -238,6 +297,42 @@ fn string_list(field: &str, value: toml::Value, e: &mut Errors) -> Option<Vec<St
     }
 }
 
+/// A DNS name with its trailing dot (names in the DNS APIs are absolute).
+fn fqdn(name: String) -> String {
+    if name.is_empty() || name.ends_with('.') {
+        name
+    } else {
+        name + "."
+    }
+}
+
+fn in_zone(record: &str, zone: &str) -> bool {
+    let (record, zone) = (record.to_ascii_lowercase(), zone.to_ascii_lowercase());
+    zone == "." || record == zone || record.ends_with(&format!(".{zone}"))
+}
+
+/// A site's values for a record of `record_type`: addresses of the right family, or (CNAME)
+/// exactly one name.
+fn record_values(record_type: &str, field: &str, value: toml::Value, e: &mut Errors) -> Option<Vec<String>> {
+    let values = string_list(field, value, e)?;
+    for v in &values {
+        let ok = match record_type {
+            "A" => v.parse::<std::net::Ipv4Addr>().is_ok(),
+            "AAAA" => v.parse::<std::net::Ipv6Addr>().is_ok(),
+            _ => !v.is_empty() && !v.contains(char::is_whitespace),
+        };
+        if !ok {
+            e.add(field, format!("{v:?} is not a valid {record_type} value"));
+            return None;
+        }
+    }
+    if record_type == "CNAME" && values.len() != 1 {
+        e.add(field, "a CNAME has exactly one value");
+        return None;
+    }
+    Some(values)
+}
+
 fn record_type(f: &mut Fields, e: &mut Errors) -> String {
     let t = f.string("type", e).unwrap_or_else(|| "A".into());
     if !matches!(t.as_str(), "A" | "AAAA" | "CNAME") {
@@ -275,14 +370,36 @@ pub(super) fn validate(prefix: &str, table: toml::Table, sites: &[&str], e: &mut
     };
     let kind_name = f.string("kind", e);
     let kind = match kind_name.as_deref() {
-        Some("route53") => StepKind::Route53 {
-            zone_id: f.required_string("zone_id", "give the hosted zone id", e),
-            record: f.required_string("record", "give the record name, e.g. \"app.example.com.\"", e),
-            record_type: record_type(&mut f, e),
-            ttl: f.integer("ttl", 60, e),
-            values: f.per_site("values", sites, e, string_list),
-            endpoint: f.url("endpoint", false, e),
-        },
+        Some("route53") => {
+            let record = fqdn(f.required_string("record", "give the record name, e.g. \"app.example.com.\"", e));
+            let record_type = record_type(&mut f, e);
+            let ttl = f.integer("ttl", 60, e);
+            let values = f.per_site("values", sites, e, |field, v, e| record_values(&record_type, field, v, e));
+            let set_identifiers = if f.table.contains_key("set_identifiers") {
+                f.per_site("set_identifiers", sites, e, |field, v, e| match v {
+                    toml::Value::String(s) if !s.is_empty() => Some(s),
+                    other => {
+                        e.add(field, format!("expected a set identifier, found {other}"));
+                        None
+                    }
+                })
+            } else {
+                BTreeMap::new()
+            };
+            StepKind::Route53(Route53Step {
+                zone_id: f.required_string("zone_id", "give the hosted zone id", e),
+                record,
+                record_type,
+                ttl,
+                values,
+                set_identifiers,
+                weight: f.integer("weight", 100, e),
+                endpoint: f.url("endpoint", false, e),
+                region: f.string("region", e).unwrap_or_else(|| "us-east-1".into()),
+                profile: f.string("profile", e),
+                credentials_file: f.string("credentials_file", e).map(PathBuf::from),
+            })
+        }
         Some("rfc2136") => {
             let server = f.required_string("server", "give the primary nameserver's host:port", e);
             if !server.is_empty() {
@@ -290,17 +407,23 @@ pub(super) fn validate(prefix: &str, table: toml::Table, sites: &[&str], e: &mut
                     e.add(f.path("server"), msg);
                 }
             }
-            StepKind::Rfc2136 {
+            let zone = fqdn(f.required_string("zone", "give the zone, e.g. \"example.com.\"", e));
+            let record = fqdn(f.required_string("record", "give the record name", e));
+            if zone.len() > 1 && record.len() > 1 && !in_zone(&record, &zone) {
+                e.add(f.path("record"), format!("{record:?} is not inside zone {zone:?}"));
+            }
+            let record_type = record_type(&mut f, e);
+            StepKind::Rfc2136(Rfc2136Step {
                 server,
-                zone: f.required_string("zone", "give the zone, e.g. \"example.com.\"", e),
-                record: f.required_string("record", "give the record name", e),
-                record_type: record_type(&mut f, e),
+                zone,
+                record,
                 ttl: f.integer("ttl", 60, e),
                 key_file: PathBuf::from(f.required_string("key_file", "give the TSIG key file", e)),
-                values: f.per_site("values", sites, e, string_list),
-            }
+                values: f.per_site("values", sites, e, |field, v, e| record_values(&record_type, field, v, e)),
+                record_type,
+            })
         }
-        Some("openstorage") => StepKind::OpenStorage {
+        Some("openstorage") => StepKind::OpenStorage(OpenStorageStep {
             endpoint: f.url("endpoint", true, e).unwrap_or_else(|| Url::parse("http://invalid").expect("static URL")),
             token_file: f.string("token_file", e).map(PathBuf::from),
             domains: f.per_site("domains", sites, e, |field, v, e| match v {
@@ -311,12 +434,12 @@ pub(super) fn validate(prefix: &str, table: toml::Table, sites: &[&str], e: &mut
                 }
             }),
             tolerate_unreachable_failed: f.boolean("tolerate_unreachable_failed", false, e),
-        },
-        Some("webhook") => StepKind::Webhook {
+        }),
+        Some("webhook") => StepKind::Webhook(WebhookStep {
             url: f.url("url", true, e).unwrap_or_else(|| Url::parse("http://invalid").expect("static URL")),
             secret_file: f.string("secret_file", e).map(PathBuf::from),
-        },
-        Some("command") => StepKind::Command {
+        }),
+        Some("command") => StepKind::Command(CommandStep {
             program: f.required_string("program", "give the program to run", e),
             args: f.strings("args", e),
             env: match f.take("env") {
@@ -336,7 +459,7 @@ pub(super) fn validate(prefix: &str, table: toml::Table, sites: &[&str], e: &mut
                     BTreeMap::new()
                 }
             },
-        },
+        }),
         other => {
             e.add(
                 f.path("kind"),

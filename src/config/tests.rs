@@ -161,16 +161,16 @@ fn base_config_is_valid() {
     assert_eq!(notify.on_failure, OnFailure::Continue);
     assert_eq!(notify.timeout, Duration::from_secs(30));
     assert_eq!(notify.retries, 3);
-    assert!(matches!(&notify.kind, StepKind::Webhook { url, secret_file: None }
+    assert!(matches!(&notify.kind, StepKind::Webhook(WebhookStep { url, secret_file: None })
         if url.as_str() == "http://127.0.0.1:9000/hook"));
     assert_eq!(promote.on_failure, OnFailure::Stop);
     assert_eq!(
         promote.kind,
-        StepKind::Command {
+        StepKind::Command(CommandStep {
             program: "/usr/local/bin/promote".into(),
             args: vec!["--site".into(), "west".into()],
             env: Default::default(),
-        }
+        })
     );
 }
 

@@ -8,6 +8,7 @@
 
 pub mod detector;
 pub mod leases;
+pub mod plan;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

@@ -34,6 +34,7 @@ impl World {
             rto_ms: 300_000,
             rpo_ms: 0,
             leases: None,
+            steps: Vec::new(),
         };
         state.apply(Command::SyncTopology(Topology {
             sites: ["east".to_string(), "west".to_string()].into(),

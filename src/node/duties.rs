@@ -1,6 +1,7 @@
 //! A node's background duties: bootstrap a new cluster, recover after a restart, keep metrics
 //! and leader logs current, make the replicated topology match the leader's config, snapshot
-//! on a timer; and start the probing (`probing.rs`) and deciding (`deciding.rs`) loops.
+//! on a timer; and start the probing (`probing.rs`), deciding (`deciding.rs`) and plan
+//! (`planning.rs`) loops.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -33,6 +34,7 @@ pub(super) fn spawn_all(
     tasks.spawn(until_stopped(stopped.clone(), follow_raft(node.clone())));
     tasks.spawn(until_stopped(stopped.clone(), snapshot_timer(node.clone())));
     tasks.spawn(until_stopped(stopped.clone(), super::heartbeats::confirm_leadership(node.clone())));
+    tasks.spawn(until_stopped(stopped.clone(), super::planning::run_plans(node.clone())));
 }
 
 async fn until_stopped(mut stopped: watch::Receiver<bool>, duty: impl Future<Output = ()>) {

@@ -226,13 +226,16 @@ impl Node {
 
     async fn write(&self, command: Command) -> Result<LeaderReply, Failure> {
         let start = Instant::now();
-        let resp = tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(Logged { at_ms: unix_ms(), command }))
-            .await
-            .map_err(|_| {
-                Failure::Final(NodeError::OutcomeUnknown {
-                    reason: format!("not committed within {} s", WRITE_TIMEOUT.as_secs()),
-                })
-            })??;
+        let resp = tokio::time::timeout(
+            WRITE_TIMEOUT,
+            self.raft.client_write(Logged { at_ms: crate::wallclock::unix_ms(), command }),
+        )
+        .await
+        .map_err(|_| {
+            Failure::Final(NodeError::OutcomeUnknown {
+                reason: format!("not committed within {} s", WRITE_TIMEOUT.as_secs()),
+            })
+        })??;
         self.metrics.commit_seconds.observe(start.elapsed().as_secs_f64());
         Ok(LeaderReply::Written { response: resp.data, log_index: resp.log_id.index })
     }
@@ -349,9 +352,4 @@ fn leader_of(f: &ForwardToLeader<TypeConfig>) -> Option<(NodeId, String)> {
         (Some(id), Some(node)) => Some((*id, node.addr.clone())),
         _ => None,
     }
-}
-
-/// Wall-clock time for dating journal events; never used for a decision.
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

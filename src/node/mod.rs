@@ -5,6 +5,7 @@
 mod deciding;
 mod duties;
 mod heartbeats;
+pub mod planning;
 pub use heartbeats::{GroupAgents, SiteAgent};
 mod probing;
 pub use duties::BootstrapInfo;
@@ -84,6 +85,13 @@ impl Node {
         let lock = lock_data_dir(&data_dir)?;
 
         let probers = config.sites.iter().map(SiteProber::new).collect::<anyhow::Result<Vec<_>>>()?;
+        let (errors, warnings) = crate::actions::secrets::audit(&config);
+        for warning in warnings {
+            tracing::warn!("{warning}");
+        }
+        if !errors.is_empty() {
+            anyhow::bail!("plan secret files: {}", errors.join("; "));
+        }
         let log_store = LogStore::open(&data_dir.join("raft-log"))?;
         let state_machine = StateMachine::open(&data_dir)?;
         let applied = state_machine.shared();

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::Node;
 use crate::config::{FailoverMode, ReplicationMode};
 use crate::raft::NodeId;
+use crate::state::plan::{Phase, Plan};
 use crate::state::{Epoch, Verdict};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,6 +69,17 @@ pub struct GroupStatus {
     pub draining: bool,
     /// Only on the leader, for groups with agents: their reports and leases.
     pub agents: Option<super::GroupAgents>,
+    /// The plan of the latest failover, step by step.
+    #[serde(default)]
+    pub plan: Option<PlanView>,
+}
+
+/// A plan with where it stands.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanView {
+    pub phase: Phase,
+    #[serde(flatten)]
+    pub plan: Plan,
 }
 
 impl Node {
@@ -110,6 +122,7 @@ impl Node {
                     blocked: g.blocked,
                     draining: g.draining,
                     agents: None,
+                    plan: g.plan.as_ref().map(|p| PlanView { phase: p.phase(), plan: p.clone() }),
                 })
                 .collect();
             (s.sites.iter().cloned().collect(), s.verdicts.clone(), groups, s.matches_topology(&self.topology))

@@ -12,9 +12,11 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub mod journal;
+pub mod plan;
 
 use crate::config::{Config, FailoverMode, ReplicationMode};
 use journal::{Journal, Note};
+use plan::{Plan, PlanChange, StepOutcome, StepSpec};
 
 /// Per-group fencing token. Every change of a group's active site increments it; receivers of
 /// actions compare it to reject stale orders. Unrelated to the Raft term.
@@ -46,6 +48,9 @@ pub struct GroupSpec {
     /// Set for groups whose sites run agents: they hold leases, and a failover drains.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leases: Option<LeaseTerms>,
+    /// The failover plan, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepSpec>,
 }
 
 /// A group's lease length and the margin added to every wait for one to expire.
@@ -88,6 +93,16 @@ impl Topology {
                             lease_ms: a.lease.as_millis() as u64,
                             margin_ms: a.lease_margin.as_millis() as u64,
                         }),
+                        steps: g
+                            .steps
+                            .iter()
+                            .map(|s| StepSpec {
+                                name: s.name.clone(),
+                                kind: s.kind.name().to_string(),
+                                retries: s.retries,
+                                continue_on_failure: s.on_failure == crate::config::OnFailure::Continue,
+                            })
+                            .collect(),
                     };
                     (g.name.clone(), spec)
                 })
@@ -158,6 +173,9 @@ pub struct GroupState {
     /// earlier leader under an earlier, longer lease may still run; it never shrinks.
     #[serde(default)]
     pub lease_wait_ms: u64,
+    /// The plan of the latest failover (a newer failover replaces it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Plan>,
 }
 
 impl GroupState {
@@ -228,6 +246,12 @@ pub enum Command {
     Ack { group: String, expected_epoch: Epoch },
     /// The global switch for automatic decisions.
     SetAutomation { enabled: bool },
+    /// The leader begins attempt `attempt` of the plan step `step` of the failover to `epoch`.
+    StepStarted { group: String, epoch: Epoch, step: String, attempt: u32 },
+    /// What that attempt came to.
+    StepFinished { group: String, epoch: Epoch, step: String, attempt: u32, outcome: StepOutcome },
+    /// An operator's answer to a stuck plan: run the stuck step again, or skip it.
+    ResolvePlan { group: String, epoch: Epoch, skip: bool },
     /// A journal entry by the decision engine: an assessment of a group changed.
     Journal { group: String, kind: String, message: String, evidence: BTreeMap<String, String> },
 }
@@ -265,6 +289,20 @@ impl fmt::Display for Command {
             Command::SetPaused { group, paused } => write!(f, "set-paused({group}, {paused})"),
             Command::Ack { group, expected_epoch } => write!(f, "ack({group} at epoch {expected_epoch})"),
             Command::SetAutomation { enabled } => write!(f, "set-automation({enabled})"),
+            Command::StepStarted { group, epoch, step, attempt } => {
+                write!(f, "step-started({group} epoch {epoch}: {step} attempt {attempt})")
+            }
+            Command::StepFinished { group, epoch, step, attempt, outcome } => {
+                let result = match outcome {
+                    StepOutcome::Done { .. } => "done",
+                    StepOutcome::Failed { retryable: true, .. } => "failed, retryable",
+                    StepOutcome::Failed { .. } => "failed",
+                };
+                write!(f, "step-finished({group} epoch {epoch}: {step} attempt {attempt} {result})")
+            }
+            Command::ResolvePlan { group, epoch, skip } => {
+                write!(f, "{}({group} epoch {epoch})", if *skip { "plan-skip" } else { "plan-retry" })
+            }
             Command::Journal { group, kind, .. } => write!(f, "journal({group}: {kind})"),
         }
     }
@@ -303,6 +341,7 @@ pub enum Response {
         active: String,
         epoch: Epoch,
     },
+    Plan(PlanChange),
     Rejected(Rejection),
 }
 
@@ -340,6 +379,11 @@ pub enum Rejection {
         group: String,
         gates: Vec<String>,
     },
+    /// A plan command that does not fit the plan as it stands (another leader's, or late).
+    Plan {
+        group: String,
+        problem: String,
+    },
     /// A failover whose evidence no longer held when it reached its place in the log.
     EvidenceChanged {
         group: String,
@@ -373,6 +417,7 @@ impl fmt::Display for Rejection {
                 write!(f, "site {site:?} is already active for group {group:?} at epoch {epoch}")
             }
             Rejection::NotDraining { group, epoch } => write!(f, "group {group:?} is not draining at epoch {epoch}"),
+            Rejection::Plan { group, problem } => write!(f, "plan of group {group:?}: {problem}"),
         }
     }
 }
@@ -398,9 +443,17 @@ pub struct State {
 
 impl State {
     pub fn apply(&mut self, command: Command) -> Response {
+        self.apply_at(command, 0)
+    }
+
+    /// Applies `command`, logged at `at_ms` (the leader's wall clock: it dates plans and steps,
+    /// and decides nothing).
+    pub fn apply_at(&mut self, command: Command, at_ms: u64) -> Response {
         match command {
             Command::SyncTopology(topology) => self.sync_topology(topology),
-            Command::Activate { group, site, expected_epoch } => self.activate(group, site, expected_epoch),
+            Command::Activate { group, site, expected_epoch } => {
+                self.activate(group, site, expected_epoch, "operator activation", at_ms)
+            }
             Command::RetireNode { id } => {
                 self.retired_nodes.insert(id);
                 for by_node in self.verdicts.values_mut() {
@@ -419,7 +472,7 @@ impl State {
                 };
                 Response::VerdictRecorded
             }
-            Command::Failover { group, to, expected_epoch, reason: _, quorum_of, automatic } => {
+            Command::Failover { group, to, expected_epoch, reason, quorum_of, automatic } => {
                 if automatic {
                     if let Some(rejection) = self.gate_closed(&group) {
                         return Response::Rejected(rejection);
@@ -430,7 +483,7 @@ impl State {
                         return Response::Rejected(rejection);
                     }
                 }
-                let response = self.activate(group, to, expected_epoch);
+                let response = self.activate(group, to, expected_epoch, &reason, at_ms);
                 if let Response::Activated { group, .. } = &response {
                     self.groups.get_mut(group).expect("just activated").blocked = true;
                 }
@@ -447,6 +500,9 @@ impl State {
                 Some(g) if !g.draining => Response::Rejected(Rejection::NotDraining { group, epoch: g.epoch }),
                 Some(g) => {
                     g.draining = false;
+                    if let Some(plan) = g.plan.as_mut().filter(|p| p.epoch == g.epoch) {
+                        plan.waiting = false;
+                    }
                     Response::Promoted { active: g.active.clone(), epoch: g.epoch, group }
                 }
             },
@@ -465,6 +521,37 @@ impl State {
                 Response::AutomationSet { enabled }
             }
             Command::Journal { .. } => Response::None,
+            Command::StepStarted { group, epoch, step, attempt } => {
+                self.change_plan(group, epoch, |plan| plan.start(&step, attempt, at_ms))
+            }
+            Command::StepFinished { group, epoch, step, attempt, outcome } => {
+                self.change_plan(group, epoch, |plan| plan.finish(&step, attempt, outcome, at_ms))
+            }
+            Command::ResolvePlan { group, epoch, skip } => {
+                self.change_plan(group, epoch, |plan| plan.resolve_stuck(skip, at_ms))
+            }
+        }
+    }
+
+    /// Changes the plan of `group` for the failover to `epoch`; a plan command for any other
+    /// epoch is stale (its failover was superseded) and changes nothing.
+    fn change_plan(
+        &mut self,
+        group: String,
+        epoch: Epoch,
+        change: impl FnOnce(&mut Plan) -> Result<PlanChange, String>,
+    ) -> Response {
+        let Some(g) = self.groups.get_mut(&group) else {
+            return Response::Rejected(Rejection::UnknownGroup { group });
+        };
+        let result = match g.plan.as_mut() {
+            Some(plan) if plan.epoch == epoch => change(plan),
+            Some(plan) => Err(format!("stale: the plan is for epoch {}, not {epoch}", plan.epoch)),
+            None => Err(format!("no plan at epoch {epoch}")),
+        };
+        match result {
+            Ok(change) => Response::Plan(PlanChange { group, ..change }),
+            Err(problem) => Response::Rejected(Rejection::Plan { group, problem }),
         }
     }
 
@@ -495,7 +582,7 @@ impl State {
             Command::Failover { reason, .. } => reason.clone(),
             _ => String::new(),
         };
-        let response = self.apply(command);
+        let response = self.apply_at(command, at);
         let entry = entry.or_else(|| describe(&response, previous_active, &reason));
         if let Some(note) = entry {
             self.journal.record(at, note);
@@ -616,7 +703,8 @@ impl State {
                     let flags =
                         if paused { " (paused and blocked: its active site changed with the config)" } else { "" };
                     changed.push(format!("group {name} added: active {active} at epoch {epoch}{flags}"));
-                    let group = GroupState { spec, active, epoch, paused, blocked, draining, lease_wait_ms };
+                    let group =
+                        GroupState { spec, active, epoch, paused, blocked, draining, lease_wait_ms, plan: None };
                     self.groups.insert(name, group);
                 }
             }
@@ -624,7 +712,7 @@ impl State {
         Response::TopologySynced { changed }
     }
 
-    fn activate(&mut self, group_name: String, site: String, expected: Epoch) -> Response {
+    fn activate(&mut self, group_name: String, site: String, expected: Epoch, reason: &str, at_ms: u64) -> Response {
         let Some(group) = self.groups.get_mut(&group_name) else {
             return Response::Rejected(Rejection::UnknownGroup { group: group_name });
         };
@@ -642,9 +730,12 @@ impl State {
         if group.active == site {
             return Response::Rejected(Rejection::AlreadyActive { group: group_name, site, epoch: group.epoch });
         }
-        group.active = site.clone();
+        let from = std::mem::replace(&mut group.active, site.clone());
         group.epoch = group.epoch.next();
         group.draining = group.spec.leases.is_some();
+        // A newer failover supersedes an unfinished plan: its steps are for the older epoch.
+        group.plan = (!group.spec.steps.is_empty())
+            .then(|| Plan::new(group.epoch, &from, &site, reason, at_ms, group.draining, &group.spec.steps));
         Response::Activated { group: group_name, active: site, epoch: group.epoch, draining: group.draining }
     }
 }
@@ -672,6 +763,7 @@ fn describe(response: &Response, previous_active: Option<String>, reason: &str) 
             "promoted",
             format!("{group}: {active} promoted at epoch {epoch}: it may write"),
         ),
+        Response::Plan(change) => plan_note(change),
         Response::GroupUpdated { group, paused, blocked } => {
             Note::new(Some(group.clone()), "group_updated", format!("{group}: paused {paused}, blocked {blocked}"))
         }
@@ -682,6 +774,32 @@ fn describe(response: &Response, previous_active: Option<String>, reason: &str) 
         Response::Rejected(rejection) => Note::new(None, "rejected", rejection.to_string()),
         _ => return None,
     })
+}
+
+fn plan_note(c: &PlanChange) -> Note {
+    use plan::StepStatus::*;
+    let (g, step, n) = (&c.group, &c.step, c.attempt);
+    let (kind, message) = match c.status {
+        Running => ("step_started", format!("{g}: step {step} attempt {n} started (epoch {})", c.epoch)),
+        Retrying => ("step_retrying", format!("{g}: step {step} attempt {n} failed, will retry: {}", c.detail)),
+        Done => ("step_done", format!("{g}: step {step} done: {}", c.detail)),
+        Failed => ("step_failed", format!("{g}: step {step} failed, the plan goes on: {}", c.detail)),
+        Stuck => (
+            "plan_stuck",
+            format!(
+                "{g}: plan stuck at step {step} after {n} attempt(s): {}; \
+                 `witness plan retry {g}` runs it again, `witness plan skip {g}` moves past it",
+                c.detail
+            ),
+        ),
+        Pending => ("plan_retry", format!("{g}: step {step} will run again (operator)")),
+        Skipped => ("step_skipped", format!("{g}: step {step} skipped (operator)")),
+    };
+    if c.plan_done {
+        Note::new(Some(g.clone()), "plan_done", format!("{message}; plan for epoch {} done", c.epoch))
+    } else {
+        Note::new(Some(g.clone()), kind, message)
+    }
 }
 
 #[cfg(test)]
@@ -697,6 +815,7 @@ mod tests {
             rto_ms: 300_000,
             rpo_ms: 0,
             leases: None,
+            steps: Vec::new(),
         }
     }
 

@@ -1,0 +1,406 @@
+//! The `rfc2136` step: points one record at the survivor with a TSIG-signed dynamic update
+//! (RFC 2136) sent to the zone's primary over TCP. The update is a compare-and-swap from the
+//! failed site's values, so it never overwrites a record someone else has changed since, and a
+//! repeat finds the record already done. Also owns reading BIND key files (`tsig-keygen`).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use base64::Engine as _;
+use hickory_proto::op::{update_message, Message, MessageType, Query, ResponseCode};
+use hickory_proto::rr::rdata::tsig::{TsigAlgorithm, TsigError};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME};
+use hickory_proto::rr::{Name, RData, RecordSet, RecordType, TSigner};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{StepContext, StepError, StepResult};
+use crate::config::Rfc2136Step;
+
+/// How far the server's clock may be from ours, in seconds (BIND's own default).
+const FUDGE: u16 = 300;
+/// Bounds each exchange on its own, so a server that accepts and never answers is named as
+/// such well inside the step's timeout.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn run(step: &Rfc2136Step, ctx: &StepContext) -> StepResult {
+    let key = read_key(step)?;
+    let target = Target::new(step)?;
+    let site_values = |site: &str| match step.values.get(site) {
+        Some(values) => Ok((values.join(", "), target.rdata(values)?)),
+        None => Err(StepError::permanent(format!("no values for site {site:?} in the step"))),
+    };
+    let (failed, failed_rdata) = site_values(&ctx.from)?;
+    let (survivor, survivor_rdata) = site_values(&ctx.to)?;
+    let wanted: BTreeSet<String> = survivor_rdata.iter().map(canonical).collect();
+    let update = update_message::compare_and_swap(
+        target.rrset(failed_rdata, 0),
+        target.rrset(survivor_rdata, step.ttl),
+        target.zone.clone(),
+        false,
+    );
+    let what = format!("update of {}", step.record);
+    let answer = exchange(step, &key, update, &what).await?;
+    let record = &step.record;
+    match answer.metadata.response_code {
+        ResponseCode::NoError => {
+            let now = current(step, &key, &target).await?;
+            if now != wanted {
+                return Err(StepError::retryable(format!(
+                    "{} accepted the update, but {record} holds {}",
+                    step.server,
+                    describe(&now)
+                )));
+            }
+            Ok(format!("{record} {} -> {survivor} (was {failed})", step.record_type))
+        }
+        // The prerequisite failed: either an earlier attempt already did it, or someone else
+        // changed the record, which is theirs to sort out.
+        ResponseCode::NXRRSet | ResponseCode::YXRRSet => {
+            let now = current(step, &key, &target).await?;
+            if now == wanted {
+                return Ok(format!("{record} already {survivor}"));
+            }
+            Err(StepError::permanent(format!(
+                "{record} holds {}, neither {} ({failed}) nor {} ({survivor}): not changed; check the zone, then \
+                 `witness plan retry` or `skip`",
+                describe(&now),
+                ctx.from,
+                ctx.to
+            )))
+        }
+        rcode => Err(unexpected(&step.server, rcode, &what)),
+    }
+}
+
+pub async fn check(step: &Rfc2136Step) -> StepResult {
+    let key = read_key(step)?;
+    let zone = dns_name("zone", &step.zone)?;
+    let mut query = Message::query();
+    query.add_query(Query::query(zone.clone(), RecordType::SOA));
+    let what = format!("SOA query for {}", step.zone);
+    let answer = exchange(step, &key, query, &what).await?;
+    let serial = answer.answers.iter().find_map(|r| match &r.data {
+        RData::SOA(soa) if r.name == zone => Some(soa.serial),
+        _ => None,
+    });
+    match (answer.metadata.response_code, serial) {
+        (ResponseCode::NoError, Some(serial)) => {
+            Ok(format!("SOA serial {serial} from {}, key {} accepted", step.server, key.name))
+        }
+        (ResponseCode::NoError, None) => Err(StepError::permanent(format!(
+            "{} has no SOA for {}: is it the zone's primary?",
+            step.server, step.zone
+        ))),
+        (rcode, _) => Err(unexpected(&step.server, rcode, &what)),
+    }
+}
+
+/// The record the step changes, parsed once.
+struct Target {
+    zone: Name,
+    name: Name,
+    rtype: RecordType,
+}
+
+impl Target {
+    fn new(step: &Rfc2136Step) -> Result<Target, StepError> {
+        let (zone, name) = (dns_name("zone", &step.zone)?, dns_name("record", &step.record)?);
+        // compare_and_swap asserts this: checked here so that a bad step fails instead.
+        if !zone.zone_of(&name) {
+            return Err(StepError::permanent(format!("record {} is not inside zone {}", step.record, step.zone)));
+        }
+        let rtype = match step.record_type.as_str() {
+            "A" => RecordType::A,
+            "AAAA" => RecordType::AAAA,
+            "CNAME" => RecordType::CNAME,
+            other => {
+                return Err(StepError::permanent(format!(
+                    "unsupported record type {other:?}: expected A, AAAA or CNAME"
+                )))
+            }
+        };
+        Ok(Target { zone, name, rtype })
+    }
+
+    fn rdata(&self, values: &[String]) -> Result<Vec<RData>, StepError> {
+        if values.is_empty() {
+            return Err(StepError::permanent(format!("no {} values given for {}", self.rtype, self.name)));
+        }
+        let parse = |v: &str| match self.rtype {
+            RecordType::A => v.parse().ok().map(|a| RData::A(A(a))),
+            RecordType::AAAA => v.parse().ok().map(|a| RData::AAAA(AAAA(a))),
+            _ => dns_name("CNAME value", v).ok().map(|n| RData::CNAME(CNAME(n))),
+        };
+        let invalid = |v: &str| StepError::permanent(format!("{v:?} is not a valid {} value", self.rtype));
+        values.iter().map(|v| parse(v).ok_or_else(|| invalid(v))).collect()
+    }
+
+    fn rrset(&self, rdata: Vec<RData>, ttl: u32) -> RecordSet {
+        let mut set = RecordSet::with_ttl(self.name.clone(), self.rtype, ttl);
+        for r in rdata {
+            set.add_rdata(r);
+        }
+        set
+    }
+}
+
+/// An absolute name: names in steps are fully qualified, with or without their trailing dot.
+fn dns_name(what: &str, s: &str) -> Result<Name, StepError> {
+    let mut name =
+        Name::from_ascii(s).map_err(|e| StepError::permanent(format!("{what} {s:?} is not a valid DNS name: {e}")))?;
+    name.set_fqdn(true);
+    Ok(name)
+}
+
+/// What the server holds for the step's record now, read back through the same signed channel.
+async fn current(step: &Rfc2136Step, key: &Key, target: &Target) -> Result<BTreeSet<String>, StepError> {
+    let mut query = Message::query();
+    query.add_query(Query::query(target.name.clone(), target.rtype));
+    let what = format!("query for {} {}", step.record, step.record_type);
+    let answer = exchange(step, key, query, &what).await?;
+    match answer.metadata.response_code {
+        ResponseCode::NoError | ResponseCode::NXDomain => Ok(answer
+            .answers
+            .iter()
+            .filter(|r| r.name == target.name && r.record_type() == target.rtype)
+            .map(|r| canonical(&r.data))
+            .collect()),
+        rcode => Err(unexpected(&step.server, rcode, &what)),
+    }
+}
+
+/// Compared as sets of these: addresses print canonically, names in lower case.
+fn canonical(rdata: &RData) -> String {
+    rdata.to_string().to_ascii_lowercase()
+}
+
+fn describe(values: &BTreeSet<String>) -> String {
+    if values.is_empty() {
+        "nothing".into()
+    } else {
+        values.iter().cloned().collect::<Vec<_>>().join(", ")
+    }
+}
+
+fn rcode_name(rcode: ResponseCode) -> String {
+    format!("{rcode:?}").to_ascii_uppercase()
+}
+
+/// A server failure may pass; any other refusal needs an operator.
+fn unexpected(server: &str, rcode: ResponseCode, what: &str) -> StepError {
+    let message = format!("{server} answered {} to the {what}", rcode_name(rcode));
+    if rcode == ResponseCode::ServFail {
+        StepError::retryable(message)
+    } else {
+        StepError::permanent(message)
+    }
+}
+
+/// Signs `request`, sends it, and returns the answer once its signature checks out. Refusals of
+/// the key or the request come back unsigned, so they are recognised before the check; anything
+/// else unsigned may be forged and is not believed.
+async fn exchange(step: &Rfc2136Step, key: &Key, mut request: Message, what: &str) -> Result<Message, StepError> {
+    let server = &step.server;
+    let broken = |e: &dyn std::fmt::Display| StepError::permanent(format!("cannot build the {what}: {e}"));
+    let mut verifier = request
+        .finalize(&key.signer, crate::wallclock::unix_ms() / 1000)
+        .map_err(|e| broken(&e))?
+        .ok_or_else(|| broken(&"no TSIG verifier"))?;
+    let bytes = request.to_vec().map_err(|e| broken(&e))?;
+    let reply = match tokio::time::timeout(EXCHANGE_TIMEOUT, send(server, &bytes)).await {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(e)) => return Err(StepError::retryable(format!("{what}: cannot reach {server}: {e}"))),
+        Err(_) => {
+            let secs = EXCHANGE_TIMEOUT.as_secs();
+            return Err(StepError::retryable(format!("{what}: no answer from {server} within {secs}s")));
+        }
+    };
+    let answer = Message::from_vec(&reply)
+        .map_err(|e| StepError::retryable(format!("{what}: unreadable answer from {server}: {e}")))?;
+    if answer.metadata.id != request.metadata.id || answer.metadata.message_type != MessageType::Response {
+        return Err(StepError::retryable(format!("{what}: {server} answered something else")));
+    }
+    let rcode = answer.metadata.response_code;
+    let tsig_error = answer.signature.as_ref().and_then(|s| s.data.error);
+    if tsig_error == Some(TsigError::BadTime) {
+        return Err(StepError::permanent(format!(
+            "{server} refused the key named {} (BADTIME): this machine's clock and the server's differ by more \
+             than {FUDGE}s",
+            key.name
+        )));
+    }
+    if rcode == ResponseCode::NotAuth || tsig_error.is_some() {
+        let detail = tsig_error.map_or(String::new(), |e| format!(", TSIG error {}", format!("{e:?}").to_uppercase()));
+        return Err(StepError::permanent(format!(
+            "{server} refused the key named {} ({}{detail}) for the {what}: check that key_file {} holds the \
+             key the server has for zone {}",
+            key.name,
+            rcode_name(rcode),
+            step.key_file.display(),
+            step.zone
+        )));
+    }
+    if rcode == ResponseCode::Refused {
+        return Err(StepError::permanent(format!(
+            "{server} refused the {what} (REFUSED): check that it serves zone {} and that the zone's \
+             update-policy grants key {}",
+            step.zone, key.name
+        )));
+    }
+    verifier.verify(&reply).map_err(|e| {
+        StepError::retryable(format!("{what}: response from {server} not signed by the key {}: {e}", key.name))
+    })?;
+    Ok(answer)
+}
+
+/// One DNS message over TCP, each way prefixed by its length (RFC 1035 §4.2.2).
+async fn send(server: &str, request: &[u8]) -> std::io::Result<Vec<u8>> {
+    let len = u16::try_from(request.len()).map_err(|_| std::io::Error::other("message longer than 65535 bytes"))?;
+    let mut stream = TcpStream::connect(server).await?;
+    stream.write_all(&[&len.to_be_bytes()[..], request].concat()).await?;
+    let mut len = [0; 2];
+    stream.read_exact(&mut len).await?;
+    let mut reply = vec![0; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut reply).await?;
+    Ok(reply)
+}
+
+/// A TSIG key. Deliberately not `Debug`: it holds the secret.
+struct Key {
+    name: String,
+    signer: TSigner,
+}
+
+fn read_key(step: &Rfc2136Step) -> Result<Key, StepError> {
+    let text = super::secrets::read("key_file", &step.key_file)?;
+    parse_key(&text).map_err(|what| StepError::permanent(format!("key_file {}: {what}", step.key_file.display())))
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Token<'a> {
+    Word(&'a str),
+    Punct(char),
+}
+
+/// Reads the key clause `tsig-keygen -a hmac-sha256 NAME` writes:
+/// `key "NAME" { algorithm hmac-sha256; secret "BASE64"; };`. Errors say what is wrong without
+/// quoting the file, which holds the secret.
+fn parse_key(text: &[u8]) -> Result<Key, String> {
+    use Token::{Punct, Word};
+    let shape =
+        || "expected one clause key \"NAME\" { algorithm hmac-sha256; secret \"BASE64\"; }; as tsig-keygen writes";
+    let text = std::str::from_utf8(text).map_err(|_| "not a text file".to_string())?;
+    let tokens = tokenize(text)?;
+    let [Word("key"), Word(name), Punct('{'), body @ ..] = tokens.as_slice() else {
+        return Err(shape().into());
+    };
+    let mut body = body;
+    let (mut algorithm, mut secret) = (None, None);
+    loop {
+        match body {
+            [Word("algorithm"), Word(value), Punct(';'), rest @ ..] => (algorithm, body) = (Some(*value), rest),
+            [Word("secret"), Word(value), Punct(';'), rest @ ..] => (secret, body) = (Some(*value), rest),
+            [Punct('}')] | [Punct('}'), Punct(';')] => break,
+            _ => return Err(shape().into()),
+        }
+    }
+    let algorithm = algorithm.ok_or("no algorithm in the key clause")?;
+    if !algorithm.eq_ignore_ascii_case("hmac-sha256") {
+        return Err(format!("algorithm {algorithm:?} is not supported: make the key with tsig-keygen -a hmac-sha256"));
+    }
+    let secret: String = secret.ok_or("no secret in the key clause")?.split_whitespace().collect();
+    let secret = base64::engine::general_purpose::STANDARD
+        .decode(secret)
+        .map_err(|_| "the secret is not valid base64".to_string())?;
+    if secret.is_empty() {
+        return Err("the secret is empty".into());
+    }
+    let key_name = Name::from_ascii(name).map_err(|_| format!("key name {name:?} is not a valid DNS name"))?;
+    let signer = TSigner::new(secret, TsigAlgorithm::HmacSha256, key_name, FUDGE).map_err(|e| e.to_string())?;
+    Ok(Key { name: name.to_string(), signer })
+}
+
+/// Named's configuration syntax, as far as a key file needs it: words, quoted strings,
+/// punctuation, and `#`, `//` and `/* */` comments.
+fn tokenize(text: &str) -> Result<Vec<Token<'_>>, String> {
+    let mut tokens = Vec::new();
+    let mut rest = text.trim_start();
+    while let Some(c) = rest.chars().next() {
+        if c == '#' || rest.starts_with("//") {
+            rest = rest.find('\n').map_or("", |end| &rest[end..]);
+        } else if let Some(comment) = rest.strip_prefix("/*") {
+            rest = comment.find("*/").map(|end| &comment[end + 2..]).ok_or("unterminated /* comment")?;
+        } else if let Some(quoted) = rest.strip_prefix('"') {
+            let end = quoted.find('"').ok_or("unterminated quoted string")?;
+            tokens.push(Token::Word(&quoted[..end]));
+            rest = &quoted[end + 1..];
+        } else if "{};".contains(c) {
+            tokens.push(Token::Punct(c));
+            rest = &rest[1..];
+        } else {
+            let end = rest.find(|c: char| c.is_whitespace() || "{};\"".contains(c)).unwrap_or(rest.len());
+            tokens.push(Token::Word(&rest[..end]));
+            rest = &rest[end..];
+        }
+        rest = rest.trim_start();
+    }
+    Ok(tokens)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3I=";
+
+    fn error(text: &str) -> String {
+        let err = parse_key(text.as_bytes()).err().expect("the key file should be refused");
+        assert!(!err.contains(SECRET) && !err.contains("c2VjcmV0"), "the secret leaked: {err}");
+        err
+    }
+
+    #[test]
+    fn reads_what_tsig_keygen_writes() {
+        let text = format!("key \"witness-key\" {{\n\talgorithm hmac-sha256;\n\tsecret \"{SECRET}\";\n}};\n");
+        let key = parse_key(text.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(key.name, "witness-key");
+        assert_eq!(key.signer.key(), b"secret-secret-secret-secret-secr");
+        assert_eq!(key.signer.signer_name().to_string(), "witness-key.");
+        let commented = format!(
+            "# made by hand\nkey witness-key {{ /* old */ secret \"{SECRET}\"; // x\n algorithm HMAC-SHA256; }}"
+        );
+        assert_eq!(parse_key(commented.as_bytes()).unwrap_or_else(|e| panic!("{e}")).name, "witness-key");
+    }
+
+    #[test]
+    fn refuses_other_algorithms() {
+        let err = error(&format!("key \"k\" {{ algorithm hmac-md5; secret \"{SECRET}\"; }};"));
+        assert!(err.contains("hmac-md5") && err.contains("hmac-sha256"), "{err}");
+    }
+
+    #[test]
+    fn refuses_a_secret_that_is_not_base64() {
+        let err = error(&format!("key \"k\" {{ algorithm hmac-sha256; secret \"{SECRET}!*\"; }};"));
+        assert!(err.contains("base64"), "{err}");
+        assert!(error("key \"k\" { algorithm hmac-sha256; secret \"\"; };").contains("empty"));
+    }
+
+    #[test]
+    fn refuses_garbage() {
+        for text in [
+            String::new(),
+            SECRET.to_string(),
+            format!("{SECRET} {{"),
+            format!("key \"k\" {{ algorithm hmac-sha256; secret \"{SECRET}\" }};"),
+            format!("key \"k\" {{ algorithm hmac-sha256; secret \"{SECRET}; }};"),
+            format!("key \"k\" {{ secret \"{SECRET}\"; }}; key \"k2\" {{ }};"),
+            format!("/* key \"k\" {{ secret \"{SECRET}\"; }};"),
+            "\u{0}\u{ff}".to_string(),
+        ] {
+            error(&text);
+        }
+        assert!(error(&format!("key \"k\" {{ secret \"{SECRET}\"; }};")).contains("no algorithm"));
+        assert!(parse_key(b"\xff\xfe").err().unwrap().contains("text"));
+    }
+}

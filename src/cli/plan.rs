@@ -1,0 +1,136 @@
+//! `witness plan show|check|retry|skip GROUP`: a group's failover plan, step by step; a check
+//! of every step's reachability and credentials (nothing changed); and the operator's two
+//! answers to a stuck plan. Exit 0 when done (or all checks pass), 1 otherwise.
+
+use std::time::Duration;
+
+use clap::Subcommand;
+use serde_json::json;
+
+use super::client::{Client, Endpoint};
+use super::status::table;
+use super::Exit;
+use crate::node::planning::PlanCheck;
+use crate::node::status::{GroupStatus, PlanView, Status};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Sub,
+}
+
+#[derive(clap::Args)]
+pub struct GroupArgs {
+    #[command(flatten)]
+    endpoint: Endpoint,
+    group: String,
+}
+
+#[derive(Subcommand)]
+enum Sub {
+    /// Show the plan of GROUP's latest failover, step by step.
+    Show(GroupArgs),
+    /// Test each step's reachability and credentials from the node asked; change nothing.
+    Check(GroupArgs),
+    /// Run the step a stuck plan stopped at again.
+    Retry(GroupArgs),
+    /// Move a stuck plan past the step it stopped at.
+    Skip(GroupArgs),
+}
+
+pub async fn run(args: Args) -> Exit {
+    let (a, action) = match args.command {
+        Sub::Show(a) => (a, "show"),
+        Sub::Check(a) => (a, "check"),
+        Sub::Retry(a) => (a, "retry"),
+        Sub::Skip(a) => (a, "skip"),
+    };
+    let client = match Client::new(&a.endpoint, Duration::from_secs(60)) {
+        Ok(c) => c,
+        Err(e) => return e.report(),
+    };
+    match action {
+        "show" => match client.get::<Status>("/v1/status").await {
+            Err(e) => e.report(),
+            Ok(status) => match status.groups.iter().find(|g| g.name == a.group) {
+                None => {
+                    eprintln!("error: unknown group {:?}", a.group);
+                    Exit::Failed
+                }
+                Some(g) => {
+                    print!("{}", show(g));
+                    Exit::Ok
+                }
+            },
+        },
+        "check" => match client.post::<PlanCheck>(&format!("/v1/groups/{}/plan/check", a.group), &json!({})).await {
+            Err(e) => e.report(),
+            Ok(check) => {
+                print!("{}", show_check(&check));
+                if check.ok() {
+                    Exit::Ok
+                } else {
+                    Exit::Failed
+                }
+            }
+        },
+        _ => match client.post_answer(&format!("/v1/groups/{}/plan/{action}", a.group), &json!({})).await {
+            Err(e) => e.report(),
+            Ok((status, answer)) => {
+                println!("{}", serde_json::to_string(&answer).unwrap_or_default());
+                if status == 200 {
+                    Exit::Ok
+                } else {
+                    Exit::Failed
+                }
+            }
+        },
+    }
+}
+
+/// A group's plan as a table of steps.
+pub fn show(g: &GroupStatus) -> String {
+    let Some(PlanView { phase, plan }) = &g.plan else {
+        return format!("{}: no failover plan has run (epoch {})\n", g.name, g.epoch);
+    };
+    let phase = serde_json::to_value(phase).ok().and_then(|v| v.as_str().map(str::to_uppercase)).unwrap_or_default();
+    let mut out = format!(
+        "{}: plan for epoch {} ({} -> {}), {phase}{}\n",
+        g.name,
+        plan.epoch,
+        plan.from,
+        plan.to,
+        plan.done_at_ms.map_or(String::new(), |done| format!(
+            " in {} ms after the decision",
+            done.saturating_sub(plan.decided_at_ms)
+        )),
+    );
+    let mut rows = vec![["STEP", "KIND", "STATUS", "ATTEMPTS", "AFTER DECISION", "DETAIL"].map(String::from).to_vec()];
+    for s in &plan.steps {
+        rows.push(vec![
+            s.spec.name.clone(),
+            s.spec.kind.clone(),
+            s.status.to_string(),
+            s.attempts.to_string(),
+            s.finished_at_ms.map_or("-".into(), |t| format!("{} ms", t.saturating_sub(plan.decided_at_ms))),
+            s.detail.chars().take(100).collect(),
+        ]);
+    }
+    out += &table(&rows);
+    out
+}
+
+fn show_check(check: &PlanCheck) -> String {
+    let mut out = format!(
+        "{}: plan check from node {} for a failover {} -> {} (nothing changed)\n",
+        check.group, check.node, check.from, check.to
+    );
+    if check.steps.is_empty() {
+        out += "  (the group has no plan steps)\n";
+    }
+    for s in &check.steps {
+        let mark = if s.ok { "pass" } else { "FAIL" };
+        out += &format!("  [{mark}] {} ({}): {}\n", s.step, s.kind, s.detail);
+    }
+    out
+}

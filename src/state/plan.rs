@@ -1,0 +1,318 @@
+//! A failover plan's progress in the replicated state: which step runs, how many attempts it
+//! had, what each returned, and whether the plan waits for an operator. Every start and
+//! result is a committed command, so a new leader resumes at the first unfinished step; what
+//! the steps do is `crate::actions`, and when the next one starts is `crate::engine::plan`.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::Epoch;
+
+/// A step as the log knows it: enough to decide what a result means for the plan. How to
+/// carry it out stays in the leader's config, looked up by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepSpec {
+    pub name: String,
+    pub kind: String,
+    /// Further attempts after a retryable failure, before the plan is stuck.
+    pub retries: u32,
+    /// A failure is journaled and the plan goes on (e.g. a notification).
+    #[serde(default)]
+    pub continue_on_failure: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Pending,
+    /// An attempt has started (and, on a new leader, may have been cut short: it runs again).
+    Running,
+    /// The last attempt failed in a way worth retrying; another will start after a backoff.
+    Retrying,
+    Done,
+    /// Failed for good, and the step said `on_failure = "continue"`.
+    Failed,
+    /// Failed for good: the plan waits for `witness plan retry` or `skip`.
+    Stuck,
+    Skipped,
+}
+
+impl StepStatus {
+    /// The plan has moved past a step in this state.
+    pub fn finished(self) -> bool {
+        matches!(self, StepStatus::Done | StepStatus::Failed | StepStatus::Skipped)
+    }
+}
+
+impl fmt::Display for StepStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        f.write_str(&text)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepProgress {
+    pub spec: StepSpec,
+    pub status: StepStatus,
+    /// Attempts in the current round (an operator's retry starts a new round).
+    pub attempts: u32,
+    /// Leader's wall clock (Unix ms) of the first attempt and of the final result: for reports.
+    #[serde(default)]
+    pub started_at_ms: Option<u64>,
+    #[serde(default)]
+    pub finished_at_ms: Option<u64>,
+    /// The last result: what was done, or the error.
+    #[serde(default)]
+    pub detail: String,
+}
+
+/// The plan of one failover: the group's steps, run in order for this epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub epoch: Epoch,
+    pub from: String,
+    pub to: String,
+    pub reason: String,
+    pub decided_at_ms: u64,
+    /// The group drains first: the plan runs once the survivor is promoted.
+    pub waiting: bool,
+    pub steps: Vec<StepProgress>,
+    #[serde(default)]
+    pub done_at_ms: Option<u64>,
+}
+
+/// Where a plan stands, as operators see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Waiting,
+    Running,
+    Stuck,
+    Done,
+}
+
+/// What a step's attempt came to, as the leader reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepOutcome {
+    Done { detail: String },
+    Failed { error: String, retryable: bool },
+}
+
+/// The journal's account of a change to a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanChange {
+    pub group: String,
+    pub epoch: Epoch,
+    pub step: String,
+    pub status: StepStatus,
+    pub attempt: u32,
+    pub detail: String,
+    /// Set when this change finished the plan.
+    #[serde(default)]
+    pub plan_done: bool,
+}
+
+impl Plan {
+    pub fn new(
+        epoch: Epoch,
+        from: &str,
+        to: &str,
+        reason: &str,
+        at_ms: u64,
+        waiting: bool,
+        specs: &[StepSpec],
+    ) -> Plan {
+        Plan {
+            epoch,
+            from: from.to_string(),
+            to: to.to_string(),
+            reason: reason.to_string(),
+            decided_at_ms: at_ms,
+            waiting,
+            steps: specs
+                .iter()
+                .map(|spec| StepProgress {
+                    spec: spec.clone(),
+                    status: StepStatus::Pending,
+                    attempts: 0,
+                    started_at_ms: None,
+                    finished_at_ms: None,
+                    detail: String::new(),
+                })
+                .collect(),
+            done_at_ms: if specs.is_empty() { Some(at_ms) } else { None },
+        }
+    }
+
+    /// The first step the plan has not moved past.
+    pub fn current(&self) -> Option<usize> {
+        self.steps.iter().position(|s| !s.status.finished())
+    }
+
+    pub fn phase(&self) -> Phase {
+        match self.current() {
+            None => Phase::Done,
+            Some(_) if self.waiting => Phase::Waiting,
+            Some(i) if self.steps[i].status == StepStatus::Stuck => Phase::Stuck,
+            Some(_) => Phase::Running,
+        }
+    }
+
+    /// The current step, if it is `name` and the plan runs.
+    fn current_named(&mut self, name: &str) -> Result<&mut StepProgress, String> {
+        if self.waiting {
+            return Err("the plan waits for the promotion of the survivor".into());
+        }
+        let Some(i) = self.current() else { return Err("the plan is done".into()) };
+        let step = &mut self.steps[i];
+        if step.spec.name != name {
+            return Err(format!("the current step is {:?}, not {name:?}", step.spec.name));
+        }
+        Ok(step)
+    }
+
+    /// An attempt of step `name` begins; it must be the next one (`attempts + 1`), so of two
+    /// leaders racing, one start is refused.
+    pub fn start(&mut self, name: &str, attempt: u32, at_ms: u64) -> Result<PlanChange, String> {
+        let step = self.current_named(name)?;
+        if step.status == StepStatus::Stuck {
+            return Err(format!("step {name:?} is stuck: `witness plan retry` or `skip` first"));
+        }
+        if attempt != step.attempts + 1 {
+            return Err(format!("attempt {attempt} of step {name:?}, expected {}", step.attempts + 1));
+        }
+        step.status = StepStatus::Running;
+        step.attempts = attempt;
+        step.started_at_ms.get_or_insert(at_ms);
+        Ok(self.change(name, attempt, String::new()))
+    }
+
+    /// The result of attempt `attempt` of step `name`. A late result of an earlier attempt is
+    /// refused: the attempt that superseded it decides (steps are idempotent).
+    pub fn finish(&mut self, name: &str, attempt: u32, outcome: StepOutcome, at_ms: u64) -> Result<PlanChange, String> {
+        let step = self.current_named(name)?;
+        if step.status != StepStatus::Running || step.attempts != attempt {
+            return Err(format!(
+                "result of attempt {attempt} of step {name:?}, which is {} at attempt {}",
+                step.status, step.attempts
+            ));
+        }
+        let (status, detail) = match outcome {
+            StepOutcome::Done { detail } => (StepStatus::Done, detail),
+            StepOutcome::Failed { error, retryable } if retryable && attempt <= step.spec.retries => {
+                (StepStatus::Retrying, error)
+            }
+            StepOutcome::Failed { error, .. } if step.spec.continue_on_failure => (StepStatus::Failed, error),
+            StepOutcome::Failed { error, .. } => (StepStatus::Stuck, error),
+        };
+        step.status = status;
+        step.detail = detail.clone();
+        if status.finished() {
+            step.finished_at_ms = Some(at_ms);
+        }
+        if self.current().is_none() {
+            self.done_at_ms = Some(at_ms);
+        }
+        Ok(self.change(name, attempt, detail))
+    }
+
+    /// An operator's answer to a stuck plan: run the step again (a fresh round of attempts),
+    /// or move past it.
+    pub fn resolve_stuck(&mut self, skip: bool, at_ms: u64) -> Result<PlanChange, String> {
+        let Some(i) = self.current() else { return Err("the plan is done".into()) };
+        let step = &mut self.steps[i];
+        if step.status != StepStatus::Stuck {
+            return Err(format!("step {:?} is {}, not stuck", step.spec.name, step.status));
+        }
+        let (name, attempt) = (step.spec.name.clone(), step.attempts);
+        if skip {
+            step.status = StepStatus::Skipped;
+            step.finished_at_ms = Some(at_ms);
+        } else {
+            step.status = StepStatus::Pending;
+            step.attempts = 0;
+        }
+        if self.current().is_none() {
+            self.done_at_ms = Some(at_ms);
+        }
+        Ok(self.change(&name, attempt, String::new()))
+    }
+
+    fn change(&self, name: &str, attempt: u32, detail: String) -> PlanChange {
+        let status = self.steps.iter().find(|s| s.spec.name == name).map_or(StepStatus::Pending, |s| s.status);
+        PlanChange {
+            group: String::new(),
+            epoch: self.epoch,
+            step: name.to_string(),
+            status,
+            attempt,
+            detail,
+            plan_done: self.done_at_ms.is_some(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, retries: u32, continue_on_failure: bool) -> StepSpec {
+        StepSpec { name: name.into(), kind: "command".into(), retries, continue_on_failure }
+    }
+
+    fn failed(retryable: bool) -> StepOutcome {
+        StepOutcome::Failed { error: "boom".into(), retryable }
+    }
+
+    #[test]
+    fn steps_run_in_order_with_retries_continue_and_stuck() {
+        let specs = [spec("notify", 0, true), spec("dns", 1, false)];
+        let mut plan = Plan::new(Epoch(2), "east", "west", "east down", 10, true, &specs);
+        assert_eq!(plan.phase(), Phase::Waiting);
+        assert!(plan.start("notify", 1, 11).is_err(), "waits for promotion");
+        plan.waiting = false;
+        assert!(plan.start("dns", 1, 11).is_err(), "not the current step");
+        assert!(plan.start("notify", 2, 11).is_err(), "attempts count from 1");
+        plan.start("notify", 1, 11).unwrap();
+        assert_eq!(plan.finish("notify", 1, failed(true), 12).unwrap().status, StepStatus::Failed, "no retries left");
+        plan.start("dns", 1, 13).unwrap();
+        assert!(plan.start("dns", 1, 13).is_err(), "a second start of the same attempt is refused");
+        assert_eq!(plan.finish("dns", 1, failed(true), 14).unwrap().status, StepStatus::Retrying);
+        assert!(plan.finish("dns", 1, failed(true), 14).is_err(), "a result without an attempt is refused");
+        plan.start("dns", 2, 15).unwrap();
+        assert_eq!(plan.finish("dns", 2, failed(true), 16).unwrap().status, StepStatus::Stuck);
+        assert_eq!(plan.phase(), Phase::Stuck);
+        assert!(plan.start("dns", 3, 17).is_err(), "stuck waits for an operator");
+        plan.resolve_stuck(false, 18).unwrap();
+        plan.start("dns", 1, 19).unwrap();
+        let change = plan.finish("dns", 1, StepOutcome::Done { detail: "ok".into() }, 20).unwrap();
+        assert!(change.plan_done);
+        assert_eq!((plan.phase(), plan.done_at_ms), (Phase::Done, Some(20)));
+        assert!(plan.resolve_stuck(true, 21).is_err());
+    }
+
+    #[test]
+    fn a_permanent_failure_sticks_at_once_and_skip_moves_on() {
+        let mut plan = Plan::new(Epoch(2), "east", "west", "", 0, false, &[spec("dns", 5, false)]);
+        plan.start("dns", 1, 1).unwrap();
+        assert_eq!(plan.finish("dns", 1, failed(false), 2).unwrap().status, StepStatus::Stuck);
+        assert!(plan.resolve_stuck(true, 3).unwrap().plan_done);
+        assert_eq!(plan.steps[0].status, StepStatus::Skipped);
+    }
+
+    #[test]
+    fn a_restarted_attempt_supersedes_the_running_one() {
+        let mut plan = Plan::new(Epoch(2), "east", "west", "", 0, false, &[spec("dns", 3, false)]);
+        plan.start("dns", 1, 1).unwrap();
+        // A new leader finds the step running and starts it again.
+        plan.start("dns", 2, 2).unwrap();
+        assert!(plan.finish("dns", 1, StepOutcome::Done { detail: "late".into() }, 3).is_err());
+        assert_eq!(
+            plan.finish("dns", 2, StepOutcome::Done { detail: "ok".into() }, 4).unwrap().status,
+            StepStatus::Done
+        );
+    }
+}
