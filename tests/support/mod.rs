@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod seeds;
+pub mod targets;
 
 use std::fs::File;
 use std::future::Future;
@@ -128,6 +129,8 @@ pub struct Setup {
     pub site_urls: Option<(String, String)>,
     /// Group `app` has site agents (lease 1 s, margin 100 ms).
     pub agents: bool,
+    /// Appended to group `app`'s table: its `[[group.step]]` plan.
+    pub plan: String,
 }
 
 /// The config of node `id` for a cluster whose initial members are `members` (id, addr).
@@ -181,10 +184,12 @@ rto = "5m"
 rpo = "0s"
 failover = "automatic"
 hold_down = "500ms"
-{agents}"#,
+{agents}
+{plan}"#,
         data = data_dir.display(),
         members = members.join(", "),
         emax = ELECTION_MAX.as_millis(),
+        plan = setup.plan,
     )
 }
 
