@@ -96,6 +96,11 @@ pub async fn check(step: &Rfc2136Step) -> StepResult {
     }
 }
 
+/// What the server holds for the step's record now (a signed query; changes nothing).
+pub async fn query(step: &Rfc2136Step) -> Result<BTreeSet<String>, StepError> {
+    current(step, &read_key(step)?, &Target::new(step)?).await
+}
+
 /// The record the step changes, parsed once.
 struct Target {
     zone: Name,

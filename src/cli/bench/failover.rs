@@ -121,7 +121,7 @@ pub(super) async fn leader(nodes: &[RunningNode]) -> anyhow::Result<Arc<Node>> {
 
 /// Waits until every node's committed verdict on both sites is up and the group is not
 /// blocked, so that each trial starts from the same state.
-async fn settle(nodes: &[RunningNode]) -> anyhow::Result<()> {
+pub(super) async fn settle(nodes: &[RunningNode]) -> anyhow::Result<()> {
     for _ in 0..600 {
         let leader = leader(nodes).await?;
         let ready = {

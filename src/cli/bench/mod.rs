@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 mod agents;
 mod failover;
+mod plan;
 
 use clap::Subcommand;
 
@@ -59,6 +60,25 @@ pub enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// The failover plan: N trials of "the active site dies", each timing the decision, every
+    /// plan step done, and (with --dns-server) the nameserver answering the survivor's address.
+    Plan {
+        #[arg(long, default_value_t = 20)]
+        trials: usize,
+        /// A primary nameserver (host:port) whose zone the plan updates by RFC 2136; its
+        /// record must hold 192.0.2.1 at the start. `scripts/bench-plan` starts a BIND for it.
+        #[arg(long)]
+        dns_server: Option<String>,
+        /// The TSIG key (tsig-keygen format) the nameserver accepts updates with.
+        #[arg(long, requires = "dns_server")]
+        dns_key_file: Option<PathBuf>,
+        #[arg(long, default_value = "example.test.")]
+        dns_zone: String,
+        #[arg(long, default_value = "app.example.test.")]
+        dns_record: String,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// False failovers: both sites up while a share of probes is lost, for a while.
     Soak {
         /// Share of probe requests each site drops (0.1 = 10%).
@@ -79,6 +99,7 @@ pub fn run(command: Command) -> Exit {
         | Command::Failover { dir, .. }
         | Command::Promotion { dir, .. }
         | Command::Heartbeats { dir, .. }
+        | Command::Plan { dir, .. }
         | Command::Soak { dir, .. } => dir.clone(),
     };
     let dir = dir.unwrap_or_else(std::env::temp_dir).join(format!("witness-bench-{}", std::process::id()));
@@ -88,6 +109,19 @@ pub fn run(command: Command) -> Exit {
         Command::Promotion { trials, .. } => rt.block_on(agents::promotion(&dir, trials.max(1))),
         Command::Heartbeats { clients, duration, .. } => {
             rt.block_on(agents::heartbeats(&dir, clients.max(1), duration))
+        }
+        Command::Plan { trials, dns_server, dns_key_file, dns_zone, dns_record, .. } => {
+            let dns = match (dns_server, dns_key_file) {
+                (Some(server), Some(key_file)) => {
+                    Some(plan::Dns { server, key_file, zone: dns_zone, record: dns_record })
+                }
+                (Some(_), None) => {
+                    eprintln!("error: --dns-server needs --dns-key-file");
+                    return Exit::Usage;
+                }
+                _ => None,
+            };
+            rt.block_on(plan::bench(&dir, trials.max(1), dns))
         }
         Command::Soak { loss, duration, .. } => rt.block_on(failover::soak(&dir, loss.clamp(0.0, 1.0), duration)),
     };
