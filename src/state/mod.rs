@@ -831,6 +831,55 @@ mod tests {
     }
 
     #[test]
+    fn a_failover_starts_a_plan_which_waits_for_the_promotion_and_a_newer_one_replaces_it() {
+        let step =
+            plan::StepSpec { name: "dns".into(), kind: "rfc2136".into(), retries: 1, continue_on_failure: false };
+        let leases = Some(LeaseTerms { lease_ms: 1000, margin_ms: 100 });
+        let mut s = State::default();
+        s.apply(Command::SyncTopology(topology(&[(
+            "app",
+            GroupSpec { leases, steps: vec![step], ..spec("east", "west") },
+        )])));
+        assert_eq!(s.groups["app"].plan, None, "no failover yet");
+        let failover = Command::Failover {
+            group: "app".into(),
+            to: "west".into(),
+            expected_epoch: Epoch(1),
+            reason: "east down".into(),
+            quorum_of: None,
+            automatic: false,
+        };
+        s.apply_logged(Logged { at_ms: 5000, command: failover });
+        let p = s.groups["app"].plan.clone().expect("a plan");
+        assert_eq!(
+            (p.epoch, p.from.as_str(), p.to.as_str(), p.reason.as_str()),
+            (Epoch(2), "east", "west", "east down")
+        );
+        assert_eq!((p.decided_at_ms, p.phase()), (5000, plan::Phase::Waiting));
+        let start =
+            |epoch| Command::StepStarted { group: "app".into(), epoch: Epoch(epoch), step: "dns".into(), attempt: 1 };
+        assert!(matches!(s.apply(start(2)), Response::Rejected(Rejection::Plan { .. })), "draining: not yet");
+        s.apply(Command::Promote { group: "app".into(), expected_epoch: Epoch(2) });
+        assert_eq!(s.groups["app"].plan.as_ref().unwrap().phase(), plan::Phase::Running);
+        assert!(matches!(s.apply_logged(Logged { at_ms: 5100, command: start(2) }), Response::Plan(_)));
+        assert_eq!(s.journal.since(0, 100).last().unwrap().kind, "step_started");
+
+        // A failback supersedes it: the old epoch's results are refused.
+        s.apply(activate("app", "east", 2));
+        assert_eq!(s.groups["app"].plan.as_ref().unwrap().epoch, Epoch(3));
+        let late = Command::StepFinished {
+            group: "app".into(),
+            epoch: Epoch(2),
+            step: "dns".into(),
+            attempt: 1,
+            outcome: plan::StepOutcome::Done { detail: "late".into() },
+        };
+        assert!(
+            matches!(s.apply(late), Response::Rejected(Rejection::Plan { problem, .. }) if problem.contains("stale"))
+        );
+    }
+
+    #[test]
     fn registered_group_starts_on_primary_at_epoch_1() {
         let mut s = State::default();
         s.apply(Command::SyncTopology(topology(&[("app", spec("east", "west"))])));
