@@ -135,6 +135,8 @@ struct DomainState {
     active: BTreeMap<String, bool>,
     activating: BTreeSet<String>,
     calls: Vec<String>,
+    /// Deactivation answers 503, as when the failed domain cannot be reached.
+    deactivate_fails: bool,
 }
 
 /// The OpenStorage cluster-domains REST API, with real domain state.
@@ -163,6 +165,10 @@ impl OpenStorage {
 
     pub fn active(&self, domain: &str) -> Option<bool> {
         self.state.lock().unwrap().active.get(domain).copied()
+    }
+
+    pub fn fail_deactivation(&self, fail: bool) {
+        self.state.lock().unwrap().deactivate_fails = fail;
     }
 
     /// Every authorized call, as `VERB name`.
@@ -218,6 +224,9 @@ async fn deactivate(State(state): Domains, Path(name): Path<String>, headers: He
 fn set(state: Arc<Mutex<DomainState>>, name: String, headers: HeaderMap, active: bool) -> Answer {
     let mut s = state.lock().unwrap();
     authorized(&s, &headers)?;
+    if !active && s.deactivate_fails {
+        return Err((StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": "domain unreachable" }))));
+    }
     let Some(current) = s.active.get_mut(&name) else {
         return Err((StatusCode::NOT_FOUND, Json(json!({ "error": "no such domain" }))));
     };
