@@ -127,6 +127,14 @@ async fn with_the_whole_witness_down_east_keeps_writing_on_its_peer_lease() {
     let east = SiteStub::start().await;
     let west = SiteStub::start().await;
     let (mut c, _) = cluster_with_agents(&east, &west).await;
+    // West grants only once the witness has told it it is standby: wait for east to hold the
+    // peer lease (what this test is about) before the witness goes.
+    let east_status = format!("http://{}/v1/status", c.agents[0].addr);
+    eventually(Duration::from_secs(10), "east holds a peer lease", || async {
+        let s: Value = c.http.get(&east_status).send().await.ok()?.json().await.ok()?;
+        (s["groups"]["app"]["peer_lease_ms"].as_u64()? > 0).then_some(())
+    })
+    .await;
     for id in 1..=3 {
         c.node(id).kill9();
     }
