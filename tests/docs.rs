@@ -36,3 +36,34 @@ fn toml_block<'a>(readme: &'a str, heading: &str) -> &'a str {
     let start = section.find("```toml\n").expect("toml block") + "```toml\n".len();
     &section[start..start + section[start..].find("```").expect("block end")]
 }
+
+/// `witness config check` prints each group's worst-case RTO budget and fails (exit 1) when
+/// one exceeds the group's objective; an invalid file exits 2.
+#[test]
+fn config_check_prints_the_rto_budget_and_fails_when_it_exceeds_the_objective() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let check = |path: &std::path::Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_witness"))
+            .args(["config", "check", "--config"])
+            .arg(path)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let dev = std::path::Path::new(root).join("config/dev/node1.toml");
+    let (code, out) = check(&dev);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("group demo: worst-case RTO") && out.contains("within its objective 5m"), "{out}");
+    assert!(out.contains("detection") && out.contains("hold-down") && out.contains("plan steps"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let tight = dir.path().join("tight.toml");
+    let text = std::fs::read_to_string(&dev).unwrap();
+    std::fs::write(&tight, text.replacen("rto = \"5m\"", "rto = \"2s\"", 1)).unwrap();
+    let (code, out) = check(&tight);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("EXCEEDS its objective 2s"), "{out}");
+
+    std::fs::write(&tight, "[node]\nid = 0\n").unwrap();
+    assert_eq!(check(&tight).0, Some(2));
+}

@@ -7,6 +7,7 @@
 //! TOML parser, with line and column).
 
 pub mod agent;
+pub mod budget;
 pub mod duration;
 mod steps;
 

@@ -1040,3 +1040,40 @@ fn member_addr_with_a_scheme_is_rejected() {
         show(&errors)
     );
 }
+
+#[test]
+fn the_objectives_examples_have_budgets_within_their_objectives() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples");
+    let patient = Config::load(&dir.join("patient-app.toml")).expect("patient-app example");
+    let g = &patient.groups[0];
+    assert_eq!(
+        (g.replication, g.rpo, g.rto, g.failover),
+        (ReplicationMode::Sync, Duration::ZERO, Duration::from_secs(300), FailoverMode::Automatic)
+    );
+    let budget = budget::rto_budget(&patient, g);
+    let stages: Vec<(&str, u128)> = budget.stages.iter().map(|(s, d, _)| (*s, d.as_millis())).collect();
+    assert_eq!(
+        stages,
+        [
+            ("detection", 3500),
+            ("hold-down", 2000),
+            ("lease wait", 2200),
+            ("Raft commit", 3000),
+            ("plan steps", 90_000),
+            ("DNS TTL", 30_000)
+        ]
+    );
+    assert_eq!(budget.total, Duration::from_millis(130_700));
+    assert!(budget.within(g.rto));
+
+    let schedule = Config::load(&dir.join("university-schedule.toml")).expect("university-schedule example");
+    let g = &schedule.groups[0];
+    assert_eq!(
+        (g.replication, g.rpo, g.rto, g.failover),
+        (ReplicationMode::Async, Duration::from_secs(6 * 3600), Duration::from_secs(3600), FailoverMode::Manual)
+    );
+    let budget = budget::rto_budget(&schedule, g);
+    assert!(budget.within(g.rto), "{budget:?}");
+    // Tighten the objective below the budget: it no longer fits.
+    assert!(!budget.within(Duration::from_secs(30 * 60)));
+}
