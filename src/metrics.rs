@@ -43,6 +43,9 @@ pub struct Metrics {
     pub plan_step_seconds: prometheus::HistogramVec,
     /// 1 while a group's plan is stuck waiting for an operator.
     pub plan_stuck: IntGaugeVec,
+    /// The achieved RTO and RPO of each group's latest completed failover.
+    pub achieved_rto_seconds: prometheus::GaugeVec,
+    pub achieved_rpo_seconds: prometheus::GaugeVec,
 }
 
 impl Metrics {
@@ -137,6 +140,17 @@ impl Metrics {
             "1 while a group's failover plan is stuck at a step, waiting for `witness plan retry` or `skip`.",
             &["group"],
         );
+        let achieved_rto_seconds = float_gauge_vec(
+            "witness_achieved_rto_seconds",
+            "A group's latest completed failover: from the first failed probe to its plan done (add the DNS TTL \
+             for what clients see).",
+            &["group"],
+        );
+        let achieved_rpo_seconds = float_gauge_vec(
+            "witness_achieved_rpo_seconds",
+            "A group's latest completed failover: the data its survivor's copy may have lacked (0: in sync).",
+            &["group"],
+        );
         let probes = ProbeMetrics::register(reg);
         let process = Box::new(prometheus::process_collector::ProcessCollector::for_self());
         registry.register(process).expect("unique metric");
@@ -163,6 +177,8 @@ impl Metrics {
             rpo_exposure_seconds,
             plan_step_seconds,
             plan_stuck,
+            achieved_rto_seconds,
+            achieved_rpo_seconds,
         }
     }
 
@@ -183,6 +199,14 @@ impl Metrics {
             self.group_epoch.with_label_values(&[name]).set(g.epoch.0 as i64);
             let stuck = g.plan.as_ref().is_some_and(|p| p.phase() == crate::state::plan::Phase::Stuck);
             self.plan_stuck.with_label_values(&[name]).set(i64::from(stuck));
+            if let Some(plan) = &g.plan {
+                if let Some(rto) = plan.achieved_rto_ms() {
+                    self.achieved_rto_seconds.with_label_values(&[name]).set(rto as f64 / 1000.0);
+                }
+                if let (Some(rpo), Some(_)) = (plan.facts.rpo_ms, plan.done_at_ms) {
+                    self.achieved_rpo_seconds.with_label_values(&[name]).set(rpo as f64 / 1000.0);
+                }
+            }
             for site in [&g.spec.primary, &g.spec.secondary] {
                 self.group_active.with_label_values(&[name, site]).set(i64::from(*site == g.active));
             }

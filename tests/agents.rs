@@ -97,9 +97,13 @@ async fn the_primary_dies_and_the_survivors_agent_becomes_writable_after_the_dra
     let events: Value =
         c.http.get(c.nodes[leader as usize - 1].url("/v1/events")).send().await.unwrap().json().await.unwrap();
     let kinds: Vec<&str> = events["events"].as_array().unwrap().iter().filter_map(|e| e["kind"].as_str()).collect();
-    for kind in ["failover", "draining", "promoting", "promoted"] {
+    for kind in ["failover", "draining", "promoting", "promoted", "failover_complete"] {
         assert!(kinds.contains(&kind), "no {kind} event in {kinds:?}");
     }
+    // A synchronous copy in sync: nothing lost; the RTO from the first failed probe on record.
+    let complete = events["events"].as_array().unwrap().iter().find(|e| e["kind"] == "failover_complete").unwrap();
+    let message = complete["message"].as_str().unwrap();
+    assert!(message.contains("achieved RTO") && message.contains("RPO 0.0 s"), "{message}");
     let at = |kind: &str| {
         events["events"]
             .as_array()

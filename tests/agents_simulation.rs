@@ -953,6 +953,7 @@ impl World {
             reason: "operator".into(),
             quorum_of: (!force).then(|| self.voters.clone()),
             automatic: false,
+            facts: Default::default(),
         };
         self.propose(leader, self.term, command)
     }

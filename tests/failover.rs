@@ -60,7 +60,15 @@ async fn the_primary_site_dies_and_the_witness_fails_over_once() {
     let follower = (1..=3).find(|id| *id != leader).unwrap();
     let (code, journal) = cli(&["events", "--endpoint", &format!("http://{}", c.nodes[follower as usize - 1].addr)]);
     assert_eq!(code, 0, "{journal}");
-    for expected in ["sees east down", "holding_down", "failing_over", "failover east -> west at epoch 2", "node1="] {
+    for expected in [
+        "sees east down",
+        "holding_down",
+        "failing_over",
+        "failover east -> west at epoch 2",
+        "node1=",
+        "failover_complete",
+        "achieved RTO",
+    ] {
         assert!(journal.contains(expected), "journal lacks {expected:?}:\n{journal}");
     }
 

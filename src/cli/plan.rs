@@ -90,7 +90,7 @@ pub async fn run(args: Args) -> Exit {
 
 /// A group's plan as a table of steps.
 pub fn show(g: &GroupStatus) -> String {
-    let Some(PlanView { phase, plan }) = &g.plan else {
+    let Some(PlanView { phase, plan, achieved_rto_ms, dns_ttl_s }) = &g.plan else {
         return format!("{}: no failover plan has run (epoch {})\n", g.name, g.epoch);
     };
     let phase = serde_json::to_value(phase).ok().and_then(|v| v.as_str().map(str::to_uppercase)).unwrap_or_default();
@@ -105,6 +105,13 @@ pub fn show(g: &GroupStatus) -> String {
             done.saturating_sub(plan.decided_at_ms)
         )),
     );
+    if let Some(rto) = achieved_rto_ms {
+        let secs = |ms: u64| format!("{:.1} s", ms as f64 / 1000.0);
+        let clients =
+            dns_ttl_s.map_or(String::new(), |t| format!(" ({} with the DNS TTL)", secs(rto + u64::from(t) * 1000)));
+        let rpo = plan.facts.rpo_ms.map_or("unknown".to_string(), secs);
+        out += &format!("achieved RTO {}{clients}, RPO {rpo}\n", secs(*rto));
+    }
     let mut rows = vec![["STEP", "KIND", "STATUS", "ATTEMPTS", "AFTER DECISION", "DETAIL"].map(String::from).to_vec()];
     for s in &plan.steps {
         rows.push(vec![

@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{FailoverMode, ReplicationMode};
-use crate::state::{Command, Epoch, GroupState, State, Verdict};
+use crate::state::{Command, DecisionFacts, Epoch, GroupState, State, Verdict};
 use leases::Ledger;
 
 /// Per-group timing the engine needs, from config.
@@ -348,6 +348,15 @@ fn assess(
         ),
         quorum_of: Some(inputs.voters.clone()),
         automatic: true,
+        // The gate passed: a synchronous copy was in sync, an asynchronous one this far behind.
+        facts: DecisionFacts {
+            detected_after_ms: None,
+            rpo_ms: match (group.spec.leases, group.spec.replication) {
+                (None, _) => None,
+                (Some(_), ReplicationMode::Sync) => Some(0),
+                (Some(_), ReplicationMode::Async) => rpo_exposure_ms,
+            },
+        },
     });
     (Assessment::FailingOver { from: failed, to: survivor, epoch }, proposal)
 }

@@ -102,7 +102,13 @@ mod tests {
             leases: None,
             steps: ["dns", "notify"]
                 .iter()
-                .map(|n| StepSpec { name: n.to_string(), kind: "command".into(), retries, continue_on_failure: false })
+                .map(|n| StepSpec {
+                    name: n.to_string(),
+                    kind: "command".into(),
+                    retries,
+                    continue_on_failure: false,
+                    ttl: None,
+                })
                 .collect(),
         };
         let mut s = State::default();

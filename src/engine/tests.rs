@@ -504,6 +504,7 @@ fn the_witness_answers_each_site_its_role_and_leases_only_the_promoted_active_si
         reason: "test".into(),
         quorum_of: None,
         automatic: false,
+        facts: Default::default(),
     });
     assert!(w.group().draining);
     w.now = ms(300);
@@ -686,6 +687,7 @@ fn a_new_leader_waits_a_full_lease_from_its_start_before_promoting() {
         reason: "operator".into(),
         quorum_of: None,
         automatic: false,
+        facts: Default::default(),
     });
     // A leader that starts at 5000 ms knows nothing of earlier grants.
     w.engine = Engine::new();

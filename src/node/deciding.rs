@@ -10,8 +10,9 @@ use tokio::task::JoinSet;
 
 use super::leader::{LeaderReply, LeaderRequest};
 use super::Node;
+use crate::config::ReplicationMode;
 use crate::engine::{Assessment, Effect, Engine, GroupTiming, Inputs};
-use crate::state::{Command, Response, State};
+use crate::state::{Command, DecisionFacts, Response, State};
 
 /// On the leader, runs the decision engine over the committed state on every commit and every
 /// 50 ms, and proposes what it calls for. Off the leader, or while not ready, the engine is
@@ -95,7 +96,10 @@ pub(super) async fn decide(node: Arc<Node>) {
                             group,
                         });
                     }
-                    Effect::Propose(command) => {
+                    Effect::Propose(mut command) => {
+                        if let Command::Failover { group, facts, .. } = &mut command {
+                            facts.detected_after_ms = node.detected_after_ms(state, group);
+                        }
                         tracing::info!(%command, "proposing");
                         writes.push(command);
                     }
@@ -148,6 +152,30 @@ fn evidence(state: &State, group: &str, voters: &BTreeSet<u64>, live: &BTreeSet<
 }
 
 impl Node {
+    /// How long ago this node's current streak of failed probes of `group`'s active site began.
+    fn detected_after_ms(&self, state: &State, group: &str) -> Option<u64> {
+        let active = &state.groups.get(group)?.active;
+        let failing = self.failing_since.lock().expect("failing_since lock poisoned");
+        failing.get(active).map(|since| since.elapsed().as_millis() as u64)
+    }
+
+    /// What an operator's failover of `group` is recorded with: the detection as above, and
+    /// from this leadership's ledger the data the survivor's copy may lack (0 for a synchronous
+    /// copy in sync within `in_sync_within`).
+    pub(super) fn decision_facts(&self, group: &str) -> DecisionFacts {
+        let state = self.applied.read().expect("state lock poisoned").state.without_journal();
+        let Some(g) = state.groups.get(group) else { return DecisionFacts::default() };
+        let term = self.raft.metrics().borrow_watched().current_term;
+        let ledger = self.ledger(term).as_ref().expect("just ensured").1.clone();
+        let exposure = ledger.rpo_exposure(group, g, self.started.elapsed()).map(|d| d.as_millis() as u64);
+        let in_sync_within = self.config.groups.iter().find(|c| c.name == group).and_then(|c| c.agents);
+        let rpo_ms = match (g.spec.replication, exposure, in_sync_within) {
+            (ReplicationMode::Sync, Some(e), Some(a)) if e <= a.in_sync_within.as_millis() as u64 => Some(0),
+            (_, exposure, _) => exposure,
+        };
+        DecisionFacts { detected_after_ms: self.detected_after_ms(&state, group), rpo_ms }
+    }
+
     /// After a committed automatic failover: the time from this node's first failed probe of
     /// the failed site to now (leader-local: both ends on this node's clock).
     fn observe_detection(&self, command: &Command, reply: &LeaderReply) {

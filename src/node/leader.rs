@@ -206,6 +206,7 @@ impl Node {
             // Unforced orders keep their evidence checked at commit, like the engine's.
             quorum_of: (!order.force).then_some(voters),
             automatic: false,
+            facts: self.decision_facts(&plan.group),
         };
         let outcome = match self.write(command).await? {
             LeaderReply::Written { response: Response::Activated { epoch, .. }, log_index } => {

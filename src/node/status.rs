@@ -78,6 +78,11 @@ pub struct GroupStatus {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlanView {
     pub phase: Phase,
+    /// Once done: from the first failed probe to the plan done, and the DNS TTL clients add.
+    #[serde(default)]
+    pub achieved_rto_ms: Option<u64>,
+    #[serde(default)]
+    pub dns_ttl_s: Option<u32>,
     #[serde(flatten)]
     pub plan: Plan,
 }
@@ -122,7 +127,12 @@ impl Node {
                     blocked: g.blocked,
                     draining: g.draining,
                     agents: None,
-                    plan: g.plan.as_ref().map(|p| PlanView { phase: p.phase(), plan: p.clone() }),
+                    plan: g.plan.as_ref().map(|p| PlanView {
+                        phase: p.phase(),
+                        achieved_rto_ms: p.achieved_rto_ms(),
+                        dns_ttl_s: p.dns_ttl_s(),
+                        plan: p.clone(),
+                    }),
                 })
                 .collect();
             (s.sites.iter().cloned().collect(), s.verdicts.clone(), groups, s.matches_topology(&self.topology))

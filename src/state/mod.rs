@@ -101,6 +101,11 @@ impl Topology {
                                 kind: s.kind.name().to_string(),
                                 retries: s.retries,
                                 continue_on_failure: s.on_failure == crate::config::OnFailure::Continue,
+                                ttl: match &s.kind {
+                                    crate::config::StepKind::Route53(r) => Some(r.ttl),
+                                    crate::config::StepKind::Rfc2136(r) => Some(r.ttl),
+                                    _ => None,
+                                },
                             })
                             .collect(),
                     };
@@ -235,6 +240,9 @@ pub enum Command {
         /// failover mode are checked again here, at its place in the log, so a pause committed
         /// while the proposal was in flight still stops it.
         automatic: bool,
+        /// What the leader measured when it decided, for the achieved RTO and RPO.
+        #[serde(default)]
+        facts: DecisionFacts,
     },
     /// Ends the draining of `group` at `expected_epoch`: its active site may now write.
     Promote { group: String, expected_epoch: Epoch },
@@ -254,6 +262,19 @@ pub enum Command {
     ResolvePlan { group: String, epoch: Epoch, skip: bool },
     /// A journal entry by the decision engine: an assessment of a group changed.
     Journal { group: String, kind: String, message: String, evidence: BTreeMap<String, String> },
+}
+
+/// What the leader measured when it decided a failover: recorded with the plan, for the
+/// achieved RTO and RPO. Durations on the leader's own clock; nothing here decides anything.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionFacts {
+    /// From the leader's first failed probe of the failed site to the proposal.
+    #[serde(default)]
+    pub detected_after_ms: Option<u64>,
+    /// The data the survivor's copy may lack, as its agent last reported (0 for a synchronous
+    /// group that was in sync); unknown for probe-only groups.
+    #[serde(default)]
+    pub rpo_ms: Option<u64>,
 }
 
 /// What a log entry carries: a command, and when the leader proposed it (wall clock, Unix
@@ -452,7 +473,7 @@ impl State {
         match command {
             Command::SyncTopology(topology) => self.sync_topology(topology),
             Command::Activate { group, site, expected_epoch } => {
-                self.activate(group, site, expected_epoch, "operator activation", at_ms)
+                self.activate(group, site, expected_epoch, "operator activation", DecisionFacts::default(), at_ms)
             }
             Command::RetireNode { id } => {
                 self.retired_nodes.insert(id);
@@ -472,7 +493,7 @@ impl State {
                 };
                 Response::VerdictRecorded
             }
-            Command::Failover { group, to, expected_epoch, reason, quorum_of, automatic } => {
+            Command::Failover { group, to, expected_epoch, reason, quorum_of, automatic, facts } => {
                 if automatic {
                     if let Some(rejection) = self.gate_closed(&group) {
                         return Response::Rejected(rejection);
@@ -483,7 +504,7 @@ impl State {
                         return Response::Rejected(rejection);
                     }
                 }
-                let response = self.activate(group, to, expected_epoch, &reason, at_ms);
+                let response = self.activate(group, to, expected_epoch, &reason, facts, at_ms);
                 if let Response::Activated { group, .. } = &response {
                     self.groups.get_mut(group).expect("just activated").blocked = true;
                 }
@@ -501,7 +522,7 @@ impl State {
                 Some(g) => {
                     g.draining = false;
                     if let Some(plan) = g.plan.as_mut().filter(|p| p.epoch == g.epoch) {
-                        plan.waiting = false;
+                        plan.promoted(at_ms);
                     }
                     Response::Promoted { active: g.active.clone(), epoch: g.epoch, group }
                 }
@@ -582,10 +603,30 @@ impl State {
             Command::Failover { reason, .. } => reason.clone(),
             _ => String::new(),
         };
+        let group = match &command {
+            Command::Failover { group, .. }
+            | Command::Activate { group, .. }
+            | Command::Promote { group, .. }
+            | Command::StepFinished { group, .. }
+            | Command::ResolvePlan { group, .. } => Some(group.clone()),
+            _ => None,
+        };
+        let completed = |s: &State| {
+            let plan = s.groups.get(group.as_deref()?)?.plan.as_ref()?;
+            Some((plan.epoch, plan.done_at_ms.is_some()))
+        };
+        let before = completed(self);
         let response = self.apply_at(command, at);
         let entry = entry.or_else(|| describe(&response, previous_active, &reason));
         if let Some(note) = entry {
             self.journal.record(at, note);
+        }
+        // A failover is complete when its plan is done: its achieved RTO and RPO on record.
+        if let (Some(name), Some((epoch, true))) = (&group, completed(self)) {
+            if before != Some((epoch, true)) {
+                let plan = self.groups[name].plan.as_ref().expect("just read");
+                self.journal.record(at, achieved_note(name, plan));
+            }
         }
         response
     }
@@ -712,7 +753,15 @@ impl State {
         Response::TopologySynced { changed }
     }
 
-    fn activate(&mut self, group_name: String, site: String, expected: Epoch, reason: &str, at_ms: u64) -> Response {
+    fn activate(
+        &mut self,
+        group_name: String,
+        site: String,
+        expected: Epoch,
+        reason: &str,
+        facts: DecisionFacts,
+        at_ms: u64,
+    ) -> Response {
         let Some(group) = self.groups.get_mut(&group_name) else {
             return Response::Rejected(Rejection::UnknownGroup { group: group_name });
         };
@@ -733,9 +782,10 @@ impl State {
         let from = std::mem::replace(&mut group.active, site.clone());
         group.epoch = group.epoch.next();
         group.draining = group.spec.leases.is_some();
-        // A newer failover supersedes an unfinished plan: its steps are for the older epoch.
-        group.plan = (!group.spec.steps.is_empty())
-            .then(|| Plan::new(group.epoch, &from, &site, reason, at_ms, group.draining, &group.spec.steps));
+        // A newer failover supersedes an unfinished plan: its steps are for the older epoch. A
+        // group without steps gets an empty plan all the same: it records the achieved RTO.
+        let decision = plan::Decision { epoch: group.epoch, from: &from, to: &site, reason, at_ms, facts };
+        group.plan = Some(Plan::new(decision, group.draining, &group.spec.steps));
         Response::Activated { group: group_name, active: site, epoch: group.epoch, draining: group.draining }
     }
 }
@@ -774,6 +824,30 @@ fn describe(response: &Response, previous_active: Option<String>, reason: &str) 
         Response::Rejected(rejection) => Note::new(None, "rejected", rejection.to_string()),
         _ => return None,
     })
+}
+
+/// The record of a completed failover: what the objectives are measured against.
+fn achieved_note(group: &str, plan: &Plan) -> Note {
+    let secs = |ms: u64| format!("{:.1} s", ms as f64 / 1000.0);
+    let rto = plan.achieved_rto_ms().unwrap_or(0);
+    let clients = match plan.dns_ttl_s() {
+        Some(ttl) => format!(" ({} as clients see it, with the {ttl} s DNS TTL)", secs(rto + u64::from(ttl) * 1000)),
+        None => String::new(),
+    };
+    let rpo = plan.facts.rpo_ms.map_or("unknown (no agent reported)".to_string(), secs);
+    let detection = plan.facts.detected_after_ms.map_or("not measured".to_string(), secs);
+    Note::new(
+        Some(group.to_string()),
+        "failover_complete",
+        format!(
+            "{group}: failover {} -> {} at epoch {} complete: achieved RTO {}{clients}, RPO {rpo} \
+             (detection {detection}, then decision to plan done)",
+            plan.from,
+            plan.to,
+            plan.epoch,
+            secs(rto)
+        ),
+    )
 }
 
 fn plan_note(c: &PlanChange) -> Note {
@@ -832,8 +906,13 @@ mod tests {
 
     #[test]
     fn a_failover_starts_a_plan_which_waits_for_the_promotion_and_a_newer_one_replaces_it() {
-        let step =
-            plan::StepSpec { name: "dns".into(), kind: "rfc2136".into(), retries: 1, continue_on_failure: false };
+        let step = plan::StepSpec {
+            name: "dns".into(),
+            kind: "rfc2136".into(),
+            retries: 1,
+            continue_on_failure: false,
+            ttl: None,
+        };
         let leases = Some(LeaseTerms { lease_ms: 1000, margin_ms: 100 });
         let mut s = State::default();
         s.apply(Command::SyncTopology(topology(&[(
@@ -848,6 +927,7 @@ mod tests {
             reason: "east down".into(),
             quorum_of: None,
             automatic: false,
+            facts: Default::default(),
         };
         s.apply_logged(Logged { at_ms: 5000, command: failover });
         let p = s.groups["app"].plan.clone().expect("a plan");
@@ -993,6 +1073,7 @@ mod tests {
             reason: "test".into(),
             quorum_of: Some([1, 2, 3].into()),
             automatic: true,
+            facts: Default::default(),
         };
         // Node 2 saw east come back before the decision reached the log.
         let mut changed = s.clone();

@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::Epoch;
+use super::{DecisionFacts, Epoch};
 
 /// A step as the log knows it: enough to decide what a result means for the plan. How to
 /// carry it out stays in the leader's config, looked up by name.
@@ -20,6 +20,9 @@ pub struct StepSpec {
     /// A failure is journaled and the plan goes on (e.g. a notification).
     #[serde(default)]
     pub continue_on_failure: bool,
+    /// DNS steps: the TTL of the record they set (clients see the change this much later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +84,20 @@ pub struct Plan {
     pub steps: Vec<StepProgress>,
     #[serde(default)]
     pub done_at_ms: Option<u64>,
+    /// What the leader measured when it decided.
+    #[serde(default)]
+    pub facts: DecisionFacts,
+}
+
+/// The failover a plan carries out.
+#[derive(Debug, Clone, Copy)]
+pub struct Decision<'a> {
+    pub epoch: Epoch,
+    pub from: &'a str,
+    pub to: &'a str,
+    pub reason: &'a str,
+    pub at_ms: u64,
+    pub facts: DecisionFacts,
 }
 
 /// Where a plan stands, as operators see it.
@@ -116,21 +133,13 @@ pub struct PlanChange {
 }
 
 impl Plan {
-    pub fn new(
-        epoch: Epoch,
-        from: &str,
-        to: &str,
-        reason: &str,
-        at_ms: u64,
-        waiting: bool,
-        specs: &[StepSpec],
-    ) -> Plan {
+    pub fn new(d: Decision, waiting: bool, specs: &[StepSpec]) -> Plan {
         Plan {
-            epoch,
-            from: from.to_string(),
-            to: to.to_string(),
-            reason: reason.to_string(),
-            decided_at_ms: at_ms,
+            epoch: d.epoch,
+            from: d.from.to_string(),
+            to: d.to.to_string(),
+            reason: d.reason.to_string(),
+            decided_at_ms: d.at_ms,
             waiting,
             steps: specs
                 .iter()
@@ -143,8 +152,29 @@ impl Plan {
                     detail: String::new(),
                 })
                 .collect(),
-            done_at_ms: if specs.is_empty() { Some(at_ms) } else { None },
+            done_at_ms: (specs.is_empty() && !waiting).then_some(d.at_ms),
+            facts: d.facts,
         }
+    }
+
+    /// The survivor is promoted: the plan runs (an empty one is done).
+    pub fn promoted(&mut self, at_ms: u64) {
+        self.waiting = false;
+        if self.steps.is_empty() {
+            self.done_at_ms = Some(at_ms);
+        }
+    }
+
+    /// From the first failed probe to the plan done (the detection measured by the deciding
+    /// leader, the rest between log entries); `None` until done.
+    pub fn achieved_rto_ms(&self) -> Option<u64> {
+        let done = self.done_at_ms?;
+        Some(self.facts.detected_after_ms.unwrap_or(0) + done.saturating_sub(self.decided_at_ms))
+    }
+
+    /// The longest TTL of the records the plan set: clients see the change this much later.
+    pub fn dns_ttl_s(&self) -> Option<u32> {
+        self.steps.iter().filter(|s| s.status == StepStatus::Done).filter_map(|s| s.spec.ttl).max()
     }
 
     /// The first step the plan has not moved past.
@@ -154,8 +184,8 @@ impl Plan {
 
     pub fn phase(&self) -> Phase {
         match self.current() {
+            _ if self.waiting => Phase::Waiting,
             None => Phase::Done,
-            Some(_) if self.waiting => Phase::Waiting,
             Some(i) if self.steps[i].status == StepStatus::Stuck => Phase::Stuck,
             Some(_) => Phase::Running,
         }
@@ -260,7 +290,18 @@ mod tests {
     use super::*;
 
     fn spec(name: &str, retries: u32, continue_on_failure: bool) -> StepSpec {
-        StepSpec { name: name.into(), kind: "command".into(), retries, continue_on_failure }
+        StepSpec { name: name.into(), kind: "command".into(), retries, continue_on_failure, ttl: None }
+    }
+
+    fn decision(at_ms: u64) -> Decision<'static> {
+        Decision {
+            epoch: Epoch(2),
+            from: "east",
+            to: "west",
+            reason: "east down",
+            at_ms,
+            facts: DecisionFacts::default(),
+        }
     }
 
     fn failed(retryable: bool) -> StepOutcome {
@@ -270,7 +311,7 @@ mod tests {
     #[test]
     fn steps_run_in_order_with_retries_continue_and_stuck() {
         let specs = [spec("notify", 0, true), spec("dns", 1, false)];
-        let mut plan = Plan::new(Epoch(2), "east", "west", "east down", 10, true, &specs);
+        let mut plan = Plan::new(decision(10), true, &specs);
         assert_eq!(plan.phase(), Phase::Waiting);
         assert!(plan.start("notify", 1, 11).is_err(), "waits for promotion");
         plan.waiting = false;
@@ -296,7 +337,7 @@ mod tests {
 
     #[test]
     fn a_permanent_failure_sticks_at_once_and_skip_moves_on() {
-        let mut plan = Plan::new(Epoch(2), "east", "west", "", 0, false, &[spec("dns", 5, false)]);
+        let mut plan = Plan::new(decision(0), false, &[spec("dns", 5, false)]);
         plan.start("dns", 1, 1).unwrap();
         assert_eq!(plan.finish("dns", 1, failed(false), 2).unwrap().status, StepStatus::Stuck);
         assert!(plan.resolve_stuck(true, 3).unwrap().plan_done);
@@ -305,7 +346,7 @@ mod tests {
 
     #[test]
     fn a_restarted_attempt_supersedes_the_running_one() {
-        let mut plan = Plan::new(Epoch(2), "east", "west", "", 0, false, &[spec("dns", 3, false)]);
+        let mut plan = Plan::new(decision(0), false, &[spec("dns", 3, false)]);
         plan.start("dns", 1, 1).unwrap();
         // A new leader finds the step running and starts it again.
         plan.start("dns", 2, 2).unwrap();
@@ -314,5 +355,34 @@ mod tests {
             plan.finish("dns", 2, StepOutcome::Done { detail: "ok".into() }, 4).unwrap().status,
             StepStatus::Done
         );
+    }
+}
+
+#[cfg(test)]
+mod achieved {
+    use super::*;
+
+    #[test]
+    fn rto_runs_from_the_first_failed_probe_to_the_plan_done_and_ttl_is_added_for_clients() {
+        let facts = DecisionFacts { detected_after_ms: Some(1200), rpo_ms: Some(0) };
+        let d = Decision { epoch: Epoch(2), from: "east", to: "west", reason: "", at_ms: 10_000, facts };
+        let dns = StepSpec {
+            name: "dns".into(),
+            kind: "rfc2136".into(),
+            retries: 0,
+            continue_on_failure: false,
+            ttl: Some(60),
+        };
+        let mut plan = Plan::new(d, false, &[dns]);
+        assert_eq!(plan.achieved_rto_ms(), None, "not done yet");
+        plan.start("dns", 1, 10_010).unwrap();
+        plan.finish("dns", 1, StepOutcome::Done { detail: String::new() }, 10_050).unwrap();
+        assert_eq!((plan.achieved_rto_ms(), plan.dns_ttl_s()), (Some(1250), Some(60)));
+
+        // An empty plan of a group with agents is done when the survivor is promoted.
+        let mut empty = Plan::new(d, true, &[]);
+        assert_eq!((empty.phase(), empty.achieved_rto_ms()), (Phase::Waiting, None));
+        empty.promoted(11_500);
+        assert_eq!((empty.phase(), empty.achieved_rto_ms()), (Phase::Done, Some(2700)));
     }
 }
