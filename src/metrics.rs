@@ -39,6 +39,8 @@ pub struct Metrics {
     pub agent_role: IntGaugeVec,
     /// On the leader: how far the standby copy is behind, per group (-1 unknown).
     pub rpo_exposure_seconds: prometheus::GaugeVec,
+    /// How far behind the objective lets it be: at risk when the exposure exceeds this.
+    pub rpo_objective_seconds: prometheus::GaugeVec,
     /// On the leader: each plan step attempt's duration, by group, step and result.
     pub plan_step_seconds: prometheus::HistogramVec,
     /// 1 while a group's plan is stuck waiting for an operator.
@@ -151,6 +153,12 @@ impl Metrics {
             "A group's latest completed failover: the data its survivor's copy may have lacked (0: in sync).",
             &["group"],
         );
+        let rpo_objective_seconds = float_gauge_vec(
+            "witness_rpo_objective_seconds",
+            "How far behind a group's standby copy may be (sync: in_sync_within; async: rpo); the RPO is at risk \
+             while witness_rpo_exposure_seconds exceeds it.",
+            &["group"],
+        );
         let probes = ProbeMetrics::register(reg);
         let process = Box::new(prometheus::process_collector::ProcessCollector::for_self());
         registry.register(process).expect("unique metric");
@@ -175,6 +183,7 @@ impl Metrics {
             lease_remaining_seconds,
             agent_role,
             rpo_exposure_seconds,
+            rpo_objective_seconds,
             plan_step_seconds,
             plan_stuck,
             achieved_rto_seconds,

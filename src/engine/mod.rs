@@ -99,6 +99,12 @@ pub enum Assessment {
     Draining { from: String, to: String, epoch: Epoch, waiting_for: DrainWait },
     /// Every lease is out and the survivor has drained: its promotion was proposed.
     Promoting { site: String, epoch: Epoch },
+    /// The standby's copy is further behind than the RPO objective allows (sync: not in sync
+    /// for longer than `in_sync_within`; async: its recovery point is older than `rpo`, e.g. a
+    /// scheduled run was missed). Journaled apart from the group's other assessments.
+    RpoAtRisk { standby: String, exposure_ms: u64, objective_ms: u64 },
+    /// The standby's copy is back within the objective.
+    RpoWithin { standby: String, exposure_ms: u64, objective_ms: u64 },
 }
 
 /// What a draining group waits for.
@@ -138,6 +144,8 @@ impl Assessment {
             Assessment::Promoting { .. } => "promoting",
             Assessment::FailingOver { .. } => "failing_over",
             Assessment::BlockExpired { .. } => "block_expired",
+            Assessment::RpoAtRisk { .. } => "rpo_at_risk",
+            Assessment::RpoWithin { .. } => "rpo_within",
         }
     }
 }
@@ -179,6 +187,14 @@ impl fmt::Display for Assessment {
             Assessment::Promoting { site, epoch } => write!(f, "promoting {site} at epoch {epoch}"),
             Assessment::FailingOver { from, to, epoch } => write!(f, "failing over {from} -> {to} at epoch {epoch}"),
             Assessment::BlockExpired { epoch } => write!(f, "block after the failover to epoch {epoch} expired"),
+            Assessment::RpoAtRisk { standby, exposure_ms, objective_ms } => write!(
+                f,
+                "RPO at risk: {standby}'s copy is {exposure_ms} ms behind, the objective allows {objective_ms} ms \
+                 (a failover now would need approval)"
+            ),
+            Assessment::RpoWithin { standby, exposure_ms, objective_ms } => {
+                write!(f, "RPO within its objective again: {standby}'s copy {exposure_ms} ms behind (objective {objective_ms} ms)")
+            }
         }
     }
 }
@@ -199,6 +215,8 @@ struct Memory {
     ack_proposed_at: Option<Duration>,
     promote_proposed_at: Option<Duration>,
     last: Option<Assessment>,
+    /// Whether the standby's copy was last seen beyond the RPO objective.
+    rpo_at_risk: Option<bool>,
 }
 
 pub const PROPOSAL_RETRY: Duration = Duration::from_secs(1);
@@ -239,6 +257,9 @@ impl Engine {
             }
             if !memory.last.as_ref().is_some_and(|last| last.same(&assessment)) {
                 memory.last = Some(assessment.clone());
+                effects.push(Effect::Journal { group: name.clone(), assessment });
+            }
+            if let Some(assessment) = watch_rpo(name, group, timing, memory, inputs) {
                 effects.push(Effect::Journal { group: name.clone(), assessment });
             }
         }
@@ -359,6 +380,45 @@ fn assess(
         },
     });
     (Assessment::FailingOver { from: failed, to: survivor, epoch }, proposal)
+}
+
+/// How far behind the RPO objective lets the standby's copy be, for groups with agents: a
+/// synchronous copy may be out of sync for `in_sync_within`, an asynchronous one as old as `rpo`.
+pub fn rpo_objective(group: &GroupState, timing: &GroupTiming) -> Option<Duration> {
+    group.spec.leases?;
+    Some(match group.spec.replication {
+        ReplicationMode::Sync => timing.in_sync_within,
+        ReplicationMode::Async => Duration::from_millis(group.spec.rpo_ms),
+    })
+}
+
+/// An assessment when the standby's copy crosses its RPO objective, either way. Not while
+/// draining (the standby is changing) nor before its agent has reported.
+fn watch_rpo(
+    name: &str,
+    group: &GroupState,
+    timing: &GroupTiming,
+    memory: &mut Memory,
+    inputs: &Inputs,
+) -> Option<Assessment> {
+    let objective = rpo_objective(group, timing)?;
+    if group.draining {
+        return None;
+    }
+    let exposure = inputs.ledger.rpo_exposure(name, group, inputs.now)?;
+    let at_risk = exposure > objective;
+    if memory.rpo_at_risk == Some(at_risk) || (memory.rpo_at_risk.is_none() && !at_risk) {
+        memory.rpo_at_risk = Some(at_risk);
+        return None;
+    }
+    memory.rpo_at_risk = Some(at_risk);
+    let (standby, exposure_ms, objective_ms) =
+        (group.other().to_string(), exposure.as_millis() as u64, objective.as_millis() as u64);
+    Some(if at_risk {
+        Assessment::RpoAtRisk { standby, exposure_ms, objective_ms }
+    } else {
+        Assessment::RpoWithin { standby, exposure_ms, objective_ms }
+    })
 }
 
 /// The RPO gate of a group with agents. Synchronous: the survivor reported `in_sync` at most

@@ -713,3 +713,41 @@ fn a_shortened_lease_never_shortens_the_wait_of_a_new_leader() {
     let ledger = Ledger::new(ms(0));
     assert_eq!(ledger.leases_expire_at("app", w.group()), LEASE + MARGIN);
 }
+
+#[test]
+fn the_standby_falling_behind_its_rpo_objective_is_journaled_once_each_way() {
+    const H: u64 = 3_600_000;
+    let mut w = World::with_agents(ReplicationMode::Async, Duration::from_millis(6 * H));
+    let rpo = |effects: &[Effect]| -> Vec<String> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Journal { assessment, .. } if assessment.kind().starts_with("rpo_") => {
+                    Some(assessment.kind().to_string())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let age = |ms: u64| GroupReport { recovery_point_age_ms: Some(ms), ..GroupReport::default() };
+    w.see("east", "UUU");
+    w.see("west", "UUU");
+    assert!(rpo(&w.at(ms(0))).is_empty(), "no report yet: nothing said");
+    w.heartbeat("west", true, age(5 * H));
+    assert!(rpo(&w.at(ms(100))).is_empty(), "within the objective from the start: nothing to say");
+    // The 6-hourly run is missed: the recovery point ages past 6 h.
+    w.heartbeat("west", true, age(6 * H + 1000));
+    assert_eq!(rpo(&w.at(ms(200))), ["rpo_at_risk"]);
+    assert!(rpo(&w.at(ms(300))).is_empty(), "said once");
+    w.heartbeat("west", true, age(60_000));
+    assert_eq!(rpo(&w.at(ms(400))), ["rpo_within"]);
+
+    // Synchronous: out of sync for longer than in_sync_within.
+    let mut w = World::with_agents(ReplicationMode::Sync, Duration::ZERO);
+    w.heartbeat("west", true, in_sync(true));
+    assert!(rpo(&w.at(ms(0))).is_empty());
+    w.now = ms(100);
+    w.heartbeat("west", true, in_sync(false));
+    assert!(rpo(&w.at(IN_SYNC_WITHIN)).is_empty(), "not yet beyond in_sync_within");
+    assert_eq!(rpo(&w.at(IN_SYNC_WITHIN + ms(1))), ["rpo_at_risk"]);
+}

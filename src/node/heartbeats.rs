@@ -178,6 +178,13 @@ impl Node {
         for (group, agents) in &view {
             let exposure = agents.rpo_exposure_ms.map_or(-1.0, |ms| ms as f64 / 1000.0);
             m.rpo_exposure_seconds.with_label_values(&[group]).set(exposure);
+            if let Some(g) = self.config.groups.iter().find(|g| &g.name == group) {
+                let objective = match (g.replication, g.agents) {
+                    (crate::config::ReplicationMode::Sync, Some(a)) => a.in_sync_within,
+                    _ => g.rpo,
+                };
+                m.rpo_objective_seconds.with_label_values(&[group]).set(objective.as_secs_f64());
+            }
             for (site, a) in &agents.sites {
                 m.lease_remaining_seconds.with_label_values(&[group, site]).set(a.lease_remaining_ms as f64 / 1000.0);
                 for role in Role::ALL {
