@@ -1,4 +1,5 @@
-//! `witness serve`: run one node until SIGTERM or SIGINT, then shut down cleanly.
+//! `witness serve`: run one node until SIGTERM or SIGINT, then shut down cleanly. Under systemd
+//! (`Type=notify`) it says READY once it serves and STOPPING when it begins to shut down.
 
 use std::os::fd::{FromRawFd, RawFd};
 use std::path::PathBuf;
@@ -63,8 +64,12 @@ async fn serve(config: Config, listen_fd: Option<RawFd>) -> Exit {
             return Exit::Failed;
         }
     };
+    // Ready means serving (the API answers, Raft runs), not "the cluster has a quorum": a node
+    // must come up, and be counted up, while its peers are still down.
+    let signal = shutdown_signal();
+    sd_notify("READY=1");
     let exit = tokio::select! {
-        signal = shutdown_signal() => {
+        signal = signal => {
             tracing::info!(signal, "shutting down");
             Exit::Ok
         }
@@ -74,8 +79,30 @@ async fn serve(config: Config, listen_fd: Option<RawFd>) -> Exit {
             Exit::Failed
         }
     };
+    sd_notify("STOPPING=1");
     running.shutdown().await;
     exit
+}
+
+/// Tells systemd `state` when it started us with `Type=notify` (`NOTIFY_SOCKET` set); a no-op
+/// otherwise. A failure to tell is logged, never fatal.
+fn sd_notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let sent = std::os::unix::net::UnixDatagram::unbound().and_then(|socket| {
+        let bytes = path.as_encoded_bytes();
+        match bytes.strip_prefix(b"@") {
+            // An abstract socket (Linux): systemd's default.
+            Some(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                socket.send_to_addr(state.as_bytes(), &addr)
+            }
+            None => socket.send_to(state.as_bytes(), &path),
+        }
+    });
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, state, "cannot notify systemd");
+    }
 }
 
 /// The socket passed as `listen_fd`, or a new one bound to `addr` (config field `field`).
@@ -100,11 +127,16 @@ pub(super) async fn listener(
     }
 }
 
-pub(super) async fn shutdown_signal() -> &'static str {
+/// Installs the SIGTERM and SIGINT handlers at once (a signal arriving before the returned
+/// future is first polled is not lost, nor fatal) and resolves to the first that arrives.
+pub(super) fn shutdown_signal() -> impl std::future::Future<Output = &'static str> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = tokio::signal::ctrl_c() => "SIGINT",
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
     }
 }

@@ -1,0 +1,104 @@
+//! What `deploy/` ships, checked by the tools that own each format: the systemd unit with
+//! `systemd-analyze verify` (and the binary's own readiness notification, which the unit's
+//! `Type=notify` relies on), the Prometheus alerting rules with `promtool check rules` and
+//! their unit tests with `promtool test rules`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The tool's path, or `None` after saying loudly that the test is skipped (never in CI).
+fn tool(name: &str, package: &str, test: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()));
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{name} is required in CI: scripts/test installs {package}"
+        );
+        eprintln!("SKIPPED {test}: no {name} (install Debian's {package})");
+    }
+    found
+}
+
+fn run(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().expect("run");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn the_systemd_unit_verifies() {
+    let Some(analyze) = tool("systemd-analyze", "systemd", "the_systemd_unit_verifies") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // The unit names the installed binary; point it at the one just built.
+    let unit = std::fs::read_to_string(root().join("deploy/systemd/witness.service")).unwrap();
+    assert!(unit.contains("Type=notify") && unit.contains("User=witness") && unit.contains("StateDirectory=witness"));
+    let path = dir.path().join("witness.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/witness", env!("CARGO_BIN_EXE_witness"))).unwrap();
+    let (ok, out) = run(Command::new(analyze).arg("verify").arg(&path));
+    assert!(ok && !out.contains("witness.service:"), "systemd-analyze verify:\n{out}");
+}
+
+#[test]
+fn serve_notifies_systemd_when_it_serves_and_when_it_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nid = 1\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n[cluster]\nname = \"t\"\n\
+             initial_members = [{{ id = 1, addr = \"127.0.0.1:{port}\" }}]\n[transport]\nplain_http = true\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_witness"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = socket.recv(&mut buf).expect("READY=1 within 20 s");
+    assert_eq!(&buf[..n], b"READY=1");
+    // Ready means serving: the API answers.
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(5), "not serving after READY");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: plain kill(2) on our own child, not yet reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    let n = socket.recv(&mut buf).expect("STOPPING=1");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn the_alerting_rules_check_and_pass_their_unit_tests() {
+    let Some(promtool) = tool("promtool", "prometheus", "the_alerting_rules_check_and_pass_their_unit_tests") else {
+        return;
+    };
+    let dir: &Path = &root().join("deploy/prometheus");
+    let (ok, out) = run(Command::new(&promtool).args(["check", "rules", "alerts.yml"]).current_dir(dir));
+    assert!(ok, "promtool check rules:\n{out}");
+    let (ok, out) = run(Command::new(&promtool).args(["test", "rules", "alerts_test.yml"]).current_dir(dir));
+    assert!(ok, "promtool test rules:\n{out}");
+    // Every alert the rules define has a unit test, or says here why not.
+    let rules = std::fs::read_to_string(dir.join("alerts.yml")).unwrap();
+    let tests = std::fs::read_to_string(dir.join("alerts_test.yml")).unwrap();
+    let untested = ["WitnessNodeDown", "WitnessFailoverNeedsApproval", "WitnessRPOUnknown"]; // plain thresholds
+    for alert in rules.lines().filter_map(|l| l.trim().strip_prefix("- alert: ")) {
+        assert!(untested.contains(&alert) || tests.contains(alert), "alert {alert} has no promtool unit test");
+    }
+}
