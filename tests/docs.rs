@@ -67,3 +67,44 @@ fn config_check_prints_the_rto_budget_and_fails_when_it_exceeds_the_objective() 
     std::fs::write(&tight, "[node]\nid = 0\n").unwrap();
     assert_eq!(check(&tight).0, Some(2));
 }
+
+/// `src/api/openapi.json` (served at `/openapi.json`) documents exactly the public routes of
+/// the router: every path and method in `src/api/mod.rs` but the node-to-node `/raft/` ones.
+#[test]
+fn the_openapi_document_matches_the_router() {
+    use std::collections::BTreeSet;
+    let root = env!("CARGO_MANIFEST_DIR");
+    let source = std::fs::read_to_string(format!("{root}/src/api/mod.rs")).unwrap();
+    let mut routed = BTreeSet::new();
+    for line in source.lines().map(str::trim).filter(|l| l.starts_with(".route(\"")) {
+        let path = line[".route(\"".len()..].split('"').next().unwrap().to_string();
+        if path.starts_with("/raft/") {
+            continue;
+        }
+        for method in ["get", "post", "delete", "put", "patch"] {
+            if line.contains(&format!(" {method}(")) || line.contains(&format!(".{method}(")) {
+                routed.insert((path.clone(), method.to_string()));
+            }
+        }
+    }
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{root}/src/api/openapi.json")).unwrap()).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let documented: BTreeSet<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, ops)| ops.as_object().unwrap().keys().map(move |m| (path.clone(), m.clone())))
+        .collect();
+    assert_eq!(routed, documented, "the router and src/api/openapi.json differ");
+    // Every path parameter is declared.
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for op in ops.as_object().unwrap().values() {
+            let declared: BTreeSet<&str> =
+                op["parameters"].as_array().into_iter().flatten().filter_map(|p| p["name"].as_str()).collect();
+            for param in path.split('/').filter_map(|s| s.strip_prefix('{')?.strip_suffix('}')) {
+                assert!(declared.contains(param), "{path}: parameter {param} not declared");
+            }
+        }
+    }
+}

@@ -39,6 +39,9 @@ async fn the_primary_site_dies_and_the_witness_fails_over_once() {
     assert!(took < Duration::from_secs(5), "failover took {took:?}");
     assert_eq!(epoch, 2, "exactly one failover");
     let s = c.status(leader).await.unwrap();
+    let openapi: serde_json::Value =
+        c.http.get(c.nodes[0].url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    assert!(openapi["paths"]["/v1/groups/{group}/failover"]["post"].is_object(), "/openapi.json is served");
     let group = &s["groups"][0];
     assert_eq!(group["blocked"], true, "a failover blocks the group: {s}");
 

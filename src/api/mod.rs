@@ -34,6 +34,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
         .route("/v1/status", get(status))
         .route("/v1/groups/{group}/activate", post(activate))
         .route("/v1/groups/{group}/failover", post(failover))
@@ -157,6 +158,11 @@ async fn leader(State(node): AppState, headers: HeaderMap, Json(req): Json<Leade
     }
     let result: Result<LeaderReply, NodeError> = node.submit(req, true).await;
     Json(result).into_response()
+}
+
+/// The API as an OpenAPI 3 document, kept in step with the router above by `tests/docs.rs`.
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], include_str!("openapi.json")).into_response()
 }
 
 async fn bootstrap(State(node): AppState) -> Json<crate::node::BootstrapInfo> {
