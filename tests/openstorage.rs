@@ -40,7 +40,7 @@ async fn domains_move_with_the_token_and_only_with_it() {
     let (good, bad) = (dir.path().join("good"), dir.path().join("bad"));
     std::fs::write(&good, "admin-token\n").unwrap();
     std::fs::write(&bad, "viewer-token\n").unwrap();
-    let fake = OpenStorage::start("admin-token", &[("dc-east", true), ("dc-west", false)]).await;
+    let fake = OpenStorage::start("admin-token", &[("dc-east", true), ("dc-west", false)]).await.unwrap();
     witness::tls::init();
     let http = reqwest::Client::new();
 
@@ -64,7 +64,7 @@ async fn an_unreachable_failed_domain_is_passed_over_only_when_tolerated() {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "t").unwrap();
-    let fake = OpenStorage::start("t", &[("dc-east", true), ("dc-west", false)]).await;
+    let fake = OpenStorage::start("t", &[("dc-east", true), ("dc-west", false)]).await.unwrap();
     fake.fail_deactivation(true);
     witness::tls::init();
     let http = reqwest::Client::new();

@@ -73,7 +73,7 @@ fn cli(args: &[&str]) -> (i32, String) {
 async fn the_plan_runs_in_order_retries_what_may_succeed_and_goes_on_past_a_notification() {
     let secrets = tempfile::tempdir().unwrap();
     let hooks = Receiver::start(SECRET).await;
-    let storage = OpenStorage::start("px-admin-token", &[("dc-east", true), ("dc-west", false)]).await;
+    let storage = OpenStorage::start("px-admin-token", &[("dc-east", true), ("dc-west", false)]).await.unwrap();
     let secret = write_secret(secrets.path(), "hook.secret", &Receiver::secret_file_contents(SECRET));
     let token = write_secret(secrets.path(), "px.token", "px-admin-token\n");
     let record = secrets.path().join("record.log");

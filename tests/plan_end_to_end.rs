@@ -85,7 +85,7 @@ async fn a_failover_moves_storage_both_dns_servers_and_notifies_once() {
     };
     let secrets = tempfile::tempdir().unwrap();
     let hooks = Receiver::start(SECRET).await;
-    let storage = OpenStorage::start("px-admin-token", &[("dc-east", true), ("dc-west", false)]).await;
+    let storage = OpenStorage::start("px-admin-token", &[("dc-east", true), ("dc-west", false)]).await.unwrap();
     let hook_secret = write_secret(secrets.path(), "hook.secret", &Receiver::secret_file_contents(SECRET));
     let token = write_secret(secrets.path(), "px.token", "px-admin-token\n");
     // The nodes' only AWS credentials: no environment variables.

@@ -1,16 +1,16 @@
 //! In-process targets for plan steps, each keeping real state: a webhook receiver that
 //! verifies Standard Webhooks signatures and counts effects by idempotency key (with injected
-//! failures), and an OpenStorage cluster-domains fake that demands its bearer token.
+//! failures), and (the demo's) OpenStorage cluster-domains API that demands its bearer token.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::routing::post;
+use axum::Router;
 use base64::Engine as _;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 async fn serve(app: Router) -> (String, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -127,114 +127,6 @@ async fn receive(
     StatusCode::NO_CONTENT
 }
 
-#[derive(Default)]
-struct DomainState {
-    token: String,
-    /// Domain → active. An activation shows in `inspect` only from the second look on, as a
-    /// real activation takes a moment.
-    active: BTreeMap<String, bool>,
-    activating: BTreeSet<String>,
-    calls: Vec<String>,
-    /// Deactivation answers 503, as when the failed domain cannot be reached.
-    deactivate_fails: bool,
-}
-
-/// The OpenStorage cluster-domains REST API, with real domain state.
-pub struct OpenStorage {
-    pub url: String,
-    state: Arc<Mutex<DomainState>>,
-    _server: tokio::task::JoinHandle<()>,
-}
-
-impl OpenStorage {
-    pub async fn start(token: &str, domains: &[(&str, bool)]) -> OpenStorage {
-        let state = Arc::new(Mutex::new(DomainState {
-            token: token.into(),
-            active: domains.iter().map(|(d, a)| (d.to_string(), *a)).collect(),
-            ..DomainState::default()
-        }));
-        let app = Router::new()
-            .route("/v1/clusterdomains", get(enumerate))
-            .route("/v1/clusterdomains/inspect/{name}", get(inspect))
-            .route("/v1/clusterdomains/activate/{name}", post(activate))
-            .route("/v1/clusterdomains/deactivate/{name}", post(deactivate))
-            .with_state(state.clone());
-        let (url, server) = serve(app).await;
-        OpenStorage { url, state, _server: server }
-    }
-
-    pub fn active(&self, domain: &str) -> Option<bool> {
-        self.state.lock().unwrap().active.get(domain).copied()
-    }
-
-    pub fn fail_deactivation(&self, fail: bool) {
-        self.state.lock().unwrap().deactivate_fails = fail;
-    }
-
-    /// Every authorized call, as `VERB name`.
-    pub fn calls(&self) -> Vec<String> {
-        self.state.lock().unwrap().calls.clone()
-    }
-}
-
-type Domains = State<Arc<Mutex<DomainState>>>;
-
-fn authorized(s: &DomainState, headers: &HeaderMap) -> Result<(), (StatusCode, Json<Value>)> {
-    let expected = format!("bearer {}", s.token);
-    match headers.get("authorization").and_then(|v| v.to_str().ok()) {
-        Some(v) if v.eq_ignore_ascii_case(&expected) => Ok(()),
-        _ => Err((StatusCode::UNAUTHORIZED, Json(json!({ "error": "access denied" })))),
-    }
-}
-
-type Answer = Result<Json<Value>, (StatusCode, Json<Value>)>;
-
-async fn enumerate(State(state): Domains, headers: HeaderMap) -> Answer {
-    let s = state.lock().unwrap();
-    authorized(&s, &headers)?;
-    Ok(Json(json!({ "cluster_domain_names": s.active.keys().collect::<Vec<_>>() })))
-}
-
-async fn inspect(State(state): Domains, Path(name): Path<String>, headers: HeaderMap) -> Answer {
-    let mut s = state.lock().unwrap();
-    authorized(&s, &headers)?;
-    let Some(active) = s.active.get(&name).copied() else {
-        return Err((StatusCode::NOT_FOUND, Json(json!({ "error": "no such domain" }))));
-    };
-    if s.activating.remove(&name) {
-        // Still activating at the first look.
-        return Ok(Json(json!({ "cluster_domain_name": name })));
-    }
-    // `is_active` is omitted when false, as the real gateway does.
-    Ok(Json(if active {
-        json!({ "cluster_domain_name": name, "is_active": true })
-    } else {
-        json!({ "cluster_domain_name": name })
-    }))
-}
-
-async fn activate(State(state): Domains, Path(name): Path<String>, headers: HeaderMap) -> Answer {
-    set(state, name, headers, true)
-}
-
-async fn deactivate(State(state): Domains, Path(name): Path<String>, headers: HeaderMap) -> Answer {
-    set(state, name, headers, false)
-}
-
-fn set(state: Arc<Mutex<DomainState>>, name: String, headers: HeaderMap, active: bool) -> Answer {
-    let mut s = state.lock().unwrap();
-    authorized(&s, &headers)?;
-    if !active && s.deactivate_fails {
-        return Err((StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": "domain unreachable" }))));
-    }
-    let Some(current) = s.active.get_mut(&name) else {
-        return Err((StatusCode::NOT_FOUND, Json(json!({ "error": "no such domain" }))));
-    };
-    let was = *current;
-    *current = active;
-    if active && !was {
-        s.activating.insert(name.clone());
-    }
-    s.calls.push(format!("{} {name}", if active { "activate" } else { "deactivate" }));
-    Ok(Json(json!({})))
-}
+/// The OpenStorage cluster-domains API with real state: the one `witness demo` uses.
+#[allow(unused_imports)] // not every test binary that includes the support module uses it
+pub use witness::demo::storage::StorageApi as OpenStorage;
