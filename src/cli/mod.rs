@@ -9,6 +9,7 @@ mod client;
 mod config_check;
 mod control;
 mod events;
+mod local;
 mod members;
 mod plan;
 mod serve;

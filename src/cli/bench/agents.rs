@@ -11,9 +11,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::failover::{leader, Stub, HOLD_DOWN, SITE, TIMINGS};
-use super::{start_cluster, summary, wait_for_leader};
+use super::failover::{HOLD_DOWN, SITE, TIMINGS};
+use super::summary;
 use crate::agent::RunningAgent;
+use crate::cli::local::{free_addr, leader, start_cluster, wait_for_leader, Stub};
 use crate::config::agent::AgentConfig;
 use crate::engine::leases::Role;
 use crate::node::leader::LeaderRequest;
@@ -153,10 +154,6 @@ pub async fn heartbeats(dir: &Path, clients: usize, duration: Duration) -> anyho
         n.shutdown().await;
     }
     Ok(())
-}
-
-async fn free_addr() -> anyhow::Result<std::net::SocketAddr> {
-    Ok(tokio::net::TcpListener::bind("127.0.0.1:0").await?.local_addr()?)
 }
 
 /// Polls `probe` every 2 ms until it returns `Some` or `timeout` passes.

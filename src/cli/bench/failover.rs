@@ -11,13 +11,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{start_cluster, summary, wait_for_leader};
+use super::summary;
+use crate::cli::local::{leader, start_cluster, wait_for_leader, Stub};
 use crate::node::leader::LeaderRequest;
-use crate::node::{Node, RunningNode};
-use crate::rng::SplitMix64;
+use crate::node::RunningNode;
 use crate::state::{Command, Verdict};
 
 /// The metro timings of `config/dev/`: keep the two in step.
@@ -109,16 +108,6 @@ pub async fn soak(dir: &Path, loss: f64, duration: Duration) -> anyhow::Result<(
     Ok(())
 }
 
-pub(super) async fn leader(nodes: &[RunningNode]) -> anyhow::Result<Arc<Node>> {
-    for _ in 0..600 {
-        if let Some(n) = nodes.iter().find(|n| n.node.raft.is_leader() && n.node.readiness().is_ok()) {
-            return Ok(n.node.clone());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    anyhow::bail!("no ready leader within 30 s")
-}
-
 /// Waits until every node's committed verdict on both sites is up and the group is not
 /// blocked, so that each trial starts from the same state.
 pub(super) async fn settle(nodes: &[RunningNode]) -> anyhow::Result<()> {
@@ -136,66 +125,4 @@ pub(super) async fn settle(nodes: &[RunningNode]) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     anyhow::bail!("sites did not settle (all up, group unblocked) within 30 s")
-}
-
-/// A site's health endpoint that can be killed and restarted on the same port, and that drops
-/// a share of requests (holding them past any probe timeout, as lost packets would look).
-pub(super) struct Stub {
-    addr: std::net::SocketAddr,
-    loss: f64,
-    rng: Arc<Mutex<SplitMix64>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Stub {
-    pub(super) async fn start(loss: f64, seed: u64) -> anyhow::Result<Stub> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let rng = Arc::new(Mutex::new(SplitMix64::new(seed)));
-        let mut stub = Stub { addr: listener.local_addr()?, loss, rng, stop: None, server: None };
-        stub.serve(listener);
-        Ok(stub)
-    }
-
-    pub(super) fn url(&self) -> String {
-        format!("http://{}/healthz", self.addr)
-    }
-
-    fn serve(&mut self, listener: tokio::net::TcpListener) {
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let (loss, rng) = (self.loss, self.rng.clone());
-        let healthz = move || {
-            let lost = rng.lock().expect("rng lock").unit() < loss;
-            async move {
-                if lost {
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                }
-                "ok"
-            }
-        };
-        let app = axum::Router::new().route("/healthz", axum::routing::get(healthz));
-        self.stop = Some(tx);
-        self.server = Some(tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        }));
-    }
-
-    pub(super) async fn kill(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(server) = self.server.take() {
-            let _ = server.await;
-        }
-    }
-
-    pub(super) async fn restart(&mut self) -> anyhow::Result<()> {
-        let listener = tokio::net::TcpListener::bind(self.addr).await?;
-        self.serve(listener);
-        Ok(())
-    }
 }

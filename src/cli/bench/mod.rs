@@ -14,10 +14,10 @@ mod plan;
 
 use clap::Subcommand;
 
+use super::local::{start_cluster, wait_for_leader};
 use super::Exit;
-use crate::config::Config;
 use crate::node::leader::LeaderRequest;
-use crate::node::{Node, RunningNode};
+use crate::node::Node;
 use crate::state::{Command as StateCommand, Response};
 
 #[derive(Subcommand)]
@@ -240,51 +240,6 @@ async fn set_paused(leader: &Node, via: &Via, group: &str, paused: bool) -> anyh
         Response::GroupUpdated { paused: now, .. } if now == paused => Ok(()),
         other => anyhow::bail!("benchmark write was not applied: {other:?}"),
     }
-}
-
-/// Three nodes in this process, each with its own data directory and a port-0 listener, all
-/// configured with `sites_and_groups` (TOML `[[site]]` and `[[group]]` sections).
-async fn start_cluster(dir: &Path, sites_and_groups: &str) -> anyhow::Result<Vec<RunningNode>> {
-    let mut listeners = Vec::new();
-    for _ in 0..3 {
-        listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await?);
-    }
-    let addrs: Vec<String> =
-        listeners.iter().map(|l| l.local_addr().map(|a| a.to_string())).collect::<Result<_, _>>()?;
-    let members: Vec<String> =
-        addrs.iter().enumerate().map(|(i, a)| format!("{{ id = {}, addr = \"{a}\" }}", i + 1)).collect();
-    let mut nodes = Vec::new();
-    for (i, listener) in listeners.into_iter().enumerate() {
-        let id = i + 1;
-        let text = format!(
-            "[node]\nid = {id}\nlisten = \"{addr}\"\ndata_dir = \"{data}\"\n\
-             [cluster]\nname = \"bench\"\ninitial_members = [{members}]\n\
-             [transport]\nplain_http = true\n{sites_and_groups}",
-            addr = addrs[i],
-            data = dir.join(format!("node{id}")).display(),
-            members = members.join(", "),
-        );
-        let config = Config::from_toml(&text, Path::new("<bench>"))?;
-        nodes.push(Node::start(config, listener).await?);
-    }
-    Ok(nodes)
-}
-
-async fn wait_for_leader(nodes: &[RunningNode], group: &str) -> anyhow::Result<Arc<Node>> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut last = String::from("no leader elected");
-    while Instant::now() < deadline {
-        for n in nodes.iter().filter(|n| n.node.raft.is_leader()) {
-            let registered = n.node.applied.read().expect("state lock").state.groups.contains_key(group);
-            match n.node.readiness() {
-                Ok(()) if registered => return Ok(n.node.clone()),
-                Ok(()) => last = "groups not registered yet".into(),
-                Err(reason) => last = reason,
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    anyhow::bail!("no ready leader with registered groups within 30 s: {last}")
 }
 
 fn fdatasync_latency(path: &Path, samples: usize) -> std::io::Result<Vec<Duration>> {

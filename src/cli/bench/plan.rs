@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::failover::{leader, settle, Stub, HOLD_DOWN, SITE, TIMINGS};
-use super::{start_cluster, summary, wait_for_leader};
+use super::failover::{settle, HOLD_DOWN, SITE, TIMINGS};
+use super::summary;
+use crate::cli::local::{leader, start_cluster, wait_for_leader, Stub};
 use crate::config::Rfc2136Step;
 use crate::node::leader::LeaderRequest;
 use crate::state::plan::Phase;
