@@ -133,3 +133,23 @@ impl Stub {
 pub async fn free_addr() -> anyhow::Result<std::net::SocketAddr> {
     Ok(tokio::net::TcpListener::bind("127.0.0.1:0").await?.local_addr()?)
 }
+
+/// The agent of `site` for `group` (always in sync), talking to `witness` and to its peer at
+/// `peer`.
+pub async fn start_agent(
+    site: &str,
+    group: &str,
+    addr: std::net::SocketAddr,
+    peer: &str,
+    witness: &[String],
+) -> anyhow::Result<crate::agent::RunningAgent> {
+    let text = format!(
+        "[agent]\nsite = \"{site}\"\nlisten = \"{addr}\"\npeer = \"{peer}\"\nwitness = [{}]\n\
+         heartbeat_interval = \"250ms\"\nplain_http = true\n[[group]]\nname = \"{group}\"\n\
+         replication_command = \"echo '{{\\\"in_sync\\\": true}}'\"\n",
+        witness.iter().map(|w| format!("\"{w}\"")).collect::<Vec<_>>().join(", ")
+    );
+    let config = crate::config::agent::AgentConfig::from_toml(&text, Path::new("<local agent>"))?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    crate::agent::start(config, listener).await
+}

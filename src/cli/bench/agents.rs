@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 use super::failover::{HOLD_DOWN, SITE, TIMINGS};
 use super::summary;
 use crate::agent::RunningAgent;
-use crate::cli::local::{free_addr, leader, start_cluster, wait_for_leader, Stub};
-use crate::config::agent::AgentConfig;
+use crate::cli::local::{free_addr, leader, start_agent, start_cluster, wait_for_leader, Stub};
 use crate::engine::leases::Role;
 use crate::node::leader::LeaderRequest;
 use crate::state::Command;
@@ -38,24 +37,6 @@ fn sites_and_group(east: &str, west: &str) -> String {
     )
 }
 
-/// The agent of `site`, talking to `witness` and to its peer at `peer`.
-async fn start_agent(
-    site: &str,
-    addr: std::net::SocketAddr,
-    peer: &str,
-    witness: &[String],
-) -> anyhow::Result<RunningAgent> {
-    let text = format!(
-        "[agent]\nsite = \"{site}\"\nlisten = \"{addr}\"\npeer = \"{peer}\"\nwitness = [{}]\n\
-         heartbeat_interval = \"250ms\"\nplain_http = true\n[[group]]\nname = \"{GROUP}\"\n\
-         replication_command = \"echo '{{\\\"in_sync\\\": true}}'\"\n",
-        witness.iter().map(|w| format!("\"{w}\"")).collect::<Vec<_>>().join(", ")
-    );
-    let config = AgentConfig::from_toml(&text, Path::new("<bench agent>"))?;
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    crate::agent::start(config, listener).await
-}
-
 fn role(agent: &RunningAgent) -> Option<Role> {
     agent.agent.status().groups.get(GROUP).and_then(|g| g.role)
 }
@@ -69,7 +50,7 @@ pub async fn promotion(dir: &Path, trials: usize) -> anyhow::Result<()> {
     let names = ["east", "west"];
     let mut agents = Vec::new();
     for i in 0..2 {
-        agents.push(Some(start_agent(names[i], addrs[i], &addrs[1 - i].to_string(), &witness).await?));
+        agents.push(Some(start_agent(names[i], GROUP, addrs[i], &addrs[1 - i].to_string(), &witness).await?));
     }
     println!("3 witness nodes, 2 sites with agents (heartbeats every 250 ms, lease 1 s + 100 ms margin), {TIMINGS}");
     let mut latencies = Vec::with_capacity(trials);
@@ -103,7 +84,8 @@ pub async fn promotion(dir: &Path, trials: usize) -> anyhow::Result<()> {
         );
         latencies.push(took);
         stubs[active].restart().await?;
-        agents[active] = Some(start_agent(names[active], addrs[active], &addrs[survivor].to_string(), &witness).await?);
+        agents[active] =
+            Some(start_agent(names[active], GROUP, addrs[active], &addrs[survivor].to_string(), &witness).await?);
         let leader = leader(&nodes).await?;
         let epoch = leader.applied.read().expect("state lock").state.groups[GROUP].epoch;
         leader.submit(LeaderRequest::Write(Command::Ack { group: GROUP.into(), expected_epoch: epoch }), false).await?;
