@@ -14,9 +14,14 @@ pub enum LogFormat {
 }
 
 /// `level` is a level (`info`) or a full filter (`info,witness=debug`). openraft logs its
-/// internals at info, so it is held at warn unless the filter names it.
+/// internals at info, so it is held at warn unless the filter names it (or asks for less).
 pub fn init(format: LogFormat, level: &str) -> Result<(), String> {
-    let directives = if level.contains("openraft") { level.to_string() } else { format!("{level},openraft=warn") };
+    let quieter_than_warn = matches!(level, "error" | "off");
+    let directives = if level.contains("openraft") || quieter_than_warn {
+        level.to_string()
+    } else {
+        format!("{level},openraft=warn")
+    };
     let filter = EnvFilter::try_new(&directives).map_err(|e| format!("--log-level {level:?}: {e}"))?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let result = match format {

@@ -10,6 +10,15 @@ use crate::config::Config;
 use crate::node::{Node, RunningNode};
 use crate::rng::SplitMix64;
 
+/// The metro timings of `config/dev/`: keep the two in step.
+pub const SITE: &str = r#"probe_interval = "150ms"
+probe_timeout = "120ms"
+failure_threshold = 5
+success_threshold = 2
+"#;
+pub const HOLD_DOWN: &str = "400ms";
+pub const TIMINGS: &str = "probes every 150 ms (timeout 120 ms), down after 5 failures, hold-down 400 ms";
+
 /// Three nodes of one cluster with data under `dir`, each serving on a fresh loopback port,
 /// all configured with `sites_and_groups`.
 pub async fn start_cluster(dir: &Path, sites_and_groups: &str) -> anyhow::Result<Vec<RunningNode>> {

@@ -8,6 +8,7 @@ mod bench;
 mod client;
 mod config_check;
 mod control;
+mod demo;
 mod events;
 mod local;
 mod members;
@@ -50,6 +51,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// A complete failover on this machine, nothing to install: 3 nodes, 2 sites with agents,
+    /// storage, DNS and a webhook; the primary is killed and the summary shows RTO and RPO.
+    Demo(demo::Args),
     /// Run a witness node.
     Serve(serve::Args),
     /// Run a site agent (`witness agent --config FILE`), or ask one for its view (`status`).
@@ -94,6 +98,11 @@ pub fn main() -> ExitCode {
     let exit = match cli.command {
         Command::Config { command: ConfigCommand::Check(args) } => config_check::run(args),
         Command::Serve(args) => with_logs(&cli.log_format, &cli.log_level, || serve::run(args)),
+        // Quiet by default: the demo's own timeline is the output.
+        Command::Demo(args) => {
+            let level = if cli.log_level == "info" { "error" } else { &cli.log_level };
+            with_logs(&cli.log_format, level, || demo::run(args))
+        }
         Command::Agent(args) => match args.command {
             Some(agent::Sub::Status(status)) => client::block_on(agent::status(status)),
             None => with_logs(&cli.log_format, &cli.log_level, || agent::run(args.config, args.listen_fd)),

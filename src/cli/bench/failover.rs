@@ -19,14 +19,7 @@ use crate::node::leader::LeaderRequest;
 use crate::node::RunningNode;
 use crate::state::{Command, Verdict};
 
-/// The metro timings of `config/dev/`: keep the two in step.
-pub(super) const SITE: &str = r#"probe_interval = "150ms"
-probe_timeout = "120ms"
-failure_threshold = 5
-success_threshold = 2
-"#;
-pub(super) const HOLD_DOWN: &str = "400ms";
-pub(super) const TIMINGS: &str = "probes every 150 ms (timeout 120 ms), down after 5 failures, hold-down 400 ms";
+pub(super) use crate::cli::local::{HOLD_DOWN, SITE, TIMINGS};
 
 async fn start(dir: &Path, east: &Stub, west: &Stub) -> anyhow::Result<Vec<RunningNode>> {
     std::fs::create_dir_all(dir)?;

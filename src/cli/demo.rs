@@ -1,0 +1,318 @@
+//! `witness demo`: a complete failover on this machine with nothing to install or configure.
+//! Three witness nodes (real Raft on disk in a temporary directory, real HTTP on loopback), two
+//! sites with real agents, and targets that keep real state: an OpenStorage API, a DNS server
+//! taking TSIG-signed RFC 2136 updates and a webhook receiver. Only the sites are simulated
+//! (a health endpoint each). The primary is killed after a few seconds; the live timeline is
+//! the witness's own journal; the summary checks every target and shows the achieved RTO/RPO.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::local::{free_addr, leader, start_agent, start_cluster, wait_for_leader, Stub, HOLD_DOWN, SITE, TIMINGS};
+use super::Exit;
+use crate::agent::RunningAgent;
+use crate::demo::dns::DnsServer;
+use crate::demo::storage::StorageApi;
+use crate::engine::leases::Role;
+use crate::node::RunningNode;
+use crate::state::journal::Event;
+use crate::state::plan::{Phase, Plan};
+use crate::wallclock::unix_ms;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Keep running after the failover (the failed site comes back as standby), so that you can
+    /// look around and fail back with the CLI; Ctrl-C stops.
+    #[arg(long)]
+    interactive: bool,
+    /// How long both sites run before the primary is killed.
+    #[arg(long, default_value = "3s", value_parser = crate::config::duration::parse)]
+    kill_after: Duration,
+}
+
+const GROUP: &str = "app";
+const RECORD: &str = "app.demo.test.";
+const ADDRESSES: [(&str, [u8; 4]); 2] = [("east", [192, 0, 2, 10]), ("west", [198, 51, 100, 10])];
+const TOKEN: &str = "demo-admin-token";
+
+pub fn run(args: Args) -> Exit {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let dir = std::env::temp_dir().join(format!("witness-demo-{}", std::process::id()));
+    let result = runtime.block_on(demo(&dir, &args));
+    let _ = std::fs::remove_dir_all(&dir);
+    match result {
+        Ok(()) => Exit::Ok,
+        Err(e) => {
+            eprintln!("\ndemo failed: {e:#}");
+            Exit::Failed
+        }
+    }
+}
+
+/// Everything the demo started, stopped in order at the end.
+struct World {
+    nodes: Vec<RunningNode>,
+    agents: BTreeMap<&'static str, RunningAgent>,
+    sites: BTreeMap<&'static str, Stub>,
+    storage: StorageApi,
+    dns: DnsServer,
+    hooks: Arc<Mutex<Vec<String>>>,
+}
+
+async fn demo(dir: &Path, args: &Args) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut world = start(dir).await?;
+    let api = format!("http://{}", world.nodes[0].addr);
+    println!("witness demo: 3 witness nodes (Raft on disk under {}), sites east and west with agents,", dir.display());
+    println!(
+        "storage (OpenStorage API {}), DNS ({} {RECORD}) and a webhook receiver",
+        world.storage.url, world.dns.addr
+    );
+    println!("{TIMINGS}; lease 1 s + 100 ms margin\n");
+    let shown = Arc::new(Mutex::new(0u64));
+    let timeline = tokio::spawn(follow_journal(world.nodes.iter().map(|n| n.node.clone()).collect(), shown.clone()));
+
+    wait_for(Duration::from_secs(30), "east active and writable, west standby", || {
+        (role(&world, "east") == Some(Role::Active) && role(&world, "west") == Some(Role::Standby)).then_some(())
+    })
+    .await?;
+    println!(
+        "\n  east is active and writable, west standby; killing east (health endpoint and agent) in {:?}",
+        args.kill_after
+    );
+    tokio::time::sleep(args.kill_after).await;
+    let killed_ms = unix_ms();
+    world.sites.get_mut("east").expect("east").kill().await;
+    world.agents.remove("east").expect("east's agent").shutdown().await;
+    println!("  ---- east killed ----");
+
+    let plan = wait_for_plan(&world).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // let the timeline catch up
+    timeline.abort();
+    let plan = plan?;
+    let events = leader(&world.nodes).await?.applied.read().expect("state lock").state.journal.since(0, usize::MAX);
+    summary(&world, &plan, &events, killed_ms)?;
+    println!("\nAPI: {api}/v1/status   events: {api}/v1/events   OpenAPI: {api}/openapi.json");
+
+    if args.interactive {
+        world.sites.get_mut("east").expect("east").restart().await?;
+        let witness: Vec<String> = world.nodes.iter().map(|n| n.addr.to_string()).collect();
+        let west = world.agents["west"].addr.to_string();
+        let east = start_agent("east", GROUP, free_addr().await?, &west, &witness).await?;
+        world.agents.insert("east", east);
+        println!("\neast is back, as standby (no automatic failback). Try:");
+        println!("  witness status --endpoint {api}");
+        println!("  witness plan show {GROUP} --endpoint {api}");
+        println!("  witness ack {GROUP} --endpoint {api}                     (lifts the block the failover set)");
+        println!("  witness failback {GROUP} --dry-run --endpoint {api}      (the checks; west is healthy, so:)");
+        println!("  witness failback {GROUP} --force --reason switchover --endpoint {api}");
+        println!("  witness events --follow --endpoint {api}");
+        println!("Ctrl-C stops the demo.");
+        let shown = Arc::new(Mutex::new(*shown.lock().expect("lock")));
+        let timeline = tokio::spawn(follow_journal(world.nodes.iter().map(|n| n.node.clone()).collect(), shown));
+        let _ = tokio::signal::ctrl_c().await;
+        timeline.abort();
+    }
+    stop(world).await;
+    Ok(())
+}
+
+async fn start(dir: &Path) -> anyhow::Result<World> {
+    let token_file = secret(dir, "px.token", TOKEN)?;
+    let domains = [("dc-east", true), ("dc-west", false)];
+    let storage = StorageApi::start(TOKEN, &domains).await?;
+    let east_address = ADDRESSES[0].1.into();
+    let dns = DnsServer::start("demo.test.", &[(RECORD, east_address)], "witness-demo", &dir.join("tsig.key")).await?;
+    let hooks = Arc::new(Mutex::new(Vec::new()));
+    let hook_url = webhook_receiver(hooks.clone()).await?;
+    let sites = BTreeMap::from([("east", Stub::start(0.0, 1).await?), ("west", Stub::start(0.0, 2).await?)]);
+
+    let site = |name: &str| {
+        format!("[[site]]\nname = \"{name}\"\n{SITE}[[site.probe]]\nkind = \"http\"\nurl = \"{}\"\n", sites[name].url())
+    };
+    let values = |f: &dyn Fn([u8; 4]) -> String| {
+        ADDRESSES.iter().map(|(s, a)| format!("{s} = {}", f(*a))).collect::<Vec<_>>().join(", ")
+    };
+    let config = format!(
+        "{}{}[[group]]\nname = \"{GROUP}\"\nprimary = \"east\"\nsecondary = \"west\"\nreplication = \"sync\"\n\
+         rto = \"5m\"\nrpo = \"0s\"\nfailover = \"automatic\"\nhold_down = \"{HOLD_DOWN}\"\n\
+         agents = true\nlease = \"1s\"\nlease_margin = \"100ms\"\n\
+         [[group.step]]\nname = \"storage\"\nkind = \"openstorage\"\nendpoint = \"{}\"\ntoken_file = \"{}\"\n\
+         domains = {{ east = \"dc-east\", west = \"dc-west\" }}\ntimeout = \"10s\"\n\
+         [[group.step]]\nname = \"dns\"\nkind = \"rfc2136\"\nserver = \"{}\"\nzone = \"demo.test.\"\n\
+         record = \"{RECORD}\"\nttl = 30\nkey_file = \"{}\"\nvalues = {{ {} }}\ntimeout = \"10s\"\n\
+         [[group.step]]\nname = \"notify\"\nkind = \"webhook\"\nurl = \"{hook_url}\"\non_failure = \"continue\"\n\
+         timeout = \"5s\"\n",
+        site("east"),
+        site("west"),
+        storage.url,
+        token_file.display(),
+        dns.addr,
+        dns.key_file.display(),
+        values(&|a| format!("[\"{}\"]", std::net::Ipv4Addr::from(a))),
+    );
+    let nodes = start_cluster(dir, &config).await?;
+    wait_for_leader(&nodes, GROUP).await?;
+    let witness: Vec<String> = nodes.iter().map(|n| n.addr.to_string()).collect();
+    let (east_addr, west_addr) = (free_addr().await?, free_addr().await?);
+    let mut agents = BTreeMap::new();
+    agents.insert("east", start_agent("east", GROUP, east_addr, &west_addr.to_string(), &witness).await?);
+    agents.insert("west", start_agent("west", GROUP, west_addr, &east_addr.to_string(), &witness).await?);
+    Ok(World { nodes, agents, sites, storage, dns, hooks })
+}
+
+fn secret(dir: &Path, name: &str, contents: &str) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, contents)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(path)
+}
+
+/// Records the `webhook-id` of every POST; answers 204.
+async fn webhook_receiver(hooks: Arc<Mutex<Vec<String>>>) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap| async move {
+            let id = headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            hooks.lock().expect("hooks lock").push(id);
+            axum::http::StatusCode::NO_CONTENT
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(url)
+}
+
+fn role(world: &World, site: &str) -> Option<Role> {
+    world.agents.get(site)?.agent.status().groups.get(GROUP).and_then(|g| g.role)
+}
+
+async fn wait_for<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe() {
+            return Ok(v);
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "not reached within {timeout:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The plan of the failover away from east, once done.
+async fn wait_for_plan(world: &World) -> anyhow::Result<Plan> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let leader = leader(&world.nodes).await?;
+        let plan = leader.applied.read().expect("state lock").state.groups[GROUP].plan.clone();
+        match plan {
+            Some(p) if p.phase() == Phase::Done => return Ok(p),
+            Some(p) if p.phase() == Phase::Stuck => anyhow::bail!("the failover plan is stuck: {:?}", p.steps),
+            other => anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the failover did not complete within 30 s of the failure (plan: {other:?})"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Prints the journal as it grows: the witness's own account of each phase.
+async fn follow_journal(nodes: Vec<Arc<crate::node::Node>>, shown: Arc<Mutex<u64>>) {
+    const KINDS: [&str; 12] = [
+        "verdict",
+        "holding_down",
+        "failing_over",
+        "failover",
+        "draining",
+        "promoting",
+        "promoted",
+        "step_done",
+        "step_failed",
+        "plan_stuck",
+        "failover_complete",
+        "healthy",
+    ];
+    loop {
+        let leader = nodes.iter().find(|n| n.raft.is_leader()).cloned();
+        if let Some(leader) = leader {
+            let since = *shown.lock().expect("lock");
+            let events = leader.applied.read().expect("state lock").state.journal.since(since, 100);
+            for e in &events {
+                if KINDS.contains(&e.kind.as_str()) && !(e.kind == "verdict" && e.message.contains("up")) {
+                    println!("  {}  {:<17} {}", crate::wallclock::rfc3339(e.at_ms), e.kind, e.message);
+                }
+            }
+            if let Some(last) = events.last() {
+                *shown.lock().expect("lock") = last.seq;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Prints what the failover took and checks that every target followed it.
+fn summary(world: &World, plan: &Plan, events: &[Event], killed_ms: u64) -> anyhow::Result<()> {
+    let after = |kind: &str, filter: &dyn Fn(&Event) -> bool| {
+        events.iter().find(|e| e.at_ms >= killed_ms && e.kind == kind && filter(e)).map(|e| e.at_ms)
+    };
+    let seen_down = after("verdict", &|e| e.message.contains("east down"));
+    let decided = after("failover", &|_| true);
+    let promoted = after("promoted", &|_| true);
+    let secs = |ms: u64| format!("{:>7.3} s", ms as f64 / 1000.0);
+    let since = |at: Option<u64>, from: u64| at.map_or("      -".to_string(), |t| secs(t.saturating_sub(from)));
+    println!("\nSUMMARY (times from the failure)");
+    println!("  first node sees east down      {}", since(seen_down, killed_ms));
+    println!("  failover decided (quorum)      {}", since(decided, killed_ms));
+    println!("  lease wait, west promoted      {}", since(promoted, killed_ms));
+    for s in &plan.steps {
+        println!(
+            "  step {:<10} {:<8}          {}",
+            s.spec.name,
+            s.status.to_string(),
+            since(s.finished_at_ms, killed_ms)
+        );
+    }
+    let rto = plan.achieved_rto_ms().unwrap_or(0);
+    let ttl = plan.dns_ttl_s().unwrap_or(0);
+    println!(
+        "  achieved RTO                   {}   ({} as clients see it, with the {ttl} s DNS TTL)",
+        secs(rto),
+        secs(rto + u64::from(ttl) * 1000).trim()
+    );
+    println!(
+        "  achieved RPO                   {}   (synchronous copy in sync at the failure)",
+        secs(plan.facts.rpo_ms.unwrap_or(0))
+    );
+
+    let dns = world.dns.a_records(RECORD);
+    let west_address = std::net::Ipv4Addr::from(ADDRESSES[1].1).to_string();
+    let hooks = world.hooks.lock().expect("hooks lock").clone();
+    println!("\nTARGETS");
+    println!("  DNS {RECORD} A  {}", dns.join(", "));
+    println!(
+        "  storage dc-west active {:?}, dc-east active {:?}",
+        world.storage.active("dc-west"),
+        world.storage.active("dc-east")
+    );
+    println!("  webhook deliveries {hooks:?}");
+    println!("  west writable: {}", role(world, "west") == Some(Role::Active));
+    anyhow::ensure!(dns == [west_address.clone()], "DNS holds {dns:?}, not west's {west_address}");
+    anyhow::ensure!(world.storage.active("dc-west") == Some(true), "storage domain dc-west is not active");
+    anyhow::ensure!(world.storage.active("dc-east") == Some(false), "storage domain dc-east is still active");
+    anyhow::ensure!(hooks == [format!("{GROUP}:{}:notify", plan.epoch)], "webhook deliveries: {hooks:?}");
+    anyhow::ensure!(role(world, "west") == Some(Role::Active), "west's agent is not active");
+    Ok(())
+}
+
+async fn stop(world: World) {
+    for (_, agent) in world.agents {
+        agent.shutdown().await;
+    }
+    for node in world.nodes {
+        node.shutdown().await;
+    }
+}

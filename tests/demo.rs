@@ -1,0 +1,87 @@
+//! `witness demo` as a new user runs it: one process, nothing installed, a complete failover
+//! whose summary checks every target; and `--interactive`, which keeps the world running for
+//! the CLI (here: a failback through the demo's API) until SIGINT.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn witness() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_witness"))
+}
+
+#[test]
+fn the_demo_fails_over_and_reports_what_it_achieved() {
+    let started = Instant::now();
+    let out = witness().args(["demo", "--kill-after", "1s"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed:\n{text}");
+    for expected in [
+        "failover east -> west at epoch 2",
+        "promoted",
+        "step storage    done",
+        "step dns        done",
+        "step notify     done",
+        "achieved RTO",
+        "achieved RPO                     0.000 s",
+        "DNS app.demo.test. A  198.51.100.10",
+        "storage dc-west active Some(true), dc-east active Some(false)",
+        "webhook deliveries [\"app:2:notify\"]",
+        "west writable: true",
+    ] {
+        assert!(text.contains(expected), "demo output lacks {expected:?}:\n{text}");
+    }
+    eprintln!("demo ran in {:?}", started.elapsed());
+}
+
+#[test]
+fn the_interactive_demo_serves_the_cli_until_interrupted() {
+    let mut child = Reaped(
+        witness()
+            .args(["demo", "--interactive", "--kill-after", "1s"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut endpoint = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.trim().strip_prefix("witness status --endpoint ") {
+            endpoint = Some(rest.to_string());
+        }
+        if line.contains("Ctrl-C stops the demo") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the interactive demo did not get ready in time");
+    }
+    let endpoint = endpoint.expect("the demo names its endpoint");
+    // The operator follows the printed instructions: acknowledge, then a planned switchover
+    // back to east (which came back as standby), forced since west is healthy.
+    let cli = |args: &[&str]| {
+        let out = witness().args(args).args(["--endpoint", &endpoint]).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (ok, text) = cli(&["ack", "app"]);
+    assert!(ok, "ack refused:\n{text}");
+    let (ok, text) = cli(&["failback", "app", "--force", "--reason", "switchover"]);
+    assert!(ok && text.contains("is active at epoch 3"), "failback refused:\n{text}");
+    // SAFETY: plain kill(2) on our own child, not yet reaped.
+    assert_eq!(unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGINT) }, 0);
+    let drain = std::thread::spawn(move || lines.count());
+    let status = child.0.wait().unwrap();
+    drain.join().unwrap();
+    assert!(status.success(), "the demo should stop cleanly on SIGINT: {status}");
+}
+
+/// Kills the child if the test fails before it stops on its own.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
