@@ -31,6 +31,7 @@ type AppState = State<Arc<Node>>;
 
 pub fn router(node: Arc<Node>) -> Router {
     Router::new()
+        .route("/", get(dashboard))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -158,6 +159,15 @@ async fn leader(State(node): AppState, headers: HeaderMap, Json(req): Json<Leade
     }
     let result: Result<LeaderReply, NodeError> = node.submit(req, true).await;
     Json(result).into_response()
+}
+
+/// The dashboard: one page with its script and style inline (no CDN), reading the API.
+async fn dashboard() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")],
+        include_str!("dashboard.html"),
+    )
+        .into_response()
 }
 
 /// The API as an OpenAPI 3 document, kept in step with the router above by `tests/docs.rs`.

@@ -94,7 +94,7 @@ async fn demo(dir: &Path, args: &Args) -> anyhow::Result<()> {
     let plan = plan?;
     let events = leader(&world.nodes).await?.applied.read().expect("state lock").state.journal.since(0, usize::MAX);
     summary(&world, &plan, &events, killed_ms)?;
-    println!("\nAPI: {api}/v1/status   events: {api}/v1/events   OpenAPI: {api}/openapi.json");
+    println!("\ndashboard: {api}/   API: {api}/v1/status   OpenAPI: {api}/openapi.json");
 
     if args.interactive {
         world.sites.get_mut("east").expect("east").restart().await?;

@@ -72,6 +72,13 @@ pub struct GroupStatus {
     /// The plan of the latest failover, step by step.
     #[serde(default)]
     pub plan: Option<PlanView>,
+    /// The objectives, and the worst-case RTO this node's config adds up to.
+    #[serde(default)]
+    pub rto_ms: u64,
+    #[serde(default)]
+    pub rpo_ms: u64,
+    #[serde(default)]
+    pub rto_budget_ms: Option<u64>,
 }
 
 /// A plan with where it stands.
@@ -133,6 +140,14 @@ impl Node {
                         dns_ttl_s: p.dns_ttl_s(),
                         plan: p.clone(),
                     }),
+                    rto_ms: g.spec.rto_ms,
+                    rpo_ms: g.spec.rpo_ms,
+                    rto_budget_ms: self
+                        .config
+                        .groups
+                        .iter()
+                        .find(|c| &c.name == name)
+                        .map(|c| crate::config::budget::rto_budget(&self.config, c).total.as_millis() as u64),
                 })
                 .collect();
             (s.sites.iter().cloned().collect(), s.verdicts.clone(), groups, s.matches_topology(&self.topology))

@@ -1,0 +1,120 @@
+//! The dashboard in a real headless Chromium, driven over WebDriver (chromedriver): the page a
+//! witness node serves loads, shows both sites with every node's verdict and the group, and
+//! follows a failover within seconds of the primary's death without a reload.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::{eventually, Cluster, Setup, SiteStub};
+
+struct Driver {
+    child: Child,
+    base: String,
+    session: String,
+    http: reqwest::Client,
+}
+
+impl Drop for Driver {
+    /// Chromium and its helpers run in chromedriver's process group: all of it goes.
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the process group this test created for chromedriver.
+        unsafe { libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Driver {
+    /// `None` (after saying so) when Chromium or chromedriver is missing and skipping is allowed.
+    async fn start() -> Option<Driver> {
+        let find = |name: &str| {
+            std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|p| p.is_file()))
+        };
+        let (Some(chromium), Some(chromedriver)) = (find("chromium"), find("chromedriver")) else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "chromium is required in CI: scripts/test installs it"
+            );
+            eprintln!(
+                "SKIPPED dashboard test: no chromium/chromedriver (install Debian's chromium and chromium-driver)"
+            );
+            return None;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        use std::os::unix::process::CommandExt;
+        let child = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        witness::tls::init();
+        let http = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        let mut driver = Driver { child, base, session: String::new(), http };
+        let caps = json!({ "capabilities": { "alwaysMatch": { "browserName": "chrome", "goog:chromeOptions": {
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"]
+        }}}});
+        let session = eventually(Duration::from_secs(30), "a WebDriver session", || async {
+            let r = driver.http.post(format!("{}/session", driver.base)).json(&caps).send().await.ok()?;
+            let v: Value = r.json().await.ok()?;
+            v["value"]["sessionId"].as_str().map(str::to_string)
+        })
+        .await;
+        driver.session = session;
+        Some(driver)
+    }
+
+    async fn call(&self, path: &str, body: Value) -> Value {
+        let url = format!("{}/session/{}/{path}", self.base, self.session);
+        let v: Value = self.http.post(url).json(&body).send().await.unwrap().json().await.unwrap();
+        v["value"].clone()
+    }
+
+    async fn script(&self, script: &str) -> Value {
+        self.call("execute/sync", json!({ "script": script, "args": [] })).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_both_sites_and_follows_a_failover_live() {
+    let Some(browser) = Driver::start().await else { return };
+    let mut east = SiteStub::start().await;
+    let west = SiteStub::start().await;
+    let mut c = Cluster::with(3, 0, Setup { site_urls: Some((east.url(), west.url())), ..Setup::default() });
+    c.start_voters(3).await;
+    eventually(Duration::from_secs(15), "every node sees both sites up", || async {
+        c.all_see("east", "up", &[1, 2, 3]).await?;
+        c.all_see("west", "up", &[1, 2, 3]).await
+    })
+    .await;
+
+    browser.call("url", json!({ "url": c.nodes[1].url("/") })).await;
+    let text = eventually(Duration::from_secs(15), "the page shows both sites and the group", || async {
+        let text = browser.script("return document.body.innerText").await;
+        let text = text.as_str()?.to_string();
+        (text.contains("east") && text.contains("west") && text.contains("app") && text.contains("node 3"))
+            .then_some(text)
+    })
+    .await;
+    let verdicts = browser.script("return [...document.querySelectorAll('#sites .up')].length").await;
+    assert_eq!(verdicts, json!(6), "2 sites x 3 nodes up:\n{text}");
+    assert_eq!(browser.script("return document.querySelector('#groups .active-site').textContent").await, "east");
+
+    east.kill().await;
+    let killed = Instant::now();
+    eventually(Duration::from_secs(15), "the page shows the failover", || async {
+        let active = browser.script("return document.querySelector('#groups .active-site').textContent").await;
+        let timeline = browser.script("return document.getElementById('events').innerText").await;
+        (active == "west" && timeline.as_str()?.contains("failover east -> west")).then_some(())
+    })
+    .await;
+    eprintln!("the dashboard showed the failover {:?} after the primary died", killed.elapsed());
+    let down = browser.script("return [...document.querySelectorAll('#sites .down')].length").await;
+    assert!(down.as_u64().unwrap_or(0) >= 2, "a quorum's east verdicts shown down: {down}");
+    let _ = browser.http.delete(format!("{}/session/{}", browser.base, browser.session)).send().await;
+}
