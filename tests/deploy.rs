@@ -102,3 +102,58 @@ fn the_alerting_rules_check_and_pass_their_unit_tests() {
         assert!(untested.contains(&alert) || tests.contains(alert), "alert {alert} has no promtool unit test");
     }
 }
+
+/// Every metric the alerting rules and the Grafana dashboard query is one a node exports
+/// (histograms by their `_bucket`/`_count`/`_sum` series), so neither can silently go blank.
+#[test]
+fn the_alerts_and_the_grafana_dashboard_use_only_exported_metrics() {
+    let mut exported = String::new();
+    for file in ["src/metrics.rs", "src/probe/mod.rs"] {
+        exported += &std::fs::read_to_string(root().join(file)).unwrap();
+    }
+    let grafana = std::fs::read_to_string(root().join("deploy/grafana/witness.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&grafana).expect("the Grafana dashboard is JSON");
+    assert!(dashboard["panels"].as_array().is_some_and(|p| !p.is_empty()));
+    let alerts = std::fs::read_to_string(root().join("deploy/prometheus/alerts.yml")).unwrap();
+    for (file, text) in [("alerts.yml", &alerts), ("witness.json", &grafana)] {
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("witness_") {
+            let name: String = rest[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            rest = &rest[at + name.len()..];
+            let base = ["_bucket", "_count", "_sum"].iter().fold(name.as_str(), |n, s| n.strip_suffix(s).unwrap_or(n));
+            assert!(exported.contains(&format!("\"{base}\"")), "{file} uses {name}, which no node exports");
+        }
+    }
+}
+
+/// No container engine runs here to build the image or a compose validator to parse the file,
+/// so this holds them to what they promise: the image is multi-stage and runs as a non-root
+/// user; the compose cluster's node configs validate and agree with its services.
+#[test]
+fn the_container_image_and_the_compose_cluster_hold_together() {
+    let dockerfile = std::fs::read_to_string(root().join("deploy/container/Dockerfile")).unwrap();
+    let stages = dockerfile.lines().filter(|l| l.starts_with("FROM ")).count();
+    assert!(stages >= 2, "multi-stage: {stages} FROM lines");
+    let user = dockerfile.lines().rev().find_map(|l| l.strip_prefix("USER ")).expect("a USER line");
+    assert!(!user.starts_with("root") && !user.starts_with('0'), "runs as {user}");
+    assert!(dockerfile.contains("COPY --from=build") && dockerfile.contains("--locked"));
+
+    let compose = std::fs::read_to_string(root().join("deploy/compose/compose.yaml")).unwrap();
+    let mut members = None;
+    for i in 1..=3 {
+        let path = root().join(format!("deploy/compose/node{i}.toml"));
+        let config = witness::config::Config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(config.node.id, i);
+        assert!(
+            compose.contains(&format!("./node{i}.toml:/etc/witness/witness.toml")),
+            "service witness{i} mounts its config"
+        );
+        assert!(compose.contains(&format!("  witness{i}:")), "service witness{i}");
+        let m = config.cluster.initial_members.clone();
+        assert!(m.values().all(|addr| compose.contains(&format!("  {}:", addr.split(':').next().unwrap()))));
+        assert!(members.replace(m.clone()).is_none_or(|previous| previous == m), "identical member lists");
+        for site in &config.sites {
+            assert!(compose.contains(&format!("  {}:", site.name)), "a service for site {}", site.name);
+        }
+    }
+}
