@@ -95,6 +95,14 @@ pub fn main() -> ExitCode {
             return if e.use_stderr() { Exit::Usage } else { Exit::Ok }.into();
         }
     };
+    let long_running = matches!(cli.command, Command::Serve(_) | Command::Demo(_) | Command::Bench { .. })
+        || matches!(&cli.command, Command::Agent(a) if a.command.is_none());
+    if !long_running {
+        // A reader that goes away (`witness events | head`) ends a client command quietly, as
+        // it would any Unix filter; servers keep Rust's default of ignoring SIGPIPE.
+        // SAFETY: restoring the default disposition of one signal, before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let exit = match cli.command {
         Command::Config { command: ConfigCommand::Check(args) } => config_check::run(args),
         Command::Serve(args) => with_logs(&cli.log_format, &cli.log_level, || serve::run(args)),
