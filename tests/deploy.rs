@@ -157,3 +157,30 @@ fn the_container_image_and_the_compose_cluster_hold_together() {
         }
     }
 }
+
+/// The cloud-init user-data for a witness VM is valid cloud-config, carries the systemd unit of
+/// `deploy/systemd` unchanged, and a node config that validates.
+#[test]
+fn the_cloud_init_user_data_validates_and_carries_the_unit() {
+    let path = root().join("deploy/cloud-init/witness-node.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let embedded = |file: &str| -> String {
+        let start = text.find(&format!("  - path: {file}\n")).unwrap_or_else(|| panic!("{file} in write_files"));
+        let body = &text[start..][text[start..].find("content: |\n").unwrap() + "content: |\n".len()..];
+        body.lines()
+            .take_while(|l| l.is_empty() || l.starts_with("      "))
+            .map(|l| l.strip_prefix("      ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let unit = std::fs::read_to_string(root().join("deploy/systemd/witness.service")).unwrap();
+    let unit: Vec<&str> = unit.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(embedded("/etc/systemd/system/witness.service").trim(), unit.join("\n").trim());
+    witness::config::Config::from_toml(&embedded("/etc/witness/witness.toml"), &path).expect("the embedded config");
+    let Some(cloud_init) = tool("cloud-init", "cloud-init", "the_cloud_init_user_data_validates_and_carries_the_unit")
+    else {
+        return;
+    };
+    let (ok, out) = run(Command::new(cloud_init).args(["schema", "--config-file"]).arg(&path));
+    assert!(ok, "cloud-init schema:\n{out}");
+}
