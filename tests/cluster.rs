@@ -4,10 +4,9 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{eventually, Cluster, ELECTION_MAX};
+use support::{cli, eventually, Cluster, ELECTION_MAX};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_elect_replicate_survive_kill9_and_restart() {
@@ -160,12 +159,6 @@ async fn concurrent_epoch_cas_has_exactly_one_winner() {
             eventually(Duration::from_secs(5), "replicated", || async { c.group(id).await.filter(|g| g.1 == 2) }).await;
         assert_eq!(g, ("west".to_string(), 2));
     }
-}
-
-fn cli(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_witness")).args(args).output().expect("run witness");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

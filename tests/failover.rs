@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{eventually, Cluster, Setup, SiteStub};
+use support::{cli, eventually, Cluster, Setup, SiteStub};
 
 async fn cluster_watching(east: &SiteStub, west: &SiteStub) -> (Cluster, u64) {
     let setup = Setup { site_urls: Some((east.url(), west.url())), ..Setup::default() };
@@ -95,12 +95,6 @@ async fn losing_one_witness_node_moves_nothing() {
     for id in (1..=3).filter(|id| *id != victim) {
         assert_eq!(c.group(id).await, Some(("east".to_string(), 1)), "node {id}");
     }
-}
-
-fn cli(args: &[&str]) -> (i32, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_witness")).args(args).output().expect("run witness");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), text)
 }
 
 async fn health(c: &Cluster, node: u64, site: &str) -> (u16, Option<String>) {

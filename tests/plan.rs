@@ -6,22 +6,12 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use support::targets::{OpenStorage, Receiver};
-use support::{eventually, Cluster, Setup, SiteStub};
+use support::targets::{write_secret, OpenStorage, Receiver};
+use support::{cli, eventually, plan_when, statuses, Cluster, Setup, SiteStub};
 
 const SECRET: &[u8] = b"a webhook secret of the test";
-
-fn write_secret(dir: &Path, name: &str, contents: &str) -> String {
-    use std::os::unix::fs::PermissionsExt;
-    let path = dir.join(name);
-    std::fs::write(&path, contents).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path.display().to_string()
-}
 
 fn webhook(name: &str, receiver: &Receiver, secret: &str, extra: &str) -> String {
     format!(
@@ -41,32 +31,6 @@ async fn cluster_with_plan(east: &SiteStub, west: &SiteStub, plan: String) -> (C
     })
     .await;
     (c, leader)
-}
-
-/// Group `app`'s plan as some running node has it, once `done` holds for it.
-async fn plan_when(c: &Cluster, what: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
-    eventually(timeout, what, || async {
-        for n in c.nodes.iter().filter(|n| n.running()) {
-            if let Some(s) = c.status(n.id).await {
-                let plan = &s["groups"][0]["plan"];
-                if !plan.is_null() && done(plan) {
-                    return Some(plan.clone());
-                }
-            }
-        }
-        None
-    })
-    .await
-}
-
-fn statuses(plan: &Value) -> Vec<String> {
-    plan["steps"].as_array().unwrap().iter().map(|s| s["status"].as_str().unwrap().to_string()).collect()
-}
-
-fn cli(args: &[&str]) -> (i32, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_witness")).args(args).output().expect("run witness");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

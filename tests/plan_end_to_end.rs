@@ -6,13 +6,11 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use support::dns::{Moto, Named};
-use support::targets::{OpenStorage, Receiver};
-use support::{eventually, Cluster, Setup, SiteStub};
+use support::targets::{write_secret, OpenStorage, Receiver};
+use support::{cli, eventually, plan_when, statuses, Cluster, Setup, SiteStub};
 
 const SECRET: &[u8] = b"the webhook secret of the end-to-end test";
 const EAST: &str = support::dns::APP_ADDRESS;
@@ -20,40 +18,6 @@ const WEST: &str = "198.51.100.7";
 const RECORD: &str = "app.example.test.";
 /// How long after the failure BIND may still answer the failed site's address.
 const DNS_BOUND: Duration = Duration::from_secs(10);
-
-fn write_secret(dir: &Path, name: &str, contents: &str) -> String {
-    use std::os::unix::fs::PermissionsExt;
-    let path = dir.join(name);
-    std::fs::write(&path, contents).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path.display().to_string()
-}
-
-/// Group `app`'s plan as some running node has it, once `done` holds for it.
-async fn plan_when(c: &Cluster, what: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
-    eventually(timeout, what, || async {
-        for n in c.nodes.iter().filter(|n| n.running()) {
-            if let Some(s) = c.status(n.id).await {
-                let plan = &s["groups"][0]["plan"];
-                if !plan.is_null() && done(plan) {
-                    return Some(plan.clone());
-                }
-            }
-        }
-        None
-    })
-    .await
-}
-
-fn statuses(plan: &Value) -> Vec<String> {
-    plan["steps"].as_array().unwrap().iter().map(|s| s["status"].as_str().unwrap().to_string()).collect()
-}
-
-fn cli(args: &[&str]) -> (i32, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_witness")).args(args).output().expect("run witness");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), text)
-}
 
 /// Polls BIND every 20 ms with a cheap UDP query until `app.example.test. A` is the survivor's
 /// address alone; returns how long after `since` that was first seen.

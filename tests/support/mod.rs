@@ -472,3 +472,31 @@ impl Cluster {
         Some(())
     }
 }
+
+/// Runs the `witness` binary: its exit code, and its stdout and stderr together.
+pub fn cli(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_witness")).args(args).output().expect("run witness");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Group `app`'s plan as some running node has it, once `done` holds for it.
+pub async fn plan_when(c: &Cluster, what: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    eventually(timeout, what, || async {
+        for n in c.nodes.iter().filter(|n| n.running()) {
+            if let Some(s) = c.status(n.id).await {
+                let plan = &s["groups"][0]["plan"];
+                if !plan.is_null() && done(plan) {
+                    return Some(plan.clone());
+                }
+            }
+        }
+        None
+    })
+    .await
+}
+
+/// Each step's status in a plan as `/v1/status` shows it.
+pub fn statuses(plan: &Value) -> Vec<String> {
+    plan["steps"].as_array().unwrap().iter().map(|s| s["status"].as_str().unwrap().to_string()).collect()
+}

@@ -130,3 +130,13 @@ async fn receive(
 /// The OpenStorage cluster-domains API with real state: the one `witness demo` uses.
 #[allow(unused_imports)] // not every test binary that includes the support module uses it
 pub use witness::demo::storage::StorageApi as OpenStorage;
+
+/// Writes a secret file readable by its owner only (the node warns about any other); returns
+/// its path.
+pub fn write_secret(dir: &std::path::Path, name: &str, contents: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path.display().to_string()
+}
