@@ -15,6 +15,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    TooLarge(String),
     #[error(transparent)]
     Node(#[from] NodeError),
     #[error("{0}")]
@@ -23,6 +25,9 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn from_json(rejection: JsonRejection) -> ApiError {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError::TooLarge(format!("request body: {}", rejection.body_text()));
+        }
         ApiError::BadRequest(format!("request body: {}", rejection.body_text()))
     }
 
@@ -30,6 +35,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::Node(e) => match e {
                 NodeError::NoLeader => (StatusCode::SERVICE_UNAVAILABLE, "no_leader"),

@@ -55,8 +55,14 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/members/{id}", delete(remove_member))
         .route("/raft/leader", post(leader))
         .route("/raft/bootstrap", get(bootstrap))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(node)
 }
+
+/// No API request needs more (the largest, a heartbeat of a site with many groups, is a few
+/// KiB); anything bigger is refused with 413 before it is read. The Raft routes (snapshots)
+/// have their own router.
+const BODY_LIMIT: usize = 64 * 1024;
 
 async fn healthz() -> &'static str {
     "ok\n"
