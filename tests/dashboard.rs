@@ -85,13 +85,7 @@ async fn the_dashboard_shows_both_sites_and_follows_a_failover_live() {
     let Some(browser) = Driver::start().await else { return };
     let mut east = SiteStub::start().await;
     let west = SiteStub::start().await;
-    let mut c = Cluster::with(3, 0, Setup { site_urls: Some((east.url(), west.url())), ..Setup::default() });
-    c.start_voters(3).await;
-    eventually(Duration::from_secs(15), "every node sees both sites up", || async {
-        c.all_see("east", "up", &[1, 2, 3]).await?;
-        c.all_see("west", "up", &[1, 2, 3]).await
-    })
-    .await;
+    let (c, _) = Cluster::watching(&east, &west, Setup::default()).await;
 
     browser.call("url", json!({ "url": c.nodes[1].url("/") })).await;
     let text = eventually(Duration::from_secs(15), "the page shows both sites and the group", || async {

@@ -8,23 +8,11 @@ use std::time::{Duration, Instant};
 
 use support::{cli, eventually, Cluster, Setup, SiteStub};
 
-async fn cluster_watching(east: &SiteStub, west: &SiteStub) -> (Cluster, u64) {
-    let setup = Setup { site_urls: Some((east.url(), west.url())), ..Setup::default() };
-    let mut c = Cluster::with(3, 0, setup);
-    let leader = c.start_voters(3).await;
-    eventually(Duration::from_secs(15), "every node sees both sites up", || async {
-        c.all_see("east", "up", &[1, 2, 3]).await?;
-        c.all_see("west", "up", &[1, 2, 3]).await
-    })
-    .await;
-    (c, leader)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_primary_site_dies_and_the_witness_fails_over_once() {
     let mut east = SiteStub::start().await;
     let west = SiteStub::start().await;
-    let (c, leader) = cluster_watching(&east, &west).await;
+    let (c, leader) = Cluster::watching(&east, &west, Setup::default()).await;
     assert_eq!(c.group(leader).await, Some(("east".to_string(), 1)));
 
     east.kill().await;
@@ -88,7 +76,7 @@ async fn the_primary_site_dies_and_the_witness_fails_over_once() {
 async fn losing_one_witness_node_moves_nothing() {
     let east = SiteStub::start().await;
     let west = SiteStub::start().await;
-    let (mut c, leader) = cluster_watching(&east, &west).await;
+    let (mut c, leader) = Cluster::watching(&east, &west, Setup::default()).await;
     let victim = (1..=3).find(|id| *id != leader).unwrap();
     c.node(victim).kill9();
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -112,7 +100,7 @@ async fn health(c: &Cluster, node: u64, site: &str) -> (u16, Option<String>) {
 async fn operators_pause_fail_over_by_hand_and_fail_back() {
     let mut east = SiteStub::start().await;
     let west = SiteStub::start().await;
-    let (c, leader) = cluster_watching(&east, &west).await;
+    let (c, leader) = Cluster::watching(&east, &west, Setup::default()).await;
     let endpoint = format!("http://{}", c.nodes[leader as usize - 1].addr);
     let follower = (1..=3).find(|id| *id != leader).unwrap();
     let via_follower = format!("http://{}", c.nodes[follower as usize - 1].addr);

@@ -9,7 +9,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::targets::{write_secret, OpenStorage, Receiver};
-use support::{cli, eventually, plan_when, statuses, Cluster, Setup, SiteStub};
+use support::{cli, plan_when, statuses, Cluster, Setup, SiteStub};
 
 const SECRET: &[u8] = b"a webhook secret of the test";
 
@@ -18,19 +18,6 @@ fn webhook(name: &str, receiver: &Receiver, secret: &str, extra: &str) -> String
         "[[group.step]]\nname = \"{name}\"\nkind = \"webhook\"\nurl = \"{}/{name}\"\nsecret_file = \"{secret}\"\n{extra}\n",
         receiver.url
     )
-}
-
-/// A cluster watching `east` and `west` whose group `app` has `plan`; both sites seen up.
-async fn cluster_with_plan(east: &SiteStub, west: &SiteStub, plan: String) -> (Cluster, u64) {
-    let setup = Setup { site_urls: Some((east.url(), west.url())), plan, ..Setup::default() };
-    let mut c = Cluster::with(3, 0, setup);
-    let leader = c.start_voters(3).await;
-    eventually(Duration::from_secs(15), "every node sees both sites up", || async {
-        c.all_see("east", "up", &[1, 2, 3]).await?;
-        c.all_see("west", "up", &[1, 2, 3]).await
-    })
-    .await;
-    (c, leader)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,7 +47,7 @@ async fn the_plan_runs_in_order_retries_what_may_succeed_and_goes_on_past_a_noti
     .concat();
     let mut east = SiteStub::start().await;
     let west = SiteStub::start().await;
-    let (c, leader) = cluster_with_plan(&east, &west, plan).await;
+    let (c, leader) = Cluster::watching(&east, &west, Setup { plan, ..Setup::default() }).await;
 
     let (code, out) = cli(&["plan", "check", "app", "--endpoint", &format!("http://{}", c.nodes[0].addr)]);
     assert_eq!(code, 0, "{out}");
@@ -117,7 +104,7 @@ async fn a_stuck_plan_waits_for_an_operator_to_retry_or_skip() {
     let plan = [webhook("gate", &hooks, &secret, "retries = 1"), webhook("never", &hooks, &secret, "")].concat();
     let mut east = SiteStub::start().await;
     let west = SiteStub::start().await;
-    let (c, _) = cluster_with_plan(&east, &west, plan).await;
+    let (c, _) = Cluster::watching(&east, &west, Setup { plan, ..Setup::default() }).await;
     let endpoint = format!("http://{}", c.nodes[1].addr);
 
     east.kill().await;
@@ -167,7 +154,7 @@ async fn a_new_leader_resumes_the_plan_and_every_effect_happens_once() {
     .concat();
     let mut east = SiteStub::start().await;
     let west = SiteStub::start().await;
-    let (mut c, leader) = cluster_with_plan(&east, &west, plan).await;
+    let (mut c, leader) = Cluster::watching(&east, &west, Setup { plan, ..Setup::default() }).await;
 
     east.kill().await;
     plan_when(&c, "step 2 running", Duration::from_secs(20), |p| statuses(p) == ["done", "running", "pending"]).await;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use support::dns::{Moto, Named};
 use support::targets::{write_secret, OpenStorage, Receiver};
-use support::{cli, eventually, plan_when, statuses, Cluster, Setup, SiteStub};
+use support::{cli, plan_when, statuses, Cluster, Setup, SiteStub};
 
 const SECRET: &[u8] = b"the webhook secret of the end-to-end test";
 const EAST: &str = support::dns::APP_ADDRESS;
@@ -105,14 +105,7 @@ secret_file = "{hook_secret}"
 
     let mut east = SiteStub::start().await;
     let west = SiteStub::start().await;
-    let setup = Setup { site_urls: Some((east.url(), west.url())), plan, ..Setup::default() };
-    let mut c = Cluster::with(3, 0, setup);
-    c.start_voters(3).await;
-    eventually(Duration::from_secs(15), "every node sees both sites up", || async {
-        c.all_see("east", "up", &[1, 2, 3]).await?;
-        c.all_see("west", "up", &[1, 2, 3]).await
-    })
-    .await;
+    let (c, _) = Cluster::watching(&east, &west, Setup { plan, ..Setup::default() }).await;
 
     // Every target reachable with its secret, and nothing changed by looking.
     let (code, out) = cli(&["plan", "check", "app", "--endpoint", &format!("http://{}", c.nodes[0].addr)]);

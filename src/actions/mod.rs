@@ -99,14 +99,14 @@ impl Executors {
     }
 
     /// Tests reachability and credentials of `step` without changing anything.
-    pub async fn check(&self, step: &StepConfig, ctx: &StepContext) -> StepResult {
+    pub async fn check(&self, step: &StepConfig) -> StepResult {
         let attempt = async {
             match &step.kind {
                 StepKind::Route53(s) => route53::check(s).await,
                 StepKind::Rfc2136(s) => rfc2136::check(s).await,
                 StepKind::OpenStorage(s) => openstorage::check(&self.http, s).await,
                 StepKind::Webhook(s) => webhook::check(&self.http, s).await,
-                StepKind::Command(s) => command::check(s, ctx),
+                StepKind::Command(s) => command::check(s),
             }
         };
         bounded(step.timeout, attempt).await

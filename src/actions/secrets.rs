@@ -25,17 +25,13 @@ pub fn audit(config: &Config) -> (Vec<String>, Vec<String>) {
         for step in &group.steps {
             for (field, path) in step.kind.secret_files() {
                 let name = format!("group {:?} step {:?} {field} {}", group.name, step.name, path.display());
-                match std::fs::metadata(path) {
+                // Opened, not just looked at: the node must be able to read it.
+                match std::fs::File::open(path).and_then(|f| f.metadata()) {
                     Err(e) => errors.push(format!("{name}: {e}")),
                     Ok(meta) if !meta.is_file() => errors.push(format!("{name}: not a regular file")),
                     Ok(meta) if meta.permissions().mode() & 0o004 != 0 => warnings
                         .push(format!("{name} is readable by every user of this machine; restrict it (chmod 600)")),
                     Ok(_) => {}
-                }
-                if let Err(e) = std::fs::File::open(path) {
-                    if std::fs::metadata(path).is_ok() {
-                        errors.push(format!("{name}: {e}"));
-                    }
                 }
             }
         }

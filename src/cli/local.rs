@@ -76,6 +76,15 @@ pub async fn leader(nodes: &[RunningNode]) -> anyhow::Result<Arc<Node>> {
     anyhow::bail!("no ready leader within 30 s")
 }
 
+/// Acknowledges `group`'s last failover on the leader, so the next trial is not blocked.
+pub async fn acknowledge(nodes: &[RunningNode], group: &str) -> anyhow::Result<()> {
+    let leader = leader(nodes).await?;
+    let epoch = leader.applied.read().expect("state lock").state.groups[group].epoch;
+    let ack = crate::state::Command::Ack { group: group.to_string(), expected_epoch: epoch };
+    leader.submit(crate::node::leader::LeaderRequest::Write(ack), false).await?;
+    Ok(())
+}
+
 /// A site's health endpoint that can be killed and restarted on the same port, and that drops
 /// a share of requests (holding them past any probe timeout, as lost packets would look).
 pub struct Stub {

@@ -214,27 +214,18 @@ impl Node {
     pub async fn check_plan(&self, group: &str) -> Result<PlanCheck, super::leader::NodeError> {
         let config = self.config.groups.iter().find(|g| g.name == group);
         let config = config.ok_or_else(|| super::leader::NodeError::NotFound(format!("unknown group {group:?}")))?;
-        let (from, to, epoch) = {
+        let (from, to) = {
             let applied = self.applied.read().expect("state lock poisoned");
             match applied.state.groups.get(group) {
-                Some(g) => (g.active.clone(), g.other().to_string(), g.epoch.0 + 1),
-                None => (config.primary.clone(), config.secondary.clone(), 1),
+                Some(g) => (g.active.clone(), g.other().to_string()),
+                None => (config.primary.clone(), config.secondary.clone()),
             }
         };
         let executors = Executors::new().map_err(|e| super::leader::NodeError::Fatal(e.to_string()))?;
         let checks = config.steps.iter().map(|step| {
-            let ctx = StepContext {
-                group: group.to_string(),
-                epoch,
-                from: from.clone(),
-                to: to.clone(),
-                reason: "plan check".into(),
-                decided_at_ms: crate::wallclock::unix_ms(),
-                step: step.name.clone(),
-            };
             let executors = &executors;
             async move {
-                let result = executors.check(step, &ctx).await;
+                let result = executors.check(step).await;
                 StepCheck {
                     step: step.name.clone(),
                     kind: step.kind.name().to_string(),

@@ -201,6 +201,19 @@ impl Cluster {
         Cluster::with(voters, spares, Setup::default())
     }
 
+    /// Three voters probing the stubs `east` and `west` (and `setup`'s other settings), started
+    /// and settled: every node sees both sites up. Returns the cluster and its leader.
+    pub async fn watching(east: &SiteStub, west: &SiteStub, setup: Setup) -> (Cluster, u64) {
+        let mut c = Cluster::with(3, 0, Setup { site_urls: Some((east.url(), west.url())), ..setup });
+        let leader = c.start_voters(3).await;
+        eventually(Duration::from_secs(15), "every node sees both sites up", || async {
+            c.all_see("east", "up", &[1, 2, 3]).await?;
+            c.all_see("west", "up", &[1, 2, 3]).await
+        })
+        .await;
+        (c, leader)
+    }
+
     /// Like `new`, with extra `[cluster.raft]` settings for every node.
     pub fn with_raft(voters: usize, spares: usize, raft_extra: &str) -> Cluster {
         Cluster::with(voters, spares, Setup { raft_extra: raft_extra.to_string(), ..Setup::default() })

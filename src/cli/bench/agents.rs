@@ -11,13 +11,12 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::failover::{HOLD_DOWN, SITE, TIMINGS};
 use super::summary;
 use crate::agent::RunningAgent;
-use crate::cli::local::{free_addr, leader, start_agent, start_cluster, wait_for_leader, Stub};
+use crate::cli::local::{
+    acknowledge, free_addr, start_agent, start_cluster, wait_for_leader, Stub, HOLD_DOWN, SITE, TIMINGS,
+};
 use crate::engine::leases::Role;
-use crate::node::leader::LeaderRequest;
-use crate::state::Command;
 
 const GROUP: &str = "demo-agents";
 const LEASE: &str = r#"agents = true
@@ -86,9 +85,7 @@ pub async fn promotion(dir: &Path, trials: usize) -> anyhow::Result<()> {
         stubs[active].restart().await?;
         agents[active] =
             Some(start_agent(names[active], GROUP, addrs[active], &addrs[survivor].to_string(), &witness).await?);
-        let leader = leader(&nodes).await?;
-        let epoch = leader.applied.read().expect("state lock").state.groups[GROUP].epoch;
-        leader.submit(LeaderRequest::Write(Command::Ack { group: GROUP.into(), expected_epoch: epoch }), false).await?;
+        acknowledge(&nodes, GROUP).await?;
     }
     println!("failure -> survivor writable (lease-safe promotion), {trials} trials: {}", summary(&latencies));
     for a in agents.into_iter().flatten() {

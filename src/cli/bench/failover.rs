@@ -14,12 +14,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::summary;
-use crate::cli::local::{leader, start_cluster, wait_for_leader, Stub};
-use crate::node::leader::LeaderRequest;
 use crate::node::RunningNode;
-use crate::state::{Command, Verdict};
+use crate::state::Verdict;
 
-pub(super) use crate::cli::local::{HOLD_DOWN, SITE, TIMINGS};
+use crate::cli::local::{acknowledge, leader, start_cluster, wait_for_leader, Stub, HOLD_DOWN, SITE, TIMINGS};
 
 async fn start(dir: &Path, east: &Stub, west: &Stub) -> anyhow::Result<Vec<RunningNode>> {
     std::fs::create_dir_all(dir)?;
@@ -61,11 +59,7 @@ pub async fn bench(dir: &Path, trials: usize) -> anyhow::Result<()> {
         latencies.push(took);
         stubs[failing].restart().await?;
         // The restored site becomes the standby; acknowledge so the next trial is not blocked.
-        let leader = leader(&nodes).await?;
-        let epoch = leader.applied.read().expect("state lock").state.groups["demo"].epoch;
-        leader
-            .submit(LeaderRequest::Write(Command::Ack { group: "demo".into(), expected_epoch: epoch }), false)
-            .await?;
+        acknowledge(&nodes, "demo").await?;
     }
     println!("detection latency (failure -> decision committed), {trials} trials: {}", summary(&latencies));
     for n in nodes {

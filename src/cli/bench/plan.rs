@@ -10,13 +10,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::failover::{settle, HOLD_DOWN, SITE, TIMINGS};
+use super::failover::settle;
 use super::summary;
-use crate::cli::local::{leader, start_cluster, wait_for_leader, Stub};
+use crate::cli::local::{acknowledge, leader, start_cluster, wait_for_leader, Stub, HOLD_DOWN, SITE, TIMINGS};
 use crate::config::Rfc2136Step;
-use crate::node::leader::LeaderRequest;
 use crate::state::plan::Phase;
-use crate::state::Command;
 
 /// The record's value per site.
 const VALUES: [(&str, &str); 2] = [("east", "192.0.2.1"), ("west", "198.51.100.7")];
@@ -140,11 +138,7 @@ pub async fn bench(dir: &Path, trials: usize, dns: Option<Dns>) -> anyhow::Resul
             timings.entry(label).or_default().push(took);
         }
         stubs[failing].restart().await?;
-        let leader = leader(&nodes).await?;
-        let epoch = leader.applied.read().expect("state lock").state.groups["demo"].epoch;
-        leader
-            .submit(LeaderRequest::Write(Command::Ack { group: "demo".into(), expected_epoch: epoch }), false)
-            .await?;
+        acknowledge(&nodes, "demo").await?;
     }
     println!("over {trials} trials:");
     for (label, values) in timings {
