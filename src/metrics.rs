@@ -48,6 +48,8 @@ pub struct Metrics {
     /// The achieved RTO and RPO of each group's latest completed failover.
     pub achieved_rto_seconds: prometheus::GaugeVec,
     pub achieved_rpo_seconds: prometheus::GaugeVec,
+    /// When this node's certificate and the cluster CA expire (Unix seconds), by `certificate`.
+    pub tls_expiry: IntGaugeVec,
 }
 
 impl Metrics {
@@ -159,6 +161,11 @@ impl Metrics {
              while witness_rpo_exposure_seconds exceeds it.",
             &["group"],
         );
+        let tls_expiry = gauge_vec(
+            "witness_tls_certificate_expiry_timestamp_seconds",
+            "When a certificate this node uses stops being valid (Unix seconds): certificate=\"node\" or \"ca\".",
+            &["certificate"],
+        );
         let probes = ProbeMetrics::register(reg);
         let process = Box::new(prometheus::process_collector::ProcessCollector::for_self());
         registry.register(process).expect("unique metric");
@@ -188,6 +195,7 @@ impl Metrics {
             plan_stuck,
             achieved_rto_seconds,
             achieved_rpo_seconds,
+            tls_expiry,
         }
     }
 

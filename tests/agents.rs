@@ -24,8 +24,9 @@ async fn cluster_with_agents(east: &SiteStub, west: &SiteStub) -> (Cluster, u64)
     (c, leader)
 }
 
-async fn post(c: &Cluster, url: String, body: Value) -> (u16, Value) {
-    let resp = c.http.post(url).json(&body).send().await.expect("request");
+/// POSTs as site west's agent (its token).
+async fn post(_c: &Cluster, url: String, body: Value) -> (u16, Value) {
+    let resp = support::creds().client(Some("west")).post(url).json(&body).send().await.expect("request");
     (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
 }
 
@@ -57,14 +58,14 @@ async fn the_primary_dies_and_the_survivors_agent_becomes_writable_after_the_dra
     assert_eq!(body["leader_addr"].as_str(), Some(c.nodes[leader as usize - 1].addr.as_str()));
     let (status, body) =
         post(&c, c.nodes[leader as usize - 1].url("/v1/sites/north/heartbeat"), json!({"peer_reachable": true})).await;
-    assert_eq!(status, 404, "{body}");
+    assert_eq!(status, 403, "west's token speaks for west only: {body}");
     let (status, body) =
         post(&c, c.nodes[leader as usize - 1].url("/v1/sites/west/heartbeat"), json!({"peer_reachble": true})).await;
     assert_eq!(status, 400, "{body}");
     assert!(body["error"].as_str().unwrap().contains("peer_reachble"), "{body}");
     let huge = json!({ "peer_reachable": true, "padding": "x".repeat(100_000) });
     let (status, _) = post(&c, c.nodes[leader as usize - 1].url("/v1/sites/west/heartbeat"), huge).await;
-    assert_eq!(status, 413, "a body over the API's limit is refused unread");
+    assert_eq!(status, 413, "a body over the API's limit is refused");
 
     // The leader's status shows the agents' reports and the lease east holds.
     eventually(Duration::from_secs(5), "agents in the leader's status", || async {

@@ -328,7 +328,7 @@ impl World {
         };
         let first = Command::SyncTopology(topology());
         w.committed.apply(first.clone());
-        w.log.push(Logged { at_ms: 0, command: first });
+        w.log.push(Logged { at_ms: 0, command: first, by: None });
         w.start_agent(EAST);
         w.start_agent(WEST);
         w
@@ -417,7 +417,7 @@ impl World {
             (_, Response::Rejected(r)) => self.note(format!("commit rejected: {r}")),
             _ => {}
         }
-        self.log.push(Logged { at_ms: self.now_ms, command });
+        self.log.push(Logged { at_ms: self.now_ms, command, by: None });
         true
     }
 

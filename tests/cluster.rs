@@ -110,16 +110,19 @@ async fn concurrent_epoch_cas_has_exactly_one_winner() {
     }
     assert_eq!(winners, 1, "exactly one compare-and-set may win");
 
-    // Raft RPCs from outside the cluster (no or another cluster name) are refused.
+    // Raft RPCs from anyone but a node are refused (even an admin's token), and from a node
+    // of another cluster name too.
     let refused = c.http.post(c.nodes[0].url("/raft/vote")).json(&serde_json::json!({})).send().await.unwrap();
+    assert_eq!(refused.status(), 403);
+    let peer = support::creds().node_client(2);
+    let refused = peer.post(c.nodes[0].url("/raft/vote")).json(&serde_json::json!({})).send().await.unwrap();
     assert_eq!(refused.status(), 409);
 
     // Verdicts are recorded only for members.
-    let resp = c
-        .http
+    let resp = peer
         .post(c.nodes[0].url("/raft/leader"))
         .header("witness-cluster", "test")
-        .json(&serde_json::json!({ "write": { "ReportVerdict": { "node": 99, "site": "east", "verdict": "down" } } }))
+        .json(&serde_json::json!({ "request": { "write": { "ReportVerdict": { "node": 99, "site": "east", "verdict": "down" } } } }))
         .send()
         .await
         .unwrap();
@@ -134,8 +137,7 @@ async fn concurrent_epoch_cas_has_exactly_one_winner() {
         { "last_log_id": null, "last_membership": { "log_id": null, "membership": { "configs": [], "nodes": {} } } },
         [1, 2, 3, 4]
     ]);
-    let resp = c
-        .http
+    let resp = peer
         .post(c.nodes[follower as usize - 1].url("/raft/snapshot"))
         .header("witness-cluster", "test")
         .json(&bogus)
@@ -168,7 +170,7 @@ async fn members_add_and_remove_through_a_follower() {
     // Node 4 is configured but not an initial member: it waits to be added.
     c.node(4).start();
     let follower = (1..=3).find(|id| *id != leader).unwrap();
-    let endpoint = format!("http://{}", c.nodes[follower as usize - 1].addr);
+    let endpoint = format!("https://{}", c.nodes[follower as usize - 1].addr);
     let new_addr = c.nodes[3].addr.clone();
 
     let (code, out) = cli(&["members", "--endpoint", &endpoint, "add", "4", &new_addr]);
@@ -177,7 +179,7 @@ async fn members_add_and_remove_through_a_follower() {
     eventually(Duration::from_secs(10), "node 4 has the replicated state", || c.group(4)).await;
     c.wait_leader(Duration::from_secs(10)).await;
 
-    let (code, out) = cli(&["status", "--endpoint", &format!("http://{new_addr}")]);
+    let (code, out) = cli(&["status", "--endpoint", &format!("https://{new_addr}")]);
     assert_eq!(code, 0, "status of the new member: {out}");
     assert!(out.contains("app"), "{out}");
 
@@ -284,7 +286,7 @@ async fn leader_cut_off_from_its_quorum_stops_being_ready_and_refuses_writes() {
     let (status, body) = c.activate(leader, "west", 1).await;
     assert_eq!(status, 503, "{body}");
     assert!(started.elapsed() < Duration::from_secs(5), "refusal took {:?}", started.elapsed());
-    let (code, out) = cli(&["status", "--endpoint", &format!("http://{}", c.nodes[leader as usize - 1].addr)]);
+    let (code, out) = cli(&["status", "--endpoint", &format!("https://{}", c.nodes[leader as usize - 1].addr)]);
     assert_eq!(code, 1, "status of a node without quorum exits 1: {out}");
     assert!(out.contains("NOT READY"), "{out}");
 }
@@ -323,7 +325,7 @@ async fn a_member_that_never_answers_is_not_made_a_voter() {
     let mut c = Cluster::new(3, 1);
     let leader = c.start_voters(3).await;
     // Node 4's address is bound but nothing serves it: a black hole, like a wrong address.
-    let endpoint = format!("http://{}", c.nodes[leader as usize - 1].addr);
+    let endpoint = format!("https://{}", c.nodes[leader as usize - 1].addr);
     let dead = c.nodes[3].addr.clone();
     let (code, out) = cli(&["members", "--endpoint", &endpoint, "add", "4", &dead]);
     assert_eq!(code, 1, "{out}");

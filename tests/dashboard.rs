@@ -1,6 +1,7 @@
 //! The dashboard in a real headless Chromium, driven over WebDriver (chromedriver): the page a
-//! witness node serves loads, shows both sites with every node's verdict and the group, and
-//! follows a failover within seconds of the primary's death without a reload.
+//! witness node serves over HTTPS loads, asks for a token, shows both sites with every node's
+//! verdict and the group to a viewer (without operator buttons), shows the buttons to an
+//! operator, and follows a failover within seconds of the primary's death without a reload.
 
 mod support;
 
@@ -57,7 +58,9 @@ impl Driver {
         let mut driver = Driver { child, base, session: String::new(), http };
         let caps = json!({ "capabilities": { "alwaysMatch": { "browserName": "chrome", "goog:chromeOptions": {
             "binary": chromium,
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"]
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000",
+                     // The test CA is not in Chromium's store; what is tested is the page.
+                     "--ignore-certificate-errors"]
         }}}});
         let session = eventually(Duration::from_secs(30), "a WebDriver session", || async {
             let r = driver.http.post(format!("{}/session", driver.base)).json(&caps).send().await.ok()?;
@@ -75,6 +78,15 @@ impl Driver {
         v["value"].clone()
     }
 
+    /// Enters the test token `name` in the page's token field.
+    async fn sign_in(&self, name: &str) {
+        let token = support::creds().token(name);
+        let script = format!(
+            "document.getElementById('token').value = {token:?}; document.querySelector('#login button').click();"
+        );
+        self.script(&script).await;
+    }
+
     async fn script(&self, script: &str) -> Value {
         self.call("execute/sync", json!({ "script": script, "args": [] })).await
     }
@@ -88,6 +100,12 @@ async fn the_dashboard_shows_both_sites_and_follows_a_failover_live() {
     let (c, _) = Cluster::watching(&east, &west, Setup::default()).await;
 
     browser.call("url", json!({ "url": c.nodes[1].url("/") })).await;
+    eventually(Duration::from_secs(15), "the page asks for a token", || async {
+        let text = browser.script("return document.body.innerText").await;
+        text.as_str()?.contains("only to a token with role viewer").then_some(())
+    })
+    .await;
+    browser.sign_in("viewer").await;
     let text = eventually(Duration::from_secs(15), "the page shows both sites and the group", || async {
         let text = browser.script("return document.body.innerText").await;
         let text = text.as_str()?.to_string();
@@ -98,6 +116,23 @@ async fn the_dashboard_shows_both_sites_and_follows_a_failover_live() {
     let verdicts = browser.script("return [...document.querySelectorAll('#sites .up')].length").await;
     assert_eq!(verdicts, json!(6), "2 sites x 3 nodes up:\n{text}");
     assert_eq!(browser.script("return document.querySelector('#groups .active-site').textContent").await, "east");
+    assert!(text.contains("token:viewer (viewer)"), "{text}");
+    assert_eq!(browser.script("return document.querySelectorAll('#controls button').length").await, json!(0));
+    assert!(text.contains("Read-only"), "{text}");
+
+    browser.sign_in("operator").await;
+    eventually(Duration::from_secs(10), "operator buttons", || async {
+        let buttons = browser.script("return document.querySelectorAll('#controls button').length").await;
+        (buttons.as_u64()? >= 4).then_some(())
+    })
+    .await;
+    // A dry run from the page goes through with the operator's token and changes nothing.
+    browser.script("document.querySelector('#controls button[data-act=failover]').click()").await;
+    eventually(Duration::from_secs(10), "the dry run's answer", || async {
+        let message = browser.script("return document.getElementById('message').textContent").await;
+        message.as_str()?.contains("HTTP 200").then_some(())
+    })
+    .await;
 
     east.kill().await;
     let killed = Instant::now();

@@ -46,22 +46,31 @@ fn the_interactive_demo_serves_the_cli_until_interrupted() {
     );
     let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut endpoint = None;
+    let mut env = None;
     for line in lines.by_ref() {
         let line = line.unwrap();
-        if let Some(rest) = line.trim().strip_prefix("witness status --endpoint ") {
-            endpoint = Some(rest.to_string());
+        if let Some(rest) = line.trim().strip_prefix("export ") {
+            let pairs: Vec<(String, String)> = rest
+                .split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect();
+            env = Some(pairs);
         }
         if line.contains("Ctrl-C stops the demo") {
             break;
         }
         assert!(Instant::now() < deadline, "the interactive demo did not get ready in time");
     }
-    let endpoint = endpoint.expect("the demo names its endpoint");
+    let env = env.expect("the demo says how to reach it");
+    assert!(
+        env.iter().any(|(k, _)| k == "WITNESS_CA") && env.iter().any(|(k, _)| k == "WITNESS_TOKEN_FILE"),
+        "{env:?}"
+    );
     // The operator follows the printed instructions: acknowledge, then a planned switchover
     // back to east (which came back as standby), forced since west is healthy.
     let cli = |args: &[&str]| {
-        let out = witness().args(args).args(["--endpoint", &endpoint]).output().unwrap();
+        let out = witness().args(args).envs(env.iter().map(|(k, v)| (k, v))).output().unwrap();
         (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
     };
     let (ok, text) = cli(&["ack", "app"]);

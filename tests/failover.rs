@@ -49,7 +49,7 @@ async fn the_primary_site_dies_and_the_witness_fails_over_once() {
 
     // The journal tells the story, the same on every node.
     let follower = (1..=3).find(|id| *id != leader).unwrap();
-    let (code, journal) = cli(&["events", "--endpoint", &format!("http://{}", c.nodes[follower as usize - 1].addr)]);
+    let (code, journal) = cli(&["events", "--endpoint", &format!("https://{}", c.nodes[follower as usize - 1].addr)]);
     assert_eq!(code, 0, "{journal}");
     for expected in [
         "sees east down",
@@ -101,9 +101,9 @@ async fn operators_pause_fail_over_by_hand_and_fail_back() {
     let mut east = SiteStub::start().await;
     let west = SiteStub::start().await;
     let (c, leader) = Cluster::watching(&east, &west, Setup::default()).await;
-    let endpoint = format!("http://{}", c.nodes[leader as usize - 1].addr);
+    let endpoint = format!("https://{}", c.nodes[leader as usize - 1].addr);
     let follower = (1..=3).find(|id| *id != leader).unwrap();
-    let via_follower = format!("http://{}", c.nodes[follower as usize - 1].addr);
+    let via_follower = format!("https://{}", c.nodes[follower as usize - 1].addr);
     assert_eq!(health(&c, follower, "east").await, (200, Some("true".into())));
     assert_eq!(health(&c, follower, "west").await.0, 503);
 

@@ -45,6 +45,7 @@ fn entry(term: u64, index: u64) -> Entry {
                 site: "west".into(),
                 expected_epoch: Epoch(index),
             },
+            by: None,
         }),
     }
 }

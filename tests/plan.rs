@@ -49,7 +49,7 @@ async fn the_plan_runs_in_order_retries_what_may_succeed_and_goes_on_past_a_noti
     let west = SiteStub::start().await;
     let (c, leader) = Cluster::watching(&east, &west, Setup { plan, ..Setup::default() }).await;
 
-    let (code, out) = cli(&["plan", "check", "app", "--endpoint", &format!("http://{}", c.nodes[0].addr)]);
+    let (code, out) = cli(&["plan", "check", "app", "--endpoint", &format!("https://{}", c.nodes[0].addr)]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("[pass] storage (openstorage)") && out.contains("[pass] notify (webhook)"), "{out}");
     assert!(storage.calls().is_empty() && hooks.requests("notify") == 0, "a check changes nothing");
@@ -87,7 +87,7 @@ async fn the_plan_runs_in_order_retries_what_may_succeed_and_goes_on_past_a_noti
 
     assert_eq!(std::fs::read_to_string(&record).unwrap(), "epoch=2 from=east to=west\n");
 
-    let (code, journal) = cli(&["events", "--endpoint", &format!("http://{}", c.nodes[leader as usize - 1].addr)]);
+    let (code, journal) = cli(&["events", "--endpoint", &format!("https://{}", c.nodes[leader as usize - 1].addr)]);
     assert_eq!(code, 0);
     for kind in ["step_started", "step_retrying", "step_done", "step_failed", "plan_done"] {
         assert!(journal.contains(kind), "journal lacks {kind}:\n{journal}");
@@ -105,7 +105,7 @@ async fn a_stuck_plan_waits_for_an_operator_to_retry_or_skip() {
     let mut east = SiteStub::start().await;
     let west = SiteStub::start().await;
     let (c, _) = Cluster::watching(&east, &west, Setup { plan, ..Setup::default() }).await;
-    let endpoint = format!("http://{}", c.nodes[1].addr);
+    let endpoint = format!("https://{}", c.nodes[1].addr);
 
     east.kill().await;
     let plan = plan_when(&c, "the plan stuck", Duration::from_secs(20), |p| p["phase"] == "stuck").await;

@@ -108,7 +108,7 @@ secret_file = "{hook_secret}"
     let (c, _) = Cluster::watching(&east, &west, Setup { plan, ..Setup::default() }).await;
 
     // Every target reachable with its secret, and nothing changed by looking.
-    let (code, out) = cli(&["plan", "check", "app", "--endpoint", &format!("http://{}", c.nodes[0].addr)]);
+    let (code, out) = cli(&["plan", "check", "app", "--endpoint", &format!("https://{}", c.nodes[0].addr)]);
     assert_eq!(code, 0, "{out}");
     for step in ["storage (openstorage)", "dns (rfc2136)", "route53 (route53)", "notify (webhook)"] {
         assert!(out.contains(&format!("[pass] {step}")), "{out}");

@@ -120,7 +120,7 @@ impl World {
             net_cut: BTreeSet::new(),
             quorum_lost_a_site: false,
         };
-        w.log.push((0, Logged { at_ms: 0, command: Command::SyncTopology(topology()) }));
+        w.log.push((0, Logged { at_ms: 0, command: Command::SyncTopology(topology()), by: None }));
         w
     }
 
@@ -144,7 +144,7 @@ impl World {
         if self.leader != Some(by) || self.term != term || !self.running(by) || self.acks(by).len() < 2 {
             return false;
         }
-        self.log.push((term, Logged { at_ms: self.now_ms, command }));
+        self.log.push((term, Logged { at_ms: self.now_ms, command, by: None }));
         true
     }
 

@@ -34,6 +34,9 @@ pub struct Agent {
     core: Mutex<AgentCore>,
     started: Instant,
     http: reqwest::Client,
+    /// Toward the witness: its CA, this site's certificate or token; and the scheme to use.
+    witness_http: reqwest::Client,
+    witness_scheme: &'static str,
     hooks: mpsc::UnboundedSender<Hook>,
     /// Wakes the heartbeat loop early (a drain completed: say so at once).
     wake: Notify,
@@ -111,6 +114,8 @@ pub async fn start(config: AgentConfig, listener: tokio::net::TcpListener) -> an
     crate::tls::init();
     let addr = listener.local_addr()?;
     let http = reqwest::Client::builder().no_proxy().tcp_nodelay(true).build().context("cannot build HTTP client")?;
+    let witness_http = witness_client(&config).context("agent credentials")?;
+    let witness_scheme = if config.plain_http { "http" } else { "https" };
     let (hook_tx, hook_rx) = mpsc::unbounded_channel();
     let started = Instant::now();
     let core =
@@ -119,6 +124,8 @@ pub async fn start(config: AgentConfig, listener: tokio::net::TcpListener) -> an
         core: Mutex::new(core),
         started,
         http,
+        witness_http,
+        witness_scheme,
         hooks: hook_tx,
         wake: Notify::new(),
         leader: Mutex::new(0),
@@ -149,6 +156,25 @@ pub async fn start(config: AgentConfig, listener: tokio::net::TcpListener) -> an
     }
     tracing::info!(site = %agent.config.site, %addr, peer = %agent.config.peer, "agent started");
     Ok(RunningAgent { agent, addr, stop, tasks })
+}
+
+/// The client for heartbeats: trusts only the configured CA, presents the site's certificate
+/// and sends its token when configured.
+fn witness_client(config: &AgentConfig) -> anyhow::Result<reqwest::Client> {
+    let creds = &config.credentials;
+    let mut builder = reqwest::Client::builder().no_proxy().tcp_nodelay(true);
+    if let Some(ca) = &creds.ca {
+        let pair = creds.cert_and_key.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+        builder = builder.tls_backend_preconfigured(crate::tls::client_config(ca, pair)?).https_only(true);
+    }
+    if let Some(path) = &creds.token_file {
+        let token = std::fs::read_to_string(path).with_context(|| format!("agent.token_file {}", path.display()))?;
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+            .with_context(|| format!("agent.token_file {}: not a token", path.display()))?;
+        value.set_sensitive(true);
+        builder = builder.default_headers([(reqwest::header::AUTHORIZATION, value)].into_iter().collect());
+    }
+    Ok(builder.build()?)
 }
 
 /// Heartbeats the witness every interval (five times faster while a group drains here), trying
@@ -194,10 +220,10 @@ enum Redirect {
 async fn heartbeat_once(agent: &Agent, target: &str) -> Result<(), Redirect> {
     let sent_at = agent.now();
     let heartbeat = agent.core.lock().expect("agent core lock poisoned").heartbeat(sent_at);
-    let url = format!("http://{target}/v1/sites/{}/heartbeat", agent.config.site);
+    let url = format!("{}://{target}/v1/sites/{}/heartbeat", agent.witness_scheme, agent.config.site);
     let timeout = agent.config.heartbeat_interval.max(Duration::from_millis(250));
     let outcome = |o: &str| agent.metrics.heartbeats.with_label_values(&[o]).inc();
-    let resp = agent.http.post(url).json(&heartbeat).timeout(timeout).send().await.map_err(|e| {
+    let resp = agent.witness_http.post(url).json(&heartbeat).timeout(timeout).send().await.map_err(|e| {
         outcome("unreachable");
         Redirect::Next(e.to_string())
     })?;

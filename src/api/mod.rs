@@ -3,15 +3,18 @@
 //! active-site health
 //! endpoint; the decision journal (paged and as Server-Sent Events); membership; plus the
 //! node-to-node routes that are not Raft RPCs (`/raft/leader` for forwarded requests,
-//! `/raft/bootstrap`). Errors map to HTTP statuses in one place, [`error`].
+//! `/raft/bootstrap`). Who may call what is decided in [`auth`], per group of routes here.
+//! Errors map to HTTP statuses in one place, [`error`].
 
+pub mod auth;
 mod error;
 
 use openraft::async_runtime::WatchReceiver;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::sse;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -20,8 +23,11 @@ use serde::{Deserialize, Serialize};
 
 pub use error::ApiError;
 
+use crate::config::auth::Role;
+use auth::{Caller, Needs};
+
 use crate::engine::leases::Heartbeat;
-use crate::node::leader::{FailoverOrder, FailoverOutcome, LeaderReply, LeaderRequest, NodeError};
+use crate::node::leader::{FailoverOrder, FailoverOutcome, Forwarded, LeaderReply, LeaderRequest, NodeError};
 use crate::node::Node;
 use crate::raft::network::CLUSTER_HEADER;
 use crate::state::journal::Event;
@@ -30,13 +36,22 @@ use crate::state::{Command, Epoch, Response as StateResponse};
 type AppState = State<Arc<Node>>;
 
 pub fn router(node: Arc<Node>) -> Router {
-    Router::new()
+    // Liveness, readiness and the active-site check reveal only up/down and must work for
+    // DNS health checkers and load balancers, which carry no credentials.
+    let open = Router::new()
         .route("/", get(dashboard))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
+        .route("/v1/groups/{group}/sites/{site}/active", get(site_active));
+    let whoami = Router::new().route("/v1/whoami", get(whoami));
+    let metrics = Router::new().route("/metrics", get(metrics));
+    let viewer = Router::new()
         .route("/v1/status", get(status))
+        .route("/v1/events", get(events))
+        .route("/v1/events/stream", get(events_stream))
+        .route("/v1/members", get(members));
+    let operator = Router::new()
         .route("/v1/groups/{group}/activate", post(activate))
         .route("/v1/groups/{group}/failover", post(failover))
         .route("/v1/groups/{group}/failback", post(failback))
@@ -46,23 +61,76 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/groups/{group}/plan/retry", post(plan_retry))
         .route("/v1/groups/{group}/plan/skip", post(plan_skip))
         .route("/v1/groups/{group}/plan/check", post(plan_check))
-        .route("/v1/groups/{group}/sites/{site}/active", get(site_active))
-        .route("/v1/automation", post(automation))
-        .route("/v1/sites/{site}/heartbeat", post(heartbeat))
-        .route("/v1/events", get(events))
-        .route("/v1/events/stream", get(events_stream))
-        .route("/v1/members", get(members).post(add_member))
-        .route("/v1/members/{id}", delete(remove_member))
-        .route("/raft/leader", post(leader))
-        .route("/raft/bootstrap", get(bootstrap))
-        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .route("/v1/automation", post(automation));
+    let admin = Router::new().route("/v1/members", post(add_member)).route("/v1/members/{id}", delete(remove_member));
+    let site = Router::new().route("/v1/sites/{site}/heartbeat", post(heartbeat));
+    let peer = Router::new().route("/raft/leader", post(leader)).route("/raft/bootstrap", get(bootstrap));
+    let guarded = |needs: Needs, routes: Router<Arc<Node>>| {
+        routes.route_layer(middleware::from_fn_with_state((node.clone(), needs), auth::guard))
+    };
+    open.merge(guarded(Needs::Open, whoami))
+        .merge(guarded(Needs::Metrics, metrics))
+        .merge(guarded(Needs::Role(Role::Viewer), viewer))
+        .merge(guarded(Needs::Role(Role::Operator), operator))
+        .merge(guarded(Needs::Role(Role::Admin), admin))
+        .merge(guarded(Needs::SiteInPath, site))
+        .merge(guarded(Needs::Peer, peer))
+        .layer(middleware::from_fn(read_body))
         .with_state(node)
 }
 
 /// No API request needs more (the largest, a heartbeat of a site with many groups, is a few
-/// KiB); anything bigger is refused with 413 before it is read. The Raft routes (snapshots)
-/// have their own router.
+/// KiB); anything bigger is refused with 413. The Raft routes (snapshots) have their own
+/// router.
 const BODY_LIMIT: usize = 64 * 1024;
+
+const DRAIN_LIMIT: u64 = 1 << 20;
+
+/// How long a client may take to send its request body once the headers are in.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads the whole body before any handler runs, within [`BODY_LIMIT`] and [`BODY_TIMEOUT`]:
+/// a client trickling its body holds only its own connection, never a handler (or a lock a
+/// handler takes), and a declared oversize body is refused before any handler sees it.
+async fn read_body(req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let too_large = || ApiError::TooLarge(format!("request body: larger than the {} KiB limit", BODY_LIMIT / 1024));
+    if let Some(declared) = declared.filter(|n| *n > BODY_LIMIT as u64) {
+        // A client still sending when the answer comes sees a broken pipe, not the 413: a
+        // body up to 1 MiB is read and dropped first; a larger one is refused unread.
+        if declared <= DRAIN_LIMIT {
+            let _ = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, DRAIN_LIMIT as usize)).await;
+        }
+        return too_large().into_response();
+    }
+    let bytes = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, BODY_LIMIT)).await {
+        Ok(Ok(bytes)) => bytes,
+        // Over the limit, or the client went away (then nobody reads this answer).
+        Ok(Err(_)) => return too_large().into_response(),
+        Err(_) => {
+            let secs = BODY_TIMEOUT.as_secs();
+            return ApiError::Timeout(format!("request body: not received within {secs} s")).into_response();
+        }
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await
+}
+
+#[derive(Serialize)]
+struct WhoAmI {
+    /// `token:NAME`, `cert:NAME` or `anonymous`.
+    caller: String,
+    /// The role the caller acts with; absent when it has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<String>,
+}
+
+/// Who this node takes the caller for, and with what role: the dashboard shows operator
+/// buttons only when the role allows them.
+async fn whoami(State(node): AppState, Extension(caller): Extension<Caller>) -> Json<WhoAmI> {
+    let role = caller.role(&node.auth()).map(|r| r.to_string());
+    Json(WhoAmI { caller: caller.audit_name(), role })
+}
 
 async fn healthz() -> &'static str {
     "ok\n"
@@ -106,12 +174,13 @@ struct ActivateBody {
 /// The epoch compare-and-set. Rejections are answers (409/404), not failures.
 async fn activate(
     State(node): AppState,
+    Extension(caller): Extension<Caller>,
     Path(group): Path<String>,
     body: Result<Json<ActivateBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(ApiError::from_json)?;
     let command = Command::Activate { group, site: body.site, expected_epoch: Epoch(body.expected_epoch) };
-    match node.submit(LeaderRequest::Write(command), false).await? {
+    match node.submit_by(LeaderRequest::Write(command), Some(caller.audit_name()), false).await? {
         LeaderReply::Written { response, log_index } => Ok(written(response, log_index)),
         other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
     }
@@ -145,25 +214,35 @@ struct AddMemberBody {
 
 async fn add_member(
     State(node): AppState,
+    Extension(caller): Extension<Caller>,
     body: Result<Json<AddMemberBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<LeaderReply>, ApiError> {
     let Json(body) = body.map_err(ApiError::from_json)?;
-    Ok(Json(node.submit(LeaderRequest::AddMember { id: body.id, addr: body.addr }, false).await?))
+    let request = LeaderRequest::AddMember { id: body.id, addr: body.addr };
+    Ok(Json(node.submit_by(request, Some(caller.audit_name()), false).await?))
 }
 
-async fn remove_member(State(node): AppState, Path(id): Path<String>) -> Result<Json<LeaderReply>, ApiError> {
+async fn remove_member(
+    State(node): AppState,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<LeaderReply>, ApiError> {
     let id: u64 = id.parse().map_err(|_| {
         ApiError::BadRequest(format!("path parameter id: {id:?} is not a node id (a positive integer)"))
     })?;
-    Ok(Json(node.submit(LeaderRequest::RemoveMember { id }, false).await?))
+    Ok(Json(node.submit_by(LeaderRequest::RemoveMember { id }, Some(caller.audit_name()), false).await?))
 }
 
 /// A request forwarded by another node: run it here only, never forward again.
-async fn leader(State(node): AppState, headers: HeaderMap, Json(req): Json<LeaderRequest>) -> Response {
+async fn leader(State(node): AppState, headers: HeaderMap, body: JsonBody<Forwarded>) -> Response {
     if let Err(e) = check_cluster(&node, &headers) {
         return e.into_response();
     }
-    let result: Result<LeaderReply, NodeError> = node.submit(req, true).await;
+    let Json(Forwarded { request, by }) = match body {
+        Ok(body) => body,
+        Err(e) => return ApiError::from_json(e).into_response(),
+    };
+    let result: Result<LeaderReply, NodeError> = node.submit_by(request, by, true).await;
     Json(result).into_response()
 }
 
@@ -219,6 +298,7 @@ type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
 /// dry run, 409 when refused by a check (unless forced) or when the group moved meanwhile.
 async fn failover(
     State(node): AppState,
+    Extension(caller): Extension<Caller>,
     Path(group): Path<String>,
     body: JsonBody<OrderBody>,
 ) -> Result<Response, ApiError> {
@@ -227,13 +307,14 @@ async fn failover(
         return Err(ApiError::BadRequest("request body: missing field `to` (the site to make active)".into()));
     }
     let order = FailoverOrder { group, to: b.to, reason: b.reason, dry_run: b.dry_run, force: b.force };
-    order_failover(&node, order, b.check).await
+    order_failover(&node, &caller, order, b.check).await
 }
 
 /// A failover back to the group's primary. The engine never does this on its own while the
 /// secondary is healthy: a returning primary stays standby until an operator fails back.
 async fn failback(
     State(node): AppState,
+    Extension(caller): Extension<Caller>,
     Path(group): Path<String>,
     body: JsonBody<OrderBody>,
 ) -> Result<Response, ApiError> {
@@ -242,17 +323,17 @@ async fn failback(
         return Err(ApiError::BadRequest("request body: `to` is not accepted: a failback goes to the primary".into()));
     }
     let order = FailoverOrder { group, to: None, reason: b.reason, dry_run: b.dry_run, force: b.force };
-    order_failover(&node, order, b.check).await
+    order_failover(&node, &caller, order, b.check).await
 }
 
-async fn order_failover(node: &Node, order: FailoverOrder, check: bool) -> Result<Response, ApiError> {
+async fn order_failover(node: &Node, caller: &Caller, order: FailoverOrder, check: bool) -> ApiResult {
     if check && !order.dry_run {
         return Err(ApiError::BadRequest(
             "request body: `check` needs `dry_run`: a real failover runs the plan".into(),
         ));
     }
     let group = order.group.clone();
-    let reply = node.submit(LeaderRequest::Failover(order), false).await?;
+    let reply = node.submit_by(LeaderRequest::Failover(order), Some(caller.audit_name()), false).await?;
     let status = match &reply {
         LeaderReply::Failover { outcome: FailoverOutcome::Refused | FailoverOutcome::Rejected { .. }, .. } => {
             StatusCode::CONFLICT
@@ -273,16 +354,34 @@ struct PlanBody {
     epoch: Option<u64>,
 }
 
-async fn plan_retry(State(node): AppState, Path(group): Path<String>, body: OptionalJson<PlanBody>) -> ApiResult {
-    resolve_plan(&node, group, body, false).await
+type Operator = Extension<Caller>;
+
+async fn plan_retry(
+    State(node): AppState,
+    caller: Operator,
+    Path(group): Path<String>,
+    body: OptionalJson<PlanBody>,
+) -> ApiResult {
+    resolve_plan(&node, &caller, group, body, false).await
 }
 
-async fn plan_skip(State(node): AppState, Path(group): Path<String>, body: OptionalJson<PlanBody>) -> ApiResult {
-    resolve_plan(&node, group, body, true).await
+async fn plan_skip(
+    State(node): AppState,
+    caller: Operator,
+    Path(group): Path<String>,
+    body: OptionalJson<PlanBody>,
+) -> ApiResult {
+    resolve_plan(&node, &caller, group, body, true).await
 }
 
 /// Runs a stuck plan's step again, or moves past it: only for the plan the sender has seen.
-async fn resolve_plan(node: &Node, group: String, body: OptionalJson<PlanBody>, skip: bool) -> ApiResult {
+async fn resolve_plan(
+    node: &Node,
+    caller: &Caller,
+    group: String,
+    body: OptionalJson<PlanBody>,
+    skip: bool,
+) -> ApiResult {
     let b = body.map_err(ApiError::from_json)?.map(|Json(b)| b).unwrap_or_default();
     let epoch = match b.epoch {
         Some(e) => Epoch(e),
@@ -293,7 +392,7 @@ async fn resolve_plan(node: &Node, group: String, body: OptionalJson<PlanBody>, 
             g.plan.as_ref().map_or(g.epoch, |p| p.epoch)
         }
     };
-    write(node, Command::ResolvePlan { group, epoch, skip }).await
+    write(node, caller, Command::ResolvePlan { group, epoch, skip }).await
 }
 
 /// Checks every step of the group's plan from this node, changing nothing.
@@ -301,12 +400,12 @@ async fn plan_check(State(node): AppState, Path(group): Path<String>) -> ApiResu
     Ok(Json(node.check_plan(&group).await?).into_response())
 }
 
-async fn pause(State(node): AppState, Path(group): Path<String>) -> Result<Response, ApiError> {
-    write(&node, Command::SetPaused { group, paused: true }).await
+async fn pause(State(node): AppState, caller: Operator, Path(group): Path<String>) -> ApiResult {
+    write(&node, &caller, Command::SetPaused { group, paused: true }).await
 }
 
-async fn resume(State(node): AppState, Path(group): Path<String>) -> Result<Response, ApiError> {
-    write(&node, Command::SetPaused { group, paused: false }).await
+async fn resume(State(node): AppState, caller: Operator, Path(group): Path<String>) -> ApiResult {
+    write(&node, &caller, Command::SetPaused { group, paused: false }).await
 }
 
 #[derive(Deserialize, Default)]
@@ -321,7 +420,12 @@ struct AckBody {
 type OptionalJson<T> = Result<Option<Json<T>>, axum::extract::rejection::JsonRejection>;
 type ApiResult = Result<Response, ApiError>;
 
-async fn ack(State(node): AppState, Path(group): Path<String>, body: OptionalJson<AckBody>) -> ApiResult {
+async fn ack(
+    State(node): AppState,
+    caller: Operator,
+    Path(group): Path<String>,
+    body: OptionalJson<AckBody>,
+) -> ApiResult {
     let b = body.map_err(ApiError::from_json)?.map(|Json(b)| b).unwrap_or_default();
     let expected_epoch = match b.epoch {
         Some(e) => Epoch(e),
@@ -335,7 +439,7 @@ async fn ack(State(node): AppState, Path(group): Path<String>, body: OptionalJso
             g.epoch
         }
     };
-    write(&node, Command::Ack { group, expected_epoch }).await
+    write(&node, &caller, Command::Ack { group, expected_epoch }).await
 }
 
 #[derive(Deserialize)]
@@ -344,13 +448,13 @@ struct AutomationBody {
     enabled: bool,
 }
 
-async fn automation(State(node): AppState, body: JsonBody<AutomationBody>) -> Result<Response, ApiError> {
+async fn automation(State(node): AppState, caller: Operator, body: JsonBody<AutomationBody>) -> ApiResult {
     let Json(b) = body.map_err(ApiError::from_json)?;
-    write(&node, Command::SetAutomation { enabled: b.enabled }).await
+    write(&node, &caller, Command::SetAutomation { enabled: b.enabled }).await
 }
 
-async fn write(node: &Node, command: Command) -> Result<Response, ApiError> {
-    match node.submit(LeaderRequest::Write(command), false).await? {
+async fn write(node: &Node, caller: &Caller, command: Command) -> ApiResult {
+    match node.submit_by(LeaderRequest::Write(command), Some(caller.audit_name()), false).await? {
         LeaderReply::Written { response, log_index } => Ok(written(response, log_index)),
         other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
     }

@@ -85,7 +85,7 @@ pub fn run(config: Option<PathBuf>, listen_fd: Option<RawFd>) -> Exit {
 
 /// Exit 0 when the agent answered, 3 when it could not be reached.
 pub async fn status(args: StatusArgs) -> Exit {
-    let client = match Client::new(&Endpoint { endpoint: args.agent }, Duration::from_secs(5)) {
+    let client = match Client::new(&Endpoint::plain(args.agent), Duration::from_secs(5)) {
         Ok(c) => c,
         Err(e) => return e.report(),
     };

@@ -1,17 +1,31 @@
 //! The HTTP client side of the CLI: which node to talk to and how its answers become exit
 //! codes.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
 use super::Exit;
 
-#[derive(clap::Args, Clone)]
+#[derive(clap::Args, Clone, Default)]
 pub struct Endpoint {
     /// Base URL of any witness node.
-    #[arg(long, env = "WITNESS_ENDPOINT", default_value = "http://127.0.0.1:7401")]
+    #[arg(long, env = "WITNESS_ENDPOINT", default_value = "https://127.0.0.1:7401")]
     pub endpoint: String,
+    /// PEM file of the CA that signed the nodes' certificates (default: the system's roots).
+    #[arg(long, env = "WITNESS_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// File holding an API token (the environment variable WITNESS_TOKEN may hold the token
+    /// itself instead; a token is never taken on the command line, where `ps` would show it).
+    #[arg(long, env = "WITNESS_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl Endpoint {
+    pub fn plain(url: String) -> Endpoint {
+        Endpoint { endpoint: url, ..Default::default() }
+    }
 }
 
 pub fn block_on(fut: impl std::future::Future<Output = Exit>) -> Exit {
@@ -44,9 +58,30 @@ pub struct Client {
 
 impl Client {
     pub fn new(endpoint: &Endpoint, timeout: Duration) -> Result<Client, CallError> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(timeout)
+        crate::tls::init();
+        let usage = |message: String| CallError { message, exit: Exit::Usage };
+        let mut builder = reqwest::Client::builder().no_proxy().timeout(timeout);
+        if let Some(ca) = &endpoint.ca {
+            let config = crate::tls::client_config(ca, None).map_err(|e| usage(format!("--ca: {e:#}")))?;
+            builder = builder.tls_backend_preconfigured(config);
+        }
+        let token = match (&endpoint.token_file, std::env::var("WITNESS_TOKEN")) {
+            (Some(path), _) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| usage(format!("--token-file {}: {e}", path.display())))?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, Ok(token)) => Some(token.trim().to_string()),
+            (None, Err(_)) => None,
+        };
+        if let Some(token) = token.filter(|t| !t.is_empty()) {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| usage("the token holds characters a header cannot carry".into()))?;
+            value.set_sensitive(true);
+            builder = builder.default_headers([(reqwest::header::AUTHORIZATION, value)].into_iter().collect());
+        }
+        let http = builder
             .build()
             .map_err(|e| CallError { message: format!("cannot build HTTP client: {e}"), exit: Exit::Failed })?;
         Ok(Client { base: endpoint.endpoint.trim_end_matches('/').to_string(), http })
@@ -118,6 +153,14 @@ fn failure(status: u16, body: String) -> CallError {
         .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
         .unwrap_or(body);
     let exit = match status {
+        401 => {
+            return CallError {
+                message: format!(
+                "HTTP 401: {message} (give a token with --token-file FILE or the WITNESS_TOKEN environment variable)"
+            ),
+                exit: Exit::Usage,
+            }
+        }
         502..=504 => Exit::Unavailable,
         400 | 404 | 405 | 422 => Exit::Usage,
         _ => Exit::Failed,

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::local::{free_addr, leader, start_agent, start_cluster, wait_for_leader, Stub, HOLD_DOWN, SITE, TIMINGS};
+use super::local::{
+    free_addr, leader, start_agent, start_cluster, wait_for_leader, Local, Stub, HOLD_DOWN, SITE, TIMINGS,
+};
 use super::Exit;
 use crate::agent::RunningAgent;
 use crate::demo::dns::DnsServer;
@@ -53,6 +55,7 @@ pub fn run(args: Args) -> Exit {
 
 /// Everything the demo started, stopped in order at the end.
 struct World {
+    local: Local,
     nodes: Vec<RunningNode>,
     agents: BTreeMap<&'static str, RunningAgent>,
     sites: BTreeMap<&'static str, Stub>,
@@ -64,7 +67,7 @@ struct World {
 async fn demo(dir: &Path, args: &Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut world = start(dir).await?;
-    let api = format!("http://{}", world.nodes[0].addr);
+    let api = format!("{}://{}", world.local.scheme(), world.nodes[0].addr);
     println!("witness demo: 3 witness nodes (Raft on disk under {}), sites east and west with agents,", dir.display());
     println!(
         "storage (OpenStorage API {}), DNS ({} {RECORD}) and a webhook receiver",
@@ -95,20 +98,22 @@ async fn demo(dir: &Path, args: &Args) -> anyhow::Result<()> {
     let events = leader(&world.nodes).await?.applied.read().expect("state lock").state.journal.since(0, usize::MAX);
     summary(&world, &plan, &events, killed_ms)?;
     println!("\ndashboard: {api}/   API: {api}/v1/status   OpenAPI: {api}/openapi.json");
+    println!("(HTTPS from the demo's own CA under {}: a browser asks before trusting it)", dir.display());
 
     if args.interactive {
         world.sites.get_mut("east").expect("east").restart().await?;
         let witness: Vec<String> = world.nodes.iter().map(|n| n.addr.to_string()).collect();
         let west = world.agents["west"].addr.to_string();
-        let east = start_agent("east", GROUP, free_addr().await?, &west, &witness).await?;
+        let east = start_agent(&world.local, "east", GROUP, free_addr().await?, &west, &witness).await?;
         world.agents.insert("east", east);
-        println!("\neast is back, as standby (no automatic failback). Try:");
-        println!("  witness status --endpoint {api}");
-        println!("  witness plan show {GROUP} --endpoint {api}");
-        println!("  witness ack {GROUP} --endpoint {api}                     (lifts the block the failover set)");
-        println!("  witness failback {GROUP} --dry-run --endpoint {api}      (the checks; west is healthy, so:)");
-        println!("  witness failback {GROUP} --force --reason switchover --endpoint {api}");
-        println!("  witness events --follow --endpoint {api}");
+        println!("\neast is back, as standby (no automatic failback). Try, in another terminal:");
+        println!("  export WITNESS_ENDPOINT={api} {}", world.local.cli_env());
+        println!("  witness status");
+        println!("  witness plan show {GROUP}");
+        println!("  witness ack {GROUP}                     (lifts the block the failover set)");
+        println!("  witness failback {GROUP} --dry-run      (the checks; west is healthy, so:)");
+        println!("  witness failback {GROUP} --force --reason switchover");
+        println!("  witness events --follow");
         println!("Ctrl-C stops the demo.");
         let shown = Arc::new(Mutex::new(*shown.lock().expect("lock")));
         let timeline = tokio::spawn(follow_journal(world.nodes.iter().map(|n| n.node.clone()).collect(), shown));
@@ -153,14 +158,15 @@ async fn start(dir: &Path) -> anyhow::Result<World> {
         dns.key_file.display(),
         values(&|a| format!("[\"{}\"]", std::net::Ipv4Addr::from(a))),
     );
-    let nodes = start_cluster(dir, &config).await?;
+    let local = Local::new(dir, true, &[]);
+    let nodes = start_cluster(&local, &config).await?;
     wait_for_leader(&nodes, GROUP).await?;
     let witness: Vec<String> = nodes.iter().map(|n| n.addr.to_string()).collect();
     let (east_addr, west_addr) = (free_addr().await?, free_addr().await?);
     let mut agents = BTreeMap::new();
-    agents.insert("east", start_agent("east", GROUP, east_addr, &west_addr.to_string(), &witness).await?);
-    agents.insert("west", start_agent("west", GROUP, west_addr, &east_addr.to_string(), &witness).await?);
-    Ok(World { nodes, agents, sites, storage, dns, hooks })
+    agents.insert("east", start_agent(&local, "east", GROUP, east_addr, &west_addr.to_string(), &witness).await?);
+    agents.insert("west", start_agent(&local, "west", GROUP, west_addr, &east_addr.to_string(), &witness).await?);
+    Ok(World { local, nodes, agents, sites, storage, dns, hooks })
 }
 
 fn secret(dir: &Path, name: &str, contents: &str) -> anyhow::Result<PathBuf> {

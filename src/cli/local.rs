@@ -1,8 +1,10 @@
 //! A witness cluster in this process, for `witness bench` and `witness demo`: three nodes with
-//! real Raft on disk and real HTTP on loopback, site health endpoints that can be killed and
-//! restarted, and the helpers both use to wait for a leader.
+//! real Raft on disk and real HTTPS on loopback (a development CA made under the data
+//! directory, as the dev cluster does; plain HTTP only to measure what TLS costs), credentials
+//! for its clients and agents, site health endpoints that can be killed and restarted, and the
+//! helpers both use to wait for a leader.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,9 +21,108 @@ success_threshold = 2
 pub const HOLD_DOWN: &str = "400ms";
 pub const TIMINGS: &str = "probes every 150 ms (timeout 120 ms), down after 5 failures, hold-down 400 ms";
 
+/// How the in-process cluster is reached, and with what credentials: its CA (made by the first
+/// node), an admin token, and one token per site for agents on plain HTTP.
+pub struct Local {
+    dir: PathBuf,
+    pub tls: bool,
+    /// Heartbeats per second each site credential may send (`[auth] heartbeat_rate`).
+    pub heartbeat_rate: u32,
+    site_tokens: Vec<(String, String)>,
+}
+
+impl Local {
+    pub fn new(dir: &Path, tls: bool, sites: &[&str]) -> Local {
+        let site_tokens = sites.iter().map(|s| (s.to_string(), crate::config::auth::new_token())).collect();
+        Local { dir: dir.to_path_buf(), tls, heartbeat_rate: 200, site_tokens }
+    }
+
+    fn tls_dir(&self) -> PathBuf {
+        self.dir.join("tls")
+    }
+
+    fn admin_token_file(&self) -> PathBuf {
+        self.dir.join("operator-token")
+    }
+
+    pub fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The tables every node's config carries.
+    fn node_tables(&self) -> String {
+        use crate::config::auth::{format_hash, hash_token};
+        let mut text = format!(
+            "[dev]\noperator_token = \"{}\"\n{}[auth]\nanonymous = \"viewer\"\nmetrics = \"open\"\nheartbeat_rate = {}\n",
+            self.admin_token_file().display(),
+            if self.tls { format!("tls_dir = \"{}\"\n", self.tls_dir().display()) } else { String::new() },
+            self.heartbeat_rate,
+        );
+        if !self.tls {
+            text += "[transport]\nplain_http = true\n";
+        }
+        for (site, token) in &self.site_tokens {
+            let hash = format_hash(&hash_token(token));
+            text += &format!("[[token]]\nname = \"{site}-agent\"\nrole = \"site:{site}\"\nhash = \"{hash}\"\n");
+        }
+        text
+    }
+
+    /// The credential lines of `site`'s agent config: its certificate over TLS, else its token.
+    fn agent_lines(&self, site: &str) -> anyhow::Result<String> {
+        if self.tls {
+            let d = self.tls_dir();
+            let d = d.display();
+            return Ok(format!("ca = \"{d}/ca.crt\"\ncert = \"{d}/site-{site}.crt\"\nkey = \"{d}/site-{site}.key\"\n"));
+        }
+        let file = self.dir.join(format!("{site}.token"));
+        std::fs::write(&file, self.site_token(site)?)?;
+        Ok(format!("plain_http = true\ntoken_file = \"{}\"\n", file.display()))
+    }
+
+    pub fn site_token(&self, site: &str) -> anyhow::Result<&str> {
+        let found = self.site_tokens.iter().find(|(s, _)| s == site);
+        Ok(&found.ok_or_else(|| anyhow::anyhow!("no token for site {site}"))?.1)
+    }
+
+    /// A client of the cluster's API: trusts its CA, sends `token` (the admin token if `None`).
+    /// Only once a node has started (the first one makes the CA and the token).
+    pub fn client(&self, token: Option<&str>) -> anyhow::Result<reqwest::Client> {
+        let admin;
+        let token = match token {
+            Some(t) => t,
+            None => {
+                admin = std::fs::read_to_string(self.admin_token_file())?;
+                admin.trim()
+            }
+        };
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))?;
+        value.set_sensitive(true);
+        let headers = [(reqwest::header::AUTHORIZATION, value)].into_iter().collect();
+        let mut builder = reqwest::Client::builder().no_proxy().tcp_nodelay(true).default_headers(headers);
+        if self.tls {
+            let ca = self.tls_dir().join("ca.crt");
+            builder = builder.tls_backend_preconfigured(crate::tls::client_config(&ca, None)?);
+        }
+        Ok(builder.build()?)
+    }
+
+    /// What the CLI needs to reach this cluster, as environment assignments.
+    pub fn cli_env(&self) -> String {
+        let ca =
+            if self.tls { format!("WITNESS_CA={} ", self.tls_dir().join("ca.crt").display()) } else { String::new() };
+        format!("{ca}WITNESS_TOKEN_FILE={}", self.admin_token_file().display())
+    }
+}
+
 /// Three nodes of one cluster with data under `dir`, each serving on a fresh loopback port,
 /// all configured with `sites_and_groups`.
-pub async fn start_cluster(dir: &Path, sites_and_groups: &str) -> anyhow::Result<Vec<RunningNode>> {
+pub async fn start_cluster(local: &Local, sites_and_groups: &str) -> anyhow::Result<Vec<RunningNode>> {
+    let dir = &local.dir;
     let mut listeners = Vec::new();
     for _ in 0..3 {
         listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await?);
@@ -35,11 +136,11 @@ pub async fn start_cluster(dir: &Path, sites_and_groups: &str) -> anyhow::Result
         let id = i + 1;
         let text = format!(
             "[node]\nid = {id}\nlisten = \"{addr}\"\ndata_dir = \"{data}\"\n\
-             [cluster]\nname = \"bench\"\ninitial_members = [{members}]\n\
-             [transport]\nplain_http = true\n{sites_and_groups}",
+             [cluster]\nname = \"bench\"\ninitial_members = [{members}]\n{tables}{sites_and_groups}",
             addr = addrs[i],
             data = dir.join(format!("node{id}")).display(),
             members = members.join(", "),
+            tables = local.node_tables(),
         );
         let config = Config::from_toml(&text, Path::new("<bench>"))?;
         nodes.push(Node::start(config, listener).await?);
@@ -155,6 +256,7 @@ pub async fn free_addr() -> anyhow::Result<std::net::SocketAddr> {
 /// The agent of `site` for `group` (always in sync), talking to `witness` and to its peer at
 /// `peer`.
 pub async fn start_agent(
+    local: &Local,
     site: &str,
     group: &str,
     addr: std::net::SocketAddr,
@@ -163,9 +265,10 @@ pub async fn start_agent(
 ) -> anyhow::Result<crate::agent::RunningAgent> {
     let text = format!(
         "[agent]\nsite = \"{site}\"\nlisten = \"{addr}\"\npeer = \"{peer}\"\nwitness = [{}]\n\
-         heartbeat_interval = \"250ms\"\nplain_http = true\n[[group]]\nname = \"{group}\"\n\
+         heartbeat_interval = \"250ms\"\n{}[[group]]\nname = \"{group}\"\n\
          replication_command = \"echo '{{\\\"in_sync\\\": true}}'\"\n",
-        witness.iter().map(|w| format!("\"{w}\"")).collect::<Vec<_>>().join(", ")
+        witness.iter().map(|w| format!("\"{w}\"")).collect::<Vec<_>>().join(", "),
+        local.agent_lines(site)?,
     );
     let config = crate::config::agent::AgentConfig::from_toml(&text, Path::new("<local agent>"))?;
     let listener = tokio::net::TcpListener::bind(addr).await?;

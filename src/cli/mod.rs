@@ -10,11 +10,13 @@ mod config_check;
 mod control;
 mod demo;
 mod events;
+mod gen_certs;
 mod local;
 mod members;
 mod plan;
 mod serve;
 mod status;
+mod token;
 
 use std::process::ExitCode;
 
@@ -78,6 +80,14 @@ enum Command {
         #[command(subcommand)]
         command: bench::Command,
     },
+    /// Make a CA and certificates for the nodes and sites, or issue more with an existing CA.
+    #[command(name = "gen-certs")]
+    GenCerts(gen_certs::Args),
+    /// API tokens: make one with its config block (`new`), or hash one for the config (`hash`).
+    Token {
+        #[command(subcommand)]
+        command: token::Command,
+    },
 }
 
 #[derive(Subcommand)]
@@ -121,6 +131,8 @@ pub fn main() -> ExitCode {
         Command::Plan(args) => client::block_on(plan::run(args)),
         Command::Events(args) => client::block_on(events::run(args)),
         Command::Control(control) => client::block_on(control::run(control)),
+        Command::GenCerts(args) => gen_certs::run(args),
+        Command::Token { command } => token::run(command),
     };
     exit.into()
 }

@@ -1,5 +1,6 @@
-//! `witness serve`: run one node until SIGTERM or SIGINT, then shut down cleanly. Under systemd
-//! (`Type=notify`) it says READY once it serves and STOPPING when it begins to shut down.
+//! `witness serve`: run one node until SIGTERM or SIGINT, then shut down cleanly; on SIGHUP,
+//! load tokens and certificates again from the config file. Under systemd (`Type=notify`) it
+//! says READY once it serves and STOPPING when it begins to shut down.
 
 use std::os::fd::{FromRawFd, RawFd};
 use std::path::PathBuf;
@@ -40,16 +41,10 @@ pub fn run(args: Args) -> Exit {
             return Exit::Failed;
         }
     };
-    runtime.block_on(serve(config, args.listen_fd))
+    runtime.block_on(serve(config, args.config, args.listen_fd))
 }
 
-async fn serve(config: Config, listen_fd: Option<RawFd>) -> Exit {
-    if config.transport.plain_http {
-        tracing::warn!(
-            "transport.plain_http = true: the API and Raft traffic are unencrypted and unauthenticated; \
-             development only"
-        );
-    }
+async fn serve(config: Config, path: PathBuf, listen_fd: Option<RawFd>) -> Exit {
     let listener = match listener(listen_fd, config.node.listen, "node.listen").await {
         Ok(l) => l,
         Err(msg) => {
@@ -67,21 +62,37 @@ async fn serve(config: Config, listen_fd: Option<RawFd>) -> Exit {
     // Ready means serving (the API answers, Raft runs), not "the cluster has a quorum": a node
     // must come up, and be counted up, while its peers are still down.
     let signal = shutdown_signal();
+    tokio::pin!(signal);
+    let mut hangup =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).expect("install SIGHUP handler");
     sd_notify("READY=1");
-    let exit = tokio::select! {
-        signal = signal => {
-            tracing::info!(signal, "shutting down");
-            Exit::Ok
-        }
-        reason = running.fatal() => {
-            // Never retry a failed fsync: exit and let the supervisor restart from disk.
-            tracing::error!(%reason, "fatal Raft error: exiting");
-            Exit::Failed
+    let exit = loop {
+        tokio::select! {
+            signal = &mut signal => {
+                tracing::info!(signal, "shutting down");
+                break Exit::Ok;
+            }
+            reason = running.fatal() => {
+                // Never retry a failed fsync: exit and let the supervisor restart from disk.
+                tracing::error!(%reason, "fatal Raft error: exiting");
+                break Exit::Failed;
+            }
+            _ = hangup.recv() => reload(&running.node, &path),
         }
     };
     sd_notify("STOPPING=1");
     running.shutdown().await;
     exit
+}
+
+/// Tokens and certificates from the config file as it is now; anything wrong leaves the node
+/// as it was. Other settings take effect only at the next start.
+fn reload(node: &Node, path: &std::path::Path) {
+    let result = Config::load(path).map_err(|e| anyhow::anyhow!("{e}")).and_then(|config| node.reload(&config));
+    match result {
+        Ok(()) => tracing::info!(config = %path.display(), "SIGHUP: tokens and certificates reloaded"),
+        Err(e) => tracing::error!(config = %path.display(), "SIGHUP: reload refused, nothing changed: {e:#}"),
+    }
 }
 
 /// Tells systemd `state` when it started us with `Type=notify` (`NOTIFY_SOCKET` set); a no-op

@@ -2,7 +2,7 @@
 //! validation, every problem named by its field and reported together, like the node's.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest::Url;
@@ -24,8 +24,21 @@ pub struct AgentConfig {
     pub peer_timeout: Duration,
     /// Longest a hook or a replication command may run.
     pub hook_timeout: Duration,
+    /// Heartbeats to the witness over plain HTTP: development only.
     pub plain_http: bool,
+    /// How the agent proves its site to the witness and checks the witness's certificate.
+    pub credentials: AgentCredentials,
     pub groups: Vec<AgentGroup>,
+}
+
+/// `ca` (required over TLS) and a token file, a client certificate, or both.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AgentCredentials {
+    pub ca: Option<PathBuf>,
+    /// This site's certificate (`site-NAME`) and key, presented to the witness.
+    pub cert_and_key: Option<(PathBuf, PathBuf)>,
+    /// A file holding a token with role `site:NAME`.
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +78,10 @@ struct RawAgent {
     peer_timeout: Option<String>,
     hook_timeout: Option<String>,
     plain_http: Option<bool>,
+    ca: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+    token_file: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -136,8 +153,35 @@ impl RawAgentConfig {
         }
         let hook_timeout = e.duration("agent.hook_timeout", a.hook_timeout.as_deref(), Duration::from_secs(30));
         let plain_http = a.plain_http.unwrap_or(false);
-        if !plain_http {
-            e.add("agent.plain_http", "TLS is not available in this version; set plain_http = true (development only)");
+        let path = |p: Option<String>| p.map(PathBuf::from);
+        let cert_and_key = match (path(a.cert), path(a.key)) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            (cert, _) => {
+                let missing = if cert.is_none() { "agent.cert" } else { "agent.key" };
+                e.add(missing, "missing; cert and key go together");
+                None
+            }
+        };
+        let credentials = AgentCredentials { ca: path(a.ca), cert_and_key, token_file: path(a.token_file) };
+        if plain_http && (credentials.ca.is_some() || credentials.cert_and_key.is_some()) {
+            e.add("agent.plain_http", "plain_http = true turns TLS off, yet ca/cert/key are configured: choose one");
+        }
+        if !plain_http && credentials.ca.is_none() {
+            e.add(
+                "agent.ca",
+                "missing; give the PEM file of the CA that signed the witness nodes' certificates \
+                 (or plain_http = true, development only)",
+            );
+        }
+        if credentials.cert_and_key.is_none() && credentials.token_file.is_none() {
+            e.add(
+                "agent.token_file",
+                format!(
+                    "no credentials for the witness: give token_file (a token with role \"site:{site}\") \
+                     or cert and key (this site's certificate)"
+                ),
+            );
         }
         if self.groups.is_empty() {
             e.add("group", "no groups; add a [[group]] for each group this site takes part in");
@@ -194,6 +238,7 @@ impl RawAgentConfig {
                 peer_timeout,
                 hook_timeout,
                 plain_http,
+                credentials,
                 groups,
             })
         } else {
@@ -213,6 +258,7 @@ listen = "127.0.0.1:7511"
 peer = "127.0.0.1:7512"
 witness = ["127.0.0.1:7401", "127.0.0.1:7402"]
 plain_http = true
+token_file = "/etc/witness/east.token"
 
 [[group]]
 name = "app"
@@ -245,7 +291,10 @@ on_fence = "systemctl stop app"
             ("listen = \"127.0.0.1:7511\"", "listen = \"localhost\"", "agent.listen"),
             ("plain_http = true", "plain_http = true\nheartbeat_interval = \"5\"", "agent.heartbeat_interval"),
             ("plain_http = true", "plain_http = true\npeer_timeout = \"100ms\"", "agent.peer_timeout"),
-            ("plain_http = true", "plain_http = false", "agent.plain_http"),
+            ("plain_http = true", "plain_http = false", "agent.ca"),
+            ("plain_http = true", "plain_http = true\nca = \"ca.crt\"", "agent.plain_http"),
+            ("plain_http = true", "ca = \"ca.crt\"\ncert = \"site-east.crt\"", "agent.key"),
+            ("token_file = \"/etc/witness/east.token\"", "", "agent.token_file"),
             ("on_fence = \"systemctl stop app\"", "on_fence = \" \"", "group[0].on_fence"),
             (
                 "on_fence = \"systemctl stop app\"",

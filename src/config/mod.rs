@@ -7,6 +7,7 @@
 //! TOML parser, with line and column).
 
 pub mod agent;
+pub mod auth;
 pub mod budget;
 pub mod duration;
 mod steps;
@@ -28,6 +29,9 @@ pub struct Config {
     pub node: NodeConfig,
     pub cluster: ClusterConfig,
     pub transport: Transport,
+    pub auth: auth::Auth,
+    /// Development conveniences, each logged as a warning at start.
+    pub dev: Option<DevConfig>,
     pub sites: Vec<SiteConfig>,
     pub groups: Vec<GroupConfig>,
 }
@@ -83,6 +87,27 @@ impl Default for RaftTiming {
 pub struct Transport {
     /// Plain HTTP between nodes and for the API. Development only: logged as a warning.
     pub plain_http: bool,
+    /// HTTPS for the API and mutual TLS between nodes; `None` exactly when `plain_http`.
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files: this node's certificate chain and key (served to clients and presented to
+/// peers), and the cluster CA that signed every node's and site's certificate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
+/// `[dev]`: the development cluster's credentials, made on first start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DevConfig {
+    /// A CA and certificates for every initial member and site are generated here when it
+    /// does not exist; the transport's files default to this node's in it.
+    pub tls_dir: Option<PathBuf>,
+    /// An admin token is generated into this file when it does not exist, and accepted.
+    pub operator_token: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -219,6 +244,11 @@ struct RawConfig {
     cluster: RawCluster,
     #[serde(default)]
     transport: RawTransport,
+    #[serde(default)]
+    auth: auth::RawAuth,
+    #[serde(default, rename = "token")]
+    tokens: Vec<auth::RawToken>,
+    dev: Option<RawDev>,
     #[serde(default, rename = "site")]
     sites: Vec<RawSite>,
     #[serde(default, rename = "group")]
@@ -268,6 +298,16 @@ struct RawRaft {
 #[serde(deny_unknown_fields)]
 struct RawTransport {
     plain_http: Option<bool>,
+    cert: Option<String>,
+    key: Option<String>,
+    ca: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDev {
+    tls_dir: Option<String>,
+    operator_token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -412,14 +452,11 @@ impl RawConfig {
         let mut e = Errors::default();
         let node = self.node.validate(&mut e);
         let cluster = self.cluster.validate(&node, &mut e);
-        let transport = Transport { plain_http: self.transport.plain_http.unwrap_or(false) };
-        if !transport.plain_http {
-            e.add(
-                "transport.plain_http",
-                "TLS transport is not available in this version; set plain_http = true \
-                 (development only: no encryption, no authentication)",
-            );
-        }
+        let dev = self.dev.map(|d| DevConfig {
+            tls_dir: d.tls_dir.map(PathBuf::from),
+            operator_token: d.operator_token.map(PathBuf::from),
+        });
+        let transport = self.transport.validate(node.id, dev.as_ref(), &mut e);
 
         let mut sites = Vec::new();
         let mut site_names = BTreeSet::new();
@@ -441,11 +478,51 @@ impl RawConfig {
             groups.push(group);
         }
 
+        let auth = self.auth.validate(self.tokens, &site_names, &mut e);
+
         if e.0.is_empty() {
-            Ok(Config { node, cluster, transport, sites, groups })
+            Ok(Config { node, cluster, transport, auth, dev, sites, groups })
         } else {
             Err(e.0)
         }
+    }
+}
+
+impl RawTransport {
+    fn validate(self, node_id: u64, dev: Option<&DevConfig>, e: &mut Errors) -> Transport {
+        let plain_http = self.plain_http.unwrap_or(false);
+        let dev_dir = dev.and_then(|d| d.tls_dir.as_ref());
+        let given = [&self.cert, &self.key, &self.ca].iter().filter(|f| f.is_some()).count();
+        if plain_http {
+            if given > 0 || dev_dir.is_some() {
+                e.add(
+                    "transport.plain_http",
+                    "plain_http = true turns TLS off, yet certificate files are configured: choose one",
+                );
+            }
+            return Transport { plain_http, tls: None };
+        }
+        let file = |field: &str, value: Option<String>, dev_name: String, e: &mut Errors| match (value, dev_dir) {
+            (Some(path), _) => PathBuf::from(path),
+            (None, Some(dir)) => dir.join(dev_name),
+            (None, None) => {
+                if given > 0 {
+                    e.add(format!("transport.{field}"), "missing; cert, key and ca go together");
+                }
+                PathBuf::new()
+            }
+        };
+        if given == 0 && dev_dir.is_none() {
+            e.add(
+                "transport",
+                "no TLS configured: give cert, key and ca (PEM files; `witness gen-certs` makes a set), \
+                 or plain_http = true for development only (no encryption, no peer authentication)",
+            );
+        }
+        let cert = file("cert", self.cert, format!("node-{node_id}.crt"), e);
+        let key = file("key", self.key, format!("node-{node_id}.key"), e);
+        let ca = file("ca", self.ca, "ca.crt".to_string(), e);
+        Transport { plain_http, tls: Some(TlsFiles { cert, key, ca }) }
     }
 }
 

@@ -86,6 +86,18 @@ fn show(errors: &[FieldError]) -> String {
     errors.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n")
 }
 
+const HASH: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const HASH2: &str = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+fn leak(text: String) -> &'static str {
+    text.leak()
+}
+
+/// A `[[token]]` table.
+fn token(name: &str, role: &str, hash: &str) -> &'static str {
+    leak(format!("[[token]]\nname = \"{name}\"\nrole = \"{role}\"\nhash = \"{hash}\""))
+}
+
 /// One edit of the base text.
 #[derive(Clone, Copy)]
 enum Edit {
@@ -365,16 +377,57 @@ fn each_bad_config_is_reported_under_its_field() {
         ),
         // ---- transport
         (
-            "plain_http missing (no [transport])",
+            "no TLS and no plain_http (no [transport])",
             &[Replace("[transport]\nplain_http = true\n", "")],
-            "transport.plain_http",
-            "set plain_http = true",
+            "transport",
+            "or plain_http = true for development only",
         ),
         (
-            "plain_http = false",
+            "plain_http = false and no certificates",
             &[Replace("plain_http = true", "plain_http = false")],
+            "transport",
+            "give cert, key and ca",
+        ),
+        (
+            "plain_http with certificates",
+            &[Replace("plain_http = true", "plain_http = true\ncert = \"n.crt\"")],
             "transport.plain_http",
-            "TLS transport is not available",
+            "choose one",
+        ),
+        (
+            "cert without key and ca",
+            &[Replace("plain_http = true", "cert = \"n.crt\"")],
+            "transport.key",
+            "go together",
+        ),
+        // ---- auth
+        (
+            "anonymous operator",
+            &[Append("[auth]\nanonymous = \"operator\"")],
+            "auth.anonymous",
+            "only \"viewer\"",
+        ),
+        ("metrics switch", &[Append("[auth]\nmetrics = \"public\"")], "auth.metrics", "\"open\" or \"viewer\""),
+        (
+            "token role for an unknown site",
+            &[Append(token("t", "site:north", HASH))],
+            "token[0].role",
+            "unknown site \"north\"",
+        ),
+        ("token role misspelt", &[Append(token("t", "root", HASH))], "token[0].role", "invalid role"),
+        ("token hash malformed", &[Append(token("t", "viewer", "sha256:abc"))], "token[0].hash", "64 hex digits"),
+        ("token hash missing", &[Append("[[token]]\nname = \"t\"\nrole = \"viewer\"")], "token[0].hash", "missing"),
+        (
+            "two names for one token",
+            &[Append(leak(format!("{}\n{}", token("a", "viewer", HASH), token("b", "admin", HASH))))],
+            "token[1].hash",
+            "listed twice",
+        ),
+        (
+            "duplicate token name",
+            &[Append(leak(format!("{}\n{}", token("a", "viewer", HASH), token("a", "admin", HASH2))))],
+            "token[1].name",
+            "duplicate token name",
         ),
         // ---- sites
         (
@@ -869,7 +922,7 @@ fn all_problems_are_reported_together() {
         &base_toml(),
         &[
             Replace("[node]\nid = 1", "[node]\nid = 0"),
-            Replace("plain_http = true", "plain_http = false"),
+            Replace("plain_http = true", "plain_http = true\nca = \"ca.crt\""),
             Replace(r#"name = "east""#, "name = \"east\"\nfailure_threshold = 0"),
             Replace(r#"addr = "127.0.0.1:8082""#, r#"addr = "127.0.0.1""#),
             Replace(r#"primary = "east""#, r#"primary = "north""#),

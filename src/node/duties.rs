@@ -87,8 +87,9 @@ async fn bootstrap(node: Arc<Node>) {
     }
     let mine = node.bootstrap_info();
     for (id, addr) in members.iter().filter(|(id, _)| **id != node.id) {
-        let url = format!("http://{addr}/raft/bootstrap");
-        let Ok(resp) = node.peer_http.get(&url).timeout(Duration::from_secs(1)).send().await else {
+        let (scheme, http) = node.peer_client();
+        let url = format!("{scheme}://{addr}/raft/bootstrap");
+        let Ok(resp) = http.get(&url).timeout(Duration::from_secs(1)).send().await else {
             continue; // not started yet: fine, whichever node starts first proceeds
         };
         let Ok(theirs) = resp.json::<BootstrapInfo>().await else {

@@ -31,6 +31,14 @@ pub enum LeaderRequest {
     Failover(FailoverOrder),
 }
 
+/// What a follower sends its leader: the request, and who asked for it (for the journal).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Forwarded {
+    pub request: LeaderRequest,
+    #[serde(default)]
+    pub by: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FailoverOrder {
     pub group: String,
@@ -96,11 +104,21 @@ impl Node {
     /// Carries out `req` on the leader, wherever it is. `forwarded` is set on requests that
     /// another node already forwarded, so they are never passed along a second time.
     pub async fn submit(&self, req: LeaderRequest, forwarded: bool) -> Result<LeaderReply, NodeError> {
-        let (route, result) = match self.run_on_leader(req.clone()).await {
+        self.submit_by(req, None, forwarded).await
+    }
+
+    /// [`Node::submit`] for a request someone asked for: `by` names them in the journal.
+    pub async fn submit_by(
+        &self,
+        req: LeaderRequest,
+        by: Option<String>,
+        forwarded: bool,
+    ) -> Result<LeaderReply, NodeError> {
+        let (route, result) = match self.run_on_leader(req.clone(), by.clone()).await {
             Ok(reply) => ("local", Ok(reply)),
             Err(Failure::Final(e)) => ("local", Err(e)),
             Err(Failure::Redirect(Some((id, addr)))) if !forwarded && id != self.id => {
-                ("forwarded", self.forward(id, addr, req).await)
+                ("forwarded", self.forward(id, addr, Forwarded { request: req, by }).await)
             }
             Err(Failure::Redirect(Some((id, addr)))) => return Err(NodeError::LeaderMoved { id, addr }),
             Err(Failure::Redirect(None)) => return Err(NodeError::NoLeader),
@@ -114,16 +132,16 @@ impl Node {
         self.config.cluster.raft.election_timeout_max * 10
     }
 
-    async fn forward(&self, id: NodeId, addr: String, req: LeaderRequest) -> Result<LeaderReply, NodeError> {
+    async fn forward(&self, id: NodeId, addr: String, req: Forwarded) -> Result<LeaderReply, NodeError> {
         // Outlast the leader's own bound, so that it answers before this node gives up.
-        let timeout = match req {
+        let timeout = match req.request {
             LeaderRequest::AddMember { .. } => self.catch_up_timeout() + WRITE_TIMEOUT * 2,
             _ => WRITE_TIMEOUT + Duration::from_secs(5),
         };
         let unknown = |reason: String| NodeError::OutcomeUnknown { reason };
-        let resp = self
-            .peer_http
-            .post(format!("http://{addr}/raft/leader"))
+        let (scheme, http) = self.peer_client();
+        let resp = http
+            .post(format!("{scheme}://{addr}/raft/leader"))
             .header(CLUSTER_HEADER, &self.config.cluster.name)
             .timeout(timeout)
             .json(&req)
@@ -150,7 +168,7 @@ impl Node {
         resp.json().await.map_err(|e| unknown(format!("reading leader {id}'s answer: {e}")))?
     }
 
-    async fn run_on_leader(&self, req: LeaderRequest) -> Result<LeaderReply, Failure> {
+    async fn run_on_leader(&self, req: LeaderRequest, by: Option<String>) -> Result<LeaderReply, Failure> {
         match req {
             LeaderRequest::Write(Command::ReportVerdict { node, .. })
                 if self.raft.metrics().borrow_watched().membership_config.get_node(&node).is_none() =>
@@ -160,14 +178,28 @@ impl Node {
                     "node {node} is not a member: its verdicts are not recorded"
                 ))))
             }
-            LeaderRequest::Write(command) => self.write(command).await,
-            LeaderRequest::AddMember { id, addr } => self.add_member(id, addr).await,
-            LeaderRequest::RemoveMember { id } => self.remove_member(id).await,
-            LeaderRequest::Failover(order) => self.operator_failover(order).await,
+            LeaderRequest::Write(command) => self.write(command, by).await,
+            LeaderRequest::AddMember { id, addr } => {
+                let reply = self.add_member(id, addr.clone()).await?;
+                self.record_membership(by, format!("node {id} at {addr} added as a voter")).await;
+                Ok(reply)
+            }
+            // Its `RetireNode` entry carries who removed it.
+            LeaderRequest::RemoveMember { id } => self.remove_member(id, by).await,
+            LeaderRequest::Failover(order) => self.operator_failover(order, by).await,
         }
     }
 
-    async fn operator_failover(&self, order: FailoverOrder) -> Result<LeaderReply, Failure> {
+    /// Puts a membership change on the journal with who made it. The change itself is
+    /// already done; failing to record it is logged, not reported as the change failing.
+    async fn record_membership(&self, by: Option<String>, message: String) {
+        let record = Command::Record { kind: "membership".into(), message };
+        if self.write(record, by).await.is_err() {
+            tracing::warn!("membership change done but not recorded in the journal (leadership moved?)");
+        }
+    }
+
+    async fn operator_failover(&self, order: FailoverOrder, by: Option<String>) -> Result<LeaderReply, Failure> {
         // The checks need the leader's view (who is live, the latest state): confirm this node
         // leads with a quorum and has applied everything committed, or send the order on.
         self.raft.ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex).await.map_err(|e| match e {
@@ -208,7 +240,7 @@ impl Node {
             automatic: false,
             facts: self.decision_facts(&plan.group),
         };
-        let outcome = match self.write(command).await? {
+        let outcome = match self.write(command, by).await? {
             LeaderReply::Written { response: Response::Activated { epoch, .. }, log_index } => {
                 FailoverOutcome::FailedOver { epoch, log_index }
             }
@@ -225,11 +257,11 @@ impl Node {
         Ok(LeaderReply::Failover { plan, outcome })
     }
 
-    async fn write(&self, command: Command) -> Result<LeaderReply, Failure> {
+    async fn write(&self, command: Command, by: Option<String>) -> Result<LeaderReply, Failure> {
         let start = Instant::now();
         let resp = tokio::time::timeout(
             WRITE_TIMEOUT,
-            self.raft.client_write(Logged { at_ms: crate::wallclock::unix_ms(), command }),
+            self.raft.client_write(Logged { at_ms: crate::wallclock::unix_ms(), command, by }),
         )
         .await
         .map_err(|_| {
@@ -296,7 +328,7 @@ impl Node {
 
     /// Retires the id first, then changes the membership: a removal interrupted between the
     /// two is retried to completion, and the id can never come back in between.
-    async fn remove_member(&self, id: NodeId) -> Result<LeaderReply, Failure> {
+    async fn remove_member(&self, id: NodeId, by: Option<String>) -> Result<LeaderReply, Failure> {
         let membership = self.raft.metrics().borrow_watched().membership_config.clone();
         let is_voter = membership.voter_ids().any(|v| v == id);
         if membership.get_node(&id).is_none() {
@@ -311,7 +343,7 @@ impl Node {
                 "node {id} is the last voter; a cluster cannot remove it"
             ))));
         }
-        self.write(Command::RetireNode { id }).await?;
+        self.write(Command::RetireNode { id }, by).await?;
         let change =
             if is_voter { ChangeMembers::RemoveVoters([id].into()) } else { ChangeMembers::RemoveNodes([id].into()) };
         self.raft.change_membership(change, false).await?;

@@ -2,12 +2,15 @@
 //! processes can never share it), starts Raft, serves the HTTP API and the Raft routes on one
 //! listener, runs the node's background duties, and shuts everything down in order.
 
+mod credentials;
 mod deciding;
 mod duties;
 mod heartbeats;
 pub mod planning;
 pub use heartbeats::{GroupAgents, SiteAgent};
 mod probing;
+mod server;
+pub use credentials::DEV_TOKEN_NAME;
 pub use duties::BootstrapInfo;
 pub mod leader;
 pub mod status;
@@ -18,22 +21,25 @@ use std::fs::File;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use anyhow::Context;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::api::auth::RateLimits;
+use crate::config::auth::Auth;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::probe::SiteProber;
 use crate::raft::log_store::LogStore;
-use crate::raft::network::Network;
+use crate::raft::network::{Network, PeerClients, SharedPeers};
 use crate::raft::rpc::LeaderContact;
 use crate::raft::state_machine::{SharedApplied, StateMachine};
 use crate::raft::{self, NodeId, Raft};
 use crate::state::Topology;
+use crate::tls::{Material, Reloadable};
 
 pub struct Node {
     pub id: NodeId,
@@ -58,8 +64,13 @@ pub struct Node {
     confirmer: heartbeats::Confirmer,
     /// What site agents reported to this leadership, and its lease grants.
     ledger: heartbeats::LedgerSlot,
-    /// Client for node-to-node requests outside Raft (forwarding to the leader).
-    peer_http: reqwest::Client,
+    /// Clients toward the other nodes (Raft, forwarding, bootstrap checks).
+    peers: SharedPeers,
+    /// This node's certificate, key and cluster CA; `None` on plain HTTP.
+    tls: Option<Arc<Reloadable>>,
+    /// The tokens accepted and the anonymous/metrics switches, replaced on reload.
+    auth: RwLock<Arc<Auth>>,
+    pub rate_limits: Mutex<RateLimits>,
     _data_dir_lock: File,
 }
 
@@ -92,10 +103,23 @@ impl Node {
         if !errors.is_empty() {
             anyhow::bail!("plan secret files: {}", errors.join("; "));
         }
+        let (auth, tls) = credentials::load(&config)?;
+        let metrics = Metrics::new(config.node.id);
+        if tls.is_none() {
+            tracing::warn!(
+                "transport.plain_http: no TLS: API tokens and Raft traffic cross the network in the clear and any \
+                 host can speak Raft to this node; for development only"
+            );
+        }
+        if let Some(m) = &tls {
+            observe_expiry(&metrics, m);
+        }
+        let peers = SharedPeers::new(PeerClients::new(tls.as_ref().map(|m| &m.client))?);
+        let tls = tls.map(|m| Arc::new(Reloadable::new(m)));
         let log_store = LogStore::open(&data_dir.join("raft-log"))?;
         let state_machine = StateMachine::open(&data_dir)?;
         let applied = state_machine.shared();
-        let network = Network::new(&config.cluster.name)?;
+        let network = Network::new(&config.cluster.name, peers.clone());
         let raft_config = raft::openraft_config(&config.cluster.name, &config.cluster.raft)?;
         let raft = Raft::new(config.node.id, raft_config, network, log_store, state_machine)
             .await
@@ -109,33 +133,30 @@ impl Node {
             raft: raft.clone(),
             applied,
             contact: LeaderContact::default(),
-            metrics: Metrics::new(config.node.id),
+            metrics,
             started: Instant::now(),
             recovered: AtomicBool::new(false),
             stopping: stopped.clone(),
             failing_since: Default::default(),
             confirmer: Default::default(),
             ledger: Default::default(),
-            peer_http: reqwest::Client::builder().no_proxy().tcp_nodelay(true).build()?,
+            peers,
+            tls: tls.clone(),
+            auth: RwLock::new(Arc::new(auth)),
+            rate_limits: Default::default(),
             _data_dir_lock: lock,
         });
 
         let addr = listener.local_addr()?;
         let mut tasks = JoinSet::new();
-        let app = crate::api::router(node.clone()).merge(raft::rpc::router(
-            raft.clone(),
-            &config.cluster.name,
-            node.contact.clone(),
-        ));
-        let mut server_stop = stopped.clone();
-        tasks.spawn(async move {
-            let shutdown = async move {
-                let _ = server_stop.wait_for(|s| *s).await;
-            };
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        });
+        let raft_routes = raft::rpc::router(raft.clone(), &config.cluster.name, node.contact.clone()).route_layer(
+            axum::middleware::from_fn_with_state(
+                (node.clone(), crate::api::auth::Needs::Peer),
+                crate::api::auth::guard,
+            ),
+        );
+        let app = crate::api::router(node.clone()).merge(raft_routes);
+        tasks.spawn(server::serve(listener, app, tls, stopped.clone()));
         duties::spawn_all(&node, probers, &stopped, &mut tasks);
 
         tracing::info!(
@@ -185,6 +206,35 @@ impl RunningNode {
 }
 
 impl Node {
+    pub fn auth(&self) -> Arc<Auth> {
+        self.auth.read().expect("auth lock poisoned").clone()
+    }
+
+    /// The scheme and client for a request to another node outside Raft.
+    pub fn peer_client(&self) -> (&'static str, reqwest::Client) {
+        let peers = self.peers.current();
+        (peers.scheme, peers.forward.clone())
+    }
+
+    /// Loads tokens and certificates again from `config` (the config file read anew):
+    /// new connections use them, open ones finish with the old. Nothing else in the config
+    /// changes without a restart. On error nothing changes.
+    pub fn reload(&self, config: &Config) -> anyhow::Result<()> {
+        let (auth, tls) = credentials::load(config)?;
+        match (&self.tls, tls) {
+            (Some(current), Some(material)) => {
+                let peers = PeerClients::new(Some(&material.client))?;
+                observe_expiry(&self.metrics, &material);
+                current.replace(material);
+                self.peers.replace(peers);
+            }
+            (None, None) => {}
+            _ => anyhow::bail!("switching between TLS and plain HTTP needs a restart"),
+        }
+        *self.auth.write().expect("auth lock poisoned") = Arc::new(auth);
+        Ok(())
+    }
+
     /// The voters, and those among them whose verdicts count now: this node, and on the leader
     /// every voter that acknowledged it within the election timeout.
     pub fn voters_and_live(&self) -> (BTreeSet<NodeId>, BTreeSet<NodeId>) {
@@ -228,6 +278,11 @@ impl Node {
             tracing::warn!(to = target, "leadership did not move in time; stopping anyway");
         }
     }
+}
+
+fn observe_expiry(metrics: &Metrics, material: &Material) {
+    metrics.tls_expiry.with_label_values(&["node"]).set(material.node_expires);
+    metrics.tls_expiry.with_label_values(&["ca"]).set(material.ca_expires);
 }
 
 /// One process per data directory: two nodes writing the same log would corrupt it.

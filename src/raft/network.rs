@@ -3,10 +3,14 @@
 //!
 //! Three independent HTTP clients (connection pools): one for log replication, one for
 //! heartbeats, one for snapshots, so a large append or a snapshot transfer never delays a
-//! heartbeat behind it on the same connection. Every request carries the cluster name; a
-//! node of another cluster refuses it.
+//! heartbeat behind it on the same connection (a fourth carries requests forwarded to the
+//! leader). Over TLS each presents this node's certificate and trusts only the cluster CA;
+//! all four are rebuilt when certificates are reloaded, and connections already open finish
+//! with the old ones. Every request carries the cluster name; a node of another cluster
+//! refuses it.
 
 use std::future::Future;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use openraft::errors::{NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable};
@@ -24,33 +28,75 @@ use super::{Node, NodeId, TypeConfig, Vote};
 
 pub const CLUSTER_HEADER: &str = "witness-cluster";
 
-pub struct Network {
-    cluster: String,
+/// The clients toward peers, built from one TLS configuration (or none: plain HTTP).
+pub struct PeerClients {
+    pub scheme: &'static str,
     replication: reqwest::Client,
     heartbeat: reqwest::Client,
     snapshot: reqwest::Client,
+    pub forward: reqwest::Client,
 }
 
-impl Network {
-    pub fn new(cluster: &str) -> anyhow::Result<Network> {
+impl PeerClients {
+    pub fn new(tls: Option<&rustls::ClientConfig>) -> anyhow::Result<PeerClients> {
         let build = || {
-            reqwest::Client::builder()
+            let builder = reqwest::Client::builder()
                 .no_proxy()
                 .connect_timeout(Duration::from_secs(2))
                 .tcp_nodelay(true)
-                .pool_idle_timeout(Duration::from_secs(60))
-                .build()
+                .pool_idle_timeout(Duration::from_secs(60));
+            match tls {
+                Some(config) => builder.tls_backend_preconfigured(config.clone()).https_only(true).build(),
+                None => builder.build(),
+            }
         };
-        Ok(Network { cluster: cluster.to_string(), replication: build()?, heartbeat: build()?, snapshot: build()? })
+        Ok(PeerClients {
+            scheme: if tls.is_some() { "https" } else { "http" },
+            replication: build()?,
+            heartbeat: build()?,
+            snapshot: build()?,
+            forward: build()?,
+        })
+    }
+}
+
+/// The node's current [`PeerClients`], shared by Raft and the node, replaced on reload.
+#[derive(Clone)]
+pub struct SharedPeers(Arc<RwLock<Arc<PeerClients>>>);
+
+impl SharedPeers {
+    pub fn new(clients: PeerClients) -> SharedPeers {
+        SharedPeers(Arc::new(RwLock::new(Arc::new(clients))))
     }
 
-    fn client(&self, http: &reqwest::Client, target: NodeId, node: &Node) -> PeerClient {
-        PeerClient {
-            target,
-            base: format!("http://{}/raft", node.addr),
-            cluster: self.cluster.clone(),
-            http: http.clone(),
-        }
+    pub fn current(&self) -> Arc<PeerClients> {
+        self.0.read().expect("peer clients lock poisoned").clone()
+    }
+
+    pub fn replace(&self, clients: PeerClients) {
+        *self.0.write().expect("peer clients lock poisoned") = Arc::new(clients);
+    }
+}
+
+pub struct Network {
+    cluster: String,
+    peers: SharedPeers,
+}
+
+#[derive(Clone, Copy)]
+enum Pool {
+    Replication,
+    Heartbeat,
+    Snapshot,
+}
+
+impl Network {
+    pub fn new(cluster: &str, peers: SharedPeers) -> Network {
+        Network { cluster: cluster.to_string(), peers }
+    }
+
+    fn client(&self, pool: Pool, target: NodeId, node: &Node) -> PeerClient {
+        PeerClient { target, addr: node.addr.clone(), cluster: self.cluster.clone(), peers: self.peers.clone(), pool }
     }
 }
 
@@ -58,23 +104,24 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerClient {
-        self.client(&self.replication, target, node)
+        self.client(Pool::Replication, target, node)
     }
 
     async fn new_heartbeat_client(&mut self, target: NodeId, node: &Node) -> PeerClient {
-        self.client(&self.heartbeat, target, node)
+        self.client(Pool::Heartbeat, target, node)
     }
 
     async fn new_snapshot_client(&mut self, target: NodeId, node: &Node) -> PeerClient {
-        self.client(&self.snapshot, target, node)
+        self.client(Pool::Snapshot, target, node)
     }
 }
 
 pub struct PeerClient {
     target: NodeId,
-    base: String,
+    addr: String,
     cluster: String,
-    http: reqwest::Client,
+    peers: SharedPeers,
+    pool: Pool,
 }
 
 impl PeerClient {
@@ -83,9 +130,14 @@ impl PeerClient {
         Req: Serialize,
         Resp: DeserializeOwned,
     {
-        let url = format!("{}/{path}", self.base);
-        let resp = self
-            .http
+        let peers = self.peers.current();
+        let http = match self.pool {
+            Pool::Replication => &peers.replication,
+            Pool::Heartbeat => &peers.heartbeat,
+            Pool::Snapshot => &peers.snapshot,
+        };
+        let url = format!("{}://{}/raft/{path}", peers.scheme, self.addr);
+        let resp = http
             .post(&url)
             .header(CLUSTER_HEADER, &self.cluster)
             .json(req)

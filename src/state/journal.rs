@@ -20,6 +20,10 @@ pub struct Event {
     pub message: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub evidence: BTreeMap<String, String>,
+    /// Who asked for the action recorded (`token:NAME` or `cert:NAME`); absent for the
+    /// witness's own decisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// What an event says, before the journal numbers and dates it.
@@ -45,9 +49,13 @@ pub struct Journal {
 
 impl Journal {
     pub fn record(&mut self, at_ms: u64, note: Note) {
+        self.record_by(at_ms, note, None);
+    }
+
+    pub fn record_by(&mut self, at_ms: u64, note: Note, by: Option<String>) {
         self.last_seq += 1;
         let Note { group, kind, message, evidence } = note;
-        self.events.push_back(Event { seq: self.last_seq, at_ms, group, kind, message, evidence });
+        self.events.push_back(Event { seq: self.last_seq, at_ms, group, kind, message, evidence, by });
         while self.events.len() > RETAINED {
             self.events.pop_front();
         }

@@ -262,6 +262,9 @@ pub enum Command {
     ResolvePlan { group: String, epoch: Epoch, skip: bool },
     /// A journal entry by the decision engine: an assessment of a group changed.
     Journal { group: String, kind: String, message: String, evidence: BTreeMap<String, String> },
+    /// A journal entry for an action outside this state (a membership change), so that who
+    /// did it is on record.
+    Record { kind: String, message: String },
 }
 
 /// What the leader measured when it decided a failover: recorded with the plan, for the
@@ -283,6 +286,10 @@ pub struct DecisionFacts {
 pub struct Logged {
     pub at_ms: u64,
     pub command: Command,
+    /// Who asked for it (a token's or a certificate's name), for the journal; `None` for the
+    /// witness's own decisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 impl fmt::Display for Logged {
@@ -325,6 +332,7 @@ impl fmt::Display for Command {
                 write!(f, "{}({group} epoch {epoch})", if *skip { "plan-skip" } else { "plan-retry" })
             }
             Command::Journal { group, kind, .. } => write!(f, "journal({group}: {kind})"),
+            Command::Record { kind, .. } => write!(f, "record({kind})"),
         }
     }
 }
@@ -541,7 +549,7 @@ impl State {
                 self.automation_off = !enabled;
                 Response::AutomationSet { enabled }
             }
-            Command::Journal { .. } => Response::None,
+            Command::Journal { .. } | Command::Record { .. } => Response::None,
             Command::StepStarted { group, epoch, step, attempt } => {
                 self.change_plan(group, epoch, |plan| plan.start(&step, attempt, at_ms))
             }
@@ -579,6 +587,7 @@ impl State {
     /// Applies a log entry and records what it did in the journal.
     pub fn apply_logged(&mut self, logged: Logged) -> Response {
         let at = logged.at_ms;
+        let by = logged.by;
         let command = logged.command;
         let previous_active = match &command {
             Command::Failover { group, .. } | Command::Activate { group, .. } => {
@@ -597,6 +606,7 @@ impl State {
                 let seen = verdict.map_or("unknown".to_string(), |v| v.to_string());
                 Some(Note::new(None, "verdict", format!("node {node} sees {site} {seen}")))
             }
+            Command::Record { kind, message } => Some(Note::new(None, kind, message.clone())),
             _ => None,
         };
         let reason = match &command {
@@ -619,7 +629,7 @@ impl State {
         let response = self.apply_at(command, at);
         let entry = entry.or_else(|| describe(&response, previous_active, &reason));
         if let Some(note) = entry {
-            self.journal.record(at, note);
+            self.journal.record_by(at, note, by);
         }
         // A failover is complete when its plan is done: its achieved RTO and RPO on record.
         if let (Some(name), Some((epoch, true))) = (&group, completed(self)) {
@@ -929,7 +939,7 @@ mod tests {
             automatic: false,
             facts: Default::default(),
         };
-        s.apply_logged(Logged { at_ms: 5000, command: failover });
+        s.apply_logged(Logged { at_ms: 5000, command: failover, by: None });
         let p = s.groups["app"].plan.clone().expect("a plan");
         assert_eq!(
             (p.epoch, p.from.as_str(), p.to.as_str(), p.reason.as_str()),
@@ -941,7 +951,7 @@ mod tests {
         assert!(matches!(s.apply(start(2)), Response::Rejected(Rejection::Plan { .. })), "draining: not yet");
         s.apply(Command::Promote { group: "app".into(), expected_epoch: Epoch(2) });
         assert_eq!(s.groups["app"].plan.as_ref().unwrap().phase(), plan::Phase::Running);
-        assert!(matches!(s.apply_logged(Logged { at_ms: 5100, command: start(2) }), Response::Plan(_)));
+        assert!(matches!(s.apply_logged(Logged { at_ms: 5100, command: start(2), by: None }), Response::Plan(_)));
         assert_eq!(s.journal.since(0, 100).last().unwrap().kind, "step_started");
 
         // A failback supersedes it: the old epoch's results are refused.

@@ -1,6 +1,8 @@
 //! Test harness: real `witness` processes on loopback, each serving on a port-0 socket that
 //! the test binds and passes in as the child's stdin (`--listen-fd 0`). The test keeps its
 //! copy of every socket, so a killed node can be restarted on the same address with no race.
+//! Every cluster speaks HTTPS with mutual TLS between nodes, from one CA per test process
+//! ([`creds`]), and requires tokens: the harness's own client and [`cli`] act as `admin`.
 
 #![allow(dead_code)]
 
@@ -14,12 +16,95 @@ use std::net::TcpListener;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tempfile::TempDir;
 
 pub const ELECTION_MAX: Duration = Duration::from_millis(1000);
+
+/// Credentials shared by every cluster of this test process: a CA with certificates for
+/// nodes 1..=9 and sites east and west, and one token per role.
+pub struct Creds {
+    pub dir: PathBuf,
+    pub ca: PathBuf,
+    /// Token name → (role, token); the name is also the token file's name in `dir`.
+    pub tokens: Vec<(&'static str, &'static str, String)>,
+}
+
+impl Creds {
+    pub fn token(&self, name: &str) -> &str {
+        &self.tokens.iter().find(|t| t.0 == name).expect("known token").2
+    }
+
+    pub fn token_file(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.token"))
+    }
+
+    /// The `[transport]`, `[auth]` and `[[token]]` tables of node `id`'s config.
+    pub fn node_tables(&self, id: u64) -> String {
+        let d = self.dir.display();
+        let mut text = format!(
+            "[transport]\ncert = \"{d}/node-{id}.crt\"\nkey = \"{d}/node-{id}.key\"\nca = \"{d}/ca.crt\"\n\n[auth]\nanonymous = \"none\"\n"
+        );
+        for (name, role, token) in &self.tokens {
+            let hash = witness::config::auth::format_hash(&witness::config::auth::hash_token(token));
+            text += &format!("\n[[token]]\nname = \"{name}\"\nrole = \"{role}\"\nhash = \"{hash}\"\n");
+        }
+        text
+    }
+
+    /// A client presenting node `id`'s certificate, as a peer does.
+    pub fn node_client(&self, id: u64) -> reqwest::Client {
+        witness::tls::init();
+        let (cert, key) = (self.dir.join(format!("node-{id}.crt")), self.dir.join(format!("node-{id}.key")));
+        let tls = witness::tls::client_config(&self.ca, Some((&cert, &key))).expect("client TLS config");
+        reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .tls_backend_preconfigured(tls)
+            .build()
+            .unwrap()
+    }
+
+    /// A client trusting the CA and sending `token`'s bearer (none: no credentials).
+    pub fn client(&self, token: Option<&str>) -> reqwest::Client {
+        witness::tls::init();
+        let tls = witness::tls::client_config(&self.ca, None).expect("client TLS config");
+        let mut builder =
+            reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).tls_backend_preconfigured(tls);
+        if let Some(name) = token {
+            let value = format!("Bearer {}", self.token(name));
+            builder = builder
+                .default_headers([(reqwest::header::AUTHORIZATION, value.parse().unwrap())].into_iter().collect());
+        }
+        builder.build().unwrap()
+    }
+}
+
+pub fn creds() -> &'static Creds {
+    static CREDS: OnceLock<Creds> = OnceLock::new();
+    CREDS.get_or_init(|| {
+        let dir = tempfile::Builder::new().prefix("witness-test-tls").tempdir().expect("tempdir").keep();
+        let sites = ["east".to_string(), "west".to_string()];
+        witness::tls::certs::generate(&dir, &(1..=9).collect::<Vec<u64>>(), &sites, &[]).expect("test certificates");
+        let tokens: Vec<(&'static str, &'static str, String)> = [
+            ("admin", "admin"),
+            ("operator", "operator"),
+            ("viewer", "viewer"),
+            ("east", "site:east"),
+            ("west", "site:west"),
+        ]
+        .into_iter()
+        .map(|(name, role)| (name, role, witness::config::auth::new_token()))
+        .collect();
+        for (name, _, token) in &tokens {
+            std::fs::write(dir.join(format!("{name}.token")), token).expect("token file");
+        }
+        Creds { ca: dir.join("ca.crt"), dir, tokens }
+    })
+}
 
 pub struct TestNode {
     pub id: u64,
@@ -32,7 +117,7 @@ pub struct TestNode {
 
 impl TestNode {
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("https://{}{path}", self.addr)
     }
 
     pub fn start(&mut self) {
@@ -170,8 +255,7 @@ quorum_loss_probe_interval = "2s"
 snapshot_interval = "2s"
 {raft_extra}
 
-[transport]
-plain_http = true
+{tls}
 
 {east}
 {west}
@@ -191,6 +275,7 @@ hold_down = "500ms"
         members = members.join(", "),
         emax = ELECTION_MAX.as_millis(),
         plan = setup.plan,
+        tls = creds().node_tables(id),
     )
 }
 
@@ -244,7 +329,7 @@ impl Cluster {
                 }
             })
             .collect();
-        let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap();
+        let http = creds().client(Some("admin"));
         Cluster { dir, nodes, http, agents: Vec::new() }
     }
 
@@ -266,7 +351,9 @@ listen = "{addr}"
 peer = "{peer}"
 witness = [{witness}]
 heartbeat_interval = "100ms"
-plain_http = true
+ca = "{tls}/ca.crt"
+cert = "{tls}/site-{site}.crt"
+key = "{tls}/site-{site}.key"
 
 [[group]]
 name = "app"
@@ -278,6 +365,7 @@ on_fence = "{hook}"
                 addr = addrs[i],
                 peer = addrs[1 - i],
                 witness = witness.join(", "),
+                tls = creds().dir.display(),
             );
             let config = self.dir.path().join(format!("agent-{site}.toml"));
             std::fs::write(&config, text).unwrap();
@@ -488,7 +576,12 @@ impl Cluster {
 
 /// Runs the `witness` binary: its exit code, and its stdout and stderr together.
 pub fn cli(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_witness")).args(args).output().expect("run witness");
+    let out = Command::new(env!("CARGO_BIN_EXE_witness"))
+        .args(args)
+        .env("WITNESS_CA", &creds().ca)
+        .env("WITNESS_TOKEN_FILE", creds().token_file("admin"))
+        .output()
+        .expect("run witness");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.code().unwrap_or(-1), text)
 }

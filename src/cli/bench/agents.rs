@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use super::summary;
 use crate::agent::RunningAgent;
 use crate::cli::local::{
-    acknowledge, free_addr, start_agent, start_cluster, wait_for_leader, Stub, HOLD_DOWN, SITE, TIMINGS,
+    acknowledge, free_addr, start_agent, start_cluster, wait_for_leader, Local, Stub, HOLD_DOWN, SITE, TIMINGS,
 };
 use crate::engine::leases::Role;
 
@@ -42,14 +42,15 @@ fn role(agent: &RunningAgent) -> Option<Role> {
 
 pub async fn promotion(dir: &Path, trials: usize) -> anyhow::Result<()> {
     let mut stubs = [Stub::start(0.0, 1).await?, Stub::start(0.0, 2).await?];
-    let nodes = start_cluster(dir, &sites_and_group(&stubs[0].url(), &stubs[1].url())).await?;
+    let local = Local::new(dir, true, &[]);
+    let nodes = start_cluster(&local, &sites_and_group(&stubs[0].url(), &stubs[1].url())).await?;
     wait_for_leader(&nodes, GROUP).await?;
     let witness: Vec<String> = nodes.iter().map(|n| n.addr.to_string()).collect();
     let addrs = [free_addr().await?, free_addr().await?];
     let names = ["east", "west"];
     let mut agents = Vec::new();
     for i in 0..2 {
-        agents.push(Some(start_agent(names[i], GROUP, addrs[i], &addrs[1 - i].to_string(), &witness).await?));
+        agents.push(Some(start_agent(&local, names[i], GROUP, addrs[i], &addrs[1 - i].to_string(), &witness).await?));
     }
     println!("3 witness nodes, 2 sites with agents (heartbeats every 250 ms, lease 1 s + 100 ms margin), {TIMINGS}");
     let mut latencies = Vec::with_capacity(trials);
@@ -83,8 +84,9 @@ pub async fn promotion(dir: &Path, trials: usize) -> anyhow::Result<()> {
         );
         latencies.push(took);
         stubs[active].restart().await?;
-        agents[active] =
-            Some(start_agent(names[active], GROUP, addrs[active], &addrs[survivor].to_string(), &witness).await?);
+        agents[active] = Some(
+            start_agent(&local, names[active], GROUP, addrs[active], &addrs[survivor].to_string(), &witness).await?,
+        );
         acknowledge(&nodes, GROUP).await?;
     }
     println!("failure -> survivor writable (lease-safe promotion), {trials} trials: {}", summary(&latencies));
@@ -98,19 +100,28 @@ pub async fn promotion(dir: &Path, trials: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn heartbeats(dir: &Path, clients: usize, duration: Duration) -> anyhow::Result<()> {
+/// Heartbeats as the two sites' agents would send them (east's and west's tokens), as fast as
+/// `clients` connections allow: the per-credential rate limit is lifted for the measurement.
+pub async fn heartbeats(dir: &Path, clients: usize, duration: Duration, tls: bool) -> anyhow::Result<()> {
     let config = sites_and_group("http://127.0.0.1:9/healthz", "http://127.0.0.1:9/healthz");
-    let nodes = start_cluster(dir, &config).await?;
+    let mut local = Local::new(dir, tls, &["east", "west"]);
+    local.heartbeat_rate = 10_000_000;
+    let nodes = start_cluster(&local, &config).await?;
     let leader = wait_for_leader(&nodes, GROUP).await?;
     let addr = nodes.iter().find(|n| n.node.id == leader.id).expect("leader is a node").addr;
-    println!("3-node cluster, leader node {}; {clients} clients posting heartbeats for {duration:?}", leader.id);
-    let http = reqwest::Client::builder().no_proxy().tcp_nodelay(true).build()?;
+    let transport = if tls { "HTTPS" } else { "plain HTTP" };
+    println!(
+        "3-node cluster, leader node {}; {clients} clients posting heartbeats over {transport} for {duration:?}",
+        leader.id
+    );
+    let http = [local.client(Some(local.site_token("east")?))?, local.client(Some(local.site_token("west")?))?];
     let body = serde_json::json!({"peer_reachable": true, "groups": {GROUP: {"in_sync": true, "role": "standby"}}});
     let started = Instant::now();
     let mut handles = Vec::new();
     for c in 0..clients {
-        let (http, body) = (http.clone(), body.clone());
-        let url = format!("http://{addr}/v1/sites/{}/heartbeat", if c % 2 == 0 { "east" } else { "west" });
+        let (http, body) = (http[c % 2].clone(), body.clone());
+        let url =
+            format!("{}://{addr}/v1/sites/{}/heartbeat", local.scheme(), if c % 2 == 0 { "east" } else { "west" });
         handles.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             while started.elapsed() < duration {

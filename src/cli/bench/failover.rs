@@ -17,7 +17,7 @@ use super::summary;
 use crate::node::RunningNode;
 use crate::state::Verdict;
 
-use crate::cli::local::{acknowledge, leader, start_cluster, wait_for_leader, Stub, HOLD_DOWN, SITE, TIMINGS};
+use crate::cli::local::{acknowledge, leader, start_cluster, wait_for_leader, Local, Stub, HOLD_DOWN, SITE, TIMINGS};
 
 async fn start(dir: &Path, east: &Stub, west: &Stub) -> anyhow::Result<Vec<RunningNode>> {
     std::fs::create_dir_all(dir)?;
@@ -30,7 +30,7 @@ async fn start(dir: &Path, east: &Stub, west: &Stub) -> anyhow::Result<Vec<Runni
         site("east", east.url()),
         site("west", west.url()),
     );
-    let nodes = start_cluster(dir, &config).await?;
+    let nodes = start_cluster(&Local::new(dir, true, &[]), &config).await?;
     wait_for_leader(&nodes, "demo").await?;
     settle(&nodes).await?;
     Ok(nodes)

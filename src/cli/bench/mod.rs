@@ -14,7 +14,7 @@ mod plan;
 
 use clap::Subcommand;
 
-use super::local::{start_cluster, wait_for_leader};
+use super::local::{start_cluster, wait_for_leader, Local};
 use super::Exit;
 use crate::node::leader::LeaderRequest;
 use crate::node::Node;
@@ -34,6 +34,9 @@ pub enum Command {
         /// fresh subdirectory and removes it afterwards.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Plain HTTP instead of TLS, to measure what TLS costs.
+        #[arg(long)]
+        plain_http: bool,
     },
     /// Detection latency: N trials of "the primary site dies" against a 3-node cluster with
     /// the dev cluster's metro timings, each from the failure to the failover committed.
@@ -59,6 +62,9 @@ pub enum Command {
         duration: Duration,
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Plain HTTP instead of TLS, to measure what TLS costs.
+        #[arg(long)]
+        plain_http: bool,
     },
     /// The failover plan: N trials of "the active site dies", each timing the decision, every
     /// plan step done, and (with --dns-server) the nameserver answering the survivor's address.
@@ -104,11 +110,13 @@ pub fn run(command: Command) -> Exit {
     };
     let dir = dir.unwrap_or_else(std::env::temp_dir).join(format!("witness-bench-{}", std::process::id()));
     let result = match command {
-        Command::Raft { writes, concurrency, .. } => rt.block_on(bench_raft(&dir, writes.max(1), concurrency.max(1))),
+        Command::Raft { writes, concurrency, plain_http, .. } => {
+            rt.block_on(bench_raft(&dir, writes.max(1), concurrency.max(1), !plain_http))
+        }
         Command::Failover { trials, .. } => rt.block_on(failover::bench(&dir, trials.max(1))),
         Command::Promotion { trials, .. } => rt.block_on(agents::promotion(&dir, trials.max(1))),
-        Command::Heartbeats { clients, duration, .. } => {
-            rt.block_on(agents::heartbeats(&dir, clients.max(1), duration))
+        Command::Heartbeats { clients, duration, plain_http, .. } => {
+            rt.block_on(agents::heartbeats(&dir, clients.max(1), duration, !plain_http))
         }
         Command::Plan { trials, dns_server, dns_key_file, dns_zone, dns_record, .. } => {
             let dns = match (dns_server, dns_key_file) {
@@ -135,7 +143,7 @@ pub fn run(command: Command) -> Exit {
     }
 }
 
-async fn bench_raft(dir: &Path, writes: usize, concurrency: usize) -> anyhow::Result<()> {
+async fn bench_raft(dir: &Path, writes: usize, concurrency: usize, tls: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let fsync = fdatasync_latency(&dir.join("fsync-probe"), 500)?;
     println!("disk fdatasync (4 KiB append, {} samples): {}", fsync.len(), summary(&fsync));
@@ -150,14 +158,20 @@ async fn bench_raft(dir: &Path, writes: usize, concurrency: usize) -> anyhow::Re
              rto = \"5m\"\nrpo = \"0s\"\nfailover = \"manual\"\n"
         );
     }
-    let nodes = start_cluster(dir, &sites_and_groups).await?;
+    let local = Local::new(dir, tls, &[]);
+    let nodes = start_cluster(&local, &sites_and_groups).await?;
     let leader = wait_for_leader(&nodes, "bench-0").await?;
     let follower = nodes.iter().find(|n| n.node.id != leader.id).expect("3 nodes");
     let leader_addr = nodes.iter().find(|n| n.node.id == leader.id).expect("leader is a node").addr;
-    println!("3-node cluster up, leader node {}", leader.id);
+    println!(
+        "3-node cluster up ({}), leader node {}",
+        if tls { "HTTPS, mutual TLS between nodes" } else { "plain HTTP" },
+        leader.id
+    );
 
-    let http = reqwest::Client::builder().no_proxy().tcp_nodelay(true).build()?;
-    let api = |addr: std::net::SocketAddr| Via::Api { http: http.clone(), base: format!("http://{addr}") };
+    let http = local.client(None)?;
+    let api =
+        |addr: std::net::SocketAddr| Via::Api { http: http.clone(), base: format!("{}://{addr}", local.scheme()) };
     let runs = [
         ("Raft on the leader, 1 client", Via::Raft, 1),
         ("Raft on the leader, concurrent", Via::Raft, concurrency),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::failover::settle;
 use super::summary;
-use crate::cli::local::{acknowledge, leader, start_cluster, wait_for_leader, Stub, HOLD_DOWN, SITE, TIMINGS};
+use crate::cli::local::{acknowledge, leader, start_cluster, wait_for_leader, Local, Stub, HOLD_DOWN, SITE, TIMINGS};
 use crate::config::Rfc2136Step;
 use crate::state::plan::Phase;
 
@@ -78,7 +78,7 @@ pub async fn bench(dir: &Path, trials: usize, dns: Option<Dns>) -> anyhow::Resul
             VALUES[0].1
         );
     }
-    let nodes = start_cluster(dir, &config).await?;
+    let nodes = start_cluster(&Local::new(dir, true, &[]), &config).await?;
     wait_for_leader(&nodes, "demo").await?;
     println!(
         "3 witness nodes, 2 sites, {TIMINGS}; plan: webhook, command{}",

@@ -1,0 +1,158 @@
+//! TLS for the API and between nodes: the process's one rustls crypto provider (ring: pure
+//! Rust and assembly, no C toolchain beyond what `cc` needs, no cmake), through which every
+//! TLS user in the binary goes; this node's certificate, key and cluster CA loaded into
+//! server and client configurations that can be swapped at run time (SIGHUP); the identity a
+//! verified client certificate carries; certificates made for humans (`certs`); expiry dates
+//! read from certificates (`expiry`).
+
+pub mod certs;
+pub mod expiry;
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use anyhow::Context;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+use crate::config::TlsFiles;
+
+/// Installs the provider; safe to call any number of times from any thread.
+pub fn init() {
+    // Err only means a provider is already installed, which is the state we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// One loaded set of files.
+pub struct Material {
+    /// For the listener: this node's certificate; client certificates are asked for and, when
+    /// presented, must chain to the cluster CA (API clients with tokens present none).
+    pub server: Arc<ServerConfig>,
+    /// For requests to peers: trusts only the cluster CA and presents this node's certificate.
+    pub client: ClientConfig,
+    /// Unix seconds at which this node's certificate and the CA stop being valid.
+    pub node_expires: i64,
+    pub ca_expires: i64,
+}
+
+impl Material {
+    pub fn load(files: &TlsFiles) -> anyhow::Result<Material> {
+        init();
+        let chain = read_certs(&files.cert)?;
+        let key = PrivateKeyDer::from_pem_file(&files.key)
+            .with_context(|| format!("transport.key: cannot read a PEM private key from {}", files.key.display()))?;
+        let roots = Arc::new(roots(&files.ca)?);
+        let verifier = WebPkiClientVerifier::builder(roots.clone())
+            .allow_unauthenticated()
+            .build()
+            .with_context(|| format!("transport.ca: {} cannot verify client certificates", files.ca.display()))?;
+        let mut server = ServerConfig::builder()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain.clone(), key.clone_key())
+            .with_context(|| {
+                format!(
+                    "transport.cert/key: {} and {} do not make a usable pair",
+                    files.cert.display(),
+                    files.key.display()
+                )
+            })?;
+        server.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let client = ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain.clone(), key)
+            .context("transport.cert/key: cannot be used as a client certificate")?;
+        let node_expires = expiry::not_after_unix(&chain[0]).map_err(|e| anyhow::anyhow!("transport.cert: {e}"))?;
+        let ca_expires = expiry::not_after_pem_file(&files.ca).map_err(|e| anyhow::anyhow!("transport.ca: {e}"))?;
+        Ok(Material { server: Arc::new(server), client, node_expires, ca_expires })
+    }
+}
+
+/// The current material, replaced whole on reload: connections already open keep theirs.
+pub struct Reloadable {
+    current: RwLock<Arc<Material>>,
+}
+
+impl Reloadable {
+    pub fn new(material: Material) -> Reloadable {
+        Reloadable { current: RwLock::new(Arc::new(material)) }
+    }
+
+    pub fn current(&self) -> Arc<Material> {
+        self.current.read().expect("TLS lock poisoned").clone()
+    }
+
+    pub fn replace(&self, material: Material) {
+        *self.current.write().expect("TLS lock poisoned") = Arc::new(material);
+    }
+}
+
+/// A client configuration trusting only the CA in `ca` (PEM), presenting no certificate, or
+/// the one in `cert_and_key`: for the CLI and site agents.
+pub fn client_config(ca: &Path, cert_and_key: Option<(&Path, &Path)>) -> anyhow::Result<ClientConfig> {
+    init();
+    let builder = ClientConfig::builder().with_root_certificates(roots(ca)?);
+    let mut config = match cert_and_key {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = read_certs(cert)?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .with_context(|| format!("cannot read a PEM private key from {}", key.display()))?;
+            builder.with_client_auth_cert(chain, key).context("the certificate and key do not make a usable pair")?
+        }
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("cannot read PEM certificates from {}", path.display()))?;
+    anyhow::ensure!(!certs.is_empty(), "{} holds no PEM certificate", path.display());
+    Ok(certs)
+}
+
+fn roots(ca: &Path) -> anyhow::Result<RootCertStore> {
+    let mut store = RootCertStore::empty();
+    for cert in read_certs(ca)? {
+        store.add(cert).with_context(|| format!("{} is not a usable CA certificate", ca.display()))?;
+    }
+    Ok(store)
+}
+
+/// Who a client certificate names, once rustls has verified it against the cluster CA: a
+/// node (`node-<id>`) or a site (`site-<name>`), from its DNS subject alternative names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertIdentity {
+    Node(u64),
+    Site(String),
+    /// Signed by the cluster CA but naming neither: no role.
+    Other(String),
+}
+
+impl CertIdentity {
+    /// The first node or site name among the certificate's DNS names.
+    pub fn of(cert: &CertificateDer<'_>) -> Option<CertIdentity> {
+        let parsed = webpki::EndEntityCert::try_from(cert).ok()?;
+        let names: Vec<&str> = parsed.valid_dns_names().collect();
+        let node = names.iter().find_map(|n| n.strip_prefix("node-")?.parse::<u64>().ok().filter(|id| *id > 0));
+        let site = names.iter().find_map(|n| n.strip_prefix("site-")).filter(|s| crate::config::check_name(s).is_ok());
+        match (node, site) {
+            (Some(id), _) => Some(CertIdentity::Node(id)),
+            (None, Some(site)) => Some(CertIdentity::Site(site.to_string())),
+            (None, None) => names.first().map(|n| CertIdentity::Other(n.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Display for CertIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CertIdentity::Node(id) => write!(f, "node-{id}"),
+            CertIdentity::Site(site) => write!(f, "site-{site}"),
+            CertIdentity::Other(name) => f.write_str(name),
+        }
+    }
+}
