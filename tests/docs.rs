@@ -110,3 +110,76 @@ fn the_openapi_document_matches_the_router() {
         }
     }
 }
+
+/// Every `witness …` command the README shows (in shell blocks and inline code) names real
+/// subcommands and only flags they take: the README's commands cannot drift from the CLI.
+/// What each command does is exercised by the integration tests (cluster, failover, plan,
+/// agents, security, demo, gen_certs) and `config check` above.
+#[test]
+fn every_witness_command_in_the_readme_exists_with_its_flags() {
+    use std::process::Command;
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let mut commands: Vec<String> = Vec::new();
+    let mut in_shell = false;
+    for line in readme.lines() {
+        if line.starts_with("```") {
+            in_shell = matches!(line.trim_start_matches('`'), "sh" | "bash" | "console");
+            continue;
+        }
+        let candidates: Vec<&str> = if in_shell {
+            vec![line.trim().trim_start_matches("$ ")]
+        } else {
+            line.split('`').skip(1).step_by(2).collect()
+        };
+        for text in candidates {
+            let text = text.split(" #").next().unwrap().trim();
+            for prefix in ["target/debug/witness ", "target/release/witness ", "cargo run --release -- ", "witness "] {
+                if let Some(rest) = text.strip_prefix(prefix) {
+                    commands.push(rest.to_string());
+                    break;
+                }
+            }
+        }
+    }
+    assert!(commands.len() > 30, "the README shows {} witness commands", commands.len());
+    let help = |path: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_witness")).args(path).arg("--help").output().unwrap();
+        assert!(out.status.success(), "witness {} --help failed", path.join(" "));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let mut wrong = Vec::new();
+    for command in &commands {
+        let tokens: Vec<String> = command
+            .split_whitespace()
+            .map(|t| t.trim_matches(|c| c == '[' || c == ']').to_string())
+            .filter(|t| !t.is_empty() && t != "&" && t != "|")
+            .collect();
+        // The subcommand path: words listed under the parent's "Commands:".
+        let mut path: Vec<&str> = Vec::new();
+        for token in &tokens {
+            let text = help(&path);
+            let listed = !token.starts_with('-')
+                && text.split("Commands:").nth(1).is_some_and(|section| {
+                    let mut lines = section.lines().skip(1).take_while(|l| !l.trim().is_empty());
+                    lines.any(|l| l.split_whitespace().next() == Some(token.as_str()))
+                });
+            if !listed {
+                break;
+            }
+            path.push(token);
+        }
+        if path.is_empty() {
+            wrong.push(format!("`witness {command}`: no such subcommand"));
+            continue;
+        }
+        let text = help(&path);
+        for flag in tokens.iter().filter(|t| t.starts_with("--")) {
+            let flag = flag.split('=').next().unwrap();
+            if !text.contains(&format!("{flag} ")) && !text.contains(&format!("{flag}\n")) {
+                wrong.push(format!("`witness {command}`: `witness {}` takes no {flag}", path.join(" ")));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "README commands that do not match the CLI:\n{}", wrong.join("\n"));
+}

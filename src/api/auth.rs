@@ -151,8 +151,7 @@ pub struct RateLimits {
 pub enum Kind {
     /// `[auth] heartbeat_rate` per second, twice that in a burst.
     Heartbeat,
-    /// People and scripts (pausing every group before maintenance, say): bursts of 60, 10/s
-    /// sustained.
+    /// `[auth] operator_rate` per second, six times that in a burst.
     Operator,
 }
 
@@ -160,7 +159,7 @@ impl Kind {
     fn rate_and_burst(self, auth: &Auth) -> (f64, f64) {
         match self {
             Kind::Heartbeat => (f64::from(auth.heartbeat_rate), 2.0 * f64::from(auth.heartbeat_rate)),
-            Kind::Operator => (10.0, 60.0),
+            Kind::Operator => (f64::from(auth.operator_rate), 6.0 * f64::from(auth.operator_rate)),
         }
     }
 }

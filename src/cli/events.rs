@@ -65,6 +65,9 @@ fn line(e: &Event) -> String {
         out += &format!("[{g}] ");
     }
     out += &e.message;
+    if let Some(by) = &e.by {
+        out += &format!(" (by {by})");
+    }
     for (k, v) in &e.evidence {
         out += &format!("\n          {k}: {v}");
     }

@@ -26,15 +26,16 @@ pub const TIMINGS: &str = "probes every 150 ms (timeout 120 ms), down after 5 fa
 pub struct Local {
     dir: PathBuf,
     pub tls: bool,
-    /// Heartbeats per second each site credential may send (`[auth] heartbeat_rate`).
-    pub heartbeat_rate: u32,
+    /// Requests per second each credential may send (`[auth] heartbeat_rate` and
+    /// `operator_rate`): the defaults, lifted by benchmarks that measure throughput.
+    pub rate: Option<u32>,
     site_tokens: Vec<(String, String)>,
 }
 
 impl Local {
     pub fn new(dir: &Path, tls: bool, sites: &[&str]) -> Local {
         let site_tokens = sites.iter().map(|s| (s.to_string(), crate::config::auth::new_token())).collect();
-        Local { dir: dir.to_path_buf(), tls, heartbeat_rate: 200, site_tokens }
+        Local { dir: dir.to_path_buf(), tls, rate: None, site_tokens }
     }
 
     fn tls_dir(&self) -> PathBuf {
@@ -57,10 +58,10 @@ impl Local {
     fn node_tables(&self) -> String {
         use crate::config::auth::{format_hash, hash_token};
         let mut text = format!(
-            "[dev]\noperator_token = \"{}\"\n{}[auth]\nanonymous = \"viewer\"\nmetrics = \"open\"\nheartbeat_rate = {}\n",
+            "[dev]\noperator_token = \"{}\"\n{}[auth]\nanonymous = \"viewer\"\nmetrics = \"open\"\n{}",
             self.admin_token_file().display(),
             if self.tls { format!("tls_dir = \"{}\"\n", self.tls_dir().display()) } else { String::new() },
-            self.heartbeat_rate,
+            self.rate.map_or(String::new(), |r| format!("heartbeat_rate = {r}\noperator_rate = {r}\n")),
         );
         if !self.tls {
             text += "[transport]\nplain_http = true\n";

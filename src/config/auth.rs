@@ -71,12 +71,21 @@ pub struct Auth {
     /// Heartbeats each site credential may send per second (twice that in a burst). An agent
     /// sends 4/s by default and five times as many while draining.
     pub heartbeat_rate: u32,
+    /// Operator and admin actions each credential may take per second (six times that in a
+    /// burst: pausing every group before maintenance, say).
+    pub operator_rate: u32,
     pub tokens: Vec<TokenSpec>,
 }
 
 impl Default for Auth {
     fn default() -> Auth {
-        Auth { anonymous_viewer: false, open_metrics: false, heartbeat_rate: 200, tokens: Vec::new() }
+        Auth {
+            anonymous_viewer: false,
+            open_metrics: false,
+            heartbeat_rate: 200,
+            operator_rate: 10,
+            tokens: Vec::new(),
+        }
     }
 }
 
@@ -135,6 +144,7 @@ pub(super) struct RawAuth {
     anonymous: Option<String>,
     metrics: Option<String>,
     heartbeat_rate: Option<u32>,
+    operator_rate: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -209,7 +219,11 @@ impl RawAuth {
         if heartbeat_rate == 0 {
             e.add("auth.heartbeat_rate", "must be at least 1 (heartbeats per second per site credential)");
         }
-        Auth { anonymous_viewer, open_metrics, heartbeat_rate, tokens: specs }
+        let operator_rate = self.operator_rate.unwrap_or(Auth::default().operator_rate);
+        if operator_rate == 0 {
+            e.add("auth.operator_rate", "must be at least 1 (operator actions per second per credential)");
+        }
+        Auth { anonymous_viewer, open_metrics, heartbeat_rate, operator_rate, tokens: specs }
     }
 }
 

@@ -150,6 +150,13 @@ impl TestNode {
     pub fn running(&self) -> bool {
         self.child.is_some()
     }
+
+    /// Sends `signal` (e.g. `libc::SIGHUP`) to the running node.
+    pub fn signal(&self, signal: libc::c_int) {
+        let child = self.child.as_ref().expect("node running");
+        // SAFETY: plain kill(2) on our own child's pid, which has not been reaped yet.
+        assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0, "kill({signal}) failed");
+    }
 }
 
 /// `witness <command> --config CONFIG` serving on `listener` (passed as its stdin), logging to

@@ -105,7 +105,7 @@ pub async fn promotion(dir: &Path, trials: usize) -> anyhow::Result<()> {
 pub async fn heartbeats(dir: &Path, clients: usize, duration: Duration, tls: bool) -> anyhow::Result<()> {
     let config = sites_and_group("http://127.0.0.1:9/healthz", "http://127.0.0.1:9/healthz");
     let mut local = Local::new(dir, tls, &["east", "west"]);
-    local.heartbeat_rate = 10_000_000;
+    local.rate = Some(10_000_000);
     let nodes = start_cluster(&local, &config).await?;
     let leader = wait_for_leader(&nodes, GROUP).await?;
     let addr = nodes.iter().find(|n| n.node.id == leader.id).expect("leader is a node").addr;

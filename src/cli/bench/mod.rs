@@ -158,7 +158,8 @@ async fn bench_raft(dir: &Path, writes: usize, concurrency: usize, tls: bool) ->
              rto = \"5m\"\nrpo = \"0s\"\nfailover = \"manual\"\n"
         );
     }
-    let local = Local::new(dir, tls, &[]);
+    let mut local = Local::new(dir, tls, &[]);
+    local.rate = Some(10_000_000);
     let nodes = start_cluster(&local, &sites_and_groups).await?;
     let leader = wait_for_leader(&nodes, "bench-0").await?;
     let follower = nodes.iter().find(|n| n.node.id != leader.id).expect("3 nodes");
