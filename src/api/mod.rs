@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 pub use error::ApiError;
 
 use crate::config::auth::Role;
+use crate::config::check_name;
 use auth::{Caller, Needs};
 
 use crate::engine::leases::Heartbeat;
@@ -75,6 +76,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .merge(guarded(Needs::Role(Role::Admin), admin))
         .merge(guarded(Needs::SiteInPath, site))
         .merge(guarded(Needs::Peer, peer))
+        .route_layer(middleware::from_fn(check_path_names))
         .layer(middleware::from_fn(read_body))
         .with_state(node)
 }
@@ -114,6 +116,44 @@ async fn read_body(req: Request, next: Next) -> Response {
         }
     };
     next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await
+}
+
+/// Group and site names in a path are names from the config (see [`check_name`]): anything
+/// else cannot name one, and is refused before authorization, a handler or a log line sees it.
+async fn check_path_names(req: Request, next: Next) -> Response {
+    use axum::extract::{FromRequestParts, RawPathParams};
+    let (mut parts, body) = req.into_parts();
+    match RawPathParams::from_request_parts(&mut parts, &()).await {
+        Err(_) => return ApiError::BadRequest("path: not valid UTF-8 once percent-decoded".into()).into_response(),
+        Ok(params) => {
+            for (key, value) in params.iter() {
+                if matches!(key, "group" | "site") && check_name(value).is_err() {
+                    return ApiError::from(NodeError::NotFound(format!("no {key} is named {value:?}"))).into_response();
+                }
+            }
+        }
+    }
+    next.run(Request::from_parts(parts, body)).await
+}
+
+/// Refuses a write that names a group (or a group's site) the committed state does not have,
+/// before it reaches the log: only real names are ever journaled.
+fn check_known(node: &Node, command: &Command) -> Result<(), ApiError> {
+    let (group, site) = match command {
+        Command::Activate { group, site, .. } => (group, Some(site)),
+        Command::SetPaused { group, .. } | Command::Ack { group, .. } | Command::ResolvePlan { group, .. } => {
+            (group, None)
+        }
+        _ => return Ok(()),
+    };
+    let applied = node.applied.read().expect("state lock poisoned");
+    let g = applied.state.groups.get(group).ok_or_else(|| NodeError::NotFound(format!("unknown group {group:?}")))?;
+    match site {
+        Some(site) if *site != g.spec.primary && *site != g.spec.secondary => {
+            Err(NodeError::NotFound(format!("site {site:?} is not a site of group {group:?}")).into())
+        }
+        _ => Ok(()),
+    }
 }
 
 #[derive(Serialize)]
@@ -180,6 +220,7 @@ async fn activate(
 ) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(ApiError::from_json)?;
     let command = Command::Activate { group, site: body.site, expected_epoch: Epoch(body.expected_epoch) };
+    check_known(&node, &command)?;
     match node.submit_by(LeaderRequest::Write(command), Some(caller.audit_name()), false).await? {
         LeaderReply::Written { response, log_index } => Ok(written(response, log_index)),
         other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
@@ -454,6 +495,7 @@ async fn automation(State(node): AppState, caller: Operator, body: JsonBody<Auto
 }
 
 async fn write(node: &Node, caller: &Caller, command: Command) -> ApiResult {
+    check_known(node, &command)?;
     match node.submit_by(LeaderRequest::Write(command), Some(caller.audit_name()), false).await? {
         LeaderReply::Written { response, log_index } => Ok(written(response, log_index)),
         other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
