@@ -114,7 +114,7 @@ async fn concurrent_epoch_cas_has_exactly_one_winner() {
     // of another cluster name too.
     let refused = c.http.post(c.nodes[0].url("/raft/vote")).json(&serde_json::json!({})).send().await.unwrap();
     assert_eq!(refused.status(), 403);
-    let peer = support::creds().node_client(2);
+    let peer = support::creds().cert_client("node-2");
     let refused = peer.post(c.nodes[0].url("/raft/vote")).json(&serde_json::json!({})).send().await.unwrap();
     assert_eq!(refused.status(), 409);
 

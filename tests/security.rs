@@ -11,20 +11,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::json;
-use support::{cli, creds, eventually, Cluster};
-
-/// A client presenting the certificate `name` (e.g. `node-2`) from `dir`, trusting `ca`.
-fn cert_client(dir: &Path, name: &str, ca: &Path) -> reqwest::Client {
-    witness::tls::init();
-    let (cert, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
-    let tls = witness::tls::client_config(ca, Some((&cert, &key))).unwrap();
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .tls_backend_preconfigured(tls)
-        .build()
-        .unwrap()
-}
+use support::{cert_client, cli, creds, eventually, Cluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strangers_cannot_join_or_speak_raft() {
@@ -61,7 +48,7 @@ async fn strangers_cannot_join_or_speak_raft() {
     assert!(plain.post(url).json(&json!({})).send().await.is_err(), "plain HTTP must not be answered");
 
     // A site's certificate is not a node's: it is refused on the Raft routes.
-    let site = cert_client(&creds().dir, "site-east", &creds().ca);
+    let site = creds().cert_client("site-east");
     let resp = site.post(c.nodes[0].url("/raft/vote")).json(&json!({})).send().await.unwrap();
     assert_eq!(resp.status(), 403);
 
@@ -85,8 +72,8 @@ async fn every_route_answers_each_role_as_it_should() {
         ("operator", creds().client(Some("operator"))),
         ("admin", creds().client(Some("admin"))),
         ("east token", creds().client(Some("east"))),
-        ("east cert", cert_client(&creds().dir, "site-east", &creds().ca)),
-        ("node cert", cert_client(&creds().dir, "node-2", &creds().ca)),
+        ("east cert", creds().cert_client("site-east")),
+        ("node cert", creds().cert_client("node-2")),
     ];
     // Expected per caller, in the order above: A allowed, U 401, F 403.
     let heartbeat = json!({"peer_reachable": true});

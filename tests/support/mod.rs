@@ -55,17 +55,10 @@ impl Creds {
         text
     }
 
-    /// A client presenting node `id`'s certificate, as a peer does.
-    pub fn node_client(&self, id: u64) -> reqwest::Client {
-        witness::tls::init();
-        let (cert, key) = (self.dir.join(format!("node-{id}.crt")), self.dir.join(format!("node-{id}.key")));
-        let tls = witness::tls::client_config(&self.ca, Some((&cert, &key))).expect("client TLS config");
-        reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(10))
-            .tls_backend_preconfigured(tls)
-            .build()
-            .unwrap()
+    /// A client presenting the certificate `name` (`node-2`, `site-east`), as a peer or an
+    /// agent does.
+    pub fn cert_client(&self, name: &str) -> reqwest::Client {
+        cert_client(&self.dir, name, &self.ca)
     }
 
     /// A client trusting the CA and sending `token`'s bearer (none: no credentials).
@@ -81,6 +74,19 @@ impl Creds {
         }
         builder.build().unwrap()
     }
+}
+
+/// A client presenting the certificate `name` from `dir`, trusting only the CA in `ca`.
+pub fn cert_client(dir: &Path, name: &str, ca: &Path) -> reqwest::Client {
+    witness::tls::init();
+    let (cert, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    let tls = witness::tls::client_config(ca, Some((&cert, &key))).expect("client TLS config");
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .tls_backend_preconfigured(tls)
+        .build()
+        .unwrap()
 }
 
 pub fn creds() -> &'static Creds {
