@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod netns;
 pub mod seeds;
 pub mod targets;
 

@@ -12,8 +12,8 @@ use axum::Router;
 use base64::Engine as _;
 use serde_json::Value;
 
-async fn serve(app: Router) -> (String, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+async fn serve(app: Router, ip: &str) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     (url, tokio::spawn(async move { axum::serve(listener, app).await.unwrap() }))
 }
@@ -49,10 +49,15 @@ pub struct Receiver {
 impl Receiver {
     /// `secret` is the raw key (the witness's secret file holds `whsec_<base64 of it>`).
     pub async fn start(secret: &[u8]) -> Receiver {
+        Receiver::start_on(secret, "127.0.0.1").await
+    }
+
+    /// Listening on `ip` (a port chosen by the system).
+    pub async fn start_on(secret: &[u8], ip: &str) -> Receiver {
         let state = Arc::new(Mutex::new(HookState { secret: secret.to_vec(), ..HookState::default() }));
         let app =
             Router::new().route("/{path}", post(receive).head(|| async { StatusCode::OK })).with_state(state.clone());
-        let (url, server) = serve(app).await;
+        let (url, server) = serve(app, ip).await;
         Receiver { url, state, _server: server }
     }
 

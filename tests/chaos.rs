@@ -1,0 +1,496 @@
+//! Chaos on real processes: three witness nodes and two sites (each site an agent whose
+//! `/healthz` the witness probes), every one in its own network namespace on a private bridge
+//! (`support::netns`). Each scenario starts a fresh world, injects one fault (kill -9,
+//! SIGSTOP, partitions, one-way and random loss with iptables), says whether a failover must
+//! follow, and checks throughout:
+//! - never two writable sites, from the agents' own answers (asked together; only answers
+//!   closer together than the lease margin count as "at once");
+//! - epochs only grow on every node;
+//! - the plan's webhook effect happens once per failover (a re-run after a leader change
+//!   carries the same idempotency key);
+//! - nothing committed is lost: after healing every node holds the same journal, at least as
+//!   long as the longest any node showed.
+//!
+//! Needs root, iproute2 and iptables (`scripts/test` installs iptables); without them it skips
+//! loudly, except with `CI=true`, where it fails.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Child;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::netns::{Net, OBSERVER};
+use support::targets::{write_secret, Receiver};
+
+const NODES: [&str; 3] = ["n1", "n2", "n3"];
+const SECRET: &[u8] = b"chaos webhook secret";
+/// The agents' lease margin: answers closer together than this are "at the same time".
+const MARGIN: Duration = Duration::from_millis(100);
+
+struct World {
+    dir: tempfile::TempDir,
+    procs: BTreeMap<&'static str, (Vec<String>, Option<Child>)>,
+    http: reqwest::Client,
+    hooks: Receiver,
+    watch: Arc<Mutex<Watch>>,
+    watcher: Option<tokio::task::JoinHandle<()>>,
+    // Last: the namespaces go once every process in them is gone.
+    net: Net,
+}
+
+/// What the watcher saw.
+#[derive(Default)]
+struct Watch {
+    violations: Vec<String>,
+    /// Highest epoch of group `app` each node reported.
+    epochs: BTreeMap<String, u64>,
+    /// Longest journal any node reported.
+    last_seq: u64,
+    samples: u64,
+}
+
+fn url(ip: &str, port: u16, path: &str, tls: bool) -> String {
+    format!("{}://{ip}:{port}{path}", if tls { "https" } else { "http" })
+}
+
+impl World {
+    async fn start() -> World {
+        let net = Net::new(&["n1", "n2", "n3", "east", "west"]);
+        let dir = tempfile::tempdir().unwrap();
+        let tls = dir.path().join("tls");
+        let hosts: Vec<String> = net.hosts.iter().map(|h| h.ip.clone()).collect();
+        witness::tls::certs::generate(&tls, &[1, 2, 3], &["east".into(), "west".into()], &hosts).unwrap();
+        let hooks = Receiver::start_on(SECRET, OBSERVER).await;
+        let secret = write_secret(dir.path(), "hook.secret", &Receiver::secret_file_contents(SECRET));
+        let admin = witness::config::auth::new_token();
+        let hash = witness::config::auth::format_hash(&witness::config::auth::hash_token(&admin));
+        let ip = |name: &str| net.host(name).ip.clone();
+        let members: Vec<String> =
+            NODES.iter().enumerate().map(|(i, n)| format!("{{ id = {}, addr = \"{}:7400\" }}", i + 1, ip(n))).collect();
+        let site = |name: &str| {
+            format!(
+                "[[site]]\nname = \"{name}\"\nprobe_interval = \"150ms\"\nprobe_timeout = \"120ms\"\n\
+                 failure_threshold = 5\nsuccess_threshold = 2\n[[site.probe]]\nkind = \"http\"\n\
+                 url = \"http://{}:7500/healthz\"\n",
+                ip(name)
+            )
+        };
+        let t = tls.display();
+        let bin = env!("CARGO_BIN_EXE_witness").to_string();
+        let mut procs = BTreeMap::new();
+        for (i, name) in NODES.iter().enumerate() {
+            let id = i + 1;
+            let config = dir.path().join(format!("{name}.toml"));
+            let text = format!(
+                "[node]\nid = {id}\nlisten = \"{addr}:7400\"\ndata_dir = \"{data}\"\n\
+                 [cluster]\nname = \"chaos\"\ninitial_members = [{members}]\n\
+                 [cluster.raft]\nheartbeat_interval = \"100ms\"\nelection_timeout_min = \"500ms\"\n\
+                 election_timeout_max = \"1000ms\"\nquorum_loss_probe_interval = \"2s\"\n\
+                 [transport]\ncert = \"{t}/node-{id}.crt\"\nkey = \"{t}/node-{id}.key\"\nca = \"{t}/ca.crt\"\n\
+                 [auth]\nanonymous = \"viewer\"\n[[token]]\nname = \"chaos\"\nrole = \"admin\"\nhash = \"{hash}\"\n\
+                 {east}{west}\
+                 [[group]]\nname = \"app\"\nprimary = \"east\"\nsecondary = \"west\"\nreplication = \"sync\"\n\
+                 rto = \"5m\"\nrpo = \"0s\"\nfailover = \"automatic\"\nhold_down = \"400ms\"\nagents = true\n\
+                 lease = \"1s\"\nlease_margin = \"100ms\"\n\
+                 [[group.step]]\nname = \"notify\"\nkind = \"webhook\"\nurl = \"{hook}/notify\"\n\
+                 secret_file = \"{secret}\"\ntimeout = \"2s\"\nretries = 5\n",
+                addr = ip(name),
+                data = dir.path().join(name).display(),
+                members = members.join(", "),
+                east = site("east"),
+                west = site("west"),
+                hook = hooks.url,
+            );
+            std::fs::write(&config, text).unwrap();
+            let args = vec![bin.clone(), "serve".into(), "--config".into(), config.display().to_string()];
+            procs.insert(*name, (args, None));
+        }
+        for (name, peer) in [("east", "west"), ("west", "east")] {
+            let config = dir.path().join(format!("agent-{name}.toml"));
+            let witness: Vec<String> = NODES.iter().map(|n| format!("\"{}:7400\"", ip(n))).collect();
+            let text = format!(
+                "[agent]\nsite = \"{name}\"\nlisten = \"{}:7500\"\npeer = \"{}:7500\"\nwitness = [{}]\n\
+                 heartbeat_interval = \"100ms\"\nca = \"{t}/ca.crt\"\ncert = \"{t}/site-{name}.crt\"\n\
+                 key = \"{t}/site-{name}.key\"\n[[group]]\nname = \"app\"\n\
+                 replication_command = \"echo '{{\\\"in_sync\\\": true}}'\"\n",
+                ip(name),
+                ip(peer),
+                witness.join(", ")
+            );
+            std::fs::write(&config, text).unwrap();
+            let args = vec![bin.clone(), "agent".into(), "--config".into(), config.display().to_string()];
+            procs.insert(if name == "east" { "east" } else { "west" }, (args, None));
+        }
+        witness::tls::init();
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {admin}")).unwrap();
+        value.set_sensitive(true);
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_millis(800))
+            .tls_backend_preconfigured(witness::tls::client_config(&tls.join("ca.crt"), None).unwrap())
+            .default_headers([(reqwest::header::AUTHORIZATION, value)].into_iter().collect())
+            .build()
+            .unwrap();
+        let mut world = World { dir, procs, http, hooks, watch: Default::default(), watcher: None, net };
+        for name in ["n1", "n2", "n3", "east", "west"] {
+            world.start_proc(name);
+        }
+        world
+    }
+
+    fn start_proc(&mut self, name: &'static str) {
+        let log = self.dir.path().join(format!("{name}.log"));
+        let (args, child) = self.procs.get_mut(name).unwrap();
+        assert!(child.is_none(), "{name} already running");
+        let rest: Vec<&str> = args[1..].iter().map(String::as_str).collect();
+        *child = Some(self.net.spawn(name, &PathBuf::from(&args[0]), &rest, &log));
+    }
+
+    fn kill9(&mut self, name: &str) {
+        let mut child = self.procs.get_mut(name).unwrap().1.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    fn signal(&self, name: &str, signal: libc::c_int) {
+        let pid = self.procs[name].1.as_ref().expect("running").id();
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        assert_eq!(unsafe { libc::kill(pid as libc::pid_t, signal) }, 0);
+    }
+
+    async fn status(&self, node: &str) -> Option<Value> {
+        let resp = self.http.get(url(&self.net.host(node).ip, 7400, "/v1/status", true)).send().await.ok()?;
+        resp.json().await.ok()
+    }
+
+    /// The group as the leader has it: (leader, active site, epoch, plan phase).
+    async fn group(&self) -> Option<(String, String, u64, String)> {
+        for node in NODES {
+            let Some(s) = self.status(node).await else { continue };
+            if s["role"] != "leader" || s["ready"] != true {
+                continue;
+            }
+            let g = s["groups"].as_array()?.iter().find(|g| g["name"] == "app")?.clone();
+            let phase = g["plan"]["phase"].as_str().unwrap_or("none").to_string();
+            return Some((node.to_string(), g["active"].as_str()?.into(), g["epoch"].as_u64()?, phase));
+        }
+        None
+    }
+
+    async fn writable(http: &reqwest::Client, ip: &str) -> (Option<bool>, Instant, Instant) {
+        let sent = Instant::now();
+        let answer = http.get(url(ip, 7500, "/v1/groups/app/writable", false)).send().await;
+        (answer.ok().map(|r| r.status() == 200), sent, Instant::now())
+    }
+
+    /// Waits until east is active and writable and west is its standby, then starts watching.
+    async fn settle(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (east, ..) = World::writable(&self.http, &self.net.host("east").ip).await;
+            let (west, ..) = World::writable(&self.http, &self.net.host("west").ip).await;
+            let group = self.group().await;
+            if east == Some(true) && west == Some(false) && group.as_ref().is_some_and(|g| g.1 == "east") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the world never settled: {group:?}\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (http, watch) = (self.http.clone(), self.watch.clone());
+        let ips: Vec<(String, String)> = self.net.hosts.iter().map(|h| (h.name.clone(), h.ip.clone())).collect();
+        self.watcher = Some(tokio::spawn(async move {
+            let ip = |name: &str| ips.iter().find(|(n, _)| n == name).unwrap().1.clone();
+            let (east_ip, west_ip) = (ip("east"), ip("west"));
+            loop {
+                let ((east, s1, r1), (west, s2, r2)) =
+                    tokio::join!(World::writable(&http, &east_ip), World::writable(&http, &west_ip));
+                let spread = r1.max(r2) - s1.min(s2);
+                {
+                    let mut w = watch.lock().unwrap();
+                    w.samples += 1;
+                    if east == Some(true) && west == Some(true) && spread < MARGIN {
+                        w.violations.push(format!("east and west both writable (answers {spread:?} apart)"));
+                    }
+                }
+                for node in NODES {
+                    let Ok(resp) = http.get(url(&ip(node), 7400, "/v1/status", true)).send().await else { continue };
+                    let Ok(s) = resp.json::<Value>().await else { continue };
+                    let epoch = s["groups"][0]["epoch"].as_u64().unwrap_or(0);
+                    let since = {
+                        let mut w = watch.lock().unwrap();
+                        let seen = *w.epochs.get(node).unwrap_or(&0);
+                        if epoch < seen {
+                            w.violations.push(format!("{node}'s epoch went back from {seen} to {epoch}"));
+                        }
+                        w.epochs.insert(node.to_string(), seen.max(epoch));
+                        w.last_seq
+                    };
+                    let events = url(&ip(node), 7400, &format!("/v1/events?since={since}&limit=1000"), true);
+                    let Ok(resp) = http.get(events).send().await else { continue };
+                    let Ok(page) = resp.json::<Value>().await else { continue };
+                    let seq = page["last_seq"].as_u64().unwrap_or(0);
+                    let mut w = watch.lock().unwrap();
+                    w.last_seq = w.last_seq.max(seq);
+                    drop(w);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }));
+    }
+
+    /// Heals the network, resumes stopped processes, then checks every invariant; `failover`
+    /// says whether the group must have moved to west (once), or must still be on east.
+    async fn finish(mut self, name: &str, failover: bool) {
+        self.net.heal();
+        for node in NODES {
+            if self.procs[node].1.is_some() {
+                self.signal(node, libc::SIGCONT);
+            }
+        }
+        let (want_site, want_epoch) = if failover { ("west", 2) } else { ("east", 1) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let group = loop {
+            let group = self.group().await;
+            if group.as_ref().is_some_and(|g| g.1 == want_site && g.2 == want_epoch && (!failover || g.3 == "done")) {
+                break group.unwrap();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: expected {want_site} at epoch {want_epoch}, got {group:?}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        // A settled world: every running node holds the same journal, none shorter than seen.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Some(w) = self.watcher.take() {
+            w.abort();
+        }
+        let mut journals = BTreeMap::new();
+        for node in NODES.iter().filter(|n| self.procs[**n].1.is_some()) {
+            let resp = self.http.get(url(&self.net.host(node).ip, 7400, "/v1/events?limit=1000", true)).send().await;
+            let page: Value = resp.unwrap().json().await.unwrap();
+            let events: Vec<(u64, String, String)> = page["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    (
+                        e["seq"].as_u64().unwrap(),
+                        e["kind"].as_str().unwrap().into(),
+                        e["message"].as_str().unwrap().into(),
+                    )
+                })
+                .collect();
+            journals.insert(node.to_string(), events);
+        }
+        let watch = self.watch.lock().unwrap();
+        let mut problems = watch.violations.clone();
+        let first = journals.values().next().cloned().unwrap_or_default();
+        for (node, journal) in &journals {
+            if *journal != first {
+                problems.push(format!("{node}'s journal differs from the others'"));
+            }
+        }
+        let longest = first.last().map_or(0, |e| e.0);
+        if longest < watch.last_seq {
+            problems.push(format!(
+                "committed events lost: the journal ends at {longest}, a node showed {}",
+                watch.last_seq
+            ));
+        }
+        let keys: Vec<String> = self.hooks.deliveries("notify").iter().map(|d| d.id.clone()).collect();
+        let distinct: std::collections::BTreeSet<&String> = keys.iter().collect();
+        let expected_keys = usize::from(failover);
+        if distinct.len() != expected_keys {
+            problems.push(format!("plan effects: keys {keys:?}, expected {expected_keys} failover(s)"));
+        }
+        if distinct.iter().any(|k| **k != format!("app:{want_epoch}:notify")) {
+            problems.push(format!("plan effect for another epoch: {keys:?}"));
+        }
+        eprintln!(
+            "chaos {name}: {} at epoch {} (leader {}), {} watch samples, journal {longest} events, webhook keys {keys:?}",
+            group.1, group.2, group.0, watch.samples
+        );
+        assert!(problems.is_empty(), "{name}:\n{}\n{}", problems.join("\n"), self.logs());
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for name in self.procs.keys() {
+            let text = std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            out += &format!("\n----- {name} -----\n");
+            for line in tail.into_iter().rev() {
+                out += line;
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    async fn leader(&self) -> &'static str {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some((leader, ..)) = self.group().await {
+                return NODES.into_iter().find(|n| *n == leader).unwrap();
+            }
+            assert!(Instant::now() < deadline, "no leader");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the group is at `epoch` on the leader.
+    async fn wait_epoch(&self, epoch: u64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.group().await.is_none_or(|g| g.2 < epoch) {
+            assert!(Instant::now() < deadline, "epoch {epoch} never came\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(w) = self.watcher.take() {
+            w.abort();
+        }
+        for (_, child) in self.procs.values_mut() {
+            if let Some(mut c) = child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// How long a fault is left in place before healing when no failover is expected: well past
+/// detection (5 × 150 ms), hold-down (400 ms) and a lease (1 s + 100 ms).
+const HOLD: Duration = Duration::from_secs(6);
+
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    PrimaryDies,
+    PrimaryIsolated,
+    PrimaryCutFromWitnessOnly,
+    PeerLinkCut,
+    WitnessFollowerKilled,
+    WitnessLeaderKilled,
+    WitnessLeaderFrozen,
+    ProbeLoss10,
+    OneWayLossAtPrimary,
+    WitnessLeaderIsolated,
+    PrimaryDiesThenLeaderKilled,
+    PrimaryDiesAndReturns,
+}
+
+impl Fault {
+    /// Whether the group must end on west.
+    fn fails_over(self) -> bool {
+        matches!(
+            self,
+            Fault::PrimaryDies
+                | Fault::PrimaryIsolated
+                | Fault::PrimaryDiesThenLeaderKilled
+                | Fault::PrimaryDiesAndReturns
+        )
+    }
+}
+
+async fn inject(w: &mut World, fault: Fault) {
+    let others = |n: &'static str| NODES.into_iter().filter(move |m| *m != n);
+    match fault {
+        Fault::PrimaryDies => w.kill9("east"),
+        Fault::PrimaryIsolated => {
+            for n in NODES.iter().chain(["west"].iter()) {
+                w.net.partition("east", n);
+            }
+        }
+        Fault::PrimaryCutFromWitnessOnly => NODES.iter().for_each(|n| w.net.partition("east", n)),
+        Fault::PeerLinkCut => w.net.partition("east", "west"),
+        Fault::WitnessFollowerKilled => {
+            let leader = w.leader().await;
+            w.kill9(others(leader).next().unwrap());
+        }
+        Fault::WitnessLeaderKilled => {
+            let leader = w.leader().await;
+            w.kill9(leader);
+        }
+        Fault::WitnessLeaderFrozen => {
+            let leader = w.leader().await;
+            w.signal(leader, libc::SIGSTOP);
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            w.signal(leader, libc::SIGCONT);
+        }
+        Fault::ProbeLoss10 => {
+            for n in NODES {
+                w.net.lose_from(n, "east", 0.10);
+                w.net.lose_from(n, "west", 0.10);
+            }
+        }
+        Fault::OneWayLossAtPrimary => NODES.iter().for_each(|n| w.net.drop_from("east", n)),
+        Fault::WitnessLeaderIsolated => {
+            let leader = w.leader().await;
+            others(leader).for_each(|n| w.net.partition(leader, n));
+        }
+        Fault::PrimaryDiesThenLeaderKilled => {
+            w.kill9("east");
+            w.wait_epoch(2).await;
+            let leader = w.leader().await;
+            w.kill9(leader);
+        }
+        Fault::PrimaryDiesAndReturns => {
+            w.kill9("east");
+            w.wait_epoch(2).await;
+            w.start_proc("east");
+        }
+    }
+    // The fault stays until the failover it must cause is decided, or for HOLD when it must
+    // cause none (and after the primary's return, to see that nothing moves back).
+    if fault.fails_over() {
+        w.wait_epoch(2).await;
+    }
+    if !fault.fails_over() || matches!(fault, Fault::PrimaryDiesAndReturns) {
+        tokio::time::sleep(HOLD).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_fail_over_exactly_when_they_should_and_never_break_the_invariants() {
+    if let Err(why) = Net::available() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "chaos tests must run in CI: {why}");
+        eprintln!("SKIPPED chaos tests: {why}");
+        return;
+    }
+    let faults = [
+        Fault::PrimaryDies,
+        Fault::PrimaryIsolated,
+        Fault::PrimaryCutFromWitnessOnly,
+        Fault::PeerLinkCut,
+        Fault::WitnessFollowerKilled,
+        Fault::WitnessLeaderKilled,
+        Fault::WitnessLeaderFrozen,
+        Fault::ProbeLoss10,
+        Fault::OneWayLossAtPrimary,
+        Fault::WitnessLeaderIsolated,
+        Fault::PrimaryDiesThenLeaderKilled,
+        Fault::PrimaryDiesAndReturns,
+    ];
+    let only = std::env::var("WITNESS_CHAOS").ok();
+    for fault in faults {
+        let name = format!("{fault:?}");
+        if only.as_ref().is_some_and(|o| *o != name) {
+            continue;
+        }
+        let started = Instant::now();
+        let mut w = World::start().await;
+        w.settle().await;
+        inject(&mut w, fault).await;
+        w.finish(&name, fault.fails_over()).await;
+        eprintln!("chaos {name}: {:?}", started.elapsed());
+    }
+}
