@@ -1,7 +1,8 @@
 //! Chaos on real processes: three witness nodes and two sites (each site an agent whose
 //! `/healthz` the witness probes), every one in its own network namespace on a private bridge
 //! (`support::netns`). Each scenario starts a fresh world, injects one fault (kill -9,
-//! SIGSTOP, partitions, one-way and random loss with iptables), says whether a failover must
+//! SIGSTOP, partitions, one-way and random loss with iptables, WAN delay and jitter through a
+//! userspace relay), says whether a failover must
 //! follow, and checks throughout:
 //! - never two writable sites, from the agents' own answers (asked together; only answers
 //!   closer together than the lease margin count as "at once");
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::netns::{Net, OBSERVER};
+use support::relay::Relay;
 use support::targets::{write_secret, Receiver};
 
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
@@ -38,6 +40,7 @@ struct World {
     hooks: Receiver,
     watch: Arc<Mutex<Watch>>,
     watcher: Option<tokio::task::JoinHandle<()>>,
+    _relays: Vec<Relay>,
     // Last: the namespaces go once every process in them is gone.
     net: Net,
 }
@@ -58,19 +61,48 @@ fn url(ip: &str, port: u16, path: &str, tls: bool) -> String {
 }
 
 impl World {
-    async fn start() -> World {
+    /// With `wan`, every witness node is reached (by its peers and the agents) through a relay
+    /// adding that delay and jitter each way.
+    async fn start(wan: Option<(Duration, Duration)>) -> World {
         let net = Net::new(&["n1", "n2", "n3", "east", "west"]);
         let dir = tempfile::tempdir().unwrap();
         let tls = dir.path().join("tls");
-        let hosts: Vec<String> = net.hosts.iter().map(|h| h.ip.clone()).collect();
+        let mut hosts: Vec<String> = net.hosts.iter().map(|h| h.ip.clone()).collect();
+        hosts.push(OBSERVER.to_string());
         witness::tls::certs::generate(&tls, &[1, 2, 3], &["east".into(), "west".into()], &hosts).unwrap();
         let hooks = Receiver::start_on(SECRET, OBSERVER).await;
         let secret = write_secret(dir.path(), "hook.secret", &Receiver::secret_file_contents(SECRET));
         let admin = witness::config::auth::new_token();
         let hash = witness::config::auth::format_hash(&witness::config::auth::hash_token(&admin));
         let ip = |name: &str| net.host(name).ip.clone();
+        let mut relays = Vec::new();
+        let mut addrs = Vec::new();
+        for (i, n) in NODES.iter().enumerate() {
+            let direct = format!("{}:7400", ip(n));
+            match wan {
+                None => addrs.push(direct),
+                Some((delay, jitter)) => {
+                    let relay =
+                        Relay::start(&format!("{OBSERVER}:0"), direct.parse().unwrap(), delay, jitter, i as u64).await;
+                    addrs.push(relay.addr.to_string());
+                    relays.push(relay);
+                }
+            }
+        }
+        // Over the WAN, the timings the defaults use between sites; on the bridge, fast ones.
+        let raft = match wan {
+            None => {
+                "heartbeat_interval = \"100ms\"\nelection_timeout_min = \"500ms\"\n\
+                     election_timeout_max = \"1000ms\"\nquorum_loss_probe_interval = \"2s\"\n"
+            }
+            Some(_) => {
+                "heartbeat_interval = \"250ms\"\nelection_timeout_min = \"1500ms\"\n\
+                        election_timeout_max = \"3000ms\"\nquorum_loss_probe_interval = \"6s\"\n"
+            }
+        };
+        let agent_beat = if wan.is_some() { "250ms" } else { "100ms" };
         let members: Vec<String> =
-            NODES.iter().enumerate().map(|(i, n)| format!("{{ id = {}, addr = \"{}:7400\" }}", i + 1, ip(n))).collect();
+            addrs.iter().enumerate().map(|(i, a)| format!("{{ id = {}, addr = \"{a}\" }}", i + 1)).collect();
         let site = |name: &str| {
             format!(
                 "[[site]]\nname = \"{name}\"\nprobe_interval = \"150ms\"\nprobe_timeout = \"120ms\"\n\
@@ -86,10 +118,9 @@ impl World {
             let id = i + 1;
             let config = dir.path().join(format!("{name}.toml"));
             let text = format!(
-                "[node]\nid = {id}\nlisten = \"{addr}:7400\"\ndata_dir = \"{data}\"\n\
+                "[node]\nid = {id}\nlisten = \"{addr}:7400\"\nadvertise = \"{advertise}\"\ndata_dir = \"{data}\"\n\
                  [cluster]\nname = \"chaos\"\ninitial_members = [{members}]\n\
-                 [cluster.raft]\nheartbeat_interval = \"100ms\"\nelection_timeout_min = \"500ms\"\n\
-                 election_timeout_max = \"1000ms\"\nquorum_loss_probe_interval = \"2s\"\n\
+                 [cluster.raft]\n{raft}\
                  [transport]\ncert = \"{t}/node-{id}.crt\"\nkey = \"{t}/node-{id}.key\"\nca = \"{t}/ca.crt\"\n\
                  [auth]\nanonymous = \"viewer\"\n[[token]]\nname = \"chaos\"\nrole = \"admin\"\nhash = \"{hash}\"\n\
                  {east}{west}\
@@ -99,6 +130,8 @@ impl World {
                  [[group.step]]\nname = \"notify\"\nkind = \"webhook\"\nurl = \"{hook}/notify\"\n\
                  secret_file = \"{secret}\"\ntimeout = \"2s\"\nretries = 5\n",
                 addr = ip(name),
+                advertise = addrs[i],
+                raft = raft,
                 data = dir.path().join(name).display(),
                 members = members.join(", "),
                 east = site("east"),
@@ -111,10 +144,10 @@ impl World {
         }
         for (name, peer) in [("east", "west"), ("west", "east")] {
             let config = dir.path().join(format!("agent-{name}.toml"));
-            let witness: Vec<String> = NODES.iter().map(|n| format!("\"{}:7400\"", ip(n))).collect();
+            let witness: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
             let text = format!(
                 "[agent]\nsite = \"{name}\"\nlisten = \"{}:7500\"\npeer = \"{}:7500\"\nwitness = [{}]\n\
-                 heartbeat_interval = \"100ms\"\nca = \"{t}/ca.crt\"\ncert = \"{t}/site-{name}.crt\"\n\
+                 heartbeat_interval = \"{agent_beat}\"\nca = \"{t}/ca.crt\"\ncert = \"{t}/site-{name}.crt\"\n\
                  key = \"{t}/site-{name}.key\"\n[[group]]\nname = \"app\"\n\
                  replication_command = \"echo '{{\\\"in_sync\\\": true}}'\"\n",
                 ip(name),
@@ -135,7 +168,8 @@ impl World {
             .default_headers([(reqwest::header::AUTHORIZATION, value)].into_iter().collect())
             .build()
             .unwrap();
-        let mut world = World { dir, procs, http, hooks, watch: Default::default(), watcher: None, net };
+        let mut world =
+            World { dir, procs, http, hooks, watch: Default::default(), watcher: None, _relays: relays, net };
         for name in ["n1", "n2", "n3", "east", "west"] {
             world.start_proc(name);
         }
@@ -386,6 +420,9 @@ enum Fault {
     WitnessLeaderIsolated,
     PrimaryDiesThenLeaderKilled,
     PrimaryDiesAndReturns,
+    /// Between every party and the witness nodes: 25 ms ± 10 ms each way.
+    WanDelay,
+    WanDelayPrimaryDies,
 }
 
 impl Fault {
@@ -397,7 +434,13 @@ impl Fault {
                 | Fault::PrimaryIsolated
                 | Fault::PrimaryDiesThenLeaderKilled
                 | Fault::PrimaryDiesAndReturns
+                | Fault::WanDelayPrimaryDies
         )
+    }
+
+    fn wan(self) -> Option<(Duration, Duration)> {
+        matches!(self, Fault::WanDelay | Fault::WanDelayPrimaryDies)
+            .then_some((Duration::from_millis(25), Duration::from_millis(10)))
     }
 }
 
@@ -448,6 +491,8 @@ async fn inject(w: &mut World, fault: Fault) {
             w.wait_epoch(2).await;
             w.start_proc("east");
         }
+        Fault::WanDelay => {}
+        Fault::WanDelayPrimaryDies => w.kill9("east"),
     }
     // The fault stays until the failover it must cause is decided, or for HOLD when it must
     // cause none (and after the primary's return, to see that nothing moves back).
@@ -479,6 +524,8 @@ async fn faults_fail_over_exactly_when_they_should_and_never_break_the_invariant
         Fault::WitnessLeaderIsolated,
         Fault::PrimaryDiesThenLeaderKilled,
         Fault::PrimaryDiesAndReturns,
+        Fault::WanDelay,
+        Fault::WanDelayPrimaryDies,
     ];
     let only = std::env::var("WITNESS_CHAOS").ok();
     for fault in faults {
@@ -487,7 +534,7 @@ async fn faults_fail_over_exactly_when_they_should_and_never_break_the_invariant
             continue;
         }
         let started = Instant::now();
-        let mut w = World::start().await;
+        let mut w = World::start(fault.wan()).await;
         w.settle().await;
         inject(&mut w, fault).await;
         w.finish(&name, fault.fails_over()).await;

@@ -8,6 +8,7 @@
 
 pub mod dns;
 pub mod netns;
+pub mod relay;
 pub mod seeds;
 pub mod targets;
 
