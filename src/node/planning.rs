@@ -1,7 +1,9 @@
 //! The leader's plan runner: starts the attempts the pure planner (`engine::plan`) calls for,
 //! each committed as `StepStarted` before anything is done, runs them through the executors
 //! (`crate::actions`), and commits each result. Off the leader every attempt is abandoned
-//! (aborted: a program is killed, a request dropped); a new leader resumes from the log. An
+//! (aborted: a program is killed, a request dropped), and so is every attempt of a leader that
+//! has not heard from a quorum for two thirds of the shortest election timeout; a new leader resumes
+//! from the log. An
 //! attempt for an epoch that has been superseded is aborted, and awaited, before any attempt
 //! of the newer epoch starts, so no action of an older failover follows one of a newer.
 
@@ -55,7 +57,13 @@ pub(super) async fn run_plans(node: Arc<Node>) {
             let m = updates.borrow_watched();
             (m.current_leader, m.current_term)
         };
-        if leader != Some(node.id) || planner.as_ref().is_some_and(|(t, _)| *t != term) {
+        // A leader cut off from its quorum sees no newer term, yet the others may elect a
+        // successor once election_timeout_min has passed since the heartbeat a quorum last
+        // acknowledged was sent: it stops every attempt a third of that earlier (room for this
+        // loop's tick and the abort), so no action of its can follow one of theirs.
+        let cut_off =
+            node.quorum_ack_age().is_none_or(|age| age > node.config.cluster.raft.election_timeout_min * 2 / 3);
+        if leader != Some(node.id) || cut_off || planner.as_ref().is_some_and(|(t, _)| *t != term) {
             planner = None;
             abandon(&mut tasks, |_| true).await;
         }

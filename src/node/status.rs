@@ -185,6 +185,16 @@ impl Node {
     /// one within the election timeout; a follower has heard from the leader within it), this
     /// node has recovered its committed state after start, and has applied everything it knows
     /// to be committed.
+    /// On the leader: how long ago a quorum last acknowledged it (zero for a sole voter, which
+    /// is its own quorum); `None` when none has yet.
+    pub fn quorum_ack_age(&self) -> Option<Duration> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        if m.membership_config.voter_ids().eq([self.id]) {
+            return Some(Duration::ZERO);
+        }
+        m.last_quorum_acked.as_ref().map(|at| openraft::Instant::elapsed(&**at))
+    }
+
     pub fn readiness(&self) -> Result<(), String> {
         let m = self.raft.metrics().borrow_watched().clone();
         if let Err(e) = &m.running_state {
@@ -194,22 +204,13 @@ impl Node {
         let ms = |d: Duration| d.as_millis();
         match m.current_leader {
             None => return Err("no leader known".into()),
-            Some(leader) if leader == self.id => {
-                // A sole voter is its own quorum; openraft records no acknowledgements for it.
-                let sole_voter = m.membership_config.voter_ids().eq([self.id]);
-                let acked = if sole_voter {
-                    Some(Duration::ZERO)
-                } else {
-                    m.last_quorum_acked.as_ref().map(|at| openraft::Instant::elapsed(&**at))
-                };
-                match acked {
-                    None => return Err("this node leads but no quorum has acknowledged it yet".into()),
-                    Some(age) if age > bound => {
-                        return Err(format!("this node leads but no quorum has acknowledged it for {} ms", ms(age)))
-                    }
-                    Some(_) => {}
+            Some(leader) if leader == self.id => match self.quorum_ack_age() {
+                None => return Err("this node leads but no quorum has acknowledged it yet".into()),
+                Some(age) if age > bound => {
+                    return Err(format!("this node leads but no quorum has acknowledged it for {} ms", ms(age)))
                 }
-            }
+                Some(_) => {}
+            },
             Some(leader) => match self.contact.last().map(|at| at.elapsed()) {
                 None => return Err(format!("leader {leader} known but not heard from yet")),
                 Some(age) if age > bound => return Err(format!("no word from leader {leader} for {} ms", ms(age))),
