@@ -95,7 +95,7 @@ impl Node {
             .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
         let lock = lock_data_dir(&data_dir)?;
 
-        let probers = config.sites.iter().map(SiteProber::new).collect::<anyhow::Result<Vec<_>>>()?;
+        let probers = SiteProber::all(&config.sites)?;
         let (errors, warnings) = crate::actions::secrets::audit(&config);
         for warning in warnings {
             tracing::warn!("{warning}");
