@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::summary;
+use super::{summary, Samples};
 use crate::agent::RunningAgent;
 use crate::cli::local::{
     acknowledge, free_addr, start_agent, start_cluster, wait_for_leader, Local, Stub, HOLD_DOWN, SITE, TIMINGS,
@@ -40,7 +40,9 @@ fn role(agent: &RunningAgent) -> Option<Role> {
     agent.agent.status().groups.get(GROUP).and_then(|g| g.role)
 }
 
-pub async fn promotion(dir: &Path, trials: usize) -> anyhow::Result<()> {
+pub async fn promotion(dir: &Path, trials: usize, samples: &mut Samples) -> anyhow::Result<()> {
+    samples.set("trials", trials);
+    samples.set("timings", format!("{TIMINGS}; agents' heartbeats every 250 ms, lease 1 s + 100 ms margin"));
     let mut stubs = [Stub::start(0.0, 1).await?, Stub::start(0.0, 2).await?];
     let local = Local::new(dir, true, &[]);
     let nodes = start_cluster(&local, &sites_and_group(&stubs[0].url(), &stubs[1].url())).await?;
@@ -83,6 +85,7 @@ pub async fn promotion(dir: &Path, trials: usize) -> anyhow::Result<()> {
             took.as_secs_f64() * 1000.0
         );
         latencies.push(took);
+        samples.push("failure -> survivor writable", took);
         stubs[active].restart().await?;
         agents[active] = Some(
             start_agent(&local, names[active], GROUP, addrs[active], &addrs[survivor].to_string(), &witness).await?,
@@ -102,7 +105,16 @@ pub async fn promotion(dir: &Path, trials: usize) -> anyhow::Result<()> {
 
 /// Heartbeats as the two sites' agents would send them (east's and west's tokens), as fast as
 /// `clients` connections allow: the per-credential rate limit is lifted for the measurement.
-pub async fn heartbeats(dir: &Path, clients: usize, duration: Duration, tls: bool) -> anyhow::Result<()> {
+pub async fn heartbeats(
+    dir: &Path,
+    clients: usize,
+    duration: Duration,
+    tls: bool,
+    samples: &mut Samples,
+) -> anyhow::Result<()> {
+    samples.set("clients", clients);
+    samples.set("duration_s", duration.as_secs_f64());
+    samples.set("tls", tls);
     let config = sites_and_group("http://127.0.0.1:9/healthz", "http://127.0.0.1:9/healthz");
     let mut local = Local::new(dir, tls, &["east", "west"]);
     local.rate = Some(10_000_000);
@@ -140,6 +152,10 @@ pub async fn heartbeats(dir: &Path, clients: usize, duration: Duration, tls: boo
     }
     let secs = started.elapsed().as_secs_f64();
     println!("{} heartbeats answered in {secs:.1} s: {:.0}/s, {}", all.len(), all.len() as f64 / secs, summary(&all));
+    let label = "heartbeat answered";
+    samples.extend(label, &all);
+    samples.set_in(label, "seconds", secs);
+    samples.set_in(label, "per_s", all.len() as f64 / secs);
     for n in nodes {
         n.shutdown().await;
     }

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::summary;
+use super::{summary, Samples};
 use crate::node::RunningNode;
 use crate::state::Verdict;
 
@@ -36,7 +36,12 @@ async fn start(dir: &Path, east: &Stub, west: &Stub) -> anyhow::Result<Vec<Runni
     Ok(nodes)
 }
 
-pub async fn bench(dir: &Path, trials: usize) -> anyhow::Result<()> {
+/// The one series of `bench failover`.
+const DETECTION: &str = "failure -> decision committed";
+
+pub async fn bench(dir: &Path, trials: usize, samples: &mut Samples) -> anyhow::Result<()> {
+    samples.set("trials", trials);
+    samples.set("timings", TIMINGS);
     let mut stubs = [Stub::start(0.0, 1).await?, Stub::start(0.0, 2).await?];
     let nodes = start(dir, &stubs[0], &stubs[1]).await?;
     println!("3 witness nodes, 2 sites, {TIMINGS}");
@@ -57,6 +62,7 @@ pub async fn bench(dir: &Path, trials: usize) -> anyhow::Result<()> {
         };
         println!("trial {:>3}: failure -> failover committed in {:.0} ms", trial + 1, took.as_secs_f64() * 1000.0);
         latencies.push(took);
+        samples.push(DETECTION, took);
         stubs[failing].restart().await?;
         // The restored site becomes the standby; acknowledge so the next trial is not blocked.
         acknowledge(&nodes, "demo").await?;
@@ -70,7 +76,10 @@ pub async fn bench(dir: &Path, trials: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn soak(dir: &Path, loss: f64, duration: Duration) -> anyhow::Result<()> {
+pub async fn soak(dir: &Path, loss: f64, duration: Duration, samples: &mut Samples) -> anyhow::Result<()> {
+    samples.set("loss", loss);
+    samples.set("duration_s", duration.as_secs_f64());
+    samples.set("timings", TIMINGS);
     let stubs = [Stub::start(loss, 1).await?, Stub::start(loss, 2).await?];
     let nodes = start(dir, &stubs[0], &stubs[1]).await?;
     println!("3 witness nodes, 2 sites, {TIMINGS}; each site drops {:.0}% of probes, for {duration:?}", loss * 100.0);
@@ -87,6 +96,8 @@ pub async fn soak(dir: &Path, loss: f64, duration: Duration) -> anyhow::Result<(
     };
     println!("journal entries during the soak by kind: {kinds:?}");
     println!("false failovers at {:.0}% probe loss over {duration:?}: {failovers}", loss * 100.0);
+    samples.set("false_failovers", failovers);
+    samples.set("journal_by_kind", &kinds);
     for n in nodes {
         n.shutdown().await;
     }

@@ -1,6 +1,8 @@
 //! `witness bench raft`: commit latency and throughput of a real 3-node cluster (three Raft
 //! nodes in this process, each with its own data directory on local disk with fsync, talking
-//! HTTP over loopback), next to the disk's own fdatasync latency for scale.
+//! HTTP over loopback), next to the disk's own fdatasync latency for scale. Every benchmark
+//! also takes `--samples FILE` for its raw latencies as JSON (`Samples`), which
+//! `scripts/bench` turns into the report.
 
 use std::fs::File;
 use std::io::Write;
@@ -34,6 +36,9 @@ pub enum Command {
         /// fresh subdirectory and removes it afterwards.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Also write the raw latencies (ms), the parameters and the summary to this file as JSON.
+        #[arg(long)]
+        samples: Option<PathBuf>,
         /// Plain HTTP instead of TLS, to measure what TLS costs.
         #[arg(long)]
         plain_http: bool,
@@ -45,6 +50,9 @@ pub enum Command {
         trials: usize,
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Also write the raw latencies (ms), the parameters and the summary to this file as JSON.
+        #[arg(long)]
+        samples: Option<PathBuf>,
     },
     /// Lease-safe promotion: N trials of "the active site dies with its agent", each from the
     /// failure to the surviving agent's own verdict that it may write.
@@ -53,6 +61,9 @@ pub enum Command {
         trials: usize,
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Also write the raw latencies (ms), the parameters and the summary to this file as JSON.
+        #[arg(long)]
+        samples: Option<PathBuf>,
     },
     /// Heartbeat throughput: concurrent clients post agent heartbeats to the leader.
     Heartbeats {
@@ -62,6 +73,9 @@ pub enum Command {
         duration: Duration,
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Also write the raw latencies (ms), the parameters and the summary to this file as JSON.
+        #[arg(long)]
+        samples: Option<PathBuf>,
         /// Plain HTTP instead of TLS, to measure what TLS costs.
         #[arg(long)]
         plain_http: bool,
@@ -84,6 +98,9 @@ pub enum Command {
         dns_record: String,
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Also write the raw latencies (ms), the parameters and the summary to this file as JSON.
+        #[arg(long)]
+        samples: Option<PathBuf>,
     },
     /// False failovers: both sites up while a share of probes is lost, for a while.
     Soak {
@@ -95,28 +112,33 @@ pub enum Command {
         duration: Duration,
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Also write the raw latencies (ms), the parameters and the summary to this file as JSON.
+        #[arg(long)]
+        samples: Option<PathBuf>,
     },
 }
 
 pub fn run(command: Command) -> Exit {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    let dir = match &command {
-        Command::Raft { dir, .. }
-        | Command::Failover { dir, .. }
-        | Command::Promotion { dir, .. }
-        | Command::Heartbeats { dir, .. }
-        | Command::Plan { dir, .. }
-        | Command::Soak { dir, .. } => dir.clone(),
+    let (dir, samples, name) = match &command {
+        Command::Raft { dir, samples, .. } => (dir, samples, "raft"),
+        Command::Failover { dir, samples, .. } => (dir, samples, "failover"),
+        Command::Promotion { dir, samples, .. } => (dir, samples, "promotion"),
+        Command::Heartbeats { dir, samples, .. } => (dir, samples, "heartbeats"),
+        Command::Plan { dir, samples, .. } => (dir, samples, "plan"),
+        Command::Soak { dir, samples, .. } => (dir, samples, "soak"),
     };
-    let dir = dir.unwrap_or_else(std::env::temp_dir).join(format!("witness-bench-{}", std::process::id()));
+    let mut samples = Samples::new(name, samples.clone());
+    let dir = dir.clone().unwrap_or_else(std::env::temp_dir).join(format!("witness-bench-{}", std::process::id()));
+    let s = &mut samples;
     let result = match command {
         Command::Raft { writes, concurrency, plain_http, .. } => {
-            rt.block_on(bench_raft(&dir, writes.max(1), concurrency.max(1), !plain_http))
+            rt.block_on(bench_raft(&dir, writes.max(1), concurrency.max(1), !plain_http, s))
         }
-        Command::Failover { trials, .. } => rt.block_on(failover::bench(&dir, trials.max(1))),
-        Command::Promotion { trials, .. } => rt.block_on(agents::promotion(&dir, trials.max(1))),
+        Command::Failover { trials, .. } => rt.block_on(failover::bench(&dir, trials.max(1), s)),
+        Command::Promotion { trials, .. } => rt.block_on(agents::promotion(&dir, trials.max(1), s)),
         Command::Heartbeats { clients, duration, plain_http, .. } => {
-            rt.block_on(agents::heartbeats(&dir, clients.max(1), duration, !plain_http))
+            rt.block_on(agents::heartbeats(&dir, clients.max(1), duration, !plain_http, s))
         }
         Command::Plan { trials, dns_server, dns_key_file, dns_zone, dns_record, .. } => {
             let dns = match (dns_server, dns_key_file) {
@@ -129,11 +151,18 @@ pub fn run(command: Command) -> Exit {
                 }
                 _ => None,
             };
-            rt.block_on(plan::bench(&dir, trials.max(1), dns))
+            rt.block_on(plan::bench(&dir, trials.max(1), dns, s))
         }
-        Command::Soak { loss, duration, .. } => rt.block_on(failover::soak(&dir, loss.clamp(0.0, 1.0), duration)),
+        Command::Soak { loss, duration, .. } => rt.block_on(failover::soak(&dir, loss.clamp(0.0, 1.0), duration, s)),
     };
     let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = &result {
+        samples.set("error", format!("{e:#}"));
+    }
+    if let Err(e) = samples.write() {
+        eprintln!("error: writing the samples: {e:#}");
+        return Exit::Failed;
+    }
     match result {
         Ok(()) => Exit::Ok,
         Err(e) => {
@@ -143,10 +172,20 @@ pub fn run(command: Command) -> Exit {
     }
 }
 
-async fn bench_raft(dir: &Path, writes: usize, concurrency: usize, tls: bool) -> anyhow::Result<()> {
+async fn bench_raft(
+    dir: &Path,
+    writes: usize,
+    concurrency: usize,
+    tls: bool,
+    samples: &mut Samples,
+) -> anyhow::Result<()> {
+    samples.set("writes", writes);
+    samples.set("concurrency", concurrency);
+    samples.set("tls", tls);
     std::fs::create_dir_all(dir)?;
     let fsync = fdatasync_latency(&dir.join("fsync-probe"), 500)?;
     println!("disk fdatasync (4 KiB append, {} samples): {}", fsync.len(), summary(&fsync));
+    samples.extend("disk fdatasync (4 KiB append)", &fsync);
 
     let mut sites_and_groups = String::from(
         "[[site]]\nname = \"east\"\n[[site.probe]]\nkind = \"tcp\"\naddr = \"127.0.0.1:9\"\n\
@@ -188,6 +227,11 @@ async fn bench_raft(dir: &Path, writes: usize, concurrency: usize, tls: bool) ->
             summary(&lat),
             lat.len() as f64 / secs
         );
+        let label = format!("{label} ({clients})");
+        samples.extend(&label, &lat);
+        samples.set_in(&label, "clients", clients);
+        samples.set_in(&label, "seconds", secs);
+        samples.set_in(&label, "writes_per_s", lat.len() as f64 / secs);
     }
     for n in nodes {
         n.shutdown().await;
@@ -272,15 +316,114 @@ fn fdatasync_latency(path: &Path, samples: usize) -> std::io::Result<Vec<Duratio
     Ok(out)
 }
 
+/// The `p` quantile of sorted, non-empty `v`: the smallest sample with at least that share of
+/// the samples at or below it.
+fn quantile(v: &[Duration], p: f64) -> Duration {
+    v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
 fn summary(samples: &[Duration]) -> String {
     let mut v: Vec<Duration> = samples.to_vec();
     v.sort();
-    let pct = |p: f64| v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1];
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     format!(
         "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        ms(pct(0.50)),
-        ms(pct(0.99)),
+        ms(quantile(&v, 0.50)),
+        ms(quantile(&v, 0.99)),
         ms(*v.last().expect("at least one sample"))
     )
+}
+
+/// What `--samples FILE` writes: the benchmark's name and parameters, its results, and each
+/// series of latencies in milliseconds (rounded to the microsecond, in the order measured)
+/// with the same quantiles the printed summary gives. Written also when the benchmark fails,
+/// with what it measured until then and the error.
+pub(super) struct Samples {
+    path: Option<PathBuf>,
+    fields: serde_json::Map<String, serde_json::Value>,
+    series: Vec<(String, Vec<Duration>, serde_json::Map<String, serde_json::Value>)>,
+}
+
+impl Samples {
+    fn new(bench: &str, path: Option<PathBuf>) -> Samples {
+        let mut fields = serde_json::Map::new();
+        fields.insert("bench".into(), bench.into());
+        fields.insert("started".into(), crate::wallclock::rfc3339(crate::wallclock::unix_ms()).into());
+        Samples { path, fields, series: Vec::new() }
+    }
+
+    /// A parameter or a result of the whole benchmark.
+    pub(super) fn set(&mut self, key: &str, value: impl serde::Serialize) {
+        self.fields.insert(key.into(), serde_json::to_value(value).expect("a JSON value"));
+    }
+
+    fn entry(&mut self, label: &str) -> &mut (String, Vec<Duration>, serde_json::Map<String, serde_json::Value>) {
+        match self.series.iter().position(|(l, ..)| l == label) {
+            Some(i) => &mut self.series[i],
+            None => {
+                self.series.push((label.into(), Vec::new(), serde_json::Map::new()));
+                self.series.last_mut().expect("just pushed")
+            }
+        }
+    }
+
+    /// One more latency of the series `label`.
+    pub(super) fn push(&mut self, label: &str, took: Duration) {
+        self.entry(label).1.push(took);
+    }
+
+    pub(super) fn extend(&mut self, label: &str, lat: &[Duration]) {
+        self.entry(label).1.extend_from_slice(lat);
+    }
+
+    /// A number or note about the series `label` (clients, throughput).
+    pub(super) fn set_in(&mut self, label: &str, key: &str, value: impl serde::Serialize) {
+        self.entry(label).2.insert(key.into(), serde_json::to_value(value).expect("a JSON value"));
+    }
+
+    fn write(&self) -> anyhow::Result<()> {
+        let Some(path) = &self.path else { return Ok(()) };
+        let round = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+        let series: Vec<serde_json::Value> = self
+            .series
+            .iter()
+            .map(|(label, lat, extra)| {
+                let mut o = serde_json::Map::new();
+                o.insert("label".into(), label.clone().into());
+                o.insert("n".into(), lat.len().into());
+                if !lat.is_empty() {
+                    let mut v = lat.clone();
+                    v.sort();
+                    let mean = v.iter().map(|d| ms(*d)).sum::<f64>() / v.len() as f64;
+                    for (key, value) in [
+                        ("min_ms", round(v[0])),
+                        ("p50_ms", round(quantile(&v, 0.50))),
+                        ("p90_ms", round(quantile(&v, 0.90))),
+                        ("p99_ms", round(quantile(&v, 0.99))),
+                        ("max_ms", round(v[v.len() - 1])),
+                        ("mean_ms", (mean * 1e3).round() / 1e3),
+                    ] {
+                        o.insert(key.into(), value.into());
+                    }
+                }
+                o.extend(extra.clone());
+                o.insert("ms".into(), lat.iter().map(|d| round(*d)).collect::<Vec<f64>>().into());
+                serde_json::Value::Object(o)
+            })
+            .collect();
+        let mut doc = self.fields.clone();
+        doc.insert("series".into(), series.into());
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+        let tmp = path.with_extension("tmp");
+        let mut text = serde_json::to_vec(&serde_json::Value::Object(doc))?;
+        text.push(b'\n');
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    }
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::failover::settle;
-use super::summary;
+use super::{ms, summary, Samples};
 use crate::cli::local::{acknowledge, leader, start_cluster, wait_for_leader, Local, Stub, HOLD_DOWN, SITE, TIMINGS};
 use crate::config::Rfc2136Step;
 use crate::state::plan::Phase;
@@ -41,7 +41,10 @@ impl Dns {
     }
 }
 
-pub async fn bench(dir: &Path, trials: usize, dns: Option<Dns>) -> anyhow::Result<()> {
+pub async fn bench(dir: &Path, trials: usize, dns: Option<Dns>, samples: &mut Samples) -> anyhow::Result<()> {
+    samples.set("trials", trials);
+    samples.set("timings", TIMINGS);
+    samples.set("dns_server", dns.as_ref().map(|d| d.server.clone()));
     let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let hook = format!("http://{}/hook", receiver.local_addr()?);
     let app = axum::Router::new().route("/hook", axum::routing::post(|| async { axum::http::StatusCode::NO_CONTENT }));
@@ -133,8 +136,11 @@ pub async fn bench(dir: &Path, trials: usize, dns: Option<Dns>) -> anyhow::Resul
         println!("trial {:>3}: {}", trial + 1, line.join(", "));
         for (label, took) in seen {
             if let Some(step) = label.strip_prefix("failure -> step ") {
-                timings.entry(format!("decision -> step {step}")).or_default().push(took.saturating_sub(decided));
+                let label = format!("decision -> step {step}");
+                samples.push(&label, took.saturating_sub(decided));
+                timings.entry(label).or_default().push(took.saturating_sub(decided));
             }
+            samples.push(&label, took);
             timings.entry(label).or_default().push(took);
         }
         stubs[failing].restart().await?;
@@ -154,8 +160,4 @@ pub async fn bench(dir: &Path, trials: usize, dns: Option<Dns>) -> anyhow::Resul
 
 fn short(label: &str) -> &str {
     label.strip_prefix("failure -> ").unwrap_or(label)
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
