@@ -101,6 +101,13 @@ def quantile_table(rows):
     return "\n".join(lines)
 
 
+def p99_target(target, s, limit_ms, measured=None):
+    """A latency target's row: met when series `s` has a p99 within `limit_ms`."""
+    if not (s and s.get("n")):
+        return (target, "not measured", None)
+    return (target, measured or f"p99 {fmt_ms(s['p99_ms'])} over {s['n']} trials", s["p99_ms"] <= limit_ms)
+
+
 def failed_note(doc, name):
     if doc is None:
         return f"\n*Not run: no samples from `{name}`.*\n"
@@ -142,10 +149,7 @@ def main():
         b.grid(alpha=0.3)
         png = save(fig, out, "detection.png")
         sec_detection += ["", quantile_table([(DETECTION, det)]), "", f"![detection latency]({png})", ""]
-        ok = det["p99_ms"] <= DECISION_P99_MS
-        targets.append(("decision committed, p99 <= 1.5 s", f"p99 {fmt_ms(det['p99_ms'])} over {det['n']} trials", ok))
-    else:
-        targets.append(("decision committed, p99 <= 1.5 s", "not measured", None))
+    targets.append(p99_target("decision committed, p99 <= 1.5 s", det, DECISION_P99_MS))
 
     # --- End to end through BIND -----------------------------------------------------------
     pl = samples.get("plan-dns")
@@ -173,12 +177,7 @@ def main():
         ax.grid(alpha=0.3)
         png = save(fig, out, "failover-dns.png")
         sec_dns += ["", quantile_table([(s["label"], s) for s in order]), "", f"![failure to DNS]({png})", ""]
-    dns = series(pl, DNS)
-    if dns and dns["n"]:
-        ok = dns["p99_ms"] <= DNS_P99_MS
-        targets.append(("failure -> DNS updated in BIND, p99 <= 3.5 s", f"p99 {fmt_ms(dns['p99_ms'])} over {dns['n']} trials", ok))
-    else:
-        targets.append(("failure -> DNS updated in BIND, p99 <= 3.5 s", "not measured", None))
+    targets.append(p99_target("failure -> DNS updated in BIND, p99 <= 3.5 s", series(pl, DNS), DNS_P99_MS))
 
     # --- Promotion ---------------------------------------------------------------------------
     pr = samples.get("promotion")
@@ -204,10 +203,7 @@ def main():
         ax.grid(alpha=0.3)
         png = save(fig, out, "promotion.png")
         sec_prom += ["", quantile_table([(PROMOTED, prom)]), "", f"![promotion]({png})", ""]
-        ok = prom["p99_ms"] <= PROMOTION_P99_MS
-        targets.append(("survivor promoted (lease-safe), p99 <= 2.5 s", f"p99 {fmt_ms(prom['p99_ms'])} over {prom['n']} trials", ok))
-    else:
-        targets.append(("survivor promoted (lease-safe), p99 <= 2.5 s", "not measured", None))
+    targets.append(p99_target("survivor promoted (lease-safe), p99 <= 2.5 s", prom, PROMOTION_P99_MS))
 
     # --- Soak --------------------------------------------------------------------------------
     sec_soak = ["## False failovers under probe loss", ""]
@@ -293,12 +289,9 @@ def main():
         sec_raft += ["", *lines, "", f"![raft commit latency]({png})", ""]
     seq = series(rt, SEQUENTIAL)
     fs = series(rt, "disk fdatasync (4 KiB append)")
-    if seq and seq["n"]:
-        ok = seq["p99_ms"] <= COMMIT_P99_MS
-        extra = f"; the disk's fdatasync p99 {fmt_ms(fs['p99_ms'])}" if fs and fs.get("n") else ""
-        targets.append(("sequential commit with fsync, p99 <= 3 ms", f"p99 {fmt_ms(seq['p99_ms'])} (Raft on the leader, 1 client){extra}", ok))
-    else:
-        targets.append(("sequential commit with fsync, p99 <= 3 ms", "not measured", None))
+    extra = f"; the disk's fdatasync p99 {fmt_ms(fs['p99_ms'])}" if fs and fs.get("n") else ""
+    measured = f"p99 {fmt_ms(seq['p99_ms'])} (Raft on the leader, 1 client){extra}" if seq and seq.get("n") else None
+    targets.append(p99_target("sequential commit with fsync, p99 <= 3 ms", seq, COMMIT_P99_MS, measured))
 
     # --- Heartbeats -----------------------------------------------------------------------------
     sec_hb = ["## Heartbeat ingest", ""]

@@ -156,7 +156,7 @@ impl World {
             );
             std::fs::write(&config, text).unwrap();
             let args = vec![bin.clone(), "agent".into(), "--config".into(), config.display().to_string()];
-            procs.insert(if name == "east" { "east" } else { "west" }, (args, None));
+            procs.insert(name, (args, None));
         }
         witness::tls::init();
         let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {admin}")).unwrap();

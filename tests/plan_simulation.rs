@@ -53,6 +53,7 @@ use support::seeds::{run, seeds};
 use witness::actions::StepContext;
 use witness::config::{FailoverMode, ReplicationMode};
 use witness::engine::plan::{Attempt, Planner};
+use witness::node::planning::context;
 use witness::rng::SplitMix64;
 use witness::state::plan::{Phase, Plan, StepOutcome, StepSpec, StepStatus};
 use witness::state::{Command, DecisionFacts, Epoch, GroupSpec, Logged, Response, State, Topology};
@@ -309,20 +310,6 @@ fn failover(to: &str, expected: u64) -> Command {
         automatic: false,
         facts: DecisionFacts::default(),
     }
-}
-
-/// `node::planning::context`: what the executor is told, built from the leader's applied state.
-fn context(state: &State, a: &Attempt) -> Option<StepContext> {
-    let plan = state.groups.get(&a.group)?.plan.as_ref()?;
-    Some(StepContext {
-        group: a.group.clone(),
-        epoch: a.epoch.0,
-        from: plan.from.clone(),
-        to: plan.to.clone(),
-        reason: plan.reason.clone(),
-        decided_at_ms: plan.decided_at_ms,
-        step: a.step.clone(),
-    })
 }
 
 /// The status a result must give a step, from the step's definition alone.

@@ -120,7 +120,9 @@ async fn abandon(tasks: &mut Attempts, which: impl Fn(&Attempt) -> bool) {
     }
 }
 
-fn context(state: &State, a: &Attempt) -> Option<StepContext> {
+/// What the executor of attempt `a` is told, from the leader's applied state (`None` once the
+/// group or its plan is gone).
+pub fn context(state: &State, a: &Attempt) -> Option<StepContext> {
     let plan = state.groups.get(&a.group)?.plan.as_ref()?;
     Some(StepContext {
         group: a.group.clone(),

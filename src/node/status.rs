@@ -181,20 +181,23 @@ impl Node {
         }
     }
 
-    /// Ready means: a leader is known and demonstrably has a quorum (the leader has heard from
-    /// one within the election timeout; a follower has heard from the leader within it), this
-    /// node has recovered its committed state after start, and has applied everything it knows
-    /// to be committed.
     /// On the leader: how long ago a quorum last acknowledged it (zero for a sole voter, which
     /// is its own quorum); `None` when none has yet.
     pub fn quorum_ack_age(&self) -> Option<Duration> {
-        let m = self.raft.metrics().borrow_watched().clone();
+        self.ack_age(&self.raft.metrics().borrow_watched())
+    }
+
+    fn ack_age(&self, m: &openraft::RaftMetrics<crate::raft::TypeConfig>) -> Option<Duration> {
         if m.membership_config.voter_ids().eq([self.id]) {
             return Some(Duration::ZERO);
         }
         m.last_quorum_acked.as_ref().map(|at| openraft::Instant::elapsed(&**at))
     }
 
+    /// Ready means: a leader is known and demonstrably has a quorum (the leader has heard from
+    /// one within the election timeout; a follower has heard from the leader within it), this
+    /// node has recovered its committed state after start, and has applied everything it knows
+    /// to be committed.
     pub fn readiness(&self) -> Result<(), String> {
         let m = self.raft.metrics().borrow_watched().clone();
         if let Err(e) = &m.running_state {
@@ -204,7 +207,7 @@ impl Node {
         let ms = |d: Duration| d.as_millis();
         match m.current_leader {
             None => return Err("no leader known".into()),
-            Some(leader) if leader == self.id => match self.quorum_ack_age() {
+            Some(leader) if leader == self.id => match self.ack_age(&m) {
                 None => return Err("this node leads but no quorum has acknowledged it yet".into()),
                 Some(age) if age > bound => {
                     return Err(format!("this node leads but no quorum has acknowledged it for {} ms", ms(age)))

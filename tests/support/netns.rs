@@ -35,7 +35,6 @@ pub struct Host {
 }
 
 pub struct Net {
-    hub: String,
     pub hosts: Vec<Host>,
 }
 
@@ -75,7 +74,7 @@ impl Net {
             must(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
             hosts.push(Host { name: name.to_string(), ns, ip });
         }
-        Net { hub, hosts }
+        Net { hosts }
     }
 
     pub fn host(&self, name: &str) -> &Host {
@@ -136,7 +135,6 @@ impl Net {
 
 impl Drop for Net {
     fn drop(&mut self) {
-        let _ = &self.hub;
         cleanup();
     }
 }
