@@ -300,28 +300,20 @@ impl World {
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         // A settled world: every running node holds the same journal, none shorter than seen.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Healing itself commits events (verdicts coming back), so the nodes are given a few
+        // seconds to apply the same ones.
         if let Some(w) = self.watcher.take() {
             w.abort();
         }
-        let mut journals = BTreeMap::new();
-        for node in NODES.iter().filter(|n| self.procs[**n].1.is_some()) {
-            let resp = self.http.get(url(&self.net.host(node).ip, 7400, "/v1/events?limit=1000", true)).send().await;
-            let page: Value = resp.unwrap().json().await.unwrap();
-            let events: Vec<(u64, String, String)> = page["events"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| {
-                    (
-                        e["seq"].as_u64().unwrap(),
-                        e["kind"].as_str().unwrap().into(),
-                        e["message"].as_str().unwrap().into(),
-                    )
-                })
-                .collect();
-            journals.insert(node.to_string(), events);
-        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let journals = loop {
+            let journals = self.journals().await;
+            let same = journals.values().all(|j| Some(j) == journals.values().next());
+            if same || Instant::now() > deadline {
+                break journals;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
         let watch = self.watch.lock().unwrap();
         let mut problems = watch.violations.clone();
         let first = journals.values().next().cloned().unwrap_or_default();
@@ -351,6 +343,21 @@ impl World {
             group.1, group.2, group.0, watch.samples
         );
         assert!(problems.is_empty(), "{name}:\n{}\n{}", problems.join("\n"), self.logs());
+    }
+
+    /// Every running node's journal: (seq, kind, message) of each event.
+    async fn journals(&self) -> BTreeMap<String, Vec<(u64, String, String)>> {
+        let mut journals = BTreeMap::new();
+        for node in NODES.iter().filter(|n| self.procs[**n].1.is_some()) {
+            let resp = self.http.get(url(&self.net.host(node).ip, 7400, "/v1/events?limit=1000", true)).send().await;
+            let page: Value = resp.unwrap().json().await.unwrap();
+            let events = page["events"].as_array().unwrap().iter().map(|e| {
+                let text = |k: &str| e[k].as_str().unwrap().to_string();
+                (e["seq"].as_u64().unwrap(), text("kind"), text("message"))
+            });
+            journals.insert(node.to_string(), events.collect());
+        }
+        journals
     }
 
     fn logs(&self) -> String {
