@@ -106,11 +106,18 @@ async fn the_dashboard_shows_both_sites_and_follows_a_failover_live() {
     })
     .await;
     browser.sign_in("viewer").await;
+    // The status as rendered (the group's row), not just the live timeline, which also names
+    // the sites, the group and the nodes.
     let text = eventually(Duration::from_secs(15), "the page shows both sites and the group", || async {
+        let rendered = browser.script("return document.querySelector('#groups .active-site') !== null").await;
         let text = browser.script("return document.body.innerText").await;
         let text = text.as_str()?.to_string();
-        (text.contains("east") && text.contains("west") && text.contains("app") && text.contains("node 3"))
-            .then_some(text)
+        (rendered == json!(true)
+            && text.contains("east")
+            && text.contains("west")
+            && text.contains("app")
+            && text.contains("node 3"))
+        .then_some(text)
     })
     .await;
     let verdicts = browser.script("return [...document.querySelectorAll('#sites .up')].length").await;
