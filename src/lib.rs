@@ -12,6 +12,7 @@ pub mod node;
 pub mod probe;
 pub mod raft;
 pub mod rng;
+pub mod server;
 pub mod state;
 pub mod telemetry;
 pub mod tls;

@@ -2,6 +2,8 @@
 //! one `witness agent` per site heartbeats them and exchanges peer leases with the other. Kill
 //! east's site and agent: west's agent becomes writable after the lease-safe drain. Stop the
 //! whole witness cluster instead: east stays writable on its peer lease, west stays standby.
+//! An agent grants peer leases only to the other site's certificate, and loads its certificate
+//! again on SIGHUP.
 
 mod support;
 
@@ -137,7 +139,7 @@ async fn with_the_whole_witness_down_east_keeps_writing_on_its_peer_lease() {
     let (mut c, _) = cluster_with_agents(&east, &west).await;
     // West grants only once the witness has told it it is standby: wait for east to hold the
     // peer lease (what this test is about) before the witness goes.
-    let east_status = format!("http://{}/v1/status", c.agents[0].addr);
+    let east_status = format!("https://{}/v1/status", c.agents[0].addr);
     eventually(Duration::from_secs(10), "east holds a peer lease", || async {
         let s: Value = c.http.get(&east_status).send().await.ok()?.json().await.ok()?;
         (s["groups"]["app"]["peer_lease_ms"].as_u64()? > 0).then_some(())
@@ -163,4 +165,110 @@ async fn with_the_whole_witness_down_east_keeps_writing_on_its_peer_lease() {
         c.agents[0].roles().contains(&"role=fenced epoch=1".to_string()).then_some(())
     })
     .await;
+}
+
+/// With its site certificate the agent serves HTTPS, and grants peer leases only to a request
+/// that presents the other site's certificate for the site it names: not this site's own, not
+/// a witness node's, not a client without one, and nothing at all over plain HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_leases_answer_only_the_other_sites_certificate() {
+    let creds = support::creds();
+    let d = creds.dir.display();
+    let text = format!(
+        "[agent]\nsite = \"east\"\nlisten = \"127.0.0.1:0\"\npeer = \"127.0.0.1:9\"\nwitness = [\"127.0.0.1:9\"]\n\
+         ca = \"{d}/ca.crt\"\ncert = \"{d}/site-east.crt\"\nkey = \"{d}/site-east.key\"\n[[group]]\nname = \"app\"\n"
+    );
+    let config = witness::config::agent::AgentConfig::from_toml(&text, std::path::Path::new("east.toml")).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let running = witness::agent::start(config, listener).await.unwrap();
+    let addr = running.addr;
+    let ask = |client: reqwest::Client, scheme: &'static str, site: &'static str| async move {
+        let body = json!({ "site": site, "groups": { "app": 1 } });
+        let resp = client.post(format!("{scheme}://{addr}/v1/peer/lease")).json(&body).send().await.ok()?;
+        Some((resp.status().as_u16(), resp.text().await.unwrap_or_default()))
+    };
+
+    let (status, body) = ask(creds.cert_client("site-west"), "https", "west").await.expect("an answer");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["site"], "east", "{body}");
+
+    for (who, client, site) in [
+        ("west's certificate naming another site", creds.cert_client("site-west"), "north"),
+        ("east's own certificate", creds.cert_client("site-east"), "west"),
+        ("a witness node's certificate", creds.cert_client("node-1"), "west"),
+        ("no certificate", creds.client(None), "west"),
+        ("no certificate, with the admin token", creds.client(Some("admin")), "west"),
+    ] {
+        let (status, body) = ask(client, "https", site).await.unwrap_or_else(|| panic!("{who}: no answer"));
+        assert_eq!(status, 403, "{who}: {body}");
+        assert!(body.contains(&format!("site-{site}")), "{who}: the refusal names the certificate needed: {body}");
+    }
+    let plain = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().unwrap();
+    assert_eq!(ask(plain, "http", "west").await, None, "plain HTTP must get no answer");
+
+    // What applications and probes ask stays open to any client trusting the CA.
+    let healthz = creds.client(None).get(format!("https://{addr}/healthz")).send().await.unwrap();
+    assert_eq!(healthz.status(), 200);
+    running.shutdown().await;
+}
+
+/// SIGHUP: the agent loads its certificate again, and new connections get the new one; a broken
+/// certificate file is refused and the agent keeps what it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_agents_certificate() {
+    let (east, west) = (SiteStub::start().await, SiteStub::start().await);
+    let setup = Setup { site_urls: Some((east.url(), west.url())), agents: true, ..Setup::default() };
+    let mut c = Cluster::with(3, 0, setup);
+    c.add_agents();
+    // East's own copy of the credentials, so the rotation touches nothing shared.
+    let dir = c.dir.path().join("tls-east");
+    std::fs::create_dir(&dir).unwrap();
+    for file in ["ca.crt", "ca.key", "site-east.crt", "site-east.key"] {
+        std::fs::copy(support::creds().dir.join(file), dir.join(file)).unwrap();
+    }
+    let config = c.agent("east").config.clone();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace(&support::creds().dir.display().to_string(), &dir.display().to_string()))
+        .unwrap();
+    c.agent("east").start();
+    let url = format!("https://{}/healthz", c.agent("east").addr);
+    let served = || async {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .tls_info(true)
+            .tls_backend_preconfigured(witness::tls::client_config(&support::creds().ca, None).unwrap())
+            .build()
+            .unwrap();
+        let resp = client.get(&url).send().await.ok()?;
+        Some(resp.extensions().get::<reqwest::tls::TlsInfo>()?.peer_certificate()?.to_vec())
+    };
+    let pem = |name: &str| {
+        use rustls_pki_types::pem::PemObject;
+        rustls_pki_types::CertificateDer::from_pem_file(dir.join(name)).unwrap().to_vec()
+    };
+    let first = eventually(Duration::from_secs(10), "the agent serves", served).await;
+    assert_eq!(first, pem("site-east.crt"));
+
+    witness::tls::certs::issue(&dir, "site-east", &[]).unwrap();
+    let rotated = pem("site-east.crt");
+    assert_ne!(rotated, first);
+    let log = c.agent("east").log.clone();
+    let logged = |what: &'static str| {
+        let log = log.clone();
+        async move {
+            eventually(Duration::from_secs(10), what, || {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                async move { text.contains(what).then_some(()) }
+            })
+            .await
+        }
+    };
+    c.agent("east").signal(libc::SIGHUP);
+    logged("certificate and token reloaded").await;
+    assert_eq!(served().await, Some(rotated.clone()), "new connections get the new certificate");
+
+    std::fs::write(dir.join("site-east.crt"), "not a certificate\n").unwrap();
+    c.agent("east").signal(libc::SIGHUP);
+    logged("reload refused").await;
+    assert_eq!(served().await, Some(rotated), "a broken file changes nothing");
 }

@@ -60,8 +60,8 @@ struct Watch {
     samples: u64,
 }
 
-fn url(ip: &str, port: u16, path: &str, tls: bool) -> String {
-    format!("{}://{ip}:{port}{path}", if tls { "https" } else { "http" })
+fn url(ip: &str, port: u16, path: &str) -> String {
+    format!("https://{ip}:{port}{path}")
 }
 
 impl World {
@@ -111,8 +111,9 @@ impl World {
             format!(
                 "[[site]]\nname = \"{name}\"\nprobe_interval = \"150ms\"\nprobe_timeout = \"120ms\"\n\
                  failure_threshold = 5\nsuccess_threshold = 2\n[[site.probe]]\nkind = \"http\"\n\
-                 url = \"http://{}:7500/healthz\"\n",
-                ip(name)
+                 url = \"https://{}:7500/healthz\"\nca_file = \"{}/ca.crt\"\n",
+                ip(name),
+                tls.display()
             )
         };
         let t = tls.display();
@@ -201,7 +202,7 @@ impl World {
     }
 
     async fn status(&self, node: &str) -> Option<Value> {
-        let resp = self.http.get(url(&self.net.host(node).ip, 7400, "/v1/status", true)).send().await.ok()?;
+        let resp = self.http.get(url(&self.net.host(node).ip, 7400, "/v1/status")).send().await.ok()?;
         resp.json().await.ok()
     }
 
@@ -221,7 +222,7 @@ impl World {
 
     async fn writable(http: &reqwest::Client, ip: &str) -> (Option<bool>, Instant, Instant) {
         let sent = Instant::now();
-        let answer = http.get(url(ip, 7500, "/v1/groups/app/writable", false)).send().await;
+        let answer = http.get(url(ip, 7500, "/v1/groups/app/writable")).send().await;
         (answer.ok().map(|r| r.status() == 200), sent, Instant::now())
     }
 
@@ -255,7 +256,7 @@ impl World {
                     }
                 }
                 for node in NODES {
-                    let Ok(resp) = http.get(url(&ip(node), 7400, "/v1/status", true)).send().await else { continue };
+                    let Ok(resp) = http.get(url(&ip(node), 7400, "/v1/status")).send().await else { continue };
                     let Ok(s) = resp.json::<Value>().await else { continue };
                     let epoch = s["groups"][0]["epoch"].as_u64().unwrap_or(0);
                     let since = {
@@ -267,7 +268,7 @@ impl World {
                         w.epochs.insert(node.to_string(), seen.max(epoch));
                         w.last_seq
                     };
-                    let events = url(&ip(node), 7400, &format!("/v1/events?since={since}&limit=1000"), true);
+                    let events = url(&ip(node), 7400, &format!("/v1/events?since={since}&limit=1000"));
                     let Ok(resp) = http.get(events).send().await else { continue };
                     let Ok(page) = resp.json::<Value>().await else { continue };
                     let seq = page["last_seq"].as_u64().unwrap_or(0);
@@ -353,7 +354,7 @@ impl World {
     async fn journals(&self) -> BTreeMap<String, Vec<(u64, String, String)>> {
         let mut journals = BTreeMap::new();
         for node in NODES.iter().filter(|n| self.procs[**n].1.is_some()) {
-            let resp = self.http.get(url(&self.net.host(node).ip, 7400, "/v1/events?limit=1000", true)).send().await;
+            let resp = self.http.get(url(&self.net.host(node).ip, 7400, "/v1/events?limit=1000")).send().await;
             let page: Value = resp.unwrap().json().await.unwrap();
             let events = page["events"].as_array().unwrap().iter().map(|e| {
                 let text = |k: &str| e[k].as_str().unwrap().to_string();

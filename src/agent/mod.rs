@@ -6,12 +6,17 @@
 //! Applications (or their storage) must treat the agent's word as the only permission to
 //! write: `GET /v1/groups/{group}/writable` answers 200 only while the site holds a lease, and
 //! an agent that is not running answers nothing.
+//!
+//! With its site certificate (`agent.cert`, `key`, `ca`) the agent serves HTTPS with it, and
+//! the peer-lease link is mutual TLS: a grant goes only to a request presenting the other
+//! site's certificate from the same CA, so nobody else can extend a site's permission to write.
+//! Without one (a token-only or plain-HTTP agent) both are plain HTTP, and it says so at start.
 
 pub mod core;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -19,23 +24,31 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch, Notify};
 
 use self::core::{AgentCore, GroupView, Hook, PeerGrant, PeerRequest, Replication};
-use crate::config::agent::{AgentConfig, ReplicationSource};
+use crate::config::agent::{AgentConfig, AgentCredentials, ReplicationSource};
+use crate::config::TlsFiles;
 use crate::engine::leases::{HeartbeatAnswer, Role};
 use crate::metrics::register;
+use crate::server::Connection;
+use crate::tls::{CertIdentity, Material, Reloadable};
 
 pub struct Agent {
     config: AgentConfig,
     core: Mutex<AgentCore>,
     started: Instant,
+    /// For replication URLs.
     http: reqwest::Client,
-    /// Toward the witness: its CA, this site's certificate or token; and the scheme to use.
-    witness_http: reqwest::Client,
+    /// The clients toward the witness and the peer, replaced whole on reload.
+    clients: RwLock<Clients>,
+    /// This site's certificate for the listener, when it has one: the agent then serves TLS
+    /// and demands the peer's certificate for peer leases.
+    server_tls: Option<Arc<Reloadable>>,
+    peer_url: String,
     witness_scheme: &'static str,
     hooks: mpsc::UnboundedSender<Hook>,
     /// Wakes the heartbeat loop early (a drain completed: say so at once).
@@ -110,11 +123,75 @@ impl RunningAgent {
     }
 }
 
+/// What the agent presents and trusts, loaded from its credential files at start and on reload.
+struct Clients {
+    /// Toward the witness: its CA, this site's certificate or token.
+    witness: reqwest::Client,
+    /// Toward the other site's agent: over TLS, trusts only the CA and presents this site's
+    /// certificate.
+    peer: reqwest::Client,
+}
+
+impl Clients {
+    fn load(creds: &AgentCredentials) -> anyhow::Result<(Clients, Option<Material>)> {
+        let material = match creds {
+            AgentCredentials { ca: Some(ca), cert_and_key: Some((cert, key)), .. } => {
+                let files = TlsFiles { cert: cert.clone(), key: key.clone(), ca: ca.clone() };
+                Some(Material::load(&files, "agent")?)
+            }
+            _ => None,
+        };
+        let mut peer = reqwest::Client::builder().no_proxy().tcp_nodelay(true);
+        if let Some(m) = &material {
+            peer = peer.tls_backend_preconfigured(m.client.clone()).https_only(true);
+        }
+        let peer = peer.build().context("cannot build the peer HTTP client")?;
+        Ok((Clients { witness: witness_client(creds)?, peer }, material))
+    }
+}
+
+impl Agent {
+    /// Loads the credential files `config` names (certificate, key, CA, token) again: new
+    /// connections use them, open ones finish with the old. Anything wrong, or a change between
+    /// TLS and plain HTTP on the agent's own listener (that needs a restart), changes nothing.
+    pub fn reload(&self, config: &AgentConfig) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            config.site == self.config.site,
+            "the config now names site {:?}; this agent speaks for {:?} (a restart changes that)",
+            config.site,
+            self.config.site
+        );
+        let (clients, material) = Clients::load(&config.credentials)?;
+        match (&self.server_tls, material) {
+            (Some(server), Some(material)) => server.replace(material),
+            (None, None) => {}
+            (Some(_), None) => anyhow::bail!("the agent serves TLS; the new config has no site certificate"),
+            (None, Some(_)) => anyhow::bail!("the agent serves plain HTTP; serving TLS needs a restart"),
+        }
+        *self.clients.write().expect("agent clients lock poisoned") = clients;
+        Ok(())
+    }
+
+    fn clients(&self) -> (reqwest::Client, reqwest::Client) {
+        let c = self.clients.read().expect("agent clients lock poisoned");
+        (c.witness.clone(), c.peer.clone())
+    }
+}
+
 pub async fn start(config: AgentConfig, listener: tokio::net::TcpListener) -> anyhow::Result<RunningAgent> {
     crate::tls::init();
     let addr = listener.local_addr()?;
     let http = reqwest::Client::builder().no_proxy().tcp_nodelay(true).build().context("cannot build HTTP client")?;
-    let witness_http = witness_client(&config).context("agent credentials")?;
+    let (clients, material) = Clients::load(&config.credentials).context("agent credentials")?;
+    if material.is_none() {
+        tracing::warn!(
+            "agent has no site certificate (agent.cert, agent.key): its listener and the peer-lease link \
+             are plain HTTP, unauthenticated; keep them on a private network"
+        );
+    }
+    let server_tls = material.map(|m| Arc::new(Reloadable::new(m)));
+    let scheme = if server_tls.is_some() { "https" } else { "http" };
+    let peer_url = format!("{scheme}://{}/v1/peer/lease", config.peer);
     let witness_scheme = if config.plain_http { "http" } else { "https" };
     let (hook_tx, hook_rx) = mpsc::unbounded_channel();
     let started = Instant::now();
@@ -124,7 +201,9 @@ pub async fn start(config: AgentConfig, listener: tokio::net::TcpListener) -> an
         core: Mutex::new(core),
         started,
         http,
-        witness_http,
+        clients: RwLock::new(clients),
+        server_tls: server_tls.clone(),
+        peer_url,
         witness_scheme,
         hooks: hook_tx,
         wake: Notify::new(),
@@ -135,16 +214,7 @@ pub async fn start(config: AgentConfig, listener: tokio::net::TcpListener) -> an
     });
     let (stop, stopped) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
-    let app = router(agent.clone());
-    let mut server_stop = stopped.clone();
-    tasks.spawn(async move {
-        let shutdown = async move {
-            let _ = server_stop.wait_for(|s| *s).await;
-        };
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-            tracing::error!(error = %e, "agent HTTP server failed");
-        }
-    });
+    tasks.spawn(crate::server::serve(listener, router(agent.clone()), server_tls, stopped.clone()));
     tasks.spawn(heartbeats(agent.clone()));
     tasks.spawn(peer_leases(agent.clone()));
     tasks.spawn(deadlines(agent.clone()));
@@ -160,8 +230,7 @@ pub async fn start(config: AgentConfig, listener: tokio::net::TcpListener) -> an
 
 /// The client for heartbeats: trusts only the configured CA, presents the site's certificate
 /// and sends its token when configured.
-fn witness_client(config: &AgentConfig) -> anyhow::Result<reqwest::Client> {
-    let creds = &config.credentials;
+fn witness_client(creds: &AgentCredentials) -> anyhow::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder().no_proxy().tcp_nodelay(true);
     if let Some(ca) = &creds.ca {
         let pair = creds.cert_and_key.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
@@ -223,7 +292,7 @@ async fn heartbeat_once(agent: &Agent, target: &str) -> Result<(), Redirect> {
     let url = format!("{}://{target}/v1/sites/{}/heartbeat", agent.witness_scheme, agent.config.site);
     let timeout = agent.config.heartbeat_interval.max(Duration::from_millis(250));
     let outcome = |o: &str| agent.metrics.heartbeats.with_label_values(&[o]).inc();
-    let resp = agent.witness_http.post(url).json(&heartbeat).timeout(timeout).send().await.map_err(|e| {
+    let resp = agent.clients().0.post(url).json(&heartbeat).timeout(timeout).send().await.map_err(|e| {
         outcome("unreachable");
         Redirect::Next(e.to_string())
     })?;
@@ -261,11 +330,17 @@ async fn heartbeat_once(agent: &Agent, target: &str) -> Result<(), Redirect> {
 /// Asks the other site's agent for peer leases every interval (also how each side learns the
 /// other is reachable).
 async fn peer_leases(agent: Arc<Agent>) {
-    let url = format!("http://{}/v1/peer/lease", agent.config.peer);
     loop {
         let sent_at = agent.now();
         let request = agent.core.lock().expect("agent core lock poisoned").peer_request();
-        let result = agent.http.post(&url).json(&request).timeout(agent.config.heartbeat_interval).send().await;
+        let result = agent
+            .clients()
+            .1
+            .post(&agent.peer_url)
+            .json(&request)
+            .timeout(agent.config.heartbeat_interval)
+            .send()
+            .await;
         let grant = match result {
             Ok(resp) if resp.status().is_success() => resp.json::<PeerGrant>().await.map_err(|e| e.to_string()),
             Ok(resp) => Err(format!("HTTP {}", resp.status())),
@@ -432,6 +507,7 @@ async fn status(State(agent): State<Arc<Agent>>) -> Json<AgentStatus> {
 
 async fn peer_lease(
     State(agent): State<Arc<Agent>>,
+    conn: Option<Extension<Connection>>,
     body: Result<Json<PeerRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let Json(request) = match body {
@@ -442,6 +518,16 @@ async fn peer_lease(
         let msg =
             format!("a peer-lease request from site {:?}, this agent's own site: check agent.peer\n", request.site);
         return (StatusCode::BAD_REQUEST, msg).into_response();
+    }
+    let presented = conn.and_then(|Extension(c)| c.cert);
+    if agent.server_tls.is_some() && presented != Some(CertIdentity::Site(request.site.clone())) {
+        let presented = presented.map_or("none".to_string(), |c| c.to_string());
+        tracing::warn!(site = ?request.site, %presented, "peer-lease request refused: not that site's certificate");
+        let msg = format!(
+            "peer leases for site {:?} need its certificate (site-{}) from this agent's CA; presented: {presented}\n",
+            request.site, request.site
+        );
+        return (StatusCode::FORBIDDEN, msg).into_response();
     }
     Json(agent.with_core(|core, now| (core.grant_peer(now, &request), Vec::new()))).into_response()
 }

@@ -5,7 +5,6 @@
 //! the credentials, the current [`Auth`] and `now`; the middleware around them is thin.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,16 +16,8 @@ use axum::response::{IntoResponse, Response};
 use super::ApiError;
 use crate::config::auth::{hash_token, Auth, Role};
 use crate::node::Node;
+use crate::server::Connection;
 use crate::tls::CertIdentity;
-
-/// What the connection told us, attached to every request by the listener.
-#[derive(Debug, Clone)]
-pub struct Connection {
-    pub remote: SocketAddr,
-    /// The verified client certificate's identity, when one was presented over TLS.
-    pub cert: Option<CertIdentity>,
-    pub tls: bool,
-}
 
 /// Who sent a request.
 #[derive(Debug, Clone, PartialEq, Eq)]

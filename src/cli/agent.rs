@@ -1,5 +1,5 @@
-//! `witness agent`: run a site agent until SIGTERM or SIGINT; `witness agent status`: show an
-//! agent's roles, epochs and leases.
+//! `witness agent`: run a site agent until SIGTERM or SIGINT, loading its certificate and
+//! token again on SIGHUP; `witness agent status`: show an agent's roles, epochs and leases.
 
 use std::os::fd::RawFd;
 use std::path::PathBuf;
@@ -31,9 +31,12 @@ pub enum Sub {
 
 #[derive(clap::Args)]
 pub struct StatusArgs {
-    /// Base URL of the agent.
-    #[arg(long, env = "WITNESS_AGENT", default_value = "http://127.0.0.1:7511")]
+    /// Base URL of the agent (http:// for an agent without a site certificate).
+    #[arg(long, env = "WITNESS_AGENT", default_value = "https://127.0.0.1:7511")]
     agent: String,
+    /// PEM file of the CA that signed the agent's site certificate.
+    #[arg(long, env = "WITNESS_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
     /// Print the raw JSON document.
     #[arg(long)]
     json: bool,
@@ -76,16 +79,38 @@ pub fn run(config: Option<PathBuf>, listen_fd: Option<RawFd>) -> Exit {
                 return Exit::Failed;
             }
         };
-        let signal = super::serve::shutdown_signal().await;
-        tracing::info!(signal, "agent shutting down");
+        let signal = super::serve::shutdown_signal();
+        tokio::pin!(signal);
+        let mut hangup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).expect("install SIGHUP handler");
+        loop {
+            tokio::select! {
+                signal = &mut signal => {
+                    tracing::info!(signal, "agent shutting down");
+                    break;
+                }
+                _ = hangup.recv() => reload(&running.agent, &path),
+            }
+        }
         running.shutdown().await;
         Exit::Ok
     })
 }
 
+/// The credential files the config file names now; anything wrong leaves the agent as it was.
+/// Other settings take effect only at the next start.
+fn reload(agent: &crate::agent::Agent, path: &std::path::Path) {
+    let result = AgentConfig::load(path).map_err(|e| anyhow::anyhow!("{e}")).and_then(|config| agent.reload(&config));
+    match result {
+        Ok(()) => tracing::info!(config = %path.display(), "SIGHUP: certificate and token reloaded"),
+        Err(e) => tracing::error!(config = %path.display(), "SIGHUP: reload refused, nothing changed: {e:#}"),
+    }
+}
+
 /// Exit 0 when the agent answered, 3 when it could not be reached.
 pub async fn status(args: StatusArgs) -> Exit {
-    let client = match Client::new(&Endpoint::plain(args.agent), Duration::from_secs(5)) {
+    let endpoint = Endpoint { endpoint: args.agent, ca: args.ca, token_file: None };
+    let client = match Client::new(&endpoint, Duration::from_secs(5)) {
         Ok(c) => c,
         Err(e) => return e.report(),
     };

@@ -22,12 +22,6 @@ pub struct Endpoint {
     pub token_file: Option<PathBuf>,
 }
 
-impl Endpoint {
-    pub fn plain(url: String) -> Endpoint {
-        Endpoint { endpoint: url, ..Default::default() }
-    }
-}
-
 pub fn block_on(fut: impl std::future::Future<Output = Exit>) -> Exit {
     match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt.block_on(fut),

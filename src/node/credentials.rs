@@ -28,7 +28,7 @@ pub fn load(config: &Config) -> anyhow::Result<(Auth, Option<Material>)> {
             auth.tokens.push(TokenSpec { name: DEV_TOKEN_NAME.into(), role: Role::Admin, hash: hash_token(&token) });
         }
     }
-    let tls = config.transport.tls.as_ref().map(Material::load).transpose()?;
+    let tls = config.transport.tls.as_ref().map(|files| Material::load(files, "transport")).transpose()?;
     Ok((auth, tls))
 }
 

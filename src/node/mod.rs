@@ -9,7 +9,6 @@ mod heartbeats;
 pub mod planning;
 pub use heartbeats::{GroupAgents, SiteAgent};
 mod probing;
-mod server;
 pub use credentials::DEV_TOKEN_NAME;
 pub use duties::BootstrapInfo;
 pub mod leader;
@@ -156,7 +155,7 @@ impl Node {
             ),
         );
         let app = crate::api::router(node.clone()).merge(raft_routes);
-        tasks.spawn(server::serve(listener, app, tls, stopped.clone()));
+        tasks.spawn(crate::server::serve(listener, app, tls, stopped.clone()));
         duties::spawn_all(&node, probers, &stopped, &mut tasks);
 
         tracing::info!(

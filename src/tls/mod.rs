@@ -25,35 +25,37 @@ pub fn init() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// One loaded set of files.
+/// One loaded set of files: a node's, or a site agent's.
 pub struct Material {
-    /// For the listener: this node's certificate; client certificates are asked for and, when
-    /// presented, must chain to the cluster CA (API clients with tokens present none).
+    /// For the listener: this node's (site's) certificate; client certificates are asked for
+    /// and, when presented, must chain to the cluster CA (API clients with tokens present none).
     pub server: Arc<ServerConfig>,
-    /// For requests to peers: trusts only the cluster CA and presents this node's certificate.
+    /// For requests to peers: trusts only the cluster CA and presents this node's (site's)
+    /// certificate.
     pub client: ClientConfig,
-    /// Unix seconds at which this node's certificate and the CA stop being valid.
+    /// Unix seconds at which this node's (site's) certificate and the CA stop being valid.
     pub node_expires: i64,
     pub ca_expires: i64,
 }
 
 impl Material {
-    pub fn load(files: &TlsFiles) -> anyhow::Result<Material> {
+    /// `section` names the config section the files came from in errors (`transport`, `agent`).
+    pub fn load(files: &TlsFiles, section: &str) -> anyhow::Result<Material> {
         init();
         let chain = read_certs(&files.cert)?;
         let key = PrivateKeyDer::from_pem_file(&files.key)
-            .with_context(|| format!("transport.key: cannot read a PEM private key from {}", files.key.display()))?;
+            .with_context(|| format!("{section}.key: cannot read a PEM private key from {}", files.key.display()))?;
         let roots = Arc::new(roots(&files.ca)?);
         let verifier = WebPkiClientVerifier::builder(roots.clone())
             .allow_unauthenticated()
             .build()
-            .with_context(|| format!("transport.ca: {} cannot verify client certificates", files.ca.display()))?;
+            .with_context(|| format!("{section}.ca: {} cannot verify client certificates", files.ca.display()))?;
         let mut server = ServerConfig::builder()
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain.clone(), key.clone_key())
             .with_context(|| {
                 format!(
-                    "transport.cert/key: {} and {} do not make a usable pair",
+                    "{section}.cert/key: {} and {} do not make a usable pair",
                     files.cert.display(),
                     files.key.display()
                 )
@@ -62,9 +64,9 @@ impl Material {
         let client = ClientConfig::builder()
             .with_root_certificates(roots)
             .with_client_auth_cert(chain.clone(), key)
-            .context("transport.cert/key: cannot be used as a client certificate")?;
-        let node_expires = expiry::not_after_unix(&chain[0]).map_err(|e| anyhow::anyhow!("transport.cert: {e}"))?;
-        let ca_expires = expiry::not_after_pem_file(&files.ca).map_err(|e| anyhow::anyhow!("transport.ca: {e}"))?;
+            .with_context(|| format!("{section}.cert/key: cannot be used as a client certificate"))?;
+        let node_expires = expiry::not_after_unix(&chain[0]).map_err(|e| anyhow::anyhow!("{section}.cert: {e}"))?;
+        let ca_expires = expiry::not_after_pem_file(&files.ca).map_err(|e| anyhow::anyhow!("{section}.ca: {e}"))?;
         Ok(Material { server: Arc::new(server), client, node_expires, ca_expires })
     }
 }

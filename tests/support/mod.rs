@@ -161,10 +161,13 @@ impl TestNode {
 
     /// Sends `signal` (e.g. `libc::SIGHUP`) to the running node.
     pub fn signal(&self, signal: libc::c_int) {
-        let child = self.child.as_ref().expect("node running");
-        // SAFETY: plain kill(2) on our own child's pid, which has not been reaped yet.
-        assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0, "kill({signal}) failed");
+        send_signal(self.child.as_ref().expect("node running"), signal);
     }
+}
+
+fn send_signal(child: &Child, signal: libc::c_int) {
+    // SAFETY: plain kill(2) on our own child's pid, which has not been reaped yet.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0, "kill({signal}) failed");
 }
 
 /// `witness <command> --config CONFIG` serving on `listener` (passed as its stdin), logging to
@@ -206,6 +209,10 @@ impl TestAgent {
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "agent {} already running", self.site);
         self.child = Some(spawn("agent", &self.config, &self.listener, &self.log));
+    }
+
+    pub fn signal(&self, signal: libc::c_int) {
+        send_signal(self.child.as_ref().expect("agent running"), signal);
     }
 
     pub fn kill9(&mut self) {
@@ -403,7 +410,7 @@ on_fence = "{hook}"
     /// Whether `site`'s agent says it may write for `app` (None: it did not answer).
     pub async fn writable(&self, site: &str) -> Option<bool> {
         let agent = self.agents.iter().find(|a| a.site == site)?;
-        let url = format!("http://{}/v1/groups/app/writable", agent.addr);
+        let url = format!("https://{}/v1/groups/app/writable", agent.addr);
         let resp = self.http.get(url).timeout(Duration::from_secs(2)).send().await.ok()?;
         Some(resp.status().as_u16() == 200)
     }

@@ -1,7 +1,7 @@
-//! The node's one listener: TCP accepts, TLS handshakes each in its own task and bounded in
-//! time (a slow or silent client never holds up the next one), HTTP/1.1 connections with a
-//! bound on how long request headers may take, the client certificate's identity attached to
-//! every request, and a graceful drain at shutdown.
+//! The listener of nodes and site agents: TCP accepts, TLS handshakes each in its own task and
+//! bounded in time (a slow or silent client never holds up the next one), HTTP/1.1
+//! connections with a bound on how long request headers may take, the client certificate's
+//! identity attached to every request ([`Connection`]), and a graceful drain at shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,8 +14,16 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-use crate::api::auth::Connection;
 use crate::tls::{CertIdentity, Reloadable};
+
+/// What the connection told us, attached to every request by the listener.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub remote: SocketAddr,
+    /// The verified client certificate's identity, when one was presented over TLS.
+    pub cert: Option<CertIdentity>,
+    pub tls: bool,
+}
 
 /// Longer than any honest handshake over a WAN; a client still silent by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
