@@ -173,14 +173,8 @@ async fn with_the_whole_witness_down_east_keeps_writing_on_its_peer_lease() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_leases_answer_only_the_other_sites_certificate() {
     let creds = support::creds();
-    let d = creds.dir.display();
-    let text = format!(
-        "[agent]\nsite = \"east\"\nlisten = \"127.0.0.1:0\"\npeer = \"127.0.0.1:9\"\nwitness = [\"127.0.0.1:9\"]\n\
-         ca = \"{d}/ca.crt\"\ncert = \"{d}/site-east.crt\"\nkey = \"{d}/site-east.key\"\n[[group]]\nname = \"app\"\n"
-    );
-    let config = witness::config::agent::AgentConfig::from_toml(&text, std::path::Path::new("east.toml")).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let running = witness::agent::start(config, listener).await.unwrap();
+    let running = local_agent("east", "site-east", listener, "127.0.0.1:9").await;
     let addr = running.addr;
     let ask = |client: reqwest::Client, scheme: &'static str, site: &'static str| async move {
         let body = json!({ "site": site, "groups": { "app": 1 } });
@@ -271,4 +265,51 @@ async fn sighup_reloads_the_agents_certificate() {
     c.agent("east").signal(libc::SIGHUP);
     logged("reload refused").await;
     assert_eq!(served().await, Some(rotated), "a broken file changes nothing");
+}
+
+/// An agent in this process for `site`, presenting the test CA's certificate `cert`, asking
+/// `peer` for peer leases every 100 ms; no witness answers it.
+async fn local_agent(
+    site: &str,
+    cert: &str,
+    listener: tokio::net::TcpListener,
+    peer: &str,
+) -> witness::agent::RunningAgent {
+    let d = support::creds().dir.display();
+    let text = format!(
+        "[agent]\nsite = \"{site}\"\nlisten = \"127.0.0.1:0\"\npeer = \"{peer}\"\nwitness = [\"127.0.0.1:9\"]\n\
+         heartbeat_interval = \"100ms\"\nca = \"{d}/ca.crt\"\ncert = \"{d}/{cert}.crt\"\nkey = \"{d}/{cert}.key\"\n\
+         [[group]]\nname = \"app\"\n"
+    );
+    let config = witness::config::agent::AgentConfig::from_toml(&text, std::path::Path::new("agent.toml")).unwrap();
+    witness::agent::start(config, listener).await.unwrap()
+}
+
+/// The asking side checks too: east counts a peer reachable only when the peer's certificate
+/// names another site. Answered by an agent presenting west's certificate, it is; answered by
+/// one presenting a witness node's certificate (from the same CA), it is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_counts_only_from_another_sites_certificate() {
+    for (peer_cert, reachable) in [("site-west", true), ("node-1", false)] {
+        let east_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (east_addr, peer_addr) = (east_listener.local_addr().unwrap(), peer_listener.local_addr().unwrap());
+        let east = local_agent("east", "site-east", east_listener, &peer_addr.to_string()).await;
+        let peer = local_agent("west", peer_cert, peer_listener, &east_addr.to_string()).await;
+        // Past the peer timeout (3 x 100 ms) after start, when only exchanges count.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        if reachable {
+            eventually(Duration::from_secs(10), "east counts west reachable", || async {
+                east.agent.status().peer_reachable.then_some(())
+            })
+            .await;
+        } else {
+            for _ in 0..10 {
+                assert!(!east.agent.status().peer_reachable, "a grant counted from {peer_cert}'s certificate");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        east.shutdown().await;
+        peer.shutdown().await;
+    }
 }

@@ -9,7 +9,8 @@
 //!
 //! With its site certificate (`agent.cert`, `key`, `ca`) the agent serves HTTPS with it, and
 //! the peer-lease link is mutual TLS: a grant goes only to a request presenting the other
-//! site's certificate from the same CA, so nobody else can extend a site's permission to write.
+//! site's certificate from the same CA, and counts only when it comes from another site's
+//! certificate, so nobody else can extend a site's permission to write.
 //! Without one (a token-only or plain-HTTP agent) both are plain HTTP, and it says so at start.
 
 pub mod core;
@@ -143,7 +144,7 @@ impl Clients {
         };
         let mut peer = reqwest::Client::builder().no_proxy().tcp_nodelay(true);
         if let Some(m) = &material {
-            peer = peer.tls_backend_preconfigured(m.client.clone()).https_only(true);
+            peer = peer.tls_backend_preconfigured(m.client.clone()).https_only(true).tls_info(true);
         }
         let peer = peer.build().context("cannot build the peer HTTP client")?;
         Ok((Clients { witness: witness_client(creds)?, peer }, material))
@@ -170,6 +171,20 @@ impl Agent {
         }
         *self.clients.write().expect("agent clients lock poisoned") = clients;
         Ok(())
+    }
+
+    /// Over TLS, a grant counts only from another site's certificate: the CA also signs the
+    /// witness nodes' certificates, and this site's own.
+    fn peer_identity_problem(&self, resp: &reqwest::Response) -> Option<String> {
+        self.server_tls.as_ref()?;
+        let cert = resp.extensions().get::<reqwest::tls::TlsInfo>().and_then(|i| i.peer_certificate());
+        match cert.and_then(|der| CertIdentity::of(&der.into())) {
+            Some(CertIdentity::Site(site)) if site != self.config.site => None,
+            other => Some(format!(
+                "the peer presented {}, not another site's certificate",
+                other.map_or("no certificate".to_string(), |id| id.to_string())
+            )),
+        }
     }
 
     fn clients(&self) -> (reqwest::Client, reqwest::Client) {
@@ -330,6 +345,9 @@ async fn heartbeat_once(agent: &Agent, target: &str) -> Result<(), Redirect> {
 /// Asks the other site's agent for peer leases every interval (also how each side learns the
 /// other is reachable).
 async fn peer_leases(agent: Arc<Agent>) {
+    // Each new kind of failure is a warning (a refused certificate, a peer gone); its repeats,
+    // four a second, are debug.
+    let mut last_failure: Option<String> = None;
     loop {
         let sent_at = agent.now();
         let request = agent.core.lock().expect("agent core lock poisoned").peer_request();
@@ -342,13 +360,25 @@ async fn peer_leases(agent: Arc<Agent>) {
             .send()
             .await;
         let grant = match result {
-            Ok(resp) if resp.status().is_success() => resp.json::<PeerGrant>().await.map_err(|e| e.to_string()),
+            Ok(resp) if resp.status().is_success() => match agent.peer_identity_problem(&resp) {
+                Some(problem) => Err(problem),
+                None => resp.json::<PeerGrant>().await.map_err(|e| e.to_string()),
+            },
             Ok(resp) => Err(format!("HTTP {}", resp.status())),
             Err(e) => Err(e.to_string()),
         };
         match grant {
-            Ok(grant) => agent.with_core(|core, now| ((), core.on_peer_grant(sent_at, now, &grant))),
-            Err(e) => tracing::debug!(peer = %agent.config.peer, error = %e, "peer lease request failed"),
+            Ok(grant) => {
+                last_failure = None;
+                agent.with_core(|core, now| ((), core.on_peer_grant(sent_at, now, &grant)));
+            }
+            Err(e) if last_failure.as_ref() == Some(&e) => {
+                tracing::debug!(peer = %agent.config.peer, error = %e, "peer lease request failed")
+            }
+            Err(e) => {
+                tracing::warn!(peer = %agent.config.peer, error = %e, "peer lease request failed");
+                last_failure = Some(e);
+            }
         }
         let elapsed = agent.now().saturating_sub(sent_at);
         tokio::time::sleep(agent.config.heartbeat_interval.saturating_sub(elapsed)).await;
