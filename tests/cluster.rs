@@ -137,7 +137,8 @@ async fn concurrent_epoch_cas_has_exactly_one_winner() {
         { "last_log_id": null, "last_membership": { "log_id": null, "membership": { "configs": [], "nodes": {} } } },
         [1, 2, 3, 4]
     ]);
-    let resp = peer
+    let as_leader = support::creds().cert_client(&format!("node-{leader}"));
+    let resp = as_leader
         .post(c.nodes[follower as usize - 1].url("/raft/snapshot"))
         .header("witness-cluster", "test")
         .json(&bogus)

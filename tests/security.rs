@@ -1,5 +1,5 @@
 //! Security on real processes: nodes with another CA's certificate or speaking plain HTTP can
-//! neither join nor speak Raft; every route against every kind of caller gives the status its
+//! neither join nor speak Raft, and a node's certificate speaks for no other node; every route against every kind of caller gives the status its
 //! role allows; slow and silent clients do not hold up anyone else; a certificate and the
 //! tokens are rotated with SIGHUP while the cluster keeps its leader.
 
@@ -51,6 +51,23 @@ async fn strangers_cannot_join_or_speak_raft() {
     let site = creds().cert_client("site-east");
     let resp = site.post(c.nodes[0].url("/raft/vote")).json(&json!({})).send().await.unwrap();
     assert_eq!(resp.status(), 403);
+
+    // A node's certificate speaks only for that node: node 2's key cannot campaign as node 3.
+    // (A pre-vote with an empty log changes nothing on the receiver; refused RPCs never arrive.)
+    let node2 = creds().cert_client("node-2");
+    let rpc = |path: &'static str, candidate: u64| {
+        let request = openraft::raft::VoteRequest::<witness::raft::TypeConfig>::new(
+            witness::raft::Vote::new(99, candidate),
+            None,
+        );
+        node2.post(c.nodes[0].url(path)).header("witness-cluster", "test").json(&request).send()
+    };
+    assert_eq!(rpc("/raft/pre-vote", 2).await.unwrap().status(), 200, "node 2 speaks for itself");
+    for path in ["/raft/pre-vote", "/raft/vote"] {
+        let resp = rpc(path, 3).await.unwrap();
+        assert_eq!(resp.status(), 403, "{path} claiming node 3 with node 2's certificate");
+        assert!(resp.text().await.unwrap().contains("node-2"), "the refusal names the certificate");
+    }
 
     let (code, out) = cli(&["members", "--endpoint", &endpoint]);
     assert_eq!(code, 0, "{out}");

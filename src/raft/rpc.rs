@@ -1,5 +1,7 @@
 //! The Raft transport's server side: axum routes under `/raft/` that hand each RPC to the
-//! local Raft and answer its `Result` as JSON.
+//! local Raft and answer its `Result` as JSON. Over TLS, an RPC is refused unless the client
+//! certificate names the node the RPC says it comes from (the leader or candidate in its vote):
+//! one node's key cannot speak for another.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -9,14 +11,16 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use openraft::errors::RaftError;
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use serde::de::DeserializeOwned;
 
 use super::network::CLUSTER_HEADER;
 use super::state_machine::Snapshot;
-use super::{Raft, SnapshotMeta, TypeConfig, Vote};
+use super::{NodeId, Raft, SnapshotMeta, TypeConfig, Vote};
+use crate::server::Connection;
+use crate::tls::CertIdentity;
 
 /// When this node last accepted entries or a heartbeat from a leader: a follower's evidence
 /// that a leader with a quorum exists.
@@ -54,9 +58,35 @@ pub fn router(raft: Raft, cluster: &str, contact: LeaderContact) -> Router {
         .with_state(Rpc { raft, cluster: cluster.into(), contact })
 }
 
-/// Checks the cluster name, then decodes the body. The name comes first: wiring two clusters
-/// together by a wrong address must fail loudly as exactly that, not merge their logs.
-fn admit<T: DeserializeOwned>(rpc: &Rpc, headers: &HeaderMap, body: &[u8]) -> Result<T, (StatusCode, String)> {
+type Conn = Option<Extension<Connection>>;
+
+/// Checks the cluster name, decodes the body, then, over TLS, that the certificate names the
+/// node `sender` finds in the request. The name comes first: wiring two clusters together by a
+/// wrong address must fail loudly as exactly that, not merge their logs.
+fn admit<T: DeserializeOwned>(
+    rpc: &Rpc,
+    conn: Conn,
+    headers: &HeaderMap,
+    body: &[u8],
+    sender: impl Fn(&T) -> NodeId,
+) -> Result<T, (StatusCode, String)> {
+    let req = decode(rpc, headers, body)?;
+    let Some(Extension(conn)) = conn.filter(|Extension(c)| c.tls) else { return Ok(req) };
+    let claimed = sender(&req);
+    match conn.cert {
+        Some(CertIdentity::Node(id)) if id == claimed => Ok(req),
+        other => {
+            let presented = other.map_or("no certificate".to_string(), |c| c.to_string());
+            tracing::warn!(claimed, %presented, remote = %conn.remote, "Raft RPC refused: sender and certificate differ");
+            Err((
+                StatusCode::FORBIDDEN,
+                format!("this RPC comes from node {claimed}, the certificate names {presented}"),
+            ))
+        }
+    }
+}
+
+fn decode<T: DeserializeOwned>(rpc: &Rpc, headers: &HeaderMap, body: &[u8]) -> Result<T, (StatusCode, String)> {
     match headers.get(CLUSTER_HEADER).and_then(|v| v.to_str().ok()) {
         Some(name) if name == &*rpc.cluster => {}
         other => {
@@ -69,8 +99,13 @@ fn admit<T: DeserializeOwned>(rpc: &Rpc, headers: &HeaderMap, body: &[u8]) -> Re
     serde_json::from_slice(body).map_err(|e| (StatusCode::BAD_REQUEST, format!("malformed Raft RPC body: {e}")))
 }
 
-async fn append(State(rpc): State<Rpc>, headers: HeaderMap, body: Bytes) -> Response {
-    let req: AppendEntriesRequest<TypeConfig> = match admit(&rpc, &headers, &body) {
+fn voter(vote: &Vote) -> NodeId {
+    vote.leader_id().node_id
+}
+
+async fn append(State(rpc): State<Rpc>, conn: Conn, headers: HeaderMap, body: Bytes) -> Response {
+    let sender = |r: &AppendEntriesRequest<TypeConfig>| voter(&r.vote);
+    let req = match admit(&rpc, conn, &headers, &body, sender) {
         Ok(req) => req,
         Err(refused) => return refused.into_response(),
     };
@@ -81,22 +116,22 @@ async fn append(State(rpc): State<Rpc>, headers: HeaderMap, body: Bytes) -> Resp
     Json(res).into_response()
 }
 
-async fn vote(State(rpc): State<Rpc>, headers: HeaderMap, body: Bytes) -> Response {
-    match admit::<VoteRequest<TypeConfig>>(&rpc, &headers, &body) {
+async fn vote(State(rpc): State<Rpc>, conn: Conn, headers: HeaderMap, body: Bytes) -> Response {
+    match admit(&rpc, conn, &headers, &body, |r: &VoteRequest<TypeConfig>| voter(&r.vote)) {
         Ok(req) => Json(rpc.raft.vote(req).await).into_response(),
         Err(refused) => refused.into_response(),
     }
 }
 
-async fn pre_vote(State(rpc): State<Rpc>, headers: HeaderMap, body: Bytes) -> Response {
-    match admit::<VoteRequest<TypeConfig>>(&rpc, &headers, &body) {
+async fn pre_vote(State(rpc): State<Rpc>, conn: Conn, headers: HeaderMap, body: Bytes) -> Response {
+    match admit(&rpc, conn, &headers, &body, |r: &VoteRequest<TypeConfig>| voter(&r.vote)) {
         Ok(req) => Json(rpc.raft.pre_vote(req).await).into_response(),
         Err(refused) => refused.into_response(),
     }
 }
 
-async fn snapshot(State(rpc): State<Rpc>, headers: HeaderMap, body: Bytes) -> Response {
-    match admit::<(Vote, SnapshotMeta, Vec<u8>)>(&rpc, &headers, &body) {
+async fn snapshot(State(rpc): State<Rpc>, conn: Conn, headers: HeaderMap, body: Bytes) -> Response {
+    match admit(&rpc, conn, &headers, &body, |r: &(Vote, SnapshotMeta, Vec<u8>)| voter(&r.0)) {
         Ok((vote, meta, data)) => {
             // Refused here as a bad request (the leader retries) rather than failing the install,
             // which would stop this node: e.g. a newer snapshot format during a rolling upgrade.
@@ -110,8 +145,8 @@ async fn snapshot(State(rpc): State<Rpc>, headers: HeaderMap, body: Bytes) -> Re
     }
 }
 
-async fn transfer_leader(State(rpc): State<Rpc>, headers: HeaderMap, body: Bytes) -> Response {
-    match admit::<TransferLeaderRequest<TypeConfig>>(&rpc, &headers, &body) {
+async fn transfer_leader(State(rpc): State<Rpc>, conn: Conn, headers: HeaderMap, body: Bytes) -> Response {
+    match admit(&rpc, conn, &headers, &body, |r: &TransferLeaderRequest<TypeConfig>| voter(r.from_leader())) {
         Ok(req) => {
             let res = rpc.raft.handle_transfer_leader(req).await;
             Json(res.map_err(RaftError::<TypeConfig>::Fatal)).into_response()
