@@ -2,8 +2,8 @@
 //! one `witness agent` per site heartbeats them and exchanges peer leases with the other. Kill
 //! east's site and agent: west's agent becomes writable after the lease-safe drain. Stop the
 //! whole witness cluster instead: east stays writable on its peer lease, west stays standby.
-//! An agent grants peer leases only to the other site's certificate, and loads its certificate
-//! again on SIGHUP.
+//! An agent grants peer leases only to the other site's certificate, loads its certificate
+//! again on SIGHUP, and trusts both CAs of a bundle while the CA is replaced.
 
 mod support;
 
@@ -174,7 +174,7 @@ async fn with_the_whole_witness_down_east_keeps_writing_on_its_peer_lease() {
 async fn peer_leases_answer_only_the_other_sites_certificate() {
     let creds = support::creds();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let running = local_agent("east", "site-east", listener, "127.0.0.1:9").await;
+    let running = local_agent("east", &creds.ca, &creds.dir.join("site-east"), listener, "127.0.0.1:9").await;
     let addr = running.addr;
     let ask = |client: reqwest::Client, scheme: &'static str, site: &'static str| async move {
         let body = json!({ "site": site, "groups": { "app": 1 } });
@@ -267,18 +267,19 @@ async fn sighup_reloads_the_agents_certificate() {
     assert_eq!(served().await, Some(rotated), "a broken file changes nothing");
 }
 
-/// An agent in this process for `site`, presenting the test CA's certificate `cert`, asking
-/// `peer` for peer leases every 100 ms; no witness answers it.
+/// An agent in this process for `site`, trusting `ca`, presenting `cert` (`.crt` and `.key`
+/// after this path), asking `peer` for peer leases every 100 ms; no witness answers it.
 async fn local_agent(
     site: &str,
-    cert: &str,
+    ca: &std::path::Path,
+    cert: &std::path::Path,
     listener: tokio::net::TcpListener,
     peer: &str,
 ) -> witness::agent::RunningAgent {
-    let d = support::creds().dir.display();
+    let (ca, cert) = (ca.display(), cert.display());
     let text = format!(
         "[agent]\nsite = \"{site}\"\nlisten = \"127.0.0.1:0\"\npeer = \"{peer}\"\nwitness = [\"127.0.0.1:9\"]\n\
-         heartbeat_interval = \"100ms\"\nca = \"{d}/ca.crt\"\ncert = \"{d}/{cert}.crt\"\nkey = \"{d}/{cert}.key\"\n\
+         heartbeat_interval = \"100ms\"\nca = \"{ca}\"\ncert = \"{cert}.crt\"\nkey = \"{cert}.key\"\n\
          [[group]]\nname = \"app\"\n"
     );
     let config = witness::config::agent::AgentConfig::from_toml(&text, std::path::Path::new("agent.toml")).unwrap();
@@ -294,8 +295,9 @@ async fn a_grant_counts_only_from_another_sites_certificate() {
         let east_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let peer_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (east_addr, peer_addr) = (east_listener.local_addr().unwrap(), peer_listener.local_addr().unwrap());
-        let east = local_agent("east", "site-east", east_listener, &peer_addr.to_string()).await;
-        let peer = local_agent("west", peer_cert, peer_listener, &east_addr.to_string()).await;
+        let (ca, dir) = (&support::creds().ca, &support::creds().dir);
+        let east = local_agent("east", ca, &dir.join("site-east"), east_listener, &peer_addr.to_string()).await;
+        let peer = local_agent("west", ca, &dir.join(peer_cert), peer_listener, &east_addr.to_string()).await;
         // Past the peer timeout (3 x 100 ms) after start, when only exchanges count.
         tokio::time::sleep(Duration::from_millis(1000)).await;
         if reachable {
@@ -312,4 +314,39 @@ async fn a_grant_counts_only_from_another_sites_certificate() {
         east.shutdown().await;
         peer.shutdown().await;
     }
+}
+
+/// Replacing the CA without a gap (README, "Replace the CA"): while `ca` holds both CAs, a
+/// certificate from either is accepted both ways; once the old CA is dropped, its certificates
+/// fail the handshake. Agents and nodes load certificates the same way (`tls::Material`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_bundle_trusts_both_cas_during_a_rotation() {
+    let old = support::creds();
+    let new = tempfile::tempdir().unwrap();
+    witness::tls::certs::generate(new.path(), &[], &["east".into(), "west".into()], &[]).unwrap();
+    let bundle = new.path().join("bundle.crt");
+    let pems = [std::fs::read_to_string(&old.ca).unwrap(), std::fs::read_to_string(new.path().join("ca.crt")).unwrap()];
+    std::fs::write(&bundle, pems.concat()).unwrap();
+    let ask = |client: reqwest::Client, addr: std::net::SocketAddr| async move {
+        let body = json!({ "site": "west", "groups": {} });
+        let resp = client.post(format!("https://{addr}/v1/peer/lease")).json(&body).send().await.ok()?;
+        Some(resp.status().as_u16())
+    };
+    let west = |dir: &std::path::Path, ca: &std::path::Path| support::cert_client(dir, "site-west", ca);
+
+    // Mid-rotation: east already has the new CA's certificate; both sides trust both CAs.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let east = local_agent("east", &bundle, &new.path().join("site-east"), listener, "127.0.0.1:9").await;
+    assert_eq!(ask(west(&old.dir, &bundle), east.addr).await, Some(200), "old certificate, bundle");
+    assert_eq!(ask(west(new.path(), &bundle), east.addr).await, Some(200), "new certificate, bundle");
+    assert_eq!(ask(west(&old.dir, &old.ca), east.addr).await, None, "a client trusting only the old CA");
+    east.shutdown().await;
+
+    // The old CA dropped: its certificates no longer get through the handshake.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ca = new.path().join("ca.crt");
+    let east = local_agent("east", &ca, &new.path().join("site-east"), listener, "127.0.0.1:9").await;
+    assert_eq!(ask(west(new.path(), &ca), east.addr).await, Some(200));
+    assert_eq!(ask(west(&old.dir, &bundle), east.addr).await, None, "the old CA's certificate after the rotation");
+    east.shutdown().await;
 }
