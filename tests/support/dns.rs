@@ -4,7 +4,7 @@
 //! `None` (after a loud SKIPPED line) when the program is not installed, unless `CI=true`, where
 //! a missing program fails the test.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -197,12 +197,17 @@ fn keygen_output(keygen: &Path) -> Vec<u8> {
     out.stdout
 }
 
-/// A loopback port free for both TCP and UDP just now (named listens on both).
+/// A loopback port free for both TCP and UDP just now (named listens on both), and never
+/// handed out before in this process. named binds with SO_REUSEPORT, so two tests starting at
+/// once with the same port would both bind it and the kernel would share connections between
+/// the two servers (one test's update reaching the other's named, refused as BADSIG).
 fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
     loop {
         let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = tcp.local_addr().unwrap().port();
-        if port != 5353 && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        if port != 5353 && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() && GIVEN.lock().unwrap().insert(port)
+        {
             return port;
         }
     }
