@@ -40,14 +40,13 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use support::seeds::run;
+use support::sim::run;
 use witness::agent::core::{AgentCore, Hook, PeerGrant, PeerRequest, Replication};
-use witness::config::{FailoverMode, ReplicationMode};
 use witness::engine::detector::Detector;
 use witness::engine::leases::{Heartbeat, HeartbeatAnswer, Ledger};
 use witness::engine::{plan_operator_failover, Assessment, Effect, Engine, GroupTiming, Inputs};
 use witness::rng::SplitMix64;
-use witness::state::{Command, Epoch, GroupSpec, GroupState, LeaseTerms, Logged, Response, State, Topology, Verdict};
+use witness::state::{Command, Epoch, GroupState, LeaseTerms, Logged, Response, State, Verdict};
 
 // The world's timing, in ms. One tick is the resolution of every event.
 const TICK_MS: u64 = 10;
@@ -111,20 +110,6 @@ const EAST: usize = 0;
 const WEST: usize = 1;
 const SITES: [&str; 2] = ["east", "west"];
 const GROUP: &str = "app";
-
-fn topology() -> Topology {
-    let spec = GroupSpec {
-        primary: "east".into(),
-        secondary: "west".into(),
-        replication: ReplicationMode::Sync,
-        failover: FailoverMode::Automatic,
-        rto_ms: 300_000,
-        rpo_ms: 0,
-        leases: Some(LeaseTerms { lease_ms: LEASE_MS, margin_ms: MARGIN_MS }),
-        steps: Vec::new(),
-    };
-    Topology { sites: SITES.iter().map(|s| s.to_string()).collect(), groups: [(GROUP.to_string(), spec)].into() }
-}
 
 /// A process's monotonic clock: zero when the process starts, running `ppm` fast (or slow).
 #[derive(Debug, Clone, Copy)]
@@ -326,7 +311,8 @@ impl World {
             history: History::default(),
             trace: VecDeque::new(),
         };
-        let first = Command::SyncTopology(topology());
+        let leases = LeaseTerms { lease_ms: LEASE_MS, margin_ms: MARGIN_MS };
+        let first = Command::SyncTopology(support::sim::topology(Some(leases), Vec::new()));
         w.committed.apply(first.clone());
         w.log.push(Logged { at_ms: 0, command: first, by: None });
         w.start_agent(EAST);

@@ -49,14 +49,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use support::seeds::{run, seeds};
+use support::sim::{run, seeds};
 use witness::actions::StepContext;
-use witness::config::{FailoverMode, ReplicationMode};
 use witness::engine::plan::{Attempt, Planner};
 use witness::node::planning::context;
 use witness::rng::SplitMix64;
 use witness::state::plan::{Phase, Plan, StepOutcome, StepSpec, StepStatus};
-use witness::state::{Command, DecisionFacts, Epoch, GroupSpec, Logged, Response, State, Topology};
+use witness::state::{Command, DecisionFacts, Epoch, Logged, Response, State};
 
 const NODES: [u64; 3] = [1, 2, 3];
 const GROUP: &str = "app";
@@ -268,21 +267,6 @@ struct World {
     trace: bool,
 }
 
-fn topology(steps: &[StepSpec]) -> Topology {
-    let spec = GroupSpec {
-        primary: "east".into(),
-        secondary: "west".into(),
-        replication: ReplicationMode::Sync,
-        failover: FailoverMode::Automatic,
-        rto_ms: 300_000,
-        rpo_ms: 0,
-        // No agents: a failover does not drain, its plan runs at once.
-        leases: None,
-        steps: steps.to_vec(),
-    };
-    Topology { sites: ["east".into(), "west".into()].into(), groups: [(GROUP.to_string(), spec)].into() }
-}
-
 fn random_steps(rng: &mut SplitMix64) -> Vec<StepSpec> {
     let n = 2 + rng.below(3) as usize;
     (0..n)
@@ -331,7 +315,9 @@ impl World {
         // The systematic crash point, from the seed itself so that consecutive seeds cover them all.
         let point = (seed % (steps.len() as u64 * 3)) as usize;
         let trap = trap.then(|| Trap { step: steps[point / 3].name.clone(), moment: MOMENTS[point % 3], fired: false });
-        let sync = Logged { at_ms: 0, command: Command::SyncTopology(topology(&steps)), by: None };
+        // No agents: a failover does not drain, its plan runs at once.
+        let topology = support::sim::topology(None, steps.clone());
+        let sync = Logged { at_ms: 0, command: Command::SyncTopology(topology), by: None };
         let mut truth = State::default();
         truth.apply_logged(sync.clone());
         let nodes = NODES
@@ -752,12 +738,7 @@ impl World {
                 r.tasks.insert(attempt, Task { ctx, stage: Stage::Starting(None) });
             }
             for attempt in started {
-                let command = Command::StepStarted {
-                    group: attempt.group.clone(),
-                    epoch: attempt.epoch,
-                    step: attempt.step.clone(),
-                    attempt: attempt.attempt,
-                };
+                let command = attempt.started();
                 let waiter = Waiter { node: id, term: r.term, attempt };
                 self.propose(id, command, None, Some(waiter));
             }
@@ -793,14 +774,7 @@ impl World {
         if *ends_at > self.now {
             return;
         }
-        let outcome = outcome.clone();
-        let finished = Command::StepFinished {
-            group: a.group.clone(),
-            epoch: a.epoch,
-            step: a.step.clone(),
-            attempt: a.attempt,
-            outcome,
-        };
+        let finished = a.finished(outcome.clone());
         // Either the result is never proposed, or it is and the leader dies with it in flight.
         self.spring(&a.step, Moment::Acted, |w| match w.rng.below(2) {
             0 => Armed::Now,

@@ -20,13 +20,12 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use support::seeds::run;
-use witness::config::{FailoverMode, ReplicationMode};
+use support::sim::run;
 use witness::engine::detector::Detector;
 use witness::engine::leases::Ledger;
 use witness::engine::{Effect, Engine, GroupTiming, Inputs};
 use witness::rng::SplitMix64;
-use witness::state::{Command, Epoch, GroupSpec, Logged, State, Topology, Verdict};
+use witness::state::{Command, Epoch, Logged, State, Verdict};
 
 const NODES: [u64; 3] = [1, 2, 3];
 const SITES: [&str; 2] = ["east", "west"];
@@ -74,20 +73,6 @@ struct World {
     quorum_lost_a_site: bool,
 }
 
-fn topology() -> Topology {
-    let spec = GroupSpec {
-        primary: "east".into(),
-        secondary: "west".into(),
-        replication: ReplicationMode::Sync,
-        failover: FailoverMode::Automatic,
-        rto_ms: 300_000,
-        rpo_ms: 0,
-        leases: None,
-        steps: Vec::new(),
-    };
-    Topology { sites: SITES.iter().map(|s| s.to_string()).collect(), groups: [("app".to_string(), spec)].into() }
-}
-
 impl World {
     fn new(seed: u64) -> World {
         let mut rng = SplitMix64::new(seed);
@@ -120,7 +105,8 @@ impl World {
             net_cut: BTreeSet::new(),
             quorum_lost_a_site: false,
         };
-        w.log.push((0, Logged { at_ms: 0, command: Command::SyncTopology(topology()), by: None }));
+        let topology = support::sim::topology(None, Vec::new());
+        w.log.push((0, Logged { at_ms: 0, command: Command::SyncTopology(topology), by: None }));
         w
     }
 

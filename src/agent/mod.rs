@@ -125,6 +125,7 @@ impl RunningAgent {
 }
 
 /// What the agent presents and trusts, loaded from its credential files at start and on reload.
+#[derive(Clone)]
 struct Clients {
     /// Toward the witness: its CA, this site's certificate or token.
     witness: reqwest::Client,
@@ -147,7 +148,7 @@ impl Clients {
             peer = peer.tls_backend_preconfigured(m.client.clone()).https_only(true).tls_info(true);
         }
         let peer = peer.build().context("cannot build the peer HTTP client")?;
-        Ok((Clients { witness: witness_client(creds)?, peer }, material))
+        Ok((Clients { witness: witness_client(creds, material.as_ref())?, peer }, material))
     }
 }
 
@@ -187,9 +188,8 @@ impl Agent {
         }
     }
 
-    fn clients(&self) -> (reqwest::Client, reqwest::Client) {
-        let c = self.clients.read().expect("agent clients lock poisoned");
-        (c.witness.clone(), c.peer.clone())
+    fn clients(&self) -> Clients {
+        self.clients.read().expect("agent clients lock poisoned").clone()
     }
 }
 
@@ -244,12 +244,16 @@ pub async fn start(config: AgentConfig, listener: tokio::net::TcpListener) -> an
 }
 
 /// The client for heartbeats: trusts only the configured CA, presents the site's certificate
-/// and sends its token when configured.
-fn witness_client(creds: &AgentCredentials) -> anyhow::Result<reqwest::Client> {
+/// (`site`, already loaded) and sends its token when configured.
+fn witness_client(creds: &AgentCredentials, site: Option<&Material>) -> anyhow::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder().no_proxy().tcp_nodelay(true);
-    if let Some(ca) = &creds.ca {
-        let pair = creds.cert_and_key.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
-        builder = builder.tls_backend_preconfigured(crate::tls::client_config(ca, pair)?).https_only(true);
+    let tls = match (site, &creds.ca) {
+        (Some(m), _) => Some(m.client.clone()),
+        (None, Some(ca)) => Some(crate::tls::client_config(ca, None)?),
+        (None, None) => None,
+    };
+    if let Some(tls) = tls {
+        builder = builder.tls_backend_preconfigured(tls).https_only(true);
     }
     if let Some(path) = &creds.token_file {
         let token = std::fs::read_to_string(path).with_context(|| format!("agent.token_file {}", path.display()))?;
@@ -307,7 +311,7 @@ async fn heartbeat_once(agent: &Agent, target: &str) -> Result<(), Redirect> {
     let url = format!("{}://{target}/v1/sites/{}/heartbeat", agent.witness_scheme, agent.config.site);
     let timeout = agent.config.heartbeat_interval.max(Duration::from_millis(250));
     let outcome = |o: &str| agent.metrics.heartbeats.with_label_values(&[o]).inc();
-    let resp = agent.clients().0.post(url).json(&heartbeat).timeout(timeout).send().await.map_err(|e| {
+    let resp = agent.clients().witness.post(url).json(&heartbeat).timeout(timeout).send().await.map_err(|e| {
         outcome("unreachable");
         Redirect::Next(e.to_string())
     })?;
@@ -353,7 +357,7 @@ async fn peer_leases(agent: Arc<Agent>) {
         let request = agent.core.lock().expect("agent core lock poisoned").peer_request();
         let result = agent
             .clients()
-            .1
+            .peer
             .post(&agent.peer_url)
             .json(&request)
             .timeout(agent.config.heartbeat_interval)

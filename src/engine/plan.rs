@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use crate::state::plan::{Phase, StepStatus};
-use crate::state::{Epoch, State};
+use crate::state::plan::{Phase, StepOutcome, StepStatus};
+use crate::state::{Command, Epoch, State};
 
 /// One attempt of one step: what the leader proposes as `StepStarted`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -18,6 +18,24 @@ pub struct Attempt {
     pub epoch: Epoch,
     pub step: String,
     pub attempt: u32,
+}
+
+impl Attempt {
+    /// The command that records this attempt as started.
+    pub fn started(&self) -> Command {
+        Command::StepStarted {
+            group: self.group.clone(),
+            epoch: self.epoch,
+            step: self.step.clone(),
+            attempt: self.attempt,
+        }
+    }
+
+    /// The command that records this attempt's outcome.
+    pub fn finished(&self, outcome: StepOutcome) -> Command {
+        let (group, step) = (self.group.clone(), self.step.clone());
+        Command::StepFinished { group, epoch: self.epoch, step, attempt: self.attempt, outcome }
+    }
 }
 
 /// The first retry waits about this long; each further one twice as long, up to the cap.
@@ -88,8 +106,8 @@ impl Planner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::plan::{StepOutcome, StepSpec};
-    use crate::state::{Command, GroupSpec, Topology};
+    use crate::state::plan::StepSpec;
+    use crate::state::{GroupSpec, Topology};
 
     fn state(retries: u32) -> State {
         let spec = GroupSpec {
@@ -129,14 +147,6 @@ mod tests {
         assert!(matches!(r, crate::state::Response::Plan(_)), "{r:?}");
     }
 
-    fn finish(step: &str, attempt: u32, outcome: StepOutcome) -> Command {
-        Command::StepFinished { group: "app".into(), epoch: Epoch(2), step: step.into(), attempt, outcome }
-    }
-
-    fn start(a: &Attempt) -> Command {
-        Command::StepStarted { group: a.group.clone(), epoch: a.epoch, step: a.step.clone(), attempt: a.attempt }
-    }
-
     #[test]
     fn backoff_doubles_with_equal_jitter_up_to_the_cap() {
         assert_eq!(backoff(2, 0.0), Duration::from_millis(250));
@@ -153,18 +163,18 @@ mod tests {
         let none = BTreeSet::new();
         let t = Duration::from_secs(100);
         assert_eq!(p.due(&s, &none, t, || 0.0), vec![attempt("dns", 1)]);
-        apply(&mut s, start(&attempt("dns", 1)));
+        apply(&mut s, attempt("dns", 1).started());
         let mine: BTreeSet<_> = [attempt("dns", 1)].into();
         assert!(p.due(&s, &mine, t, || 0.0).is_empty(), "under way here: nothing to start");
         // Another leadership finds it running and not its own: it runs again.
         assert_eq!(Planner::default().due(&s, &none, t, || 0.0), vec![attempt("dns", 2)]);
 
-        apply(&mut s, finish("dns", 1, StepOutcome::Failed { error: "503".into(), retryable: true }));
+        apply(&mut s, attempt("dns", 1).finished(StepOutcome::Failed { error: "503".into(), retryable: true }));
         assert!(p.due(&s, &none, t, || 0.0).is_empty(), "backoff: 250 ms at the least");
         assert!(p.due(&s, &none, t + Duration::from_millis(249), || 0.9).is_empty(), "the timer is kept");
         assert_eq!(p.due(&s, &none, t + Duration::from_millis(250), || 0.9), vec![attempt("dns", 2)]);
-        apply(&mut s, start(&attempt("dns", 2)));
-        apply(&mut s, finish("dns", 2, StepOutcome::Done { detail: "ok".into() }));
+        apply(&mut s, attempt("dns", 2).started());
+        apply(&mut s, attempt("dns", 2).finished(StepOutcome::Done { detail: "ok".into() }));
         assert_eq!(p.due(&s, &none, t, || 0.0), vec![attempt("notify", 1)]);
 
         // A newer failover supersedes the plan: nothing of epoch 2 starts again.
@@ -176,8 +186,8 @@ mod tests {
     #[test]
     fn stuck_and_waiting_plans_start_nothing() {
         let mut s = state(0);
-        apply(&mut s, start(&attempt("dns", 1)));
-        apply(&mut s, finish("dns", 1, StepOutcome::Failed { error: "403".into(), retryable: false }));
+        apply(&mut s, attempt("dns", 1).started());
+        apply(&mut s, attempt("dns", 1).finished(StepOutcome::Failed { error: "403".into(), retryable: false }));
         assert!(Planner::default().due(&s, &BTreeSet::new(), Duration::ZERO, || 0.0).is_empty());
         s.groups.get_mut("app").unwrap().plan.as_mut().unwrap().waiting = true;
         s.apply(Command::ResolvePlan { group: "app".into(), epoch: Epoch(2), skip: false });

@@ -21,7 +21,7 @@ use crate::config::StepConfig;
 use crate::engine::plan::{Attempt, Planner};
 use crate::rng::SplitMix64;
 use crate::state::plan::StepOutcome;
-use crate::state::{Command, Response, State};
+use crate::state::{Response, State};
 
 /// How often the runner looks again when nothing was committed (retry timers).
 const TICK: Duration = Duration::from_millis(100);
@@ -138,9 +138,7 @@ pub fn context(state: &State, a: &Attempt) -> Option<StepContext> {
 /// One attempt: committed as started, carried out, its result committed. Nothing is done
 /// unless the start committed (only the leader can commit, and only the next attempt fits).
 async fn run_attempt(node: Arc<Node>, x: Arc<Executors>, step: Option<StepConfig>, a: Attempt, ctx: StepContext) {
-    let started =
-        Command::StepStarted { group: a.group.clone(), epoch: a.epoch, step: a.step.clone(), attempt: a.attempt };
-    match node.submit(LeaderRequest::Write(started), true).await {
+    match node.submit(LeaderRequest::Write(a.started()), true).await {
         Ok(LeaderReply::Written { response: Response::Plan(_), .. }) => {}
         Ok(reply) => {
             tracing::info!(?reply, group = %a.group, step = %a.step, "plan step start refused");
@@ -178,14 +176,7 @@ async fn run_attempt(node: Arc<Node>, x: Arc<Executors>, step: Option<StepConfig
             tracing::warn!(group = %a.group, step = %a.step, %error, retryable, "plan step failed")
         }
     }
-    let finished = Command::StepFinished {
-        group: a.group.clone(),
-        epoch: a.epoch,
-        step: a.step.clone(),
-        attempt: a.attempt,
-        outcome,
-    };
-    if let Err(e) = node.submit(LeaderRequest::Write(finished), true).await {
+    if let Err(e) = node.submit(LeaderRequest::Write(a.finished(outcome)), true).await {
         // The step stays recorded as running: the next leadership runs it again.
         tracing::warn!(error = %e, group = %a.group, step = %a.step, "plan step result not committed");
     }

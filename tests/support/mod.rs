@@ -9,7 +9,7 @@
 pub mod dns;
 pub mod netns;
 pub mod relay;
-pub mod seeds;
+pub mod sim;
 pub mod targets;
 
 use std::fs::File;
