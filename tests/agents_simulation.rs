@@ -1,7 +1,8 @@
 //! Deterministic, seeded simulation of the lease protocol with the site agents as hosts. Three
 //! witness nodes share a modelled Raft log (terms, quorum commits, elections, deposed leaders that
-//! still believe they lead), each runs the real failure detectors against both sites, and the
-//! leader runs the real `Engine` with a `Ledger` of its own leadership. The two sites, east (the
+//! still believe they lead), each runs the shipped `Observer` (failure detectors, staleness,
+//! report resends) against both sites, and each node that believes it leads runs the shipped
+//! `Leader` made for its term (engine, lease ledger, readiness). The two sites, east (the
 //! primary) and west, run the real `AgentCore` for one synchronous, automatic group "app" with
 //! 1000 ms leases and a 100 ms margin: each heartbeats the node it believes leads every 250 ms
 //! (every 50 ms while draining), following redirects and moving on after timeouts, and asks the
@@ -38,25 +39,31 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use support::sim::run;
 use witness::agent::core::{AgentCore, Hook, PeerGrant, PeerRequest, Replication};
-use witness::engine::detector::Detector;
-use witness::engine::leases::{Heartbeat, HeartbeatAnswer, Ledger};
-use witness::engine::{plan_operator_failover, Assessment, Effect, Engine, GroupTiming, Inputs};
+use witness::engine::detector::Observer;
+use witness::engine::leases::{Heartbeat, HeartbeatAnswer};
+use witness::engine::{Assessment, GroupTiming};
+use witness::leader::{Confirmed, Effect, FailoverOrder, Leader, LeaderConfig, Order, Tick};
 use witness::rng::SplitMix64;
-use witness::state::{Command, Epoch, GroupState, LeaseTerms, Logged, Response, State, Verdict};
+use witness::state::{Command, Epoch, GroupState, LeaseTerms, Logged, Response, State};
 
 // The world's timing, in ms. One tick is the resolution of every event.
 const TICK_MS: u64 = 10;
 const MAX_DELAY_MS: u64 = 50;
-const MAX_DRIFT_PPM: u64 = 20_000;
+/// Every process's clock runs up to this fast or slow (±4 %): two of them drift apart by up to
+/// 8 %, 88 ms over a lease and its margin, within the 100 ms margin.
+const MAX_DRIFT_PPM: u64 = 40_000;
+/// Messages are late now and then (up to just under the heartbeat timeout, so an agent still
+/// takes a late answer) and duplicated now and then: one in this many each.
+const LATE_ONE_IN: u64 = 50;
+const DUPLICATE_ONE_IN: u64 = 100;
 const PROBE_EVERY_MS: u64 = 250;
 const FAILURE_THRESHOLD: u32 = 3;
 const SUCCESS_THRESHOLD: u32 = 2;
-/// A node re-sends a verdict report the leader has not applied yet after this long.
-const REPORT_RETRY_MS: u64 = 500;
 const ELECTION_TIMEOUT_MS: u64 = 1000;
 /// The leader's decision loop steps this often (and the real one also on every commit).
 const ENGINE_EVERY_MS: u64 = 50;
@@ -136,22 +143,28 @@ struct Node {
     proc: Proc,
     ppm: i64,
     clock: Clock,
-    detectors: [Detector; 2],
+    observer: Observer,
     probe_phase: u64,
-    /// Per site: the verdict last reported and when, so that a report is retried, not spammed.
-    reported: [Option<(Option<Verdict>, u64)>; 2],
     applied: usize,
     state: State,
     last_epoch: Epoch,
-    /// The term this node believes it leads (a paused or partitioned leader keeps believing).
-    leads: Option<u64>,
-    engine: Engine,
-    /// This leadership's ledger, started when it became leader.
-    ledger: Option<Ledger>,
+    /// This node's leadership while it believes it leads (a paused or partitioned leader keeps
+    /// believing).
+    leader: Option<Leader>,
+    /// When each other node last acknowledged it as leader.
+    acked_at: BTreeMap<u64, u64>,
 }
 
-fn detectors() -> [Detector; 2] {
-    [Detector::new(FAILURE_THRESHOLD, SUCCESS_THRESHOLD), Detector::new(FAILURE_THRESHOLD, SUCCESS_THRESHOLD)]
+impl Node {
+    fn leads(&self) -> Option<u64> {
+        self.leader.as_ref().map(Leader::term)
+    }
+}
+
+/// A node's observer, as a process started at `now_ms` makes it (its clock reads zero then).
+fn new_observer(id: u64) -> Observer {
+    let stale_after = Duration::from_millis(PROBE_EVERY_MS * 3);
+    support::sim::observer(id, &SITES, FAILURE_THRESHOLD, SUCCESS_THRESHOLD, stale_after, 0)
 }
 
 /// A heartbeat awaiting its answer.
@@ -178,6 +191,9 @@ struct Agent {
     /// Whether the agent reported drained last time we looked: a change wakes the heartbeats.
     drained: bool,
     epoch: Option<Epoch>,
+    /// Frozen (SIGSTOP) until then: it sends and handles nothing, its clock runs on.
+    paused_until: Option<u64>,
+    paused_at: u64,
 }
 
 struct Site {
@@ -187,12 +203,14 @@ struct Site {
     agent: Option<Agent>,
 }
 
+#[derive(Clone)]
 enum Reply {
     Answer(HeartbeatAnswer),
     Redirect(u64),
     Refused,
 }
 
+#[derive(Clone)]
 enum Msg {
     Heartbeat { site: usize, node: u64, incarnation: u64, attempt: u64, body: Heartbeat },
     Reply { site: usize, node: u64, incarnation: u64, attempt: u64, reply: Reply },
@@ -209,6 +227,8 @@ struct History {
     operator_orders: usize,
     /// The leader assessed the group as "witness path broken" at least once.
     path_broken: bool,
+    agent_pauses: usize,
+    duplicates: usize,
     /// When a node last refused / answered a site's heartbeat, per (node, site).
     refused: BTreeMap<(u64, usize), u64>,
     answered: BTreeMap<(u64, usize), u64>,
@@ -244,6 +264,8 @@ struct World {
     apart_at: u64,
     history: History,
     trace: VecDeque<String>,
+    /// Every heartbeat and answer of this site's agent is late.
+    slow_agent: Option<usize>,
 }
 
 const TRACE_LEN: usize = 150;
@@ -263,15 +285,13 @@ impl World {
                     proc: Proc::Running,
                     ppm,
                     clock: Clock { boot_ms: 0, ppm },
-                    detectors: detectors(),
+                    observer: new_observer(*id),
                     probe_phase: rng.below(PROBE_EVERY_MS / TICK_MS) * TICK_MS,
-                    reported: [None, None],
                     applied: 0,
                     state: State::default(),
                     last_epoch: Epoch(0),
-                    leads: None,
-                    engine: Engine::new(),
-                    ledger: None,
+                    leader: None,
+                    acked_at: BTreeMap::new(),
                 };
                 (*id, node)
             })
@@ -310,6 +330,7 @@ impl World {
             apart_at: 0,
             history: History::default(),
             trace: VecDeque::new(),
+            slow_agent: None,
         };
         let leases = LeaseTerms { lease_ms: LEASE_MS, margin_ms: MARGIN_MS };
         let first = Command::SyncTopology(support::sim::topology(Some(leases), Vec::new()));
@@ -364,7 +385,7 @@ impl World {
     /// confirmation would establish at this instant.
     fn confirmed_leader(&self, id: u64) -> bool {
         self.leader == Some(id)
-            && self.nodes[&id].leads == Some(self.term)
+            && self.nodes[&id].leads() == Some(self.term)
             && self.running(id)
             && self.acks(id) >= QUORUM
     }
@@ -410,7 +431,7 @@ impl World {
     fn elect(&mut self) {
         let stale = match self.leader {
             // A leader that restarted has forgotten its leadership.
-            Some(l) => !self.running(l) || self.acks(l) < QUORUM || self.nodes[&l].leads != Some(self.term),
+            Some(l) => !self.running(l) || self.acks(l) < QUORUM || self.nodes[&l].leads() != Some(self.term),
             None => true,
         };
         if !stale {
@@ -433,25 +454,24 @@ impl World {
         self.term += 1;
         self.leader = Some(chosen);
         let now = self.now_ms;
+        let config = Arc::new(self.leader_config(chosen));
+        let seed = self.rng.next_u64();
         let node = self.nodes.get_mut(&chosen).unwrap();
-        node.leads = Some(self.term);
-        node.engine = Engine::new();
-        node.ledger = Some(Ledger::new(node.clock.read(now)));
+        node.leader = Some(Leader::new(config, self.term, node.clock.read(now), seed));
+        node.acked_at.clear();
         self.note(format!("node {chosen} elected for term {}", self.term));
     }
 
     /// A node that believes it leads an old term learns better as soon as it hears anyone.
     fn step_down_deposed(&mut self) {
         for id in NODES {
-            let Some(term) = self.nodes[&id].leads else { continue };
+            let Some(term) = self.nodes[&id].leads() else { continue };
             if !self.running(id) || (self.leader == Some(id) && self.term == term) {
                 continue;
             }
             if NODES.iter().any(|n| *n != id && self.reaches(*n, id)) {
                 let node = self.nodes.get_mut(&id).unwrap();
-                node.leads = None;
-                node.ledger = None;
-                node.engine = Engine::new();
+                node.leader = None;
                 self.note(format!("node {id} learns it no longer leads term {term}"));
             }
         }
@@ -503,24 +523,14 @@ impl World {
                 continue;
             }
             let alive = [self.sites[EAST].alive, self.sites[WEST].alive];
-            let mut reports = Vec::new();
             let node = self.nodes.get_mut(&id).unwrap();
+            let local = node.clock.read(now);
             if (now + node.probe_phase).is_multiple_of(PROBE_EVERY_MS) {
                 for s in [EAST, WEST] {
-                    node.detectors[s].observe(alive[s] && !self.probe_cut.contains(&(id, s)));
+                    node.observer.round(SITES[s], alive[s] && !self.probe_cut.contains(&(id, s)), local);
                 }
             }
-            for s in [EAST, WEST] {
-                let desired = node.detectors[s].verdict();
-                if node.state.verdict(SITES[s], id) == desired {
-                    continue;
-                }
-                let due = node.reported[s].is_none_or(|(v, at)| v != desired || now >= at + REPORT_RETRY_MS);
-                if due {
-                    node.reported[s] = Some((desired, now));
-                    reports.push(Command::ReportVerdict { node: id, site: SITES[s].into(), verdict: desired });
-                }
-            }
+            let reports = node.observer.reports(&node.state, local);
             if let Some(leader) = self.leader.filter(|l| self.reaches(id, *l)) {
                 for r in reports {
                     self.propose(leader, self.term, r);
@@ -529,56 +539,86 @@ impl World {
         }
     }
 
-    /// Every node that believes it leads runs its engine; only the real leader's proposals can
-    /// commit.
-    fn decide(&mut self) {
+    /// What a leader is configured with, here.
+    fn leader_config(&self, node: u64) -> LeaderConfig {
+        let leases = LeaseTerms { lease_ms: LEASE_MS, margin_ms: MARGIN_MS };
+        LeaderConfig {
+            node,
+            timing: self.timing.clone(),
+            topology: support::sim::topology(Some(leases), Vec::new()),
+            live_within: Duration::from_millis(ELECTION_TIMEOUT_MS),
+            cut_off_after: Duration::from_millis(ELECTION_TIMEOUT_MS * 2 / 3),
+        }
+    }
+
+    /// The tick `id`'s runtime would hand its leader now (it must lead), with the effects' uses.
+    fn tick(&mut self, id: u64) -> Vec<Effect> {
         let now = self.now_ms;
+        let acks: Vec<u64> =
+            NODES.iter().copied().filter(|n| *n != id && self.reaches(id, *n) && self.reaches(*n, id)).collect();
+        let node = self.nodes.get_mut(&id).unwrap();
+        node.acked_at.extend(acks.iter().map(|n| (*n, now)));
+        let contact = support::sim::contact(id, &self.voters, &node.acked_at, now);
+        let ready = support::sim::ready(id, &contact, ELECTION_TIMEOUT_MS);
+        let failing_since = node.observer.failing_since();
+        let t = Tick {
+            now: node.clock.read(now),
+            state: &node.state,
+            contact: &contact,
+            ready,
+            failing_since: &failing_since,
+        };
+        node.leader.as_mut().expect("it leads").tick(&t)
+    }
+
+    /// Every node that believes it leads ticks its leader; only the real leader's proposals
+    /// can commit.
+    fn decide(&mut self) {
         for id in NODES {
-            let Some(term) = self.nodes[&id].leads else { continue };
+            let Some(term) = self.nodes[&id].leads() else { continue };
             if !self.running(id) {
                 continue;
             }
-            let live: BTreeSet<u64> =
-                NODES.iter().copied().filter(|n| self.reaches(id, *n) && self.reaches(*n, id)).collect();
-            let node = self.nodes.get_mut(&id).unwrap();
-            let Node { engine, state, ledger, clock, .. } = node;
-            let ledger = ledger.as_ref().expect("a node that leads has a ledger");
-            let inputs =
-                Inputs { now: clock.read(now), state, voters: &self.voters, live: &live, timing: &self.timing, ledger };
-            for effect in engine.step(&inputs) {
+            for effect in self.tick(id) {
                 match effect {
                     Effect::Propose(command) => {
                         self.propose(id, term, command);
                     }
-                    Effect::Journal { assessment, .. } => {
+                    Effect::Journal { assessment, entry, .. } => {
                         if self.leader == Some(id) {
                             self.history.path_broken |= matches!(assessment, Assessment::PathBroken { .. });
                             self.note(format!("node {id} assesses: {assessment}"));
                         }
+                        self.propose(id, term, entry);
                     }
+                    other => self.fail(&format!("no plan steps here, yet {other:?}")),
                 }
             }
         }
     }
 
-    /// A heartbeat reaches node `id`: answered only after the read-index confirmation.
+    /// A heartbeat reaches node `id`: a node that believes it leads runs the read-index
+    /// confirmation and hands its leader the outcome; the leader answers only if confirmed.
     fn answer(&mut self, id: u64, site: usize, body: &Heartbeat) -> Reply {
-        if self.confirmed_leader(id) {
-            // The read index: the leader answers from a state that has applied every commit.
-            self.apply_committed(id);
+        if self.nodes[&id].leader.is_some() {
+            let confirmed = self.confirmed_leader(id).then_some(Confirmed { term: self.term });
+            if confirmed.is_some() {
+                // The read index: the leader answers from a state that has applied every commit.
+                self.apply_committed(id);
+            }
             let now = self.now_ms;
             let node = self.nodes.get_mut(&id).unwrap();
             let local = node.clock.read(now);
-            let ledger = node.ledger.as_mut().expect("a node that leads has a ledger");
-            let answer = ledger.heartbeat(local, SITES[site], body, &node.state);
-            self.history.answered.insert((id, site), now);
-            return Reply::Answer(answer);
-        }
-        self.history.refused.insert((id, site), self.now_ms);
-        if self.nodes[&id].leads.is_some() {
+            let leader = node.leader.as_mut().expect("checked above");
+            if let Some(answer) = leader.heartbeat(local, SITES[site], body, &node.state, confirmed) {
+                self.history.answered.insert((id, site), now);
+                return Reply::Answer(answer);
+            }
             // It believes it leads but cannot confirm it: no leader known.
+            self.history.refused.insert((id, site), self.now_ms);
             return Reply::Refused;
         }
+        self.history.refused.insert((id, site), self.now_ms);
         match self.leader {
             Some(l) if l != id && self.reaches(l, id) => Reply::Redirect(l),
             _ => Reply::Refused,
@@ -588,9 +628,32 @@ impl World {
     // ----- Messages -----
 
     fn send(&mut self, msg: Msg) {
-        let due = self.now_ms + self.rng.below(MAX_DELAY_MS + 1);
+        let agent_side = match &msg {
+            Msg::Heartbeat { site, .. } | Msg::Reply { site, .. } => Some(*site),
+            _ => None,
+        };
+        let late = self.rng.below(LATE_ONE_IN) == 0 || (agent_side.is_some() && agent_side == self.slow_agent);
+        let delay = if late {
+            MAX_DELAY_MS + self.rng.below(HEARTBEAT_TIMEOUT_MS / 2 - 10 - MAX_DELAY_MS)
+        } else {
+            self.rng.below(MAX_DELAY_MS + 1)
+        };
+        if self.rng.below(DUPLICATE_ONE_IN) == 0 {
+            self.history.duplicates += 1;
+            let due = self.now_ms + self.rng.below(MAX_DELAY_MS + 1);
+            self.enqueue(due, msg.clone());
+        }
+        self.enqueue(self.now_ms + delay, msg);
+    }
+
+    fn enqueue(&mut self, due: u64, msg: Msg) {
         self.seq += 1;
         self.queue.insert((due, self.seq), msg);
+    }
+
+    /// Whether site `s`'s agent is frozen now, and until when.
+    fn paused(&self, s: usize) -> Option<u64> {
+        self.sites[s].agent.as_ref().and_then(|a| a.paused_until)
     }
 
     fn deliver(&mut self) {
@@ -598,7 +661,19 @@ impl World {
             if entry.key().0 > self.now_ms {
                 break;
             }
-            match entry.remove() {
+            let msg = entry.remove();
+            // A frozen agent handles what reaches it once it runs again.
+            let to_agent = match &msg {
+                Msg::Reply { site, .. } => Some(*site),
+                Msg::PeerRequest { from, .. } => Some(1 - *from),
+                Msg::PeerGrant { to, .. } => Some(*to),
+                Msg::Heartbeat { .. } => None,
+            };
+            if let Some(until) = to_agent.and_then(|s| self.paused(s)) {
+                self.enqueue(until, msg);
+                continue;
+            }
+            match msg {
                 Msg::Heartbeat { site, node, incarnation, attempt, body } => {
                     if self.running(node) && !self.agent_cut.contains(&(node, site)) {
                         let reply = self.answer(node, site, &body);
@@ -651,6 +726,8 @@ impl World {
             next_peer_ms: now + self.rng.below(PEER_EVERY_MS / TICK_MS) * TICK_MS,
             drained: false,
             epoch: None,
+            paused_until: None,
+            paused_at: 0,
         };
         self.sites[s].agent = Some(agent);
     }
@@ -722,8 +799,28 @@ impl World {
         }
     }
 
+    /// Frozen agents whose time is up run again: a heartbeat in flight when the freeze began
+    /// may still be answered (its timer had not fired), and its lease counts from its sending.
+    fn resume_agents(&mut self) {
+        let now = self.now_ms;
+        for s in [EAST, WEST] {
+            let Some(agent) = self.sites[s].agent.as_mut().filter(|a| a.paused_until.is_some_and(|u| u <= now)) else {
+                continue;
+            };
+            agent.paused_until = None;
+            let frozen = now - agent.paused_at;
+            if let Some(a) = agent.attempt.as_mut() {
+                a.deadline_ms += frozen;
+            }
+            self.note(format!("HEAL {}'s agent runs again after {frozen} ms", SITES[s]));
+        }
+    }
+
     fn agent_timers(&mut self, s: usize) {
         let now = self.now_ms;
+        if self.paused(s).is_some() {
+            return;
+        }
         let in_sync = self.sites_see_each_other();
         let Some(agent) = self.sites[s].agent.as_mut() else { return };
         let local = agent.clock.read(now);
@@ -760,8 +857,13 @@ impl World {
         }
     }
 
+    /// Both sites run and their agents can talk (a frozen agent answers nobody).
     fn sites_see_each_other(&self) -> bool {
-        self.sites[EAST].alive && self.sites[WEST].alive && !self.sites_cut
+        self.sites[EAST].alive
+            && self.sites[WEST].alive
+            && !self.sites_cut
+            && self.paused(EAST).is_none()
+            && self.paused(WEST).is_none()
     }
 
     // ----- One step -----
@@ -779,6 +881,7 @@ impl World {
             self.decide();
             self.replicate();
         }
+        self.resume_agents();
         self.deliver();
         for s in [EAST, WEST] {
             self.agent_timers(s);
@@ -855,6 +958,16 @@ impl World {
         }
     }
 
+    fn pause_agent(&mut self, s: usize, ms: u64) {
+        let now = self.now_ms;
+        if let Some(agent) = self.sites[s].agent.as_mut().filter(|a| a.paused_until.is_none()) {
+            agent.paused_until = Some(now + ms);
+            agent.paused_at = now;
+            self.history.agent_pauses += 1;
+            self.note(format!("FAULT {}'s agent frozen for {ms} ms", SITES[s]));
+        }
+    }
+
     fn restart_agent(&mut self, s: usize) {
         if self.sites[s].alive {
             self.start_agent(s);
@@ -894,11 +1007,8 @@ impl World {
             Proc::Crashed => {
                 node.proc = Proc::Running;
                 node.clock = Clock { boot_ms: now, ppm: node.ppm };
-                node.detectors = detectors();
-                node.reported = [None, None];
-                node.leads = None;
-                node.ledger = None;
-                node.engine = Engine::new();
+                node.observer = new_observer(id);
+                node.leader = None;
             }
         }
         self.note(format!("HEAL node {id} runs again"));
@@ -918,29 +1028,37 @@ impl World {
         self.note(format!("{} node {id} from the other nodes", if cut { "FAULT partition" } else { "HEAL rejoin" }));
     }
 
-    /// An operator orders (or forces) a failover of the group through the current leader.
+    /// An operator orders (or forces) a failover of the group through the current leader, which
+    /// checks it as `Node::operator_failover` has it do (`Leader::order`).
     fn operator_order(&mut self, force: bool) -> bool {
         let Some(leader) = self.leader.filter(|l| self.confirmed_leader(*l)) else { return false };
         self.apply_committed(leader);
-        let live: BTreeSet<u64> =
-            NODES.iter().copied().filter(|n| self.reaches(leader, *n) && self.reaches(*n, leader)).collect();
-        let state = &self.nodes[&leader].state;
-        let to = state.groups[GROUP].other().to_string();
-        let Ok(plan) = plan_operator_failover(state, GROUP, &to, &self.voters, &live) else { return false };
-        if !force && !plan.all_pass() {
+        let to = self.nodes[&leader].state.groups[GROUP].other().to_string();
+        let order =
+            FailoverOrder { group: GROUP.into(), to: Some(to.clone()), reason: "drill".into(), dry_run: false, force };
+        // The order reads the same view a tick would.
+        let now = self.now_ms;
+        let acks: Vec<u64> = NODES
+            .iter()
+            .copied()
+            .filter(|n| *n != leader && self.reaches(leader, *n) && self.reaches(*n, leader))
+            .collect();
+        let node = self.nodes.get_mut(&leader).unwrap();
+        node.acked_at.extend(acks.iter().map(|n| (*n, now)));
+        let contact = support::sim::contact(leader, &self.voters, &node.acked_at, now);
+        let failing_since = node.observer.failing_since();
+        let t = Tick {
+            now: node.clock.read(now),
+            state: &node.state,
+            contact: &contact,
+            ready: true,
+            failing_since: &failing_since,
+        };
+        let Ok(Order::Commit { command, .. }) = node.leader.as_ref().expect("it leads").order(&order, &t) else {
             return false;
-        }
+        };
         self.history.operator_orders += 1;
         self.note(format!("OPERATOR orders a failover to {to}{}", if force { " (forced)" } else { "" }));
-        let command = Command::Failover {
-            group: GROUP.into(),
-            to,
-            expected_epoch: plan.expected_epoch,
-            reason: "operator".into(),
-            quorum_of: (!force).then(|| self.voters.clone()),
-            automatic: false,
-            facts: Default::default(),
-        };
         self.propose(leader, self.term, command)
     }
 
@@ -1008,6 +1126,10 @@ impl World {
             }
             90 => {
                 self.operator_order(true);
+            }
+            91..=92 => {
+                let ms = 300 + self.rng.below(300) * TICK_MS;
+                self.pause_agent(site, ms);
             }
             _ => {}
         }
@@ -1082,7 +1204,7 @@ fn record_max(max: &AtomicU64, value: u64) {
 /// must settle with exactly its committed active site writable.
 #[test]
 fn random_faults_never_make_two_writers() {
-    static RUNS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+    static RUNS: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
     run("random_faults_never_make_two_writers", |seed| {
         let mut w = World::new(seed);
         while w.now_ms < 24_000 {
@@ -1097,14 +1219,30 @@ fn random_faults_never_make_two_writers() {
             w.fail(&format!("not settled 8 s after healing: {e}"));
         }
         let h = &w.history;
-        for (counter, happened) in RUNS.iter().zip([true, h.failovers > 0, h.promotions > 0, h.operator_orders > 0]) {
+        let happened =
+            [true, h.failovers > 0, h.promotions > 0, h.operator_orders > 0, h.agent_pauses > 0, h.duplicates > 0];
+        for (counter, happened) in RUNS.iter().zip(happened) {
             counter.fetch_add(u64::from(happened), Ordering::Relaxed);
         }
     });
-    let [runs, failovers, promotions, operator] = RUNS.each_ref().map(|c| c.load(Ordering::Relaxed));
+    let [runs, failovers, promotions, operator, pauses, duplicates] =
+        RUNS.each_ref().map(|c| c.load(Ordering::Relaxed));
     eprintln!(
-        "{runs} runs: {failovers} with a failover, {promotions} with a promotion, {operator} with an operator order"
+        "{runs} runs: {failovers} with a failover, {promotions} with a promotion, {operator} with an operator order, \
+         {pauses} with a frozen agent, {duplicates} with duplicated messages"
     );
+    // A run of many seeds that exercised none of these proves nothing: each must be common.
+    if runs >= 100 {
+        for (what, n) in [
+            ("a failover", failovers),
+            ("a promotion", promotions),
+            ("an operator order", operator),
+            ("a frozen agent", pauses),
+            ("duplicated messages", duplicates),
+        ] {
+            assert!(n * 5 >= runs, "only {n} of {runs} runs had {what}");
+        }
+    }
 }
 
 /// Invariant 2: the whole witness down (crashed, paused, cut off from both sites, or without a
@@ -1225,6 +1363,7 @@ fn a_dead_primary_is_replaced_within_the_bound() {
 fn a_leader_change_while_draining_keeps_one_writer() {
     static WORST: AtomicU64 = AtomicU64::new(0);
     static DEPOSED_WHILE_DRAINING: AtomicU64 = AtomicU64::new(0);
+    static RUNS: AtomicU64 = AtomicU64::new(0);
     run("a_leader_change_while_draining_keeps_one_writer", |seed| {
         let mut w = World::new(seed);
         w.warm_up();
@@ -1260,6 +1399,7 @@ fn a_leader_change_while_draining_keeps_one_writer() {
             w.step();
         }
         DEPOSED_WHILE_DRAINING.fetch_add(u64::from(w.group().draining), Ordering::Relaxed);
+        RUNS.fetch_add(1, Ordering::Relaxed);
         let Some(old) = w.leader else { w.fail("no leader to depose") };
         let how = w.rng.below(3);
         match how {
@@ -1294,6 +1434,8 @@ fn a_leader_change_while_draining_keeps_one_writer() {
         DEPOSED_WHILE_DRAINING.load(Ordering::Relaxed),
         WORST.load(Ordering::Relaxed)
     );
+    let (runs, mid_drain) = (RUNS.load(Ordering::Relaxed), DEPOSED_WHILE_DRAINING.load(Ordering::Relaxed));
+    assert!(runs < 100 || mid_drain * 4 >= runs, "only {mid_drain} of {runs} runs deposed the leader mid-drain");
 }
 
 /// The bridge: the leader is partitioned from the other nodes together with east (east's agent
@@ -1332,7 +1474,7 @@ fn a_leader_bridged_with_the_primary_answers_nothing() {
         if !w.writable[WEST] {
             w.fail("west never became writable");
         }
-        if w.nodes[&old].leads.is_none() {
+        if w.nodes[&old].leader.is_none() {
             w.fail("the old leader no longer believes it leads: the bridge was not exercised");
         }
         if w.history.answered.get(&(old, EAST)).is_some_and(|at| *at > bridged) {
@@ -1381,5 +1523,112 @@ fn a_restarted_survivor_agent_alone_never_fails_over() {
         w.note("FAULT west's agent loses every witness node".into());
         w.run_for(3_000);
         assert_eq!(w.history.failovers, 0, "seed {seed}: a failover");
+    });
+}
+
+/// Only east's agent freezes (SIGSTOP) for 3 s, longer than its lease, while east's site stays
+/// up and seen up by the witness: nothing fails over. East fences itself when its leases run out
+/// (by its own clock, which runs on), handles what queued up when it resumes (late answers count
+/// from when their heartbeat was sent, so they extend nothing), and is writable again soon after.
+#[test]
+fn an_agent_frozen_past_its_lease_fences_itself_and_nothing_fails_over() {
+    run("an_agent_frozen_past_its_lease_fences_itself_and_nothing_fails_over", |seed| {
+        let mut w = World::new(seed);
+        w.warm_up();
+        let frozen = w.now_ms;
+        w.pause_agent(EAST, 3000);
+        let mut fenced = false;
+        while w.now_ms < frozen + 3000 {
+            w.step();
+            fenced |= w.writable == [false, false];
+            if w.writable[WEST] {
+                w.fail("west writable while east's agent is frozen");
+            }
+        }
+        if !fenced {
+            w.fail("east never fenced itself while its agent was frozen past its lease");
+        }
+        let resumed = w.now_ms;
+        while w.writable != [true, false] {
+            if w.now_ms > resumed + 2 * (HEARTBEAT_MS + HEARTBEAT_TIMEOUT_MS) + 500 {
+                w.fail("east not writable again after its agent resumed");
+            }
+            w.step();
+        }
+        w.run_expecting_east(3000, "after the freeze");
+        assert_eq!(w.history.failovers, 0, "seed {seed}: a failover");
+    });
+}
+
+/// An operator forces a failover while everything is healthy (so west granted east peer leases
+/// moments ago), and west's agent restarts in the middle of the drain. A restarted agent cannot
+/// know what it granted before, so it counts its own start as its last grant: west must not be
+/// writable before a lease and its margin (on west's clock) after the restart, and there is one
+/// writer throughout.
+#[test]
+fn a_standby_agent_restarted_mid_drain_waits_a_lease_from_its_restart() {
+    run("a_standby_agent_restarted_mid_drain_waits_a_lease_from_its_restart", |seed| {
+        let mut w = World::new(seed);
+        w.warm_up();
+        if !w.operator_order(true) {
+            w.fail("the operator's order was not committed");
+        }
+        let within = w.rng.below(60) * TICK_MS;
+        w.run_for(within);
+        let restarted = w.now_ms;
+        w.restart_agent(WEST);
+        let Some(at) = w.run_until_west_writable(restarted + 10_000) else { w.fail("west never became writable") };
+        // West's clock may run 4 % fast: the real wait is at least (lease + margin) / 1.04.
+        let least = (LEASE_MS + MARGIN_MS) * 1_000_000 / (1_000_000 + MAX_DRIFT_PPM);
+        if at - restarted < least {
+            w.fail(&format!(
+                "west writable {} ms after its agent restarted mid-drain (at least {least})",
+                at - restarted
+            ));
+        }
+        w.run_for(2000);
+        assert_eq!(w.writable, [false, true], "seed {seed}");
+    });
+}
+
+/// The tightest case for the witness lease: the sites are cut apart (no peer leases), east
+/// holds only the witness lease, and an operator forces a failover right after the leader
+/// answered one of east's heartbeats. Clocks are at their limits against safety: the witness
+/// nodes run fast (their wait ends early) and east slow (its lease lasts long). In half the
+/// seeds every heartbeat and answer of east's is late (up to just under the agent's timeout),
+/// so an agent that counted its lease from the answer instead of the sending would hold it far
+/// past the leader's wait. One writer throughout.
+#[test]
+fn a_forced_failover_right_after_a_grant_keeps_one_writer_at_the_clock_limits() {
+    run("a_forced_failover_right_after_a_grant_keeps_one_writer_at_the_clock_limits", |seed| {
+        let mut w = World::new(seed);
+        let fast = MAX_DRIFT_PPM as i64;
+        for node in w.nodes.values_mut() {
+            node.ppm = fast;
+            node.clock.ppm = fast;
+        }
+        w.sites[EAST].ppm = -fast;
+        w.sites[EAST].agent.as_mut().expect("east runs").clock.ppm = -fast;
+        if seed % 2 == 0 {
+            w.slow_agent = Some(EAST);
+        }
+        w.warm_up();
+        w.cut_sites(true);
+        // East's peer leases run out; the witness lease alone keeps it writable.
+        w.run_expecting_east(LEASE_MS + MARGIN_MS + PEER_TIMEOUT_MS + 500, "the sites apart");
+        let asked = w.now_ms;
+        while !w.history.answered.iter().any(|((_, s), at)| *s == EAST && *at > asked) {
+            w.step();
+        }
+        let jitter = w.rng.below(3) * TICK_MS;
+        w.run_for(jitter);
+        if !w.operator_order(true) {
+            w.fail("the operator's order was not committed");
+        }
+        if w.run_until_west_writable(w.now_ms + 10_000).is_none() {
+            w.fail("west never became writable");
+        }
+        w.run_for(2000);
+        assert_eq!(w.writable, [false, true], "seed {seed}");
     });
 }

@@ -17,28 +17,8 @@ use std::time::Duration;
 
 use crate::config::{StepConfig, StepKind};
 
-/// What a step is run for: the decision it carries out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StepContext {
-    pub group: String,
-    pub epoch: u64,
-    /// The failed site (the one being left).
-    pub from: String,
-    /// The survivor (the one being made active).
-    pub to: String,
-    pub reason: String,
-    /// When the decision was committed (leader's wall clock, Unix ms): for receivers only.
-    pub decided_at_ms: u64,
-    pub step: String,
-}
-
-impl StepContext {
-    /// The same for every attempt of one step of one failover, on every leader: receivers
-    /// use it to recognise a repeat.
-    pub fn idempotency_key(&self) -> String {
-        format!("{}:{}:{}", self.group, self.epoch, self.step)
-    }
-}
+/// What a step is run for: decided by the leader (`engine::plan`), carried out here.
+pub use crate::engine::plan::StepContext;
 
 /// A step that did not succeed, and whether trying again may help.
 #[derive(Debug, Clone, PartialEq, Eq)]

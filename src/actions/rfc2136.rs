@@ -209,7 +209,7 @@ async fn exchange(step: &Rfc2136Step, key: &Key, mut request: Message, what: &st
     let server = &step.server;
     let broken = |e: &dyn std::fmt::Display| StepError::permanent(format!("cannot build the {what}: {e}"));
     let mut verifier = request
-        .finalize(&key.signer, crate::wallclock::unix_ms() / 1000)
+        .finalize(&key.signer, crate::clock::unix_ms() / 1000)
         .map_err(|e| broken(&e))?
         .ok_or_else(|| broken(&"no TSIG verifier"))?;
     let bytes = request.to_vec().map_err(|e| broken(&e))?;

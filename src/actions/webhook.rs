@@ -29,11 +29,11 @@ pub async fn run(http: &reqwest::Client, step: &WebhookStep, ctx: &StepContext) 
         to: &ctx.to,
         step: &ctx.step,
         reason: &ctx.reason,
-        decided_at: crate::wallclock::rfc3339(ctx.decided_at_ms),
+        decided_at: crate::clock::rfc3339(ctx.decided_at_ms),
     })
     .expect("a payload of strings serializes");
     let id = ctx.idempotency_key();
-    let timestamp = (crate::wallclock::unix_ms() / 1000).to_string();
+    let timestamp = (crate::clock::unix_ms() / 1000).to_string();
     let mut request = http
         .post(step.url.clone())
         .header("content-type", "application/json")

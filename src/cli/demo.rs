@@ -15,13 +15,13 @@ use super::local::{
 };
 use super::Exit;
 use crate::agent::RunningAgent;
+use crate::clock::unix_ms;
 use crate::demo::dns::DnsServer;
 use crate::demo::storage::StorageApi;
 use crate::engine::leases::Role;
 use crate::node::RunningNode;
 use crate::state::journal::Event;
 use crate::state::plan::{Phase, Plan};
-use crate::wallclock::unix_ms;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -249,7 +249,7 @@ async fn follow_journal(nodes: Vec<Arc<crate::node::Node>>, shown: Arc<Mutex<u64
             let events = leader.applied.read().expect("state lock").state.journal.since(since, 100);
             for e in &events {
                 if KINDS.contains(&e.kind.as_str()) && !(e.kind == "verdict" && e.message.contains("up")) {
-                    println!("  {}  {:<17} {}", crate::wallclock::rfc3339(e.at_ms), e.kind, e.message);
+                    println!("  {}  {:<17} {}", crate::clock::rfc3339(e.at_ms), e.kind, e.message);
                 }
             }
             if let Some(last) = events.last() {

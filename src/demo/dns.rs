@@ -117,7 +117,7 @@ async fn serve(mut stream: tokio::net::TcpStream, zone: Arc<Mutex<Zone>>, signer
 }
 
 fn now() -> u64 {
-    crate::wallclock::unix_ms() / 1000
+    crate::clock::unix_ms() / 1000
 }
 
 /// The response to one request, or `None` for bytes that are not a DNS message.

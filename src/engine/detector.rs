@@ -1,8 +1,105 @@
-//! One node's failure detector for one site: consecutive probe outcomes in, a verdict with
-//! hysteresis out. A site is declared down after `failure_threshold` failures in a row and up
-//! after `success_threshold` successes in a row; until the first declaration it is unknown.
+//! What one node makes of its probes. [`Detector`]: one site's consecutive probe outcomes in,
+//! a verdict with hysteresis out (down after `failure_threshold` failures in a row, up after
+//! `success_threshold` successes in a row, unknown until the first). [`Observer`]: every
+//! site's detector, the staleness and resend rules that keep this node's committed verdicts
+//! equal to what its detectors say, and when each site's current streak of failures began (the
+//! detection time a failover records). Pure: `now` is passed in.
 
-use crate::state::Verdict;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::state::{Command, State, Verdict};
+
+/// A report the leader has not applied yet is sent again after this long, not sooner.
+pub const REPORT_RETRY: Duration = Duration::from_secs(1);
+
+/// How one site is watched: its thresholds, and how long without a probe round makes its
+/// verdict unknown (a prober that died must never leave a stale up or down behind).
+#[derive(Debug, Clone, Copy)]
+pub struct Watch {
+    pub failure_threshold: u32,
+    pub success_threshold: u32,
+    pub stale_after: Duration,
+}
+
+#[derive(Debug, Clone)]
+struct Site {
+    watch: Watch,
+    detector: Detector,
+    last_round: Duration,
+    failing_since: Option<Duration>,
+    last_sent: Option<Duration>,
+}
+
+/// One node's view of every site, and the verdict reports it owes the log.
+#[derive(Debug, Clone)]
+pub struct Observer {
+    node: u64,
+    sites: BTreeMap<String, Site>,
+}
+
+impl Observer {
+    pub fn new(node: u64, sites: impl IntoIterator<Item = (String, Watch)>, now: Duration) -> Observer {
+        let sites = sites
+            .into_iter()
+            .map(|(name, watch)| {
+                let detector = Detector::new(watch.failure_threshold, watch.success_threshold);
+                (name, Site { watch, detector, last_round: now, failing_since: None, last_sent: None })
+            })
+            .collect();
+        Observer { node, sites }
+    }
+
+    /// One probe round of `site` ended, `ok` or not; returns the detector's new verdict when
+    /// it changed.
+    pub fn round(&mut self, site: &str, ok: bool, now: Duration) -> Option<Verdict> {
+        let s = self.sites.get_mut(site)?;
+        s.last_round = now;
+        if ok {
+            s.failing_since = None;
+        } else {
+            s.failing_since.get_or_insert(now);
+        }
+        s.detector.observe(ok)
+    }
+
+    /// This node's verdict on `site` now: unknown when its rounds stopped arriving.
+    pub fn verdict(&self, site: &str, now: Duration) -> Option<Verdict> {
+        let s = self.sites.get(site)?;
+        if now.saturating_sub(s.last_round) > s.watch.stale_after {
+            return None;
+        }
+        s.detector.verdict()
+    }
+
+    pub fn sites(&self) -> impl Iterator<Item = &str> {
+        self.sites.keys().map(String::as_str)
+    }
+
+    /// The reports to propose so that the committed verdicts become this node's: one per
+    /// registered site whose committed verdict differs, none for a site reported within
+    /// [`REPORT_RETRY`].
+    pub fn reports(&mut self, state: &State, now: Duration) -> Vec<Command> {
+        let mut reports = Vec::new();
+        let desired: Vec<(String, Option<Verdict>)> =
+            self.sites.keys().map(|site| (site.clone(), self.verdict(site, now))).collect();
+        for (site, verdict) in desired {
+            let s = self.sites.get_mut(&site).expect("listed above");
+            let recently = s.last_sent.is_some_and(|at| now.saturating_sub(at) < REPORT_RETRY);
+            if !state.sites.contains(&site) || state.verdict(&site, self.node) == verdict || recently {
+                continue;
+            }
+            s.last_sent = Some(now);
+            reports.push(Command::ReportVerdict { node: self.node, site, verdict });
+        }
+        reports
+    }
+
+    /// Per failing site, when its current streak of failed rounds began.
+    pub fn failing_since(&self) -> BTreeMap<String, Duration> {
+        self.sites.iter().filter_map(|(name, s)| Some((name.clone(), s.failing_since?))).collect()
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Detector {
@@ -77,5 +174,46 @@ mod tests {
         let mut d = Detector::new(1, 5);
         assert_eq!(d.verdict(), None);
         assert_eq!(d.observe(false), Some(Verdict::Down));
+    }
+
+    fn observer() -> (Observer, State) {
+        let watch = Watch { failure_threshold: 2, success_threshold: 1, stale_after: Duration::from_secs(3) };
+        let o = Observer::new(1, [("east".to_string(), watch)], Duration::ZERO);
+        let mut state = State::default();
+        state.sites.insert("east".into());
+        (o, state)
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn reports_what_the_log_lacks_once_per_retry_interval() {
+        let (mut o, mut state) = observer();
+        assert!(o.reports(&state, ms(0)).is_empty(), "unknown, and the log says nothing either");
+        assert_eq!(o.round("east", true, ms(100)), Some(Verdict::Up));
+        let up = Command::ReportVerdict { node: 1, site: "east".into(), verdict: Some(Verdict::Up) };
+        assert_eq!(o.reports(&state, ms(100)), vec![up.clone()]);
+        assert!(o.reports(&state, ms(1099)).is_empty(), "not again within the retry interval");
+        assert_eq!(o.reports(&state, ms(1100)), vec![up.clone()], "again once it has passed");
+        state.apply(up);
+        assert!(o.reports(&state, ms(2500)).is_empty(), "the log has it");
+        // Rounds stop arriving: the verdict turns unknown, and that is reported.
+        let unknown = Command::ReportVerdict { node: 1, site: "east".into(), verdict: None };
+        assert_eq!(o.verdict("east", ms(3100)), Some(Verdict::Up));
+        assert_eq!(o.verdict("east", ms(3101)), None);
+        assert_eq!(o.reports(&state, ms(3101)), vec![unknown]);
+    }
+
+    #[test]
+    fn failing_since_is_the_start_of_the_current_streak() {
+        let (mut o, _) = observer();
+        o.round("east", false, ms(100));
+        o.round("east", false, ms(350));
+        assert_eq!(o.failing_since(), [("east".to_string(), ms(100))].into());
+        o.round("east", true, ms(600));
+        assert!(o.failing_since().is_empty());
+        assert_eq!(o.round("nowhere", false, ms(700)), None, "an unknown site is ignored");
     }
 }

@@ -216,6 +216,27 @@ impl Ledger {
         }
     }
 
+    /// The data `group`'s standby copy would lack if it took over for a failure at
+    /// `failed_at`: none for a synchronous copy last reported in sync at most `in_sync_within`
+    /// before the failure, otherwise how far behind it is now ([`Ledger::rpo_exposure`]).
+    /// `None`: never reported to this leader. The one rule for the RPO gate and for the RPO a
+    /// failover records.
+    pub fn data_at_risk(
+        &self,
+        name: &str,
+        group: &GroupState,
+        in_sync_within: Duration,
+        failed_at: Duration,
+        now: Duration,
+    ) -> Option<Duration> {
+        let record = self.sites.get(group.other())?.groups.get(name)?;
+        let in_sync_at_failure = record.last_in_sync_at.is_some_and(|at| at + in_sync_within >= failed_at);
+        if group.spec.replication == ReplicationMode::Sync && in_sync_at_failure {
+            return Some(Duration::ZERO);
+        }
+        self.rpo_exposure(name, group, now)
+    }
+
     /// The lease the active site of `group` holds by this leader's grants, remaining at `now`.
     pub fn lease_remaining(&self, name: &str, group: &GroupState, now: Duration) -> Duration {
         let (Some(terms), Some(at)) = (group.spec.leases, self.grants.get(name)) else {

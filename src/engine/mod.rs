@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{FailoverMode, ReplicationMode};
-use crate::state::{Command, DecisionFacts, Epoch, GroupState, State, Verdict};
+use crate::config::ReplicationMode;
+pub use crate::state::Gate;
+use crate::state::{Command, DecisionFacts, Epoch, GroupSpec, GroupState, State};
 use leases::Ledger;
 
 /// Per-group timing the engine needs, from config.
@@ -32,6 +33,26 @@ pub struct GroupTiming {
     pub in_sync_within: Duration,
 }
 
+impl GroupTiming {
+    /// The one RPO objective: how far behind the standby's copy may be. A synchronous copy may
+    /// be out of sync for `in_sync_within`, an asynchronous one as old as the group's `rpo`.
+    pub fn rpo_objective(&self, spec: &GroupSpec) -> Duration {
+        match spec.replication {
+            ReplicationMode::Sync => self.in_sync_within,
+            ReplicationMode::Async => Duration::from_millis(spec.rpo_ms),
+        }
+    }
+
+    /// How much data a failover may lose and still pass the RPO gate on its own: none for a
+    /// synchronous copy, the `rpo` objective for an asynchronous one.
+    pub fn rpo_allowance(&self, spec: &GroupSpec) -> Duration {
+        match spec.replication {
+            ReplicationMode::Sync => Duration::ZERO,
+            ReplicationMode::Async => Duration::from_millis(spec.rpo_ms),
+        }
+    }
+}
+
 pub struct Inputs<'a> {
     /// Leader-local monotonic time.
     pub now: Duration,
@@ -43,6 +64,9 @@ pub struct Inputs<'a> {
     pub timing: &'a BTreeMap<String, GroupTiming>,
     /// What the sites' agents reported to this leader, and its lease grants.
     pub ledger: &'a Ledger,
+    /// Per site, when this node's current streak of failed probes began (leader-local time):
+    /// a failover records its detection time from it.
+    pub failing_since: &'a BTreeMap<String, Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,22 +77,6 @@ pub enum Effect {
         group: String,
         assessment: Assessment,
     },
-}
-
-/// A reason an automatic failover may not proceed on its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Gate {
-    AutomationOff,
-    Paused,
-    Blocked,
-    ManualFailover,
-    /// The survivor's agent has not reported within a lease: it cannot confirm the failed site
-    /// is unreachable from there, nor drain.
-    SurvivorAgentSilent,
-    /// The RPO gate: the survivor was not reported in sync shortly before the failure (sync),
-    /// or its recovery point is older than the RPO objective (async), or never reported.
-    Rpo,
 }
 
 /// What the engine makes of one group right now. Journaled whenever it changes.
@@ -242,7 +250,6 @@ impl Engine {
     pub fn step(&mut self, inputs: &Inputs) -> Vec<Effect> {
         self.groups.retain(|name, _| inputs.state.groups.contains_key(name));
         let mut effects = Vec::new();
-        let counted: BTreeSet<u64> = inputs.live.intersection(inputs.voters).copied().collect();
         for (name, group) in &inputs.state.groups {
             let Some(timing) = inputs.timing.get(name) else {
                 continue;
@@ -251,7 +258,7 @@ impl Engine {
             if memory.epoch != Some(group.epoch) {
                 *memory = Memory { epoch: Some(group.epoch), last: memory.last.take(), ..Memory::default() };
             }
-            let (assessment, proposal) = assess(name, group, timing, memory, inputs, &counted);
+            let (assessment, proposal) = assess(name, group, timing, memory, inputs);
             if let Some(command) = proposal {
                 effects.push(Effect::Propose(command));
             }
@@ -267,22 +274,14 @@ impl Engine {
     }
 }
 
-fn count(state: &State, site: &str, live: &BTreeSet<u64>, verdict: Verdict) -> usize {
-    live.iter().filter(|n| state.verdict(site, **n) == Some(verdict)).count()
-}
-
 fn assess(
     name: &str,
     group: &GroupState,
     timing: &GroupTiming,
     memory: &mut Memory,
     inputs: &Inputs,
-    counted: &BTreeSet<u64>,
 ) -> (Assessment, Option<Command>) {
     let voters = inputs.voters.len();
-    let quorum = voters / 2 + 1;
-    // Only live voters' verdicts count; anything else is unknown.
-    let live = counted;
     let failed = group.active.clone();
     let survivor = group.other().to_string();
     if group.draining {
@@ -304,7 +303,9 @@ fn assess(
         }
     }
 
-    let down = count(inputs.state, &failed, live, Verdict::Down);
+    // Only live voters' verdicts count; anything else is unknown.
+    let evidence = inputs.state.evidence(&failed, &survivor, inputs.voters, inputs.live);
+    let (down, up, quorum) = (evidence.down, evidence.up, evidence.quorum);
     if down == 0 {
         memory.down_since = None;
         return (Assessment::Healthy { active: failed }, None);
@@ -313,7 +314,6 @@ fn assess(
         memory.down_since = None;
         return (Assessment::BelowQuorum { site: failed, down, voters, quorum }, None);
     }
-    let up = count(inputs.state, &survivor, live, Verdict::Up);
     if up < quorum {
         memory.down_since = None;
         return (Assessment::SurvivorNotUp { failed, survivor, up, voters, quorum }, None);
@@ -331,29 +331,23 @@ fn assess(
         return (Assessment::HoldingDown { failed, survivor, down, voters }, None);
     }
 
-    let mut gates = Vec::new();
-    if inputs.state.automation_off {
-        gates.push(Gate::AutomationOff);
-    }
-    if group.paused {
-        gates.push(Gate::Paused);
-    }
-    if blocked {
-        gates.push(Gate::Blocked);
-    }
-    if group.spec.failover == FailoverMode::Manual {
-        gates.push(Gate::ManualFailover);
+    let mut gates = inputs.state.closed_gates(group);
+    if !blocked {
+        // Expired by time: the acknowledgement proposed above lifts it in the log.
+        gates.retain(|g| *g != Gate::Blocked);
     }
     let mut rpo_exposure_ms = None;
+    let mut rpo_ms = None;
     if group.spec.leases.is_some() {
         if survivor_agent.is_none() {
             gates.push(Gate::SurvivorAgentSilent);
         }
-        let exposure = inputs.ledger.rpo_exposure(name, group, inputs.now);
-        rpo_exposure_ms = exposure.map(|d| d.as_millis() as u64);
-        if !rpo_gate_passes(name, group, timing, inputs, since) {
+        rpo_exposure_ms = inputs.ledger.rpo_exposure(name, group, inputs.now).map(|d| d.as_millis() as u64);
+        let at_risk = inputs.ledger.data_at_risk(name, group, timing.in_sync_within, since, inputs.now);
+        if at_risk.is_none_or(|lost| lost > timing.rpo_allowance(&group.spec)) {
             gates.push(Gate::Rpo);
         }
+        rpo_ms = at_risk.map(|d| d.as_millis() as u64);
     }
     if !gates.is_empty() {
         return (Assessment::NeedsApproval { failed, survivor, gates, rpo_exposure_ms }, None);
@@ -369,27 +363,20 @@ fn assess(
         ),
         quorum_of: Some(inputs.voters.clone()),
         automatic: true,
-        // The gate passed: a synchronous copy was in sync, an asynchronous one this far behind.
-        facts: DecisionFacts {
-            detected_after_ms: None,
-            rpo_ms: match (group.spec.leases, group.spec.replication) {
-                (None, _) => None,
-                (Some(_), ReplicationMode::Sync) => Some(0),
-                (Some(_), ReplicationMode::Async) => rpo_exposure_ms,
-            },
-        },
+        facts: DecisionFacts { detected_after_ms: detected_after(inputs.failing_since, &failed, inputs.now), rpo_ms },
     });
     (Assessment::FailingOver { from: failed, to: survivor, epoch }, proposal)
 }
 
-/// How far behind the RPO objective lets the standby's copy be, for groups with agents: a
-/// synchronous copy may be out of sync for `in_sync_within`, an asynchronous one as old as `rpo`.
+/// How long ago this node's current streak of failed probes of `site` began, if it is failing.
+pub fn detected_after(failing_since: &BTreeMap<String, Duration>, site: &str, now: Duration) -> Option<u64> {
+    failing_since.get(site).map(|since| now.saturating_sub(*since).as_millis() as u64)
+}
+
+/// How far behind the RPO objective lets the standby's copy be, for groups with agents (the
+/// only groups whose copy is reported).
 pub fn rpo_objective(group: &GroupState, timing: &GroupTiming) -> Option<Duration> {
-    group.spec.leases?;
-    Some(match group.spec.replication {
-        ReplicationMode::Sync => timing.in_sync_within,
-        ReplicationMode::Async => Duration::from_millis(group.spec.rpo_ms),
-    })
+    group.spec.leases.map(|_| timing.rpo_objective(&group.spec))
 }
 
 /// An assessment when the standby's copy crosses its RPO objective, either way. Not while
@@ -419,23 +406,6 @@ fn watch_rpo(
     } else {
         Assessment::RpoWithin { standby, exposure_ms, objective_ms }
     })
-}
-
-/// The RPO gate of a group with agents. Synchronous: the survivor reported `in_sync` at most
-/// `in_sync_within` before the failure (taken as the moment a quorum first saw it, `failed_at`).
-/// Asynchronous: the survivor's recovery point is within the RPO objective now.
-fn rpo_gate_passes(name: &str, group: &GroupState, timing: &GroupTiming, inputs: &Inputs, failed_at: Duration) -> bool {
-    let survivor = group.other();
-    let Some(record) = inputs.ledger.site(survivor).and_then(|r| r.groups.get(name)) else {
-        return false;
-    };
-    match group.spec.replication {
-        ReplicationMode::Sync => record.last_in_sync_at.is_some_and(|at| at + timing.in_sync_within >= failed_at),
-        ReplicationMode::Async => inputs
-            .ledger
-            .rpo_exposure(name, group, inputs.now)
-            .is_some_and(|age| age <= Duration::from_millis(group.spec.rpo_ms)),
-    }
 }
 
 /// A draining group: promote its new active site once the old one's witness leases have
@@ -504,10 +474,7 @@ pub fn plan_operator_failover(
     if to == g.active {
         return Err(Rejection::AlreadyActive { group: group.to_string(), site: to.to_string(), epoch: g.epoch });
     }
-    let quorum = voters.len() / 2 + 1;
-    let live: BTreeSet<u64> = live.intersection(voters).copied().collect();
-    let down = count(state, &g.active, &live, Verdict::Down);
-    let up = count(state, to, &live, Verdict::Up);
+    let crate::state::Evidence { down, up, quorum } = state.evidence(&g.active, to, voters, live);
     let n = voters.len();
     let checks = vec![
         GateCheck {

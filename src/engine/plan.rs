@@ -38,6 +38,44 @@ impl Attempt {
     }
 }
 
+/// What the executor of an attempt is told: the decision it carries out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepContext {
+    pub group: String,
+    pub epoch: u64,
+    /// The failed site (the one being left).
+    pub from: String,
+    /// The survivor (the one being made active).
+    pub to: String,
+    pub reason: String,
+    /// When the decision was committed (leader's wall clock, Unix ms): for receivers only.
+    pub decided_at_ms: u64,
+    pub step: String,
+}
+
+impl StepContext {
+    /// What attempt `a` is told, from the committed state (`None` once the group or its plan
+    /// is gone).
+    pub fn of(state: &State, a: &Attempt) -> Option<StepContext> {
+        let plan = state.groups.get(&a.group)?.plan.as_ref()?;
+        Some(StepContext {
+            group: a.group.clone(),
+            epoch: a.epoch.0,
+            from: plan.from.clone(),
+            to: plan.to.clone(),
+            reason: plan.reason.clone(),
+            decided_at_ms: plan.decided_at_ms,
+            step: a.step.clone(),
+        })
+    }
+
+    /// The same for every attempt of one step of one failover, on every leader: receivers
+    /// use it to recognise a repeat.
+    pub fn idempotency_key(&self) -> String {
+        format!("{}:{}:{}", self.group, self.epoch, self.step)
+    }
+}
+
 /// The first retry waits about this long; each further one twice as long, up to the cap.
 pub const BACKOFF_BASE: Duration = Duration::from_millis(500);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(30);

@@ -75,6 +75,7 @@ impl World {
             live: &self.live,
             timing: &self.timing,
             ledger: &self.ledger,
+            failing_since: &BTreeMap::new(),
         })
     }
 

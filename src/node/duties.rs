@@ -1,7 +1,6 @@
-//! A node's background duties: bootstrap a new cluster, recover after a restart, keep metrics
-//! and leader logs current, make the replicated topology match the leader's config, snapshot
-//! on a timer; and start the probing (`probing.rs`), deciding (`deciding.rs`) and plan
-//! (`planning.rs`) loops.
+//! A node's background duties: bootstrap a new cluster, recover after a restart, log leadership
+//! changes, snapshot on a timer; and start the probing loop (`probing.rs`), the leader's
+//! runtime (`leading.rs`) and the heartbeats' leadership confirmations (`heartbeats.rs`).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -10,16 +9,14 @@ use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{InitializeError, RaftError};
-use openraft::{BasicNode, ServerState};
+use openraft::BasicNode;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::deciding::decide;
-use super::leader::LeaderRequest;
+use super::leading::lead;
 use super::probing::probe_and_report;
 use super::Node;
 use crate::probe::SiteProber;
-use crate::state::Command;
 
 pub(super) fn spawn_all(
     node: &Arc<Node>,
@@ -28,13 +25,12 @@ pub(super) fn spawn_all(
     tasks: &mut JoinSet<()>,
 ) {
     tasks.spawn(until_stopped(stopped.clone(), probe_and_report(node.clone(), probers)));
-    tasks.spawn(until_stopped(stopped.clone(), decide(node.clone())));
+    tasks.spawn(until_stopped(stopped.clone(), lead(node.clone())));
     tasks.spawn(until_stopped(stopped.clone(), bootstrap(node.clone())));
     tasks.spawn(until_stopped(stopped.clone(), recover(node.clone())));
     tasks.spawn(until_stopped(stopped.clone(), follow_raft(node.clone())));
     tasks.spawn(until_stopped(stopped.clone(), snapshot_timer(node.clone())));
     tasks.spawn(until_stopped(stopped.clone(), super::heartbeats::confirm_leadership(node.clone())));
-    tasks.spawn(until_stopped(stopped.clone(), super::planning::run_plans(node.clone())));
 }
 
 async fn until_stopped(mut stopped: watch::Receiver<bool>, duty: impl Future<Output = ()>) {
@@ -132,16 +128,14 @@ async fn recover(node: Arc<Node>) {
 }
 
 /// Follows leadership (server metrics change with the vote, role and membership, not with
-/// every commit): logs leadership changes, and on the leader makes the replicated sites and
-/// groups match this node's config.
+/// every commit) and logs its changes.
 async fn follow_raft(node: Arc<Node>) {
     let mut server = node.raft.server_metrics();
     let mut last_leader = None;
-    let mut synced_in_term = None;
     loop {
-        let (leader, state, term) = {
+        let (leader, term) = {
             let m = server.borrow_and_update();
-            (m.current_leader, m.state, m.vote.leader_id().term)
+            (m.current_leader, m.vote.leader_id().term)
         };
         if leader != last_leader {
             match leader {
@@ -151,33 +145,8 @@ async fn follow_raft(node: Arc<Node>) {
             }
             last_leader = leader;
         }
-        if state == ServerState::Leader && synced_in_term != Some(term) && sync_topology(&node).await {
-            synced_in_term = Some(term);
-        }
-        // Also wake periodically so a failed topology sync is retried.
-        tokio::select! {
-            changed = server.changed() => if changed.is_err() { return },
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-        }
-    }
-}
-
-/// Proposes this node's topology when the replicated one differs; true once that is settled
-/// for this leadership (committed, or nothing to do). A sync is not repeated within a term: a
-/// refused part (see `State::sync_topology`) would otherwise be proposed again and again.
-async fn sync_topology(node: &Node) -> bool {
-    let matches = node.applied.read().expect("state lock poisoned").state.matches_topology(&node.topology);
-    if matches {
-        return true;
-    }
-    match node.submit(LeaderRequest::Write(Command::SyncTopology(node.topology.clone())), true).await {
-        Ok(reply) => {
-            tracing::info!(?reply, "registered sites and groups from config");
-            true
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, "topology sync deferred");
-            false
+        if server.changed().await.is_err() {
+            return;
         }
     }
 }

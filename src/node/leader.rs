@@ -4,14 +4,16 @@
 
 use openraft::async_runtime::WatchReceiver;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use openraft::errors::{ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError};
 use openraft::{BasicNode, ChangeMembers};
 use serde::{Deserialize, Serialize};
 
 use super::Node;
-use crate::engine::{plan_operator_failover, OperatorPlan};
+use crate::clock::Stopwatch;
+use crate::engine::OperatorPlan;
+use crate::leader::{Order, Tick};
 use crate::raft::network::CLUSTER_HEADER;
 use crate::raft::{NodeId, TypeConfig};
 use crate::state::{Command, Epoch, Logged, Rejection, Response};
@@ -39,18 +41,7 @@ pub struct Forwarded {
     pub by: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FailoverOrder {
-    pub group: String,
-    /// The site to make active; `None` for the group's primary (a failback), resolved on the
-    /// leader from the latest committed state.
-    pub to: Option<String>,
-    pub reason: String,
-    /// Only say what would happen.
-    pub dry_run: bool,
-    /// Proceed even when checks fail (never past the epoch compare-and-set).
-    pub force: bool,
-}
+pub use crate::leader::FailoverOrder;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "outcome")]
@@ -207,38 +198,27 @@ impl Node {
             RaftError::APIError(LinearizableReadError::QuorumNotEnough(_)) => Failure::Redirect(None),
             RaftError::Fatal(f) => Failure::Final(NodeError::Fatal(f.to_string())),
         })?;
-        let (voters, live) = self.voters_and_live();
-        let state = self.applied.read().expect("state lock poisoned").state.clone();
-        let to = match &order.to {
-            Some(site) => site.clone(),
-            None => match state.groups.get(&order.group) {
-                Some(g) => g.spec.primary.clone(),
-                None => return Err(Failure::Final(NodeError::NotFound(format!("unknown group {:?}", order.group)))),
-            },
+        let m = self.raft.metrics().borrow_watched().clone();
+        let contact = self.contact(&m);
+        let state = self.applied.read().expect("state lock poisoned").state.without_journal();
+        let failing_since = self.failing_since();
+        let decided = {
+            let slot = self.leader_of(m.current_term);
+            let now = self.clock.now();
+            let t = Tick { now, state: &state, contact: &contact, ready: true, failing_since: &failing_since };
+            slot.as_ref().expect("just made").order(&order, &t)
         };
-        let plan = plan_operator_failover(&state, &order.group, &to, &voters, &live).map_err(|r| {
+        let (plan, command) = match decided.map_err(|r| {
             Failure::Final(match r {
                 Rejection::UnknownGroup { .. } => NodeError::NotFound(r.to_string()),
                 other => NodeError::Rejected(other.to_string()),
             })
-        })?;
-        let allowed = plan.all_pass() || order.force;
-        if order.dry_run {
-            return Ok(LeaderReply::Failover { plan, outcome: FailoverOutcome::DryRun { allowed } });
-        }
-        if !allowed {
-            return Ok(LeaderReply::Failover { plan, outcome: FailoverOutcome::Refused });
-        }
-        let forced = if plan.all_pass() { "" } else { " (forced past failed checks)" };
-        let command = Command::Failover {
-            group: plan.group.clone(),
-            to: plan.to.clone(),
-            expected_epoch: plan.expected_epoch,
-            reason: format!("operator: {}{forced}", order.reason),
-            // Unforced orders keep their evidence checked at commit, like the engine's.
-            quorum_of: (!order.force).then_some(voters),
-            automatic: false,
-            facts: self.decision_facts(&plan.group),
+        })? {
+            Order::DryRun { plan, allowed } => {
+                return Ok(LeaderReply::Failover { plan, outcome: FailoverOutcome::DryRun { allowed } })
+            }
+            Order::Refused { plan } => return Ok(LeaderReply::Failover { plan, outcome: FailoverOutcome::Refused }),
+            Order::Commit { plan, command } => (plan, command),
         };
         let outcome = match self.write(command, by).await? {
             LeaderReply::Written { response: Response::Activated { epoch, .. }, log_index } => {
@@ -258,10 +238,10 @@ impl Node {
     }
 
     async fn write(&self, command: Command, by: Option<String>) -> Result<LeaderReply, Failure> {
-        let start = Instant::now();
+        let timer = Stopwatch::start();
         let resp = tokio::time::timeout(
             WRITE_TIMEOUT,
-            self.raft.client_write(Logged { at_ms: crate::wallclock::unix_ms(), command, by }),
+            self.raft.client_write(Logged { at_ms: crate::clock::unix_ms(), command, by }),
         )
         .await
         .map_err(|_| {
@@ -269,7 +249,7 @@ impl Node {
                 reason: format!("not committed within {} s", WRITE_TIMEOUT.as_secs()),
             })
         })??;
-        self.metrics.commit_seconds.observe(start.elapsed().as_secs_f64());
+        self.metrics.commit_seconds.observe(timer.seconds());
         Ok(LeaderReply::Written { response: resp.data, log_index: resp.log_id.index })
     }
 

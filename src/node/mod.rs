@@ -3,11 +3,10 @@
 //! listener, runs the node's background duties, and shuts everything down in order.
 
 mod credentials;
-mod deciding;
 mod duties;
 mod heartbeats;
+mod leading;
 pub mod planning;
-pub use heartbeats::{GroupAgents, SiteAgent};
 mod probing;
 pub use credentials::DEV_TOKEN_NAME;
 pub use duties::BootstrapInfo;
@@ -15,21 +14,22 @@ pub mod leader;
 pub mod status;
 
 use openraft::async_runtime::WatchReceiver;
-use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use anyhow::Context;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::api::auth::RateLimits;
+use crate::clock::Clock;
 use crate::config::auth::Auth;
 use crate::config::Config;
+use crate::engine::detector::{Observer, Watch};
+use crate::leader::{Contact, Leader, LeaderConfig};
 use crate::metrics::Metrics;
 use crate::probe::SiteProber;
 use crate::raft::log_store::LogStore;
@@ -50,19 +50,23 @@ pub struct Node {
     /// The sites and groups this node's config declares; the leader makes the replicated
     /// state match it.
     pub topology: Topology,
-    pub started: Instant,
+    /// This process's monotonic clock: every `now` the leader and the observer are given.
+    pub clock: Clock,
     /// Set once the state machine has applied everything the cluster had committed for this
     /// node's log when it started; until then reads may show an older state.
     pub recovered: AtomicBool,
     /// Turns true when the node begins to shut down: long-lived responses (event streams) end.
     pub stopping: watch::Receiver<bool>,
-    /// Per site, when this node's current streak of failed probe rounds began: the start of
-    /// the detection latency the leader reports when it fails a group over.
-    pub failing_since: std::sync::Mutex<BTreeMap<String, Instant>>,
+    /// What this node makes of its probes: verdicts, the reports it owes the log, and when each
+    /// site's current streak of failures began.
+    observer: Mutex<Observer>,
     /// Batches the leadership confirmations of heartbeats.
     confirmer: heartbeats::Confirmer,
-    /// What site agents reported to this leadership, and its lease grants.
-    ledger: heartbeats::LedgerSlot,
+    /// What every leadership of this node is configured with.
+    leader_config: Arc<LeaderConfig>,
+    /// This node's leadership, while it leads: one lock, so a heartbeat's grant and the
+    /// leader's look at the state never interleave.
+    leader: Mutex<Option<Leader>>,
     /// Clients toward the other nodes (Raft, forwarding, bootstrap checks).
     peers: SharedPeers,
     /// This node's certificate, key and cluster CA; `None` on plain HTTP.
@@ -125,6 +129,17 @@ impl Node {
             .context("cannot start Raft")?;
 
         let (stop, stopped) = watch::channel(false);
+        let clock = Clock::start();
+        let watches = config.sites.iter().map(|s| {
+            let watch = Watch {
+                failure_threshold: s.failure_threshold,
+                success_threshold: s.success_threshold,
+                // A site whose rounds stop arriving (its prober died) gets an unknown verdict.
+                stale_after: (s.probe_interval + s.probe_timeout) * 3,
+            };
+            (s.name.clone(), watch)
+        });
+        let observer = Observer::new(config.node.id, watches, clock.now());
         let node = Arc::new(Node {
             id: config.node.id,
             topology: Topology::from_config(&config),
@@ -133,12 +148,13 @@ impl Node {
             applied,
             contact: LeaderContact::default(),
             metrics,
-            started: Instant::now(),
+            clock,
             recovered: AtomicBool::new(false),
             stopping: stopped.clone(),
-            failing_since: Default::default(),
+            observer: Mutex::new(observer),
             confirmer: Default::default(),
-            ledger: Default::default(),
+            leader_config: Arc::new(LeaderConfig::from_config(&config)),
+            leader: Mutex::new(None),
             peers,
             tls: tls.clone(),
             auth: RwLock::new(Arc::new(auth)),
@@ -234,24 +250,38 @@ impl Node {
         Ok(())
     }
 
-    /// The voters, and those among them whose verdicts count now: this node, and on the leader
-    /// every voter that acknowledged it within the election timeout.
-    pub fn voters_and_live(&self) -> (BTreeSet<NodeId>, BTreeSet<NodeId>) {
-        let m = self.raft.metrics().borrow_watched().clone();
-        let within = self.config.cluster.raft.election_timeout_max;
-        let voters: BTreeSet<NodeId> = m.membership_config.voter_ids().collect();
-        let live = voters
+    /// Who acknowledges this node, read from Raft's metrics: the one source of "live",
+    /// "cut off" and the leader's readiness.
+    pub fn contact(&self, m: &openraft::RaftMetrics<raft::TypeConfig>) -> Contact {
+        let voters = m.membership_config.voter_ids().collect();
+        let acked_ago = m
+            .heartbeat
             .iter()
-            .copied()
-            .filter(|id| {
-                *id == self.id
-                    || m.heartbeat
-                        .as_ref()
-                        .and_then(|hb| hb.get(id).cloned().flatten())
-                        .is_some_and(|at| openraft::Instant::elapsed(&*at) <= within)
-            })
+            .flatten()
+            .filter_map(|(id, at)| Some((*id, openraft::Instant::elapsed(&**at.as_ref()?))))
             .collect();
-        (voters, live)
+        let quorum_acked_ago = if m.membership_config.voter_ids().eq([self.id]) {
+            Some(std::time::Duration::ZERO)
+        } else {
+            m.last_quorum_acked.as_ref().map(|at| openraft::Instant::elapsed(&**at))
+        };
+        Contact { voters, acked_ago, quorum_acked_ago }
+    }
+
+    /// This node's leadership of `term`, made now if this is its first use (the previous
+    /// term's, if any, is dropped with everything it remembered).
+    fn leader_of(&self, term: u64) -> MutexGuard<'_, Option<Leader>> {
+        let mut slot = self.leader.lock().expect("leader lock poisoned");
+        if slot.as_ref().is_none_or(|l| l.term() != term) {
+            let seed = self.id ^ crate::clock::unix_ms();
+            *slot = Some(Leader::new(self.leader_config.clone(), term, self.clock.now(), seed));
+        }
+        slot
+    }
+
+    /// Per site, when this node's current streak of failed probes began.
+    fn failing_since(&self) -> std::collections::BTreeMap<String, std::time::Duration> {
+        self.observer.lock().expect("observer lock poisoned").failing_since()
     }
 
     async fn hand_off_leadership(&self) {

@@ -2,13 +2,13 @@
 
 use openraft::async_runtime::WatchReceiver;
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use openraft::ServerState;
 use serde::{Deserialize, Serialize};
 
 use super::Node;
 use crate::config::{FailoverMode, ReplicationMode};
+use crate::leader::contact::{readiness, Health};
 use crate::raft::NodeId;
 use crate::state::plan::{Phase, Plan};
 use crate::state::{Epoch, Verdict};
@@ -68,7 +68,7 @@ pub struct GroupStatus {
     /// A failover is committed and `active` waits to be promoted (groups with agents).
     pub draining: bool,
     /// Only on the leader, for groups with agents: their reports and leases.
-    pub agents: Option<super::GroupAgents>,
+    pub agents: Option<crate::leader::GroupAgents>,
     /// The plan of the latest failover, step by step.
     #[serde(default)]
     pub plan: Option<PlanView>,
@@ -177,62 +177,24 @@ impl Node {
             config_matches_cluster,
             ready: readiness.is_ok(),
             not_ready_reason: readiness.err(),
-            uptime_seconds: self.started.elapsed().as_secs(),
+            uptime_seconds: self.clock.now().as_secs(),
         }
     }
 
-    /// On the leader: how long ago a quorum last acknowledged it (zero for a sole voter, which
-    /// is its own quorum); `None` when none has yet.
-    pub fn quorum_ack_age(&self) -> Option<Duration> {
-        self.ack_age(&self.raft.metrics().borrow_watched())
-    }
-
-    fn ack_age(&self, m: &openraft::RaftMetrics<crate::raft::TypeConfig>) -> Option<Duration> {
-        if m.membership_config.voter_ids().eq([self.id]) {
-            return Some(Duration::ZERO);
-        }
-        m.last_quorum_acked.as_ref().map(|at| openraft::Instant::elapsed(&**at))
-    }
-
-    /// Ready means: a leader is known and demonstrably has a quorum (the leader has heard from
-    /// one within the election timeout; a follower has heard from the leader within it), this
-    /// node has recovered its committed state after start, and has applied everything it knows
-    /// to be committed.
+    /// Ready or not, and why not (`crate::leader::contact::readiness`).
     pub fn readiness(&self) -> Result<(), String> {
         let m = self.raft.metrics().borrow_watched().clone();
-        if let Err(e) = &m.running_state {
-            return Err(format!("Raft has stopped: {e}"));
-        }
-        let bound = self.config.cluster.raft.election_timeout_max;
-        let ms = |d: Duration| d.as_millis();
-        match m.current_leader {
-            None => return Err("no leader known".into()),
-            Some(leader) if leader == self.id => match self.ack_age(&m) {
-                None => return Err("this node leads but no quorum has acknowledged it yet".into()),
-                Some(age) if age > bound => {
-                    return Err(format!("this node leads but no quorum has acknowledged it for {} ms", ms(age)))
-                }
-                Some(_) => {}
-            },
-            Some(leader) => match self.contact.last().map(|at| at.elapsed()) {
-                None => return Err(format!("leader {leader} known but not heard from yet")),
-                Some(age) if age > bound => return Err(format!("no word from leader {leader} for {} ms", ms(age))),
-                Some(_) => {}
-            },
-        }
-        if !self.recovered.load(std::sync::atomic::Ordering::Acquire) {
-            return Err("recovering: re-applying the committed log after start".into());
-        }
-        let applied = m.last_applied.map(|l| l.index);
-        let committed = m.local_committed.map(|l| l.index);
-        if applied < committed {
-            return Err(format!(
-                "applying the log: applied {} of {} committed",
-                applied.map_or(0, |i| i),
-                committed.map_or(0, |i| i)
-            ));
-        }
-        Ok(())
+        let health = Health {
+            raft_stopped: m.running_state.as_ref().err().map(|e| e.to_string()),
+            me: self.id,
+            leader: m.current_leader,
+            quorum_acked_ago: self.contact(&m).quorum_acked_ago,
+            leader_heard_ago: self.contact.last().map(|at| at.elapsed()),
+            recovered: self.recovered.load(std::sync::atomic::Ordering::Acquire),
+            applied: m.last_applied.map(|l| l.index),
+            committed: m.local_committed.map(|l| l.index),
+        };
+        readiness(&health, self.config.cluster.raft.election_timeout_max)
     }
 }
 

@@ -212,6 +212,45 @@ impl fmt::Display for Verdict {
     }
 }
 
+/// A majority of `voters`: how many agreeing verdicts a decision needs.
+pub fn quorum(voters: usize) -> usize {
+    voters / 2 + 1
+}
+
+/// What the voters' committed verdicts say about moving a group: how many see the site left
+/// down and the site taken up, and how many make a quorum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Evidence {
+    pub down: usize,
+    pub up: usize,
+    pub quorum: usize,
+}
+
+impl Evidence {
+    /// A quorum sees the site left down and the site taken up.
+    pub fn holds(&self) -> bool {
+        self.down >= self.quorum && self.up >= self.quorum
+    }
+}
+
+/// A reason an automatic failover may not proceed on its own. The first four are read from
+/// the committed state ([`State::closed_gates`]); the last two from the leader's memory of the
+/// agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Gate {
+    AutomationOff,
+    Paused,
+    Blocked,
+    ManualFailover,
+    /// The survivor's agent has not reported within a lease: it cannot confirm the failed site
+    /// is unreachable from there, nor drain.
+    SurvivorAgentSilent,
+    /// The RPO gate: the survivor was not reported in sync shortly before the failure (sync),
+    /// or its recovery point is older than the RPO objective (async), or never reported.
+    Rpo,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Make the registered sites and groups match a config. Groups keep their active site and
@@ -406,7 +445,7 @@ pub enum Rejection {
     /// An automatic failover that reached the log after a gate closed.
     GateClosed {
         group: String,
-        gates: Vec<String>,
+        gates: Vec<Gate>,
     },
     /// A plan command that does not fit the plan as it stands (another leader's, or late).
     Plan {
@@ -502,14 +541,18 @@ impl State {
                 Response::VerdictRecorded
             }
             Command::Failover { group, to, expected_epoch, reason, quorum_of, automatic, facts } => {
-                if automatic {
-                    if let Some(rejection) = self.gate_closed(&group) {
-                        return Response::Rejected(rejection);
+                if let (true, Some(g)) = (automatic, self.groups.get(&group)) {
+                    let gates = self.closed_gates(g);
+                    if !gates.is_empty() {
+                        return Response::Rejected(Rejection::GateClosed { group, gates });
                     }
                 }
-                if let Some(voters) = quorum_of {
-                    if let Some(rejection) = self.evidence_lacking(&group, &to, &voters) {
-                        return Response::Rejected(rejection);
+                if let (Some(voters), Some(g)) = (quorum_of, self.groups.get(&group)) {
+                    let e = self.evidence(&g.active, &to, &voters, &voters);
+                    if !e.holds() {
+                        let from = g.active.clone();
+                        let Evidence { down, up, quorum } = e;
+                        return Response::Rejected(Rejection::EvidenceChanged { group, from, to, down, up, quorum });
                     }
                 }
                 let response = self.activate(group, to, expected_epoch, &reason, facts, at_ms);
@@ -649,36 +692,29 @@ impl State {
         Response::GroupUpdated { paused: group.paused, blocked: group.blocked, group: name }
     }
 
-    /// Why an automatic failover of `group` may not proceed, if a gate is closed.
-    fn gate_closed(&self, group: &str) -> Option<Rejection> {
-        let g = self.groups.get(group)?;
-        let gates: Vec<String> = [
-            (self.automation_off, "automation_off"),
-            (g.paused, "paused"),
-            (g.blocked, "blocked"),
-            (g.spec.failover == FailoverMode::Manual, "manual_failover"),
+    /// The gates the committed state closes to an automatic failover of `group`: the
+    /// automation switch, the group's pause, its block after a failover, and manual mode. The
+    /// engine asks before proposing and [`State::apply`] again where the proposal lands.
+    pub fn closed_gates(&self, group: &GroupState) -> Vec<Gate> {
+        [
+            (self.automation_off, Gate::AutomationOff),
+            (group.paused, Gate::Paused),
+            (group.blocked, Gate::Blocked),
+            (group.spec.failover == FailoverMode::Manual, Gate::ManualFailover),
         ]
         .into_iter()
-        .filter(|(closed, _)| *closed)
-        .map(|(_, name)| name.to_string())
-        .collect();
-        (!gates.is_empty()).then(|| Rejection::GateClosed { group: group.to_string(), gates })
+        .filter_map(|(closed, gate)| closed.then_some(gate))
+        .collect()
     }
 
-    /// Why the committed verdicts do not (any longer) justify moving `group` to `to`, if so.
-    fn evidence_lacking(&self, group: &str, to: &str, voters: &BTreeSet<u64>) -> Option<Rejection> {
-        let g = self.groups.get(group)?;
-        let quorum = voters.len() / 2 + 1;
-        let count = |site: &str, v: Verdict| voters.iter().filter(|n| self.verdict(site, **n) == Some(v)).count();
-        let (down, up) = (count(&g.active, Verdict::Down), count(to, Verdict::Up));
-        (down < quorum || up < quorum).then(|| Rejection::EvidenceChanged {
-            group: group.to_string(),
-            from: g.active.clone(),
-            to: to.to_string(),
-            down,
-            up,
-            quorum,
-        })
+    /// What the verdicts of `counted` say about moving a group from `from` to `to`, against a
+    /// quorum of `voters` (`counted` outside `voters` are not counted). The one rule for quorum
+    /// evidence: the engine, an operator's order and [`State::apply`] all use it.
+    pub fn evidence(&self, from: &str, to: &str, voters: &BTreeSet<u64>, counted: &BTreeSet<u64>) -> Evidence {
+        let count = |site: &str, v: Verdict| {
+            counted.iter().filter(|n| voters.contains(n) && self.verdict(site, **n) == Some(v)).count()
+        };
+        Evidence { down: count(from, Verdict::Down), up: count(to, Verdict::Up), quorum: quorum(voters.len()) }
     }
 
     /// A copy of everything but the journal: what decisions read, cheap to take.

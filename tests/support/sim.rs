@@ -2,7 +2,13 @@
 //! default 500; `WITNESS_SIM_SEED=S` replays one; a failing seed is printed with the command
 //! that replays it) and the topology they run, two sites and one group.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
 use witness::config::{FailoverMode, ReplicationMode};
+use witness::engine::detector::{Observer, Watch};
+use witness::leader::contact::{readiness, Health};
+use witness::leader::Contact;
 use witness::state::plan::StepSpec;
 use witness::state::{GroupSpec, LeaseTerms, Topology};
 
@@ -19,6 +25,48 @@ pub fn topology(leases: Option<LeaseTerms>, steps: Vec<StepSpec>) -> Topology {
         steps,
     };
     Topology { sites: ["east".into(), "west".into()].into(), groups: [("app".to_string(), spec)].into() }
+}
+
+/// A node's observer of `sites`, as `Node::start` makes it.
+pub fn observer(
+    node: u64,
+    sites: &[&str],
+    failures: u32,
+    successes: u32,
+    stale_after: Duration,
+    now_ms: u64,
+) -> Observer {
+    let watch = Watch { failure_threshold: failures, success_threshold: successes, stale_after };
+    Observer::new(node, sites.iter().map(|s| (s.to_string(), watch)), Duration::from_millis(now_ms))
+}
+
+/// What `Node::contact` reads from Raft, from when each other voter last acknowledged `me`
+/// (ms of simulated time): the quorum's acknowledgement is the newest that makes a majority
+/// with `me`.
+pub fn contact(me: u64, voters: &BTreeSet<u64>, acked_at: &BTreeMap<u64, u64>, now_ms: u64) -> Contact {
+    let ago = |at: u64| Duration::from_millis(now_ms.saturating_sub(at));
+    let acked_ago: BTreeMap<u64, Duration> = acked_at.iter().map(|(id, at)| (*id, ago(*at))).collect();
+    let mut ages: Vec<Duration> =
+        voters.iter().filter(|v| **v != me).filter_map(|v| acked_ago.get(v).copied()).collect();
+    ages.sort();
+    let others_needed = witness::state::quorum(voters.len()) - usize::from(voters.contains(&me));
+    let quorum_acked_ago = if others_needed == 0 { Some(Duration::ZERO) } else { ages.get(others_needed - 1).copied() };
+    Contact { voters: voters.clone(), acked_ago, quorum_acked_ago }
+}
+
+/// Whether a leader with this contact is ready (`Node::readiness`, with its state applied).
+pub fn ready(me: u64, contact: &Contact, election_timeout_max_ms: u64) -> bool {
+    let health = Health {
+        raft_stopped: None,
+        me,
+        leader: Some(me),
+        quorum_acked_ago: contact.quorum_acked_ago,
+        leader_heard_ago: None,
+        recovered: true,
+        applied: None,
+        committed: None,
+    };
+    readiness(&health, Duration::from_millis(election_timeout_max_ms)).is_ok()
 }
 
 pub fn seeds() -> std::ops::Range<u64> {

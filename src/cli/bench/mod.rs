@@ -351,7 +351,7 @@ impl Samples {
     fn new(bench: &str, path: Option<PathBuf>) -> Samples {
         let mut fields = serde_json::Map::new();
         fields.insert("bench".into(), bench.into());
-        fields.insert("started".into(), crate::wallclock::rfc3339(crate::wallclock::unix_ms()).into());
+        fields.insert("started".into(), crate::clock::rfc3339(crate::clock::unix_ms()).into());
         Samples { path, fields, series: Vec::new() }
     }
 

@@ -1,0 +1,145 @@
+//! Who acknowledges whom, and the rules read from it: which voters' verdicts count (live),
+//! whether a leader is cut off from its quorum, and whether a node is ready to serve. The
+//! runtime reads Raft's metrics into a [`Contact`] once per look; every rule here is a pure
+//! function of it, so the leader's decisions, its plan runner and the readiness endpoint can
+//! never disagree about the same facts.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// What this node knows of its peers' acknowledgements, as read from Raft at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Contact {
+    pub voters: BTreeSet<u64>,
+    /// On the leader: per other member, how long ago it last acknowledged this leader (absent:
+    /// never).
+    pub acked_ago: BTreeMap<u64, Duration>,
+    /// On the leader: how long ago a quorum last acknowledged it (zero for a sole voter, which
+    /// is its own quorum); `None` when none has yet.
+    pub quorum_acked_ago: Option<Duration>,
+}
+
+impl Contact {
+    /// The voters whose verdicts count: `me`, and every voter that acknowledged this leader
+    /// within `within`. A voter not heard from recently counts as unknown, never as a stale
+    /// up or down.
+    pub fn live(&self, me: u64, within: Duration) -> BTreeSet<u64> {
+        self.voters
+            .iter()
+            .copied()
+            .filter(|id| *id == me || self.acked_ago.get(id).is_some_and(|ago| *ago <= within))
+            .collect()
+    }
+
+    /// A leader a quorum has not acknowledged for `after` may already have been replaced
+    /// without knowing it: it starts no plan step and abandons those under way.
+    pub fn cut_off(&self, after: Duration) -> bool {
+        self.quorum_acked_ago.is_none_or(|ago| ago > after)
+    }
+}
+
+/// The facts readiness is judged on.
+#[derive(Debug, Clone)]
+pub struct Health {
+    /// Raft stopped with this error.
+    pub raft_stopped: Option<String>,
+    pub me: u64,
+    pub leader: Option<u64>,
+    /// On the leader: how long ago a quorum acknowledged it ([`Contact::quorum_acked_ago`]).
+    pub quorum_acked_ago: Option<Duration>,
+    /// On a follower: how long ago it last heard from the leader.
+    pub leader_heard_ago: Option<Duration>,
+    /// The node has re-applied what the cluster committed of its log since it started.
+    pub recovered: bool,
+    pub applied: Option<u64>,
+    pub committed: Option<u64>,
+}
+
+/// Ready means: a leader is known and demonstrably has a quorum (the leader has heard from one
+/// within `bound`, a follower from the leader), the node has recovered its committed state after
+/// start, and it has applied everything it knows to be committed. `Err` says what is missing.
+pub fn readiness(h: &Health, bound: Duration) -> Result<(), String> {
+    if let Some(e) = &h.raft_stopped {
+        return Err(format!("Raft has stopped: {e}"));
+    }
+    let ms = |d: Duration| d.as_millis();
+    match h.leader {
+        None => return Err("no leader known".into()),
+        Some(leader) if leader == h.me => match h.quorum_acked_ago {
+            None => return Err("this node leads but no quorum has acknowledged it yet".into()),
+            Some(age) if age > bound => {
+                return Err(format!("this node leads but no quorum has acknowledged it for {} ms", ms(age)))
+            }
+            Some(_) => {}
+        },
+        Some(leader) => match h.leader_heard_ago {
+            None => return Err(format!("leader {leader} known but not heard from yet")),
+            Some(age) if age > bound => return Err(format!("no word from leader {leader} for {} ms", ms(age))),
+            Some(_) => {}
+        },
+    }
+    if !h.recovered {
+        return Err("recovering: re-applying the committed log after start".into());
+    }
+    if h.applied < h.committed {
+        return Err(format!(
+            "applying the log: applied {} of {} committed",
+            h.applied.unwrap_or(0),
+            h.committed.unwrap_or(0)
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn live_voters_are_me_and_those_heard_within_the_bound() {
+        let c = Contact {
+            voters: [1, 2, 3, 4].into(),
+            acked_ago: [(2, ms(100)), (3, ms(1001)), (5, ms(0))].into(),
+            quorum_acked_ago: Some(ms(100)),
+        };
+        assert_eq!(c.live(1, ms(1000)), [1, 2].into(), "3 too long ago, 4 never, 5 no voter");
+        assert!(!c.cut_off(ms(100)));
+        assert!(c.cut_off(ms(99)));
+        assert!(Contact::default().cut_off(ms(1_000_000)), "never acknowledged: cut off");
+    }
+
+    #[test]
+    fn readiness_names_what_is_missing() {
+        let ok = Health {
+            raft_stopped: None,
+            me: 1,
+            leader: Some(1),
+            quorum_acked_ago: Some(ms(10)),
+            leader_heard_ago: None,
+            recovered: true,
+            applied: Some(5),
+            committed: Some(5),
+        };
+        let bound = ms(1000);
+        assert_eq!(readiness(&ok, bound), Ok(()));
+        let cases: Vec<(Health, &str)> = vec![
+            (Health { leader: None, ..ok.clone() }, "no leader known"),
+            (Health { quorum_acked_ago: None, ..ok.clone() }, "no quorum has acknowledged it yet"),
+            (Health { quorum_acked_ago: Some(ms(1001)), ..ok.clone() }, "for 1001 ms"),
+            (Health { leader: Some(2), ..ok.clone() }, "leader 2 known but not heard from yet"),
+            (Health { leader: Some(2), leader_heard_ago: Some(ms(2000)), ..ok.clone() }, "no word from leader 2"),
+            (Health { recovered: false, ..ok.clone() }, "recovering"),
+            (Health { applied: Some(4), ..ok.clone() }, "applied 4 of 5"),
+            (Health { raft_stopped: Some("disk".into()), ..ok.clone() }, "Raft has stopped: disk"),
+        ];
+        for (h, want) in cases {
+            let got = readiness(&h, bound).expect_err(want);
+            assert!(got.contains(want), "{got:?} should say {want:?}");
+        }
+        assert_eq!(readiness(&Health { leader: Some(2), leader_heard_ago: Some(ms(5)), ..ok }, bound), Ok(()));
+    }
+}

@@ -1,0 +1,452 @@
+//! The leader, in one place. A [`Leader`] is made when this node becomes leader of a Raft term
+//! and dropped when it is not (a new term makes a new one), so everything it remembers belongs
+//! to one leadership: the decision engine's timers ([`Engine`]), the agents' reports and lease
+//! grants ([`Ledger`]), the plan steps under way and their retry timers ([`Planner`]), and
+//! whether this leadership has registered the config's topology.
+//!
+//! Pure, like openraft's `Engine`: events go in with `now` (the process's monotonic clock,
+//! read by the runtime), effects come out, and the runtime (`node::leading`) carries them out
+//! without a rule of its own. No tokio, no locks, no clock, no logging.
+//!
+//! Events: [`Leader::tick`] (the committed state, who acknowledges this leader, this node's
+//! probe facts), [`Leader::heartbeat`] (answered at once), [`Leader::attempt_ended`],
+//! [`Leader::proposal_settled`]. Effects: [`Effect`].
+
+pub mod contact;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use contact::Contact;
+
+use crate::config::Config;
+use crate::engine::leases::{Heartbeat, HeartbeatAnswer, Ledger, Role};
+use crate::engine::plan::{Attempt, Planner, StepContext};
+use crate::engine::{
+    detected_after, plan_operator_failover, rpo_objective, Assessment, Engine, GroupTiming, Inputs, OperatorPlan,
+};
+use crate::rng::SplitMix64;
+use crate::state::{Command, DecisionFacts, Epoch, Rejection, State, Topology};
+
+/// What a leader needs from this node's config; the same for every term.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderConfig {
+    /// This node.
+    pub node: u64,
+    /// Per group: hold-down, block and in-sync timing.
+    pub timing: BTreeMap<String, GroupTiming>,
+    /// The sites and groups this node's config declares: a leadership registers them once.
+    pub topology: Topology,
+    /// A voter's verdicts count while it acknowledged this leader within this long (Raft's
+    /// `election_timeout_max`).
+    pub live_within: Duration,
+    /// A leader a quorum has not acknowledged for this long abandons its plan steps: two thirds
+    /// of `election_timeout_min`, since the others may elect a successor once that much has
+    /// passed since the heartbeat a quorum last acknowledged (a third is left for the tick and
+    /// the abort).
+    pub cut_off_after: Duration,
+}
+
+impl LeaderConfig {
+    pub fn from_config(config: &Config) -> LeaderConfig {
+        let timing = config
+            .groups
+            .iter()
+            .map(|g| {
+                let t = GroupTiming {
+                    hold_down: g.hold_down,
+                    block_after_failover: g.block_after_failover,
+                    in_sync_within: g.agents.map_or(Duration::ZERO, |a| a.in_sync_within),
+                };
+                (g.name.clone(), t)
+            })
+            .collect();
+        LeaderConfig {
+            node: config.node.id,
+            timing,
+            topology: Topology::from_config(config),
+            live_within: config.cluster.raft.election_timeout_max,
+            cut_off_after: config.cluster.raft.election_timeout_min * 2 / 3,
+        }
+    }
+}
+
+/// Proof of a leadership confirmation (a linearizable read: a quorum still acknowledged this
+/// node as leader of `term`) that began after the heartbeat it answers arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Confirmed {
+    pub term: u64,
+}
+
+/// What one look at the world gives the leader.
+#[derive(Debug, Clone, Copy)]
+pub struct Tick<'a> {
+    /// This process's monotonic clock.
+    pub now: Duration,
+    /// The committed state (its journal is not needed).
+    pub state: &'a State,
+    pub contact: &'a Contact,
+    /// This node is ready ([`contact::readiness`]): it has applied everything committed it
+    /// knows of and a quorum acknowledged it recently. Nothing is decided or started otherwise.
+    pub ready: bool,
+    /// Per site, when this node's current streak of failed probes began.
+    pub failing_since: &'a BTreeMap<String, Duration>,
+}
+
+/// What the leader asks the runtime to do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Propose a command to the log.
+    Propose(Command),
+    /// The engine's assessment of a group changed: propose `entry` (its journal entry, with the
+    /// evidence seen); the runtime also logs and counts it.
+    Journal { group: String, assessment: Assessment, entry: Command },
+    /// Start this attempt: commit its `StepStarted`, run it, commit its result, then report it
+    /// with [`Leader::attempt_ended`].
+    Start { attempt: Attempt, context: StepContext },
+    /// Stop this attempt and wait until it has stopped before carrying out the next effect.
+    Abort(Attempt),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TopologySync {
+    /// Not yet known to match the config.
+    Unsettled,
+    /// Proposed; waiting for it to settle.
+    Proposed,
+    /// Committed or matching: not proposed again this term (a refused part would otherwise be
+    /// proposed again and again; `State::sync_topology` says what it refuses).
+    Settled,
+}
+
+/// One leadership's memory and rules.
+#[derive(Debug)]
+pub struct Leader {
+    config: Arc<LeaderConfig>,
+    term: u64,
+    engine: Engine,
+    ledger: Ledger,
+    planner: Planner,
+    rng: SplitMix64,
+    /// Attempts started and not yet reported ended.
+    under_way: BTreeSet<Attempt>,
+    topology: TopologySync,
+}
+
+impl Leader {
+    /// A leadership of `term` starting at `now`. `seed` makes the retry jitter.
+    pub fn new(config: Arc<LeaderConfig>, term: u64, now: Duration, seed: u64) -> Leader {
+        Leader {
+            config,
+            term,
+            engine: Engine::new(),
+            ledger: Ledger::new(now),
+            planner: Planner::default(),
+            rng: SplitMix64::new(seed),
+            under_way: BTreeSet::new(),
+            topology: TopologySync::Unsettled,
+        }
+    }
+
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+
+    pub fn config(&self) -> &LeaderConfig {
+        &self.config
+    }
+
+    /// The attempts started and not yet ended.
+    pub fn under_way(&self) -> &BTreeSet<Attempt> {
+        &self.under_way
+    }
+
+    /// One look at the world: what to propose, journal, start and abort.
+    pub fn tick(&mut self, t: &Tick) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let cut_off = t.contact.cut_off(self.config.cut_off_after);
+        if cut_off {
+            // It may have been replaced without knowing it: no action of its may follow one of
+            // its successor's. Its retry timers go too (a successor starts afresh).
+            effects.extend(std::mem::take(&mut self.under_way).into_iter().map(Effect::Abort));
+            self.planner = Planner::default();
+        }
+        if !t.ready {
+            return effects;
+        }
+        self.sync_topology(t.state, &mut effects);
+        self.decide(t, &mut effects);
+        if !cut_off {
+            self.plan(t, &mut effects);
+        }
+        effects
+    }
+
+    fn sync_topology(&mut self, state: &State, effects: &mut Vec<Effect>) {
+        if self.topology == TopologySync::Settled {
+            return;
+        }
+        if state.matches_topology(&self.config.topology) {
+            self.topology = TopologySync::Settled;
+        } else if self.topology == TopologySync::Unsettled {
+            self.topology = TopologySync::Proposed;
+            effects.push(Effect::Propose(Command::SyncTopology(self.config.topology.clone())));
+        }
+    }
+
+    fn decide(&mut self, t: &Tick, effects: &mut Vec<Effect>) {
+        let live = t.contact.live(self.config.node, self.config.live_within);
+        let inputs = Inputs {
+            now: t.now,
+            state: t.state,
+            voters: &t.contact.voters,
+            live: &live,
+            timing: &self.config.timing,
+            ledger: &self.ledger,
+            failing_since: t.failing_since,
+        };
+        for effect in self.engine.step(&inputs) {
+            effects.push(match effect {
+                crate::engine::Effect::Propose(command) => Effect::Propose(command),
+                crate::engine::Effect::Journal { group, assessment } => {
+                    let entry = Command::Journal {
+                        evidence: evidence(t.state, &group, &t.contact.voters, &live),
+                        kind: assessment.kind().to_string(),
+                        message: assessment.to_string(),
+                        group: group.clone(),
+                    };
+                    Effect::Journal { group, assessment, entry }
+                }
+            });
+        }
+    }
+
+    fn plan(&mut self, t: &Tick, effects: &mut Vec<Effect>) {
+        // Attempts of a superseded failover stop, and are awaited, before any of the newer
+        // one starts: no action of an older epoch follows one of a newer.
+        let superseded: Vec<Attempt> = self
+            .under_way
+            .iter()
+            .filter(|a| t.state.groups.get(&a.group).is_none_or(|g| g.epoch != a.epoch))
+            .cloned()
+            .collect();
+        for attempt in superseded {
+            self.under_way.remove(&attempt);
+            effects.push(Effect::Abort(attempt));
+        }
+        let rng = &mut self.rng;
+        for attempt in self.planner.due(t.state, &self.under_way, t.now, || rng.unit()) {
+            let Some(context) = StepContext::of(t.state, &attempt) else { continue };
+            self.under_way.insert(attempt.clone());
+            effects.push(Effect::Start { attempt, context });
+        }
+    }
+
+    /// Answers `site`'s heartbeat from `state`, if `confirmed` proves that this leadership
+    /// still led after the heartbeat arrived; `None` otherwise: a deposed leader that still
+    /// believes it leads must grant nothing. `state` must be read after that confirmation, and
+    /// never concurrently with [`Leader::tick`] (the runtime holds one lock around the leader):
+    /// a grant then either precedes a tick, which sees it, or sees at least the state that
+    /// tick saw, so no group the engine sees draining is granted a lease.
+    pub fn heartbeat(
+        &mut self,
+        now: Duration,
+        site: &str,
+        heartbeat: &Heartbeat,
+        state: &State,
+        confirmed: Option<Confirmed>,
+    ) -> Option<HeartbeatAnswer> {
+        if confirmed != Some(Confirmed { term: self.term }) {
+            return None;
+        }
+        Some(self.ledger.heartbeat(now, site, heartbeat, state))
+    }
+
+    /// An attempt this leader started has ended (its result committed, or its start refused).
+    pub fn attempt_ended(&mut self, attempt: &Attempt) {
+        self.under_way.remove(attempt);
+    }
+
+    /// A command this leader proposed was committed, or not.
+    pub fn proposal_settled(&mut self, command: &Command, committed: bool) {
+        if let Command::SyncTopology(_) = command {
+            self.topology = if committed { TopologySync::Settled } else { TopologySync::Unsettled };
+        }
+    }
+
+    /// An operator's failover order, checked on the leader against the evidence (after a
+    /// linearizable read, so `t` is the leader's latest view): what it would do, and the
+    /// command to commit if it goes ahead. `Err` when the order makes no sense at all.
+    pub fn order(&self, order: &FailoverOrder, t: &Tick) -> Result<Order, Rejection> {
+        let g =
+            t.state.groups.get(&order.group).ok_or_else(|| Rejection::UnknownGroup { group: order.group.clone() })?;
+        // No target: back to the primary (a failback), as the latest committed state has it.
+        let to = order.to.clone().unwrap_or_else(|| g.spec.primary.clone());
+        let live = t.contact.live(self.config.node, self.config.live_within);
+        let plan = plan_operator_failover(t.state, &order.group, &to, &t.contact.voters, &live)?;
+        let allowed = plan.all_pass() || order.force;
+        if order.dry_run {
+            return Ok(Order::DryRun { plan, allowed });
+        }
+        if !allowed {
+            return Ok(Order::Refused { plan });
+        }
+        let forced = if plan.all_pass() { "" } else { " (forced past failed checks)" };
+        let command = Command::Failover {
+            group: plan.group.clone(),
+            to: plan.to.clone(),
+            expected_epoch: plan.expected_epoch,
+            reason: format!("operator: {}{forced}", order.reason),
+            // Unforced orders keep their evidence checked at commit, like the engine's.
+            quorum_of: (!order.force).then(|| t.contact.voters.clone()),
+            automatic: false,
+            facts: self.decision_facts(&plan.group, t.state, t.now, t.failing_since),
+        };
+        Ok(Order::Commit { plan, command })
+    }
+
+    /// What an operator's failover of `group` is recorded with: the detection time from this
+    /// node's probes, and the data the survivor's copy lacks for a failure at the start of the
+    /// active site's failing streak (now, if this node sees none).
+    pub fn decision_facts(
+        &self,
+        group: &str,
+        state: &State,
+        now: Duration,
+        failing_since: &BTreeMap<String, Duration>,
+    ) -> DecisionFacts {
+        let (Some(g), Some(timing)) = (state.groups.get(group), self.config.timing.get(group)) else {
+            return DecisionFacts::default();
+        };
+        let failed_at = failing_since.get(&g.active).copied().unwrap_or(now);
+        let at_risk = g.spec.leases.and(self.ledger.data_at_risk(group, g, timing.in_sync_within, failed_at, now));
+        DecisionFacts {
+            detected_after_ms: detected_after(failing_since, &g.active, now),
+            rpo_ms: at_risk.map(|d| d.as_millis() as u64),
+        }
+    }
+
+    /// Per group with agents: what its agents reported to this leadership and the leases they
+    /// hold.
+    pub fn agents(&self, state: &State, now: Duration) -> BTreeMap<String, GroupAgents> {
+        let ledger = &self.ledger;
+        let ms = |d: Duration| d.as_millis() as u64;
+        state
+            .groups
+            .iter()
+            .filter(|(_, g)| g.spec.leases.is_some())
+            .map(|(name, g)| {
+                let sites = [&g.spec.primary, &g.spec.secondary]
+                    .into_iter()
+                    .map(|site| {
+                        let record = ledger.site(site);
+                        let report = record.and_then(|r| r.groups.get(name)).map(|g| g.report.clone());
+                        let agent = SiteAgent {
+                            heard_ms_ago: record.map(|r| ms(now.saturating_sub(r.heard_at))),
+                            peer_reachable: record.map(|r| r.peer_reachable),
+                            role: report.as_ref().and_then(|r| r.role),
+                            epoch: report.as_ref().and_then(|r| r.epoch),
+                            in_sync: report.as_ref().and_then(|r| r.in_sync),
+                            recovery_point_age_ms: report.as_ref().and_then(|r| r.recovery_point_age_ms),
+                            drained: report.as_ref().is_some_and(|r| r.drained),
+                            lease_remaining_ms: if *site == g.active {
+                                ms(ledger.lease_remaining(name, g, now))
+                            } else {
+                                0
+                            },
+                        };
+                        (site.clone(), agent)
+                    })
+                    .collect();
+                let agents = GroupAgents {
+                    rpo_exposure_ms: ledger.rpo_exposure(name, g, now).map(ms),
+                    rpo_objective_ms: self.config.timing.get(name).and_then(|t| rpo_objective(g, t)).map(ms),
+                    leases_expire_in_ms: g.draining.then(|| ms(ledger.leases_expire_at(name, g).saturating_sub(now))),
+                    sites,
+                };
+                (name.clone(), agents)
+            })
+            .collect()
+    }
+}
+
+/// An operator's order to make a site active for a group (`witness failover`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FailoverOrder {
+    pub group: String,
+    /// The site to make active; `None` for the group's primary (a failback), resolved on the
+    /// leader from the latest committed state.
+    pub to: Option<String>,
+    pub reason: String,
+    /// Only say what would happen.
+    pub dry_run: bool,
+    /// Proceed even when checks fail (never past the epoch compare-and-set).
+    pub force: bool,
+}
+
+/// What the leader makes of an operator's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Order {
+    /// A dry run: nothing changes; `allowed` says whether the order would proceed.
+    DryRun { plan: OperatorPlan, allowed: bool },
+    /// A check failed and the order was not forced: nothing changes.
+    Refused { plan: OperatorPlan },
+    /// Commit `command` (the epoch compare-and-set still decides).
+    Commit { plan: OperatorPlan, command: Command },
+}
+
+/// What the engine saw, for the journal: each of the group's sites with every voter's verdict
+/// (`-` for a voter not heard from recently, whose verdict did not count).
+fn evidence(state: &State, group: &str, voters: &BTreeSet<u64>, live: &BTreeSet<u64>) -> BTreeMap<String, String> {
+    let Some(g) = state.groups.get(group) else { return BTreeMap::new() };
+    [&g.spec.primary, &g.spec.secondary]
+        .into_iter()
+        .map(|site| {
+            let seen: Vec<String> = voters
+                .iter()
+                .map(|id| {
+                    let v = state.verdict(site, *id).map_or("unknown".to_string(), |v| v.to_string());
+                    if live.contains(id) {
+                        format!("node{id}={v}")
+                    } else {
+                        format!("node{id}=-")
+                    }
+                })
+                .collect();
+            (site.clone(), seen.join(" "))
+        })
+        .collect()
+}
+
+/// A group's agents as the leader knows them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupAgents {
+    /// How far the standby copy is behind (sync: since its last in-sync report; async: its
+    /// recovery point's age); absent when not reported.
+    pub rpo_exposure_ms: Option<u64>,
+    /// How far behind the objective lets it be.
+    #[serde(default)]
+    pub rpo_objective_ms: Option<u64>,
+    /// While draining: until the old active site's witness leases have certainly expired.
+    pub leases_expire_in_ms: Option<u64>,
+    pub sites: BTreeMap<String, SiteAgent>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SiteAgent {
+    /// Absent: not heard from by this leader.
+    pub heard_ms_ago: Option<u64>,
+    pub peer_reachable: Option<bool>,
+    pub role: Option<Role>,
+    pub epoch: Option<Epoch>,
+    pub in_sync: Option<bool>,
+    pub recovery_point_age_ms: Option<u64>,
+    pub drained: bool,
+    pub lease_remaining_ms: u64,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,313 @@
+//! The leader's rules, each with the exact effects it must produce. The engine's own rules are
+//! tested in `engine::tests`; here, what the leader adds around them: readiness and cut-off
+//! gating, topology registration once per term, the journal entry and detection facts of a
+//! decision, plan attempts started, kept and aborted in order, lease grants and operator orders.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::config::{FailoverMode, ReplicationMode};
+use crate::engine::leases::{GroupReport, Heartbeat, Role};
+use crate::state::plan::{StepOutcome, StepSpec};
+use crate::state::{Epoch, GroupSpec, LeaseTerms, Response, Verdict};
+
+const HOLD: Duration = Duration::from_secs(1);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn spec(leases: Option<LeaseTerms>, steps: &[&str]) -> GroupSpec {
+    GroupSpec {
+        primary: "east".into(),
+        secondary: "west".into(),
+        replication: ReplicationMode::Sync,
+        failover: FailoverMode::Automatic,
+        rto_ms: 300_000,
+        rpo_ms: 0,
+        leases,
+        steps: steps
+            .iter()
+            .map(|n| StepSpec {
+                name: n.to_string(),
+                kind: "command".into(),
+                retries: 0,
+                continue_on_failure: false,
+                ttl: None,
+            })
+            .collect(),
+    }
+}
+
+struct World {
+    state: State,
+    contact: Contact,
+    failing_since: BTreeMap<String, Duration>,
+    leader: Leader,
+    now: Duration,
+}
+
+impl World {
+    fn new(leases: Option<LeaseTerms>, steps: &[&str]) -> World {
+        let topology = Topology {
+            sites: ["east".to_string(), "west".to_string()].into(),
+            groups: [("app".to_string(), spec(leases, steps))].into(),
+        };
+        let timing =
+            GroupTiming { hold_down: HOLD, block_after_failover: Duration::from_secs(60), in_sync_within: ms(500) };
+        let config = LeaderConfig {
+            node: 1,
+            timing: [("app".to_string(), timing)].into(),
+            topology: topology.clone(),
+            live_within: ms(1000),
+            cut_off_after: ms(666),
+        };
+        let mut state = State::default();
+        state.apply(Command::SyncTopology(topology));
+        World {
+            state,
+            contact: Contact {
+                voters: [1, 2, 3].into(),
+                acked_ago: [(2, ms(10)), (3, ms(10))].into(),
+                quorum_acked_ago: Some(ms(10)),
+            },
+            failing_since: BTreeMap::new(),
+            leader: Leader::new(Arc::new(config), 7, Duration::ZERO, 1),
+            now: Duration::ZERO,
+        }
+    }
+
+    fn tick_at(&mut self, now: Duration, ready: bool) -> Vec<Effect> {
+        self.now = now;
+        let t = Tick { now, state: &self.state, contact: &self.contact, ready, failing_since: &self.failing_since };
+        self.leader.tick(&t)
+    }
+
+    fn tick(&mut self, now: Duration) -> Vec<Effect> {
+        self.tick_at(now, true)
+    }
+
+    fn see(&mut self, site: &str, verdicts: [Option<Verdict>; 3]) {
+        for (i, verdict) in verdicts.into_iter().enumerate() {
+            self.state.apply(Command::ReportVerdict { node: i as u64 + 1, site: site.into(), verdict });
+        }
+    }
+
+    fn apply(&mut self, command: Command) -> Response {
+        self.state.apply(command)
+    }
+}
+
+fn proposals(effects: &[Effect]) -> Vec<Command> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Propose(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn attempt(step: &str, epoch: u64, n: u32) -> Attempt {
+    Attempt { group: "app".into(), epoch: Epoch(epoch), step: step.into(), attempt: n }
+}
+
+const UP: Option<Verdict> = Some(Verdict::Up);
+const DOWN: Option<Verdict> = Some(Verdict::Down);
+
+#[test]
+fn the_topology_is_proposed_once_per_term_until_it_settles() {
+    let mut w = World::new(None, &[]);
+    w.state = State::default();
+    let sync = Command::SyncTopology(w.leader.config().topology.clone());
+    assert_eq!(proposals(&w.tick(ms(0))), vec![sync.clone()]);
+    assert!(proposals(&w.tick(ms(50))).is_empty(), "not again while in flight");
+    w.leader.proposal_settled(&sync, false);
+    assert_eq!(proposals(&w.tick(ms(100))), vec![sync.clone()], "lost: proposed again");
+    w.leader.proposal_settled(&sync, true);
+    assert!(proposals(&w.tick(ms(150))).is_empty(), "committed (even if part was refused): settled for the term");
+    // A matching state settles it without a proposal.
+    let mut w = World::new(None, &[]);
+    assert!(!proposals(&w.tick(ms(0))).contains(&sync));
+}
+
+#[test]
+fn a_leader_that_is_not_ready_decides_and_starts_nothing() {
+    let mut w = World::new(None, &["dns"]);
+    w.see("east", [DOWN, DOWN, DOWN]);
+    w.see("west", [UP, UP, UP]);
+    assert_eq!(w.tick_at(ms(0), false), vec![]);
+    assert_eq!(w.tick_at(HOLD * 5, false), vec![]);
+}
+
+#[test]
+fn a_decision_carries_its_evidence_and_detection_time() {
+    let mut w = World::new(None, &[]);
+    w.see("east", [DOWN, DOWN, None]);
+    w.see("west", [UP, UP, UP]);
+    w.contact.acked_ago.remove(&3);
+    w.failing_since.insert("east".into(), ms(200));
+    let first = w.tick(ms(1000));
+    let journal = first.iter().find_map(|e| match e {
+        Effect::Journal {
+            assessment: Assessment::HoldingDown { .. },
+            entry: Command::Journal { evidence, .. },
+            ..
+        } => Some(evidence.clone()),
+        _ => None,
+    });
+    let evidence = journal.expect("holding down is journaled");
+    assert_eq!(evidence["east"], "node1=down node2=down node3=-", "node 3 is not live: its verdict does not count");
+    assert_eq!(evidence["west"], "node1=up node2=up node3=-");
+    let failover = proposals(&w.tick(ms(1000) + HOLD));
+    let [Command::Failover { to, quorum_of, automatic: true, facts, expected_epoch, .. }] = failover.as_slice() else {
+        panic!("one automatic failover, got {failover:?}");
+    };
+    assert_eq!((to.as_str(), *expected_epoch), ("west", Epoch(1)));
+    assert_eq!(quorum_of, &Some(BTreeSet::from([1, 2, 3])));
+    assert_eq!(facts.detected_after_ms, Some(1800), "from the first failed probe at 200 ms to 2000 ms");
+    assert_eq!(facts.rpo_ms, None, "no agents: unknown");
+}
+
+#[test]
+fn steps_start_once_and_an_aborted_epoch_stops_before_the_newer_starts() {
+    let mut w = World::new(None, &["dns", "notify"]);
+    let moved = w.apply(Command::Activate { group: "app".into(), site: "west".into(), expected_epoch: Epoch(1) });
+    assert!(matches!(moved, Response::Activated { .. }), "{moved:?}");
+    let effects = w.tick(ms(0));
+    let starts: Vec<&Effect> = effects.iter().filter(|e| matches!(e, Effect::Start { .. })).collect();
+    let [Effect::Start { attempt: a, context }] = starts.as_slice() else { panic!("{effects:?}") };
+    assert_eq!(a, &attempt("dns", 2, 1));
+    assert_eq!((context.to.as_str(), context.from.as_str(), context.epoch), ("west", "east", 2));
+    assert!(w.tick(ms(50)).iter().all(|e| !matches!(e, Effect::Start { .. })), "under way: not started twice");
+    // A newer failover: the older attempt is aborted, then the newer plan's first step starts.
+    w.apply(Command::Activate { group: "app".into(), site: "east".into(), expected_epoch: Epoch(2) });
+    let effects: Vec<Effect> = w.tick(ms(100)).into_iter().filter(|e| !matches!(e, Effect::Journal { .. })).collect();
+    assert_eq!(effects.len(), 2, "{effects:?}");
+    assert_eq!(effects[0], Effect::Abort(attempt("dns", 2, 1)));
+    assert!(matches!(&effects[1], Effect::Start { attempt: a, .. } if *a == attempt("dns", 3, 1)));
+    // Once it ends and its result is committed, the next step starts.
+    w.apply(attempt("dns", 3, 1).started());
+    w.apply(attempt("dns", 3, 1).finished(StepOutcome::Done { detail: "ok".into() }));
+    w.leader.attempt_ended(&attempt("dns", 3, 1));
+    let starts: Vec<Attempt> = w
+        .tick(ms(150))
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::Start { attempt, .. } => Some(attempt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(starts, vec![attempt("notify", 3, 1)]);
+}
+
+#[test]
+fn a_leader_cut_off_from_its_quorum_aborts_every_attempt_and_starts_none() {
+    let mut w = World::new(None, &["dns"]);
+    w.apply(Command::Activate { group: "app".into(), site: "west".into(), expected_epoch: Epoch(1) });
+    assert!(w.tick(ms(0)).iter().any(|e| matches!(e, Effect::Start { .. })));
+    w.contact.quorum_acked_ago = Some(ms(667));
+    // Still ready (acknowledged within the election timeout), but cut off.
+    let effects = w.tick(ms(700));
+    assert_eq!(effects.iter().filter(|e| matches!(e, Effect::Start { .. })).count(), 0, "{effects:?}");
+    assert_eq!(
+        effects.iter().filter(|e| matches!(e, Effect::Abort(_))).collect::<Vec<_>>(),
+        vec![&Effect::Abort(attempt("dns", 2, 1))]
+    );
+    assert!(w.leader.under_way().is_empty());
+    // Back in touch: the step runs again (it is recorded as started by nobody living).
+    w.contact.quorum_acked_ago = Some(ms(10));
+    assert!(w
+        .tick(ms(750))
+        .iter()
+        .any(|e| matches!(e, Effect::Start { attempt: a, .. } if *a == attempt("dns", 2, 1))));
+}
+
+#[test]
+fn leases_go_to_the_active_site_and_a_promotion_waits_a_lease_from_the_leaders_start() {
+    let leases = LeaseTerms { lease_ms: 1000, margin_ms: 100 };
+    let mut w = World::new(Some(leases), &[]);
+    let hb = |role: Role, drained: bool, epoch: u64| Heartbeat {
+        peer_reachable: false,
+        groups: [(
+            "app".to_string(),
+            GroupReport {
+                role: Some(role),
+                epoch: Some(Epoch(epoch)),
+                in_sync: Some(true),
+                drained,
+                ..GroupReport::default()
+            },
+        )]
+        .into(),
+    };
+    let ok = Some(Confirmed { term: 7 });
+    for unconfirmed in [None, Some(Confirmed { term: 6 })] {
+        let refused = w.leader.heartbeat(ms(100), "east", &hb(Role::Active, false, 1), &w.state, unconfirmed);
+        assert_eq!(refused, None, "without a confirmation of its own term, a leader answers nothing");
+    }
+    let east = w.leader.heartbeat(ms(100), "east", &hb(Role::Active, false, 1), &w.state, ok).unwrap();
+    assert_eq!(east.groups["app"].lease_ms, Some(1000));
+    assert_eq!(east.groups["app"].role, Role::Active);
+    let west = w.leader.heartbeat(ms(100), "west", &hb(Role::Standby, false, 1), &w.state, ok).unwrap();
+    assert_eq!((west.groups["app"].role, west.groups["app"].lease_ms), (Role::Standby, None));
+    // An operator's forced failover: west drains; no one gets a lease meanwhile.
+    w.apply(Command::Failover {
+        group: "app".into(),
+        to: "west".into(),
+        expected_epoch: Epoch(1),
+        reason: "drill".into(),
+        quorum_of: None,
+        automatic: false,
+        facts: DecisionFacts::default(),
+    });
+    let east = w.leader.heartbeat(ms(200), "east", &hb(Role::Active, false, 1), &w.state, ok).unwrap();
+    assert_eq!((east.groups["app"].role, east.groups["app"].lease_ms), (Role::Fenced, None));
+    let west = w.leader.heartbeat(ms(200), "west", &hb(Role::Draining, true, 2), &w.state, ok).unwrap();
+    assert_eq!(west.groups["app"].role, Role::Draining);
+    let promote = Command::Promote { group: "app".into(), expected_epoch: Epoch(2) };
+    assert!(!proposals(&w.tick(ms(1199))).contains(&promote), "east's lease from 100 ms runs to 1100 ms + margin");
+    assert_eq!(proposals(&w.tick(ms(1200))), vec![promote]);
+}
+
+#[test]
+fn operator_orders_are_checked_against_the_evidence() {
+    let mut w = World::new(None, &[]);
+    w.see("east", [DOWN, DOWN, UP]);
+    w.see("west", [UP, UP, UP]);
+    w.failing_since.insert("east".into(), ms(100));
+    let order = |to: Option<&str>, dry_run: bool, force: bool| FailoverOrder {
+        group: "app".into(),
+        to: to.map(str::to_string),
+        reason: "drill".into(),
+        dry_run,
+        force,
+    };
+    fn tick(w: &World) -> Tick<'_> {
+        Tick { now: ms(600), state: &w.state, contact: &w.contact, ready: true, failing_since: &w.failing_since }
+    }
+    let t = tick(&w);
+    assert!(matches!(w.leader.order(&order(Some("west"), true, false), &t), Ok(Order::DryRun { allowed: true, .. })));
+    let Ok(Order::Commit { command, .. }) = w.leader.order(&order(Some("west"), false, false), &t) else { panic!() };
+    let Command::Failover { quorum_of, automatic, facts, reason, .. } = command else { panic!() };
+    assert_eq!((quorum_of, automatic, reason.as_str()), (Some([1, 2, 3].into()), false, "operator: drill"));
+    assert_eq!(facts.detected_after_ms, Some(500));
+    // Without the evidence it is refused, unless forced (and then not checked at commit).
+    w.see("east", [DOWN, UP, UP]);
+    let t = tick(&w);
+    assert!(matches!(w.leader.order(&order(Some("west"), false, false), &t), Ok(Order::Refused { .. })));
+    let Ok(Order::Commit { command: Command::Failover { quorum_of: None, reason, .. }, .. }) =
+        w.leader.order(&order(Some("west"), false, true), &t)
+    else {
+        panic!("a forced order commits without its evidence checked")
+    };
+    assert!(reason.ends_with("(forced past failed checks)"), "{reason}");
+    assert!(
+        matches!(w.leader.order(&order(None, false, false), &t), Err(Rejection::AlreadyActive { .. })),
+        "a failback to the active primary"
+    );
+    let unknown = FailoverOrder { group: "nope".into(), ..order(None, false, false) };
+    assert!(matches!(w.leader.order(&unknown, &t), Err(Rejection::UnknownGroup { .. })));
+}
