@@ -229,6 +229,8 @@ struct History {
     path_broken: bool,
     agent_pauses: usize,
     duplicates: usize,
+    /// When each site's agent last took an answer from the witness.
+    received: BTreeMap<usize, u64>,
     /// When a node last refused / answered a site's heartbeat, per (node, site).
     refused: BTreeMap<(u64, usize), u64>,
     answered: BTreeMap<(u64, usize), u64>,
@@ -774,6 +776,7 @@ impl World {
         agent.attempt = None;
         match reply {
             Reply::Answer(answer) => {
+                self.history.received.insert(s, now);
                 let local = agent.clock.read(now);
                 let hooks = agent.core.on_answer(a.sent_at, local, &answer);
                 let epoch = agent.core.heartbeat(local).groups.get(GROUP).and_then(|g| g.epoch);
@@ -1592,12 +1595,13 @@ fn a_standby_agent_restarted_mid_drain_waits_a_lease_from_its_restart() {
 }
 
 /// The tightest case for the witness lease: the sites are cut apart (no peer leases), east
-/// holds only the witness lease, and an operator forces a failover right after the leader
-/// answered one of east's heartbeats. Clocks are at their limits against safety: the witness
-/// nodes run fast (their wait ends early) and east slow (its lease lasts long). In half the
-/// seeds every heartbeat and answer of east's is late (up to just under the agent's timeout),
-/// so an agent that counted its lease from the answer instead of the sending would hold it far
-/// past the leader's wait. One writer throughout.
+/// holds only the witness lease, and right after east's agent took an answer from the leader it
+/// is cut off from the whole witness (so nothing tells it to fence: only its lease can) while an
+/// operator forces a failover. Clocks are at their limits against safety: the witness nodes run
+/// fast (their wait ends early) and east slow (its lease lasts long). In half the seeds every
+/// heartbeat and answer of east's is late (up to just under the agent's timeout), so an agent
+/// that counted its lease from the answer instead of the sending would hold it well past the
+/// leader's wait. One writer throughout.
 #[test]
 fn a_forced_failover_right_after_a_grant_keeps_one_writer_at_the_clock_limits() {
     run("a_forced_failover_right_after_a_grant_keeps_one_writer_at_the_clock_limits", |seed| {
@@ -1617,11 +1621,11 @@ fn a_forced_failover_right_after_a_grant_keeps_one_writer_at_the_clock_limits() 
         // East's peer leases run out; the witness lease alone keeps it writable.
         w.run_expecting_east(LEASE_MS + MARGIN_MS + PEER_TIMEOUT_MS + 500, "the sites apart");
         let asked = w.now_ms;
-        while !w.history.answered.iter().any(|((_, s), at)| *s == EAST && *at > asked) {
+        while w.history.received.get(&EAST).is_none_or(|at| *at <= asked) {
             w.step();
         }
-        let jitter = w.rng.below(3) * TICK_MS;
-        w.run_for(jitter);
+        w.agent_cut.extend(NODES.map(|n| (n, EAST)));
+        w.note("FAULT east's agent is cut off from every witness node".into());
         if !w.operator_order(true) {
             w.fail("the operator's order was not committed");
         }

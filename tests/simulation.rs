@@ -28,7 +28,7 @@ use witness::engine::detector::Observer;
 use witness::engine::GroupTiming;
 use witness::leader::{Effect, Leader, LeaderConfig, Tick};
 use witness::rng::SplitMix64;
-use witness::state::{Command, Epoch, Logged, State, Verdict};
+use witness::state::{Command, Epoch, Logged, Rejection, Response, State, Verdict};
 
 const NODES: [u64; 3] = [1, 2, 3];
 const SITES: [&str; 2] = ["east", "west"];
@@ -37,6 +37,8 @@ const PROBE_EVERY_MS: u64 = 250;
 const ELECTION_TIMEOUT_MS: u64 = 1000;
 const RUN_MS: u64 = 30_000;
 const HOLD: Duration = Duration::from_millis(500);
+/// How long a proposal may take to reach its leader's log and commit.
+const IN_FLIGHT_MS: u64 = 150;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Proc {
@@ -66,6 +68,8 @@ struct World {
     leader: Option<u64>,
     leaderless_since: u64,
     log: Vec<(u64, Logged)>,
+    /// Proposals on their way: (lands at, proposed by, in term, command).
+    in_flight: Vec<(u64, u64, u64, Command)>,
     nodes: BTreeMap<u64, Node>,
     site_alive: BTreeMap<&'static str, bool>,
     /// (node, site) pairs whose link is cut.
@@ -118,6 +122,7 @@ impl World {
             leader: None,
             leaderless_since: 0,
             log: Vec::new(),
+            in_flight: Vec::new(),
             nodes,
             site_alive: SITES.iter().map(|s| (*s, true)).collect(),
             site_cut: BTreeSet::new(),
@@ -144,12 +149,27 @@ impl World {
 
     /// Raft's contract: an entry proposed under `term` by `by` commits only if that is the
     /// current term, `by` leads it, and a quorum acknowledges.
-    fn propose(&mut self, by: u64, term: u64, command: Command) -> bool {
-        if self.leader != Some(by) || self.term != term || !self.running(by) || self.acks(by).len() < 2 {
-            return false;
+    /// Raft's contract, with time in flight: a proposal reaches its leader's log after up to
+    /// [`IN_FLIGHT_MS`] (forwarding, fsync, replication), so proposals made close together may
+    /// commit in either order, and it commits only if `by` still leads `term` with a quorum then.
+    fn propose(&mut self, by: u64, term: u64, command: Command) {
+        let due = self.now_ms + self.rng.below(IN_FLIGHT_MS / TICK_MS + 1) * TICK_MS;
+        self.in_flight.push((due, by, term, command));
+    }
+
+    /// Commits (or drops) the proposals whose time in flight is over, in the order they land.
+    fn land(&mut self) {
+        let (due, mut later): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.in_flight).into_iter().partition(|p| p.0 <= self.now_ms);
+        later.sort_by_key(|p| p.0);
+        self.in_flight = later;
+        let mut due = due;
+        due.sort_by_key(|p| p.0);
+        for (_, by, term, command) in due {
+            if self.leader == Some(by) && self.term == term && self.running(by) && self.acks(by).len() >= 2 {
+                self.log.push((term, Logged { at_ms: self.now_ms, command, by: None }));
+            }
         }
-        self.log.push((term, Logged { at_ms: self.now_ms, command, by: None }));
-        true
     }
 
     fn elect(&mut self) {
@@ -232,6 +252,7 @@ impl World {
             self.inject_fault();
         }
         self.elect();
+        self.land();
         for site in SITES {
             let unreachable =
                 NODES.iter().filter(|n| !self.site_alive[site] || self.site_cut.contains(&(**n, site))).count();
@@ -324,6 +345,17 @@ impl World {
         }
     }
 
+    /// Failovers the log refused where they landed, because the evidence had changed meanwhile.
+    fn refused_in_the_log(&self) -> usize {
+        let mut state = State::default();
+        let mut count = 0;
+        for (_, logged) in &self.log {
+            let response = state.apply_logged(logged.clone());
+            count += usize::from(matches!(response, Response::Rejected(Rejection::EvidenceChanged { .. })));
+        }
+        count
+    }
+
     /// Failovers in the committed log.
     fn failovers(&self) -> usize {
         let mut state = State::default();
@@ -377,7 +409,7 @@ fn check_entry(before: &State, after: &State, command: &Command, node: u64) {
 
 #[test]
 fn random_faults_never_break_the_invariants() {
-    static RUNS: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+    static RUNS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
     run("random_faults_never_break_the_invariants", |seed| {
         let mut w = World::new(seed);
         while w.now_ms < RUN_MS {
@@ -397,13 +429,16 @@ fn random_faults_never_break_the_invariants() {
             assert_eq!(w.failovers(), 0, "seed {seed}: a failover without any site failure");
         }
         let failovers = w.failovers();
-        for (counter, happened) in RUNS.iter().zip([true, failovers > 0, w.quorum_lost_a_site && failovers == 0]) {
+        let happened = [true, failovers > 0, w.quorum_lost_a_site && failovers == 0, w.refused_in_the_log() > 0];
+        for (counter, happened) in RUNS.iter().zip(happened) {
             counter.fetch_add(u64::from(happened), Ordering::Relaxed);
         }
     });
     // Both outcomes of a lost site must be common: failed over, and held (a cut path healed, or
     // the hold-down not reached).
-    let [runs, failed_over, held] = RUNS.each_ref().map(|c| c.load(Ordering::Relaxed));
+    let [runs, failed_over, held, refused] = RUNS.each_ref().map(|c| c.load(Ordering::Relaxed));
+    eprintln!("{runs} runs: {failed_over} failed over, {held} lost a site and held, {refused} had a failover refused in the log");
+    assert!(runs < 500 || refused > 0, "no run raced a failover against a changing verdict");
     assert!(runs < 100 || failed_over * 4 >= runs, "only {failed_over} of {runs} runs failed over");
     assert!(runs < 100 || held * 10 >= runs, "only {held} of {runs} runs lost a site and did not fail over");
 }
