@@ -12,6 +12,7 @@ pub mod leader;
 pub mod metrics;
 pub mod node;
 pub mod probe;
+pub mod protocol;
 pub mod raft;
 pub mod rng;
 pub mod server;

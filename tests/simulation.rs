@@ -4,7 +4,9 @@
 //! in simulated time. The shipped code decides: each node's `Observer` (detectors, staleness,
 //! report resends), the `Leader` made for each term it leads (with its engine), readiness and
 //! `State::apply_logged`; what is modelled is the network, the processes and Raft's contract
-//! (an entry commits only if its leader's term is current and a quorum acknowledges it).
+//! (an entry commits only if its leader's term is current and a quorum acknowledges it when it
+//! lands, up to 150 ms after it was proposed, so that proposals made close together may land in
+//! either order).
 //!
 //! Faults: site crash and recovery; a witness↔site link cut for one node or for all; a witness
 //! node crashed, paused (then resumed, still believing it leads) or cut off in one direction;

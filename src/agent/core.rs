@@ -3,7 +3,7 @@
 //! send come out. The shell (`agent/mod.rs`) does the talking; the simulation drives this
 //! directly.
 //!
-//! The rule it keeps (DESIGN.md, "Leases"): a site the witness made active for a group may
+//! The rule it keeps (docs/safety.md, "Rule 1"): a site the witness made active for a group may
 //! write while it holds a valid witness lease **or** a valid peer lease, and fences itself
 //! otherwise. A standby grants the active site peer leases, never once told to drain; told to
 //! drain, it reports drained only when every peer lease it granted has certainly expired
@@ -14,27 +14,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::leases::{Assignment, GroupReport, Heartbeat, HeartbeatAnswer, Role};
+use crate::protocol::{Assignment, GroupReport, Heartbeat, HeartbeatAnswer, Role};
+pub use crate::protocol::{PeerGrant, PeerRequest};
 use crate::state::Epoch;
-
-/// The peer-lease request one agent sends the other: the groups it is active for, with the
-/// epoch it holds them at. Sent on every round, even with no group, as a reachability check.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PeerRequest {
-    pub site: String,
-    #[serde(default)]
-    pub groups: BTreeMap<String, Epoch>,
-}
-
-/// The answer: per requested group, a lease of `lease_ms` counted from when the request was
-/// sent, or none.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct PeerGrant {
-    pub site: String,
-    #[serde(default)]
-    pub granted: BTreeMap<String, u64>,
-}
 
 /// A hook to run: the role `group` entered at `epoch`.
 #[derive(Debug, Clone, PartialEq, Eq)]

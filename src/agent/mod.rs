@@ -33,8 +33,8 @@ use tokio::sync::{mpsc, watch, Notify};
 use self::core::{AgentCore, GroupView, Hook, PeerGrant, PeerRequest, Replication};
 use crate::config::agent::{AgentConfig, AgentCredentials, ReplicationSource};
 use crate::config::TlsFiles;
-use crate::engine::leases::{HeartbeatAnswer, Role};
 use crate::metrics::register;
+use crate::protocol::{HeartbeatAnswer, NotLeader, Role};
 use crate::server::Connection;
 use crate::tls::{CertIdentity, Material, Reloadable};
 
@@ -317,10 +317,6 @@ async fn heartbeat_once(agent: &Agent, target: &str) -> Result<(), Redirect> {
     })?;
     let status = resp.status();
     if status == StatusCode::MISDIRECTED_REQUEST {
-        #[derive(Deserialize)]
-        struct NotLeader {
-            leader_addr: String,
-        }
         outcome("not_leader");
         let body: Result<NotLeader, _> = resp.json().await;
         return Err(body.map_or_else(|e| Redirect::Next(e.to_string()), |b| Redirect::To(b.leader_addr)));

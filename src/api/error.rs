@@ -1,5 +1,7 @@
-//! The one table from API errors to HTTP statuses. Every error body is
-//! `{"error": "<message>", "code": "<machine-readable code>"}`.
+//! The one table from API answers to HTTP statuses: errors (every error body is
+//! `{"error": "<message>", "code": "<machine-readable code>"}`, the heartbeat's `not_leader`
+//! adding where the leader is), and the statuses of writes and operator failovers that were
+//! answered but did not take effect. (The health endpoints' 503 is their meaning, not an error.)
 
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
@@ -7,7 +9,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
-use crate::node::leader::NodeError;
+use crate::node::leader::{FailoverOutcome, NodeError};
+use crate::protocol::NotLeader;
+use crate::state::{Rejection, Response as StateResponse};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -31,6 +35,9 @@ pub enum ApiError {
     Timeout(String),
     #[error(transparent)]
     Node(#[from] NodeError),
+    /// A heartbeat sent to a node that does not lead: 421, saying who does.
+    #[error("{}", .0.error)]
+    NotLeader(NotLeader),
     #[error("{0}")]
     Internal(String),
 }
@@ -53,6 +60,7 @@ impl ApiError {
             ApiError::RateLimited(..) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "timeout"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::NotLeader(_) => (StatusCode::MISDIRECTED_REQUEST, "not_leader"),
             ApiError::Node(e) => match e {
                 NodeError::NoLeader => (StatusCode::SERVICE_UNAVAILABLE, "no_leader"),
                 NodeError::LeaderMoved { .. } => (StatusCode::SERVICE_UNAVAILABLE, "leader_moved"),
@@ -72,9 +80,31 @@ struct ErrorBody {
     code: &'static str,
 }
 
+/// A committed write that did not take effect (a `Rejection`) is a conflict, or not found.
+pub fn written_status(response: &StateResponse) -> StatusCode {
+    match response {
+        StateResponse::Rejected(Rejection::UnknownGroup { .. }) => StatusCode::NOT_FOUND,
+        StateResponse::Rejected(_) => StatusCode::CONFLICT,
+        _ => StatusCode::OK,
+    }
+}
+
+/// An operator's failover refused by its checks or beaten by the epoch compare-and-set is a
+/// conflict.
+pub fn failover_status(outcome: &FailoverOutcome) -> StatusCode {
+    match outcome {
+        FailoverOutcome::Refused | FailoverOutcome::Rejected { .. } => StatusCode::CONFLICT,
+        FailoverOutcome::DryRun { .. } | FailoverOutcome::FailedOver { .. } => StatusCode::OK,
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
+        if let ApiError::NotLeader(mut body) = self {
+            body.code = code.to_string();
+            return (status, Json(body)).into_response();
+        }
         let mut response = (status, Json(ErrorBody { error: self.to_string(), code })).into_response();
         let headers = response.headers_mut();
         match self {

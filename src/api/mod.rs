@@ -27,9 +27,9 @@ use crate::config::auth::Role;
 use crate::config::check_name;
 use auth::{Caller, Needs};
 
-use crate::engine::leases::Heartbeat;
-use crate::node::leader::{FailoverOrder, FailoverOutcome, Forwarded, LeaderReply, LeaderRequest, NodeError};
+use crate::node::leader::{FailoverOrder, Forwarded, LeaderReply, LeaderRequest, NodeError};
 use crate::node::Node;
+use crate::protocol::{Heartbeat, NotLeader};
 use crate::raft::network::CLUSTER_HEADER;
 use crate::state::journal::Event;
 use crate::state::{Command, Epoch, Response as StateResponse};
@@ -234,12 +234,7 @@ fn written(response: StateResponse, log_index: u64) -> Response {
         response: StateResponse,
         log_index: u64,
     }
-    let status = match &response {
-        StateResponse::Rejected(crate::state::Rejection::UnknownGroup { .. }) => StatusCode::NOT_FOUND,
-        StateResponse::Rejected(_) => StatusCode::CONFLICT,
-        _ => StatusCode::OK,
-    };
-    (status, Json(Written { response, log_index })).into_response()
+    (error::written_status(&response), Json(Written { response, log_index })).into_response()
 }
 
 async fn members(State(node): AppState) -> Json<Vec<crate::node::status::Member>> {
@@ -376,9 +371,7 @@ async fn order_failover(node: &Node, caller: &Caller, order: FailoverOrder, chec
     let group = order.group.clone();
     let reply = node.submit_by(LeaderRequest::Failover(order), Some(caller.audit_name()), false).await?;
     let status = match &reply {
-        LeaderReply::Failover { outcome: FailoverOutcome::Refused | FailoverOutcome::Rejected { .. }, .. } => {
-            StatusCode::CONFLICT
-        }
+        LeaderReply::Failover { outcome, .. } => error::failover_status(outcome),
         _ => StatusCode::OK,
     };
     let mut body = serde_json::to_value(&reply).map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -505,13 +498,6 @@ async fn write(node: &Node, caller: &Caller, command: Command) -> ApiResult {
 /// A site agent's heartbeat. Only the leader answers: another node says who leads (421, with
 /// `leader_id` and `leader_addr` when known) so the agent can go there directly.
 async fn heartbeat(State(node): AppState, Path(site): Path<String>, body: JsonBody<Heartbeat>) -> Response {
-    #[derive(Serialize)]
-    struct NotLeader {
-        error: String,
-        code: &'static str,
-        leader_id: u64,
-        leader_addr: String,
-    }
     let Json(heartbeat) = match body {
         Ok(b) => b,
         Err(e) => return ApiError::from_json(e).into_response(),
@@ -520,8 +506,8 @@ async fn heartbeat(State(node): AppState, Path(site): Path<String>, body: JsonBo
         Ok(answer) => Json(answer).into_response(),
         Err(NodeError::LeaderMoved { id, addr }) => {
             let error = format!("node {} does not lead: node {id} at {addr} does; send heartbeats there", node.id);
-            let body = NotLeader { error, code: "not_leader", leader_id: id, leader_addr: addr };
-            (StatusCode::MISDIRECTED_REQUEST, Json(body)).into_response()
+            let body = NotLeader { error, code: String::new(), leader_id: id, leader_addr: addr };
+            ApiError::NotLeader(body).into_response()
         }
         Err(e) => ApiError::from(e).into_response(),
     }

@@ -18,8 +18,8 @@ use crate::agent::RunningAgent;
 use crate::clock::unix_ms;
 use crate::demo::dns::DnsServer;
 use crate::demo::storage::StorageApi;
-use crate::engine::leases::Role;
 use crate::node::RunningNode;
+use crate::protocol::Role;
 use crate::state::journal::Event;
 use crate::state::plan::{Phase, Plan};
 

@@ -1,108 +1,21 @@
-//! Site agents as the leader sees them: the heartbeat wire format, and the [`Ledger`] in which
+//! Site agents as the leader sees them: the [`Ledger`] in which
 //! the leader records what each agent last reported and when it last granted a group's active
 //! site a lease. Pure, like the rest of the engine: `now` is passed in (the leader's own
 //! monotonic clock), and the ledger belongs to one leadership, so a new leader starts from an
 //! empty one whose `since` is its own start.
 //!
-//! The lease rule (DESIGN.md, "Leases"): the leader grants the committed active site of a
+//! The lease rule (docs/safety.md, "Rule 1"): the leader grants the committed active site of a
 //! group a lease of length L on each heartbeat, after confirming it still leads, never while
 //! the group drains. An agent counts L from when it sent the heartbeat; the leader counts from
 //! when it answered. A promotion waits until L plus the margin has passed since the later of
 //! the last grant and the leader's start.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::ReplicationMode;
-use crate::state::{Epoch, GroupState, State};
-
-/// A site's role for one group, as the witness assigns it and as the agent reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// The group's active site: it may write while it holds a valid lease.
-    Active,
-    /// The other site: it grants the active site peer leases.
-    Standby,
-    /// Being promoted: it grants no peer lease, and reports drained once every peer lease it
-    /// granted has certainly expired.
-    Draining,
-    /// It must not write: the witness moved the group away from it, or its leases ran out.
-    Fenced,
-}
-
-impl Role {
-    pub const ALL: [Role; 4] = [Role::Active, Role::Standby, Role::Draining, Role::Fenced];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Active => "active",
-            Role::Standby => "standby",
-            Role::Draining => "draining",
-            Role::Fenced => "fenced",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// `POST /v1/sites/{site}/heartbeat`: what a site's agent reports.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Heartbeat {
-    /// The agent has exchanged peer-lease messages with the other site's agent recently.
-    pub peer_reachable: bool,
-    /// Per group of this site that has agents.
-    #[serde(default)]
-    pub groups: BTreeMap<String, GroupReport>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GroupReport {
-    /// The epoch the agent knows for the group (absent before its first answer).
-    #[serde(default)]
-    pub epoch: Option<Epoch>,
-    /// The role the agent is in by its own rule.
-    #[serde(default)]
-    pub role: Option<Role>,
-    /// Synchronous groups: the site's replica is in sync (absent: unknown).
-    #[serde(default)]
-    pub in_sync: Option<bool>,
-    /// Asynchronous groups: age of the site's last recovery point, measured at the site.
-    #[serde(default)]
-    pub recovery_point_age_ms: Option<u64>,
-    /// The agent, told to drain at `epoch`, has waited out every peer lease it granted.
-    #[serde(default)]
-    pub drained: bool,
-}
-
-/// The answer to a heartbeat: per group the site belongs to that has agents.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct HeartbeatAnswer {
-    pub groups: BTreeMap<String, Assignment>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Assignment {
-    pub role: Role,
-    pub epoch: Epoch,
-    /// Only for the active site: a lease of this length, counted from when the heartbeat was
-    /// sent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lease_ms: Option<u64>,
-    /// The group's lease length and margin: the agent grants and waits out peer leases with
-    /// these.
-    pub peer_lease_ms: u64,
-    pub margin_ms: u64,
-}
+pub use crate::protocol::{Assignment, GroupReport, Heartbeat, HeartbeatAnswer, Role};
+use crate::state::{GroupState, State};
 
 /// What the leader last heard from one site's agent.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -23,11 +23,12 @@ use serde::{Deserialize, Serialize};
 pub use contact::Contact;
 
 use crate::config::Config;
-use crate::engine::leases::{Heartbeat, HeartbeatAnswer, Ledger, Role};
+use crate::engine::leases::Ledger;
 use crate::engine::plan::{Attempt, Planner, StepContext};
 use crate::engine::{
     detected_after, plan_operator_failover, rpo_objective, Assessment, Engine, GroupTiming, Inputs, OperatorPlan,
 };
+use crate::protocol::{Heartbeat, HeartbeatAnswer, Role};
 use crate::rng::SplitMix64;
 use crate::state::{Command, DecisionFacts, Epoch, Rejection, State, Topology};
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::{FailoverMode, ReplicationMode};
-use crate::engine::leases::{GroupReport, Heartbeat, Role};
+use crate::protocol::{GroupReport, Heartbeat, Role};
 use crate::state::plan::{StepOutcome, StepSpec};
 use crate::state::{Epoch, GroupSpec, LeaseTerms, Response, Verdict};
 

@@ -13,8 +13,8 @@ use tokio::sync::{watch, Notify};
 use super::leader::NodeError;
 use super::Node;
 use crate::clock::Stopwatch;
-use crate::engine::leases::{Heartbeat, HeartbeatAnswer, Role};
 use crate::leader::{Confirmed, GroupAgents};
+use crate::protocol::{Heartbeat, HeartbeatAnswer, Role};
 
 /// Confirms leadership for many callers at once: a caller takes a ticket, and is answered by
 /// the first confirmation that *began* after its ticket was taken, so its answer is as good as

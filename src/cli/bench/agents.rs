@@ -16,7 +16,7 @@ use crate::agent::RunningAgent;
 use crate::cli::local::{
     acknowledge, free_addr, start_agent, start_cluster, wait_for_leader, Local, Stub, HOLD_DOWN, SITE, TIMINGS,
 };
-use crate::engine::leases::Role;
+use crate::protocol::Role;
 
 const GROUP: &str = "demo-agents";
 const LEASE: &str = r#"agents = true
