@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_config::profile::ProfileFileCredentialsProvider;
 use aws_config::provider_config::ProviderConfig;
@@ -21,6 +21,7 @@ use aws_sdk_route53::Client;
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 
 use super::{secrets, StepContext, StepError, StepResult};
+use crate::clock::Stopwatch;
 use crate::config::Route53Step;
 
 /// Route 53 usually reaches INSYNC within a minute; GetChange shares the account's limit of
@@ -41,7 +42,7 @@ pub async fn run(step: &Route53Step, ctx: &StepContext) -> StepResult {
     }
     let batch =
         ChangeBatch::builder().comment(ctx.idempotency_key()).set_changes(Some(changes)).build().map_err(built)?;
-    let submitted = Instant::now();
+    let submitted = Stopwatch::start();
     let out = client
         .change_resource_record_sets()
         .hosted_zone_id(&step.zone_id)

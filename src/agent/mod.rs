@@ -18,7 +18,7 @@ pub mod core;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::extract::{Path, State};
@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch, Notify};
 
 use self::core::{AgentCore, GroupView, Hook, PeerGrant, PeerRequest, Replication};
+use crate::clock::{Clock, Stopwatch};
 use crate::config::agent::{AgentConfig, AgentCredentials, ReplicationSource};
 use crate::config::TlsFiles;
 use crate::metrics::register;
@@ -41,7 +42,8 @@ use crate::tls::{CertIdentity, Material, Reloadable};
 pub struct Agent {
     config: AgentConfig,
     core: Mutex<AgentCore>,
-    started: Instant,
+    /// The agent's monotonic clock: the core's `now`.
+    clock: Clock,
     /// For replication URLs.
     http: reqwest::Client,
     /// The clients toward the witness and the peer, replaced whole on reload.
@@ -57,7 +59,7 @@ pub struct Agent {
     /// Index into `config.witness` of the node believed to lead.
     leader: Mutex<usize>,
     /// When the witness last answered a heartbeat.
-    last_answer: Mutex<Option<Instant>>,
+    last_answer: Mutex<Option<Stopwatch>>,
     metrics: AgentMetrics,
 }
 
@@ -76,7 +78,7 @@ pub struct AgentStatus {
 
 impl Agent {
     fn now(&self) -> Duration {
-        self.started.elapsed()
+        self.clock.now()
     }
 
     /// Runs `f` on the core and queues the hooks it returns, in order.
@@ -209,12 +211,12 @@ pub async fn start(config: AgentConfig, listener: tokio::net::TcpListener) -> an
     let peer_url = format!("{scheme}://{}/v1/peer/lease", config.peer);
     let witness_scheme = if config.plain_http { "http" } else { "https" };
     let (hook_tx, hook_rx) = mpsc::unbounded_channel();
-    let started = Instant::now();
+    let clock = Clock::start();
     let core =
         AgentCore::new(&config.site, config.groups.iter().map(|g| g.name.clone()), config.peer_timeout, Duration::ZERO);
     let agent = Arc::new(Agent {
         core: Mutex::new(core),
-        started,
+        clock,
         http,
         clients: RwLock::new(clients),
         server_tls: server_tls.clone(),
@@ -334,7 +336,7 @@ async fn heartbeat_once(agent: &Agent, target: &str) -> Result<(), Redirect> {
         Redirect::Next(e.to_string())
     })?;
     outcome("ok");
-    *agent.last_answer.lock().expect("answer lock poisoned") = Some(Instant::now());
+    *agent.last_answer.lock().expect("answer lock poisoned") = Some(Stopwatch::start());
     for group in agent.config.groups.iter().filter(|g| !answer.groups.contains_key(&g.name)) {
         tracing::debug!(group = %group.name, "the witness has no group of this name with agents for this site");
     }

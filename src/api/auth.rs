@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{FromRequestParts, RawPathParams, Request, State};
 use axum::http::{header, Method};
@@ -157,15 +157,16 @@ impl Kind {
 
 struct Bucket {
     tokens: f64,
-    at: Instant,
+    at: Duration,
 }
 
 impl RateLimits {
-    /// Takes one request from `who`'s bucket, or says how long until one is available.
-    pub fn take(&mut self, auth: &Auth, who: &str, kind: Kind, now: Instant) -> Result<(), Duration> {
+    /// Takes one request from `who`'s bucket at `now` (the node's clock), or says how long
+    /// until one is available.
+    pub fn take(&mut self, auth: &Auth, who: &str, kind: Kind, now: Duration) -> Result<(), Duration> {
         let (rate, burst) = kind.rate_and_burst(auth);
         let bucket = self.buckets.entry((who.to_string(), kind)).or_insert(Bucket { tokens: burst, at: now });
-        let refill = now.saturating_duration_since(bucket.at).as_secs_f64() * rate;
+        let refill = now.saturating_sub(bucket.at).as_secs_f64() * rate;
         bucket.tokens = (bucket.tokens + refill).min(burst);
         bucket.at = now;
         if bucket.tokens >= 1.0 {
@@ -211,7 +212,7 @@ async fn admit(node: &Node, needs: &Needs, req: Request) -> Result<Request, ApiE
             &auth,
             &caller.audit_name(),
             kind,
-            Instant::now(),
+            node.clock.now(),
         );
         if let Err(wait) = taken {
             let seconds = wait.as_secs().max(1);
@@ -324,7 +325,7 @@ mod tests {
     fn rate_limits_refill_per_credential_and_kind() {
         let a = Auth { heartbeat_rate: 5, ..Auth::default() };
         let mut limits = RateLimits::default();
-        let t0 = Instant::now();
+        let t0 = Duration::from_secs(5);
         for _ in 0..60 {
             limits.take(&a, "token:o", Kind::Operator, t0).unwrap();
         }

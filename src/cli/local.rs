@@ -6,7 +6,9 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::Stopwatch;
 
 use crate::config::Config;
 use crate::node::{Node, RunningNode};
@@ -151,9 +153,9 @@ pub async fn start_cluster(local: &Local, sites_and_groups: &str) -> anyhow::Res
 
 /// The leader once it is ready and has registered `group`.
 pub async fn wait_for_leader(nodes: &[RunningNode], group: &str) -> anyhow::Result<Arc<Node>> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let waited = Stopwatch::start();
     let mut last = String::from("no leader elected");
-    while Instant::now() < deadline {
+    while waited.elapsed() < Duration::from_secs(30) {
         for n in nodes.iter().filter(|n| n.node.raft.is_leader()) {
             let registered = n.node.applied.read().expect("state lock").state.groups.contains_key(group);
             match n.node.readiness() {

@@ -155,7 +155,8 @@ async fn follow_raft(node: Arc<Node>) {
 /// would never compact: snapshot on a timer whenever something was applied since the last one.
 async fn snapshot_timer(node: Arc<Node>) {
     let period = node.config.cluster.raft.snapshot_interval;
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let mut tick = tokio::time::interval(period);
+    tick.tick().await; // the first tick is at once: the first snapshot comes a period later
     loop {
         tick.tick().await;
         let (applied, snapshot) = {

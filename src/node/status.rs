@@ -189,7 +189,7 @@ impl Node {
             me: self.id,
             leader: m.current_leader,
             quorum_acked_ago: self.contact(&m).quorum_acked_ago,
-            leader_heard_ago: self.contact.last().map(|at| at.elapsed()),
+            leader_heard_ago: self.contact.heard_ago(),
             recovered: self.recovered.load(std::sync::atomic::Ordering::Acquire),
             applied: m.last_applied.map(|l| l.index),
             committed: m.local_committed.map(|l| l.index),

@@ -6,13 +6,14 @@
 //! declare a site down when it cannot reach it at all.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use futures::future::join_all;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use tokio::sync::mpsc;
 
+use crate::clock::Stopwatch;
 use crate::config::{ProbeTarget, SiteConfig};
 
 /// Why a probe failed, as a metric label.
@@ -139,7 +140,7 @@ impl SiteProber {
     }
 
     async fn probe(&self, target: &ProbeTarget) -> (Result<(), Failure>, Duration) {
-        let started = Instant::now();
+        let started = Stopwatch::start();
         let timeout = self.site.probe_timeout;
         let result = match tokio::time::timeout(timeout, self.check(target)).await {
             Ok(r) => r,
@@ -184,7 +185,7 @@ impl SiteProber {
     pub async fn run(self, metrics: &ProbeMetrics, out: mpsc::Sender<Round>, mut jitter: impl FnMut() -> f64) {
         let interval = self.site.probe_interval;
         loop {
-            let started = Instant::now();
+            let started = Stopwatch::start();
             let ok = self.round(metrics).await;
             let round = Round { site: self.site.name.clone(), ok };
             if out.send(round).await.is_err() {

@@ -3,8 +3,8 @@
 //! certificate names the node the RPC says it comes from (the leader or candidate in its vote):
 //! one node's key cannot speak for another.
 
+use crate::clock::Stopwatch;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -25,15 +25,16 @@ use crate::tls::CertIdentity;
 /// When this node last accepted entries or a heartbeat from a leader: a follower's evidence
 /// that a leader with a quorum exists.
 #[derive(Clone, Default)]
-pub struct LeaderContact(Arc<Mutex<Option<Instant>>>);
+pub struct LeaderContact(Arc<Mutex<Option<Stopwatch>>>);
 
 impl LeaderContact {
-    pub fn last(&self) -> Option<Instant> {
-        *self.0.lock().expect("leader contact lock poisoned")
+    /// How long ago, if ever.
+    pub fn heard_ago(&self) -> Option<std::time::Duration> {
+        self.0.lock().expect("leader contact lock poisoned").map(|at| at.elapsed())
     }
 
     fn touch(&self) {
-        *self.0.lock().expect("leader contact lock poisoned") = Some(Instant::now());
+        *self.0.lock().expect("leader contact lock poisoned") = Some(Stopwatch::start());
     }
 }
 

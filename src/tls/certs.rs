@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use rcgen::string::Ia5String;
@@ -253,8 +253,7 @@ fn new_key() -> anyhow::Result<KeyPair> {
 fn set_validity(params: &mut CertificateParams, days: u64) {
     // rcgen's dates are `time` values; reaching them through rcgen's own constructor and
     // std durations spares a dependency on `time`.
-    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let now = rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs(since_epoch.as_secs());
+    let now = rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs(crate::clock::unix_ms() / 1000);
     params.not_before = now - BACKDATE;
     params.not_after = params.not_before + Duration::from_secs(days * DAY);
 }

@@ -9,7 +9,9 @@
 //!   HTTP for a while; heartbeats answered per second and their latency.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::Stopwatch;
 
 use super::{summary, Samples};
 use crate::agent::RunningAgent;
@@ -71,7 +73,7 @@ pub async fn promotion(dir: &Path, trials: usize, samples: &mut Samples) -> anyh
         let survivor = 1 - active;
         stubs[active].kill().await;
         agents[active].take().expect("running").shutdown().await;
-        let killed = Instant::now();
+        let killed = Stopwatch::start();
         let writable = agents[survivor].as_ref().expect("running").agent.clone();
         let took = wait_until(Duration::from_secs(30), || {
             writable.status().groups.get(GROUP).is_some_and(|g| g.writable).then(|| killed.elapsed())
@@ -128,7 +130,7 @@ pub async fn heartbeats(
     );
     let http = [local.client(Some(local.site_token("east")?))?, local.client(Some(local.site_token("west")?))?];
     let body = serde_json::json!({"peer_reachable": true, "groups": {GROUP: {"in_sync": true, "role": "standby"}}});
-    let started = Instant::now();
+    let started = Stopwatch::start();
     let mut handles = Vec::new();
     for c in 0..clients {
         let (http, body) = (http[c % 2].clone(), body.clone());
@@ -137,7 +139,7 @@ pub async fn heartbeats(
         handles.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             while started.elapsed() < duration {
-                let t = Instant::now();
+                let t = Stopwatch::start();
                 let resp = http.post(&url).json(&body).send().await?;
                 anyhow::ensure!(resp.status().is_success(), "heartbeat answered HTTP {}", resp.status());
                 resp.bytes().await?;
@@ -164,8 +166,8 @@ pub async fn heartbeats(
 
 /// Polls `probe` every 2 ms until it returns `Some` or `timeout` passes.
 async fn wait_until<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
+    let waited = Stopwatch::start();
+    while waited.elapsed() < timeout {
         if let Some(v) = probe() {
             return Some(v);
         }

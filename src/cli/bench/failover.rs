@@ -11,7 +11,9 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::Stopwatch;
 
 use super::{summary, Samples};
 use crate::node::RunningNode;
@@ -51,7 +53,7 @@ pub async fn bench(dir: &Path, trials: usize, samples: &mut Samples) -> anyhow::
         let active = leader(&nodes).await?.applied.read().expect("state lock").state.groups["demo"].active.clone();
         let (failing, surviving) = if active == "east" { (0, "west") } else { (1, "east") };
         stubs[failing].kill().await;
-        let killed = Instant::now();
+        let killed = Stopwatch::start();
         let took = loop {
             let leader = leader(&nodes).await?;
             if leader.applied.read().expect("state lock").state.groups["demo"].active == surviving {

@@ -8,7 +8,9 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::Stopwatch;
 
 mod agents;
 mod failover;
@@ -258,7 +260,7 @@ async fn run_clients(
     clients: usize,
     per_client: usize,
 ) -> anyhow::Result<(Vec<Duration>, f64)> {
-    let started = Instant::now();
+    let started = Stopwatch::start();
     let mut handles = Vec::new();
     for c in 0..clients {
         let group = format!("bench-{c}");
@@ -266,7 +268,7 @@ async fn run_clients(
         handles.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(per_client);
             for i in 0..per_client {
-                let t = Instant::now();
+                let t = Stopwatch::start();
                 set_paused(&leader, &via, &group, i % 2 == 0).await?;
                 lat.push(t.elapsed());
             }
@@ -307,7 +309,7 @@ fn fdatasync_latency(path: &Path, samples: usize) -> std::io::Result<Vec<Duratio
     let mut out = Vec::with_capacity(samples);
     for _ in 0..samples {
         f.write_all(&block)?;
-        let t = Instant::now();
+        let t = Stopwatch::start();
         f.sync_data()?;
         out.push(t.elapsed());
     }

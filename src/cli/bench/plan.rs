@@ -8,7 +8,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::Stopwatch;
 
 use super::failover::settle;
 use super::{ms, summary, Samples};
@@ -94,7 +96,7 @@ pub async fn bench(dir: &Path, trials: usize, dns: Option<Dns>, samples: &mut Sa
         let (failing, survivor) = if state.active == "east" { (0, "west") } else { (1, "east") };
         let wanted = VALUES.iter().find(|(s, _)| *s == survivor).expect("two sites").1;
         stubs[failing].kill().await;
-        let killed = Instant::now();
+        let killed = Stopwatch::start();
         let watch_dns = dns.as_ref().map(|d| {
             let step = d.step();
             tokio::spawn(async move {
