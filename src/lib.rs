@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod engine;
+pub mod ids;
 pub mod leader;
 pub mod metrics;
 pub mod node;

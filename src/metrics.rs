@@ -225,7 +225,7 @@ impl Metrics {
                 }
             }
             for site in [&g.spec.primary, &g.spec.secondary] {
-                self.group_active.with_label_values(&[name, site]).set(i64::from(*site == g.active));
+                self.group_active.with_label_values(&[name.as_str(), site.as_str()]).set(i64::from(*site == g.active));
             }
         }
     }

@@ -9,6 +9,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{GroupId, SiteId};
 use crate::state::Epoch;
 
 /// A site's role for one group, as the witness assigns it and as the agent reports it.
@@ -53,7 +54,7 @@ pub struct Heartbeat {
     pub peer_reachable: bool,
     /// Per group of this site that has agents.
     #[serde(default)]
-    pub groups: BTreeMap<String, GroupReport>,
+    pub groups: BTreeMap<GroupId, GroupReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -79,7 +80,7 @@ pub struct GroupReport {
 /// The answer to a heartbeat: per group the site belongs to that has agents.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct HeartbeatAnswer {
-    pub groups: BTreeMap<String, Assignment>,
+    pub groups: BTreeMap<GroupId, Assignment>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,18 +102,18 @@ pub struct Assignment {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerRequest {
-    pub site: String,
+    pub site: SiteId,
     #[serde(default)]
-    pub groups: BTreeMap<String, Epoch>,
+    pub groups: BTreeMap<GroupId, Epoch>,
 }
 
 /// The answer: per requested group, a lease of `lease_ms` counted from when the request was
 /// sent, or none.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct PeerGrant {
-    pub site: String,
+    pub site: SiteId,
     #[serde(default)]
-    pub granted: BTreeMap<String, u64>,
+    pub granted: BTreeMap<GroupId, u64>,
 }
 
 /// `421 Misdirected Request` to a heartbeat sent to a node that does not lead: where to go.

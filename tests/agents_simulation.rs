@@ -54,7 +54,7 @@ use witness::engine::{Assessment, GroupTiming};
 use witness::leader::{Confirmed, Effect, FailoverOrder, Leader, LeaderConfig, Order, Tick};
 use witness::protocol::{Heartbeat, HeartbeatAnswer, PeerGrant, PeerRequest};
 use witness::rng::SplitMix64;
-use witness::state::{Command, Epoch, GroupState, LeaseTerms, Logged, Response, State};
+use witness::state::{Command, Epoch, GroupId, GroupState, LeaseTerms, Logged, Response, State};
 
 // The world's timing, in ms. One tick is the resolution of every event.
 const TICK_MS: u64 = 10;
@@ -263,7 +263,7 @@ struct World {
     queue: BTreeMap<(u64, u64), Msg>,
     seq: u64,
     incarnations: u64,
-    timing: BTreeMap<String, GroupTiming>,
+    timing: BTreeMap<GroupId, GroupTiming>,
     voters: BTreeSet<u64>,
     /// Who may write, as of the end of the last step.
     writable: [bool; 2],
@@ -305,7 +305,7 @@ impl World {
             .collect();
         let sites = [(); 2].map(|_| Site { alive: true, ppm: drift(&mut rng), agent: None });
         let timing = [(
-            GROUP.to_string(),
+            GROUP.into(),
             GroupTiming {
                 hold_down: Duration::from_millis(HOLD_DOWN_MS),
                 block_after_failover: Duration::from_millis(BLOCK_AFTER_FAILOVER_MS),
@@ -721,7 +721,7 @@ impl World {
         let now = self.now_ms;
         let clock = Clock { boot_ms: now, ppm: self.sites[s].ppm };
         let peer_timeout = Duration::from_millis(PEER_TIMEOUT_MS);
-        let core = AgentCore::new(SITES[s], [GROUP.to_string()], peer_timeout, clock.read(now));
+        let core = AgentCore::new(SITES[s], [GROUP.into()], peer_timeout, clock.read(now));
         let agent = Agent {
             core,
             clock,
@@ -1041,7 +1041,7 @@ impl World {
     fn operator_order(&mut self, force: bool) -> bool {
         let Some(leader) = self.leader.filter(|l| self.confirmed_leader(*l)) else { return false };
         self.apply_committed(leader);
-        let to = self.nodes[&leader].state.groups[GROUP].other().to_string();
+        let to = self.nodes[&leader].state.groups[GROUP].other().clone();
         let order =
             FailoverOrder { group: GROUP.into(), to: Some(to.clone()), reason: "drill".into(), dry_run: false, force };
         // The order reads the same view a tick would.

@@ -41,7 +41,7 @@ fn entry(term: u64, index: u64) -> Entry {
         payload: EntryPayload::Normal(Logged {
             at_ms: index,
             command: Command::Activate {
-                group: format!("g{index}"),
+                group: format!("g{index}").into(),
                 site: "west".into(),
                 expected_epoch: Epoch(index),
             },
@@ -130,7 +130,7 @@ async fn snapshot_survives_restart_and_corruption_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut sm = StateMachine::open(dir.path()).unwrap();
     let topology =
-        witness::state::Topology { sites: ["east".to_string(), "west".to_string()].into(), groups: Default::default() };
+        witness::state::Topology { sites: ["east".into(), "west".into()].into(), groups: Default::default() };
     sm.shared().write().unwrap().state.apply(Command::SyncTopology(topology));
     sm.shared().write().unwrap().last_applied = Some(log_id(2, 7));
     let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();

@@ -398,7 +398,7 @@ impl World {
         };
         let config = LeaderConfig {
             node: id,
-            timing: [(GROUP.to_string(), timing)].into(),
+            timing: [(GROUP.into(), timing)].into(),
             topology: support::sim::topology(None, self.steps.clone()),
             live_within: Duration::from_millis(ELECTION_MAX_MS),
             cut_off_after: Duration::from_millis(ELECTION_MIN_MS * 2 / 3),
@@ -664,7 +664,7 @@ impl World {
         );
         self.facts.epoch = g.epoch;
         if let Some(plan) = &g.plan {
-            self.facts.to.entry(plan.epoch).or_insert_with(|| plan.to.clone());
+            self.facts.to.entry(plan.epoch).or_insert_with(|| plan.to.to_string());
             for (i, s) in plan.steps.iter().enumerate() {
                 if s.status.finished() {
                     self.facts.finished.insert((plan.epoch, i));

@@ -111,7 +111,7 @@ impl World {
         };
         let config = Arc::new(LeaderConfig {
             node: 0,
-            timing: [("app".to_string(), timing)].into(),
+            timing: [("app".into(), timing)].into(),
             topology: topology.clone(),
             live_within: Duration::from_millis(ELECTION_TIMEOUT_MS),
             cut_off_after: Duration::from_millis(ELECTION_TIMEOUT_MS * 2 / 3),

@@ -16,12 +16,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::protocol::{Assignment, GroupReport, Heartbeat, HeartbeatAnswer, Role};
 pub use crate::protocol::{PeerGrant, PeerRequest};
-use crate::state::Epoch;
+use crate::state::{Epoch, GroupId, SiteId};
 
 /// A hook to run: the role `group` entered at `epoch`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hook {
-    pub group: String,
+    pub group: GroupId,
     pub role: Role,
     pub epoch: Epoch,
 }
@@ -52,13 +52,13 @@ struct GroupMind {
 
 #[derive(Debug, Clone)]
 pub struct AgentCore {
-    site: String,
+    site: SiteId,
     started: Duration,
     /// After this long without a peer-lease exchange in either direction, the peer counts as
     /// unreachable.
     peer_timeout: Duration,
     last_peer_contact: Option<Duration>,
-    groups: BTreeMap<String, GroupMind>,
+    groups: BTreeMap<GroupId, GroupMind>,
 }
 
 /// One group as `witness agent status` shows it.
@@ -76,9 +76,9 @@ pub struct GroupView {
 
 impl AgentCore {
     /// `now` is the agent's start: the moment it must assume it last granted a peer lease.
-    pub fn new(site: &str, groups: impl IntoIterator<Item = String>, peer_timeout: Duration, now: Duration) -> Self {
+    pub fn new(site: &str, groups: impl IntoIterator<Item = GroupId>, peer_timeout: Duration, now: Duration) -> Self {
         let groups = groups.into_iter().map(|g| (g, GroupMind::default())).collect();
-        AgentCore { site: site.to_string(), started: now, peer_timeout, last_peer_contact: None, groups }
+        AgentCore { site: site.into(), started: now, peer_timeout, last_peer_contact: None, groups }
     }
 
     pub fn site(&self) -> &str {
@@ -229,7 +229,7 @@ impl AgentCore {
         self.groups.values().any(|g| g.assignment.is_some_and(|a| a.role == Role::Draining))
     }
 
-    pub fn view(&self, now: Duration) -> BTreeMap<String, GroupView> {
+    pub fn view(&self, now: Duration) -> BTreeMap<GroupId, GroupView> {
         let left = |until: Option<Duration>| until.map_or(0, |u| u.saturating_sub(now).as_millis() as u64);
         self.groups
             .iter()
@@ -296,11 +296,11 @@ mod tests {
             peer_lease_ms: 1000,
             margin_ms: 100,
         };
-        HeartbeatAnswer { groups: [("app".to_string(), a)].into() }
+        HeartbeatAnswer { groups: [("app".into(), a)].into() }
     }
 
     fn agent(site: &str, now: u64) -> AgentCore {
-        AgentCore::new(site, ["app".to_string()], ms(750), ms(now))
+        AgentCore::new(site, ["app".into()], ms(750), ms(now))
     }
 
     fn roles(hooks: &[Hook]) -> Vec<(Role, u64)> {
@@ -346,7 +346,7 @@ mod tests {
         let ask = |epoch: u64| PeerRequest { site: "east".into(), groups: [("app".into(), Epoch(epoch))].into() };
         assert!(west.grant_peer(ms(5), &ask(1)).granted.is_empty(), "no role known yet");
         west.on_answer(ms(10), ms(11), &answer(Role::Standby, 1, false));
-        assert_eq!(west.grant_peer(ms(20), &ask(1)).granted, [("app".to_string(), 1000)].into());
+        assert_eq!(west.grant_peer(ms(20), &ask(1)).granted, [("app".into(), 1000)].into());
         assert!(west.grant_peer(ms(20), &ask(2)).granted.is_empty(), "another epoch");
         west.on_answer(ms(300), ms(301), &answer(Role::Draining, 2, false));
         assert!(west.grant_peer(ms(310), &ask(2)).granted.is_empty(), "draining");

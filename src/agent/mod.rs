@@ -73,7 +73,7 @@ pub struct AgentStatus {
     pub witness: String,
     /// Since the witness last answered a heartbeat; absent: never.
     pub witness_answered_ms_ago: Option<u64>,
-    pub groups: BTreeMap<String, GroupView>,
+    pub groups: BTreeMap<crate::ids::GroupId, GroupView>,
 }
 
 impl Agent {
@@ -212,8 +212,12 @@ pub async fn start(config: AgentConfig, listener: tokio::net::TcpListener) -> an
     let witness_scheme = if config.plain_http { "http" } else { "https" };
     let (hook_tx, hook_rx) = mpsc::unbounded_channel();
     let clock = Clock::start();
-    let core =
-        AgentCore::new(&config.site, config.groups.iter().map(|g| g.name.clone()), config.peer_timeout, Duration::ZERO);
+    let core = AgentCore::new(
+        &config.site,
+        config.groups.iter().map(|g| g.name.as_str().into()),
+        config.peer_timeout,
+        Duration::ZERO,
+    );
     let agent = Arc::new(Agent {
         core: Mutex::new(core),
         clock,
@@ -408,7 +412,7 @@ async fn deadlines(agent: Arc<Agent>) {
     }
 }
 
-fn drained_groups(core: &AgentCore, now: Duration) -> Vec<String> {
+fn drained_groups(core: &AgentCore, now: Duration) -> Vec<crate::ids::GroupId> {
     core.heartbeat(now).groups.into_iter().filter(|(_, r)| r.drained).map(|(g, _)| g).collect()
 }
 
@@ -439,7 +443,7 @@ async fn run_hooks(agent: Arc<Agent>, mut hooks: mpsc::UnboundedReceiver<Hook>) 
         };
         let Some(command) = command else { continue };
         let env = [
-            ("WITNESS_GROUP", hook.group.clone()),
+            ("WITNESS_GROUP", hook.group.to_string()),
             ("WITNESS_EPOCH", hook.epoch.to_string()),
             ("WITNESS_ROLE", hook.role.to_string()),
             ("WITNESS_SITE", agent.config.site.clone()),
@@ -552,7 +556,7 @@ async fn peer_lease(
         return (StatusCode::BAD_REQUEST, msg).into_response();
     }
     let presented = conn.and_then(|Extension(c)| c.cert);
-    if agent.server_tls.is_some() && presented != Some(CertIdentity::Site(request.site.clone())) {
+    if agent.server_tls.is_some() && presented != Some(CertIdentity::Site(request.site.to_string())) {
         let presented = presented.map_or("none".to_string(), |c| c.to_string());
         tracing::warn!(site = ?request.site, %presented, "peer-lease request refused: not that site's certificate");
         let msg = format!(

@@ -32,7 +32,7 @@ use crate::node::Node;
 use crate::protocol::{Heartbeat, NotLeader};
 use crate::raft::network::CLUSTER_HEADER;
 use crate::state::journal::Event;
-use crate::state::{Command, Epoch, Response as StateResponse};
+use crate::state::{Command, Epoch, Response as StateResponse, SiteId};
 
 type AppState = State<Arc<Node>>;
 
@@ -219,7 +219,8 @@ async fn activate(
     body: Result<Json<ActivateBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(ApiError::from_json)?;
-    let command = Command::Activate { group, site: body.site, expected_epoch: Epoch(body.expected_epoch) };
+    let command =
+        Command::Activate { group: group.into(), site: body.site.into(), expected_epoch: Epoch(body.expected_epoch) };
     check_known(&node, &command)?;
     match node.submit_by(LeaderRequest::Write(command), Some(caller.audit_name()), false).await? {
         LeaderReply::Written { response, log_index } => Ok(written(response, log_index)),
@@ -342,7 +343,13 @@ async fn failover(
     if b.to.is_none() {
         return Err(ApiError::BadRequest("request body: missing field `to` (the site to make active)".into()));
     }
-    let order = FailoverOrder { group, to: b.to, reason: b.reason, dry_run: b.dry_run, force: b.force };
+    let order = FailoverOrder {
+        group: group.into(),
+        to: b.to.map(SiteId::from),
+        reason: b.reason,
+        dry_run: b.dry_run,
+        force: b.force,
+    };
     order_failover(&node, &caller, order, b.check).await
 }
 
@@ -358,7 +365,7 @@ async fn failback(
     if b.to.is_some() {
         return Err(ApiError::BadRequest("request body: `to` is not accepted: a failback goes to the primary".into()));
     }
-    let order = FailoverOrder { group, to: None, reason: b.reason, dry_run: b.dry_run, force: b.force };
+    let order = FailoverOrder { group: group.into(), to: None, reason: b.reason, dry_run: b.dry_run, force: b.force };
     order_failover(&node, &caller, order, b.check).await
 }
 
@@ -426,7 +433,7 @@ async fn resolve_plan(
             g.plan.as_ref().map_or(g.epoch, |p| p.epoch)
         }
     };
-    write(node, caller, Command::ResolvePlan { group, epoch, skip }).await
+    write(node, caller, Command::ResolvePlan { group: group.into(), epoch, skip }).await
 }
 
 /// Checks every step of the group's plan from this node, changing nothing.
@@ -435,11 +442,11 @@ async fn plan_check(State(node): AppState, Path(group): Path<String>) -> ApiResu
 }
 
 async fn pause(State(node): AppState, caller: Operator, Path(group): Path<String>) -> ApiResult {
-    write(&node, &caller, Command::SetPaused { group, paused: true }).await
+    write(&node, &caller, Command::SetPaused { group: group.into(), paused: true }).await
 }
 
 async fn resume(State(node): AppState, caller: Operator, Path(group): Path<String>) -> ApiResult {
-    write(&node, &caller, Command::SetPaused { group, paused: false }).await
+    write(&node, &caller, Command::SetPaused { group: group.into(), paused: false }).await
 }
 
 #[derive(Deserialize, Default)]
@@ -473,7 +480,7 @@ async fn ack(
             g.epoch
         }
     };
-    write(&node, &caller, Command::Ack { group, expected_epoch }).await
+    write(&node, &caller, Command::Ack { group: group.into(), expected_epoch }).await
 }
 
 #[derive(Deserialize)]
@@ -518,7 +525,7 @@ struct SiteActive {
     group: String,
     site: String,
     active: bool,
-    active_site: String,
+    active_site: SiteId,
     epoch: Epoch,
     /// False when this node cannot vouch for being current (no leader with a quorum, or not
     /// caught up): the answer is then the last committed state it knows, unchanged.

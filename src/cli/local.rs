@@ -184,7 +184,7 @@ pub async fn leader(nodes: &[RunningNode]) -> anyhow::Result<Arc<Node>> {
 pub async fn acknowledge(nodes: &[RunningNode], group: &str) -> anyhow::Result<()> {
     let leader = leader(nodes).await?;
     let epoch = leader.applied.read().expect("state lock").state.groups[group].epoch;
-    let ack = crate::state::Command::Ack { group: group.to_string(), expected_epoch: epoch };
+    let ack = crate::state::Command::Ack { group: group.into(), expected_epoch: epoch };
     leader.submit(crate::node::leader::LeaderRequest::Write(ack), false).await?;
     Ok(())
 }

@@ -94,7 +94,7 @@ pub fn render(s: &Status) -> String {
             let by_node = s.verdicts.get(site);
             let cells =
                 nodes.iter().map(|id| by_node.and_then(|v| v.get(id)).map_or("unknown".to_string(), |v| v.to_string()));
-            rows.push(std::iter::once(site.clone()).chain(cells).collect());
+            rows.push(std::iter::once(site.to_string()).chain(cells).collect());
         }
         out += &table(&rows);
     }
@@ -114,11 +114,11 @@ pub fn render(s: &Status) -> String {
         ]];
         for g in &s.groups {
             rows.push(vec![
-                g.name.clone(),
-                g.active.clone(),
+                g.name.to_string(),
+                g.active.to_string(),
                 g.epoch.to_string(),
-                g.primary.clone(),
-                g.secondary.clone(),
+                g.primary.to_string(),
+                g.secondary.to_string(),
                 format!("{:?}", g.replication).to_lowercase(),
                 format!("{:?}", g.failover).to_lowercase(),
                 [(g.paused, "paused"), (g.blocked, "blocked"), (g.draining, "draining")]
@@ -153,8 +153,8 @@ pub fn render(s: &Status) -> String {
                         (None, None) => "unknown".to_string(),
                     };
                     rows.push(vec![
-                        g.name.clone(),
-                        site.clone(),
+                        g.name.to_string(),
+                        site.to_string(),
                         a.role.map_or("-".into(), |r| r.to_string()),
                         a.epoch.map_or("-".into(), |e| e.to_string()),
                         a.heard_ms_ago.map_or("never".into(), |ms| format!("{ms} ms ago")),

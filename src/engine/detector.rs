@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::state::{Command, State, Verdict};
+use crate::state::{Command, SiteId, State, Verdict};
 
 /// A report the leader has not applied yet is sent again after this long, not sooner.
 pub const REPORT_RETRY: Duration = Duration::from_secs(1);
@@ -35,11 +35,11 @@ struct Site {
 #[derive(Debug, Clone)]
 pub struct Observer {
     node: u64,
-    sites: BTreeMap<String, Site>,
+    sites: BTreeMap<SiteId, Site>,
 }
 
 impl Observer {
-    pub fn new(node: u64, sites: impl IntoIterator<Item = (String, Watch)>, now: Duration) -> Observer {
+    pub fn new(node: u64, sites: impl IntoIterator<Item = (SiteId, Watch)>, now: Duration) -> Observer {
         let sites = sites
             .into_iter()
             .map(|(name, watch)| {
@@ -73,7 +73,7 @@ impl Observer {
     }
 
     pub fn sites(&self) -> impl Iterator<Item = &str> {
-        self.sites.keys().map(String::as_str)
+        self.sites.keys().map(SiteId::as_str)
     }
 
     /// The reports to propose so that the committed verdicts become this node's: one per
@@ -81,7 +81,7 @@ impl Observer {
     /// [`REPORT_RETRY`].
     pub fn reports(&mut self, state: &State, now: Duration) -> Vec<Command> {
         let mut reports = Vec::new();
-        let desired: Vec<(String, Option<Verdict>)> =
+        let desired: Vec<(SiteId, Option<Verdict>)> =
             self.sites.keys().map(|site| (site.clone(), self.verdict(site, now))).collect();
         for (site, verdict) in desired {
             let s = self.sites.get_mut(&site).expect("listed above");
@@ -96,7 +96,7 @@ impl Observer {
     }
 
     /// Per failing site, when its current streak of failed rounds began.
-    pub fn failing_since(&self) -> BTreeMap<String, Duration> {
+    pub fn failing_since(&self) -> BTreeMap<SiteId, Duration> {
         self.sites.iter().filter_map(|(name, s)| Some((name.clone(), s.failing_since?))).collect()
     }
 }
@@ -178,7 +178,7 @@ mod tests {
 
     fn observer() -> (Observer, State) {
         let watch = Watch { failure_threshold: 2, success_threshold: 1, stale_after: Duration::from_secs(3) };
-        let o = Observer::new(1, [("east".to_string(), watch)], Duration::ZERO);
+        let o = Observer::new(1, [("east".into(), watch)], Duration::ZERO);
         let mut state = State::default();
         state.sites.insert("east".into());
         (o, state)
@@ -211,7 +211,7 @@ mod tests {
         let (mut o, _) = observer();
         o.round("east", false, ms(100));
         o.round("east", false, ms(350));
-        assert_eq!(o.failing_since(), [("east".to_string(), ms(100))].into());
+        assert_eq!(o.failing_since(), [("east".into(), ms(100))].into());
         o.round("east", true, ms(600));
         assert!(o.failing_since().is_empty());
         assert_eq!(o.round("nowhere", false, ms(700)), None, "an unknown site is ignored");

@@ -15,14 +15,14 @@ use std::time::Duration;
 
 use crate::config::ReplicationMode;
 pub use crate::protocol::{Assignment, GroupReport, Heartbeat, HeartbeatAnswer, Role};
-use crate::state::{GroupState, State};
+use crate::state::{GroupId, GroupState, SiteId, State};
 
 /// What the leader last heard from one site's agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SiteRecord {
     pub heard_at: Duration,
     pub peer_reachable: bool,
-    pub groups: BTreeMap<String, GroupRecord>,
+    pub groups: BTreeMap<GroupId, GroupRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -37,9 +37,9 @@ pub struct GroupRecord {
 pub struct Ledger {
     /// When this leadership started (or later): nothing granted before it is known here.
     pub since: Duration,
-    sites: BTreeMap<String, SiteRecord>,
+    sites: BTreeMap<SiteId, SiteRecord>,
     /// Per group: the last lease granted to its active site.
-    grants: BTreeMap<String, Duration>,
+    grants: BTreeMap<GroupId, Duration>,
 }
 
 impl Ledger {
@@ -52,7 +52,7 @@ impl Ledger {
     /// and read `state` under the same lock as this ledger, so that no grant is recorded after
     /// the engine has looked at the grants of a group it saw draining.
     pub fn heartbeat(&mut self, now: Duration, site: &str, heartbeat: &Heartbeat, state: &State) -> HeartbeatAnswer {
-        let record = self.sites.entry(site.to_string()).or_insert_with(|| SiteRecord {
+        let record = self.sites.entry(site.into()).or_insert_with(|| SiteRecord {
             heard_at: now,
             peer_reachable: false,
             groups: BTreeMap::new(),

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ReplicationMode;
 pub use crate::state::Gate;
-use crate::state::{Command, DecisionFacts, Epoch, GroupSpec, GroupState, State};
+use crate::state::{Command, DecisionFacts, Epoch, GroupId, GroupSpec, GroupState, SiteId, State};
 use leases::Ledger;
 
 /// Per-group timing the engine needs, from config.
@@ -61,12 +61,12 @@ pub struct Inputs<'a> {
     pub voters: &'a BTreeSet<u64>,
     /// Voters heard from recently; the verdicts of the others count as unknown.
     pub live: &'a BTreeSet<u64>,
-    pub timing: &'a BTreeMap<String, GroupTiming>,
+    pub timing: &'a BTreeMap<GroupId, GroupTiming>,
     /// What the sites' agents reported to this leader, and its lease grants.
     pub ledger: &'a Ledger,
     /// Per site, when this node's current streak of failed probes began (leader-local time):
     /// a failover records its detection time from it.
-    pub failing_since: &'a BTreeMap<String, Duration>,
+    pub failing_since: &'a BTreeMap<SiteId, Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +74,7 @@ pub enum Effect {
     Propose(Command),
     /// The engine's view of a group changed: worth a journal entry.
     Journal {
-        group: String,
+        group: GroupId,
         assessment: Assessment,
     },
 }
@@ -84,35 +84,35 @@ pub enum Effect {
 #[serde(rename_all = "snake_case", tag = "assessment")]
 pub enum Assessment {
     /// No live voter sees the active site down.
-    Healthy { active: String },
+    Healthy { active: SiteId },
     /// Some voters see the active site down, fewer than a quorum.
-    BelowQuorum { site: String, down: usize, voters: usize, quorum: usize },
+    BelowQuorum { site: SiteId, down: usize, voters: usize, quorum: usize },
     /// A quorum sees the active site down but not a quorum sees the other site up (both in
     /// trouble, or the witness cannot see either): nothing moves.
-    SurvivorNotUp { failed: String, survivor: String, up: usize, voters: usize, quorum: usize },
+    SurvivorNotUp { failed: SiteId, survivor: SiteId, up: usize, voters: usize, quorum: usize },
     /// A quorum sees the active site down and the other up; waiting out the hold-down.
-    HoldingDown { failed: String, survivor: String, down: usize, voters: usize },
+    HoldingDown { failed: SiteId, survivor: SiteId, down: usize, voters: usize },
     /// A quorum sees the active site down, but the survivor's agent still reaches it: the
     /// witness's own paths to it are what broke. No failover.
-    PathBroken { failed: String, survivor: String },
+    PathBroken { failed: SiteId, survivor: SiteId },
     /// Every rule for a failover holds but a gate stops it: an operator must decide.
     /// `rpo_exposure_ms`: how far the survivor's copy is behind, when known (not compared when
     /// deciding whether the assessment changed).
-    NeedsApproval { failed: String, survivor: String, gates: Vec<Gate>, rpo_exposure_ms: Option<u64> },
+    NeedsApproval { failed: SiteId, survivor: SiteId, gates: Vec<Gate>, rpo_exposure_ms: Option<u64> },
     /// A failover was proposed.
-    FailingOver { from: String, to: String, epoch: Epoch },
+    FailingOver { from: SiteId, to: SiteId, epoch: Epoch },
     /// The block after a failover has run its course.
     BlockExpired { epoch: Epoch },
     /// A failover is committed and the group drains: waiting for what `waiting_for` names.
-    Draining { from: String, to: String, epoch: Epoch, waiting_for: DrainWait },
+    Draining { from: SiteId, to: SiteId, epoch: Epoch, waiting_for: DrainWait },
     /// Every lease is out and the survivor has drained: its promotion was proposed.
-    Promoting { site: String, epoch: Epoch },
+    Promoting { site: SiteId, epoch: Epoch },
     /// The standby's copy is further behind than the RPO objective allows (sync: not in sync
     /// for longer than `in_sync_within`; async: its recovery point is older than `rpo`, e.g. a
     /// scheduled run was missed). Journaled apart from the group's other assessments.
-    RpoAtRisk { standby: String, exposure_ms: u64, objective_ms: u64 },
+    RpoAtRisk { standby: SiteId, exposure_ms: u64, objective_ms: u64 },
     /// The standby's copy is back within the objective.
-    RpoWithin { standby: String, exposure_ms: u64, objective_ms: u64 },
+    RpoWithin { standby: SiteId, exposure_ms: u64, objective_ms: u64 },
 }
 
 /// What a draining group waits for.
@@ -239,7 +239,7 @@ fn due(last: &mut Option<Duration>, now: Duration) -> bool {
 
 #[derive(Debug, Default)]
 pub struct Engine {
-    groups: BTreeMap<String, Memory>,
+    groups: BTreeMap<GroupId, Memory>,
 }
 
 impl Engine {
@@ -283,7 +283,7 @@ fn assess(
 ) -> (Assessment, Option<Command>) {
     let voters = inputs.voters.len();
     let failed = group.active.clone();
-    let survivor = group.other().to_string();
+    let survivor = group.other().clone();
     if group.draining {
         return drain(name, group, memory, inputs);
     }
@@ -297,7 +297,7 @@ fn assess(
             if due(&mut memory.ack_proposed_at, inputs.now) {
                 return (
                     Assessment::BlockExpired { epoch: group.epoch },
-                    Some(Command::Ack { group: name.to_string(), expected_epoch: group.epoch }),
+                    Some(Command::Ack { group: name.into(), expected_epoch: group.epoch }),
                 );
             }
         }
@@ -354,7 +354,7 @@ fn assess(
     }
     let epoch = group.epoch.next();
     let proposal = due(&mut memory.failover_proposed_at, inputs.now).then(|| Command::Failover {
-        group: name.to_string(),
+        group: name.into(),
         to: survivor.clone(),
         expected_epoch: group.epoch,
         reason: format!(
@@ -369,7 +369,7 @@ fn assess(
 }
 
 /// How long ago this node's current streak of failed probes of `site` began, if it is failing.
-pub fn detected_after(failing_since: &BTreeMap<String, Duration>, site: &str, now: Duration) -> Option<u64> {
+pub fn detected_after(failing_since: &BTreeMap<SiteId, Duration>, site: &str, now: Duration) -> Option<u64> {
     failing_since.get(site).map(|since| now.saturating_sub(*since).as_millis() as u64)
 }
 
@@ -400,7 +400,7 @@ fn watch_rpo(
     }
     memory.rpo_at_risk = Some(at_risk);
     let (standby, exposure_ms, objective_ms) =
-        (group.other().to_string(), exposure.as_millis() as u64, objective.as_millis() as u64);
+        (group.other().clone(), exposure.as_millis() as u64, objective.as_millis() as u64);
     Some(if at_risk {
         Assessment::RpoAtRisk { standby, exposure_ms, objective_ms }
     } else {
@@ -411,7 +411,7 @@ fn watch_rpo(
 /// A draining group: promote its new active site once the old one's witness leases have
 /// certainly expired and (with agents) the new one's agent reports drained at this epoch.
 fn drain(name: &str, group: &GroupState, memory: &mut Memory, inputs: &Inputs) -> (Assessment, Option<Command>) {
-    let (from, to, epoch) = (group.other().to_string(), group.active.clone(), group.epoch);
+    let (from, to, epoch) = (group.other().clone(), group.active.clone(), group.epoch);
     if inputs.now < inputs.ledger.leases_expire_at(name, group) {
         return (Assessment::Draining { from, to, epoch, waiting_for: DrainWait::WitnessLeases }, None);
     }
@@ -424,7 +424,7 @@ fn drain(name: &str, group: &GroupState, memory: &mut Memory, inputs: &Inputs) -
         return (Assessment::Draining { from, to, epoch, waiting_for: DrainWait::AgentDrained }, None);
     }
     let proposal = due(&mut memory.promote_proposed_at, inputs.now)
-        .then(|| Command::Promote { group: name.to_string(), expected_epoch: epoch });
+        .then(|| Command::Promote { group: name.into(), expected_epoch: epoch });
     (Assessment::Promoting { site: to, epoch }, proposal)
 }
 
@@ -442,9 +442,9 @@ pub struct GateCheck {
 /// What an operator's failover of a group to a site would do, and which rules it meets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperatorPlan {
-    pub group: String,
-    pub from: String,
-    pub to: String,
+    pub group: GroupId,
+    pub from: SiteId,
+    pub to: SiteId,
     pub expected_epoch: Epoch,
     pub checks: Vec<GateCheck>,
 }
@@ -467,12 +467,12 @@ pub fn plan_operator_failover(
     live: &BTreeSet<u64>,
 ) -> Result<OperatorPlan, crate::state::Rejection> {
     use crate::state::Rejection;
-    let g = state.groups.get(group).ok_or_else(|| Rejection::UnknownGroup { group: group.to_string() })?;
+    let g = state.groups.get(group).ok_or_else(|| Rejection::UnknownGroup { group: group.into() })?;
     if to != g.spec.primary && to != g.spec.secondary {
-        return Err(Rejection::SiteNotInGroup { group: group.to_string(), site: to.to_string() });
+        return Err(Rejection::SiteNotInGroup { group: group.into(), site: to.into() });
     }
     if to == g.active {
-        return Err(Rejection::AlreadyActive { group: group.to_string(), site: to.to_string(), epoch: g.epoch });
+        return Err(Rejection::AlreadyActive { group: group.into(), site: to.into(), epoch: g.epoch });
     }
     let crate::state::Evidence { down, up, quorum } = state.evidence(&g.active, to, voters, live);
     let n = voters.len();
@@ -497,11 +497,5 @@ pub fn plan_operator_failover(
             },
         },
     ];
-    Ok(OperatorPlan {
-        group: group.to_string(),
-        from: g.active.clone(),
-        to: to.to_string(),
-        expected_epoch: g.epoch,
-        checks,
-    })
+    Ok(OperatorPlan { group: group.into(), from: g.active.clone(), to: to.into(), expected_epoch: g.epoch, checks })
 }

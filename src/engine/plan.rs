@@ -9,12 +9,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::state::plan::{Phase, StepOutcome, StepStatus};
-use crate::state::{Command, Epoch, State};
+use crate::state::{Command, Epoch, GroupId, State};
 
 /// One attempt of one step: what the leader proposes as `StepStarted`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Attempt {
-    pub group: String,
+    pub group: GroupId,
     pub epoch: Epoch,
     pub step: String,
     pub attempt: u32,
@@ -59,10 +59,10 @@ impl StepContext {
     pub fn of(state: &State, a: &Attempt) -> Option<StepContext> {
         let plan = state.groups.get(&a.group)?.plan.as_ref()?;
         Some(StepContext {
-            group: a.group.clone(),
+            group: a.group.to_string(),
             epoch: a.epoch.0,
-            from: plan.from.clone(),
-            to: plan.to.clone(),
+            from: plan.from.to_string(),
+            to: plan.to.to_string(),
             reason: plan.reason.clone(),
             decided_at_ms: plan.decided_at_ms,
             step: a.step.clone(),
@@ -169,8 +169,8 @@ mod tests {
         };
         let mut s = State::default();
         s.apply(Command::SyncTopology(Topology {
-            sites: ["east".to_string(), "west".to_string()].into(),
-            groups: [("app".to_string(), spec)].into(),
+            sites: ["east".into(), "west".into()].into(),
+            groups: [("app".into(), spec)].into(),
         }));
         s.apply(Command::Activate { group: "app".into(), site: "west".into(), expected_epoch: Epoch(1) });
         s

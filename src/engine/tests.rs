@@ -17,7 +17,7 @@ struct World {
     state: State,
     voters: BTreeSet<u64>,
     live: BTreeSet<u64>,
-    timing: BTreeMap<String, GroupTiming>,
+    timing: BTreeMap<GroupId, GroupTiming>,
     engine: Engine,
     now: Duration,
     ledger: Ledger,
@@ -37,15 +37,15 @@ impl World {
             steps: Vec::new(),
         };
         state.apply(Command::SyncTopology(Topology {
-            sites: ["east".to_string(), "west".to_string()].into(),
-            groups: [("app".to_string(), spec)].into(),
+            sites: ["east".into(), "west".into()].into(),
+            groups: [("app".into(), spec)].into(),
         }));
         World {
             state,
             voters: [1, 2, 3].into(),
             live: [1, 2, 3].into(),
             timing: [(
-                "app".to_string(),
+                "app".into(),
                 GroupTiming { hold_down: HOLD, block_after_failover: BLOCK, in_sync_within: IN_SYNC_WITHIN },
             )]
             .into(),
@@ -472,15 +472,15 @@ impl World {
         spec.rpo_ms = rpo.as_millis() as u64;
         spec.leases = Some(crate::state::LeaseTerms { lease_ms: 1000, margin_ms: 100 });
         w.state.apply(Command::SyncTopology(Topology {
-            sites: ["east".to_string(), "west".to_string()].into(),
-            groups: [("app".to_string(), spec)].into(),
+            sites: ["east".into(), "west".into()].into(),
+            groups: [("app".into(), spec)].into(),
         }));
         w
     }
 
     /// `site`'s agent heartbeats at the current time.
     fn heartbeat(&mut self, site: &str, peer_reachable: bool, report: GroupReport) -> super::leases::Assignment {
-        let hb = Heartbeat { peer_reachable, groups: [("app".to_string(), report)].into() };
+        let hb = Heartbeat { peer_reachable, groups: [("app".into(), report)].into() };
         let answer = self.ledger.heartbeat(self.now, site, &hb, &self.state);
         answer.groups["app"]
     }
@@ -707,8 +707,8 @@ fn a_shortened_lease_never_shortens_the_wait_of_a_new_leader() {
     let mut spec = w.group().spec.clone();
     spec.leases = Some(crate::state::LeaseTerms { lease_ms: 200, margin_ms: 20 });
     w.state.apply(Command::SyncTopology(Topology {
-        sites: ["east".to_string(), "west".to_string()].into(),
-        groups: [("app".to_string(), spec)].into(),
+        sites: ["east".into(), "west".into()].into(),
+        groups: [("app".into(), spec)].into(),
     }));
     w.state.apply(Command::Activate { group: "app".into(), site: "west".into(), expected_epoch: Epoch(1) });
     let ledger = Ledger::new(ms(0));

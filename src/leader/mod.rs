@@ -30,7 +30,7 @@ use crate::engine::{
 };
 use crate::protocol::{Heartbeat, HeartbeatAnswer, Role};
 use crate::rng::SplitMix64;
-use crate::state::{Command, DecisionFacts, Epoch, Rejection, State, Topology};
+use crate::state::{Command, DecisionFacts, Epoch, GroupId, Rejection, SiteId, State, Topology};
 
 /// What a leader needs from this node's config; the same for every term.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +38,7 @@ pub struct LeaderConfig {
     /// This node.
     pub node: u64,
     /// Per group: hold-down, block and in-sync timing.
-    pub timing: BTreeMap<String, GroupTiming>,
+    pub timing: BTreeMap<GroupId, GroupTiming>,
     /// The sites and groups this node's config declares: a leadership registers them once.
     pub topology: Topology,
     /// A voter's verdicts count while it acknowledged this leader within this long (Raft's
@@ -62,7 +62,7 @@ impl LeaderConfig {
                     block_after_failover: g.block_after_failover,
                     in_sync_within: g.agents.map_or(Duration::ZERO, |a| a.in_sync_within),
                 };
-                (g.name.clone(), t)
+                (GroupId::from(&g.name), t)
             })
             .collect();
         LeaderConfig {
@@ -94,7 +94,7 @@ pub struct Tick<'a> {
     /// knows of and a quorum acknowledged it recently. Nothing is decided or started otherwise.
     pub ready: bool,
     /// Per site, when this node's current streak of failed probes began.
-    pub failing_since: &'a BTreeMap<String, Duration>,
+    pub failing_since: &'a BTreeMap<SiteId, Duration>,
 }
 
 /// What the leader asks the runtime to do, in order.
@@ -104,7 +104,7 @@ pub enum Effect {
     Propose(Command),
     /// The engine's assessment of a group changed: propose `entry` (its journal entry, with the
     /// evidence seen); the runtime also logs and counts it.
-    Journal { group: String, assessment: Assessment, entry: Command },
+    Journal { group: GroupId, assessment: Assessment, entry: Command },
     /// Start this attempt: commit its `StepStarted`, run it, commit its result, then report it
     /// with [`Leader::attempt_ended`].
     Start { attempt: Attempt, context: StepContext },
@@ -317,7 +317,7 @@ impl Leader {
         group: &str,
         state: &State,
         now: Duration,
-        failing_since: &BTreeMap<String, Duration>,
+        failing_since: &BTreeMap<SiteId, Duration>,
     ) -> DecisionFacts {
         let (Some(g), Some(timing)) = (state.groups.get(group), self.config.timing.get(group)) else {
             return DecisionFacts::default();
@@ -332,7 +332,7 @@ impl Leader {
 
     /// Per group with agents: what its agents reported to this leadership and the leases they
     /// hold.
-    pub fn agents(&self, state: &State, now: Duration) -> BTreeMap<String, GroupAgents> {
+    pub fn agents(&self, state: &State, now: Duration) -> BTreeMap<GroupId, GroupAgents> {
         let ledger = &self.ledger;
         let ms = |d: Duration| d.as_millis() as u64;
         state
@@ -377,10 +377,10 @@ impl Leader {
 /// An operator's order to make a site active for a group (`witness failover`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FailoverOrder {
-    pub group: String,
+    pub group: GroupId,
     /// The site to make active; `None` for the group's primary (a failback), resolved on the
     /// leader from the latest committed state.
-    pub to: Option<String>,
+    pub to: Option<SiteId>,
     pub reason: String,
     /// Only say what would happen.
     pub dry_run: bool,
@@ -401,7 +401,7 @@ pub enum Order {
 
 /// What the engine saw, for the journal: each of the group's sites with every voter's verdict
 /// (`-` for a voter not heard from recently, whose verdict did not count).
-fn evidence(state: &State, group: &str, voters: &BTreeSet<u64>, live: &BTreeSet<u64>) -> BTreeMap<String, String> {
+fn evidence(state: &State, group: &str, voters: &BTreeSet<u64>, live: &BTreeSet<u64>) -> BTreeMap<SiteId, String> {
     let Some(g) = state.groups.get(group) else { return BTreeMap::new() };
     [&g.spec.primary, &g.spec.secondary]
         .into_iter()
@@ -433,7 +433,7 @@ pub struct GroupAgents {
     pub rpo_objective_ms: Option<u64>,
     /// While draining: until the old active site's witness leases have certainly expired.
     pub leases_expire_in_ms: Option<u64>,
-    pub sites: BTreeMap<String, SiteAgent>,
+    pub sites: BTreeMap<SiteId, SiteAgent>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -44,7 +44,7 @@ fn spec(leases: Option<LeaseTerms>, steps: &[&str]) -> GroupSpec {
 struct World {
     state: State,
     contact: Contact,
-    failing_since: BTreeMap<String, Duration>,
+    failing_since: BTreeMap<SiteId, Duration>,
     leader: Leader,
     now: Duration,
 }
@@ -52,14 +52,14 @@ struct World {
 impl World {
     fn new(leases: Option<LeaseTerms>, steps: &[&str]) -> World {
         let topology = Topology {
-            sites: ["east".to_string(), "west".to_string()].into(),
-            groups: [("app".to_string(), spec(leases, steps))].into(),
+            sites: ["east".into(), "west".into()].into(),
+            groups: [("app".into(), spec(leases, steps))].into(),
         };
         let timing =
             GroupTiming { hold_down: HOLD, block_after_failover: Duration::from_secs(60), in_sync_within: ms(500) };
         let config = LeaderConfig {
             node: 1,
-            timing: [("app".to_string(), timing)].into(),
+            timing: [("app".into(), timing)].into(),
             topology: topology.clone(),
             live_within: ms(1000),
             cut_off_after: ms(666),
@@ -232,7 +232,7 @@ fn leases_go_to_the_active_site_and_a_promotion_waits_a_lease_from_the_leaders_s
     let hb = |role: Role, drained: bool, epoch: u64| Heartbeat {
         peer_reachable: false,
         groups: [(
-            "app".to_string(),
+            "app".into(),
             GroupReport {
                 role: Some(role),
                 epoch: Some(Epoch(epoch)),
@@ -280,7 +280,7 @@ fn operator_orders_are_checked_against_the_evidence() {
     w.failing_since.insert("east".into(), ms(100));
     let order = |to: Option<&str>, dry_run: bool, force: bool| FailoverOrder {
         group: "app".into(),
-        to: to.map(str::to_string),
+        to: to.map(SiteId::from),
         reason: "drill".into(),
         dry_run,
         force,

@@ -13,6 +13,7 @@ use tokio::sync::{watch, Notify};
 use super::leader::NodeError;
 use super::Node;
 use crate::clock::Stopwatch;
+use crate::ids::GroupId;
 use crate::leader::{Confirmed, GroupAgents};
 use crate::protocol::{Heartbeat, HeartbeatAnswer, Role};
 
@@ -101,7 +102,7 @@ impl Node {
 
     /// On the leader: per group with agents, what its agents reported and the leases they
     /// hold. `None` elsewhere (agents talk to the leader only).
-    pub fn agents_view(&self) -> Option<BTreeMap<String, GroupAgents>> {
+    pub fn agents_view(&self) -> Option<BTreeMap<GroupId, GroupAgents>> {
         let (leader, term) = {
             let metrics = self.raft.metrics();
             let m = metrics.borrow_watched();
@@ -127,9 +128,13 @@ impl Node {
                 m.rpo_objective_seconds.with_label_values(&[group]).set(objective as f64 / 1000.0);
             }
             for (site, a) in &agents.sites {
-                m.lease_remaining_seconds.with_label_values(&[group, site]).set(a.lease_remaining_ms as f64 / 1000.0);
+                m.lease_remaining_seconds
+                    .with_label_values(&[group.as_str(), site.as_str()])
+                    .set(a.lease_remaining_ms as f64 / 1000.0);
                 for role in Role::ALL {
-                    m.agent_role.with_label_values(&[group, site, role.as_str()]).set(i64::from(a.role == Some(role)));
+                    m.agent_role
+                        .with_label_values(&[group.as_str(), site.as_str(), role.as_str()])
+                        .set(i64::from(a.role == Some(role)));
                 }
             }
         }

@@ -142,7 +142,7 @@ impl Runtime {
                 self.proposals.spawn(propose(node, entry));
             }
             Effect::Start { attempt, context } => {
-                let step = self.steps.get(&(attempt.group.clone(), attempt.step.clone())).cloned();
+                let step = self.steps.get(&(attempt.group.to_string(), attempt.step.clone())).cloned();
                 let Some(executors) = self.executors.clone() else { return };
                 let task = tokio::spawn(super::planning::run_attempt(node, executors, step, attempt.clone(), context));
                 self.attempts.insert(attempt, task);

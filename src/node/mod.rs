@@ -137,7 +137,7 @@ impl Node {
                 // A site whose rounds stop arriving (its prober died) gets an unknown verdict.
                 stale_after: (s.probe_interval + s.probe_timeout) * 3,
             };
-            (s.name.clone(), watch)
+            (s.name.as_str().into(), watch)
         });
         let observer = Observer::new(config.node.id, watches, clock.now());
         let node = Arc::new(Node {
@@ -280,7 +280,7 @@ impl Node {
     }
 
     /// Per site, when this node's current streak of failed probes began.
-    fn failing_since(&self) -> std::collections::BTreeMap<String, std::time::Duration> {
+    fn failing_since(&self) -> std::collections::BTreeMap<crate::ids::SiteId, std::time::Duration> {
         self.observer.lock().expect("observer lock poisoned").failing_since()
     }
 

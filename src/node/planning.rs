@@ -51,7 +51,7 @@ pub(super) async fn run_attempt(
         StepOutcome::Failed { retryable: true, .. } => "retry",
         StepOutcome::Failed { .. } => "failed",
     };
-    node.metrics.plan_step_seconds.with_label_values(&[&a.group, &a.step, result]).observe(began.seconds());
+    node.metrics.plan_step_seconds.with_label_values(&[a.group.as_str(), &a.step, result]).observe(began.seconds());
     match &outcome {
         StepOutcome::Done { detail } => tracing::info!(group = %a.group, step = %a.step, %detail, "plan step done"),
         StepOutcome::Failed { error, retryable } => {
@@ -79,10 +79,10 @@ pub struct StepCheck {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PlanCheck {
     pub node: u64,
-    pub group: String,
+    pub group: crate::ids::GroupId,
     /// The failover the check is for: away from the active site.
-    pub from: String,
-    pub to: String,
+    pub from: crate::ids::SiteId,
+    pub to: crate::ids::SiteId,
     pub steps: Vec<StepCheck>,
 }
 
@@ -100,8 +100,8 @@ impl Node {
         let (from, to) = {
             let applied = self.applied.read().expect("state lock poisoned");
             match applied.state.groups.get(group) {
-                Some(g) => (g.active.clone(), g.other().to_string()),
-                None => (config.primary.clone(), config.secondary.clone()),
+                Some(g) => (g.active.clone(), g.other().clone()),
+                None => (config.primary.as_str().into(), config.secondary.as_str().into()),
             }
         };
         let executors = Executors::new().map_err(|e| super::leader::NodeError::Fatal(e.to_string()))?;
@@ -119,6 +119,6 @@ impl Node {
             }
         });
         let steps = futures::future::join_all(checks).await;
-        Ok(PlanCheck { node: self.id, group: group.to_string(), from, to, steps })
+        Ok(PlanCheck { node: self.id, group: group.into(), from, to, steps })
     }
 }

@@ -11,7 +11,7 @@ use crate::config::{FailoverMode, ReplicationMode};
 use crate::leader::contact::{readiness, Health};
 use crate::raft::NodeId;
 use crate::state::plan::{Phase, Plan};
-use crate::state::{Epoch, Verdict};
+use crate::state::{Epoch, GroupId, SiteId, Verdict};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
@@ -27,9 +27,9 @@ pub struct Status {
     /// Entries up to here are removed from the log (covered by the snapshot).
     pub purged_index: Option<u64>,
     pub members: Vec<Member>,
-    pub sites: Vec<String>,
+    pub sites: Vec<SiteId>,
     /// Every node's committed verdict per site (site → node → up/down; absent: unknown).
-    pub verdicts: BTreeMap<String, BTreeMap<NodeId, Verdict>>,
+    pub verdicts: BTreeMap<SiteId, BTreeMap<NodeId, Verdict>>,
     pub groups: Vec<GroupStatus>,
     /// False when this node's config declares other sites or groups than the replicated state
     /// (the leader's config wins).
@@ -56,10 +56,10 @@ pub struct Member {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GroupStatus {
-    pub name: String,
-    pub primary: String,
-    pub secondary: String,
-    pub active: String,
+    pub name: GroupId,
+    pub primary: SiteId,
+    pub secondary: SiteId,
+    pub active: SiteId,
     pub epoch: Epoch,
     pub replication: ReplicationMode,
     pub failover: FailoverMode,

@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{GroupId, SiteId};
+
 pub const RETAINED: usize = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,11 +17,11 @@ pub struct Event {
     /// no decision ever compares it with another clock.
     pub at_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
+    pub group: Option<GroupId>,
     pub kind: String,
     pub message: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub evidence: BTreeMap<String, String>,
+    pub evidence: BTreeMap<SiteId, String>,
     /// Who asked for the action recorded (`token:NAME` or `cert:NAME`); absent for the
     /// witness's own decisions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -29,14 +31,14 @@ pub struct Event {
 /// What an event says, before the journal numbers and dates it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Note {
-    pub group: Option<String>,
+    pub group: Option<GroupId>,
     pub kind: String,
     pub message: String,
-    pub evidence: BTreeMap<String, String>,
+    pub evidence: BTreeMap<SiteId, String>,
 }
 
 impl Note {
-    pub fn new(group: Option<String>, kind: &str, message: String) -> Note {
+    pub fn new(group: Option<GroupId>, kind: &str, message: String) -> Note {
         Note { group, kind: kind.to_string(), message, evidence: BTreeMap::new() }
     }
 }

@@ -15,6 +15,7 @@ pub mod journal;
 pub mod plan;
 
 use crate::config::{Config, FailoverMode, ReplicationMode};
+pub use crate::ids::{GroupId, SiteId};
 use journal::{Journal, Note};
 use plan::{Plan, PlanChange, StepOutcome, StepSpec};
 
@@ -39,8 +40,8 @@ impl fmt::Display for Epoch {
 /// A group's definition as registered from config (its behaviour-defining fields).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupSpec {
-    pub primary: String,
-    pub secondary: String,
+    pub primary: SiteId,
+    pub secondary: SiteId,
     pub replication: ReplicationMode,
     pub failover: FailoverMode,
     pub rto_ms: u64,
@@ -70,21 +71,21 @@ impl LeaseTerms {
 /// The sites and groups a config declares, in the form the log carries.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Topology {
-    pub sites: BTreeSet<String>,
-    pub groups: BTreeMap<String, GroupSpec>,
+    pub sites: BTreeSet<SiteId>,
+    pub groups: BTreeMap<GroupId, GroupSpec>,
 }
 
 impl Topology {
     pub fn from_config(config: &Config) -> Topology {
         Topology {
-            sites: config.sites.iter().map(|s| s.name.clone()).collect(),
+            sites: config.sites.iter().map(|s| SiteId::from(&s.name)).collect(),
             groups: config
                 .groups
                 .iter()
                 .map(|g| {
                     let spec = GroupSpec {
-                        primary: g.primary.clone(),
-                        secondary: g.secondary.clone(),
+                        primary: g.primary.as_str().into(),
+                        secondary: g.secondary.as_str().into(),
                         replication: g.replication,
                         failover: g.failover,
                         rto_ms: g.rto.as_millis() as u64,
@@ -109,7 +110,7 @@ impl Topology {
                             })
                             .collect(),
                     };
-                    (g.name.clone(), spec)
+                    (GroupId::from(&g.name), spec)
                 })
                 .collect(),
         }
@@ -119,7 +120,7 @@ impl Topology {
 /// Where a group removed from the config stood, to resume from if it comes back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Placement {
-    pub active: String,
+    pub active: SiteId,
     pub epoch: Epoch,
     #[serde(default)]
     pub paused: bool,
@@ -158,7 +159,7 @@ impl Placement {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupState {
     pub spec: GroupSpec,
-    pub active: String,
+    pub active: SiteId,
     pub epoch: Epoch,
     /// An operator paused automatic decisions for this group.
     #[serde(default)]
@@ -185,7 +186,7 @@ pub struct GroupState {
 
 impl GroupState {
     /// The site that is not `active`.
-    pub fn other(&self) -> &str {
+    pub fn other(&self) -> &SiteId {
         if self.active == self.spec.primary {
             &self.spec.secondary
         } else {
@@ -258,16 +259,16 @@ pub enum Command {
     SyncTopology(Topology),
     /// Epoch compare-and-set: make `site` active for `group` only if the group's epoch is still
     /// `expected_epoch`. On success the epoch becomes `expected_epoch + 1`.
-    Activate { group: String, site: String, expected_epoch: Epoch },
+    Activate { group: GroupId, site: SiteId, expected_epoch: Epoch },
     /// Remember that a node id left the cluster, so that it is never reused.
     RetireNode { id: u64 },
     /// Node `node` now sees `site` as `verdict` (`None`: unknown). Sent only on change.
-    ReportVerdict { node: u64, site: String, verdict: Option<Verdict> },
+    ReportVerdict { node: u64, site: SiteId, verdict: Option<Verdict> },
     /// A failover decision: the epoch compare-and-set of `Activate`, and the group is then
     /// blocked against further automatic failovers until acknowledged.
     Failover {
-        group: String,
-        to: String,
+        group: GroupId,
+        to: SiteId,
         expected_epoch: Epoch,
         reason: String,
         /// When set, the failover takes effect only if, at its place in the log, a quorum of
@@ -284,23 +285,23 @@ pub enum Command {
         facts: DecisionFacts,
     },
     /// Ends the draining of `group` at `expected_epoch`: its active site may now write.
-    Promote { group: String, expected_epoch: Epoch },
+    Promote { group: GroupId, expected_epoch: Epoch },
     /// Pause or resume automatic decisions for one group.
-    SetPaused { group: String, paused: bool },
+    SetPaused { group: GroupId, paused: bool },
     /// Acknowledges the failover that brought `group` to `expected_epoch`: the group is no
     /// longer blocked. Stale when the group has moved since, so an old acknowledgement can never
     /// lift the block of a newer failover.
-    Ack { group: String, expected_epoch: Epoch },
+    Ack { group: GroupId, expected_epoch: Epoch },
     /// The global switch for automatic decisions.
     SetAutomation { enabled: bool },
     /// The leader begins attempt `attempt` of the plan step `step` of the failover to `epoch`.
-    StepStarted { group: String, epoch: Epoch, step: String, attempt: u32 },
+    StepStarted { group: GroupId, epoch: Epoch, step: String, attempt: u32 },
     /// What that attempt came to.
-    StepFinished { group: String, epoch: Epoch, step: String, attempt: u32, outcome: StepOutcome },
+    StepFinished { group: GroupId, epoch: Epoch, step: String, attempt: u32, outcome: StepOutcome },
     /// An operator's answer to a stuck plan: run the stuck step again, or skip it.
-    ResolvePlan { group: String, epoch: Epoch, skip: bool },
+    ResolvePlan { group: GroupId, epoch: Epoch, skip: bool },
     /// A journal entry by the decision engine: an assessment of a group changed.
-    Journal { group: String, kind: String, message: String, evidence: BTreeMap<String, String> },
+    Journal { group: GroupId, kind: String, message: String, evidence: BTreeMap<SiteId, String> },
     /// A journal entry for an action outside this state (a membership change), so that who
     /// did it is on record.
     Record { kind: String, message: String },
@@ -385,8 +386,8 @@ pub enum Response {
         changed: Vec<String>,
     },
     Activated {
-        group: String,
-        active: String,
+        group: GroupId,
+        active: SiteId,
         epoch: Epoch,
         /// The group drains first: `active` may write only once promoted.
         #[serde(default)]
@@ -397,7 +398,7 @@ pub enum Response {
     },
     VerdictRecorded,
     GroupUpdated {
-        group: String,
+        group: GroupId,
         paused: bool,
         blocked: bool,
     },
@@ -405,8 +406,8 @@ pub enum Response {
         enabled: bool,
     },
     Promoted {
-        group: String,
-        active: String,
+        group: GroupId,
+        active: SiteId,
         epoch: Epoch,
     },
     Plan(PlanChange),
@@ -417,46 +418,46 @@ pub enum Response {
 #[serde(rename_all = "snake_case", tag = "reason")]
 pub enum Rejection {
     UnknownGroup {
-        group: String,
+        group: GroupId,
     },
     UnknownSite {
-        site: String,
+        site: SiteId,
     },
     SiteNotInGroup {
-        group: String,
-        site: String,
+        group: GroupId,
+        site: SiteId,
     },
     StaleEpoch {
-        group: String,
+        group: GroupId,
         expected: Epoch,
         current: Epoch,
-        active: String,
+        active: SiteId,
     },
     AlreadyActive {
-        group: String,
-        site: String,
+        group: GroupId,
+        site: SiteId,
         epoch: Epoch,
     },
     /// A promotion for a group that is not draining.
     NotDraining {
-        group: String,
+        group: GroupId,
         epoch: Epoch,
     },
     /// An automatic failover that reached the log after a gate closed.
     GateClosed {
-        group: String,
+        group: GroupId,
         gates: Vec<Gate>,
     },
     /// A plan command that does not fit the plan as it stands (another leader's, or late).
     Plan {
-        group: String,
+        group: GroupId,
         problem: String,
     },
     /// A failover whose evidence no longer held when it reached its place in the log.
     EvidenceChanged {
-        group: String,
-        from: String,
-        to: String,
+        group: GroupId,
+        from: SiteId,
+        to: SiteId,
         down: usize,
         up: usize,
         quorum: usize,
@@ -492,16 +493,16 @@ impl fmt::Display for Rejection {
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct State {
-    pub sites: BTreeSet<String>,
-    pub groups: BTreeMap<String, GroupState>,
+    pub sites: BTreeSet<SiteId>,
+    pub groups: BTreeMap<GroupId, GroupState>,
     /// Where groups removed from the config stood. A group that comes back resumes from here:
     /// a fencing token never goes backwards, and a group that had failed over must not drift
     /// back to its primary because a node with an older config led for a while.
-    pub retired_groups: BTreeMap<String, Placement>,
+    pub retired_groups: BTreeMap<GroupId, Placement>,
     pub retired_nodes: BTreeSet<u64>,
     /// Every node's verdict on every site: site → node → verdict.
     #[serde(default)]
-    pub verdicts: BTreeMap<String, BTreeMap<u64, Verdict>>,
+    pub verdicts: BTreeMap<SiteId, BTreeMap<u64, Verdict>>,
     /// The global automation switch is off: no automatic decision for any group.
     #[serde(default)]
     pub automation_off: bool,
@@ -609,7 +610,7 @@ impl State {
     /// epoch is stale (its failover was superseded) and changes nothing.
     fn change_plan(
         &mut self,
-        group: String,
+        group: GroupId,
         epoch: Epoch,
         change: impl FnOnce(&mut Plan) -> Result<PlanChange, String>,
     ) -> Response {
@@ -646,7 +647,7 @@ impl State {
                 evidence: evidence.clone(),
             }),
             Command::ReportVerdict { node, site, verdict } => {
-                let seen = verdict.map_or("unknown".to_string(), |v| v.to_string());
+                let seen = verdict.map_or("unknown".into(), |v| v.to_string());
                 Some(Note::new(None, "verdict", format!("node {node} sees {site} {seen}")))
             }
             Command::Record { kind, message } => Some(Note::new(None, kind, message.clone())),
@@ -684,7 +685,7 @@ impl State {
         response
     }
 
-    fn update_group(&mut self, name: String, change: impl FnOnce(&mut GroupState)) -> Response {
+    fn update_group(&mut self, name: GroupId, change: impl FnOnce(&mut GroupState)) -> Response {
         let Some(group) = self.groups.get_mut(&name) else {
             return Response::Rejected(Rejection::UnknownGroup { group: name });
         };
@@ -753,7 +754,7 @@ impl State {
         self.sites = topology.sites;
         self.verdicts.retain(|site, _| self.sites.contains(site));
 
-        let removed: Vec<String> = self.groups.keys().filter(|g| !topology.groups.contains_key(*g)).cloned().collect();
+        let removed: Vec<GroupId> = self.groups.keys().filter(|g| !topology.groups.contains_key(*g)).cloned().collect();
         for name in removed {
             let old = self.groups.remove(&name).expect("key just listed");
             changed.push(format!("group {name} removed at epoch {} (active {})", old.epoch, old.active));
@@ -801,8 +802,8 @@ impl State {
 
     fn activate(
         &mut self,
-        group_name: String,
-        site: String,
+        group_name: GroupId,
+        site: SiteId,
         expected: Epoch,
         reason: &str,
         facts: DecisionFacts,
@@ -837,7 +838,7 @@ impl State {
 }
 
 /// The journal entry for a command's outcome, where it has one.
-fn describe(response: &Response, previous_active: Option<String>, reason: &str) -> Option<Note> {
+fn describe(response: &Response, previous_active: Option<SiteId>, reason: &str) -> Option<Note> {
     Some(match response {
         Response::TopologySynced { changed } if !changed.is_empty() => Note::new(None, "topology", changed.join("; ")),
         Response::Activated { group, active, epoch, draining } => {
@@ -883,7 +884,7 @@ fn achieved_note(group: &str, plan: &Plan) -> Note {
     let rpo = plan.facts.rpo_ms.map_or("unknown (no agent reported)".to_string(), secs);
     let detection = plan.facts.detected_after_ms.map_or("not measured".to_string(), secs);
     Note::new(
-        Some(group.to_string()),
+        Some(group.into()),
         "failover_complete",
         format!(
             "{group}: failover {} -> {} at epoch {} complete: achieved RTO {}{clients}, RPO {rpo} \
@@ -941,8 +942,8 @@ mod tests {
 
     fn topology(groups: &[(&str, GroupSpec)]) -> Topology {
         Topology {
-            sites: ["east", "west", "south"].into_iter().map(String::from).collect(),
-            groups: groups.iter().map(|(n, s)| (n.to_string(), s.clone())).collect(),
+            sites: ["east", "west", "south"].into_iter().map(SiteId::from).collect(),
+            groups: groups.iter().map(|(n, s)| ((*n).into(), s.clone())).collect(),
         }
     }
 

@@ -7,6 +7,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{GroupId, SiteId};
+
 use super::{DecisionFacts, Epoch};
 
 /// A step as the log knows it: enough to decide what a result means for the plan. How to
@@ -75,8 +77,8 @@ pub struct StepProgress {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
     pub epoch: Epoch,
-    pub from: String,
-    pub to: String,
+    pub from: SiteId,
+    pub to: SiteId,
     pub reason: String,
     pub decided_at_ms: u64,
     /// The group drains first: the plan runs once the survivor is promoted.
@@ -121,7 +123,7 @@ pub enum StepOutcome {
 /// The journal's account of a change to a plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanChange {
-    pub group: String,
+    pub group: GroupId,
     pub epoch: Epoch,
     pub step: String,
     pub status: StepStatus,
@@ -136,8 +138,8 @@ impl Plan {
     pub fn new(d: Decision, waiting: bool, specs: &[StepSpec]) -> Plan {
         Plan {
             epoch: d.epoch,
-            from: d.from.to_string(),
-            to: d.to.to_string(),
+            from: d.from.into(),
+            to: d.to.into(),
             reason: d.reason.to_string(),
             decided_at_ms: d.at_ms,
             waiting,
@@ -274,7 +276,7 @@ impl Plan {
     fn change(&self, name: &str, attempt: u32, detail: String) -> PlanChange {
         let status = self.steps.iter().find(|s| s.spec.name == name).map_or(StepStatus::Pending, |s| s.status);
         PlanChange {
-            group: String::new(),
+            group: GroupId::default(),
             epoch: self.epoch,
             step: name.to_string(),
             status,

@@ -24,7 +24,7 @@ pub fn topology(leases: Option<LeaseTerms>, steps: Vec<StepSpec>) -> Topology {
         leases,
         steps,
     };
-    Topology { sites: ["east".into(), "west".into()].into(), groups: [("app".to_string(), spec)].into() }
+    Topology { sites: ["east".into(), "west".into()].into(), groups: [("app".into(), spec)].into() }
 }
 
 /// A node's observer of `sites`, as `Node::start` makes it.
@@ -37,7 +37,7 @@ pub fn observer(
     now_ms: u64,
 ) -> Observer {
     let watch = Watch { failure_threshold: failures, success_threshold: successes, stale_after };
-    Observer::new(node, sites.iter().map(|s| (s.to_string(), watch)), Duration::from_millis(now_ms))
+    Observer::new(node, sites.iter().map(|s| ((*s).into(), watch)), Duration::from_millis(now_ms))
 }
 
 /// What `Node::contact` reads from Raft, from when each other voter last acknowledged `me`
