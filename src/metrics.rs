@@ -202,7 +202,7 @@ impl Metrics {
     pub fn observe_raft(&self, m: &openraft::RaftMetrics<TypeConfig>) {
         let index = |id: &Option<crate::raft::LogId>| id.as_ref().map_or(0, |l| l.index as i64);
         self.term.set(m.current_term as i64);
-        self.leader_id.set(m.current_leader.unwrap_or(0) as i64);
+        self.leader_id.set(m.current_leader.map_or(0, |l| l.0) as i64);
         self.is_leader.set(i64::from(m.state == ServerState::Leader));
         self.last_log_index.set(m.last_log_index.unwrap_or(0) as i64);
         self.committed_index.set(index(&m.local_committed));

@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{GroupId, SiteId};
+use crate::ids::{GroupId, NodeId, SiteId};
 use crate::state::Epoch;
 
 /// A site's role for one group, as the witness assigns it and as the agent reports it.
@@ -122,6 +122,6 @@ pub struct NotLeader {
     pub error: String,
     /// Always `not_leader`.
     pub code: String,
-    pub leader_id: u64,
+    pub leader_id: NodeId,
     pub leader_addr: String,
 }

@@ -54,7 +54,7 @@ use witness::engine::{Assessment, GroupTiming};
 use witness::leader::{Confirmed, Effect, FailoverOrder, Leader, LeaderConfig, Order, Tick};
 use witness::protocol::{Heartbeat, HeartbeatAnswer, PeerGrant, PeerRequest};
 use witness::rng::SplitMix64;
-use witness::state::{Command, Epoch, GroupId, GroupState, LeaseTerms, Logged, Response, State};
+use witness::state::{Command, Epoch, GroupId, GroupState, LeaseTerms, Logged, NodeId, Response, State};
 
 // The world's timing, in ms. One tick is the resolution of every event.
 const TICK_MS: u64 = 10;
@@ -550,7 +550,7 @@ impl World {
     fn leader_config(&self, node: u64) -> LeaderConfig {
         let leases = LeaseTerms { lease_ms: LEASE_MS, margin_ms: MARGIN_MS };
         LeaderConfig {
-            node,
+            node: NodeId(node),
             timing: self.timing.clone(),
             topology: support::sim::topology(Some(leases), Vec::new()),
             live_within: Duration::from_millis(ELECTION_TIMEOUT_MS),

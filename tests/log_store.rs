@@ -12,7 +12,7 @@ use openraft::{EntryPayload, LogId, RaftLogReader, RaftSnapshotBuilder, StorageE
 use tempfile::TempDir;
 use witness::raft::log_store::LogStore;
 use witness::raft::state_machine::StateMachine;
-use witness::raft::{Entry, TypeConfig};
+use witness::raft::{Entry, NodeId, TypeConfig};
 use witness::state::{Command, Epoch, Logged};
 
 struct Builder;
@@ -32,7 +32,7 @@ async fn openraft_storage_suite() -> Result<(), StorageError<TypeConfig>> {
 }
 
 fn log_id(term: u64, index: u64) -> witness::raft::LogId {
-    LogId::new(openraft::impls::leader_id_adv::LeaderId { term, node_id: 1 }, index)
+    LogId::new(openraft::impls::leader_id_adv::LeaderId { term, node_id: NodeId(1) }, index)
 }
 
 fn entry(term: u64, index: u64) -> Entry {
@@ -62,13 +62,13 @@ async fn reopen_after_clean_stop_keeps_vote_entries_and_commit() {
     let path = dir.path().join("raft-log");
     {
         let mut store = LogStore::open(&path).unwrap();
-        store.save_vote(&Vote::new_committed(3, 2)).await.unwrap();
+        store.save_vote(&Vote::new_committed(3, NodeId(2))).await.unwrap();
         append(&mut store, (1..=50).map(|i| entry(3, i)).collect()).await;
         store.save_committed(Some(log_id(3, 40))).await.unwrap();
         store.truncate_after(Some(log_id(3, 45))).await.unwrap();
     }
     let mut store = LogStore::open(&path).unwrap();
-    assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new_committed(3, 2)));
+    assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new_committed(3, NodeId(2))));
     let state = store.get_log_state().await.unwrap();
     assert_eq!(state.last_log_id, Some(log_id(3, 45)));
     let entries = store.try_get_log_entries(1..=45).await.unwrap();

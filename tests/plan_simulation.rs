@@ -58,7 +58,7 @@ use witness::engine::GroupTiming;
 use witness::leader::{Contact, Effect as Do, Leader, LeaderConfig, Tick};
 use witness::rng::SplitMix64;
 use witness::state::plan::{Phase, Plan, StepOutcome, StepSpec, StepStatus};
-use witness::state::{Command, DecisionFacts, Epoch, Logged, Response, State};
+use witness::state::{Command, DecisionFacts, Epoch, Logged, NodeId, Response, State};
 
 const NODES: [u64; 3] = [1, 2, 3];
 const GROUP: &str = "app";
@@ -397,7 +397,7 @@ impl World {
             in_sync_within: Duration::ZERO,
         };
         let config = LeaderConfig {
-            node: id,
+            node: NodeId(id),
             timing: [(GROUP.into(), timing)].into(),
             topology: support::sim::topology(None, self.steps.clone()),
             live_within: Duration::from_millis(ELECTION_MAX_MS),
@@ -724,7 +724,7 @@ impl World {
             r.tasks.remove(a);
             r.leader.attempt_ended(a);
         }
-        let voters = NODES.into_iter().collect();
+        let voters = NODES.into_iter().map(NodeId).collect();
         let acked = Some(Duration::from_millis(self.now - r.quorum_acked_ms));
         let contact = Contact { voters, acked_ago: BTreeMap::new(), quorum_acked_ago: acked };
         let ready = support::sim::ready(id, &contact, ELECTION_MAX_MS);

@@ -57,7 +57,7 @@ async fn strangers_cannot_join_or_speak_raft() {
     let node2 = creds().cert_client("node-2");
     let rpc = |path: &'static str, candidate: u64| {
         let request = openraft::raft::VoteRequest::<witness::raft::TypeConfig>::new(
-            witness::raft::Vote::new(99, candidate),
+            witness::raft::Vote::new(99, witness::raft::NodeId(candidate)),
             None,
         );
         node2.post(c.nodes[0].url(path)).header("witness-cluster", "test").json(&request).send()

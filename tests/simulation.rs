@@ -30,7 +30,7 @@ use witness::engine::detector::Observer;
 use witness::engine::GroupTiming;
 use witness::leader::{Effect, Leader, LeaderConfig, Tick};
 use witness::rng::SplitMix64;
-use witness::state::{Command, Epoch, Logged, Rejection, Response, State, Verdict};
+use witness::state::{Command, Epoch, Logged, NodeId, Rejection, Response, State, Verdict};
 
 const NODES: [u64; 3] = [1, 2, 3];
 const SITES: [&str; 2] = ["east", "west"];
@@ -110,7 +110,7 @@ impl World {
             in_sync_within: Duration::ZERO,
         };
         let config = Arc::new(LeaderConfig {
-            node: 0,
+            node: NodeId(0),
             timing: [("app".into(), timing)].into(),
             topology: topology.clone(),
             live_within: Duration::from_millis(ELECTION_TIMEOUT_MS),
@@ -197,7 +197,7 @@ impl World {
         let chosen = candidates[self.rng.below(candidates.len() as u64) as usize];
         self.term += 1;
         self.leader = Some(chosen);
-        let config = Arc::new(LeaderConfig { node: chosen, ..(*self.config).clone() });
+        let config = Arc::new(LeaderConfig { node: NodeId(chosen), ..(*self.config).clone() });
         let seed = self.rng.next_u64();
         let node = self.nodes.get_mut(&chosen).unwrap();
         node.leader = Some(Leader::new(config, self.term, Duration::from_millis(self.now_ms), seed));
@@ -403,8 +403,8 @@ fn check_entry(before: &State, after: &State, command: &Command, node: u64) {
         matches!(command, Command::Failover { .. } | Command::Ack { .. }),
         "node {node}: {command} moved the group"
     );
-    let down = NODES.iter().filter(|n| before.verdict(&b.active, **n) == Some(Verdict::Down)).count();
-    let up = NODES.iter().filter(|n| before.verdict(&a.active, **n) == Some(Verdict::Up)).count();
+    let down = NODES.iter().filter(|n| before.verdict(&b.active, NodeId(**n)) == Some(Verdict::Down)).count();
+    let up = NODES.iter().filter(|n| before.verdict(&a.active, NodeId(**n)) == Some(Verdict::Up)).count();
     assert!(down >= 2, "failover away from {} with only {down} down verdicts", b.active);
     assert!(up >= 2, "failover to {} with only {up} up verdicts", a.active);
 }

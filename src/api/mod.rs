@@ -255,7 +255,7 @@ async fn add_member(
     body: Result<Json<AddMemberBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<LeaderReply>, ApiError> {
     let Json(body) = body.map_err(ApiError::from_json)?;
-    let request = LeaderRequest::AddMember { id: body.id, addr: body.addr };
+    let request = LeaderRequest::AddMember { id: body.id.into(), addr: body.addr };
     Ok(Json(node.submit_by(request, Some(caller.audit_name()), false).await?))
 }
 
@@ -267,7 +267,7 @@ async fn remove_member(
     let id: u64 = id.parse().map_err(|_| {
         ApiError::BadRequest(format!("path parameter id: {id:?} is not a node id (a positive integer)"))
     })?;
-    Ok(Json(node.submit_by(LeaderRequest::RemoveMember { id }, Some(caller.audit_name()), false).await?))
+    Ok(Json(node.submit_by(LeaderRequest::RemoveMember { id: id.into() }, Some(caller.audit_name()), false).await?))
 }
 
 /// A request forwarded by another node: run it here only, never forward again.

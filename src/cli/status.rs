@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::client::{Client, Endpoint};
 use super::Exit;
+use crate::ids::NodeId;
 use crate::node::status::Status;
 
 #[derive(clap::Args)]
@@ -86,7 +87,7 @@ pub fn render(s: &Status) -> String {
     if s.sites.is_empty() {
         out += "(none)\n";
     } else {
-        let nodes: Vec<u64> = s.members.iter().map(|m| m.id).collect();
+        let nodes: Vec<NodeId> = s.members.iter().map(|m| m.id).collect();
         let mut rows = vec![std::iter::once("SITE".to_string())
             .chain(nodes.iter().map(|id| format!("NODE {id}")))
             .collect::<Vec<_>>()];

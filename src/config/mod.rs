@@ -21,6 +21,8 @@ use std::time::Duration;
 use reqwest::Url;
 use serde::Deserialize;
 
+pub use crate::ids::NodeId;
+
 pub use steps::{CommandStep, OnFailure, OpenStorageStep, Rfc2136Step, Route53Step, StepConfig, StepKind, WebhookStep};
 
 /// A validated configuration. Constructed only by [`Config::from_toml`] / [`Config::load`].
@@ -38,7 +40,7 @@ pub struct Config {
 
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
-    pub id: u64,
+    pub id: NodeId,
     pub listen: SocketAddr,
     /// `host:port` that the other nodes and clients use to reach this node.
     pub advertise: String,
@@ -49,7 +51,7 @@ pub struct NodeConfig {
 pub struct ClusterConfig {
     pub name: String,
     /// Voters of a brand-new cluster: node id → advertised `host:port`. Read only at bootstrap.
-    pub initial_members: BTreeMap<u64, String>,
+    pub initial_members: BTreeMap<NodeId, String>,
     pub raft: RaftTiming,
 }
 
@@ -456,7 +458,7 @@ impl RawConfig {
             tls_dir: d.tls_dir.map(PathBuf::from),
             operator_token: d.operator_token.map(PathBuf::from),
         });
-        let transport = self.transport.validate(node.id, dev.as_ref(), &mut e);
+        let transport = self.transport.validate(node.id.0, dev.as_ref(), &mut e);
 
         let mut sites = Vec::new();
         let mut site_names = BTreeSet::new();
@@ -570,7 +572,7 @@ impl RawNode {
             Some(d) => PathBuf::from(d),
             None => PathBuf::from(format!("data/node{id}")),
         };
-        NodeConfig { id, listen, advertise, data_dir }
+        NodeConfig { id: NodeId(id), listen, advertise, data_dir }
     }
 }
 
@@ -603,10 +605,10 @@ impl RawCluster {
                     e.add(format!("{field}.addr"), format!("duplicate member address {addr:?}"));
                 }
             }
-            if id != 0 && initial_members.insert(id, addr.clone()).is_some() {
+            if id != 0 && initial_members.insert(NodeId(id), addr.clone()).is_some() {
                 e.add(format!("{field}.id"), format!("duplicate member id {id}"));
             }
-            if id == node.id && !addr.is_empty() && addr != node.advertise {
+            if node.id == id && !addr.is_empty() && addr != node.advertise {
                 e.add(
                     format!("{field}.addr"),
                     format!(

@@ -140,7 +140,7 @@ fn base_config_is_valid() {
 
     assert_eq!(config.cluster.name, "test");
     assert_eq!(config.cluster.initial_members.len(), 3);
-    assert_eq!(config.cluster.initial_members[&1], "127.0.0.1:7401");
+    assert_eq!(config.cluster.initial_members[&NodeId(1)], "127.0.0.1:7401");
     assert_eq!(config.cluster.raft, RaftTiming::default());
     assert_eq!(config.cluster.raft.heartbeat_interval, Duration::from_millis(250));
     assert_eq!(config.cluster.raft.quorum_loss_probe_interval, Duration::from_secs(6));

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::state::{Command, SiteId, State, Verdict};
+use crate::state::{Command, NodeId, SiteId, State, Verdict};
 
 /// A report the leader has not applied yet is sent again after this long, not sooner.
 pub const REPORT_RETRY: Duration = Duration::from_secs(1);
@@ -34,12 +34,12 @@ struct Site {
 /// One node's view of every site, and the verdict reports it owes the log.
 #[derive(Debug, Clone)]
 pub struct Observer {
-    node: u64,
+    node: NodeId,
     sites: BTreeMap<SiteId, Site>,
 }
 
 impl Observer {
-    pub fn new(node: u64, sites: impl IntoIterator<Item = (SiteId, Watch)>, now: Duration) -> Observer {
+    pub fn new(node: NodeId, sites: impl IntoIterator<Item = (SiteId, Watch)>, now: Duration) -> Observer {
         let sites = sites
             .into_iter()
             .map(|(name, watch)| {
@@ -178,7 +178,7 @@ mod tests {
 
     fn observer() -> (Observer, State) {
         let watch = Watch { failure_threshold: 2, success_threshold: 1, stale_after: Duration::from_secs(3) };
-        let o = Observer::new(1, [("east".into(), watch)], Duration::ZERO);
+        let o = Observer::new(NodeId(1), [("east".into(), watch)], Duration::ZERO);
         let mut state = State::default();
         state.sites.insert("east".into());
         (o, state)
@@ -193,14 +193,14 @@ mod tests {
         let (mut o, mut state) = observer();
         assert!(o.reports(&state, ms(0)).is_empty(), "unknown, and the log says nothing either");
         assert_eq!(o.round("east", true, ms(100)), Some(Verdict::Up));
-        let up = Command::ReportVerdict { node: 1, site: "east".into(), verdict: Some(Verdict::Up) };
+        let up = Command::ReportVerdict { node: NodeId(1), site: "east".into(), verdict: Some(Verdict::Up) };
         assert_eq!(o.reports(&state, ms(100)), vec![up.clone()]);
         assert!(o.reports(&state, ms(1099)).is_empty(), "not again within the retry interval");
         assert_eq!(o.reports(&state, ms(1100)), vec![up.clone()], "again once it has passed");
         state.apply(up);
         assert!(o.reports(&state, ms(2500)).is_empty(), "the log has it");
         // Rounds stop arriving: the verdict turns unknown, and that is reported.
-        let unknown = Command::ReportVerdict { node: 1, site: "east".into(), verdict: None };
+        let unknown = Command::ReportVerdict { node: NodeId(1), site: "east".into(), verdict: None };
         assert_eq!(o.verdict("east", ms(3100)), Some(Verdict::Up));
         assert_eq!(o.verdict("east", ms(3101)), None);
         assert_eq!(o.reports(&state, ms(3101)), vec![unknown]);

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ReplicationMode;
 pub use crate::state::Gate;
-use crate::state::{Command, DecisionFacts, Epoch, GroupId, GroupSpec, GroupState, SiteId, State};
+use crate::state::{Command, DecisionFacts, Epoch, GroupId, GroupSpec, GroupState, NodeId, SiteId, State};
 use leases::Ledger;
 
 /// Per-group timing the engine needs, from config.
@@ -58,9 +58,9 @@ pub struct Inputs<'a> {
     pub now: Duration,
     pub state: &'a State,
     /// The voters of the witness cluster: a majority of these is a quorum.
-    pub voters: &'a BTreeSet<u64>,
+    pub voters: &'a BTreeSet<NodeId>,
     /// Voters heard from recently; the verdicts of the others count as unknown.
-    pub live: &'a BTreeSet<u64>,
+    pub live: &'a BTreeSet<NodeId>,
     pub timing: &'a BTreeMap<GroupId, GroupTiming>,
     /// What the sites' agents reported to this leader, and its lease grants.
     pub ledger: &'a Ledger,
@@ -463,8 +463,8 @@ pub fn plan_operator_failover(
     state: &State,
     group: &str,
     to: &str,
-    voters: &BTreeSet<u64>,
-    live: &BTreeSet<u64>,
+    voters: &BTreeSet<NodeId>,
+    live: &BTreeSet<NodeId>,
 ) -> Result<OperatorPlan, crate::state::Rejection> {
     use crate::state::Rejection;
     let g = state.groups.get(group).ok_or_else(|| Rejection::UnknownGroup { group: group.into() })?;

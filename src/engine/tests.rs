@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::leases::{GroupReport, Heartbeat, Ledger, Role};
 use super::*;
 use crate::config::{FailoverMode, ReplicationMode};
-use crate::state::{Command, Epoch, GroupSpec, Response, State, Topology, Verdict};
+use crate::state::{Command, Epoch, GroupSpec, NodeId, Response, State, Topology, Verdict};
 
 const HOLD: Duration = Duration::from_secs(2);
 const BLOCK: Duration = Duration::from_secs(60);
@@ -15,8 +15,8 @@ const IN_SYNC_WITHIN: Duration = Duration::from_secs(2);
 
 struct World {
     state: State,
-    voters: BTreeSet<u64>,
-    live: BTreeSet<u64>,
+    voters: BTreeSet<NodeId>,
+    live: BTreeSet<NodeId>,
     timing: BTreeMap<GroupId, GroupTiming>,
     engine: Engine,
     now: Duration,
@@ -42,8 +42,8 @@ impl World {
         }));
         World {
             state,
-            voters: [1, 2, 3].into(),
-            live: [1, 2, 3].into(),
+            voters: [1, 2, 3].map(NodeId).into(),
+            live: [1, 2, 3].map(NodeId).into(),
             timing: [(
                 "app".into(),
                 GroupTiming { hold_down: HOLD, block_after_failover: BLOCK, in_sync_within: IN_SYNC_WITHIN },
@@ -63,7 +63,7 @@ impl World {
                 'D' => Some(Verdict::Down),
                 _ => None,
             };
-            self.state.apply(Command::ReportVerdict { node: i as u64 + 1, site: site.into(), verdict });
+            self.state.apply(Command::ReportVerdict { node: NodeId(i as u64 + 1), site: site.into(), verdict });
         }
     }
 
@@ -149,7 +149,7 @@ fn assessments_without_a_failover() {
     ];
     for (east, west, live, expected) in cases {
         let mut w = World::new(FailoverMode::Automatic);
-        w.live = live.iter().copied().collect();
+        w.live = live.iter().map(|n| NodeId(*n)).collect();
         w.see("east", east);
         w.see("west", west);
         // Long after any hold-down: only the first step starts the clock, so check both.
@@ -317,8 +317,8 @@ fn a_new_leader_waits_a_full_hold_down() {
 #[test]
 fn verdicts_of_non_voters_do_not_count() {
     let mut w = World::new(FailoverMode::Automatic);
-    w.voters = [1, 2, 3].into();
-    w.live = [1, 2, 3, 4, 5].into();
+    w.voters = [1, 2, 3].map(NodeId).into();
+    w.live = [1, 2, 3, 4, 5].map(NodeId).into();
     w.see("east", "DUUDD"); // nodes 4 and 5 are not voters
     w.see("west", "UUU");
     let e = w.at(ms(0));
@@ -353,7 +353,7 @@ fn random_walks_never_break_the_safety_rules() {
                     let node = rng.below(3) + 1;
                     let site = if rng.below(2) == 0 { "east" } else { "west" };
                     let verdict = [Some(Verdict::Up), Some(Verdict::Down), None][rng.below(3) as usize];
-                    w.state.apply(Command::ReportVerdict { node, site: site.into(), verdict });
+                    w.state.apply(Command::ReportVerdict { node: NodeId(node), site: site.into(), verdict });
                 }
                 // A site fails or recovers, seen by most nodes at once.
                 10..=15 => {
@@ -361,11 +361,11 @@ fn random_walks_never_break_the_safety_rules() {
                     let verdict = if rng.below(2) == 0 { Verdict::Up } else { Verdict::Down };
                     for node in 1..=3 {
                         let v = if rng.below(10) == 0 { None } else { Some(verdict) };
-                        w.state.apply(Command::ReportVerdict { node, site: site.into(), verdict: v });
+                        w.state.apply(Command::ReportVerdict { node: NodeId(node), site: site.into(), verdict: v });
                     }
                 }
                 16..=17 => {
-                    let node = rng.below(3) + 1;
+                    let node = NodeId(rng.below(3) + 1);
                     if !w.live.remove(&node) {
                         w.live.insert(node);
                     }
@@ -389,7 +389,7 @@ fn random_walks_never_break_the_safety_rules() {
 
             let g = w.group().clone();
             let survivor = if g.active == "east" { "west" } else { "east" };
-            let live: Vec<u64> = w.live.intersection(&w.voters).copied().collect();
+            let live: Vec<NodeId> = w.live.intersection(&w.voters).copied().collect();
             let down = live.iter().filter(|n| w.state.verdict(&g.active, **n) == Some(Verdict::Down)).count();
             let up = live.iter().filter(|n| w.state.verdict(survivor, **n) == Some(Verdict::Up)).count();
             let condition = down >= 2 && up >= 2;

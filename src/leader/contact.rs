@@ -7,13 +7,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use crate::ids::NodeId;
+
 /// What this node knows of its peers' acknowledgements, as read from Raft at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Contact {
-    pub voters: BTreeSet<u64>,
+    pub voters: BTreeSet<NodeId>,
     /// On the leader: per other member, how long ago it last acknowledged this leader (absent:
     /// never).
-    pub acked_ago: BTreeMap<u64, Duration>,
+    pub acked_ago: BTreeMap<NodeId, Duration>,
     /// On the leader: how long ago a quorum last acknowledged it (zero for a sole voter, which
     /// is its own quorum); `None` when none has yet.
     pub quorum_acked_ago: Option<Duration>,
@@ -23,7 +25,7 @@ impl Contact {
     /// The voters whose verdicts count: `me`, and every voter that acknowledged this leader
     /// within `within`. A voter not heard from recently counts as unknown, never as a stale
     /// up or down.
-    pub fn live(&self, me: u64, within: Duration) -> BTreeSet<u64> {
+    pub fn live(&self, me: NodeId, within: Duration) -> BTreeSet<NodeId> {
         self.voters
             .iter()
             .copied()
@@ -43,8 +45,8 @@ impl Contact {
 pub struct Health {
     /// Raft stopped with this error.
     pub raft_stopped: Option<String>,
-    pub me: u64,
-    pub leader: Option<u64>,
+    pub me: NodeId,
+    pub leader: Option<NodeId>,
     /// On the leader: how long ago a quorum acknowledged it ([`Contact::quorum_acked_ago`]).
     pub quorum_acked_ago: Option<Duration>,
     /// On a follower: how long ago it last heard from the leader.
@@ -102,11 +104,11 @@ mod tests {
     #[test]
     fn live_voters_are_me_and_those_heard_within_the_bound() {
         let c = Contact {
-            voters: [1, 2, 3, 4].into(),
-            acked_ago: [(2, ms(100)), (3, ms(1001)), (5, ms(0))].into(),
+            voters: [1, 2, 3, 4].map(NodeId).into(),
+            acked_ago: [(NodeId(2), ms(100)), (NodeId(3), ms(1001)), (NodeId(5), ms(0))].into(),
             quorum_acked_ago: Some(ms(100)),
         };
-        assert_eq!(c.live(1, ms(1000)), [1, 2].into(), "3 too long ago, 4 never, 5 no voter");
+        assert_eq!(c.live(NodeId(1), ms(1000)), [1, 2].map(NodeId).into(), "3 too long ago, 4 never, 5 no voter");
         assert!(!c.cut_off(ms(100)));
         assert!(c.cut_off(ms(99)));
         assert!(Contact::default().cut_off(ms(1_000_000)), "never acknowledged: cut off");
@@ -116,8 +118,8 @@ mod tests {
     fn readiness_names_what_is_missing() {
         let ok = Health {
             raft_stopped: None,
-            me: 1,
-            leader: Some(1),
+            me: NodeId(1),
+            leader: Some(NodeId(1)),
             quorum_acked_ago: Some(ms(10)),
             leader_heard_ago: None,
             recovered: true,
@@ -130,8 +132,11 @@ mod tests {
             (Health { leader: None, ..ok.clone() }, "no leader known"),
             (Health { quorum_acked_ago: None, ..ok.clone() }, "no quorum has acknowledged it yet"),
             (Health { quorum_acked_ago: Some(ms(1001)), ..ok.clone() }, "for 1001 ms"),
-            (Health { leader: Some(2), ..ok.clone() }, "leader 2 known but not heard from yet"),
-            (Health { leader: Some(2), leader_heard_ago: Some(ms(2000)), ..ok.clone() }, "no word from leader 2"),
+            (Health { leader: Some(NodeId(2)), ..ok.clone() }, "leader 2 known but not heard from yet"),
+            (
+                Health { leader: Some(NodeId(2)), leader_heard_ago: Some(ms(2000)), ..ok.clone() },
+                "no word from leader 2",
+            ),
             (Health { recovered: false, ..ok.clone() }, "recovering"),
             (Health { applied: Some(4), ..ok.clone() }, "applied 4 of 5"),
             (Health { raft_stopped: Some("disk".into()), ..ok.clone() }, "Raft has stopped: disk"),
@@ -140,6 +145,6 @@ mod tests {
             let got = readiness(&h, bound).expect_err(want);
             assert!(got.contains(want), "{got:?} should say {want:?}");
         }
-        assert_eq!(readiness(&Health { leader: Some(2), leader_heard_ago: Some(ms(5)), ..ok }, bound), Ok(()));
+        assert_eq!(readiness(&Health { leader: Some(NodeId(2)), leader_heard_ago: Some(ms(5)), ..ok }, bound), Ok(()));
     }
 }

@@ -30,13 +30,13 @@ use crate::engine::{
 };
 use crate::protocol::{Heartbeat, HeartbeatAnswer, Role};
 use crate::rng::SplitMix64;
-use crate::state::{Command, DecisionFacts, Epoch, GroupId, Rejection, SiteId, State, Topology};
+use crate::state::{Command, DecisionFacts, Epoch, GroupId, NodeId, Rejection, SiteId, State, Topology};
 
 /// What a leader needs from this node's config; the same for every term.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaderConfig {
     /// This node.
-    pub node: u64,
+    pub node: NodeId,
     /// Per group: hold-down, block and in-sync timing.
     pub timing: BTreeMap<GroupId, GroupTiming>,
     /// The sites and groups this node's config declares: a leadership registers them once.
@@ -401,7 +401,12 @@ pub enum Order {
 
 /// What the engine saw, for the journal: each of the group's sites with every voter's verdict
 /// (`-` for a voter not heard from recently, whose verdict did not count).
-fn evidence(state: &State, group: &str, voters: &BTreeSet<u64>, live: &BTreeSet<u64>) -> BTreeMap<SiteId, String> {
+fn evidence(
+    state: &State,
+    group: &str,
+    voters: &BTreeSet<NodeId>,
+    live: &BTreeSet<NodeId>,
+) -> BTreeMap<SiteId, String> {
     let Some(g) = state.groups.get(group) else { return BTreeMap::new() };
     [&g.spec.primary, &g.spec.secondary]
         .into_iter()

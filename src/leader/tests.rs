@@ -11,7 +11,7 @@ use super::*;
 use crate::config::{FailoverMode, ReplicationMode};
 use crate::protocol::{GroupReport, Heartbeat, Role};
 use crate::state::plan::{StepOutcome, StepSpec};
-use crate::state::{Epoch, GroupSpec, LeaseTerms, Response, Verdict};
+use crate::state::{Epoch, GroupSpec, LeaseTerms, NodeId, Response, Verdict};
 
 const HOLD: Duration = Duration::from_secs(1);
 
@@ -58,7 +58,7 @@ impl World {
         let timing =
             GroupTiming { hold_down: HOLD, block_after_failover: Duration::from_secs(60), in_sync_within: ms(500) };
         let config = LeaderConfig {
-            node: 1,
+            node: NodeId(1),
             timing: [("app".into(), timing)].into(),
             topology: topology.clone(),
             live_within: ms(1000),
@@ -69,8 +69,8 @@ impl World {
         World {
             state,
             contact: Contact {
-                voters: [1, 2, 3].into(),
-                acked_ago: [(2, ms(10)), (3, ms(10))].into(),
+                voters: [1, 2, 3].map(NodeId).into(),
+                acked_ago: [(NodeId(2), ms(10)), (NodeId(3), ms(10))].into(),
                 quorum_acked_ago: Some(ms(10)),
             },
             failing_since: BTreeMap::new(),
@@ -91,7 +91,7 @@ impl World {
 
     fn see(&mut self, site: &str, verdicts: [Option<Verdict>; 3]) {
         for (i, verdict) in verdicts.into_iter().enumerate() {
-            self.state.apply(Command::ReportVerdict { node: i as u64 + 1, site: site.into(), verdict });
+            self.state.apply(Command::ReportVerdict { node: NodeId(i as u64 + 1), site: site.into(), verdict });
         }
     }
 
@@ -147,7 +147,7 @@ fn a_decision_carries_its_evidence_and_detection_time() {
     let mut w = World::new(None, &[]);
     w.see("east", [DOWN, DOWN, None]);
     w.see("west", [UP, UP, UP]);
-    w.contact.acked_ago.remove(&3);
+    w.contact.acked_ago.remove(&NodeId(3));
     w.failing_since.insert("east".into(), ms(200));
     let first = w.tick(ms(1000));
     let journal = first.iter().find_map(|e| match e {
@@ -166,7 +166,7 @@ fn a_decision_carries_its_evidence_and_detection_time() {
         panic!("one automatic failover, got {failover:?}");
     };
     assert_eq!((to.as_str(), *expected_epoch), ("west", Epoch(1)));
-    assert_eq!(quorum_of, &Some(BTreeSet::from([1, 2, 3])));
+    assert_eq!(quorum_of, &Some(BTreeSet::from([1, 2, 3].map(NodeId))));
     assert_eq!(facts.detected_after_ms, Some(1800), "from the first failed probe at 200 ms to 2000 ms");
     assert_eq!(facts.rpo_ms, None, "no agents: unknown");
 }
@@ -292,7 +292,7 @@ fn operator_orders_are_checked_against_the_evidence() {
     assert!(matches!(w.leader.order(&order(Some("west"), true, false), &t), Ok(Order::DryRun { allowed: true, .. })));
     let Ok(Order::Commit { command, .. }) = w.leader.order(&order(Some("west"), false, false), &t) else { panic!() };
     let Command::Failover { quorum_of, automatic, facts, reason, .. } = command else { panic!() };
-    assert_eq!((quorum_of, automatic, reason.as_str()), (Some([1, 2, 3].into()), false, "operator: drill"));
+    assert_eq!((quorum_of, automatic, reason.as_str()), (Some([1, 2, 3].map(NodeId).into()), false, "operator: drill"));
     assert_eq!(facts.detected_after_ms, Some(500));
     // Without the evidence it is refused, unless forced (and then not checked at commit).
     w.see("east", [DOWN, UP, UP]);

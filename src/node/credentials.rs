@@ -35,9 +35,9 @@ pub fn load(config: &Config) -> anyhow::Result<(Auth, Option<Material>)> {
 /// A CA with certificates for every initial member and site, made once by whichever node of
 /// the development cluster starts first; a node added later issues its own from that CA.
 fn dev_certificates(config: &Config, dir: &Path) -> anyhow::Result<()> {
-    let mut nodes: Vec<u64> = config.cluster.initial_members.keys().copied().collect();
-    if !nodes.contains(&config.node.id) {
-        nodes.push(config.node.id);
+    let mut nodes: Vec<u64> = config.cluster.initial_members.keys().map(|id| id.0).collect();
+    if !nodes.contains(&config.node.id.0) {
+        nodes.push(config.node.id.0);
     }
     let sites: Vec<String> = config.sites.iter().map(|s| s.name.clone()).collect();
     // Every node's certificate names every member's host, so peers reach each other by the

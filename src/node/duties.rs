@@ -17,6 +17,7 @@ use super::leading::lead;
 use super::probing::probe_and_report;
 use super::Node;
 use crate::probe::SiteProber;
+use crate::raft::NodeId;
 
 pub(super) fn spawn_all(
     node: &Arc<Node>,
@@ -45,7 +46,7 @@ async fn until_stopped(mut stopped: watch::Receiver<bool>, duty: impl Future<Out
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BootstrapInfo {
     pub cluster: String,
-    pub initial_members: BTreeMap<u64, String>,
+    pub initial_members: BTreeMap<NodeId, String>,
 }
 
 impl Node {
@@ -93,7 +94,7 @@ async fn bootstrap(node: Arc<Node>) {
         };
         if theirs != mine {
             tracing::error!(
-                peer = id,
+                peer = %id,
                 ours = ?mine,
                 theirs = ?theirs,
                 "refusing to bootstrap: node {id} has a different cluster name or initial member list; \
@@ -102,7 +103,7 @@ async fn bootstrap(node: Arc<Node>) {
             return;
         }
     }
-    let nodes: BTreeMap<u64, BasicNode> =
+    let nodes: BTreeMap<NodeId, BasicNode> =
         members.iter().map(|(id, addr)| (*id, BasicNode { addr: addr.clone() })).collect();
     match node.raft.initialize(nodes).await {
         Ok(()) => {
@@ -140,7 +141,7 @@ async fn follow_raft(node: Arc<Node>) {
         if leader != last_leader {
             match leader {
                 Some(id) if id == node.id => tracing::info!(term, "this node is now the leader"),
-                Some(id) => tracing::info!(leader = id, term, "following leader"),
+                Some(id) => tracing::info!(leader = %id, term, "following leader"),
                 None => tracing::warn!(term, "no leader known"),
             }
             last_leader = leader;

@@ -274,7 +274,7 @@ impl Node {
         if membership.voter_ids().any(|v| v == id) {
             return reject(format!("node {id} is already a voter"));
         }
-        tracing::info!(id, %addr, "adding member: as learner first, until it has caught up");
+        tracing::info!(%id, %addr, "adding member: as learner first, until it has caught up");
         let added = self.raft.add_learner(id, BasicNode { addr: addr.clone() }, false).await?;
         let target = added.log_id.index;
         let timeout = self.catch_up_timeout();
@@ -290,9 +290,9 @@ impl Node {
             )
             .await;
         if caught_up.is_err() {
-            tracing::warn!(id, %addr, "learner did not catch up: removing it again");
+            tracing::warn!(%id, %addr, "learner did not catch up: removing it again");
             if let Err(e) = self.raft.change_membership(ChangeMembers::RemoveNodes([id].into()), false).await {
-                tracing::error!(id, error = %e, "cannot remove the learner that did not catch up");
+                tracing::error!(%id, error = %e, "cannot remove the learner that did not catch up");
             }
             return reject(format!(
                 "node {id} at {addr} did not catch up within {} s (is it running, reachable at that address, and \
@@ -301,7 +301,7 @@ impl Node {
                 self.config.cluster.name
             ));
         }
-        tracing::info!(id, "learner caught up: promoting to voter");
+        tracing::info!(%id, "learner caught up: promoting to voter");
         self.raft.change_membership(ChangeMembers::AddVoterIds([id].into()), false).await?;
         Ok(self.membership_reply())
     }
@@ -327,7 +327,7 @@ impl Node {
         let change =
             if is_voter { ChangeMembers::RemoveVoters([id].into()) } else { ChangeMembers::RemoveNodes([id].into()) };
         self.raft.change_membership(change, false).await?;
-        tracing::info!(id, "member removed");
+        tracing::info!(%id, "member removed");
         Ok(self.membership_reply())
     }
 

@@ -107,7 +107,7 @@ impl Node {
             anyhow::bail!("plan secret files: {}", errors.join("; "));
         }
         let (auth, tls) = credentials::load(&config)?;
-        let metrics = Metrics::new(config.node.id);
+        let metrics = Metrics::new(config.node.id.0);
         if tls.is_none() {
             tracing::warn!(
                 "transport.plain_http: no TLS: API tokens and Raft traffic cross the network in the clear and any \
@@ -175,7 +175,7 @@ impl Node {
         duties::spawn_all(&node, probers, &stopped, &mut tasks);
 
         tracing::info!(
-            node_id = node.id,
+            node_id = %node.id,
             %addr,
             advertise = %config.node.advertise,
             data_dir = %data_dir.display(),
@@ -202,7 +202,7 @@ impl RunningNode {
         if let Err(e) = self.node.raft.shutdown().await {
             tracing::error!(error = %e, "Raft did not shut down cleanly");
         }
-        tracing::info!(node_id = self.node.id, "node stopped");
+        tracing::info!(node_id = %self.node.id, "node stopped");
     }
 
     /// Resolves when Raft stops on its own (a fatal storage error): the process should exit
@@ -273,7 +273,7 @@ impl Node {
     fn leader_of(&self, term: u64) -> MutexGuard<'_, Option<Leader>> {
         let mut slot = self.leader.lock().expect("leader lock poisoned");
         if slot.as_ref().is_none_or(|l| l.term() != term) {
-            let seed = self.id ^ crate::clock::unix_ms();
+            let seed = self.id.0 ^ crate::clock::unix_ms();
             *slot = Some(Leader::new(self.leader_config.clone(), term, self.clock.now(), seed));
         }
         slot
@@ -294,7 +294,7 @@ impl Node {
         let Some(target) = voters.into_iter().max_by_key(|id| matched(id).map(|l| l.index)) else {
             return;
         };
-        tracing::info!(to = target, "handing leadership over before shutdown");
+        tracing::info!(to = %target, "handing leadership over before shutdown");
         if self.raft.trigger().transfer_leader(target).await.is_err() {
             return;
         }
@@ -304,7 +304,7 @@ impl Node {
             .metrics(|m| m.current_leader != Some(self.id), "leadership handed over")
             .await;
         if moved.is_err() {
-            tracing::warn!(to = target, "leadership did not move in time; stopping anyway");
+            tracing::warn!(to = %target, "leadership did not move in time; stopping anyway");
         }
     }
 }

@@ -78,7 +78,7 @@ pub struct StepCheck {
 /// so each may be checked).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PlanCheck {
-    pub node: u64,
+    pub node: crate::ids::NodeId,
     pub group: crate::ids::GroupId,
     /// The failover the check is for: away from the active site.
     pub from: crate::ids::SiteId,

@@ -18,7 +18,7 @@ pub(super) async fn probe_and_report(node: Arc<Node>, probers: Vec<SiteProber>) 
     let (tx, mut rounds) = tokio::sync::mpsc::channel(64);
     let mut tasks = JoinSet::new();
     for (i, prober) in probers.into_iter().enumerate() {
-        let mut rng = SplitMix64::new(node.id.rotate_left(32) ^ i as u64);
+        let mut rng = SplitMix64::new(node.id.0.rotate_left(32) ^ i as u64);
         let (node, tx) = (node.clone(), tx.clone());
         tasks.spawn(async move { prober.run(&node.metrics.probes, tx, move || rng.unit()).await });
     }

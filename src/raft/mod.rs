@@ -16,14 +16,15 @@ use crate::config::RaftTiming;
 use crate::state::{Logged, Response};
 
 openraft::declare_raft_types!(
-    /// Raft types of the witness cluster: node ids are `u64`, nodes are addressed by
-    /// `host:port`, and log entries carry [`Logged`] commands.
+    /// Raft types of the witness cluster: node ids are [`NodeId`]s (a `u64` on the wire),
+    /// nodes are addressed by `host:port`, and log entries carry [`Logged`] commands.
     pub TypeConfig:
         D = Logged,
         R = Response,
+        NodeId = NodeId,
 );
 
-pub type NodeId = u64;
+pub use crate::ids::NodeId;
 pub type Node = openraft::BasicNode;
 pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
 pub type Vote = openraft::alias::VoteOf<TypeConfig>;

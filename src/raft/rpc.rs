@@ -75,10 +75,10 @@ fn admit<T: DeserializeOwned>(
     let Some(Extension(conn)) = conn.filter(|Extension(c)| c.tls) else { return Ok(req) };
     let claimed = sender(&req);
     match conn.cert {
-        Some(CertIdentity::Node(id)) if id == claimed => Ok(req),
+        Some(CertIdentity::Node(id)) if claimed == id => Ok(req),
         other => {
             let presented = other.map_or("no certificate".to_string(), |c| c.to_string());
-            tracing::warn!(claimed, %presented, remote = %conn.remote, "Raft RPC refused: sender and certificate differ");
+            tracing::warn!(%claimed, %presented, remote = %conn.remote, "Raft RPC refused: sender and certificate differ");
             Err((
                 StatusCode::FORBIDDEN,
                 format!("this RPC comes from node {claimed}, the certificate names {presented}"),

@@ -15,7 +15,7 @@ pub mod journal;
 pub mod plan;
 
 use crate::config::{Config, FailoverMode, ReplicationMode};
-pub use crate::ids::{GroupId, SiteId};
+pub use crate::ids::{GroupId, NodeId, SiteId};
 use journal::{Journal, Note};
 use plan::{Plan, PlanChange, StepOutcome, StepSpec};
 
@@ -261,9 +261,9 @@ pub enum Command {
     /// `expected_epoch`. On success the epoch becomes `expected_epoch + 1`.
     Activate { group: GroupId, site: SiteId, expected_epoch: Epoch },
     /// Remember that a node id left the cluster, so that it is never reused.
-    RetireNode { id: u64 },
+    RetireNode { id: NodeId },
     /// Node `node` now sees `site` as `verdict` (`None`: unknown). Sent only on change.
-    ReportVerdict { node: u64, site: SiteId, verdict: Option<Verdict> },
+    ReportVerdict { node: NodeId, site: SiteId, verdict: Option<Verdict> },
     /// A failover decision: the epoch compare-and-set of `Activate`, and the group is then
     /// blocked against further automatic failovers until acknowledged.
     Failover {
@@ -275,7 +275,7 @@ pub enum Command {
         /// these voters still has the active site down and `to` up: the evidence is checked
         /// atomically with the decision, so verdicts that changed while the proposal was in
         /// flight cannot be outrun. `None` for an operator's forced order.
-        quorum_of: Option<BTreeSet<u64>>,
+        quorum_of: Option<BTreeSet<NodeId>>,
         /// Decided by the engine: the automation switch, the group's pause, its block and its
         /// failover mode are checked again here, at its place in the log, so a pause committed
         /// while the proposal was in flight still stops it.
@@ -394,7 +394,7 @@ pub enum Response {
         draining: bool,
     },
     NodeRetired {
-        id: u64,
+        id: NodeId,
     },
     VerdictRecorded,
     GroupUpdated {
@@ -499,10 +499,10 @@ pub struct State {
     /// a fencing token never goes backwards, and a group that had failed over must not drift
     /// back to its primary because a node with an older config led for a while.
     pub retired_groups: BTreeMap<GroupId, Placement>,
-    pub retired_nodes: BTreeSet<u64>,
+    pub retired_nodes: BTreeSet<NodeId>,
     /// Every node's verdict on every site: site → node → verdict.
     #[serde(default)]
-    pub verdicts: BTreeMap<SiteId, BTreeMap<u64, Verdict>>,
+    pub verdicts: BTreeMap<SiteId, BTreeMap<NodeId, Verdict>>,
     /// The global automation switch is off: no automatic decision for any group.
     #[serde(default)]
     pub automation_off: bool,
@@ -711,7 +711,7 @@ impl State {
     /// What the verdicts of `counted` say about moving a group from `from` to `to`, against a
     /// quorum of `voters` (`counted` outside `voters` are not counted). The one rule for quorum
     /// evidence: the engine, an operator's order and [`State::apply`] all use it.
-    pub fn evidence(&self, from: &str, to: &str, voters: &BTreeSet<u64>, counted: &BTreeSet<u64>) -> Evidence {
+    pub fn evidence(&self, from: &str, to: &str, voters: &BTreeSet<NodeId>, counted: &BTreeSet<NodeId>) -> Evidence {
         let count = |site: &str, v: Verdict| {
             counted.iter().filter(|n| voters.contains(n) && self.verdict(site, **n) == Some(v)).count()
         };
@@ -732,7 +732,7 @@ impl State {
     }
 
     /// `node`'s verdict on `site`, `None` when unknown.
-    pub fn verdict(&self, site: &str, node: u64) -> Option<Verdict> {
+    pub fn verdict(&self, site: &str, node: NodeId) -> Option<Verdict> {
         self.verdicts.get(site)?.get(&node).copied()
     }
 
@@ -1110,21 +1110,21 @@ mod tests {
         for (node, east, west) in
             [(1, Verdict::Down, Verdict::Up), (2, Verdict::Down, Verdict::Up), (3, Verdict::Up, Verdict::Up)]
         {
-            s.apply(Command::ReportVerdict { node, site: "east".into(), verdict: Some(east) });
-            s.apply(Command::ReportVerdict { node, site: "west".into(), verdict: Some(west) });
+            s.apply(Command::ReportVerdict { node: NodeId(node), site: "east".into(), verdict: Some(east) });
+            s.apply(Command::ReportVerdict { node: NodeId(node), site: "west".into(), verdict: Some(west) });
         }
         let failover = Command::Failover {
             group: "app".into(),
             to: "west".into(),
             expected_epoch: Epoch(1),
             reason: "test".into(),
-            quorum_of: Some([1, 2, 3].into()),
+            quorum_of: Some([1, 2, 3].map(NodeId).into()),
             automatic: true,
             facts: Default::default(),
         };
         // Node 2 saw east come back before the decision reached the log.
         let mut changed = s.clone();
-        changed.apply(Command::ReportVerdict { node: 2, site: "east".into(), verdict: Some(Verdict::Up) });
+        changed.apply(Command::ReportVerdict { node: NodeId(2), site: "east".into(), verdict: Some(Verdict::Up) });
         assert!(matches!(
             changed.apply(failover.clone()),
             Response::Rejected(Rejection::EvidenceChanged { down: 1, .. })

@@ -10,7 +10,7 @@ use witness::engine::detector::{Observer, Watch};
 use witness::leader::contact::{readiness, Health};
 use witness::leader::Contact;
 use witness::state::plan::StepSpec;
-use witness::state::{GroupSpec, LeaseTerms, Topology};
+use witness::state::{GroupSpec, LeaseTerms, NodeId, Topology};
 
 /// Sites `east` (primary) and `west` and the synchronous, automatic group `app` between them.
 pub fn topology(leases: Option<LeaseTerms>, steps: Vec<StepSpec>) -> Topology {
@@ -37,7 +37,7 @@ pub fn observer(
     now_ms: u64,
 ) -> Observer {
     let watch = Watch { failure_threshold: failures, success_threshold: successes, stale_after };
-    Observer::new(node, sites.iter().map(|s| ((*s).into(), watch)), Duration::from_millis(now_ms))
+    Observer::new(NodeId(node), sites.iter().map(|s| ((*s).into(), watch)), Duration::from_millis(now_ms))
 }
 
 /// What `Node::contact` reads from Raft, from when each other voter last acknowledged `me`
@@ -45,21 +45,21 @@ pub fn observer(
 /// with `me`.
 pub fn contact(me: u64, voters: &BTreeSet<u64>, acked_at: &BTreeMap<u64, u64>, now_ms: u64) -> Contact {
     let ago = |at: u64| Duration::from_millis(now_ms.saturating_sub(at));
-    let acked_ago: BTreeMap<u64, Duration> = acked_at.iter().map(|(id, at)| (*id, ago(*at))).collect();
+    let acked_ago: BTreeMap<NodeId, Duration> = acked_at.iter().map(|(id, at)| (NodeId(*id), ago(*at))).collect();
     let mut ages: Vec<Duration> =
-        voters.iter().filter(|v| **v != me).filter_map(|v| acked_ago.get(v).copied()).collect();
+        voters.iter().filter(|v| **v != me).filter_map(|v| acked_ago.get(&NodeId(*v)).copied()).collect();
     ages.sort();
     let others_needed = witness::state::quorum(voters.len()) - usize::from(voters.contains(&me));
     let quorum_acked_ago = if others_needed == 0 { Some(Duration::ZERO) } else { ages.get(others_needed - 1).copied() };
-    Contact { voters: voters.clone(), acked_ago, quorum_acked_ago }
+    Contact { voters: voters.iter().map(|v| NodeId(*v)).collect(), acked_ago, quorum_acked_ago }
 }
 
 /// Whether a leader with this contact is ready (`Node::readiness`, with its state applied).
 pub fn ready(me: u64, contact: &Contact, election_timeout_max_ms: u64) -> bool {
     let health = Health {
         raft_stopped: None,
-        me,
-        leader: Some(me),
+        me: NodeId(me),
+        leader: Some(NodeId(me)),
         quorum_acked_ago: contact.quorum_acked_ago,
         leader_heard_ago: None,
         recovered: true,

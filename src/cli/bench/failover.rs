@@ -116,7 +116,7 @@ pub(super) async fn settle(nodes: &[RunningNode]) -> anyhow::Result<()> {
         let ready = {
             let state = &leader.applied.read().expect("state lock").state;
             let all_up =
-                ["east", "west"].iter().all(|site| (1..=3).all(|n| state.verdict(site, n) == Some(Verdict::Up)));
+                ["east", "west"].iter().all(|site| (1..=3).all(|n| state.verdict(site, n.into()) == Some(Verdict::Up)));
             all_up && !state.groups["demo"].blocked
         };
         if ready {
