@@ -558,8 +558,9 @@ impl World {
         }
     }
 
-    /// The tick `id`'s runtime would hand its leader now (it must lead), with the effects' uses.
-    fn tick(&mut self, id: u64) -> Vec<Effect> {
+    /// Hands `id`'s leader (it must lead) what `id`'s runtime would read now: its contact with
+    /// the others (acknowledgements refreshed), readiness, its failing streaks, its clock.
+    fn with_leader<T>(&mut self, id: u64, f: impl FnOnce(&mut Leader, &Tick) -> T) -> T {
         let now = self.now_ms;
         let acks: Vec<u64> =
             NODES.iter().copied().filter(|n| *n != id && self.reaches(id, *n) && self.reaches(*n, id)).collect();
@@ -575,7 +576,7 @@ impl World {
             ready,
             failing_since: &failing_since,
         };
-        node.leader.as_mut().expect("it leads").tick(&t)
+        f(node.leader.as_mut().expect("it leads"), &t)
     }
 
     /// Every node that believes it leads ticks its leader; only the real leader's proposals
@@ -586,7 +587,7 @@ impl World {
             if !self.running(id) {
                 continue;
             }
-            for effect in self.tick(id) {
+            for effect in self.with_leader(id, |leader, t| leader.tick(t)) {
                 match effect {
                     Effect::Propose(command) => {
                         self.propose(id, term, command);
@@ -1045,24 +1046,8 @@ impl World {
         let order =
             FailoverOrder { group: GROUP.into(), to: Some(to.clone()), reason: "drill".into(), dry_run: false, force };
         // The order reads the same view a tick would.
-        let now = self.now_ms;
-        let acks: Vec<u64> = NODES
-            .iter()
-            .copied()
-            .filter(|n| *n != leader && self.reaches(leader, *n) && self.reaches(*n, leader))
-            .collect();
-        let node = self.nodes.get_mut(&leader).unwrap();
-        node.acked_at.extend(acks.iter().map(|n| (*n, now)));
-        let contact = support::sim::contact(leader, &self.voters, &node.acked_at, now);
-        let failing_since = node.observer.failing_since();
-        let t = Tick {
-            now: node.clock.read(now),
-            state: &node.state,
-            contact: &contact,
-            ready: true,
-            failing_since: &failing_since,
-        };
-        let Ok(Order::Commit { command, .. }) = node.leader.as_ref().expect("it leads").order(&order, &t) else {
+        let decided = self.with_leader(leader, |l, t| l.order(&order, t));
+        let Ok(Order::Commit { command, .. }) = decided else {
             return false;
         };
         self.history.operator_orders += 1;
