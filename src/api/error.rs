@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::node::leader::{FailoverOutcome, NodeError};
 use crate::protocol::NotLeader;
+use crate::raft::NodeId;
 use crate::state::{Rejection, Response as StateResponse};
 
 #[derive(Debug, thiserror::Error)]
@@ -36,8 +37,8 @@ pub enum ApiError {
     #[error(transparent)]
     Node(#[from] NodeError),
     /// A heartbeat sent to a node that does not lead: 421, saying who does.
-    #[error("{}", .0.error)]
-    NotLeader(NotLeader),
+    #[error("{message}")]
+    NotLeader { message: String, leader_id: NodeId, leader_addr: String },
     #[error("{0}")]
     Internal(String),
 }
@@ -60,7 +61,7 @@ impl ApiError {
             ApiError::RateLimited(..) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "timeout"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-            ApiError::NotLeader(_) => (StatusCode::MISDIRECTED_REQUEST, "not_leader"),
+            ApiError::NotLeader { .. } => (StatusCode::MISDIRECTED_REQUEST, "not_leader"),
             ApiError::Node(e) => match e {
                 NodeError::NoLeader => (StatusCode::SERVICE_UNAVAILABLE, "no_leader"),
                 NodeError::LeaderMoved { .. } => (StatusCode::SERVICE_UNAVAILABLE, "leader_moved"),
@@ -101,8 +102,8 @@ pub fn failover_status(outcome: &FailoverOutcome) -> StatusCode {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        if let ApiError::NotLeader(mut body) = self {
-            body.code = code.to_string();
+        if let ApiError::NotLeader { message, leader_id, leader_addr } = self {
+            let body = NotLeader { error: message, code: code.to_string(), leader_id, leader_addr };
             return (status, Json(body)).into_response();
         }
         let mut response = (status, Json(ErrorBody { error: self.to_string(), code })).into_response();

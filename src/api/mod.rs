@@ -29,7 +29,7 @@ use auth::{Caller, Needs};
 
 use crate::node::leader::{FailoverOrder, Forwarded, LeaderReply, LeaderRequest, NodeError};
 use crate::node::Node;
-use crate::protocol::{Heartbeat, NotLeader};
+use crate::protocol::Heartbeat;
 use crate::raft::network::CLUSTER_HEADER;
 use crate::state::journal::Event;
 use crate::state::{Command, Epoch, Response as StateResponse, SiteId};
@@ -512,9 +512,8 @@ async fn heartbeat(State(node): AppState, Path(site): Path<String>, body: JsonBo
     match node.heartbeat(&site, &heartbeat).await {
         Ok(answer) => Json(answer).into_response(),
         Err(NodeError::LeaderMoved { id, addr }) => {
-            let error = format!("node {} does not lead: node {id} at {addr} does; send heartbeats there", node.id);
-            let body = NotLeader { error, code: String::new(), leader_id: id, leader_addr: addr };
-            ApiError::NotLeader(body).into_response()
+            let message = format!("node {} does not lead: node {id} at {addr} does; send heartbeats there", node.id);
+            ApiError::NotLeader { message, leader_id: id, leader_addr: addr }.into_response()
         }
         Err(e) => ApiError::from(e).into_response(),
     }

@@ -31,6 +31,15 @@ struct Site {
     last_sent: Option<Duration>,
 }
 
+impl Site {
+    fn verdict(&self, now: Duration) -> Option<Verdict> {
+        if now.saturating_sub(self.last_round) > self.watch.stale_after {
+            return None;
+        }
+        self.detector.verdict()
+    }
+}
+
 /// One node's view of every site, and the verdict reports it owes the log.
 #[derive(Debug, Clone)]
 pub struct Observer {
@@ -65,11 +74,7 @@ impl Observer {
 
     /// This node's verdict on `site` now: unknown when its rounds stopped arriving.
     pub fn verdict(&self, site: &str, now: Duration) -> Option<Verdict> {
-        let s = self.sites.get(site)?;
-        if now.saturating_sub(s.last_round) > s.watch.stale_after {
-            return None;
-        }
-        s.detector.verdict()
+        self.sites.get(site)?.verdict(now)
     }
 
     pub fn sites(&self) -> impl Iterator<Item = &str> {
@@ -81,16 +86,14 @@ impl Observer {
     /// [`REPORT_RETRY`].
     pub fn reports(&mut self, state: &State, now: Duration) -> Vec<Command> {
         let mut reports = Vec::new();
-        let desired: Vec<(SiteId, Option<Verdict>)> =
-            self.sites.keys().map(|site| (site.clone(), self.verdict(site, now))).collect();
-        for (site, verdict) in desired {
-            let s = self.sites.get_mut(&site).expect("listed above");
+        for (site, s) in &mut self.sites {
+            let verdict = s.verdict(now);
             let recently = s.last_sent.is_some_and(|at| now.saturating_sub(at) < REPORT_RETRY);
-            if !state.sites.contains(&site) || state.verdict(&site, self.node) == verdict || recently {
+            if !state.sites.contains(site) || state.verdict(site, self.node) == verdict || recently {
                 continue;
             }
             s.last_sent = Some(now);
-            reports.push(Command::ReportVerdict { node: self.node, site, verdict });
+            reports.push(Command::ReportVerdict { node: self.node, site: site.clone(), verdict });
         }
         reports
     }

@@ -205,7 +205,8 @@ impl Node {
         let decided = {
             let slot = self.leader_of(m.current_term);
             let now = self.clock.now();
-            let t = Tick { now, state: &state, contact: &contact, ready: true, failing_since: &failing_since };
+            let ready = self.readiness_from(&m, &contact).is_ok();
+            let t = Tick { now, state: &state, contact: &contact, ready, failing_since: &failing_since };
             slot.as_ref().expect("just made").order(&order, &t)
         };
         let (plan, command) = match decided.map_err(|r| {

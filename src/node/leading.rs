@@ -92,7 +92,7 @@ impl Runtime {
             self.attempts.remove(a);
         }
         let contact = node.contact(&m);
-        let ready = node.readiness().is_ok();
+        let ready = node.readiness_from(&m, &contact).is_ok();
         let failing_since = node.failing_since();
         // Copied out of the state machine's lock: a look never holds up a commit.
         let state = node.applied.read().expect("state lock poisoned").state.without_journal();

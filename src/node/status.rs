@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::Node;
 use crate::config::{FailoverMode, ReplicationMode};
 use crate::leader::contact::{readiness, Health};
+use crate::leader::Contact;
 use crate::raft::NodeId;
 use crate::state::plan::{Phase, Plan};
 use crate::state::{Epoch, GroupId, SiteId, Verdict};
@@ -184,11 +185,20 @@ impl Node {
     /// Ready or not, and why not (`crate::leader::contact::readiness`).
     pub fn readiness(&self) -> Result<(), String> {
         let m = self.raft.metrics().borrow_watched().clone();
+        self.readiness_from(&m, &self.contact(&m))
+    }
+
+    /// [`Node::readiness`] from metrics and a contact already read.
+    pub(super) fn readiness_from(
+        &self,
+        m: &openraft::RaftMetrics<crate::raft::TypeConfig>,
+        contact: &Contact,
+    ) -> Result<(), String> {
         let health = Health {
             raft_stopped: m.running_state.as_ref().err().map(|e| e.to_string()),
             me: self.id,
             leader: m.current_leader,
-            quorum_acked_ago: self.contact(&m).quorum_acked_ago,
+            quorum_acked_ago: contact.quorum_acked_ago,
             leader_heard_ago: self.contact.heard_ago(),
             recovered: self.recovered.load(std::sync::atomic::Ordering::Acquire),
             applied: m.last_applied.map(|l| l.index),
