@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 macro_rules! name {
     ($(#[$doc:meta])* $id:ident) => {
         $(#[$doc])*
-        #[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
         #[serde(transparent)]
         pub struct $id(String);
 
@@ -134,7 +134,7 @@ name!(
 );
 
 /// A witness node's id (`node.id`, ids start at 1 and are never reused).
-#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct NodeId(pub u64);
 

@@ -13,7 +13,7 @@ use crate::ids::{GroupId, NodeId, SiteId};
 use crate::state::Epoch;
 
 /// A site's role for one group, as the witness assigns it and as the agent reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// The group's active site: it may write while it holds a valid lease.
@@ -47,7 +47,7 @@ impl fmt::Display for Role {
 }
 
 /// `POST /v1/sites/{site}/heartbeat`: what a site's agent reports.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Heartbeat {
     /// The agent has exchanged peer-lease messages with the other site's agent recently.
@@ -57,7 +57,7 @@ pub struct Heartbeat {
     pub groups: BTreeMap<GroupId, GroupReport>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupReport {
     /// The epoch the agent knows for the group (absent before its first answer).
@@ -78,12 +78,12 @@ pub struct GroupReport {
 }
 
 /// The answer to a heartbeat: per group the site belongs to that has agents.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HeartbeatAnswer {
     pub groups: BTreeMap<GroupId, Assignment>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Assignment {
     pub role: Role,
     pub epoch: Epoch,
@@ -99,7 +99,7 @@ pub struct Assignment {
 
 /// The peer-lease request one agent sends the other: the groups it is active for, with the
 /// epoch it holds them at. Sent on every round, even with no group, as a reachability check.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PeerRequest {
     pub site: SiteId,
@@ -109,7 +109,7 @@ pub struct PeerRequest {
 
 /// The answer: per requested group, a lease of `lease_ms` counted from when the request was
 /// sent, or none.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PeerGrant {
     pub site: SiteId,
     #[serde(default)]
@@ -117,7 +117,7 @@ pub struct PeerGrant {
 }
 
 /// `421 Misdirected Request` to a heartbeat sent to a node that does not lead: where to go.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NotLeader {
     pub error: String,
     /// Always `not_leader`.

@@ -18,7 +18,7 @@ async fn three_processes_elect_replicate_survive_kill9_and_restart() {
     let mut epoch = 1;
     for i in 0..10 {
         let site = if i % 2 == 0 { "west" } else { "east" };
-        let (status, body) = c.activate(follower, site, epoch).await;
+        let (status, body) = c.failover(follower, site).await;
         assert_eq!(status, 200, "write via follower {follower}: {body}");
         epoch = body["epoch"].as_u64().unwrap();
     }
@@ -46,7 +46,7 @@ async fn three_processes_elect_replicate_survive_kill9_and_restart() {
     }
 
     // The cluster keeps committing with two of three.
-    let (status, body) = c.activate(new_leader, "west", 11).await;
+    let (status, body) = c.failover(new_leader, "west").await;
     assert_eq!(status, 200, "{body}");
 
     // The killed node restarts with no flags and catches up.
@@ -70,7 +70,7 @@ async fn three_processes_elect_replicate_survive_kill9_and_restart() {
         let g = eventually(Duration::from_secs(10), "state after full restart", || c.group(id)).await;
         assert_eq!(g, ("west".to_string(), 12), "node {id} after full restart");
     }
-    let (status, body) = c.activate(leader, "east", 12).await;
+    let (status, body) = c.failover(leader, "east").await;
     assert_eq!(status, 200, "write after full restart: {body}");
 }
 
@@ -79,16 +79,18 @@ async fn concurrent_epoch_cas_has_exactly_one_winner() {
     let mut c = Cluster::new(3, 0);
     let leader = c.start_voters(3).await;
 
+    // Thirty forced failovers to the same site through every node at once: each is an epoch
+    // compare-and-set on the leader, so exactly one moves the group.
     let attempts = 30;
     let mut tasks = Vec::new();
     for i in 0..attempts {
         let via = (i % 3) as u64 + 1;
         let http = c.http.clone();
-        let url = c.nodes[via as usize - 1].url("/v1/groups/app/activate");
+        let url = c.nodes[via as usize - 1].url("/v1/groups/app/failover");
         tasks.push(tokio::spawn(async move {
             let resp = http
                 .post(url)
-                .json(&serde_json::json!({ "site": "west", "expected_epoch": 1 }))
+                .json(&serde_json::json!({ "to": "west", "force": true, "reason": "race" }))
                 .send()
                 .await
                 .expect("request");
@@ -99,12 +101,15 @@ async fn concurrent_epoch_cas_has_exactly_one_winner() {
     let mut winners = 0;
     for t in tasks {
         let (status, body) = t.await.unwrap();
+        let outcome = &body["failover"]["outcome"];
         match status {
             200 => {
                 winners += 1;
-                assert_eq!(body["epoch"], 2);
+                assert_eq!(outcome["epoch"], 2, "{body}");
             }
-            409 => assert_eq!(body["reason"], "stale_epoch", "{body}"),
+            // Planned against epoch 1 and beaten to the log, or planned once west was active.
+            409 if outcome["rejection"]["reason"] == "stale_epoch" => {}
+            409 => assert!(body["error"].as_str().unwrap_or_default().contains("already active"), "{body}"),
             other => panic!("unexpected status {other}: {body}"),
         }
     }
@@ -204,15 +209,16 @@ async fn acknowledged_writes_survive_kill9_mid_stream() {
 
     // A writer acknowledges epochs as fast as it can; kill -9 lands mid-stream.
     let http = c.http.clone();
-    let url = c.nodes[0].url("/v1/groups/app/activate");
+    let url = c.nodes[0].url("/v1/groups/app/failover");
     let writer = tokio::spawn(async move {
         let mut acked = 1u64;
         loop {
             let site = if acked % 2 == 1 { "west" } else { "east" };
-            let resp = http.post(&url).json(&serde_json::json!({ "site": site, "expected_epoch": acked })).send().await;
-            match resp {
+            let order = serde_json::json!({ "to": site, "force": true, "reason": "writer" });
+            match http.post(&url).json(&order).send().await {
                 Ok(r) if r.status() == 200 => {
-                    acked = r.json::<serde_json::Value>().await.unwrap()["epoch"].as_u64().unwrap()
+                    let answer = r.json::<serde_json::Value>().await.unwrap();
+                    acked = answer["failover"]["outcome"]["epoch"].as_u64().unwrap()
                 }
                 _ => return acked,
             }
@@ -244,7 +250,7 @@ async fn lagging_follower_catches_up_from_a_snapshot_after_log_compaction() {
     let mut epoch = 1;
     for i in 0..30 {
         let site = if i % 2 == 0 { "west" } else { "east" };
-        let (status, body) = c.activate(leader, site, epoch).await;
+        let (status, body) = c.failover(leader, site).await;
         assert_eq!(status, 200, "{body}");
         epoch = body["epoch"].as_u64().unwrap();
     }
@@ -284,7 +290,7 @@ async fn leader_cut_off_from_its_quorum_stops_being_ready_and_refuses_writes() {
     assert!(reason.contains("quorum") || reason.contains("leader"), "{reason}");
     // A write is refused promptly as unavailable: it neither hangs nor commits.
     let started = Instant::now();
-    let (status, body) = c.activate(leader, "west", 1).await;
+    let (status, body) = c.post(leader, "/v1/groups/app/pause", &serde_json::Value::Null).await;
     assert_eq!(status, 503, "{body}");
     assert!(started.elapsed() < Duration::from_secs(5), "refusal took {:?}", started.elapsed());
     let (code, out) = cli(&["status", "--endpoint", &format!("https://{}", c.nodes[leader as usize - 1].addr)]);
@@ -334,7 +340,7 @@ async fn a_member_that_never_answers_is_not_made_a_voter() {
     let (code, out) = cli(&["members", "--endpoint", &endpoint]);
     assert_eq!(code, 0, "{out}");
     assert!(!out.contains(&dead), "the unreachable node must be gone: {out}");
-    let (status, body) = c.activate(leader, "west", 1).await;
+    let (status, body) = c.failover(leader, "west").await;
     assert_eq!(status, 200, "the cluster keeps committing: {body}");
 }
 

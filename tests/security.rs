@@ -72,7 +72,7 @@ async fn strangers_cannot_join_or_speak_raft() {
     let (code, out) = cli(&["members", "--endpoint", &endpoint]);
     assert_eq!(code, 0, "{out}");
     assert!(!out.contains(&c.nodes[3].addr) && !out.contains(&c.nodes[4].addr), "{out}");
-    let (status, body) = c.activate(leader, "west", 1).await;
+    let (status, body) = c.failover(leader, "west").await;
     assert_eq!(status, 200, "the cluster keeps committing: {body}");
 }
 
@@ -107,7 +107,6 @@ async fn every_route_answers_each_role_as_it_should() {
         (Method::GET, "/v1/members", json!(null), "UAAAFFF"),
         (Method::POST, "/v1/groups/app/failover", json!({"to": "west", "dry_run": true}), "UFAAFFF"),
         (Method::POST, "/v1/groups/app/failback", json!({"dry_run": true}), "UFAAFFF"),
-        (Method::POST, "/v1/groups/app/activate", json!({"site": "west", "expected_epoch": 99}), "UFAAFFF"),
         (Method::POST, "/v1/groups/app/pause", json!(null), "UFAAFFF"),
         (Method::POST, "/v1/groups/app/resume", json!(null), "UFAAFFF"),
         (Method::POST, "/v1/groups/app/ack", json!({"epoch": 99}), "UFAAFFF"),
@@ -272,7 +271,7 @@ async fn sighup_rotates_a_certificate_and_the_tokens_without_dropping_the_cluste
     assert_eq!(served().await, pem(&dir.join("node-3.crt")));
 
     // Node 3, with its new certificate, still replicates; nobody held an election.
-    let (code, body) = c.activate(leader, "west", 1).await;
+    let (code, body) = c.failover(leader, "west").await;
     assert_eq!(code, 200, "{body}");
     eventually(Duration::from_secs(10), "node 3 has the write", || async {
         (c.group(3).await? == ("west".to_string(), 2)).then_some(())

@@ -27,7 +27,7 @@ pub struct Hook {
 }
 
 /// What the site knows about its copy of a group's data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Replication {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_sync: Option<bool>,

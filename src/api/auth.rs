@@ -65,6 +65,18 @@ pub enum Needs {
     Peer,
 }
 
+impl Needs {
+    /// The rate limit a request counts against: heartbeats, and every operator or admin
+    /// request but a read.
+    pub fn limit(&self, method: &Method) -> Option<Kind> {
+        match self {
+            Needs::SiteInPath => Some(Kind::Heartbeat),
+            Needs::Role(Role::Operator | Role::Admin) if method != Method::GET => Some(Kind::Operator),
+            _ => None,
+        }
+    }
+}
+
 /// The caller behind `authorization` (the header's value) and the connection.
 pub fn identify(auth: &Auth, authorization: Option<&[u8]>, conn: Option<&Connection>) -> Result<Caller, ApiError> {
     if let Some(value) = authorization {
@@ -202,12 +214,7 @@ async fn admit(node: &Node, needs: &Needs, req: Request) -> Result<Request, ApiE
     };
     let tls = conn.as_ref().is_some_and(|c| c.tls);
     authorize(&auth, &caller, needs, site.as_deref(), tls).inspect_err(|e| refused(&conn, &parts.uri, e))?;
-    let kind = match needs {
-        Needs::SiteInPath => Some(Kind::Heartbeat),
-        Needs::Role(Role::Operator | Role::Admin) if parts.method != Method::GET => Some(Kind::Operator),
-        _ => None,
-    };
-    if let Some(kind) = kind {
+    if let Some(kind) = needs.limit(&parts.method) {
         let taken = node.rate_limits.lock().expect("rate limit lock poisoned").take(
             &auth,
             &caller.audit_name(),

@@ -3,7 +3,6 @@
 //! adding where the leader is), and the statuses of writes and operator failovers that were
 //! answered but did not take effect. (The health endpoints' 503 is their meaning, not an error.)
 
-use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -44,13 +43,6 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn from_json(rejection: JsonRejection) -> ApiError {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            return ApiError::TooLarge(format!("request body: {}", rejection.body_text()));
-        }
-        ApiError::BadRequest(format!("request body: {}", rejection.body_text()))
-    }
-
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
@@ -75,9 +67,16 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody {
+/// Every error's body.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    /// What went wrong, for people: it names the field, file or object at fault.
     error: String,
+    /// What went wrong, for programs: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
+    /// `conflict`, `rejected`, `timeout`, `too_large`, `rate_limited`, `no_leader`,
+    /// `leader_moved`, `leader_unreachable`, `outcome_unknown`, `not_leader`, `fatal`, `internal`.
+    #[schema(value_type = String)]
     code: &'static str,
 }
 

@@ -7,6 +7,8 @@
 //! Errors map to HTTP statuses in one place, [`error`].
 
 pub mod auth;
+mod body;
+mod document;
 mod error;
 
 use openraft::async_runtime::WatchReceiver;
@@ -17,68 +19,87 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
+pub use document::document;
 pub use error::ApiError;
 
 use crate::config::auth::Role;
 use crate::config::check_name;
 use auth::{Caller, Needs};
+use body::{Body, OptionalBody};
 
-use crate::node::leader::{FailoverOrder, Forwarded, LeaderReply, LeaderRequest, NodeError};
+use crate::node::leader::{FailoverOrder, FailoverReply, Forwarded, LeaderReply, LeaderRequest, NodeError};
+use crate::node::planning::PlanCheck;
+use document::{LeaderErrors, WriteAnswers};
+use error::ErrorBody;
 use crate::node::Node;
-use crate::protocol::Heartbeat;
+use crate::protocol::{Heartbeat, HeartbeatAnswer, NotLeader};
 use crate::raft::network::CLUSTER_HEADER;
 use crate::state::journal::Event;
 use crate::state::{Command, Epoch, Response as StateResponse, SiteId};
 
 type AppState = State<Arc<Node>>;
 
-pub fn router(node: Arc<Node>) -> Router {
+/// The API's routes in groups, each with what its callers need: the router puts each group
+/// behind its guard (none: credentials are not even read), and the OpenAPI document
+/// ([`document`]) states the same on each operation. Routes added with `route` rather than
+/// `routes!` are node-to-node and left out of the document.
+fn routes() -> Vec<(Option<Needs>, OpenApiRouter<Arc<Node>>)> {
     // Liveness, readiness and the active-site check reveal only up/down and must work for
     // DNS health checkers and load balancers, which carry no credentials.
-    let open = Router::new()
-        .route("/", get(dashboard))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/openapi.json", get(openapi))
-        .route("/v1/groups/{group}/sites/{site}/active", get(site_active));
-    let whoami = Router::new().route("/v1/whoami", get(whoami));
-    let metrics = Router::new().route("/metrics", get(metrics));
-    let viewer = Router::new()
-        .route("/v1/status", get(status))
-        .route("/v1/events", get(events))
-        .route("/v1/events/stream", get(events_stream))
-        .route("/v1/members", get(members));
-    let operator = Router::new()
-        .route("/v1/groups/{group}/activate", post(activate))
-        .route("/v1/groups/{group}/failover", post(failover))
-        .route("/v1/groups/{group}/failback", post(failback))
-        .route("/v1/groups/{group}/pause", post(pause))
-        .route("/v1/groups/{group}/resume", post(resume))
-        .route("/v1/groups/{group}/ack", post(ack))
-        .route("/v1/groups/{group}/plan/retry", post(plan_retry))
-        .route("/v1/groups/{group}/plan/skip", post(plan_skip))
-        .route("/v1/groups/{group}/plan/check", post(plan_check))
-        .route("/v1/automation", post(automation));
-    let admin = Router::new().route("/v1/members", post(add_member)).route("/v1/members/{id}", delete(remove_member));
-    let site = Router::new().route("/v1/sites/{site}/heartbeat", post(heartbeat));
-    let peer = Router::new().route("/raft/leader", post(leader)).route("/raft/bootstrap", get(bootstrap));
-    let guarded = |needs: Needs, routes: Router<Arc<Node>>| {
-        routes.route_layer(middleware::from_fn_with_state((node.clone(), needs), auth::guard))
-    };
-    open.merge(guarded(Needs::Open, whoami))
-        .merge(guarded(Needs::Metrics, metrics))
-        .merge(guarded(Needs::Role(Role::Viewer), viewer))
-        .merge(guarded(Needs::Role(Role::Operator), operator))
-        .merge(guarded(Needs::Role(Role::Admin), admin))
-        .merge(guarded(Needs::SiteInPath, site))
-        .merge(guarded(Needs::Peer, peer))
-        .route_layer(middleware::from_fn(check_path_names))
-        .layer(middleware::from_fn(read_body))
-        .with_state(node)
+    let open = OpenApiRouter::new()
+        .routes(routes!(dashboard))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(openapi))
+        .routes(routes!(site_active));
+    let whoami = OpenApiRouter::new().routes(routes!(whoami));
+    let metrics = OpenApiRouter::new().routes(routes!(metrics));
+    let viewer = OpenApiRouter::new()
+        .routes(routes!(status))
+        .routes(routes!(events))
+        .routes(routes!(events_stream))
+        .routes(routes!(members));
+    let operator = OpenApiRouter::new()
+        .routes(routes!(failover))
+        .routes(routes!(failback))
+        .routes(routes!(pause))
+        .routes(routes!(resume))
+        .routes(routes!(ack))
+        .routes(routes!(plan_retry))
+        .routes(routes!(plan_skip))
+        .routes(routes!(plan_check))
+        .routes(routes!(automation));
+    let admin = OpenApiRouter::new().routes(routes!(add_member)).routes(routes!(remove_member));
+    let site = OpenApiRouter::new().routes(routes!(heartbeat));
+    let peer = OpenApiRouter::new().route("/raft/leader", post(leader)).route("/raft/bootstrap", get(bootstrap));
+    vec![
+        (None, open),
+        (Some(Needs::Open), whoami),
+        (Some(Needs::Metrics), metrics),
+        (Some(Needs::Role(Role::Viewer)), viewer),
+        (Some(Needs::Role(Role::Operator)), operator),
+        (Some(Needs::Role(Role::Admin)), admin),
+        (Some(Needs::SiteInPath), site),
+        (Some(Needs::Peer), peer),
+    ]
+}
+
+pub fn router(node: Arc<Node>) -> Router {
+    let mut app = OpenApiRouter::new();
+    for (needs, routes) in routes() {
+        app = app.merge(match needs {
+            None => routes,
+            Some(needs) => routes.route_layer(middleware::from_fn_with_state((node.clone(), needs), auth::guard)),
+        });
+    }
+    let (app, _) = app.split_for_parts();
+    app.route_layer(middleware::from_fn(check_path_names)).layer(middleware::from_fn(read_body)).with_state(node)
 }
 
 /// No API request needs more (the largest, a heartbeat of a site with many groups, is a few
@@ -136,27 +157,56 @@ async fn check_path_names(req: Request, next: Next) -> Response {
     next.run(Request::from_parts(parts, body)).await
 }
 
-/// Refuses a write that names a group (or a group's site) the committed state does not have,
-/// before it reaches the log: only real names are ever journaled.
+/// Refuses a write that names a group the committed state does not have, before it reaches the
+/// log: only real names are ever journaled.
 fn check_known(node: &Node, command: &Command) -> Result<(), ApiError> {
-    let (group, site) = match command {
-        Command::Activate { group, site, .. } => (group, Some(site)),
-        Command::SetPaused { group, .. } | Command::Ack { group, .. } | Command::ResolvePlan { group, .. } => {
-            (group, None)
-        }
+    let group = match command {
+        Command::SetPaused { group, .. } | Command::Ack { group, .. } | Command::ResolvePlan { group, .. } => group,
         _ => return Ok(()),
     };
     let applied = node.applied.read().expect("state lock poisoned");
-    let g = applied.state.groups.get(group).ok_or_else(|| NodeError::NotFound(format!("unknown group {group:?}")))?;
-    match site {
-        Some(site) if *site != g.spec.primary && *site != g.spec.secondary => {
-            Err(NodeError::NotFound(format!("site {site:?} is not a site of group {group:?}")).into())
-        }
-        _ => Ok(()),
+    match applied.state.groups.contains_key(group) {
+        true => Ok(()),
+        false => Err(NodeError::NotFound(format!("unknown group {group:?}")).into()),
     }
 }
 
-#[derive(Serialize)]
+/// A group named in the path.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct GroupPath {
+    /// A group's name, as configured (`[[group]] name`).
+    group: String,
+}
+
+/// A site of a group, named in the path.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct GroupSitePath {
+    /// A group's name, as configured (`[[group]] name`).
+    group: String,
+    /// One of the group's two sites.
+    site: String,
+}
+
+/// A site named in the path.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct SitePath {
+    /// A site's name, as configured (`[[site]] name`).
+    site: String,
+}
+
+/// A member named in the path.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct MemberPath {
+    /// The node's id (`node.id`).
+    #[param(value_type = u64)]
+    id: String,
+}
+
+#[derive(Serialize, ToSchema)]
 struct WhoAmI {
     /// `token:NAME`, `cert:NAME` or `anonymous`.
     caller: String,
@@ -167,22 +217,40 @@ struct WhoAmI {
 
 /// Who this node takes the caller for, and with what role: the dashboard shows operator
 /// buttons only when the role allows them.
+#[utoipa::path(get, path = "/v1/whoami", tag = "status", responses((status = 200, body = WhoAmI)))]
 async fn whoami(State(node): AppState, Extension(caller): Extension<Caller>) -> Json<WhoAmI> {
     let role = caller.role(&node.auth()).map(|r| r.to_string());
     Json(WhoAmI { caller: caller.audit_name(), role })
 }
 
+/// Liveness: the process serves HTTP.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    responses((status = 200, description = "Serving.", body = String, content_type = "text/plain", example = "ok\n"))
+)]
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Readiness {
     ready: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
 }
 
+/// Readiness: this node has a leader with a quorum and has applied what is committed.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "Ready.", body = Readiness),
+        (status = 503, description = "Not ready, and why.", body = Readiness),
+    )
+)]
 async fn readyz(State(node): AppState) -> Response {
     match node.readiness() {
         Ok(()) => Json(Readiness { ready: true, reason: None }).into_response(),
@@ -192,6 +260,13 @@ async fn readyz(State(node): AppState) -> Response {
     }
 }
 
+/// Prometheus metrics, in the text exposition format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "status",
+    responses((status = 200, description = "The metrics.", body = String, content_type = "text/plain; version=0.0.4"))
+)]
 async fn metrics(State(node): AppState) -> Response {
     // Gauges are brought up to date when scraped, not on every commit.
     node.metrics.observe_raft(&node.raft.metrics().borrow_watched());
@@ -200,90 +275,110 @@ async fn metrics(State(node): AppState) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], node.metrics.render()).into_response()
 }
 
+/// The cluster as this node has it: Raft, members, sites, verdicts, groups (with agents and
+/// leases on the leader).
+#[utoipa::path(get, path = "/v1/status", tag = "status", responses((status = 200, body = crate::node::status::Status)))]
 async fn status(State(node): AppState) -> Json<crate::node::status::Status> {
     Json(node.status())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ActivateBody {
-    site: String,
-    expected_epoch: u64,
-}
-
-/// The epoch compare-and-set. Rejections are answers (409/404), not failures.
-async fn activate(
-    State(node): AppState,
-    Extension(caller): Extension<Caller>,
-    Path(group): Path<String>,
-    body: Result<Json<ActivateBody>, axum::extract::rejection::JsonRejection>,
-) -> Result<Response, ApiError> {
-    let Json(body) = body.map_err(ApiError::from_json)?;
-    let command =
-        Command::Activate { group: group.into(), site: body.site.into(), expected_epoch: Epoch(body.expected_epoch) };
-    check_known(&node, &command)?;
-    match node.submit_by(LeaderRequest::Write(command), Some(caller.audit_name()), false).await? {
-        LeaderReply::Written { response, log_index } => Ok(written(response, log_index)),
-        other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
-    }
+/// A committed write's answer: the state's response (`outcome`) and the log index.
+#[derive(Serialize, ToSchema)]
+pub struct Written {
+    #[serde(flatten)]
+    response: StateResponse,
+    log_index: u64,
 }
 
 fn written(response: StateResponse, log_index: u64) -> Response {
-    #[derive(Serialize)]
-    struct Written {
-        #[serde(flatten)]
-        response: StateResponse,
-        log_index: u64,
-    }
     (error::written_status(&response), Json(Written { response, log_index })).into_response()
 }
 
+/// The witness nodes, voters and learners.
+#[utoipa::path(
+    get,
+    path = "/v1/members",
+    tag = "members",
+    responses((status = 200, body = Vec<crate::node::status::Member>))
+)]
 async fn members(State(node): AppState) -> Json<Vec<crate::node::status::Member>> {
     Json(node.status().members)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AddMemberBody {
+    /// A new node id (ids are never reused).
     id: u64,
+    /// Where the other nodes reach it, `HOST:PORT`.
     addr: String,
 }
 
+/// Adds a node: as a learner until it has caught up, then as a voter. A node that does not
+/// catch up is taken out again (409).
+#[utoipa::path(
+    post,
+    path = "/v1/members",
+    tag = "members",
+    request_body = AddMemberBody,
+    responses(
+        (status = 200, description = "The membership now.", body = LeaderReply),
+        (status = 409, description = "Refused: the message says why (`rejected`).", body = ErrorBody),
+        LeaderErrors,
+    )
+)]
 async fn add_member(
     State(node): AppState,
     Extension(caller): Extension<Caller>,
-    body: Result<Json<AddMemberBody>, axum::extract::rejection::JsonRejection>,
+    Body(body): Body<AddMemberBody>,
 ) -> Result<Json<LeaderReply>, ApiError> {
-    let Json(body) = body.map_err(ApiError::from_json)?;
     let request = LeaderRequest::AddMember { id: body.id.into(), addr: body.addr };
     Ok(Json(node.submit_by(request, Some(caller.audit_name()), false).await?))
 }
 
+/// Removes a node for good: its id is retired and never reused.
+#[utoipa::path(
+    delete,
+    path = "/v1/members/{id}",
+    tag = "members",
+    params(MemberPath),
+    responses(
+        (status = 200, description = "The membership now.", body = LeaderReply),
+        (status = 409, description = "Refused: not a member, or the last voter (`rejected`).", body = ErrorBody),
+        LeaderErrors,
+    )
+)]
 async fn remove_member(
     State(node): AppState,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    Path(MemberPath { id }): Path<MemberPath>,
 ) -> Result<Json<LeaderReply>, ApiError> {
-    let id: u64 = id.parse().map_err(|_| {
-        ApiError::BadRequest(format!("path parameter id: {id:?} is not a node id (a positive integer)"))
+    let id = id.parse::<i64>().ok().and_then(|id| u64::try_from(id).ok()).ok_or_else(|| {
+        ApiError::BadRequest(format!("path parameter id: {id:?} is not a node id (an integer from 0 to 2^63 - 1)"))
     })?;
     Ok(Json(node.submit_by(LeaderRequest::RemoveMember { id: id.into() }, Some(caller.audit_name()), false).await?))
 }
 
 /// A request forwarded by another node: run it here only, never forward again.
-async fn leader(State(node): AppState, headers: HeaderMap, body: JsonBody<Forwarded>) -> Response {
+async fn leader(State(node): AppState, headers: HeaderMap, body: Result<Body<Forwarded>, ApiError>) -> Response {
     if let Err(e) = check_cluster(&node, &headers) {
         return e.into_response();
     }
-    let Json(Forwarded { request, by }) = match body {
-        Ok(body) => body,
-        Err(e) => return ApiError::from_json(e).into_response(),
+    let Forwarded { request, by } = match body {
+        Ok(Body(body)) => body,
+        Err(e) => return e.into_response(),
     };
     let result: Result<LeaderReply, NodeError> = node.submit_by(request, by, true).await;
     Json(result).into_response()
 }
 
 /// The dashboard: one page with its script and style inline (no CDN), reading the API.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "status",
+    responses((status = 200, description = "The dashboard page.", body = String, content_type = "text/html"))
+)]
 async fn dashboard() -> Response {
     (
         [(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")],
@@ -292,9 +387,15 @@ async fn dashboard() -> Response {
         .into_response()
 }
 
-/// The API as an OpenAPI 3 document, kept in step with the router above by `tests/docs.rs`.
-async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], include_str!("openapi.json")).into_response()
+/// This document: the API as OpenAPI 3.1, generated from the handlers and types.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "status",
+    responses((status = 200, description = "The OpenAPI document.", body = Object))
+)]
+async fn openapi() -> Json<&'static utoipa::openapi::OpenApi> {
+    Json(document())
 }
 
 async fn bootstrap(State(node): AppState) -> Json<crate::node::BootstrapInfo> {
@@ -313,82 +414,126 @@ fn check_cluster(node: &Node, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// The body of `failover` (which requires `to`) and `failback` (which refuses it).
-#[derive(Deserialize)]
+/// An operator's failover.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct OrderBody {
-    to: Option<String>,
+struct FailoverBody {
+    /// The site to make active.
+    to: String,
+    /// Why, for the journal.
     #[serde(default)]
     reason: String,
+    /// Check only: change nothing.
     #[serde(default)]
     dry_run: bool,
+    /// Fail over even when a check fails (the active site not seen down, the target not seen
+    /// up, a recent failover not acknowledged).
     #[serde(default)]
     force: bool,
-    /// With `dry_run`: also check every plan step's reachability and credentials.
+    /// A dry run that also checks every plan step's reachability and credentials.
     #[serde(default)]
     check: bool,
 }
 
-type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+/// An operator's failback: a failover to the group's primary.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct FailbackBody {
+    /// Why, for the journal.
+    #[serde(default)]
+    reason: String,
+    /// Check only: change nothing.
+    #[serde(default)]
+    dry_run: bool,
+    /// Fail back even when a check fails.
+    #[serde(default)]
+    force: bool,
+    /// A dry run that also checks every plan step's reachability and credentials.
+    #[serde(default)]
+    check: bool,
+}
 
-/// An operator's failover, checked against the evidence on the leader: 200 when done or for a
-/// dry run, 409 when refused by a check (unless forced) or when the group moved meanwhile.
+/// An operator failover's answer: its checks and outcome, and with `check` the plan's check.
+#[derive(Serialize, ToSchema)]
+struct FailoverAnswer {
+    failover: FailoverReply,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plan_check: Option<PlanCheck>,
+}
+
+/// Makes `to` the group's active site, checked against the evidence on the leader: done, or
+/// for a dry run what would happen (200); refused by a check unless forced, or beaten by a
+/// concurrent change (409). A forced failover blocks automatic failover until acknowledged.
+#[utoipa::path(
+    post,
+    path = "/v1/groups/{group}/failover",
+    tag = "control",
+    params(GroupPath),
+    request_body = FailoverBody,
+    responses(
+        (status = 200, description = "Failed over, or the dry run's verdict.", body = FailoverAnswer),
+        (status = 409, description = "Refused by a check, already active, or the group moved meanwhile \
+                                      (`failover.outcome`); or refused by the leader.", body = FailoverRefused),
+        LeaderErrors,
+    )
+)]
 async fn failover(
     State(node): AppState,
     Extension(caller): Extension<Caller>,
-    Path(group): Path<String>,
-    body: JsonBody<OrderBody>,
-) -> Result<Response, ApiError> {
-    let Json(b) = body.map_err(ApiError::from_json)?;
-    if b.to.is_none() {
-        return Err(ApiError::BadRequest("request body: missing field `to` (the site to make active)".into()));
-    }
-    let order = FailoverOrder {
-        group: group.into(),
-        to: b.to.map(SiteId::from),
-        reason: b.reason,
-        dry_run: b.dry_run,
-        force: b.force,
-    };
+    Path(GroupPath { group }): Path<GroupPath>,
+    Body(b): Body<FailoverBody>,
+) -> ApiResult {
+    let dry_run = b.dry_run || b.check;
+    let order = FailoverOrder { group: group.into(), to: Some(b.to.into()), reason: b.reason, dry_run, force: b.force };
     order_failover(&node, &caller, order, b.check).await
 }
 
 /// A failover back to the group's primary. The engine never does this on its own while the
 /// secondary is healthy: a returning primary stays standby until an operator fails back.
+#[utoipa::path(
+    post,
+    path = "/v1/groups/{group}/failback",
+    tag = "control",
+    params(GroupPath),
+    request_body = FailbackBody,
+    responses(
+        (status = 200, description = "Failed back, or the dry run's verdict.", body = FailoverAnswer),
+        (status = 409, description = "Refused by a check, already on the primary, or the group moved \
+                                      meanwhile; or refused by the leader.", body = FailoverRefused),
+        LeaderErrors,
+    )
+)]
 async fn failback(
     State(node): AppState,
     Extension(caller): Extension<Caller>,
-    Path(group): Path<String>,
-    body: JsonBody<OrderBody>,
-) -> Result<Response, ApiError> {
-    let Json(b) = body.map_err(ApiError::from_json)?;
-    if b.to.is_some() {
-        return Err(ApiError::BadRequest("request body: `to` is not accepted: a failback goes to the primary".into()));
-    }
-    let order = FailoverOrder { group: group.into(), to: None, reason: b.reason, dry_run: b.dry_run, force: b.force };
+    Path(GroupPath { group }): Path<GroupPath>,
+    Body(b): Body<FailbackBody>,
+) -> ApiResult {
+    let dry_run = b.dry_run || b.check;
+    let order = FailoverOrder { group: group.into(), to: None, reason: b.reason, dry_run, force: b.force };
     order_failover(&node, &caller, order, b.check).await
 }
 
-async fn order_failover(node: &Node, caller: &Caller, order: FailoverOrder, check: bool) -> ApiResult {
-    if check && !order.dry_run {
-        return Err(ApiError::BadRequest(
-            "request body: `check` needs `dry_run`: a real failover runs the plan".into(),
-        ));
-    }
-    let group = order.group.clone();
-    let reply = node.submit_by(LeaderRequest::Failover(order), Some(caller.audit_name()), false).await?;
-    let status = match &reply {
-        LeaderReply::Failover { outcome, .. } => error::failover_status(outcome),
-        _ => StatusCode::OK,
-    };
-    let mut body = serde_json::to_value(&reply).map_err(|e| ApiError::Internal(e.to_string()))?;
-    if check {
-        body["plan_check"] = serde_json::to_value(node.check_plan(&group).await?).expect("plain data");
-    }
-    Ok((status, Json(body)).into_response())
+/// A 409 of a failover: its checks and outcome, or the leader's refusal. Documentation only.
+#[derive(ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum FailoverRefused {
+    Refused(FailoverAnswer),
+    Error(ErrorBody),
 }
 
-#[derive(Deserialize, Default)]
+async fn order_failover(node: &Node, caller: &Caller, order: FailoverOrder, check: bool) -> ApiResult {
+    let group = order.group.clone();
+    let failover = match node.submit_by(LeaderRequest::Failover(order), Some(caller.audit_name()), false).await? {
+        LeaderReply::Failover(reply) => reply,
+        other => return Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
+    };
+    let plan_check = if check { Some(node.check_plan(&group).await?) } else { None };
+    Ok((error::failover_status(&failover.outcome), Json(FailoverAnswer { failover, plan_check })).into_response())
+}
+
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PlanBody {
     /// The epoch of the plan meant; by default the one this node has for the group.
@@ -397,20 +542,38 @@ struct PlanBody {
 
 type Operator = Extension<Caller>;
 
+/// Runs the stuck step of the group's plan again.
+#[utoipa::path(
+    post,
+    path = "/v1/groups/{group}/plan/retry",
+    tag = "plan",
+    params(GroupPath),
+    request_body(content = Option<PlanBody>, description = "Optional."),
+    responses(WriteAnswers)
+)]
 async fn plan_retry(
     State(node): AppState,
     caller: Operator,
-    Path(group): Path<String>,
-    body: OptionalJson<PlanBody>,
+    Path(GroupPath { group }): Path<GroupPath>,
+    OptionalBody(body): OptionalBody<PlanBody>,
 ) -> ApiResult {
     resolve_plan(&node, &caller, group, body, false).await
 }
 
+/// Moves the group's plan past its stuck step, leaving it undone.
+#[utoipa::path(
+    post,
+    path = "/v1/groups/{group}/plan/skip",
+    tag = "plan",
+    params(GroupPath),
+    request_body(content = Option<PlanBody>, description = "Optional."),
+    responses(WriteAnswers)
+)]
 async fn plan_skip(
     State(node): AppState,
     caller: Operator,
-    Path(group): Path<String>,
-    body: OptionalJson<PlanBody>,
+    Path(GroupPath { group }): Path<GroupPath>,
+    OptionalBody(body): OptionalBody<PlanBody>,
 ) -> ApiResult {
     resolve_plan(&node, &caller, group, body, true).await
 }
@@ -420,10 +583,10 @@ async fn resolve_plan(
     node: &Node,
     caller: &Caller,
     group: String,
-    body: OptionalJson<PlanBody>,
+    body: Option<PlanBody>,
     skip: bool,
 ) -> ApiResult {
-    let b = body.map_err(ApiError::from_json)?.map(|Json(b)| b).unwrap_or_default();
+    let b = body.unwrap_or_default();
     let epoch = match b.epoch {
         Some(e) => Epoch(e),
         None => {
@@ -436,20 +599,44 @@ async fn resolve_plan(
     write(node, caller, Command::ResolvePlan { group: group.into(), epoch, skip }).await
 }
 
-/// Checks every step of the group's plan from this node, changing nothing.
-async fn plan_check(State(node): AppState, Path(group): Path<String>) -> ApiResult {
+/// Checks every step of the group's plan from this node (reachability, credentials), changing
+/// nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/groups/{group}/plan/check",
+    tag = "plan",
+    params(GroupPath),
+    responses((status = 200, description = "Each step's check.", body = PlanCheck))
+)]
+async fn plan_check(State(node): AppState, Path(GroupPath { group }): Path<GroupPath>) -> ApiResult {
     Ok(Json(node.check_plan(&group).await?).into_response())
 }
 
-async fn pause(State(node): AppState, caller: Operator, Path(group): Path<String>) -> ApiResult {
+/// Stops automatic failover of the group (operator orders still work).
+#[utoipa::path(
+    post,
+    path = "/v1/groups/{group}/pause",
+    tag = "control",
+    params(GroupPath),
+    responses(WriteAnswers)
+)]
+async fn pause(State(node): AppState, caller: Operator, Path(GroupPath { group }): Path<GroupPath>) -> ApiResult {
     write(&node, &caller, Command::SetPaused { group: group.into(), paused: true }).await
 }
 
-async fn resume(State(node): AppState, caller: Operator, Path(group): Path<String>) -> ApiResult {
+/// Lets automatic failover of the group run again.
+#[utoipa::path(
+    post,
+    path = "/v1/groups/{group}/resume",
+    tag = "control",
+    params(GroupPath),
+    responses(WriteAnswers)
+)]
+async fn resume(State(node): AppState, caller: Operator, Path(GroupPath { group }): Path<GroupPath>) -> ApiResult {
     write(&node, &caller, Command::SetPaused { group: group.into(), paused: false }).await
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AckBody {
     /// The epoch of the failover being acknowledged; by default the group's current epoch as
@@ -458,16 +645,24 @@ struct AckBody {
     epoch: Option<u64>,
 }
 
-type OptionalJson<T> = Result<Option<Json<T>>, axum::extract::rejection::JsonRejection>;
 type ApiResult = Result<Response, ApiError>;
 
+/// Acknowledges the group's latest failover, lifting the block it put on automatic failover.
+#[utoipa::path(
+    post,
+    path = "/v1/groups/{group}/ack",
+    tag = "control",
+    params(GroupPath),
+    request_body(content = Option<AckBody>, description = "Optional."),
+    responses(WriteAnswers)
+)]
 async fn ack(
     State(node): AppState,
     caller: Operator,
-    Path(group): Path<String>,
-    body: OptionalJson<AckBody>,
+    Path(GroupPath { group }): Path<GroupPath>,
+    OptionalBody(body): OptionalBody<AckBody>,
 ) -> ApiResult {
-    let b = body.map_err(ApiError::from_json)?.map(|Json(b)| b).unwrap_or_default();
+    let b = body.unwrap_or_default();
     let expected_epoch = match b.epoch {
         Some(e) => Epoch(e),
         None => {
@@ -483,14 +678,22 @@ async fn ack(
     write(&node, &caller, Command::Ack { group: group.into(), expected_epoch }).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AutomationBody {
+    /// False: no automatic failover of any group; operator orders still work.
     enabled: bool,
 }
 
-async fn automation(State(node): AppState, caller: Operator, body: JsonBody<AutomationBody>) -> ApiResult {
-    let Json(b) = body.map_err(ApiError::from_json)?;
+/// The cluster-wide switch for automatic failover.
+#[utoipa::path(
+    post,
+    path = "/v1/automation",
+    tag = "control",
+    request_body = AutomationBody,
+    responses(WriteAnswers)
+)]
+async fn automation(State(node): AppState, caller: Operator, Body(b): Body<AutomationBody>) -> ApiResult {
     write(&node, &caller, Command::SetAutomation { enabled: b.enabled }).await
 }
 
@@ -502,13 +705,26 @@ async fn write(node: &Node, caller: &Caller, command: Command) -> ApiResult {
     }
 }
 
-/// A site agent's heartbeat. Only the leader answers: another node says who leads (421, with
-/// `leader_id` and `leader_addr` when known) so the agent can go there directly.
-async fn heartbeat(State(node): AppState, Path(site): Path<String>, body: JsonBody<Heartbeat>) -> Response {
-    let Json(heartbeat) = match body {
-        Ok(b) => b,
-        Err(e) => return ApiError::from_json(e).into_response(),
-    };
+/// A site agent's heartbeat: its reports, answered with the leases it may hold. Only the
+/// leader answers: another node says who leads (421, with `leader_id` and `leader_addr` when
+/// known) so the agent can go there directly.
+#[utoipa::path(
+    post,
+    path = "/v1/sites/{site}/heartbeat",
+    tag = "agents",
+    params(SitePath),
+    request_body = Heartbeat,
+    responses(
+        (status = 200, description = "The leases granted.", body = HeartbeatAnswer),
+        (status = 421, description = "This node does not lead; the body says who does.", body = NotLeader),
+        LeaderErrors,
+    )
+)]
+async fn heartbeat(
+    State(node): AppState,
+    Path(SitePath { site }): Path<SitePath>,
+    Body(heartbeat): Body<Heartbeat>,
+) -> Response {
     match node.heartbeat(&site, &heartbeat).await {
         Ok(answer) => Json(answer).into_response(),
         Err(NodeError::LeaderMoved { id, addr }) => {
@@ -519,7 +735,7 @@ async fn heartbeat(State(node): AppState, Path(site): Path<String>, body: JsonBo
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct SiteActive {
     group: String,
     site: String,
@@ -534,9 +750,25 @@ struct SiteActive {
 }
 
 /// For DNS health checks and load balancers: 200 when `site` is the group's active site in the
-/// latest committed state this node has (and, for a group with agents, promoted), 503 otherwise. It never flips without a committed
-/// decision; a node that cannot vouch for being current says so (`witness-current: false`).
-async fn site_active(State(node): AppState, Path((group, site)): Path<(String, String)>) -> Result<Response, ApiError> {
+/// latest committed state this node has (and, for a group with agents, promoted), 503
+/// otherwise. It never flips without a committed decision; a node that cannot vouch for being
+/// current says so (`witness-current: false`).
+#[utoipa::path(
+    get,
+    path = "/v1/groups/{group}/sites/{site}/active",
+    tag = "health",
+    params(GroupSitePath),
+    responses(
+        (status = 200, description = "The site is active.", body = SiteActive,
+         headers(("witness-current" = String, description = "`true`, or `false` when this node cannot vouch for being current."))),
+        (status = 503, description = "The site is not active (or the group is draining).", body = SiteActive,
+         headers(("witness-current" = String, description = "`true`, or `false` when this node cannot vouch for being current."))),
+    )
+)]
+async fn site_active(
+    State(node): AppState,
+    Path(GroupSitePath { group, site }): Path<GroupSitePath>,
+) -> Result<Response, ApiError> {
     let (active_site, epoch, draining) = {
         let applied = node.applied.read().expect("state lock poisoned");
         let g =
@@ -556,15 +788,18 @@ async fn site_active(State(node): AppState, Path((group, site)): Path<(String, S
     Ok((status, [("witness-current", current)], Json(body)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct EventsQuery {
+    /// Events numbered above this.
     #[serde(default)]
     since: u64,
-    limit: Option<usize>,
+    /// At most this many (at most 1000 are sent, and at least 1).
+    limit: Option<u64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct EventsPage {
     events: Vec<Event>,
     /// Pass as `since` to get what follows.
@@ -574,27 +809,55 @@ struct EventsPage {
 const MAX_PAGE: usize = 1000;
 
 /// Journal events numbered above `since`, oldest first.
-async fn events(
-    State(node): AppState,
-    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<EventsPage>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "journal",
+    params(EventsQuery),
+    responses((status = 200, body = EventsPage))
+)]
+async fn events(State(node): AppState, query: QueryOf<EventsQuery>) -> Result<Json<EventsPage>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::BadRequest(format!("query: {}", e.body_text())))?;
-    let limit = q.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
+    int64("since", q.since)?;
+    let limit = int64("limit", q.limit.unwrap_or(MAX_PAGE as u64))?.clamp(1, MAX_PAGE as u64) as usize;
     let journal = &node.applied.read().expect("state lock poisoned").state.journal;
     let events = journal.since(q.since, limit);
     let last_seq = events.last().map_or(q.since, |e| e.seq);
     Ok(Json(EventsPage { events, last_seq }))
 }
 
+type QueryOf<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
+
+/// A query integer within the `int64` range the document gives it.
+fn int64(name: &str, value: u64) -> Result<u64, ApiError> {
+    match i64::try_from(value) {
+        Ok(_) => Ok(value),
+        Err(_) => Err(ApiError::BadRequest(format!("query: {name}: {value} is larger than the largest taken, 2^63 - 1"))),
+    }
+}
+
 /// The journal as Server-Sent Events: what is retained above `since` (or the `Last-Event-ID`
-/// a reconnecting client sends), then every new event as it commits. Each event's SSE id is
-/// its sequence number.
+/// a reconnecting client sends), then every new event as it commits, without end. Each
+/// event is named `journal`, its `id` is its sequence number, and its `data` one `Event`
+/// (schema `Event`) as JSON; comments keep the connection alive.
+#[utoipa::path(
+    get,
+    path = "/v1/events/stream",
+    tag = "journal",
+    params(
+        ("since" = Option<u64>, Query, description = "Events numbered above this."),
+        ("Last-Event-ID" = Option<u64>, Header, description = "Sent by a reconnecting client: takes the place of `since`."),
+    ),
+    responses((status = 200, description = "A stream of `journal` messages, each carrying one `Event` as JSON.",
+               body = document::JournalMessage, content_type = "text/event-stream"))
+)]
 async fn events_stream(
     State(node): AppState,
     headers: HeaderMap,
-    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+    query: QueryOf<StreamQuery>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::BadRequest(format!("query: {}", e.body_text())))?;
+    int64("since", q.since)?;
     let since = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -624,6 +887,13 @@ async fn events_stream(
             }
         });
     Ok(sse::Sse::new(stream).keep_alive(sse::KeepAlive::default()).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamQuery {
+    #[serde(default)]
+    since: u64,
 }
 
 fn event_id(event: &Event) -> String {

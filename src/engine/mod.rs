@@ -432,7 +432,7 @@ fn drain(name: &str, group: &GroupState, memory: &mut Memory, inputs: &Inputs) -
 mod tests;
 
 /// One rule an operator's failover is checked against.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GateCheck {
     pub gate: String,
     pub passed: bool,
@@ -440,7 +440,7 @@ pub struct GateCheck {
 }
 
 /// What an operator's failover of a group to a site would do, and which rules it meets.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OperatorPlan {
     pub group: GroupId,
     pub from: SiteId,

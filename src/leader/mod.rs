@@ -428,7 +428,7 @@ fn evidence(
 }
 
 /// A group's agents as the leader knows them.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GroupAgents {
     /// How far the standby copy is behind (sync: since its last in-sync report; async: its
     /// recovery point's age); absent when not reported.
@@ -441,7 +441,7 @@ pub struct GroupAgents {
     pub sites: BTreeMap<SiteId, SiteAgent>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SiteAgent {
     /// Absent: not heard from by this leader.
     pub heard_ms_ago: Option<u64>,

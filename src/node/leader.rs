@@ -43,7 +43,7 @@ pub struct Forwarded {
 
 pub use crate::leader::FailoverOrder;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", tag = "outcome")]
 pub enum FailoverOutcome {
     /// Nothing changed; `allowed` says whether the order would proceed.
@@ -56,12 +56,25 @@ pub enum FailoverOutcome {
     Rejected { rejection: Rejection },
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LeaderReply {
     Written { response: Response, log_index: u64 },
-    Membership { voters: Vec<NodeId>, learners: Vec<NodeId>, nodes: BTreeMap<NodeId, String> },
-    Failover { plan: OperatorPlan, outcome: FailoverOutcome },
+    Membership {
+        voters: Vec<NodeId>,
+        learners: Vec<NodeId>,
+        /// Node id (written as a string, as JSON object keys are) → address.
+        #[schema(value_type = BTreeMap<String, String>)]
+        nodes: BTreeMap<NodeId, String>,
+    },
+    Failover(FailoverReply),
+}
+
+/// An operator's failover: the checks it was held to, and what came of it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FailoverReply {
+    pub plan: OperatorPlan,
+    pub outcome: FailoverOutcome,
 }
 
 #[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize)]
@@ -216,9 +229,11 @@ impl Node {
             })
         })? {
             Order::DryRun { plan, allowed } => {
-                return Ok(LeaderReply::Failover { plan, outcome: FailoverOutcome::DryRun { allowed } })
+                return Ok(LeaderReply::Failover(FailoverReply { plan, outcome: FailoverOutcome::DryRun { allowed } }))
             }
-            Order::Refused { plan } => return Ok(LeaderReply::Failover { plan, outcome: FailoverOutcome::Refused }),
+            Order::Refused { plan } => {
+                return Ok(LeaderReply::Failover(FailoverReply { plan, outcome: FailoverOutcome::Refused }))
+            }
             Order::Commit { plan, command } => (plan, command),
         };
         let outcome = match self.write(command, by).await? {
@@ -235,7 +250,7 @@ impl Node {
             }
         };
         tracing::warn!(group = %plan.group, from = %plan.from, to = %plan.to, ?outcome, "operator failover");
-        Ok(LeaderReply::Failover { plan, outcome })
+        Ok(LeaderReply::Failover(FailoverReply { plan, outcome }))
     }
 
     async fn write(&self, command: Command, by: Option<String>) -> Result<LeaderReply, Failure> {

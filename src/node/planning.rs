@@ -65,7 +65,7 @@ pub(super) async fn run_attempt(
 }
 
 /// One step's check, as `witness plan check` shows it.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct StepCheck {
     pub step: String,
     pub kind: String,
@@ -76,7 +76,7 @@ pub struct StepCheck {
 
 /// What checking a group's plan found, from one node (each node runs the plan when it leads,
 /// so each may be checked).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct PlanCheck {
     pub node: crate::ids::NodeId,
     pub group: crate::ids::GroupId,

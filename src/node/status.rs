@@ -14,7 +14,7 @@ use crate::raft::NodeId;
 use crate::state::plan::{Phase, Plan};
 use crate::state::{Epoch, GroupId, SiteId, Verdict};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Status {
     pub node_id: NodeId,
     pub cluster: String,
@@ -29,7 +29,9 @@ pub struct Status {
     pub purged_index: Option<u64>,
     pub members: Vec<Member>,
     pub sites: Vec<SiteId>,
-    /// Every node's committed verdict per site (site → node → up/down; absent: unknown).
+    /// Every node's committed verdict per site (site → node id → up/down; absent: unknown).
+    /// JSON object keys are strings: the node id is written as one.
+    #[schema(value_type = BTreeMap<String, BTreeMap<String, Verdict>>)]
     pub verdicts: BTreeMap<SiteId, BTreeMap<NodeId, Verdict>>,
     pub groups: Vec<GroupStatus>,
     /// False when this node's config declares other sites or groups than the replicated state
@@ -40,13 +42,13 @@ pub struct Status {
     pub uptime_seconds: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LeaderRef {
     pub id: NodeId,
     pub addr: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Member {
     pub id: NodeId,
     pub addr: String,
@@ -55,7 +57,7 @@ pub struct Member {
     pub last_ack_ms: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GroupStatus {
     pub name: GroupId,
     pub primary: SiteId,
@@ -83,7 +85,7 @@ pub struct GroupStatus {
 }
 
 /// A plan with where it stands.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PlanView {
     pub phase: Phase,
     /// Once done: from the first failed probe to the plan done, and the DNS TTL clients add.

@@ -10,7 +10,7 @@ use crate::ids::{GroupId, SiteId};
 
 pub const RETAINED: usize = 10_000;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     pub seq: u64,
     /// The proposing leader's wall clock (Unix ms). For people reading the journal only:

@@ -21,7 +21,7 @@ use plan::{Plan, PlanChange, StepOutcome, StepSpec};
 
 /// Per-group fencing token. Every change of a group's active site increments it; receivers of
 /// actions compare it to reject stale orders. Unrelated to the Raft term.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct Epoch(pub u64);
 
@@ -197,7 +197,7 @@ impl GroupState {
 
 /// One witness node's opinion of one site. No entry means unknown (never reported, or
 /// withdrawn because the node cannot probe).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Up,
@@ -237,7 +237,7 @@ impl Evidence {
 /// A reason an automatic failover may not proceed on its own. The first four are read from
 /// the committed state ([`State::closed_gates`]); the last two from the leader's memory of the
 /// agents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Gate {
     AutomationOff,
@@ -309,7 +309,7 @@ pub enum Command {
 
 /// What the leader measured when it decided a failover: recorded with the plan, for the
 /// achieved RTO and RPO. Durations on the leader's own clock; nothing here decides anything.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DecisionFacts {
     /// From the leader's first failed probe of the failed site to the proposal.
     #[serde(default)]
@@ -377,7 +377,7 @@ impl fmt::Display for Command {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", tag = "outcome")]
 pub enum Response {
     /// For log entries that carry no command (blank and membership entries).
@@ -414,7 +414,7 @@ pub enum Response {
     Rejected(Rejection),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", tag = "reason")]
 pub enum Rejection {
     UnknownGroup {

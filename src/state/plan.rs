@@ -13,7 +13,7 @@ use super::{DecisionFacts, Epoch};
 
 /// A step as the log knows it: enough to decide what a result means for the plan. How to
 /// carry it out stays in the leader's config, looked up by name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StepSpec {
     pub name: String,
     pub kind: String,
@@ -27,7 +27,7 @@ pub struct StepSpec {
     pub ttl: Option<u32>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
     Pending,
@@ -57,7 +57,7 @@ impl fmt::Display for StepStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StepProgress {
     pub spec: StepSpec,
     pub status: StepStatus,
@@ -74,7 +74,7 @@ pub struct StepProgress {
 }
 
 /// The plan of one failover: the group's steps, run in order for this epoch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Plan {
     pub epoch: Epoch,
     pub from: SiteId,
@@ -103,7 +103,7 @@ pub struct Decision<'a> {
 }
 
 /// Where a plan stands, as operators see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     Waiting,
@@ -113,7 +113,7 @@ pub enum Phase {
 }
 
 /// What a step's attempt came to, as the leader reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StepOutcome {
     Done { detail: String },
@@ -121,7 +121,7 @@ pub enum StepOutcome {
 }
 
 /// The journal's account of a change to a plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PlanChange {
     pub group: GroupId,
     pub epoch: Epoch,

@@ -44,11 +44,12 @@ impl Creds {
         self.dir.join(format!("{name}.token"))
     }
 
-    /// The `[transport]`, `[auth]` and `[[token]]` tables of node `id`'s config.
-    pub fn node_tables(&self, id: u64) -> String {
+    /// The `[transport]`, `[auth]` (with `auth_extra`) and `[[token]]` tables of node `id`'s
+    /// config.
+    pub fn node_tables(&self, id: u64, auth_extra: &str) -> String {
         let d = self.dir.display();
         let mut text = format!(
-            "[transport]\ncert = \"{d}/node-{id}.crt\"\nkey = \"{d}/node-{id}.key\"\nca = \"{d}/ca.crt\"\n\n[auth]\nanonymous = \"none\"\n"
+            "[transport]\ncert = \"{d}/node-{id}.crt\"\nkey = \"{d}/node-{id}.key\"\nca = \"{d}/ca.crt\"\n\n[auth]\nanonymous = \"none\"\n{auth_extra}\n"
         );
         for (name, role, token) in &self.tokens {
             let hash = witness::config::auth::format_hash(&witness::config::auth::hash_token(token));
@@ -227,12 +228,13 @@ impl TestAgent {
     }
 }
 
-/// The config of node `id` for a cluster whose initial members are `members` (id, addr).
 /// What differs between test clusters.
 #[derive(Clone, Default)]
 pub struct Setup {
     /// Extra `[cluster.raft]` settings.
     pub raft_extra: String,
+    /// Extra `[auth]` settings.
+    pub auth_extra: String,
     /// The probe URLs of `east` and `west`; by default both probe a closed port (always down).
     pub site_urls: Option<(String, String)>,
     /// Group `app` has site agents (lease 1 s, margin 100 ms).
@@ -297,7 +299,7 @@ hold_down = "500ms"
         members = members.join(", "),
         emax = ELECTION_MAX.as_millis(),
         plan = setup.plan,
-        tls = creds().node_tables(id),
+        tls = creds().node_tables(id, &setup.auth_extra),
     )
 }
 
@@ -461,15 +463,23 @@ on_fence = "{hook}"
         eventually(timeout, "a leader agreed by every running node", || self.agreed_leader()).await
     }
 
-    /// POST the epoch compare-and-set to node `via`; returns (HTTP status, body).
-    pub async fn activate(&self, via: u64, site: &str, expected_epoch: u64) -> (u16, Value) {
-        let resp = self
-            .http
-            .post(self.nodes[via as usize - 1].url("/v1/groups/app/activate"))
-            .json(&serde_json::json!({ "site": site, "expected_epoch": expected_epoch }))
-            .send()
-            .await
-            .expect("activate request");
+    /// An operator's forced failover of group `app` to `site`, sent to node `via` (the leader
+    /// commits it as an epoch compare-and-set against the state it has); returns the HTTP
+    /// status, and the body with the new epoch (when failed over) at `epoch`.
+    pub async fn failover(&self, via: u64, site: &str) -> (u16, Value) {
+        let body = serde_json::json!({ "to": site, "force": true, "reason": "test" });
+        let (status, mut answer) = self.post(via, "/v1/groups/app/failover", &body).await;
+        answer["epoch"] = answer["failover"]["outcome"]["epoch"].clone();
+        (status, answer)
+    }
+
+    /// POSTs `body` (null: none) to `path` on node `via`; returns (HTTP status, body).
+    pub async fn post(&self, via: u64, path: &str, body: &Value) -> (u16, Value) {
+        let mut req = self.http.post(self.nodes[via as usize - 1].url(path));
+        if !body.is_null() {
+            req = req.json(body);
+        }
+        let resp = req.send().await.unwrap_or_else(|e| panic!("POST {path}: {e}"));
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
     }

@@ -1,0 +1,107 @@
+//! The API held to its OpenAPI document by a property-based fuzzer: schemathesis (from PyPI,
+//! installed by `scripts/test` into its venv) generates requests for every operation, writes
+//! included, from the document a real node serves, and checks every answer against it (status,
+//! content type, headers, schema, that bad input is refused and good input accepted) and
+//! against `tests/fuzz/witness_checks.py` (refused exactly as the caller's role says). It runs
+//! as an operator (the rate limits lifted by the node's config), as an anonymous caller
+//! (`anonymous = "none"`: every operation but the open ones answers 401) and as a viewer (every
+//! write answers 403), and as site `west` (its own heartbeats only); membership changes run apart, as an admin against a throwaway cluster,
+//! so that a removed member cannot end the other runs. Seeds are fixed and printed; each run
+//! is bounded in examples and time. Without schemathesis the test says SKIPPED, unless
+//! `CI=true`, where it fails.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use support::{creds, Cluster, Setup};
+
+/// The seed of every run, so a failure replays: `schemathesis run ... --seed SEED`.
+const SEED: u64 = 20261206;
+
+/// The operations that change the membership, run only against their own cluster.
+const MEMBERSHIP: &str = "^/v1/members";
+
+fn schemathesis() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("WITNESS_SCHEMATHESIS") {
+        return Some(path.into());
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-venv/bin/schemathesis");
+    if venv.is_file() {
+        return Some(venv);
+    }
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "schemathesis is required with CI=true (scripts/test installs it)");
+    eprintln!("SKIPPED: schemathesis is not installed (scripts/test installs it into target/test-venv)");
+    None
+}
+
+/// One schemathesis run against node `url` as `caller` (a token's name, or `anonymous`), with
+/// at most `examples` cases per operation and phase; `filter` chooses the operations
+/// (`--include-path-regex` or `--exclude-path-regex`).
+fn fuzz(program: &PathBuf, url: &str, caller: &str, filter: [&str; 2], examples: u32) {
+    let hooks = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz");
+    let mut cmd = Command::new(program);
+    cmd.arg("--config-file")
+        .arg(hooks.join("schemathesis.toml"))
+        .arg("run")
+        .arg(format!("{url}/openapi.json"))
+        .args(["--url", url])
+        .arg("--tls-verify")
+        .arg(&creds().ca)
+        .args(["--checks", "all"])
+        .args(["--phases", "examples,coverage,fuzzing,stateful"])
+        .args(["--seed", &SEED.to_string()])
+        .args(["--max-examples", &examples.to_string()])
+        .args(["--max-time", "120", "--request-timeout", "10", "--workers", "2"])
+        .args(["--suppress-health-check", "all", "--no-color"])
+        .args(filter)
+        .env("SCHEMATHESIS_HOOKS", "witness_checks")
+        .env("PYTHONPATH", &hooks)
+        .env("WITNESS_FUZZ_CALLER", caller)
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy");
+    if caller != "anonymous" {
+        cmd.args(["-H", &format!("Authorization: Bearer {}", creds().token(caller))]);
+    }
+    eprintln!("fuzzing as {caller}: {cmd:?}");
+    let out = cmd.output().expect("run schemathesis");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprintln!("{text}");
+    assert!(out.status.success(), "schemathesis found failures as {caller} (seed {SEED}); its report is above");
+}
+
+fn lifted() -> Setup {
+    // A fuzzer sends thousands of writes a minute: the limits would answer most with 429.
+    Setup { auth_extra: "operator_rate = 100000\nheartbeat_rate = 100000".into(), ..Setup::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_answers_as_its_document_says_for_every_role() {
+    let Some(program) = schemathesis() else { return };
+    let mut c = Cluster::with(1, 0, lifted());
+    c.start_voters(1).await;
+    let url = format!("https://{}", c.nodes[0].addr);
+    let program2 = program.clone();
+    let url2 = url.clone();
+    tokio::task::spawn_blocking(move || {
+        for (caller, examples) in [("operator", 30), ("anonymous", 5), ("viewer", 5), ("west", 10)] {
+            fuzz(&program2, &url2, caller, ["--exclude-path-regex", MEMBERSHIP], examples);
+        }
+    })
+    .await
+    .unwrap();
+    // Whatever it sent, the node still serves and its state still reads.
+    assert!(c.status(1).await.is_some(), "the node answers after the fuzzing: {}", c.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_answers_as_the_document_says() {
+    let Some(program) = schemathesis() else { return };
+    let mut c = Cluster::with(1, 0, lifted());
+    c.start_voters(1).await;
+    let url = format!("https://{}", c.nodes[0].addr);
+    tokio::task::spawn_blocking(move || fuzz(&program, &url, "admin", ["--include-path-regex", MEMBERSHIP], 20))
+        .await
+        .unwrap();
+}
