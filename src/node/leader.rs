@@ -290,6 +290,9 @@ impl Node {
         if membership.voter_ids().any(|v| v == id) {
             return reject(format!("node {id} is already a voter"));
         }
+        if let Some((other, _)) = membership.nodes().find(|(other, n)| n.addr == addr && **other != id) {
+            return reject(format!("{addr} is the address of node {other}: a new node needs an address of its own"));
+        }
         tracing::info!(%id, %addr, "adding member: as learner first, until it has caught up");
         let added = self.raft.add_learner(id, BasicNode { addr: addr.clone() }, false).await?;
         let target = added.log_id.index;

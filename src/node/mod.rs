@@ -164,7 +164,7 @@ impl Node {
 
         let addr = listener.local_addr()?;
         let mut tasks = JoinSet::new();
-        let raft_routes = raft::rpc::router(raft.clone(), &config.cluster.name, node.contact.clone()).route_layer(
+        let raft_routes = raft::rpc::router(raft.clone(), config.node.id, &config.cluster.name, node.contact.clone()).route_layer(
             axum::middleware::from_fn_with_state(
                 (node.clone(), crate::api::auth::Needs::Peer),
                 crate::api::auth::guard,

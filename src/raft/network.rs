@@ -6,8 +6,8 @@
 //! heartbeat behind it on the same connection (a fourth carries requests forwarded to the
 //! leader). Over TLS each presents this node's certificate and trusts only the cluster CA;
 //! all four are rebuilt when certificates are reloaded, and connections already open finish
-//! with the old ones. Every request carries the cluster name; a node of another cluster
-//! refuses it.
+//! with the old ones. Every request carries the cluster name and the target's id; a node of
+//! another cluster, or another node, refuses it.
 
 use std::future::Future;
 use std::sync::{Arc, RwLock};
@@ -27,6 +27,9 @@ use super::state_machine::Snapshot;
 use super::{Node, NodeId, TypeConfig, Vote};
 
 pub const CLUSTER_HEADER: &str = "witness-cluster";
+/// The id of the node an RPC is meant for: a node refuses RPCs meant for another (an address
+/// that leads to the wrong node, or back to the sender, must fail as exactly that).
+pub const TARGET_HEADER: &str = "witness-target";
 
 /// The clients toward peers, built from one TLS configuration (or none: plain HTTP).
 pub struct PeerClients {
@@ -140,6 +143,7 @@ impl PeerClient {
         let resp = http
             .post(&url)
             .header(CLUSTER_HEADER, &self.cluster)
+            .header(TARGET_HEADER, self.target.to_string())
             .json(req)
             // The soft TTL leaves openraft room to act on the answer before its hard deadline.
             .timeout(option.soft_ttl())

@@ -16,7 +16,7 @@ use openraft::errors::RaftError;
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use serde::de::DeserializeOwned;
 
-use super::network::CLUSTER_HEADER;
+use super::network::{CLUSTER_HEADER, TARGET_HEADER};
 use super::state_machine::Snapshot;
 use super::{NodeId, Raft, SnapshotMeta, TypeConfig, Vote};
 use crate::server::Connection;
@@ -41,6 +41,7 @@ impl LeaderContact {
 #[derive(Clone)]
 struct Rpc {
     raft: Raft,
+    id: NodeId,
     cluster: Arc<str>,
     contact: LeaderContact,
 }
@@ -48,7 +49,7 @@ struct Rpc {
 /// Snapshots can outgrow axum's 2 MiB default body limit on large deployments.
 const MAX_RPC_BODY: usize = 64 << 20;
 
-pub fn router(raft: Raft, cluster: &str, contact: LeaderContact) -> Router {
+pub fn router(raft: Raft, id: NodeId, cluster: &str, contact: LeaderContact) -> Router {
     Router::new()
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
@@ -56,7 +57,7 @@ pub fn router(raft: Raft, cluster: &str, contact: LeaderContact) -> Router {
         .route("/raft/snapshot", post(snapshot))
         .route("/raft/transfer-leader", post(transfer_leader))
         .layer(DefaultBodyLimit::max(MAX_RPC_BODY))
-        .with_state(Rpc { raft, cluster: cluster.into(), contact })
+        .with_state(Rpc { raft, id, cluster: cluster.into(), contact })
 }
 
 type Conn = Option<Extension<Connection>>;
@@ -95,6 +96,16 @@ fn decode<T: DeserializeOwned>(rpc: &Rpc, headers: &HeaderMap, body: &[u8]) -> R
                 StatusCode::CONFLICT,
                 format!("this node belongs to cluster {:?}, the request to {:?}", rpc.cluster, other.unwrap_or("")),
             ))
+        }
+    }
+    // Absent from nodes that predate it: they are checked by cluster name and certificate only.
+    if let Some(target) = headers.get(TARGET_HEADER) {
+        if target.to_str().ok().and_then(|t| t.parse::<u64>().ok()) != Some(rpc.id.0) {
+            let target = String::from_utf8_lossy(target.as_bytes()).into_owned();
+            return Err((
+                StatusCode::CONFLICT,
+                format!("this is node {}, not node {target}: the address the sender has for node {target} is wrong", rpc.id),
+            ));
         }
     }
     serde_json::from_slice(body).map_err(|e| (StatusCode::BAD_REQUEST, format!("malformed Raft RPC body: {e}")))

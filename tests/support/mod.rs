@@ -473,9 +473,10 @@ on_fence = "{hook}"
         (status, answer)
     }
 
-    /// POSTs `body` (null: none) to `path` on node `via`; returns (HTTP status, body).
+    /// POSTs `body` (null: none) to `path` on node `via`; returns (HTTP status, body). It waits
+    /// long enough for a member being added to catch up or be given up on.
     pub async fn post(&self, via: u64, path: &str, body: &Value) -> (u16, Value) {
-        let mut req = self.http.post(self.nodes[via as usize - 1].url(path));
+        let mut req = self.http.post(self.nodes[via as usize - 1].url(path)).timeout(Duration::from_secs(30));
         if !body.is_null() {
             req = req.json(body);
         }
