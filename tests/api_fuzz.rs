@@ -13,7 +13,8 @@
 mod support;
 
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use support::{creds, Cluster, Setup};
 
@@ -31,15 +32,20 @@ fn schemathesis() -> Option<PathBuf> {
     if venv.is_file() {
         return Some(venv);
     }
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "schemathesis is required with CI=true (scripts/test installs it)");
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "schemathesis is required with CI=true (scripts/test installs it)"
+    );
     eprintln!("SKIPPED: schemathesis is not installed (scripts/test installs it into target/test-venv)");
     None
 }
 
 /// One schemathesis run against node `url` as `caller` (a token's name, or `anonymous`), with
-/// at most `examples` cases per operation and phase; `filter` chooses the operations
-/// (`--include-path-regex` or `--exclude-path-regex`).
-fn fuzz(program: &PathBuf, url: &str, caller: &str, filter: [&str; 2], examples: u32) {
+/// at most `examples` cases per operation and phase, for `seconds` (fuzzing and the stateful
+/// phase repeat until then; the time also ends the journal stream, which never ends by
+/// itself); `filter` chooses the operations (`--include-path-regex` or
+/// `--exclude-path-regex`).
+fn fuzz(program: &PathBuf, url: &str, caller: &str, filter: [&str; 2], examples: u32, seconds: u32) {
     let hooks = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz");
     let mut cmd = Command::new(program);
     cmd.arg("--config-file")
@@ -52,8 +58,9 @@ fn fuzz(program: &PathBuf, url: &str, caller: &str, filter: [&str; 2], examples:
         .args(["--checks", "all"])
         .args(["--phases", "examples,coverage,fuzzing,stateful"])
         .args(["--seed", &SEED.to_string()])
-        .args(["--max-examples", &examples.to_string()])
-        .args(["--max-time", "120", "--request-timeout", "10", "--workers", "2"])
+        .args(["--max-examples", &examples.to_string(), "--max-time", &seconds.to_string()])
+        // One worker: schemathesis's generator is not safe across threads here (Python 3.11).
+        .args(["--request-timeout", "20", "--workers", "1"])
         .args(["--suppress-health-check", "all", "--no-color"])
         .args(filter)
         .env("SCHEMATHESIS_HOOKS", "witness_checks")
@@ -65,11 +72,31 @@ fn fuzz(program: &PathBuf, url: &str, caller: &str, filter: [&str; 2], examples:
         cmd.args(["-H", &format!("Authorization: Bearer {}", creds().token(caller))]);
     }
     eprintln!("fuzzing as {caller}: {cmd:?}");
-    let out = cmd.output().expect("run schemathesis");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    eprintln!("{text}");
-    assert!(out.status.success(), "schemathesis found failures as {caller} (seed {SEED}); its report is above");
+    let started = Instant::now();
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("run schemathesis");
+    let mut report = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut report, &mut text).map(|_| text)
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for schemathesis") {
+            break status;
+        }
+        if started.elapsed() > RUN_LIMIT + Duration::from_secs(seconds.into()) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("schemathesis ran past {RUN_LIMIT:?} as {caller}: fewer examples, or a hanging request?");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!("{}", reader.join().expect("report reader").unwrap_or_default());
+    eprintln!("fuzzing as {caller} took {:?}", started.elapsed());
+    assert!(status.success(), "schemathesis found failures as {caller} (seed {SEED}); its report is above");
 }
+
+/// No run may take this much longer than its time.
+const RUN_LIMIT: Duration = Duration::from_secs(120);
 
 fn lifted() -> Setup {
     // A fuzzer sends thousands of writes a minute: the limits would answer most with 429.
@@ -85,8 +112,10 @@ async fn the_api_answers_as_its_document_says_for_every_role() {
     let program2 = program.clone();
     let url2 = url.clone();
     tokio::task::spawn_blocking(move || {
-        for (caller, examples) in [("operator", 30), ("anonymous", 5), ("viewer", 5), ("west", 10)] {
-            fuzz(&program2, &url2, caller, ["--exclude-path-regex", MEMBERSHIP], examples);
+        for (caller, examples, seconds) in
+            [("operator", 30, 45), ("anonymous", 5, 15), ("viewer", 5, 15), ("west", 10, 15)]
+        {
+            fuzz(&program2, &url2, caller, ["--exclude-path-regex", MEMBERSHIP], examples, seconds);
         }
     })
     .await
@@ -101,7 +130,7 @@ async fn membership_answers_as_the_document_says() {
     let mut c = Cluster::with(1, 0, lifted());
     c.start_voters(1).await;
     let url = format!("https://{}", c.nodes[0].addr);
-    tokio::task::spawn_blocking(move || fuzz(&program, &url, "admin", ["--include-path-regex", MEMBERSHIP], 20))
+    tokio::task::spawn_blocking(move || fuzz(&program, &url, "admin", ["--include-path-regex", MEMBERSHIP], 20, 30))
         .await
         .unwrap();
 }

@@ -78,7 +78,10 @@ fn the_openapi_document_covers_the_router() {
     let source = std::fs::read_to_string(format!("{root}/src/api/mod.rs")).unwrap();
     for route in source.split(".route(\"").skip(1) {
         let path = route.split('"').next().unwrap();
-        assert!(path.starts_with("/raft/"), "{path} is routed without `routes!`: it would be missing from the document");
+        assert!(
+            path.starts_with("/raft/"),
+            "{path} is routed without `routes!`: it would be missing from the document"
+        );
     }
     let doc = serde_json::to_value(witness::api::document()).unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));

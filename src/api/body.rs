@@ -1,7 +1,8 @@
-//! Request bodies as the API takes them: one JSON object, sent as `application/json`, whose
-//! integers fit the 64-bit signed range the OpenAPI document gives them (`int64`; as in JSON
-//! Schema, `2.0` is the integer 2), and whose fields deserialize into the request type (unknown
-//! fields refused by the types). A refusal
+//! Request bodies as the API takes them: one JSON object, sent as `application/json`, holding
+//! no array (no request takes one, and serde would take an array for an object), whose integers
+//! fit the 64-bit signed range the OpenAPI document gives them (`int64`; as in JSON Schema,
+//! `2.0` is the integer 2), and whose fields deserialize into the request type (unknown fields
+//! refused by the types). A refusal
 //! is a 400 naming the field, e.g. `request body: groups.app.epoch: invalid type: ...`.
 
 use axum::body::Bytes;
@@ -51,9 +52,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalBody<T> {
             Value::Object(_) => {}
             other => return Err(bad(&format!("must be a JSON object, not {}", kind(other)))),
         }
-        if let Err((path, n)) = integers(&mut value, String::new()) {
-            return Err(bad(&format!("{path}: {n} is larger than the largest integer taken, 2^63 - 1")));
-        }
+        integers(&mut value, String::new()).map_err(|(path, problem)| bad(&format!("{path}: {problem}")))?;
         serde_path_to_error::deserialize(value).map(|t| OptionalBody(Some(t))).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
@@ -78,16 +77,17 @@ fn kind(value: &Value) -> &'static str {
 }
 
 /// Makes every integral number an integer (`2.0` becomes `2`), or names the first (by its
-/// path) beyond `i64::MAX`.
+/// path) beyond `i64::MAX`, or the first array.
 fn integers(value: &mut Value, path: String) -> Result<(), (String, String)> {
+    let beyond = |n: &serde_json::Number| format!("{n} is larger than the largest integer taken, 2^63 - 1");
     let join = |key: &dyn std::fmt::Display| if path.is_empty() { key.to_string() } else { format!("{path}.{key}") };
     match value {
         Value::Number(n) => {
-            let beyond = n.as_u64().is_some_and(|n| n > i64::MAX as u64);
+            let too_large = n.as_u64().is_some_and(|n| n > i64::MAX as u64);
             let integral = n.as_f64().filter(|f| !n.is_i64() && !n.is_u64() && f.fract() == 0.0);
             match integral {
-                _ if beyond => Err((path, n.to_string())),
-                Some(f) if f.abs() >= 2f64.powi(63) => Err((path, n.to_string())),
+                _ if too_large => Err((path, beyond(n))),
+                Some(f) if f.abs() >= 2f64.powi(63) => Err((path, beyond(n))),
                 Some(f) => {
                     *n = serde_json::Number::from(f as i64);
                     Ok(())
@@ -95,9 +95,7 @@ fn integers(value: &mut Value, path: String) -> Result<(), (String, String)> {
                 None => Ok(()),
             }
         }
-        Value::Array(items) => {
-            items.iter_mut().enumerate().try_for_each(|(i, v)| integers(v, format!("{path}[{i}]")))
-        }
+        Value::Array(_) => Err((path, "an array, where no request takes one".into())),
         Value::Object(fields) => fields.iter_mut().try_for_each(|(k, v)| integers(v, join(k))),
         _ => Ok(()),
     }
@@ -147,8 +145,13 @@ mod tests {
             (json, r#"{"epoch": 9223372036854775808}"#, "request body: epoch: 9223372036854775808 is larger"),
             (json, r#"{"epoch": 1e19}"#, "request body: epoch: 1e+19 is larger"),
             (json, r#"{"epoch": 1.5}"#, "request body: epoch: invalid type: floating point"),
-            (json, r#"{"epoch": 1, "inner": {"n": 18446744073709551615}}"#, "request body: inner.n: 18446744073709551615"),
+            (
+                json,
+                r#"{"epoch": 1, "inner": {"n": 18446744073709551615}}"#,
+                "request body: inner.n: 18446744073709551615",
+            ),
             (json, r#"{"epoch": 1, "inner": {"n": "1"}}"#, "request body: inner.n: invalid type: string"),
+            (json, r#"{"epoch": 1, "inner": [1]}"#, "request body: inner: an array, where no request takes one"),
             (json, r#"{"epoch": 1, "x": 1}"#, "request body: x: unknown field `x`"),
             (json, r#"{}"#, "request body: missing field `epoch`"),
         ];

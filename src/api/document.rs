@@ -191,7 +191,10 @@ impl IntoResponses for LeaderErrors {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
         BTreeMap::from([
             ("500".into(), RefOr::T(error("Raft stopped on this node (`fatal`), or a bug (`internal`).").build())),
-            ("502".into(), RefOr::T(error("The leader could not be reached: nothing happened (`leader_unreachable`).").build())),
+            (
+                "502".into(),
+                RefOr::T(error("The leader could not be reached: nothing happened (`leader_unreachable`).").build()),
+            ),
             (
                 "503".into(),
                 RefOr::T(
@@ -215,7 +218,10 @@ impl IntoResponses for WriteAnswers {
             ("200".into(), json("Committed and applied.", "Written")),
             (
                 "409".into(),
-                json("Committed but refused by the state (`outcome: rejected`), or refused by the leader.", "WriteRefused"),
+                json(
+                    "Committed but refused by the state (`outcome: rejected`), or refused by the leader.",
+                    "WriteRefused",
+                ),
             ),
         ]);
         answers.append(&mut LeaderErrors::responses());

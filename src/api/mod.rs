@@ -35,13 +35,13 @@ use body::{Body, OptionalBody};
 
 use crate::node::leader::{FailoverOrder, FailoverReply, Forwarded, LeaderReply, LeaderRequest, NodeError};
 use crate::node::planning::PlanCheck;
-use document::{LeaderErrors, WriteAnswers};
-use error::ErrorBody;
 use crate::node::Node;
 use crate::protocol::{Heartbeat, HeartbeatAnswer, NotLeader};
 use crate::raft::network::CLUSTER_HEADER;
 use crate::state::journal::Event;
 use crate::state::{Command, Epoch, Response as StateResponse, SiteId};
+use document::{LeaderErrors, WriteAnswers};
+use error::ErrorBody;
 
 type AppState = State<Arc<Node>>;
 
@@ -360,13 +360,13 @@ async fn remove_member(
 }
 
 /// A request forwarded by another node: run it here only, never forward again.
-async fn leader(State(node): AppState, headers: HeaderMap, body: Result<Body<Forwarded>, ApiError>) -> Response {
+async fn leader(State(node): AppState, headers: HeaderMap, body: axum::body::Bytes) -> Response {
     if let Err(e) = check_cluster(&node, &headers) {
         return e.into_response();
     }
-    let Forwarded { request, by } = match body {
-        Ok(Body(body)) => body,
-        Err(e) => return e.into_response(),
+    let Forwarded { request, by } = match serde_json::from_slice(&body) {
+        Ok(forwarded) => forwarded,
+        Err(e) => return ApiError::BadRequest(format!("forwarded request: {e}")).into_response(),
     };
     let result: Result<LeaderReply, NodeError> = node.submit_by(request, by, true).await;
     Json(result).into_response()
@@ -579,13 +579,7 @@ async fn plan_skip(
 }
 
 /// Runs a stuck plan's step again, or moves past it: only for the plan the sender has seen.
-async fn resolve_plan(
-    node: &Node,
-    caller: &Caller,
-    group: String,
-    body: Option<PlanBody>,
-    skip: bool,
-) -> ApiResult {
+async fn resolve_plan(node: &Node, caller: &Caller, group: String, body: Option<PlanBody>, skip: bool) -> ApiResult {
     let b = body.unwrap_or_default();
     let epoch = match b.epoch {
         Some(e) => Epoch(e),
@@ -613,25 +607,13 @@ async fn plan_check(State(node): AppState, Path(GroupPath { group }): Path<Group
 }
 
 /// Stops automatic failover of the group (operator orders still work).
-#[utoipa::path(
-    post,
-    path = "/v1/groups/{group}/pause",
-    tag = "control",
-    params(GroupPath),
-    responses(WriteAnswers)
-)]
+#[utoipa::path(post, path = "/v1/groups/{group}/pause", tag = "control", params(GroupPath), responses(WriteAnswers))]
 async fn pause(State(node): AppState, caller: Operator, Path(GroupPath { group }): Path<GroupPath>) -> ApiResult {
     write(&node, &caller, Command::SetPaused { group: group.into(), paused: true }).await
 }
 
 /// Lets automatic failover of the group run again.
-#[utoipa::path(
-    post,
-    path = "/v1/groups/{group}/resume",
-    tag = "control",
-    params(GroupPath),
-    responses(WriteAnswers)
-)]
+#[utoipa::path(post, path = "/v1/groups/{group}/resume", tag = "control", params(GroupPath), responses(WriteAnswers))]
 async fn resume(State(node): AppState, caller: Operator, Path(GroupPath { group }): Path<GroupPath>) -> ApiResult {
     write(&node, &caller, Command::SetPaused { group: group.into(), paused: false }).await
 }
@@ -832,7 +814,9 @@ type QueryOf<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
 fn int64(name: &str, value: u64) -> Result<u64, ApiError> {
     match i64::try_from(value) {
         Ok(_) => Ok(value),
-        Err(_) => Err(ApiError::BadRequest(format!("query: {name}: {value} is larger than the largest taken, 2^63 - 1"))),
+        Err(_) => {
+            Err(ApiError::BadRequest(format!("query: {name}: {value} is larger than the largest taken, 2^63 - 1")))
+        }
     }
 }
 
@@ -845,8 +829,9 @@ fn int64(name: &str, value: u64) -> Result<u64, ApiError> {
     path = "/v1/events/stream",
     tag = "journal",
     params(
-        ("since" = Option<u64>, Query, description = "Events numbered above this."),
-        ("Last-Event-ID" = Option<u64>, Header, description = "Sent by a reconnecting client: takes the place of `since`."),
+        ("since" = Option<u64>, Query, nullable = false, description = "Events numbered above this."),
+        ("Last-Event-ID" = Option<u64>, Header, nullable = false,
+         description = "Sent by a reconnecting client, the last event's `id`: takes the place of `since`."),
     ),
     responses((status = 200, description = "A stream of `journal` messages, each carrying one `Event` as JSON.",
                body = document::JournalMessage, content_type = "text/event-stream"))
@@ -858,11 +843,13 @@ async fn events_stream(
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::BadRequest(format!("query: {}", e.body_text())))?;
     int64("since", q.since)?;
-    let since = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(q.since);
+    let since = match headers.get("last-event-id") {
+        None => q.since,
+        // What this stream sent as an event's id, so nothing else is taken.
+        Some(v) => v.to_str().ok().and_then(|v| v.parse::<i64>().ok()).and_then(|v| u64::try_from(v).ok()).ok_or_else(
+            || ApiError::BadRequest(format!("header Last-Event-ID: {v:?} is not an event's sequence number")),
+        )?,
+    };
     let updates = node.raft.metrics();
     let stopping = node.stopping.clone();
     let start = (node, since, updates, stopping, std::collections::VecDeque::new());

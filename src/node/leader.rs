@@ -59,7 +59,10 @@ pub enum FailoverOutcome {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LeaderReply {
-    Written { response: Response, log_index: u64 },
+    Written {
+        response: Response,
+        log_index: u64,
+    },
     Membership {
         voters: Vec<NodeId>,
         learners: Vec<NodeId>,

@@ -164,12 +164,11 @@ impl Node {
 
         let addr = listener.local_addr()?;
         let mut tasks = JoinSet::new();
-        let raft_routes = raft::rpc::router(raft.clone(), config.node.id, &config.cluster.name, node.contact.clone()).route_layer(
-            axum::middleware::from_fn_with_state(
+        let raft_routes = raft::rpc::router(raft.clone(), config.node.id, &config.cluster.name, node.contact.clone())
+            .route_layer(axum::middleware::from_fn_with_state(
                 (node.clone(), crate::api::auth::Needs::Peer),
                 crate::api::auth::guard,
-            ),
-        );
+            ));
         let app = crate::api::router(node.clone()).merge(raft_routes);
         tasks.spawn(crate::server::serve(listener, app, tls, stopped.clone()));
         duties::spawn_all(&node, probers, &stopped, &mut tasks);

@@ -104,7 +104,10 @@ fn decode<T: DeserializeOwned>(rpc: &Rpc, headers: &HeaderMap, body: &[u8]) -> R
             let target = String::from_utf8_lossy(target.as_bytes()).into_owned();
             return Err((
                 StatusCode::CONFLICT,
-                format!("this is node {}, not node {target}: the address the sender has for node {target} is wrong", rpc.id),
+                format!(
+                    "this is node {}, not node {target}: the address the sender has for node {target} is wrong",
+                    rpc.id
+                ),
             ));
         }
     }
