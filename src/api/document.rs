@@ -16,7 +16,7 @@ use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr};
 use utoipa::{IntoResponses, OpenApi as _, PartialSchema, ToSchema};
 
 use super::auth::Needs;
-use super::Written;
+use super::{Written, BODY_LIMIT, BODY_TIMEOUT};
 use crate::config::auth::Role;
 
 #[derive(utoipa::OpenApi)]
@@ -87,7 +87,12 @@ fn annotate(operation: &mut Operation, needs: Option<&Needs>, method: &Method) {
     let who = match needs {
         None => "Open to anyone; credentials are not read.".to_string(),
         Some(Needs::Open) => "Open to anyone; credentials, when sent, must be valid.".to_string(),
-        Some(Needs::Metrics) => "Open, or role `viewer` when `[auth] open_metrics` is false.".to_string(),
+        Some(Needs::Metrics) => {
+            "Needs role `viewer` or above, or nothing with `[auth] metrics = \"open\"`.".to_string()
+        }
+        Some(Needs::Role(Role::Viewer)) => {
+            "Needs role `viewer` or above, or nothing with `[auth] anonymous = \"viewer\"`.".to_string()
+        }
         Some(Needs::Role(role)) => format!("Needs role `{role}` or above."),
         Some(Needs::SiteInPath) => "Needs the site named in the path: a token with role `site:NAME`, or a \
                                    client certificate naming the site."
@@ -114,7 +119,7 @@ fn annotate(operation: &mut Operation, needs: Option<&Needs>, method: &Method) {
     if let Some(needs) = needs {
         let bearer = || SecurityRequirement::new("bearer", Vec::<String>::new());
         operation.security = Some(match needs {
-            // Anonymous callers may be allowed to read (`[auth] anonymous`, `open_metrics`).
+            // Anonymous callers may be allowed to read (`[auth] anonymous`, `metrics`).
             Needs::Open | Needs::Metrics | Needs::Role(Role::Viewer) => vec![bearer(), SecurityRequirement::default()],
             Needs::SiteInPath => vec![bearer(), SecurityRequirement::new("client_certificate", Vec::<String>::new())],
             _ => vec![bearer()],
@@ -131,17 +136,19 @@ fn annotate(operation: &mut Operation, needs: Option<&Needs>, method: &Method) {
         }
     }
     let params = operation.parameters.as_deref().unwrap_or_default();
-    let in_path = params.iter().any(|p| matches!(p, RefOr::T(p) if p.parameter_in == ParameterIn::Path));
-    let named = params.iter().any(|p| matches!(p, RefOr::T(p) if p.name == "group" || p.name == "site"));
+    let named = params.iter().any(|p| {
+        matches!(p, RefOr::T(p) if p.parameter_in == ParameterIn::Path && ["group", "site"].contains(&p.name.as_str()))
+    });
     if operation.request_body.is_some() || !params.is_empty() {
         add(400, error("The request does not parse: the message names the field (`bad_request`).").build());
     }
-    if in_path && named {
+    if named {
         add(404, error("No group or site has that name (`not_found`).").build());
     }
     if operation.request_body.is_some() {
-        add(408, error("The request body did not arrive within 10 s (`timeout`).").build());
-        add(413, error("The request body is larger than 64 KiB (`too_large`).").build());
+        let late = format!("The request body did not arrive within {} s (`timeout`).", BODY_TIMEOUT.as_secs());
+        add(408, error(&late).build());
+        add(413, error(&format!("The request body is larger than {} KiB (`too_large`).", BODY_LIMIT / 1024)).build());
     }
 }
 

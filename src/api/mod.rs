@@ -519,7 +519,7 @@ async fn failback(
 #[serde(untagged)]
 #[allow(dead_code)]
 enum FailoverRefused {
-    Refused(FailoverAnswer),
+    Refused(Box<FailoverAnswer>),
     Error(ErrorBody),
 }
 

@@ -258,7 +258,9 @@ pub enum Command {
     /// epoch across re-registration.
     SyncTopology(Topology),
     /// Epoch compare-and-set: make `site` active for `group` only if the group's epoch is still
-    /// `expected_epoch`. On success the epoch becomes `expected_epoch + 1`.
+    /// `expected_epoch`. On success the epoch becomes `expected_epoch + 1`. Nothing proposes it
+    /// any more (its API route was retired for operator failover, `Failover` below); it stays
+    /// so that logs and snapshots written before still apply.
     Activate { group: GroupId, site: SiteId, expected_epoch: Epoch },
     /// Remember that a node id left the cluster, so that it is never reused.
     RetireNode { id: NodeId },
