@@ -111,14 +111,7 @@ const EPOCH: &[Field] = &[field("epoch", Ty::OptU64, "1", false)];
 const REPORT: &str = r#"{"app":{"epoch":1,"role":"standby","in_sync":true,"recovery_point_age_ms":0,"drained":false}}"#;
 
 const BODIES: &[BodyEndpoint] = &[
-    BodyEndpoint {
-        path: "/v1/groups/app/failover",
-        tokens: OPERATORS,
-        fields: ORDER,
-        optional: false,
-        // `check` needs `dry_run`.
-        semantic: &[&[("dry_run", "false"), ("check", "true")]],
-    },
+    BodyEndpoint { path: "/v1/groups/app/failover", tokens: OPERATORS, fields: ORDER, optional: false, semantic: &[] },
     BodyEndpoint {
         path: "/v1/groups/app/failback",
         tokens: OPERATORS,
@@ -130,7 +123,7 @@ const BODIES: &[BodyEndpoint] = &[
         ],
         optional: false,
         // A failback goes to the primary: `to` is refused.
-        semantic: &[&[("to", "\"east\"")], &[("to", "\"west\"")], &[("dry_run", "false"), ("check", "true")]],
+        semantic: &[&[("to", "\"east\"")], &[("to", "\"west\"")]],
     },
     BodyEndpoint { path: "/v1/groups/app/ack", tokens: OPERATORS, fields: EPOCH, optional: true, semantic: &[] },
     BodyEndpoint { path: "/v1/groups/app/plan/retry", tokens: OPERATORS, fields: EPOCH, optional: true, semantic: &[] },
@@ -164,7 +157,7 @@ fn wrong_values(ty: Ty) -> &'static [&'static str] {
         Ty::Str => &["1", "true", "null", "[]", "{}", "[\"west\"]", "{\"site\":\"west\"}", "1.5"],
         Ty::U64 | Ty::OptU64 => {
             let all: &'static [&'static str] =
-                &["null", "\"1\"", "-1", "1.5", "1e2", "true", "[]", "{}", "[1]", "\"18446744073709551615\""];
+                &["null", "\"1\"", "-1", "1.5", "true", "[]", "{}", "[1]", "\"18446744073709551615\""];
             if ty == Ty::OptU64 {
                 &all[1..]
             } else {
@@ -201,8 +194,7 @@ const BAD_NUMBERS: &[&str] = &[
     "1e400",
     "-1e400",
     "1.5",
-    "0.0",
-    "1e2",
+    "9223372036854775808",
     "0x10",
     "NaN",
     "Infinity",

@@ -2,7 +2,7 @@
 //! no array (no request takes one, and serde would take an array for an object), whose integers
 //! fit the 64-bit signed range the OpenAPI document gives them (`int64`; as in JSON Schema,
 //! `2.0` is the integer 2), and whose fields deserialize into the request type (unknown fields
-//! refused by the types). A refusal
+//! refused by the types, a field given twice refused here). A refusal
 //! is a 400 naming the field, e.g. `request body: groups.app.epoch: invalid type: ...`.
 
 use axum::body::Bytes;
@@ -16,18 +16,16 @@ use super::ApiError;
 /// A required body.
 pub struct Body<T>(pub T);
 
-/// A body that may be left out: no `Content-Type`, nothing, or `null`.
+/// A body that may be left out (sent without a `Content-Type`); one sent is a JSON object.
 pub struct OptionalBody<T>(pub Option<T>);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let json = req.headers().contains_key(header::CONTENT_TYPE);
         match OptionalBody::from_request(req, state).await?.0 {
             Some(body) => Ok(Body(body)),
-            None if !json => Err(bad("missing: send a JSON object with `Content-Type: application/json`")),
-            None => Err(bad("missing: a JSON object is required")),
+            None => Err(bad("missing: send a JSON object with `Content-Type: application/json`")),
         }
     }
 }
@@ -43,21 +41,79 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalBody<T> {
         if !essence.eq_ignore_ascii_case("application/json") {
             return Err(bad(&format!("Content-Type {content_type:?}: send `application/json`")));
         }
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(OptionalBody(None));
-        }
         let mut value: Value = serde_json::from_slice(&bytes).map_err(|e| bad(&format!("not JSON: {e}")))?;
+        // A `Value` keeps the last of fields given twice: they are looked for in the text.
+        serde_path_to_error::deserialize::<_, Once>(&mut serde_json::Deserializer::from_slice(&bytes))
+            .map_err(|e| bad(&at(&e.path().to_string(), e.inner())))?;
         match &value {
-            Value::Null => return Ok(OptionalBody(None)),
             Value::Object(_) => {}
             other => return Err(bad(&format!("must be a JSON object, not {}", kind(other)))),
         }
         integers(&mut value, String::new()).map_err(|(path, problem)| bad(&format!("{path}: {problem}")))?;
-        serde_path_to_error::deserialize(value).map(|t| OptionalBody(Some(t))).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            bad(&if path == "." { inner.to_string() } else { format!("{path}: {inner}") })
-        })
+        serde_path_to_error::deserialize(value)
+            .map(|t| OptionalBody(Some(t)))
+            .map_err(|e| bad(&at(&e.path().to_string(), e.inner())))
+    }
+}
+
+/// A JSON value read only to find an object field given twice.
+struct Once;
+
+impl<'de> serde::Deserialize<'de> for Once {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Once, D::Error> {
+        d.deserialize_any(Once)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Once {
+    type Value = Once;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Once, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format!("duplicate field `{key}`")));
+            }
+            map.next_value::<Once>()?;
+        }
+        Ok(Once)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Once, A::Error> {
+        while seq.next_element::<Once>()?.is_some() {}
+        Ok(Once)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Once, E> {
+        Ok(Once)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Once, E> {
+        Ok(Once)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Once, E> {
+        Ok(Once)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Once, E> {
+        Ok(Once)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Once, E> {
+        Ok(Once)
+    }
+    fn visit_unit<E>(self) -> Result<Once, E> {
+        Ok(Once)
+    }
+}
+
+/// `problem` at `path` (`.` is the body itself).
+fn at(path: &str, problem: impl std::fmt::Display) -> String {
+    if path == "." {
+        problem.to_string()
+    } else {
+        format!("{path}: {problem}")
     }
 }
 
@@ -134,13 +190,14 @@ mod tests {
         let json = Some("application/json; charset=utf-8");
         assert_eq!(parse(json, r#"{"epoch": 9223372036854775807}"#).await.unwrap().unwrap().epoch, i64::MAX as u64);
         assert_eq!(parse(json, r#"{"epoch": 90.0}"#).await.unwrap().unwrap().epoch, 90);
-        for none in ["", "  ", "null"] {
-            assert!(parse(json, none).await.unwrap().is_none(), "{none:?}");
-        }
         assert!(parse(None, r#"{"epoch": 1}"#).await.unwrap().is_none(), "no Content-Type: no body");
         let refused = [
             (json, "[1]", "request body: must be a JSON object, not an array"),
+            (json, "null", "request body: must be a JSON object, not null"),
+            (json, r#"{"epoch": 1, "inner": {"n": 1, "n": 1}}"#, "request body: inner: duplicate field `n`"),
+            (json, r#"{"epoch": 1, "epoch": 1}"#, "request body: duplicate field `epoch`"),
             (json, "{", "request body: not JSON"),
+            (json, "", "request body: not JSON"),
             (Some("text/plain"), "{}", "request body: Content-Type \"text/plain\": send `application/json`"),
             (json, r#"{"epoch": 9223372036854775808}"#, "request body: epoch: 9223372036854775808 is larger"),
             (json, r#"{"epoch": 1e19}"#, "request body: epoch: 1e+19 is larger"),

@@ -11,8 +11,9 @@ use axum::http::Method;
 use utoipa::openapi::extensions::ExtensionsBuilder;
 use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::response::{Response, ResponseBuilder};
+use utoipa::openapi::schema::{Schema, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr};
+use utoipa::openapi::{Content, ContentBuilder, OpenApi, Ref, RefOr};
 use utoipa::{IntoResponses, OpenApi as _, PartialSchema, ToSchema};
 
 use super::auth::Needs;
@@ -133,6 +134,20 @@ fn annotate(operation: &mut Operation, needs: Option<&Needs>, method: &Method) {
             let retry = utoipa::openapi::header::Header::new(u64::schema());
             let limited = error("This credential's rate limit is spent (`rate_limited`); retry after `Retry-After` s.");
             add(429, limited.header("Retry-After", retry).build());
+        }
+    }
+    // An optional body (`body::OptionalBody`) is left out, never sent as `null`: its schema is
+    // the object's alone.
+    if let Some(RefOr::T(body)) = operation.request_body.as_mut() {
+        for content in body.content.values_mut() {
+            let RefOr::T(Content { schema: Some(schema), .. }) = content else { continue };
+            let RefOr::T(Schema::OneOf(one_of)) = schema else { continue };
+            let null = |item: &RefOr<Schema>| matches!(item, RefOr::T(Schema::Object(o)) if o.schema_type == SchemaType::Type(Type::Null));
+            one_of.items.retain(|item| !null(item));
+            if one_of.items.len() == 1 {
+                let only = one_of.items.pop().expect("one item");
+                *schema = only;
+            }
         }
     }
     let params = operation.parameters.as_deref().unwrap_or_default();

@@ -548,7 +548,7 @@ type Operator = Extension<Caller>;
     path = "/v1/groups/{group}/plan/retry",
     tag = "plan",
     params(GroupPath),
-    request_body(content = Option<PlanBody>, description = "Optional."),
+    request_body(content = Option<PlanBody>, description = "Optional: leave the body out for the plan this node has."),
     responses(WriteAnswers)
 )]
 async fn plan_retry(
@@ -566,7 +566,7 @@ async fn plan_retry(
     path = "/v1/groups/{group}/plan/skip",
     tag = "plan",
     params(GroupPath),
-    request_body(content = Option<PlanBody>, description = "Optional."),
+    request_body(content = Option<PlanBody>, description = "Optional: leave the body out for the plan this node has."),
     responses(WriteAnswers)
 )]
 async fn plan_skip(
@@ -635,7 +635,7 @@ type ApiResult = Result<Response, ApiError>;
     path = "/v1/groups/{group}/ack",
     tag = "control",
     params(GroupPath),
-    request_body(content = Option<AckBody>, description = "Optional."),
+    request_body(content = Option<AckBody>, description = "Optional: leave the body out for the epoch this node has."),
     responses(WriteAnswers)
 )]
 async fn ack(
