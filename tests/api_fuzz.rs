@@ -47,8 +47,11 @@ fn schemathesis() -> Option<PathBuf> {
 /// `--exclude-path-regex`).
 fn fuzz(program: &PathBuf, url: &str, caller: &str, filter: [&str; 2], examples: u32, seconds: u32) {
     let hooks = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz");
+    // schemathesis keeps a cache in its working directory: not in the repository.
+    let scratch = tempfile::tempdir().expect("tempdir");
     let mut cmd = Command::new(program);
-    cmd.arg("--config-file")
+    cmd.current_dir(scratch.path())
+        .arg("--config-file")
         .arg(hooks.join("schemathesis.toml"))
         .arg("run")
         .arg(format!("{url}/openapi.json"))
