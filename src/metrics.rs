@@ -37,6 +37,8 @@ pub struct Metrics {
     pub lease_remaining_seconds: prometheus::GaugeVec,
     /// On the leader: the role each site's agent last reported, 1 on that role's series.
     pub agent_role: IntGaugeVec,
+    /// On the leader: the epoch an agent holds past the group's (0: none ahead).
+    pub agents_ahead: IntGaugeVec,
     /// On the leader: how far the standby copy is behind, per group (-1 unknown).
     pub rpo_exposure_seconds: prometheus::GaugeVec,
     /// How far behind the objective lets it be: at risk when the exposure exceeds this.
@@ -121,6 +123,12 @@ impl Metrics {
             "On the leader: 1 for the role a site's agent last reported for a group.",
             &["group", "site", "role"],
         );
+        let agents_ahead = gauge_vec(
+            "witness_group_agents_epoch_ahead",
+            "On the leader: the epoch a group's agent holds past the witness's own (restored from an older backup?), \
+             0 when none is ahead. Nothing moves the group until a forced failover takes the epoch past it.",
+            &["group"],
+        );
         let rpo_exposure_seconds = float_gauge_vec(
             "witness_rpo_exposure_seconds",
             "On the leader: how far a group's standby copy is behind (sync: since its last in-sync report; \
@@ -189,6 +197,7 @@ impl Metrics {
             heartbeat_confirm_seconds,
             lease_remaining_seconds,
             agent_role,
+            agents_ahead,
             rpo_exposure_seconds,
             rpo_objective_seconds,
             plan_step_seconds,

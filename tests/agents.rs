@@ -350,3 +350,80 @@ async fn a_ca_bundle_trusts_both_cas_during_a_rotation() {
     assert_eq!(ask(west(&old.dir, &bundle), east.addr).await, None, "the old CA's certificate after the rotation");
     east.shutdown().await;
 }
+
+/// A witness restored from a backup older than the epoch its agents hold: the leader sees the
+/// agents ahead in their heartbeats and says so (status, metric, journal), moves nothing and
+/// refuses an unforced order; a forced failover to the site really active takes the epoch past
+/// the agents', and they follow it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_witness_restored_behind_its_agents_says_so_until_a_forced_failover_takes_the_epoch_past_them() {
+    let east = SiteStub::start().await;
+    let west = SiteStub::start().await;
+    let (mut c, _) = cluster_with_agents(&east, &west).await;
+    let data = |c: &Cluster, id: u64| c.dir.path().join(format!("node{id}"));
+    let copy = |from: &std::path::Path, to: &std::path::Path| {
+        let _ = std::fs::remove_dir_all(to);
+        let status = std::process::Command::new("cp").arg("-a").arg(from).arg(to).status().expect("cp");
+        assert!(status.success(), "cp -a {} {}", from.display(), to.display());
+    };
+    // The backup: every node's data directory at epoch 1, taken while stopped.
+    for id in 1..=3 {
+        assert!(c.node(id).stop().success());
+        copy(&data(&c, id), &c.dir.path().join(format!("backup{id}")));
+    }
+    for id in 1..=3 {
+        c.node(id).start();
+    }
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    // Life goes on: west becomes active at epoch 2.
+    let (status, body) = c.failover(leader, "west").await;
+    assert_eq!(status, 200, "{body}");
+    eventually(Duration::from_secs(20), "west writable at epoch 2", || async {
+        (c.writable("west").await? && !c.writable("east").await?).then_some(())
+    })
+    .await;
+    // The witness is restored from the backup: it is back at epoch 1 with east active.
+    for id in 1..=3 {
+        assert!(c.node(id).stop().success());
+        copy(&c.dir.path().join(format!("backup{id}")), &data(&c, id));
+    }
+    for id in 1..=3 {
+        c.node(id).start();
+    }
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    assert_eq!(c.group(leader).await, Some(("east".to_string(), 1)), "restored");
+    let status = eventually(Duration::from_secs(15), "the leader sees the agents ahead", || async {
+        let s = c.status(leader).await?;
+        (s["groups"][0]["agents"]["agents_ahead"] == 2).then_some(s)
+    })
+    .await;
+    assert_eq!(status["groups"][0]["active"], "east", "nothing moved");
+    let metrics = c.http.get(c.nodes[leader as usize - 1].url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let ahead = format!("witness_group_agents_epoch_ahead{{group=\"app\",node_id=\"{leader}\"}} 2");
+    assert!(metrics.contains(&ahead), "{metrics}");
+    let events: Value =
+        c.http.get(c.nodes[leader as usize - 1].url("/v1/events")).send().await.unwrap().json().await.unwrap();
+    let said = events["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "agents_ahead").count();
+    assert_eq!(said, 1, "journaled once: {events}");
+    let (code, out) =
+        support::cli(&["status", "--endpoint", &format!("https://{}", c.nodes[leader as usize - 1].addr)]);
+    assert!(out.contains("EPOCH BEHIND THE AGENTS"), "{code}: {out}");
+    // East still writes nothing: its agent ignores the restored witness's epoch-1 lease.
+    assert_eq!(c.writable("east").await, Some(false));
+
+    // An unforced order is refused by its check; the forced one goes past epoch 2.
+    let order = json!({ "to": "west", "reason": "restored" });
+    let (status, body) = c.post(leader, "/v1/groups/app/failover", &order).await;
+    assert_eq!(status, 409, "{body}");
+    let checks = body["failover"]["plan"]["checks"].as_array().unwrap();
+    assert!(checks.iter().any(|k| k["gate"] == "agents_not_ahead" && k["passed"] == false), "{body}");
+    let (status, body) = c.failover(leader, "west").await;
+    assert_eq!((status, body["epoch"].as_u64()), (200, Some(3)), "{body}");
+    eventually(Duration::from_secs(20), "west writable at epoch 3, the agents caught up", || async {
+        let s = c.status(leader).await?;
+        let settled = s["groups"][0]["agents"].get("agents_ahead").is_none()
+            && s["groups"][0]["agents"]["sites"]["west"]["epoch"] == 3;
+        (settled && c.writable("west").await? && !c.writable("east").await?).then_some(())
+    })
+    .await;
+}

@@ -306,6 +306,7 @@ fn failover(to: &str, expected: u64) -> Command {
         quorum_of: None,
         automatic: false,
         facts: DecisionFacts::default(),
+        past: None,
     }
 }
 

@@ -171,6 +171,17 @@ pub fn render(s: &Status) -> String {
                 }
             }
             out += &table(&rows);
+            for (g, agents) in s.groups.iter().filter_map(|g| Some((g, g.agents.as_ref()?))) {
+                if let Some(ahead) = agents.agents_ahead {
+                    out += &format!(
+                        "\nEPOCH BEHIND THE AGENTS: group {} is at epoch {} here, an agent holds {ahead} (was this \
+                         witness restored from an older backup?). Nothing moves {} until `witness failover {} --to SITE \
+                         --force` names the site that is really active (see `witness agent status` at each site); \
+                         its epoch then goes past {ahead}.\n",
+                        g.name, g.epoch, g.name, g.name
+                    );
+                }
+            }
         }
     }
     out

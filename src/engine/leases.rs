@@ -87,6 +87,18 @@ impl Ledger {
         answer
     }
 
+    /// The highest epoch an agent of `group` reports, and whose, when it is past the group's
+    /// committed epoch. Agents learn epochs only from the witness, so this means the witness
+    /// lost committed state (restored from an older backup): agents ignore assignments of an
+    /// older epoch, so nothing this witness decides for the group can take effect.
+    pub fn agents_ahead(&self, name: &str, group: &GroupState) -> Option<(SiteId, crate::state::Epoch)> {
+        [&group.spec.primary, &group.spec.secondary]
+            .into_iter()
+            .filter_map(|site| Some((site.clone(), self.sites.get(site)?.groups.get(name)?.report.epoch?)))
+            .filter(|(_, epoch)| *epoch > group.epoch)
+            .max_by_key(|(_, epoch)| *epoch)
+    }
+
     /// The agent of `site`, if heard from within `within`.
     pub fn fresh(&self, site: &str, now: Duration, within: Duration) -> Option<&SiteRecord> {
         self.sites.get(site).filter(|r| now.saturating_sub(r.heard_at) <= within)

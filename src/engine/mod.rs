@@ -113,6 +113,10 @@ pub enum Assessment {
     RpoAtRisk { standby: SiteId, exposure_ms: u64, objective_ms: u64 },
     /// The standby's copy is back within the objective.
     RpoWithin { standby: SiteId, exposure_ms: u64, objective_ms: u64 },
+    /// An agent holds a later epoch than this witness has committed (the witness was restored
+    /// from an older backup): nothing moves until an operator's forced failover takes the
+    /// epoch past the agents'.
+    AgentsAhead { site: SiteId, agents: Epoch, epoch: Epoch },
 }
 
 /// What a draining group waits for.
@@ -154,6 +158,7 @@ impl Assessment {
             Assessment::BlockExpired { .. } => "block_expired",
             Assessment::RpoAtRisk { .. } => "rpo_at_risk",
             Assessment::RpoWithin { .. } => "rpo_within",
+            Assessment::AgentsAhead { .. } => "agents_ahead",
         }
     }
 }
@@ -199,6 +204,12 @@ impl fmt::Display for Assessment {
                 f,
                 "RPO at risk: {standby}'s copy is {exposure_ms} ms behind, the objective allows {objective_ms} ms \
                  (a failover now would need approval)"
+            ),
+            Assessment::AgentsAhead { site, agents, epoch } => write!(
+                f,
+                "{site}'s agent holds epoch {agents}, past this witness's {epoch} (restored from an older backup?): \
+                 nothing moves until an operator fails over with --force to the site that is really active, which \
+                 takes the epoch past {agents}"
             ),
             Assessment::RpoWithin { standby, exposure_ms, objective_ms } => {
                 write!(f, "RPO within its objective again: {standby}'s copy {exposure_ms} ms behind (objective {objective_ms} ms)")
@@ -284,6 +295,9 @@ fn assess(
     let voters = inputs.voters.len();
     let failed = group.active.clone();
     let survivor = group.other().clone();
+    if let Some((site, agents)) = inputs.ledger.agents_ahead(name, group) {
+        return (Assessment::AgentsAhead { site, agents, epoch: group.epoch }, None);
+    }
     if group.draining {
         return drain(name, group, memory, inputs);
     }
@@ -364,6 +378,7 @@ fn assess(
         quorum_of: Some(inputs.voters.clone()),
         automatic: true,
         facts: DecisionFacts { detected_after_ms: detected_after(inputs.failing_since, &failed, inputs.now), rpo_ms },
+        past: None,
     });
     (Assessment::FailingOver { from: failed, to: survivor, epoch }, proposal)
 }
@@ -447,6 +462,10 @@ pub struct OperatorPlan {
     pub to: SiteId,
     pub expected_epoch: Epoch,
     pub checks: Vec<GateCheck>,
+    /// The epoch an agent holds past this witness's (see [`Assessment::AgentsAhead`]): the
+    /// failover, forced, takes the group's epoch past it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub past: Option<Epoch>,
 }
 
 impl OperatorPlan {
@@ -457,21 +476,25 @@ impl OperatorPlan {
 
 /// Checks an operator's order to make `to` active for `group` against the same evidence the
 /// engine uses: a quorum of live voters sees the active site down and `to` up, and the group
-/// is not blocked by a recent failover. (Pause and the automation switch stop only automatic
-/// decisions: the operator is the approval.) `Err` names why the order makes no sense at all.
+/// is not blocked by a recent failover; and that no agent holds a later epoch than the group's
+/// (`agents_ahead`, from the leader's ledger), which only a forced order gets past, re-asserting
+/// even the active site at an epoch past the agents'. (Pause and the automation switch stop
+/// only automatic decisions: the operator is the approval.) `Err` names why the order makes no
+/// sense at all.
 pub fn plan_operator_failover(
     state: &State,
     group: &str,
     to: &str,
     voters: &BTreeSet<NodeId>,
     live: &BTreeSet<NodeId>,
+    agents_ahead: Option<(SiteId, Epoch)>,
 ) -> Result<OperatorPlan, crate::state::Rejection> {
     use crate::state::Rejection;
     let g = state.groups.get(group).ok_or_else(|| Rejection::UnknownGroup { group: group.into() })?;
     if to != g.spec.primary && to != g.spec.secondary {
         return Err(Rejection::SiteNotInGroup { group: group.into(), site: to.into() });
     }
-    if to == g.active {
+    if to == g.active && agents_ahead.is_none() {
         return Err(Rejection::AlreadyActive { group: group.into(), site: to.into(), epoch: g.epoch });
     }
     let crate::state::Evidence { down, up, quorum } = state.evidence(&g.active, to, voters, live);
@@ -496,6 +519,26 @@ pub fn plan_operator_failover(
                 "no unacknowledged recent failover".into()
             },
         },
+        GateCheck {
+            gate: "agents_not_ahead".into(),
+            passed: agents_ahead.is_none(),
+            detail: match &agents_ahead {
+                None => "no agent holds a later epoch than this witness".into(),
+                Some((site, agents)) => format!(
+                    "{site}'s agent holds epoch {agents}, past this witness's {} (restored from an older backup?): \
+                     force the failover to the site that is really active to take the epoch past {agents}",
+                    g.epoch
+                ),
+            },
+        },
     ];
-    Ok(OperatorPlan { group: group.into(), from: g.active.clone(), to: to.into(), expected_epoch: g.epoch, checks })
+    let past = agents_ahead.map(|(_, epoch)| epoch);
+    Ok(OperatorPlan {
+        group: group.into(),
+        from: g.active.clone(),
+        to: to.into(),
+        expected_epoch: g.epoch,
+        checks,
+        past,
+    })
 }

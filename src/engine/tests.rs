@@ -434,26 +434,26 @@ fn operator_failover_is_checked_against_the_same_evidence() {
     let mut w = World::new(FailoverMode::Manual);
     w.see("east", "DDU");
     w.see("west", "UUU");
-    let plan = plan_operator_failover(&w.state, "app", "west", &w.voters, &w.live).unwrap();
+    let plan = plan_operator_failover(&w.state, "app", "west", &w.voters, &w.live, None).unwrap();
     assert!(plan.all_pass(), "{plan:?}");
     assert_eq!((plan.from.as_str(), plan.expected_epoch), ("east", Epoch(1)));
 
     w.see("east", "UUU");
-    let plan = plan_operator_failover(&w.state, "app", "west", &w.voters, &w.live).unwrap();
+    let plan = plan_operator_failover(&w.state, "app", "west", &w.voters, &w.live, None).unwrap();
     let failed: Vec<&str> = plan.checks.iter().filter(|c| !c.passed).map(|c| c.gate.as_str()).collect();
     assert_eq!(failed, vec!["active_site_down"]);
 
     w.state.apply(Command::Activate { group: "app".into(), site: "west".into(), expected_epoch: Epoch(1) });
     assert!(matches!(
-        plan_operator_failover(&w.state, "app", "west", &w.voters, &w.live),
+        plan_operator_failover(&w.state, "app", "west", &w.voters, &w.live, None),
         Err(crate::state::Rejection::AlreadyActive { .. })
     ));
     assert!(matches!(
-        plan_operator_failover(&w.state, "app", "south", &w.voters, &w.live),
+        plan_operator_failover(&w.state, "app", "south", &w.voters, &w.live, None),
         Err(crate::state::Rejection::SiteNotInGroup { .. })
     ));
     assert!(matches!(
-        plan_operator_failover(&w.state, "nope", "west", &w.voters, &w.live),
+        plan_operator_failover(&w.state, "nope", "west", &w.voters, &w.live, None),
         Err(crate::state::Rejection::UnknownGroup { .. })
     ));
 }
@@ -506,6 +506,7 @@ fn the_witness_answers_each_site_its_role_and_leases_only_the_promoted_active_si
         quorum_of: None,
         automatic: false,
         facts: Default::default(),
+        past: None,
     });
     assert!(w.group().draining);
     w.now = ms(300);
@@ -689,6 +690,7 @@ fn a_new_leader_waits_a_full_lease_from_its_start_before_promoting() {
         quorum_of: None,
         automatic: false,
         facts: Default::default(),
+        past: None,
     });
     // A leader that starts at 5000 ms knows nothing of earlier grants.
     w.engine = Engine::new();

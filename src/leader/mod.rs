@@ -287,7 +287,8 @@ impl Leader {
         // No target: back to the primary (a failback), as the latest committed state has it.
         let to = order.to.clone().unwrap_or_else(|| g.spec.primary.clone());
         let live = t.contact.live(self.config.node, self.config.live_within);
-        let plan = plan_operator_failover(t.state, &order.group, &to, &t.contact.voters, &live)?;
+        let ahead = self.ledger.agents_ahead(&order.group, g);
+        let plan = plan_operator_failover(t.state, &order.group, &to, &t.contact.voters, &live, ahead)?;
         let allowed = plan.all_pass() || order.force;
         if order.dry_run {
             return Ok(Order::DryRun { plan, allowed });
@@ -305,6 +306,7 @@ impl Leader {
             quorum_of: (!order.force).then(|| t.contact.voters.clone()),
             automatic: false,
             facts: self.decision_facts(&plan.group, t.state, t.now, t.failing_since),
+            past: plan.past,
         };
         Ok(Order::Commit { plan, command })
     }
@@ -363,6 +365,7 @@ impl Leader {
                     })
                     .collect();
                 let agents = GroupAgents {
+                    agents_ahead: ledger.agents_ahead(name, g).map(|(_, epoch)| epoch),
                     rpo_exposure_ms: ledger.rpo_exposure(name, g, now).map(ms),
                     rpo_objective_ms: self.config.timing.get(name).and_then(|t| rpo_objective(g, t)).map(ms),
                     leases_expire_in_ms: g.draining.then(|| ms(ledger.leases_expire_at(name, g).saturating_sub(now))),
@@ -430,6 +433,11 @@ fn evidence(
 /// A group's agents as the leader knows them.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GroupAgents {
+    /// The epoch an agent holds past the group's: the witness lost committed state (restored
+    /// from an older backup), and nothing moves the group until a forced failover takes the
+    /// epoch past it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agents_ahead: Option<Epoch>,
     /// How far the standby copy is behind (sync: since its last in-sync report; async: its
     /// recovery point's age); absent when not reported.
     pub rpo_exposure_ms: Option<u64>,

@@ -262,6 +262,7 @@ fn leases_go_to_the_active_site_and_a_promotion_waits_a_lease_from_the_leaders_s
         quorum_of: None,
         automatic: false,
         facts: DecisionFacts::default(),
+        past: None,
     });
     let east = w.leader.heartbeat(ms(200), "east", &hb(Role::Active, false, 1), &w.state, ok).unwrap();
     assert_eq!((east.groups["app"].role, east.groups["app"].lease_ms), (Role::Fenced, None));
@@ -310,4 +311,50 @@ fn operator_orders_are_checked_against_the_evidence() {
     );
     let unknown = FailoverOrder { group: "nope".into(), ..order(None, false, false) };
     assert!(matches!(w.leader.order(&unknown, &t), Err(Rejection::UnknownGroup { .. })));
+}
+
+#[test]
+fn agents_ahead_of_a_restored_witness_stop_the_group_until_a_forced_order_takes_the_epoch_past_them() {
+    // The witness was restored to epoch 1; the agents went on to epoch 5 with west active.
+    let leases = LeaseTerms { lease_ms: 1000, margin_ms: 100 };
+    let mut w = World::new(Some(leases), &[]);
+    let report = |role: Role| Heartbeat {
+        peer_reachable: false,
+        groups: [("app".into(), GroupReport { role: Some(role), epoch: Some(Epoch(5)), ..GroupReport::default() })]
+            .into(),
+    };
+    let ok = Some(Confirmed { term: 7 });
+    w.leader.heartbeat(ms(100), "east", &report(Role::Fenced), &w.state, ok).unwrap();
+    w.leader.heartbeat(ms(100), "west", &report(Role::Active), &w.state, ok).unwrap();
+    assert_eq!(w.leader.agents(&w.state, ms(100))["app"].agents_ahead, Some(Epoch(5)));
+    // Even with east down and west up, nothing moves; the journal says why, once.
+    w.see("east", [DOWN, DOWN, DOWN]);
+    w.see("west", [UP, UP, UP]);
+    let journaled = |effects: &[Effect]| {
+        effects.iter().any(|e| matches!(e, Effect::Journal { assessment: Assessment::AgentsAhead { .. }, .. }))
+    };
+    let first = w.tick(ms(200));
+    assert!(journaled(&first) && proposals(&first).is_empty(), "{first:?}");
+    let later = w.tick(ms(200) + HOLD * 5);
+    assert!(!journaled(&later) && proposals(&later).is_empty(), "{later:?}");
+    // An unforced order is refused by the check that names the agents' epoch; a forced one
+    // re-asserts even the active site, past epoch 5.
+    let order = |to: &str, force: bool| FailoverOrder {
+        group: "app".into(),
+        to: Some(to.into()),
+        reason: "restore".into(),
+        dry_run: false,
+        force,
+    };
+    let t = Tick { now: ms(300), state: &w.state, contact: &w.contact, ready: true, failing_since: &w.failing_since };
+    let Ok(Order::Refused { plan }) = w.leader.order(&order("west", false), &t) else { panic!("refused") };
+    let check = plan.checks.iter().find(|c| c.gate == "agents_not_ahead").expect("the check");
+    assert!(!check.passed && check.detail.contains("holds epoch 5"), "{check:?}");
+    let Ok(Order::Commit { command, .. }) = w.leader.order(&order("east", true), &t) else { panic!("forced") };
+    assert!(matches!(command, Command::Failover { past: Some(Epoch(5)), .. }), "{command:?}");
+    let applied = w.apply(command);
+    assert!(
+        matches!(applied, Response::Activated { epoch: Epoch(6), ref active, .. } if active == "east"),
+        "{applied:?}"
+    );
 }

@@ -285,6 +285,10 @@ pub enum Command {
         /// What the leader measured when it decided, for the achieved RTO and RPO.
         #[serde(default)]
         facts: DecisionFacts,
+        /// An epoch an agent holds past the group's (the witness was restored from an older
+        /// backup): the new epoch goes past it, and `to` may be the active site itself.
+        #[serde(default)]
+        past: Option<Epoch>,
     },
     /// Ends the draining of `group` at `expected_epoch`: its active site may now write.
     Promote { group: GroupId, expected_epoch: Epoch },
@@ -522,9 +526,13 @@ impl State {
     pub fn apply_at(&mut self, command: Command, at_ms: u64) -> Response {
         match command {
             Command::SyncTopology(topology) => self.sync_topology(topology),
-            Command::Activate { group, site, expected_epoch } => {
-                self.activate(group, site, expected_epoch, "operator activation", DecisionFacts::default(), at_ms)
-            }
+            Command::Activate { group, site, expected_epoch } => self.activate(
+                group,
+                Move { site, expected: expected_epoch, past: None },
+                "operator activation",
+                DecisionFacts::default(),
+                at_ms,
+            ),
             Command::RetireNode { id } => {
                 self.retired_nodes.insert(id);
                 for by_node in self.verdicts.values_mut() {
@@ -543,7 +551,7 @@ impl State {
                 };
                 Response::VerdictRecorded
             }
-            Command::Failover { group, to, expected_epoch, reason, quorum_of, automatic, facts } => {
+            Command::Failover { group, to, expected_epoch, reason, quorum_of, automatic, facts, past } => {
                 if let (true, Some(g)) = (automatic, self.groups.get(&group)) {
                     let gates = self.closed_gates(g);
                     if !gates.is_empty() {
@@ -558,7 +566,8 @@ impl State {
                         return Response::Rejected(Rejection::EvidenceChanged { group, from, to, down, up, quorum });
                     }
                 }
-                let response = self.activate(group, to, expected_epoch, &reason, facts, at_ms);
+                let response =
+                    self.activate(group, Move { site: to, expected: expected_epoch, past }, &reason, facts, at_ms);
                 if let Response::Activated { group, .. } = &response {
                     self.groups.get_mut(group).expect("just activated").blocked = true;
                 }
@@ -802,15 +811,8 @@ impl State {
         Response::TopologySynced { changed }
     }
 
-    fn activate(
-        &mut self,
-        group_name: GroupId,
-        site: SiteId,
-        expected: Epoch,
-        reason: &str,
-        facts: DecisionFacts,
-        at_ms: u64,
-    ) -> Response {
+    fn activate(&mut self, group_name: GroupId, to: Move, reason: &str, facts: DecisionFacts, at_ms: u64) -> Response {
+        let Move { site, expected, past } = to;
         let Some(group) = self.groups.get_mut(&group_name) else {
             return Response::Rejected(Rejection::UnknownGroup { group: group_name });
         };
@@ -825,11 +827,13 @@ impl State {
                 active: group.active.clone(),
             });
         }
-        if group.active == site {
+        let past = past.filter(|past| *past > group.epoch);
+        if group.active == site && past.is_none() {
             return Response::Rejected(Rejection::AlreadyActive { group: group_name, site, epoch: group.epoch });
         }
         let from = std::mem::replace(&mut group.active, site.clone());
-        group.epoch = group.epoch.next();
+        // Epochs only go forward: past every epoch an agent holds, if one is ahead.
+        group.epoch = past.unwrap_or(group.epoch).max(group.epoch).next();
         group.draining = group.spec.leases.is_some();
         // A newer failover supersedes an unfinished plan: its steps are for the older epoch. A
         // group without steps gets an empty plan all the same: it records the achieved RTO.
@@ -837,6 +841,14 @@ impl State {
         group.plan = Some(Plan::new(decision, group.draining, &group.spec.steps));
         Response::Activated { group: group_name, active: site, epoch: group.epoch, draining: group.draining }
     }
+}
+
+/// Where a failover moves a group: to `site`, if the group is still at `expected`, and past
+/// `past` when an agent holds that epoch.
+struct Move {
+    site: SiteId,
+    expected: Epoch,
+    past: Option<Epoch>,
 }
 
 /// The journal entry for a command's outcome, where it has one.
@@ -977,6 +989,7 @@ mod tests {
             quorum_of: None,
             automatic: false,
             facts: Default::default(),
+            past: None,
         };
         s.apply_logged(Logged { at_ms: 5000, command: failover, by: None });
         let p = s.groups["app"].plan.clone().expect("a plan");
@@ -1123,6 +1136,7 @@ mod tests {
             quorum_of: Some([1, 2, 3].map(NodeId).into()),
             automatic: true,
             facts: Default::default(),
+            past: None,
         };
         // Node 2 saw east come back before the decision reached the log.
         let mut changed = s.clone();
