@@ -157,6 +157,13 @@ async fn with_the_whole_witness_down_east_keeps_writing_on_its_peer_lease() {
     }
     assert_eq!(c.agents[0].roles(), vec!["role=active epoch=1"]);
     assert_eq!(c.agents[1].roles(), vec!["role=standby epoch=1"]);
+    // Each agent says the witness is gone, with every node's reason, and says it once for the
+    // six seconds (not once per heartbeat).
+    let log = std::fs::read_to_string(&c.agents[0].log).unwrap();
+    let said = log.matches("no witness node answers heartbeats").count();
+    assert_eq!(said, 1, "{log}");
+    // (The test keeps the killed nodes' sockets open: connections are accepted and never answered.)
+    assert!(log.contains("timed out"), "{log}");
 
     // Losing the peer too leaves east with no lease at all: it fences itself.
     c.agent("west").kill9();

@@ -1,5 +1,5 @@
 //! Security on real processes: nodes with another CA's certificate or speaking plain HTTP can
-//! neither join nor speak Raft, and a node's certificate speaks for no other node; every route against every kind of caller gives the status its
+//! neither join nor speak Raft (and the refusal is named as the certificate it is), and a node's certificate speaks for no other node; every route against every kind of caller gives the status its
 //! role allows; slow and silent clients do not hold up anyone else; a certificate and the
 //! tokens are rotated with SIGHUP while the cluster keeps its leader.
 
@@ -33,6 +33,17 @@ async fn strangers_cannot_join_or_speak_raft() {
     let sent = stranger.post(c.nodes[0].url("/raft/vote")).header("witness-cluster", "test").json(&json!({})).send();
     let err = sent.await.expect_err("a certificate from another CA is refused in the handshake");
     assert!(err.is_connect() || err.is_request(), "{err:?}");
+    let why = witness::tls::failure::classify(&err);
+    assert!(
+        matches!(&why, witness::tls::failure::Failure::Tls(w) if w.contains("refused this side's certificate")),
+        "{why:?}"
+    );
+    // A CLI trusting another CA is told so, not that the node is unreachable, and is not told
+    // to retry (exit 2, not 3).
+    let other_ca = other.path().join("ca.crt");
+    let (code, out) = cli(&["status", "--endpoint", &endpoint, "--ca", other_ca.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("TLS handshake failed") && out.contains("not signed by the CA this side trusts"), "{out}");
 
     // Node 5 speaks plain HTTP: it cannot join, and plain HTTP to a node gets no answer.
     let text = std::fs::read_to_string(&c.nodes[4].config).unwrap();

@@ -272,16 +272,26 @@ fn witness_client(creds: &AgentCredentials, site: Option<&Material>) -> anyhow::
 }
 
 /// Heartbeats the witness every interval (five times faster while a group drains here), trying
-/// each node once per round, starting with the one believed to lead.
+/// each node once per round, starting with the one believed to lead. A round that reaches no
+/// node is logged with each node's reason: when the reasons change, and once a minute while
+/// they last; the first answer after is logged too.
 async fn heartbeats(agent: Arc<Agent>) {
     let members = agent.config.witness.len();
+    // The reasons of the last round no node answered, since when, and when last logged.
+    let mut unanswered: Option<(Vec<String>, Duration)> = None;
+    let mut warned_at: Option<Duration> = None;
     loop {
         let mut tries = 0;
+        let mut reasons = Vec::new();
+        let mut answered = false;
         while tries < members {
             let index = *agent.leader.lock().expect("leader lock poisoned");
             let target = agent.config.witness[index].clone();
             match heartbeat_once(&agent, &target).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    answered = true;
+                    break;
+                }
                 Err(Redirect::To(addr)) => {
                     if let Some(i) = agent.config.witness.iter().position(|w| *w == addr) {
                         *agent.leader.lock().expect("leader lock poisoned") = i;
@@ -292,10 +302,28 @@ async fn heartbeats(agent: Arc<Agent>) {
                 }
                 Err(Redirect::Next(reason)) => {
                     tracing::debug!(node = %target, %reason, "heartbeat failed; trying the next witness node");
+                    reasons.push(format!("{target}: {reason}"));
                     *agent.leader.lock().expect("leader lock poisoned") = (index + 1) % members;
                 }
             }
             tries += 1;
+        }
+        let now = agent.now();
+        if answered {
+            if let Some((_, since)) = unanswered.take() {
+                let after = now.saturating_sub(since).as_secs();
+                tracing::info!(after_s = after, "the witness answers heartbeats again");
+            }
+        } else if !reasons.is_empty() {
+            let same = unanswered.as_ref().is_some_and(|(last, _)| *last == reasons);
+            let since = unanswered.as_ref().map_or(now, |(_, since)| *since);
+            if !same || warned_at.is_none_or(|at| now.saturating_sub(at) >= Duration::from_secs(60)) {
+                let for_s = now.saturating_sub(since).as_secs();
+                tracing::warn!(for_s, nodes = %reasons.join("; "), "no witness node answers heartbeats: its leases \
+                               run out, and only the peer lease keeps this site writable");
+                warned_at = Some(now);
+            }
+            unanswered = Some((reasons, since));
         }
         let draining = agent.core.lock().expect("agent core lock poisoned").draining();
         let interval = if draining { agent.config.heartbeat_interval / 5 } else { agent.config.heartbeat_interval };
@@ -319,7 +347,7 @@ async fn heartbeat_once(agent: &Agent, target: &str) -> Result<(), Redirect> {
     let outcome = |o: &str| agent.metrics.heartbeats.with_label_values(&[o]).inc();
     let resp = agent.clients().witness.post(url).json(&heartbeat).timeout(timeout).send().await.map_err(|e| {
         outcome("unreachable");
-        Redirect::Next(e.to_string())
+        Redirect::Next(crate::tls::failure::classify(&e).to_string())
     })?;
     let status = resp.status();
     if status == StatusCode::MISDIRECTED_REQUEST {
@@ -329,11 +357,9 @@ async fn heartbeat_once(agent: &Agent, target: &str) -> Result<(), Redirect> {
     }
     if !status.is_success() {
         outcome("refused");
+        // Logged with the round's other reasons, not once per attempt.
         let body = resp.text().await.unwrap_or_default();
-        if status.is_client_error() {
-            tracing::error!(%status, %body, "the witness refused this agent's heartbeat");
-        }
-        return Err(Redirect::Next(format!("HTTP {status}: {body}")));
+        return Err(Redirect::Next(format!("refused, HTTP {status}: {}", body.trim())));
     }
     let answer: HeartbeatAnswer = resp.json().await.map_err(|e| {
         outcome("bad_answer");
@@ -371,7 +397,7 @@ async fn peer_leases(agent: Arc<Agent>) {
                 None => resp.json::<PeerGrant>().await.map_err(|e| e.to_string()),
             },
             Ok(resp) => Err(format!("HTTP {}", resp.status())),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(crate::tls::failure::classify(&e).to_string()),
         };
         match grant {
             Ok(grant) => {
@@ -495,7 +521,7 @@ async fn read_replication(agent: Arc<Agent>, group: String, source: ReplicationS
                     resp.text().await.map_err(|e| e.to_string()).and_then(|t| parse_replication(&t))
                 }
                 Ok(resp) => Err(format!("{url} answered HTTP {}", resp.status())),
-                Err(e) => Err(format!("{url}: {e}")),
+                Err(e) => Err(format!("{url}: {}", crate::tls::failure::classify(&e))),
             },
         };
         let reading = reading.map_err(|e| tracing::warn!(%group, error = %e, "cannot read replication state")).ok();

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use super::Exit;
+use crate::tls::failure::Failure;
 
 #[derive(clap::Args, Clone, Default)]
 pub struct Endpoint {
@@ -101,10 +102,7 @@ impl Client {
         body: &serde_json::Value,
     ) -> Result<(u16, serde_json::Value), CallError> {
         let resp =
-            self.http.post(format!("{}{path}", self.base)).json(body).send().await.map_err(|e| CallError {
-                message: format!("cannot reach {}: {e}", self.base),
-                exit: Exit::Unavailable,
-            })?;
+            self.http.post(format!("{}{path}", self.base)).json(body).send().await.map_err(|e| self.unsent(&e))?;
         let status = resp.status().as_u16();
         let text = resp.text().await.map_err(|e| CallError {
             message: format!("reading the answer from {}: {e}", self.base),
@@ -117,10 +115,7 @@ impl Client {
     }
 
     async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, CallError> {
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| CallError { message: format!("cannot reach {}: {e}", self.base), exit: Exit::Unavailable })?;
+        let resp = req.send().await.map_err(|e| self.unsent(&e))?;
         let status = resp.status();
         let body = resp.text().await.map_err(|e| CallError {
             message: format!("reading the answer from {}: {e}", self.base),
@@ -133,6 +128,21 @@ impl Client {
             });
         }
         Err(failure(status.as_u16(), body))
+    }
+}
+
+impl Client {
+    /// A request that got no answer: a certificate problem (fix the config or the
+    /// certificate; retrying will not help) or the network (retry later).
+    fn unsent(&self, e: &reqwest::Error) -> CallError {
+        match crate::tls::failure::classify(e) {
+            Failure::Tls(why) => {
+                CallError { message: format!("{}: TLS handshake failed: {why}", self.base), exit: Exit::Usage }
+            }
+            Failure::Network(why) => {
+                CallError { message: format!("cannot reach {}: {why}", self.base), exit: Exit::Unavailable }
+            }
+        }
     }
 }
 

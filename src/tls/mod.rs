@@ -3,10 +3,12 @@
 //! TLS user in the binary goes; this node's certificate, key and cluster CA loaded into
 //! server and client configurations that can be swapped at run time (SIGHUP); the identity a
 //! verified client certificate carries; certificates made for humans (`certs`); expiry dates
-//! read from certificates (`expiry`).
+//! read from certificates (`expiry`); why a connection failed, a certificate told apart from
+//! the network (`failure`).
 
 pub mod certs;
 pub mod expiry;
+pub mod failure;
 
 use std::path::Path;
 use std::sync::{Arc, RwLock};
