@@ -24,6 +24,8 @@ pub struct Metrics {
     pub probes: ProbeMetrics,
     /// This node's verdict per site: 1 up, 0 down, -1 unknown.
     pub site_verdict: IntGaugeVec,
+    /// 1 while the automation switch is on (`witness automation on|off`).
+    pub automation: IntGauge,
     /// Per group: epoch, and 1 on the active site's series.
     pub group_epoch: IntGaugeVec,
     pub group_active: IntGaugeVec,
@@ -72,6 +74,11 @@ impl Metrics {
         let term = gauge("witness_raft_term", "Current Raft term of this node.");
         let leader_id = gauge("witness_raft_leader_id", "Id of the leader this node knows, 0 when none.");
         let is_leader = gauge("witness_raft_is_leader", "1 when this node is the leader.");
+        let automation = gauge(
+            "witness_automation_enabled",
+            "1 while automatic failover may run (the cluster-wide switch, `witness automation on|off`); 0: no group \
+             fails over by itself.",
+        );
         let last_log_index = gauge("witness_raft_last_log_index", "Index of the last entry in this node's log.");
         let committed_index = gauge("witness_raft_committed_index", "Index of the last entry known committed.");
         let applied_index =
@@ -182,6 +189,7 @@ impl Metrics {
             term,
             leader_id,
             is_leader,
+            automation,
             last_log_index,
             committed_index,
             applied_index,
@@ -221,6 +229,7 @@ impl Metrics {
 
     /// Group gauges from the committed state.
     pub fn observe_state(&self, state: &State) {
+        self.automation.set(i64::from(!state.automation_off));
         for (name, g) in &state.groups {
             self.group_epoch.with_label_values(&[name]).set(g.epoch.0 as i64);
             let stuck = g.plan.as_ref().is_some_and(|p| p.phase() == crate::state::plan::Phase::Stuck);

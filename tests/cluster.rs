@@ -372,3 +372,24 @@ async fn sigterm_on_the_leader_hands_leadership_over_without_an_election_timeout
     eprintln!("leadership moved from {leader} to {new_leader} {took:?} after SIGTERM");
     assert!(took < ELECTION_MAX, "hand-off took {took:?}, an election timeout is {ELECTION_MAX:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn automation_off_shows_in_status_and_metrics() {
+    let mut c = Cluster::new(1, 0);
+    c.start_voters(1).await;
+    let endpoint = format!("https://{}", c.nodes[0].addr);
+    let metric = |on: u8| format!("witness_automation_enabled{{node_id=\"1\"}} {on}");
+    let metrics = || async { c.http.get(c.nodes[0].url("/metrics")).send().await.unwrap().text().await.unwrap() };
+    assert!(metrics().await.contains(&metric(1)));
+    let (code, out) = cli(&["automation", "off", "--endpoint", &endpoint]);
+    assert_eq!(code, 0, "{out}");
+    let s = c.status(1).await.unwrap();
+    assert_eq!(s["automation"], false, "{s}");
+    let (_, out) = cli(&["status", "--endpoint", &endpoint]);
+    assert!(out.contains("AUTOMATION OFF"), "{out}");
+    assert!(metrics().await.contains(&metric(0)));
+    let (code, out) = cli(&["automation", "on", "--endpoint", &endpoint]);
+    assert_eq!(code, 0, "{out}");
+    let (_, out) = cli(&["status", "--endpoint", &endpoint]);
+    assert!(!out.contains("AUTOMATION OFF"), "{out}");
+}

@@ -54,6 +54,9 @@ pub fn render(s: &Status) -> String {
     };
     out += &format!("cluster {}   node {} ({})   term {}   leader {}\n", s.cluster, s.node_id, s.role, s.term, leader);
     out += &format!("{ready}\n");
+    if !s.automation {
+        out += "AUTOMATION OFF: no group fails over by itself (`witness automation on` turns it back on)\n";
+    }
     out += &format!(
         "log: last {}  committed {}  applied {}  snapshot {}  purged {}\n",
         opt(s.last_log_index),

@@ -34,6 +34,9 @@ pub struct Status {
     #[schema(value_type = BTreeMap<String, BTreeMap<String, Verdict>>)]
     pub verdicts: BTreeMap<SiteId, BTreeMap<NodeId, Verdict>>,
     pub groups: Vec<GroupStatus>,
+    /// The cluster-wide switch (`witness automation on|off`): off, no group fails over by itself.
+    #[serde(default = "on")]
+    pub automation: bool,
     /// False when this node's config declares other sites or groups than the replicated state
     /// (the leader's config wins).
     pub config_matches_cluster: bool,
@@ -119,7 +122,7 @@ impl Node {
         let leader = m
             .current_leader
             .map(|id| LeaderRef { id, addr: membership.get_node(&id).map(|n| n.addr.clone()).unwrap_or_default() });
-        let (sites, verdicts, groups, config_matches_cluster) = {
+        let (sites, verdicts, groups, config_matches_cluster, automation) = {
             let applied = self.applied.read().expect("state lock poisoned");
             let s = &applied.state;
             let groups = s
@@ -153,7 +156,14 @@ impl Node {
                         .map(|c| crate::config::budget::rto_budget(&self.config, c).total.as_millis() as u64),
                 })
                 .collect();
-            (s.sites.iter().cloned().collect(), s.verdicts.clone(), groups, s.matches_topology(&self.topology))
+            let automation = !s.automation_off;
+            (
+                s.sites.iter().cloned().collect(),
+                s.verdicts.clone(),
+                groups,
+                s.matches_topology(&self.topology),
+                automation,
+            )
         };
         let mut groups: Vec<GroupStatus> = groups;
         if let Some(mut agents) = self.agents_view() {
@@ -177,6 +187,7 @@ impl Node {
             sites,
             verdicts,
             groups,
+            automation,
             config_matches_cluster,
             ready: readiness.is_ok(),
             not_ready_reason: readiness.err(),
@@ -208,6 +219,10 @@ impl Node {
         };
         readiness(&health, self.config.cluster.raft.election_timeout_max)
     }
+}
+
+fn on() -> bool {
+    true
 }
 
 fn role(state: ServerState) -> &'static str {
