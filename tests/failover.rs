@@ -112,6 +112,7 @@ async fn operators_pause_fail_over_by_hand_and_fail_back() {
     assert_eq!(stream.headers()["content-type"], "text/event-stream");
     let (code, out) = cli(&["pause", "--endpoint", &via_follower, "app"]);
     assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("group updated: ") && out.contains("paused true"), "said in words, not JSON: {out}");
     let mut seen = String::new();
     while !seen.contains("paused true") {
         let chunk = tokio::time::timeout(Duration::from_secs(5), stream.chunk()).await.expect("stream stalled");

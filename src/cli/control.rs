@@ -120,7 +120,7 @@ fn order_body(order: &OrderArgs, to: Option<&str>) -> Value {
 fn report(status: u16, answer: &Value) -> Exit {
     let Some(failover) = answer.get("failover") else {
         // pause / resume / ack / automation: the state's answer.
-        println!("{}", serde_json::to_string(answer).unwrap_or_default());
+        println!("{}", written(answer));
         return if status == 200 { Exit::Ok } else { Exit::Failed };
     };
     let plan = &failover["plan"];
@@ -163,5 +163,35 @@ fn report(status: u16, answer: &Value) -> Exit {
             println!("rejected: {}", outcome["rejection"]);
             Exit::Failed
         }
+    }
+}
+
+/// A committed write's answer for people: its outcome and fields, e.g. `group updated: blocked
+/// false, group app, paused true (log index 12)`, or `refused (stale_epoch): ...`.
+pub fn written(answer: &Value) -> String {
+    let Some(fields) = answer.as_object() else { return answer.to_string() };
+    let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
+    let rest: Vec<String> = fields
+        .iter()
+        .filter(|(k, _)| !["outcome", "reason", "log_index"].contains(&k.as_str()))
+        .map(|(k, v)| format!("{} {}", k.replace('_', " "), text(v)))
+        .collect();
+    let head = match (fields.get("outcome").map(text).as_deref(), fields.get("reason")) {
+        (Some("rejected"), Some(reason)) => format!("refused ({})", text(reason)),
+        (Some(outcome), _) => outcome.replace('_', " "),
+        (None, _) => "answer".into(),
+    };
+    let index = fields.get("log_index").map_or(String::new(), |i| format!(" (log index {i})"));
+    format!("{head}: {}{index}", rest.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_write_reads_as_words() {
+        let paused = serde_json::json!({"outcome": "group_updated", "group": "app", "paused": true, "blocked": false, "log_index": 12});
+        assert_eq!(super::written(&paused), "group updated: blocked false, group app, paused true (log index 12)");
+        let stale = serde_json::json!({"outcome": "rejected", "reason": "stale_epoch", "group": "app", "expected": 3, "current": 4, "log_index": 13});
+        assert_eq!(super::written(&stale), "refused (stale_epoch): current 4, expected 3, group app (log index 13)");
     }
 }

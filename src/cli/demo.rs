@@ -299,12 +299,13 @@ fn summary(world: &World, plan: &Plan, events: &[Event], killed_ms: u64) -> anyh
     let hooks = world.hooks.lock().expect("hooks lock").clone();
     println!("\nTARGETS");
     println!("  DNS {RECORD} A  {}", dns.join(", "));
-    println!(
-        "  storage dc-west active {:?}, dc-east active {:?}",
-        world.storage.active("dc-west"),
-        world.storage.active("dc-east")
-    );
-    println!("  webhook deliveries {hooks:?}");
+    let domain = |name: &str| match world.storage.active(name) {
+        Some(true) => "active",
+        Some(false) => "inactive",
+        None => "unknown",
+    };
+    println!("  storage dc-west {}, dc-east {}", domain("dc-west"), domain("dc-east"));
+    println!("  webhook deliveries: {}", hooks.join("; "));
     println!("  west writable: {}", role(world, "west") == Some(Role::Active));
     anyhow::ensure!(dns == [west_address.clone()], "DNS holds {dns:?}, not west's {west_address}");
     anyhow::ensure!(world.storage.active("dc-west") == Some(true), "storage domain dc-west is not active");

@@ -77,7 +77,7 @@ pub async fn run(args: Args) -> Exit {
         _ => match client.post_answer(&format!("/v1/groups/{}/plan/{action}", a.group), &json!({})).await {
             Err(e) => e.report(),
             Ok((status, answer)) => {
-                println!("{}", serde_json::to_string(&answer).unwrap_or_default());
+                println!("{}", super::control::written(&answer));
                 if status == 200 {
                     Exit::Ok
                 } else {
