@@ -393,3 +393,44 @@ async fn automation_off_shows_in_status_and_metrics() {
     let (_, out) = cli(&["status", "--endpoint", &endpoint]);
     assert!(!out.contains("AUTOMATION OFF"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_tries_the_next_endpoint_and_a_follow_outlives_a_node_restart() {
+    let mut c = Cluster::new(3, 0);
+    let leader = c.start_voters(3).await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let url = |id: u64| format!("https://{}", c.nodes[id as usize - 1].addr);
+    let (down, up) = (url(follower), url(leader));
+
+    // `events --follow` on the follower, which is then killed and restarted.
+    let log = c.dir.path().join("follow.log");
+    let mut follow = std::process::Command::new(env!("CARGO_BIN_EXE_witness"))
+        .args(["events", "--follow", "--endpoint", &down])
+        .env("WITNESS_CA", &support::creds().ca)
+        .env("WITNESS_TOKEN_FILE", support::creds().token_file("admin"))
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.node(follower).kill9();
+    // One node down: a list of endpoints goes on to the next.
+    let (code, out) = cli(&["status", "--endpoint", &format!("{down},{up}")]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("node {leader} (leader)")), "answered by the leader: {out}");
+    let (code, out) = cli(&["status", "--endpoint", &down]);
+    assert_eq!(code, 3, "alone, the dead node is unreachable: {out}");
+
+    c.node(follower).start();
+    let (code, out) = cli(&["pause", "--endpoint", &up, "app"]);
+    assert_eq!(code, 0, "{out}");
+    eventually(Duration::from_secs(20), "the follow prints the pause after the restart", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        async move { text.contains("paused true").then_some(()) }
+    })
+    .await;
+    assert!(follow.try_wait().unwrap().is_none(), "the follow is still running");
+    follow.kill().unwrap();
+    let out = follow.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("waiting for the witness") && said.contains("answers again"), "{said}");
+}

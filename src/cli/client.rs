@@ -11,7 +11,8 @@ use crate::tls::failure::Failure;
 
 #[derive(clap::Args, Clone, Default)]
 pub struct Endpoint {
-    /// Base URL of any witness node.
+    /// Base URL of any witness node; several, separated by commas, are tried in order until
+    /// one can be reached.
     #[arg(long, env = "WITNESS_ENDPOINT", default_value = "https://127.0.0.1:7401")]
     pub endpoint: String,
     /// PEM file of the CA that signed the nodes' certificates (default: the system's roots).
@@ -47,7 +48,8 @@ impl CallError {
 }
 
 pub struct Client {
-    base: String,
+    /// The nodes to try, in order.
+    bases: Vec<String>,
     http: reqwest::Client,
 }
 
@@ -79,19 +81,59 @@ impl Client {
         let http = builder
             .build()
             .map_err(|e| CallError { message: format!("cannot build HTTP client: {e}"), exit: Exit::Failed })?;
-        Ok(Client { base: endpoint.endpoint.trim_end_matches('/').to_string(), http })
+        let bases: Vec<String> = endpoint
+            .endpoint
+            .split(',')
+            .map(|b| b.trim().trim_end_matches('/').to_string())
+            .filter(|b| !b.is_empty())
+            .collect();
+        if bases.is_empty() {
+            return Err(usage("--endpoint: no URL given".into()));
+        }
+        Ok(Client { bases, http })
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CallError> {
-        self.send(self.http.get(format!("{}{path}", self.base))).await
+        self.send(true, |base| self.http.get(format!("{base}{path}"))).await
     }
 
     pub async fn post<T: DeserializeOwned>(&self, path: &str, body: &serde_json::Value) -> Result<T, CallError> {
-        self.send(self.http.post(format!("{}{path}", self.base)).json(body)).await
+        self.send(false, |base| self.http.post(format!("{base}{path}")).json(body)).await
     }
 
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, CallError> {
-        self.send(self.http.delete(format!("{}{path}", self.base))).await
+        self.send(false, |base| self.http.delete(format!("{base}{path}"))).await
+    }
+
+    /// Sends to the first node that answers. A write goes on to the next node only when it
+    /// certainly never reached the one before (no connection, or its TLS handshake failed): a
+    /// write that may have taken effect is never sent twice. A `read` always may.
+    async fn reach(
+        &self,
+        read: bool,
+        request: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Result<(&str, reqwest::Response), CallError> {
+        let mut failures = Vec::new();
+        let mut all_tls = true;
+        for base in &self.bases {
+            let e = match request(base).send().await {
+                Ok(resp) => return Ok((base, resp)),
+                Err(e) => e,
+            };
+            let failure = crate::tls::failure::classify(&e);
+            let tls = matches!(failure, Failure::Tls(_));
+            all_tls &= tls;
+            failures.push(match failure {
+                Failure::Tls(why) => format!("{base}: TLS handshake failed: {why}"),
+                Failure::Network(why) => format!("cannot reach {base}: {why}"),
+            });
+            if !read && !e.is_connect() && !tls {
+                let message = format!("{}; the request may or may not have taken effect", failures.join("; "));
+                return Err(CallError { message, exit: Exit::Unavailable });
+            }
+        }
+        // A certificate problem at every node is a configuration to fix, not a reason to retry.
+        Err(CallError { message: failures.join("; "), exit: if all_tls { Exit::Usage } else { Exit::Unavailable } })
     }
 
     /// POSTs and returns the status with the parsed JSON body for any answer below 500, for
@@ -101,11 +143,10 @@ impl Client {
         path: &str,
         body: &serde_json::Value,
     ) -> Result<(u16, serde_json::Value), CallError> {
-        let resp =
-            self.http.post(format!("{}{path}", self.base)).json(body).send().await.map_err(|e| self.unsent(&e))?;
+        let (base, resp) = self.reach(false, |base| self.http.post(format!("{base}{path}")).json(body)).await?;
         let status = resp.status().as_u16();
         let text = resp.text().await.map_err(|e| CallError {
-            message: format!("reading the answer from {}: {e}", self.base),
+            message: format!("reading the answer from {base}: {e}"),
             exit: Exit::Unavailable,
         })?;
         match serde_json::from_str(&text) {
@@ -114,35 +155,22 @@ impl Client {
         }
     }
 
-    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, CallError> {
-        let resp = req.send().await.map_err(|e| self.unsent(&e))?;
+    async fn send<T: DeserializeOwned>(
+        &self,
+        read: bool,
+        request: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Result<T, CallError> {
+        let (base, resp) = self.reach(read, request).await?;
         let status = resp.status();
         let body = resp.text().await.map_err(|e| CallError {
-            message: format!("reading the answer from {}: {e}", self.base),
+            message: format!("reading the answer from {base}: {e}"),
             exit: Exit::Unavailable,
         })?;
         if status.is_success() {
-            return serde_json::from_str(&body).map_err(|e| CallError {
-                message: format!("unexpected answer from {}: {e}", self.base),
-                exit: Exit::Failed,
-            });
+            return serde_json::from_str(&body)
+                .map_err(|e| CallError { message: format!("unexpected answer from {base}: {e}"), exit: Exit::Failed });
         }
         Err(failure(status.as_u16(), body))
-    }
-}
-
-impl Client {
-    /// A request that got no answer: a certificate problem (fix the config or the
-    /// certificate; retrying will not help) or the network (retry later).
-    fn unsent(&self, e: &reqwest::Error) -> CallError {
-        match crate::tls::failure::classify(e) {
-            Failure::Tls(why) => {
-                CallError { message: format!("{}: TLS handshake failed: {why}", self.base), exit: Exit::Usage }
-            }
-            Failure::Network(why) => {
-                CallError { message: format!("cannot reach {}: {why}", self.base), exit: Exit::Unavailable }
-            }
-        }
     }
 }
 

@@ -15,7 +15,9 @@ pub struct Args {
     /// Show events numbered above this.
     #[arg(long, default_value_t = 0)]
     since: u64,
-    /// Keep printing new events as they commit (polls every 500 ms).
+    /// Keep printing new events as they commit (polls every 500 ms). A node that stops
+    /// answering is waited for (or the next of several `--endpoint`s is used), and the journal
+    /// continues after the last event printed.
     #[arg(long)]
     follow: bool,
     /// Print each event as a JSON object.
@@ -35,11 +37,23 @@ pub async fn run(args: Args) -> Exit {
         Err(e) => return e.report(),
     };
     let mut since = args.since;
+    let mut lost = false;
     loop {
         let page: Page = match client.get(&format!("/v1/events?since={since}")).await {
             Ok(p) => p,
+            Err(e) if args.follow && e.exit == Exit::Unavailable => {
+                if !lost {
+                    eprintln!("waiting for the witness ({}); following again from event {since}", e.message);
+                    lost = true;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
             Err(e) => return e.report(),
         };
+        if std::mem::take(&mut lost) {
+            eprintln!("the witness answers again");
+        }
         for event in &page.events {
             if args.json {
                 println!("{}", serde_json::to_string(event).expect("event serializes"));
