@@ -29,7 +29,13 @@ use crate::config::auth::Role;
                        check. Every error answers `{\"error\": MESSAGE, \"code\": CODE}` (schema `Error`).",
         license(name = "Apache-2.0")
     ),
-    components(schemas(super::error::ErrorBody, WriteRefused, crate::state::journal::Event)),
+    components(schemas(
+        super::error::ErrorBody,
+        WriteRefused,
+        super::FailoverAnswer,
+        super::FailoverRefused,
+        crate::state::journal::Event
+    )),
     tags(
         (name = "health", description = "Liveness, readiness and the active-site check: open to anyone."),
         (name = "status", description = "The cluster's state, as this node has it."),
@@ -243,6 +249,27 @@ impl IntoResponses for WriteAnswers {
                 json(
                     "Committed but refused by the state (`outcome: rejected`), or refused by the leader.",
                     "WriteRefused",
+                ),
+            ),
+        ]);
+        answers.append(&mut LeaderErrors::responses());
+        answers
+    }
+}
+
+/// An operator's failover or failback: done or a dry run's verdict, or refused.
+pub struct OrderAnswers;
+
+impl IntoResponses for OrderAnswers {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let mut answers = BTreeMap::from([
+            ("200".into(), json("Failed over, or the dry run's verdict.", "FailoverAnswer")),
+            (
+                "409".into(),
+                json(
+                    "Refused by a check (unless forced), already there, or the group moved meanwhile \
+                     (`failover.outcome`); or refused by the leader.",
+                    "FailoverRefused",
                 ),
             ),
         ]);

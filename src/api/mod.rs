@@ -40,7 +40,7 @@ use crate::protocol::{Heartbeat, HeartbeatAnswer, NotLeader};
 use crate::raft::network::CLUSTER_HEADER;
 use crate::state::journal::Event;
 use crate::state::{Command, Epoch, Response as StateResponse, SiteId};
-use document::{LeaderErrors, WriteAnswers};
+use document::{LeaderErrors, OrderAnswers, WriteAnswers};
 use error::ErrorBody;
 
 type AppState = State<Arc<Node>>;
@@ -455,7 +455,7 @@ struct FailbackBody {
 
 /// An operator failover's answer: its checks and outcome, and with `check` the plan's check.
 #[derive(Serialize, ToSchema)]
-struct FailoverAnswer {
+pub struct FailoverAnswer {
     failover: FailoverReply,
     #[serde(skip_serializing_if = "Option::is_none")]
     plan_check: Option<PlanCheck>,
@@ -470,12 +470,7 @@ struct FailoverAnswer {
     tag = "control",
     params(GroupPath),
     request_body = FailoverBody,
-    responses(
-        (status = 200, description = "Failed over, or the dry run's verdict.", body = FailoverAnswer),
-        (status = 409, description = "Refused by a check, already active, or the group moved meanwhile \
-                                      (`failover.outcome`); or refused by the leader.", body = FailoverRefused),
-        LeaderErrors,
-    )
+    responses(OrderAnswers)
 )]
 async fn failover(
     State(node): AppState,
@@ -496,12 +491,7 @@ async fn failover(
     tag = "control",
     params(GroupPath),
     request_body = FailbackBody,
-    responses(
-        (status = 200, description = "Failed back, or the dry run's verdict.", body = FailoverAnswer),
-        (status = 409, description = "Refused by a check, already on the primary, or the group moved \
-                                      meanwhile; or refused by the leader.", body = FailoverRefused),
-        LeaderErrors,
-    )
+    responses(OrderAnswers)
 )]
 async fn failback(
     State(node): AppState,
@@ -518,7 +508,7 @@ async fn failback(
 #[derive(ToSchema)]
 #[serde(untagged)]
 #[allow(dead_code)]
-enum FailoverRefused {
+pub enum FailoverRefused {
     Refused(Box<FailoverAnswer>),
     Error(ErrorBody),
 }
