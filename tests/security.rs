@@ -33,11 +33,6 @@ async fn strangers_cannot_join_or_speak_raft() {
     let sent = stranger.post(c.nodes[0].url("/raft/vote")).header("witness-cluster", "test").json(&json!({})).send();
     let err = sent.await.expect_err("a certificate from another CA is refused in the handshake");
     assert!(err.is_connect() || err.is_request(), "{err:?}");
-    let why = witness::tls::failure::classify(&err);
-    assert!(
-        matches!(&why, witness::tls::failure::Failure::Tls(w) if w.contains("refused this side's certificate")),
-        "{why:?}"
-    );
     // A CLI trusting another CA is told so, not that the node is unreachable, and is not told
     // to retry (exit 2, not 3).
     let other_ca = other.path().join("ca.crt");

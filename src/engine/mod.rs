@@ -116,7 +116,7 @@ pub enum Assessment {
     /// An agent holds a later epoch than this witness has committed (the witness was restored
     /// from an older backup): nothing moves until an operator's forced failover takes the
     /// epoch past the agents'.
-    AgentsAhead { site: SiteId, agents: Epoch, epoch: Epoch },
+    AgentsAhead { agents: Epoch, epoch: Epoch },
 }
 
 /// What a draining group waits for.
@@ -205,9 +205,9 @@ impl fmt::Display for Assessment {
                 "RPO at risk: {standby}'s copy is {exposure_ms} ms behind, the objective allows {objective_ms} ms \
                  (a failover now would need approval)"
             ),
-            Assessment::AgentsAhead { site, agents, epoch } => write!(
+            Assessment::AgentsAhead { agents, epoch } => write!(
                 f,
-                "{site}'s agent holds epoch {agents}, past this witness's {epoch} (restored from an older backup?): \
+                "the agents hold epoch {agents}, past this witness's {epoch} (restored from an older backup?): \
                  nothing moves until an operator fails over with --force to the site that is really active, which \
                  takes the epoch past {agents}"
             ),
@@ -295,8 +295,8 @@ fn assess(
     let voters = inputs.voters.len();
     let failed = group.active.clone();
     let survivor = group.other().clone();
-    if let Some((site, agents)) = inputs.ledger.agents_ahead(name, group) {
-        return (Assessment::AgentsAhead { site, agents, epoch: group.epoch }, None);
+    if let Some((_, agents)) = inputs.ledger.agents_ahead(name, group) {
+        return (Assessment::AgentsAhead { agents, epoch: group.epoch }, None);
     }
     if group.draining {
         return drain(name, group, memory, inputs);
