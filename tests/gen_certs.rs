@@ -139,3 +139,43 @@ fn token_new_out_writes_a_private_file_once() {
     assert_eq!(empty.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&empty.stderr).contains("no token on standard input"));
 }
+
+/// `config check` checks the TLS files as `serve` will use them, and names every problem at
+/// once: another node's certificate, a key that is not the certificate's, an address the
+/// certificate does not cover, a CA that did not sign it.
+#[test]
+fn config_check_finds_every_tls_problem_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    assert!(witness(&["gen-certs", "--out", &d, "--nodes", "2"]).status.success());
+    assert!(witness(&["gen-certs", "--out", &other.path().display().to_string(), "--nodes", "1"]).status.success());
+    let config = |cert: &str, key: &str, ca: &str, advertise: &str| {
+        let path = dir.path().join("node.toml");
+        let toml = format!(
+            "[node]\nid = 1\nlisten = \"127.0.0.1:7401\"\nadvertise = \"{advertise}\"\n\n[cluster]\nname = \"c\"\n\
+             initial_members = [{{ id = 1, addr = \"{advertise}\" }}]\n\n\
+             [transport]\ncert = \"{cert}\"\nkey = \"{key}\"\nca = \"{ca}\"\n"
+        );
+        std::fs::write(&path, toml).unwrap();
+        let out = witness(&["config", "check", "--config", path.to_str().unwrap()]);
+        (out.status.code(), text(&out))
+    };
+    let (code, out) =
+        config(&format!("{d}/node-1.crt"), &format!("{d}/node-1.key"), &format!("{d}/ca.crt"), "127.0.0.1:7401");
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = config(
+        &format!("{d}/node-2.crt"),
+        &format!("{d}/node-1.key"),
+        &format!("{}/ca.crt", other.path().display()),
+        "10.9.9.9:7401",
+    );
+    assert_eq!(code, Some(2), "{out}");
+    for problem in ["do not make a usable pair", "names node-2, not node-1", "not signed by the CA"] {
+        assert!(out.contains(problem), "{problem:?} missing:\n{out}");
+    }
+    let (code, out) =
+        config(&format!("{d}/node-1.crt"), &format!("{d}/node-1.key"), &format!("{d}/ca.crt"), "10.9.9.9:7401");
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("node.advertise \"10.9.9.9:7401\"") && out.contains("not valid for \"10.9.9.9\""), "{out}");
+}

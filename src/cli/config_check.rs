@@ -1,5 +1,5 @@
-//! `witness config check --config FILE`: validate (the file and the secret files it names) and
-//! print every problem, or a summary with each group's worst-case RTO budget (exit 1 when one
+//! `witness config check --config FILE`: validate (the file, the secret files it names, and its
+//! TLS files as `serve` will use them) and print every problem, or a summary with each group's worst-case RTO budget (exit 1 when one
 //! exceeds its objective).
 
 use std::path::PathBuf;
@@ -17,7 +17,12 @@ pub struct Args {
 pub fn run(args: Args) -> Exit {
     match Config::load(&args.config) {
         Ok(c) => {
-            let (errors, warnings) = crate::actions::secrets::audit(&c);
+            let (mut errors, warnings) = crate::actions::secrets::audit(&c);
+            // A `[dev]` cluster makes its certificates on first start: nothing to check before.
+            let made_at_start = c.dev.as_ref().and_then(|d| d.tls_dir.as_ref()).is_some_and(|dir| !dir.exists());
+            if let (Some(files), false) = (&c.transport.tls, made_at_start) {
+                errors.extend(crate::tls::audit_node(files, c.node.id.0, &c.node.advertise));
+            }
             for w in &warnings {
                 eprintln!("warning: {w}");
             }

@@ -160,3 +160,49 @@ impl std::fmt::Display for CertIdentity {
         }
     }
 }
+
+/// What `serve` would find wrong with a node's TLS files, every problem at once: each file
+/// readable, the key the certificate's, the certificate signed by the CA, naming `node-<id>`,
+/// and covering the address peers and clients dial (`advertise`). Empty: all is well.
+pub fn audit_node(files: &TlsFiles, id: u64, advertise: &str) -> Vec<String> {
+    init();
+    let mut problems = Vec::new();
+    if let Err(e) = Material::load(files, "transport") {
+        problems.push(format!("{e:#}"));
+    }
+    let (Ok(chain), Ok(roots)) = (read_certs(&files.cert), roots(&files.ca)) else { return problems };
+    match CertIdentity::of(&chain[0]) {
+        Some(CertIdentity::Node(named)) if named == id => {}
+        other => problems.push(format!(
+            "transport.cert: {} names {}, not node-{id}: peers would refuse this node's Raft requests",
+            files.cert.display(),
+            other.map_or("nothing".to_string(), |o| o.to_string())
+        )),
+    }
+    let host =
+        advertise.rsplit_once(':').map_or(advertise, |(host, _)| host).trim_start_matches('[').trim_end_matches(']');
+    let verifier = match rustls::client::WebPkiServerVerifier::builder(Arc::new(roots)).build() {
+        Ok(v) => v,
+        Err(e) => {
+            problems.push(format!("transport.ca: {} cannot verify certificates: {e}", files.ca.display()));
+            return problems;
+        }
+    };
+    let Ok(name) = rustls::pki_types::ServerName::try_from(host.to_string()) else { return problems };
+    let now = rustls::pki_types::UnixTime::now();
+    if let Err(e) = rustls::client::danger::ServerCertVerifier::verify_server_cert(
+        verifier.as_ref(),
+        &chain[0],
+        &chain[1..],
+        &name,
+        &[],
+        now,
+    ) {
+        let why = match failure::classify(&e) {
+            failure::Failure::Tls(why) => why,
+            failure::Failure::Network(why) => why,
+        };
+        problems.push(format!("transport.cert: for node.advertise {advertise:?}: {why}"));
+    }
+    problems
+}
