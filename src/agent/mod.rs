@@ -272,14 +272,13 @@ fn witness_client(creds: &AgentCredentials, site: Option<&Material>) -> anyhow::
 }
 
 /// Heartbeats the witness every interval (five times faster while a group drains here), trying
-/// each node once per round, starting with the one believed to lead. A round that reaches no
-/// node is logged with each node's reason: when the reasons change, and once a minute while
-/// they last; the first answer after is logged too.
+/// each node once per round, starting with the one believed to lead. When no node answers,
+/// that is logged with each node's reason: at once, then once a minute while it lasts; the
+/// first answer after is logged too.
 async fn heartbeats(agent: Arc<Agent>) {
     let members = agent.config.witness.len();
-    // The reasons of the last round no node answered, since when, and when last logged.
-    let mut unanswered: Option<(Vec<String>, Duration)> = None;
-    let mut warned_at: Option<Duration> = None;
+    // Since when no node has answered, and when that was last logged.
+    let mut unanswered: Option<(Duration, Duration)> = None;
     loop {
         let mut tries = 0;
         let mut reasons = Vec::new();
@@ -310,20 +309,19 @@ async fn heartbeats(agent: Arc<Agent>) {
         }
         let now = agent.now();
         if answered {
-            if let Some((_, since)) = unanswered.take() {
+            if let Some((since, _)) = unanswered.take() {
                 let after = now.saturating_sub(since).as_secs();
                 tracing::info!(after_s = after, "the witness answers heartbeats again");
             }
         } else if !reasons.is_empty() {
-            let same = unanswered.as_ref().is_some_and(|(last, _)| *last == reasons);
-            let since = unanswered.as_ref().map_or(now, |(_, since)| *since);
-            if !same || warned_at.is_none_or(|at| now.saturating_sub(at) >= Duration::from_secs(60)) {
+            let (since, logged) = unanswered.unwrap_or((now, Duration::ZERO));
+            let due = unanswered.is_none() || now.saturating_sub(logged) >= Duration::from_secs(60);
+            if due {
                 let for_s = now.saturating_sub(since).as_secs();
                 tracing::warn!(for_s, nodes = %reasons.join("; "), "no witness node answers heartbeats: its leases \
                                run out, and only the peer lease keeps this site writable");
-                warned_at = Some(now);
             }
-            unanswered = Some((reasons, since));
+            unanswered = Some((since, if due { now } else { logged }));
         }
         let draining = agent.core.lock().expect("agent core lock poisoned").draining();
         let interval = if draining { agent.config.heartbeat_interval / 5 } else { agent.config.heartbeat_interval };
