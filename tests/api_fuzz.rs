@@ -101,24 +101,25 @@ fn fuzz(program: &PathBuf, url: &str, caller: &str, filter: [&str; 2], examples:
 /// No run may take this much longer than its time.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
 
-fn lifted() -> Setup {
-    // A fuzzer sends thousands of writes a minute: the limits would answer most with 429.
-    Setup { auth_extra: "operator_rate = 100000\nheartbeat_rate = 100000".into(), ..Setup::default() }
+/// A one-node cluster to fuzz, started, and its URL. A fuzzer sends thousands of writes a
+/// minute: the rate limits, which would answer most with 429, are lifted.
+async fn node() -> (Cluster, String) {
+    let lifted = Setup { auth_extra: "operator_rate = 100000\nheartbeat_rate = 100000".into(), ..Setup::default() };
+    let mut c = Cluster::with(1, 0, lifted);
+    c.start_voters(1).await;
+    let url = format!("https://{}", c.nodes[0].addr);
+    (c, url)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_answers_as_its_document_says_for_every_role() {
     let Some(program) = schemathesis() else { return };
-    let mut c = Cluster::with(1, 0, lifted());
-    c.start_voters(1).await;
-    let url = format!("https://{}", c.nodes[0].addr);
-    let program2 = program.clone();
-    let url2 = url.clone();
+    let (c, url) = node().await;
     tokio::task::spawn_blocking(move || {
         for (caller, examples, seconds) in
             [("operator", 30, 45), ("anonymous", 5, 15), ("viewer", 5, 15), ("west", 10, 15)]
         {
-            fuzz(&program2, &url2, caller, ["--exclude-path-regex", MEMBERSHIP], examples, seconds);
+            fuzz(&program, &url, caller, ["--exclude-path-regex", MEMBERSHIP], examples, seconds);
         }
     })
     .await
@@ -130,9 +131,7 @@ async fn the_api_answers_as_its_document_says_for_every_role() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn membership_answers_as_the_document_says() {
     let Some(program) = schemathesis() else { return };
-    let mut c = Cluster::with(1, 0, lifted());
-    c.start_voters(1).await;
-    let url = format!("https://{}", c.nodes[0].addr);
+    let (_c, url) = node().await;
     tokio::task::spawn_blocking(move || fuzz(&program, &url, "admin", ["--include-path-regex", MEMBERSHIP], 20, 30))
         .await
         .unwrap();

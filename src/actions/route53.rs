@@ -417,18 +417,24 @@ where
 {
     let target = format!("Route 53 {op} (zone {}, record {})", step.zone_id, step.record);
     match &err {
-        SdkError::ConstructionFailure(_) => StepError::permanent(format!("{target}: {}", causes(&err))),
+        SdkError::ConstructionFailure(_) => {
+            StepError::permanent(format!("{target}: {}", crate::tls::failure::causes(&err)))
+        }
         SdkError::TimeoutError(_) => StepError::retryable(format!("{target}: timed out")),
         // A user error is e.g. an unusable endpoint URL. Credentials that could not be loaded
         // also end up here, as "other": retryable, since a metadata service may answer next time.
-        SdkError::DispatchFailure(d) if d.is_user() => StepError::permanent(format!("{target}: {}", causes(&err))),
-        SdkError::DispatchFailure(_) => StepError::retryable(format!("{target}: {}", causes(&err))),
+        SdkError::DispatchFailure(d) if d.is_user() => {
+            StepError::permanent(format!("{target}: {}", crate::tls::failure::causes(&err)))
+        }
+        SdkError::DispatchFailure(_) => {
+            StepError::retryable(format!("{target}: {}", crate::tls::failure::causes(&err)))
+        }
         _ => {
             let (code, status) = (err.code(), err.raw_response().map(|r| r.status().as_u16()));
             let detail = match (code, err.message()) {
                 (Some(c), Some(m)) => format!("{c}: {m}"),
                 (Some(c), None) => c.to_string(),
-                _ => causes(&err),
+                _ => crate::tls::failure::causes(&err),
             };
             let message = format!("{target}: {detail}{}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default());
             if retryable(code, status) {
@@ -438,20 +444,6 @@ where
             }
         }
     }
-}
-
-/// An error and its sources on one line, without the SDK's Debug dump.
-fn causes(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut next = err.source();
-    while let Some(e) = next {
-        let part = e.to_string();
-        if !text.contains(&part) {
-            text = format!("{text}: {part}");
-        }
-        next = e.source();
-    }
-    text
 }
 
 #[cfg(test)]

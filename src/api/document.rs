@@ -242,18 +242,10 @@ pub struct WriteAnswers;
 
 impl IntoResponses for WriteAnswers {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        let mut answers = BTreeMap::from([
-            ("200".into(), json("Committed and applied.", "Written")),
-            (
-                "409".into(),
-                json(
-                    "Committed but refused by the state (`outcome: rejected`), or refused by the leader.",
-                    "WriteRefused",
-                ),
-            ),
-        ]);
-        answers.append(&mut LeaderErrors::responses());
-        answers
+        on_the_leader(
+            json("Committed and applied.", "Written"),
+            json("Committed but refused by the state (`outcome: rejected`), or refused by the leader.", "WriteRefused"),
+        )
     }
 }
 
@@ -262,20 +254,23 @@ pub struct OrderAnswers;
 
 impl IntoResponses for OrderAnswers {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        let mut answers = BTreeMap::from([
-            ("200".into(), json("Failed over, or the dry run's verdict.", "FailoverAnswer")),
-            (
-                "409".into(),
-                json(
-                    "Refused by a check (unless forced), already there, or the group moved meanwhile \
-                     (`failover.outcome`); or refused by the leader.",
-                    "FailoverRefused",
-                ),
+        on_the_leader(
+            json("Failed over, or the dry run's verdict.", "FailoverAnswer"),
+            json(
+                "Refused by a check (unless forced), already there, or the group moved meanwhile \
+                 (`failover.outcome`); or refused by the leader.",
+                "FailoverRefused",
             ),
-        ]);
-        answers.append(&mut LeaderErrors::responses());
-        answers
+        )
     }
+}
+
+/// The answers of a request carried out on the leader: `done` (200), `refused` (409), and
+/// [`LeaderErrors`].
+fn on_the_leader(done: RefOr<Response>, refused: RefOr<Response>) -> BTreeMap<String, RefOr<Response>> {
+    let mut answers = BTreeMap::from([("200".into(), done), ("409".into(), refused)]);
+    answers.append(&mut LeaderErrors::responses());
+    answers
 }
 
 #[cfg(test)]

@@ -353,7 +353,7 @@ async fn remove_member(
     Extension(caller): Extension<Caller>,
     Path(MemberPath { id }): Path<MemberPath>,
 ) -> Result<Json<LeaderReply>, ApiError> {
-    let id = id.parse::<i64>().ok().and_then(|id| u64::try_from(id).ok()).ok_or_else(|| {
+    let id = int64_text(&id).ok_or_else(|| {
         ApiError::BadRequest(format!("path parameter id: {id:?} is not a node id (an integer from 0 to 2^63 - 1)"))
     })?;
     Ok(Json(node.submit_by(LeaderRequest::RemoveMember { id: id.into() }, Some(caller.audit_name()), false).await?))
@@ -800,6 +800,11 @@ async fn events(State(node): AppState, query: QueryOf<EventsQuery>) -> Result<Js
 
 type QueryOf<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
 
+/// An integer from 0 to 2^63 - 1 (the document's `int64`, at least 0) written as text.
+fn int64_text(text: &str) -> Option<u64> {
+    text.parse::<i64>().ok().and_then(|n| u64::try_from(n).ok())
+}
+
 /// A query integer within the `int64` range the document gives it.
 fn int64(name: &str, value: u64) -> Result<u64, ApiError> {
     match i64::try_from(value) {
@@ -836,9 +841,9 @@ async fn events_stream(
     let since = match headers.get("last-event-id") {
         None => q.since,
         // What this stream sent as an event's id, so nothing else is taken.
-        Some(v) => v.to_str().ok().and_then(|v| v.parse::<i64>().ok()).and_then(|v| u64::try_from(v).ok()).ok_or_else(
-            || ApiError::BadRequest(format!("header Last-Event-ID: {v:?} is not an event's sequence number")),
-        )?,
+        Some(v) => v.to_str().ok().and_then(int64_text).ok_or_else(|| {
+            ApiError::BadRequest(format!("header Last-Event-ID: {v:?} is not an event's sequence number"))
+        })?,
     };
     let updates = node.raft.metrics();
     let stopping = node.stopping.clone();

@@ -46,11 +46,12 @@ pub fn classify(err: &(dyn Error + 'static)) -> Failure {
         }
         next = e.source();
     }
-    Failure::Network(chain(err))
+    Failure::Network(causes(err))
 }
 
-/// The whole chain of `err`, outermost first: `reqwest` puts the cause below its own words.
-fn chain(err: &(dyn Error + 'static)) -> String {
+/// An error and its sources on one line, outermost first, each said once (`reqwest` and the
+/// AWS SDK put the cause below their own words).
+pub fn causes(err: &(dyn Error + 'static)) -> String {
     let mut words = err.to_string();
     let mut next = err.source();
     while let Some(e) = next {
