@@ -41,6 +41,7 @@ pub struct Metrics {
     pub agent_role: IntGaugeVec,
     /// On the leader: the epoch an agent holds past the group's (0: none ahead).
     pub agents_ahead: IntGaugeVec,
+    pub peer_lease_held: IntGaugeVec,
     /// On the leader: how far the standby copy is behind, per group (-1 unknown).
     pub rpo_exposure_seconds: prometheus::GaugeVec,
     /// How far behind the objective lets it be: at risk when the exposure exceeds this.
@@ -136,6 +137,12 @@ impl Metrics {
              0 when none is ahead. Nothing moves the group until a forced failover takes the epoch past it.",
             &["group"],
         );
+        let peer_lease_held = gauge_vec(
+            "witness_group_peer_lease_held",
+            "On the leader: 0 when a group's active site says it holds no peer lease from the other site (writable by \
+             the witness's lease alone: losing the witness would stop it), 1 otherwise. `witness status` says why.",
+            &["group"],
+        );
         let rpo_exposure_seconds = float_gauge_vec(
             "witness_rpo_exposure_seconds",
             "On the leader: how far a group's standby copy is behind (sync: since its last in-sync report; \
@@ -206,6 +213,7 @@ impl Metrics {
             lease_remaining_seconds,
             agent_role,
             agents_ahead,
+            peer_lease_held,
             rpo_exposure_seconds,
             rpo_objective_seconds,
             plan_step_seconds,

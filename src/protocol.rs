@@ -52,6 +52,11 @@ impl fmt::Display for Role {
 pub struct Heartbeat {
     /// The agent has exchanged peer-lease messages with the other site's agent recently.
     pub peer_reachable: bool,
+    /// Why the agent's latest peer-lease requests failed, while they keep failing (a TLS
+    /// certificate refused, the peer refusing this site's certificate, a connection refused):
+    /// what the witness shows beside a site whose peer link is down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_problem: Option<String>,
     /// Per group of this site that has agents.
     #[serde(default)]
     pub groups: BTreeMap<GroupId, GroupReport>,
@@ -75,6 +80,10 @@ pub struct GroupReport {
     /// The agent, told to drain at `epoch`, has waited out every peer lease it granted.
     #[serde(default)]
     pub drained: bool,
+    /// The peer lease this site holds for the group from the other site, remaining: zero on an
+    /// active site means losing the witness would stop it.
+    #[serde(default)]
+    pub peer_lease_ms: u64,
 }
 
 /// The answer to a heartbeat: per group the site belongs to that has agents.

@@ -330,7 +330,7 @@ async fn a_grant_counts_only_from_another_sites_certificate() {
 async fn a_ca_bundle_trusts_both_cas_during_a_rotation() {
     let old = support::creds();
     let new = tempfile::tempdir().unwrap();
-    witness::tls::certs::generate(new.path(), &[], &["east".into(), "west".into()], &[]).unwrap();
+    witness::tls::certs::generate(new.path(), &[], &["east".into(), "west".into()], &[], &Default::default()).unwrap();
     let bundle = new.path().join("bundle.crt");
     let pems = [std::fs::read_to_string(&old.ca).unwrap(), std::fs::read_to_string(new.path().join("ca.crt")).unwrap()];
     std::fs::write(&bundle, pems.concat()).unwrap();
@@ -433,4 +433,77 @@ async fn a_witness_restored_behind_its_agents_says_so_until_a_forced_failover_ta
         (settled && c.writable("west").await? && !c.writable("east").await?).then_some(())
     })
     .await;
+}
+
+/// A site certificate that does not cover the address the other site dials (the README's step
+/// 2 without `--site-hosts`): the active site gets no peer lease, so losing the witness would
+/// stop it. `witness agent check` at the dialling site names the cause; the witness's status,
+/// its CLI rendering and `/metrics` say so; a certificate issued with that address (SIGHUP)
+/// ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_certificate_not_covering_its_agents_address_is_named_by_agent_check_and_by_status() {
+    let (east, west) = (SiteStub::start().await, SiteStub::start().await);
+    let setup = Setup { site_urls: Some((east.url(), west.url())), agents: true, ..Setup::default() };
+    let mut c = Cluster::with(3, 0, setup);
+    c.add_agents();
+    // West's own copy of the credentials, issued again below.
+    let dir = c.dir.path().join("tls-west");
+    std::fs::create_dir(&dir).unwrap();
+    for file in ["ca.crt", "ca.key", "site-west.crt", "site-west.key"] {
+        std::fs::copy(support::creds().dir.join(file), dir.join(file)).unwrap();
+    }
+    let west_config = c.agent("west").config.clone();
+    let text = std::fs::read_to_string(&west_config).unwrap();
+    std::fs::write(&west_config, text.replace(&support::creds().dir.display().to_string(), &dir.display().to_string()))
+        .unwrap();
+    // East dials west as 127.0.0.2, which west's certificate does not cover.
+    let old = c.agent("west").addr.clone();
+    let port = c.agent("west").listen_on_every_address();
+    let east_config = c.agent("east").config.clone();
+    let text = std::fs::read_to_string(&east_config).unwrap();
+    std::fs::write(&east_config, text.replace(&format!("peer = \"{old}\""), &format!("peer = \"127.0.0.2:{port}\"")))
+        .unwrap();
+
+    let leader = c.start_voters(3).await;
+    c.agent("east").start();
+    c.agent("west").start();
+    eventually(Duration::from_secs(15), "east writable, west standby", || async {
+        (c.writable("east").await? && !c.writable("west").await?).then_some(())
+    })
+    .await;
+    let without = || async {
+        let s = c.status(leader).await?;
+        Some(s["groups"][0]["agents"]["without_peer_lease"].as_str().map(String::from))
+    };
+    let why =
+        eventually(Duration::from_secs(10), "the leader says east holds no peer lease", || async { without().await? })
+            .await;
+    assert!(why.contains("127.0.0.2") && why.contains("TLS handshake failed"), "{why}");
+    let endpoint = format!("https://{}", c.nodes[leader as usize - 1].addr);
+    let (_, out) = support::cli(&["status", "--endpoint", &endpoint]);
+    assert!(out.contains("NO PEER LEASE: group app's active site east"), "{out}");
+    assert!(out.contains("PEER LINK of site east"), "{out}");
+    let metrics = c.http.get(c.nodes[leader as usize - 1].url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let held = metrics.lines().find(|l| l.starts_with("witness_group_peer_lease_held{group=\"app\""));
+    assert!(held.is_some_and(|l| l.ends_with(" 0")), "{metrics}");
+
+    let east_path = east_config.display().to_string();
+    let (code, out) = support::cli(&["agent", "check", "--config", &east_path]);
+    assert_eq!(code, 1, "{out}");
+    let line = out.lines().find(|l| l.contains("peer-lease link")).unwrap_or_else(|| panic!("{out}"));
+    assert!(line.starts_with("PROBLEM") && line.contains("\"127.0.0.2\"") && line.contains("TLS"), "{out}");
+    assert_eq!(out.matches("ok       witness node").count(), 3, "every node takes east for its site: {out}");
+    let (code, out) = support::cli(&["agent", "check", "--config", &west_config.display().to_string()]);
+    assert_eq!(code, 0, "west dials east as 127.0.0.1, which east's certificate covers: {out}");
+    assert!(out.contains("note     agent.listen 0.0.0.0"), "{out}");
+
+    // The fix: west's certificate issued with the address east dials.
+    witness::tls::certs::issue(&dir, "site-west", &["127.0.0.2".into()]).unwrap();
+    c.agents[1].signal(libc::SIGHUP);
+    eventually(Duration::from_secs(10), "east holds a peer lease", || async {
+        without().await?.is_none().then_some(())
+    })
+    .await;
+    let (code, out) = support::cli(&["agent", "check", "--config", &east_path]);
+    assert_eq!(code, 0, "{out}");
 }

@@ -73,7 +73,8 @@ impl World {
         let tls = dir.path().join("tls");
         let mut hosts: Vec<String> = net.hosts.iter().map(|h| h.ip.clone()).collect();
         hosts.push(OBSERVER.to_string());
-        witness::tls::certs::generate(&tls, &[1, 2, 3], &["east".into(), "west".into()], &hosts).unwrap();
+        witness::tls::certs::generate(&tls, &[1, 2, 3], &["east".into(), "west".into()], &hosts, &Default::default())
+            .unwrap();
         let hooks = Receiver::start_on(SECRET, OBSERVER).await;
         let secret = write_secret(dir.path(), "hook.secret", &Receiver::secret_file_contents(SECRET));
         let admin = witness::config::auth::new_token();

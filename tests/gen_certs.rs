@@ -43,9 +43,22 @@ fn gen_certs_makes_a_set_openssl_accepts_and_never_overwrites_it() {
     let dir = tmp.path().join("certs");
     let dir_arg = dir.to_str().unwrap();
 
-    let out = witness(&["gen-certs", "--out", dir_arg, "--nodes", "3", "--sites", "east,west"]);
+    let args = ["gen-certs", "--out", dir_arg, "--nodes", "3", "--sites", "east,west", "--hosts", "10.0.0.1"];
+    let bad_site = witness(&[&args[..], &["--site-hosts", "north=10.3.0.5"]].concat());
+    assert_eq!(bad_site.status.code(), Some(2), "{}", text(&bad_site));
+    assert!(text(&bad_site).contains("\"north\" is not one of --sites"), "{}", text(&bad_site));
+    let out = witness(&[&args[..], &["--site-hosts", "east=10.1.0.5,agent.east.example"]].concat());
     assert!(out.status.success(), "gen-certs failed:\n{}", text(&out));
     let printed = text(&out);
+    // West's agent gets no address of its own: the other site could not verify it.
+    assert!(printed.contains("warning: site-west.crt covers no address of its own agent"), "{printed}");
+    assert!(!printed.contains("site-east.crt covers no address"), "{printed}");
+    let sans = openssl(&dir, &["x509", "-noout", "-ext", "subjectAltName", "-in", "site-east.crt"]);
+    for name in ["DNS:site-east", "IP Address:10.1.0.5", "DNS:agent.east.example", "IP Address:10.0.0.1"] {
+        assert!(sans.contains(name), "site-east.crt lacks {name}: {sans}");
+    }
+    let sans = openssl(&dir, &["x509", "-noout", "-ext", "subjectAltName", "-in", "node-1.crt"]);
+    assert!(!sans.contains("10.1.0.5"), "a site's hosts are its own: {sans}");
     for file in ["ca.crt", "ca.key", "node-1.crt", "node-3.key", "site-east.crt", "site-west.key"] {
         assert!(printed.contains(file), "output lacks {file}:\n{printed}");
         assert!(dir.join(file).exists(), "{file} missing");

@@ -21,7 +21,7 @@ async fn strangers_cannot_join_or_speak_raft() {
 
     // Node 4 holds a certificate named node-4 from another CA, and trusts only that CA.
     let other = tempfile::tempdir().unwrap();
-    witness::tls::certs::generate(other.path(), &[4], &[], &[]).unwrap();
+    witness::tls::certs::generate(other.path(), &[4], &[], &[], &Default::default()).unwrap();
     let ours = creds().dir.display().to_string();
     let text = std::fs::read_to_string(&c.nodes[3].config).unwrap().replace(&ours, &other.path().display().to_string());
     std::fs::write(&c.nodes[3].config, text).unwrap();

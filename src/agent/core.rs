@@ -58,6 +58,9 @@ pub struct AgentCore {
     /// unreachable.
     peer_timeout: Duration,
     last_peer_contact: Option<Duration>,
+    /// Why the latest peer-lease exchange left this site without a lease it asked for: the
+    /// request failed, or the peer granted none for a group. Reported to the witness.
+    peer_problem: Option<String>,
     groups: BTreeMap<GroupId, GroupMind>,
 }
 
@@ -78,7 +81,7 @@ impl AgentCore {
     /// `now` is the agent's start: the moment it must assume it last granted a peer lease.
     pub fn new(site: &str, groups: impl IntoIterator<Item = GroupId>, peer_timeout: Duration, now: Duration) -> Self {
         let groups = groups.into_iter().map(|g| (g, GroupMind::default())).collect();
-        AgentCore { site: site.into(), started: now, peer_timeout, last_peer_contact: None, groups }
+        AgentCore { site: site.into(), started: now, peer_timeout, last_peer_contact: None, peer_problem: None, groups }
     }
 
     pub fn site(&self) -> &str {
@@ -111,11 +114,12 @@ impl AgentCore {
                     in_sync: replication.and_then(|r| r.in_sync),
                     recovery_point_age_ms: replication.and_then(|r| r.recovery_point_age_ms),
                     drained: self.drained(g, now),
+                    peer_lease_ms: left(g.peer_lease_until, now),
                 };
                 (name.clone(), report)
             })
             .collect();
-        Heartbeat { peer_reachable: self.peer_reachable(now), groups }
+        Heartbeat { peer_reachable: self.peer_reachable(now), peer_problem: self.peer_problem.clone(), groups }
     }
 
     /// The witness answered a heartbeat sent at `sent_at`. Leases count from `sent_at`.
@@ -153,9 +157,35 @@ impl AgentCore {
         PeerRequest { site: self.site.clone(), groups }
     }
 
+    /// Why the peer-lease request sent last failed (`None`: it did not): reported to the
+    /// witness until an exchange succeeds.
+    pub fn peer_problem(&self) -> Option<&str> {
+        self.peer_problem.as_deref()
+    }
+
+    /// A peer-lease request failed on the way: `why` names the cause.
+    pub fn on_peer_failure(&mut self, why: String) {
+        self.peer_problem = Some(why);
+    }
+
     /// The peer answered a request sent at `sent_at`.
     pub fn on_peer_grant(&mut self, sent_at: Duration, now: Duration, grant: &PeerGrant) -> Vec<Hook> {
         self.last_peer_contact = Some(now);
+        let refused: Vec<String> = self
+            .peer_request()
+            .groups
+            .into_iter()
+            .filter(|(name, _)| !grant.granted.contains_key(name))
+            .map(|(name, epoch)| format!("{name} at epoch {epoch}"))
+            .collect();
+        self.peer_problem = (!refused.is_empty()).then(|| {
+            format!(
+                "site {} granted no peer lease for {}: it grants only as standby at the same epoch \
+                 (see `witness agent status` there)",
+                grant.site,
+                refused.join(", ")
+            )
+        });
         for (name, ms) in &grant.granted {
             let Some(g) = self.groups.get_mut(name) else { continue };
             if g.assignment.is_some_and(|a| a.role == Role::Active) {
@@ -230,7 +260,6 @@ impl AgentCore {
     }
 
     pub fn view(&self, now: Duration) -> BTreeMap<GroupId, GroupView> {
-        let left = |until: Option<Duration>| until.map_or(0, |u| u.saturating_sub(now).as_millis() as u64);
         self.groups
             .iter()
             .map(|(name, g)| {
@@ -238,12 +267,12 @@ impl AgentCore {
                     role: role(g, now),
                     epoch: g.assignment.map(|a| a.epoch),
                     writable: role(g, now) == Some(Role::Active),
-                    witness_lease_ms: left(g.witness_lease_until),
-                    peer_lease_ms: left(g.peer_lease_until),
+                    witness_lease_ms: left(g.witness_lease_until, now),
+                    peer_lease_ms: left(g.peer_lease_until, now),
                     drained_in_ms: g
                         .assignment
                         .filter(|a| a.role == Role::Draining)
-                        .map(|_| left(self.drain_done_at(g))),
+                        .map(|_| left(self.drain_done_at(g), now)),
                     replication: g.replication.map(|(r, _)| r),
                 };
                 (name.clone(), view)
@@ -265,6 +294,11 @@ impl AgentCore {
 }
 
 /// The role by the agent's rule; `None` before the witness has said anything.
+/// Milliseconds from `now` until `until` (zero when past or absent).
+fn left(until: Option<Duration>, now: Duration) -> u64 {
+    until.map_or(0, |u| u.saturating_sub(now).as_millis() as u64)
+}
+
 fn role(g: &GroupMind, now: Duration) -> Option<Role> {
     let a = g.assignment?;
     Some(match a.role {

@@ -13,6 +13,7 @@
 //! certificate, so nobody else can extend a site's permission to write.
 //! Without one (a token-only or plain-HTTP agent) both are plain HTTP, and it says so at start.
 
+pub mod check;
 pub mod core;
 
 use std::collections::BTreeMap;
@@ -60,6 +61,8 @@ pub struct Agent {
     leader: Mutex<usize>,
     /// When the witness last answered a heartbeat.
     last_answer: Mutex<Option<Stopwatch>>,
+    /// While no witness node answers: why, node by node.
+    witness_problem: Mutex<Option<String>>,
     metrics: AgentMetrics,
 }
 
@@ -69,10 +72,16 @@ pub struct AgentStatus {
     pub site: String,
     pub peer: String,
     pub peer_reachable: bool,
+    /// Why the latest peer-lease exchange left this site without a lease it asked for.
+    #[serde(default)]
+    pub peer_problem: Option<String>,
     /// The witness node heartbeats go to.
     pub witness: String,
     /// Since the witness last answered a heartbeat; absent: never.
     pub witness_answered_ms_ago: Option<u64>,
+    /// While no witness node answers: each node's reason, from the latest round.
+    #[serde(default)]
+    pub witness_problem: Option<String>,
     pub groups: BTreeMap<crate::ids::GroupId, GroupView>,
 }
 
@@ -100,12 +109,14 @@ impl Agent {
             site: self.config.site.clone(),
             peer: self.config.peer.clone(),
             peer_reachable: core.peer_reachable(now),
+            peer_problem: core.peer_problem().map(String::from),
             witness: self.config.witness[leader].clone(),
             witness_answered_ms_ago: self
                 .last_answer
                 .lock()
                 .expect("answer lock poisoned")
                 .map(|at| at.elapsed().as_millis() as u64),
+            witness_problem: self.witness_problem.lock().expect("witness problem lock poisoned").clone(),
             groups: core.view(now),
         }
     }
@@ -176,22 +187,24 @@ impl Agent {
         Ok(())
     }
 
-    /// Over TLS, a grant counts only from another site's certificate: the CA also signs the
-    /// witness nodes' certificates, and this site's own.
-    fn peer_identity_problem(&self, resp: &reqwest::Response) -> Option<String> {
-        self.server_tls.as_ref()?;
-        let cert = resp.extensions().get::<reqwest::tls::TlsInfo>().and_then(|i| i.peer_certificate());
-        match cert.and_then(|der| CertIdentity::of(&der.into())) {
-            Some(CertIdentity::Site(site)) if site != self.config.site => None,
-            other => Some(format!(
-                "the peer presented {}, not another site's certificate",
-                other.map_or("no certificate".to_string(), |id| id.to_string())
-            )),
-        }
-    }
-
     fn clients(&self) -> Clients {
         self.clients.read().expect("agent clients lock poisoned").clone()
+    }
+}
+
+/// Over TLS, a grant counts only from another site's certificate: the CA also signs the
+/// witness nodes' certificates, and this site's own.
+fn peer_identity_problem(tls: bool, own_site: &str, resp: &reqwest::Response) -> Option<String> {
+    if !tls {
+        return None;
+    }
+    let cert = resp.extensions().get::<reqwest::tls::TlsInfo>().and_then(|i| i.peer_certificate());
+    match cert.and_then(|der| CertIdentity::of(&der.into())) {
+        Some(CertIdentity::Site(site)) if site != own_site => None,
+        other => Some(format!(
+            "the peer presented {}, not another site's certificate",
+            other.map_or("no certificate".to_string(), |id| id.to_string())
+        )),
     }
 }
 
@@ -230,6 +243,7 @@ pub async fn start(config: AgentConfig, listener: tokio::net::TcpListener) -> an
         wake: Notify::new(),
         leader: Mutex::new(0),
         last_answer: Mutex::new(None),
+        witness_problem: Mutex::new(None),
         metrics: AgentMetrics::new(&config.site),
         config,
     });
@@ -308,6 +322,8 @@ async fn heartbeats(agent: Arc<Agent>) {
             tries += 1;
         }
         let now = agent.now();
+        *agent.witness_problem.lock().expect("witness problem lock poisoned") =
+            (!answered).then(|| if reasons.is_empty() { "no node answered".into() } else { reasons.join("; ") });
         if answered {
             if let Some((since, _)) = unanswered.take() {
                 let after = now.saturating_sub(since).as_secs();
@@ -390,10 +406,12 @@ async fn peer_leases(agent: Arc<Agent>) {
             .send()
             .await;
         let grant = match result {
-            Ok(resp) if resp.status().is_success() => match agent.peer_identity_problem(&resp) {
-                Some(problem) => Err(problem),
-                None => resp.json::<PeerGrant>().await.map_err(|e| e.to_string()),
-            },
+            Ok(resp) if resp.status().is_success() => {
+                match peer_identity_problem(agent.server_tls.is_some(), &agent.config.site, &resp) {
+                    Some(problem) => Err(problem),
+                    None => resp.json::<PeerGrant>().await.map_err(|e| e.to_string()),
+                }
+            }
             Ok(resp) => Err(format!("HTTP {}", resp.status())),
             Err(e) => Err(crate::tls::failure::classify(&e).to_string()),
         };
@@ -402,12 +420,15 @@ async fn peer_leases(agent: Arc<Agent>) {
                 last_failure = None;
                 agent.with_core(|core, now| ((), core.on_peer_grant(sent_at, now, &grant)));
             }
-            Err(e) if last_failure.as_ref() == Some(&e) => {
-                tracing::debug!(peer = %agent.config.peer, error = %e, "peer lease request failed")
-            }
             Err(e) => {
-                tracing::warn!(peer = %agent.config.peer, error = %e, "peer lease request failed");
-                last_failure = Some(e);
+                let why = format!("peer {}: {e}", agent.config.peer);
+                if last_failure.as_ref() == Some(&e) {
+                    tracing::debug!(peer = %agent.config.peer, error = %e, "peer lease request failed")
+                } else {
+                    tracing::warn!(peer = %agent.config.peer, error = %e, "peer lease request failed");
+                    last_failure = Some(e);
+                }
+                agent.with_core(|core, _| (core.on_peer_failure(why), Vec::new()));
             }
         }
         let elapsed = agent.now().saturating_sub(sent_at);
@@ -442,8 +463,12 @@ fn drained_groups(core: &AgentCore, now: Duration) -> Vec<crate::ids::GroupId> {
 
 /// Brings the gauges up to date, when scraped.
 fn refresh_gauges(agent: &Agent) {
-    let view = agent.core.lock().expect("agent core lock poisoned").view(agent.now());
+    let status = agent.status();
+    let view = status.groups;
     let m = &agent.metrics;
+    let peer_up = status.peer_reachable && status.peer_problem.is_none();
+    m.link_up.with_label_values(&["peer"]).set(i64::from(peer_up));
+    m.link_up.with_label_values(&["witness"]).set(i64::from(status.witness_problem.is_none()));
     for (group, v) in &view {
         for role in Role::ALL {
             m.role.with_label_values(&[group, role.as_str()]).set(i64::from(v.role == Some(role)));
@@ -610,6 +635,7 @@ struct AgentMetrics {
     lease: GaugeVec,
     heartbeats: IntCounterVec,
     hooks: IntCounterVec,
+    link_up: IntGaugeVec,
 }
 
 impl AgentMetrics {
@@ -640,6 +666,11 @@ impl AgentMetrics {
             "Hook runs by group, hook and outcome",
             &["group", "hook", "outcome"],
         );
-        AgentMetrics { registry, role, writable, lease, heartbeats, hooks }
+        let link_up = ints(
+            "witness_agent_link_up",
+            "1 while the link works: peer (leases exchanged, every one asked for granted), witness (a node answers)",
+            &["link"],
+        );
+        AgentMetrics { registry, role, writable, lease, heartbeats, hooks, link_up }
     }
 }

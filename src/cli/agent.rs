@@ -1,5 +1,6 @@
 //! `witness agent`: run a site agent until SIGTERM or SIGINT, loading its certificate and
-//! token again on SIGHUP; `witness agent status`: show an agent's roles, epochs and leases.
+//! token again on SIGHUP; `witness agent status`: show an agent's roles, epochs and leases;
+//! `witness agent check`: what would keep an agent from holding its leases, before it runs.
 
 use std::os::fd::RawFd;
 use std::path::PathBuf;
@@ -27,6 +28,16 @@ pub struct Args {
 pub enum Sub {
     /// Show an agent's view: per group its role, epoch, writability and leases remaining.
     Status(StatusArgs),
+    /// Check an agent's config before it runs: its files, its certificate, the other site's
+    /// agent over the peer-lease link, and every witness node taking it for its site.
+    Check(CheckArgs),
+}
+
+#[derive(clap::Args)]
+pub struct CheckArgs {
+    /// Path to the agent's TOML config file.
+    #[arg(long)]
+    config: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -130,6 +141,12 @@ pub async fn status(args: StatusArgs) -> Exit {
         if status.peer_reachable { "reachable" } else { "UNREACHABLE" },
         status.witness
     );
+    if let Some(why) = &status.peer_problem {
+        println!("PEER LINK: {why}");
+    }
+    if let Some(why) = &status.witness_problem {
+        println!("WITNESS UNREACHABLE: {why}");
+    }
     println!("{:<20} {:<9} {:>6} {:<9} {:>10} {:>10}", "GROUP", "ROLE", "EPOCH", "WRITABLE", "WITNESS", "PEER");
     for (name, g) in &status.groups {
         let role = g.role.map_or("unknown".to_string(), |r| r.to_string());
@@ -142,4 +159,34 @@ pub async fn status(args: StatusArgs) -> Exit {
         );
     }
     Exit::Ok
+}
+
+/// Exit 0 when every check passes, 1 when one fails, 2 when the config does not load.
+pub async fn check(args: CheckArgs) -> Exit {
+    let config = match AgentConfig::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Exit::Usage;
+        }
+    };
+    let findings = crate::agent::check::check(&config).await;
+    for f in &findings {
+        match &f.problem {
+            None => println!("ok       {}", f.what),
+            Some(problem) => println!("PROBLEM  {}: {problem}", f.what),
+        }
+    }
+    if config.listen.ip().is_unspecified() {
+        println!(
+            "note     agent.listen {} is every address: whether this site's certificate covers the address the \
+             other site dials is what `witness agent check` there says",
+            config.listen
+        );
+    }
+    if findings.iter().any(|f| f.problem.is_some()) {
+        Exit::Failed
+    } else {
+        Exit::Ok
+    }
 }

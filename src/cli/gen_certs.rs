@@ -1,6 +1,8 @@
-//! `witness gen-certs --out DIR --nodes N [--sites A,B] [--hosts H,...]`: a CA and a certificate
-//! for every node and site; `--add NAME,...` issues more (or replaces them) with the CA in DIR.
+//! `witness gen-certs --out DIR --nodes N [--sites A,B] [--hosts H,...] [--site-hosts A=H,...]`:
+//! a CA and a certificate for every node and site; `--add NAME,...` issues more (or replaces
+//! them) with the CA in DIR.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::Exit;
@@ -22,6 +24,10 @@ pub struct Args {
     /// certificate always holds its own name, localhost, 127.0.0.1 and ::1).
     #[arg(long, value_name = "HOST,...", value_delimiter = ',')]
     hosts: Vec<String>,
+    /// The DNS names or IP addresses one site's agent is reached by (the other site's agent
+    /// dials it for peer leases): `east=10.1.0.5,agent.east.example`. Once per site.
+    #[arg(long, value_name = "SITE=HOST,...", conflicts_with = "add")]
+    site_hosts: Vec<String>,
     /// Issue only these certificates (e.g. node-4, site-north) with the CA already in DIR,
     /// replacing existing ones: to add a node or a site, or to rotate a certificate.
     #[arg(long, value_name = "NAME,...", value_delimiter = ',', conflicts_with_all = ["nodes", "sites"])]
@@ -45,7 +51,20 @@ pub fn run(args: Args) -> Exit {
             return usage(format!("{name} is asked for twice"));
         }
     }
-    for host in &args.hosts {
+    let mut site_hosts = BTreeMap::new();
+    for given in &args.site_hosts {
+        let Some((site, hosts)) = given.split_once('=') else {
+            return usage(format!("--site-hosts {given:?}: expected SITE=HOST,... (e.g. east=10.1.0.5)"));
+        };
+        if !args.sites.iter().any(|s| s == site) {
+            return usage(format!("--site-hosts {given:?}: {site:?} is not one of --sites"));
+        }
+        let hosts: Vec<String> = hosts.split(',').map(str::to_string).collect();
+        if site_hosts.insert(site.to_string(), hosts).is_some() {
+            return usage(format!("--site-hosts names site {site:?} twice; list its hosts in one"));
+        }
+    }
+    for host in args.hosts.iter().chain(site_hosts.values().flatten()) {
         if let Err(e) = certs::check_host(host) {
             return usage(e);
         }
@@ -55,7 +74,7 @@ pub fn run(args: Args) -> Exit {
         return add(&args.out, &args.add, &args.hosts);
     }
     let nodes: Vec<u64> = (1..=args.nodes.unwrap_or(0)).collect();
-    match certs::generate(&args.out, &nodes, &args.sites, &args.hosts) {
+    match certs::generate(&args.out, &nodes, &args.sites, &args.hosts, &site_hosts) {
         Ok(written) => {
             for path in &written {
                 println!("wrote {}", path.display());
@@ -68,6 +87,13 @@ pub fn run(args: Args) -> Exit {
             }
             for site in &args.sites {
                 println!("  site {site}'s agent: {dir}/site-{site}.crt, {dir}/site-{site}.key and {dir}/ca.crt");
+            }
+            for site in args.sites.iter().filter(|s| !site_hosts.contains_key(*s)) {
+                println!(
+                    "  warning: site-{site}.crt covers no address of its own agent (--site-hosts {site}=ADDRESS): \
+                     the other site's agent cannot verify it when dialling it for peer leases, and the active \
+                     site then holds no peer lease"
+                );
             }
             println!(
                 "  {dir}/ca.key signs new certificates (`witness gen-certs --out {dir} --add node-{}`): keep it \

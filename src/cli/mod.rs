@@ -123,6 +123,7 @@ pub fn main() -> ExitCode {
         }
         Command::Agent(args) => match args.command {
             Some(agent::Sub::Status(status)) => client::block_on(agent::status(status)),
+            Some(agent::Sub::Check(check)) => client::block_on(agent::check(check)),
             None => with_logs(&cli.log_format, &cli.log_level, || agent::run(args.config, args.listen_fd)),
         },
         Command::Bench { command } => with_logs(&cli.log_format, &cli.log_level, || bench::run(command)),

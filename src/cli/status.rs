@@ -144,10 +144,20 @@ pub fn render(s: &Status) -> String {
         let with_agents: Vec<_> = s.groups.iter().filter_map(|g| Some((g, g.agents.as_ref()?))).collect();
         if !with_agents.is_empty() {
             out += "\nAGENTS (as reported to the leader)\n";
-            let mut rows =
-                vec![["GROUP", "SITE", "ROLE", "EPOCH", "HEARD", "PEER", "REPLICATION", "LEASE", "RPO EXPOSURE"]
-                    .map(String::from)
-                    .to_vec()];
+            let mut rows = vec![[
+                "GROUP",
+                "SITE",
+                "ROLE",
+                "EPOCH",
+                "HEARD",
+                "PEER",
+                "REPLICATION",
+                "LEASE",
+                "PEER LEASE",
+                "RPO EXPOSURE",
+            ]
+            .map(String::from)
+            .to_vec()];
             for (g, agents) in with_agents {
                 for (site, a) in &agents.sites {
                     let replication = match (a.in_sync, a.recovery_point_age_ms) {
@@ -159,9 +169,17 @@ pub fn render(s: &Status) -> String {
                     rows.push(vec![
                         g.name.to_string(),
                         site.to_string(),
-                        a.role.map_or("-".into(), |r| r.to_string()),
+                        match (a.role, a.silent) {
+                            (None, _) => "-".into(),
+                            (Some(r), false) => r.to_string(),
+                            (Some(r), true) => format!("(was {r})"),
+                        },
                         a.epoch.map_or("-".into(), |e| e.to_string()),
-                        a.heard_ms_ago.map_or("never".into(), |ms| format!("{ms} ms ago")),
+                        match (a.heard_ms_ago, a.silent) {
+                            (None, _) => "NEVER".into(),
+                            (Some(ms), true) => format!("SILENT, {ms} ms ago"),
+                            (Some(ms), false) => format!("{ms} ms ago"),
+                        },
                         match a.peer_reachable {
                             Some(true) => "reachable".into(),
                             Some(false) => "UNREACHABLE".into(),
@@ -169,12 +187,23 @@ pub fn render(s: &Status) -> String {
                         },
                         replication,
                         format!("{} ms", a.lease_remaining_ms),
+                        format!("{} ms", a.peer_lease_ms),
                         agents.rpo_exposure_ms.map_or("unknown".into(), |ms| format!("{ms} ms")),
                     ]);
                 }
             }
             out += &table(&rows);
             for (g, agents) in s.groups.iter().filter_map(|g| Some((g, g.agents.as_ref()?))) {
+                if let Some(why) = &agents.without_peer_lease {
+                    out += &format!(
+                        "\nNO PEER LEASE: group {}'s active site {} is writable by the witness's lease alone; losing \
+                         the witness would stop it. Why: {why}\n",
+                        g.name, g.active
+                    );
+                }
+                for (site, problem) in agents.sites.iter().filter_map(|(s, a)| Some((s, a.peer_problem.as_ref()?))) {
+                    out += &format!("PEER LINK of site {site} (group {}): {problem}\n", g.name);
+                }
                 if let Some(ahead) = agents.agents_ahead {
                     out += &format!(
                         "\nEPOCH BEHIND THE AGENTS: group {} is at epoch {} here, an agent holds {ahead} (was this \

@@ -22,6 +22,8 @@ use crate::state::{GroupId, GroupState, SiteId, State};
 pub struct SiteRecord {
     pub heard_at: Duration,
     pub peer_reachable: bool,
+    /// Why the agent's peer-lease exchange is failing, in its words.
+    pub peer_problem: Option<String>,
     pub groups: BTreeMap<GroupId, GroupRecord>,
 }
 
@@ -55,10 +57,12 @@ impl Ledger {
         let record = self.sites.entry(site.into()).or_insert_with(|| SiteRecord {
             heard_at: now,
             peer_reachable: false,
+            peer_problem: None,
             groups: BTreeMap::new(),
         });
         record.heard_at = now;
         record.peer_reachable = heartbeat.peer_reachable;
+        record.peer_problem = heartbeat.peer_problem.clone();
         let mut answer = HeartbeatAnswer::default();
         for (name, group) in &state.groups {
             let Some(terms) = group.spec.leases else { continue };
@@ -97,6 +101,25 @@ impl Ledger {
             .filter_map(|site| Some((site.clone(), self.sites.get(site)?.groups.get(name)?.report.epoch?)))
             .filter(|(_, epoch)| *epoch > group.epoch)
             .max_by_key(|(_, epoch)| *epoch)
+    }
+
+    /// Why `group`'s active site holds no peer lease, when its agent, heard within a lease,
+    /// says it is active at the group's epoch with none: it then stays writable by the
+    /// witness's lease alone, and losing the witness would stop it. `None` while it holds one,
+    /// while the group drains (no lease is granted then), and when its agent is not heard.
+    pub fn without_peer_lease(&self, name: &str, group: &GroupState, now: Duration) -> Option<String> {
+        let terms = group.spec.leases?;
+        let record = self.fresh(&group.active, now, Duration::from_millis(terms.lease_ms))?;
+        let report = &record.groups.get(name)?.report;
+        let holds_none = report.role == Some(Role::Active) && report.epoch == Some(group.epoch);
+        if group.draining || !holds_none || report.peer_lease_ms > 0 {
+            return None;
+        }
+        Some(
+            record.peer_problem.clone().unwrap_or_else(|| {
+                format!("site {}'s agent reports no peer lease and no failed request", group.active)
+            }),
+        )
     }
 
     /// The agent of `site`, if heard from within `within`.

@@ -480,7 +480,7 @@ impl World {
 
     /// `site`'s agent heartbeats at the current time.
     fn heartbeat(&mut self, site: &str, peer_reachable: bool, report: GroupReport) -> super::leases::Assignment {
-        let hb = Heartbeat { peer_reachable, groups: [("app".into(), report)].into() };
+        let hb = Heartbeat { peer_reachable, groups: [("app".into(), report)].into(), ..Heartbeat::default() };
         let answer = self.ledger.heartbeat(self.now, site, &hb, &self.state);
         answer.groups["app"]
     }
@@ -488,6 +488,46 @@ impl World {
 
 fn in_sync(yes: bool) -> GroupReport {
     GroupReport { in_sync: Some(yes), ..GroupReport::default() }
+}
+
+/// The active site, active at the group's epoch by its own word, holding no peer lease: named
+/// with the agent's reason; not while it holds one, not for another epoch, not once silent for
+/// a lease, not while the group drains.
+#[test]
+fn an_active_site_without_a_peer_lease_is_named_with_its_agents_reason() {
+    let mut w = World::with_agents(ReplicationMode::Sync, Duration::ZERO);
+    let active = |peer_lease_ms: u64, epoch: u64| GroupReport {
+        role: Some(Role::Active),
+        epoch: Some(Epoch(epoch)),
+        peer_lease_ms,
+        ..GroupReport::default()
+    };
+    let without = |w: &World| w.ledger.without_peer_lease("app", w.group(), w.now);
+    w.heartbeat("east", true, active(0, 1));
+    assert_eq!(without(&w).as_deref(), Some("site east's agent reports no peer lease and no failed request"));
+    let hb = Heartbeat {
+        peer_reachable: true,
+        peer_problem: Some("peer 10.2.0.5:7511: TLS handshake failed".into()),
+        groups: [("app".into(), active(0, 1))].into(),
+    };
+    w.ledger.heartbeat(w.now, "east", &hb, &w.state);
+    assert_eq!(without(&w).as_deref(), Some("peer 10.2.0.5:7511: TLS handshake failed"));
+    w.heartbeat("east", true, active(800, 1));
+    assert_eq!(without(&w), None, "it holds one");
+    w.heartbeat("east", true, active(0, 2));
+    assert_eq!(without(&w), None, "not the group's epoch: agents_ahead says what is wrong");
+    w.heartbeat("east", true, active(0, 1));
+    w.now += LEASE + Duration::from_millis(1);
+    assert_eq!(without(&w), None, "silent for a lease: its word is history");
+    w.heartbeat("east", true, active(0, 1));
+    w.state.apply(Command::Activate { group: "app".into(), site: "west".into(), expected_epoch: Epoch(1) });
+    assert!(w.group().draining);
+    w.heartbeat(
+        "west",
+        true,
+        GroupReport { role: Some(Role::Active), epoch: Some(Epoch(2)), ..GroupReport::default() },
+    );
+    assert_eq!(without(&w), None, "no peer lease is granted while the group drains");
 }
 
 #[test]

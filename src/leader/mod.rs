@@ -349,7 +349,13 @@ impl Leader {
                         let report = record.and_then(|r| r.groups.get(name)).map(|g| g.report.clone());
                         let agent = SiteAgent {
                             heard_ms_ago: record.map(|r| ms(now.saturating_sub(r.heard_at))),
+                            silent: g
+                                .spec
+                                .leases
+                                .is_none_or(|t| ledger.fresh(site, now, Duration::from_millis(t.lease_ms)).is_none()),
                             peer_reachable: record.map(|r| r.peer_reachable),
+                            peer_problem: record.and_then(|r| r.peer_problem.clone()),
+                            peer_lease_ms: report.as_ref().map_or(0, |r| r.peer_lease_ms),
                             role: report.as_ref().and_then(|r| r.role),
                             epoch: report.as_ref().and_then(|r| r.epoch),
                             in_sync: report.as_ref().and_then(|r| r.in_sync),
@@ -366,6 +372,7 @@ impl Leader {
                     .collect();
                 let agents = GroupAgents {
                     agents_ahead: ledger.agents_ahead(name, g).map(|(_, epoch)| epoch),
+                    without_peer_lease: ledger.without_peer_lease(name, g, now),
                     rpo_exposure_ms: ledger.rpo_exposure(name, g, now).map(ms),
                     rpo_objective_ms: self.config.timing.get(name).and_then(|t| rpo_objective(g, t)).map(ms),
                     leases_expire_in_ms: g.draining.then(|| ms(ledger.leases_expire_at(name, g).saturating_sub(now))),
@@ -438,6 +445,10 @@ pub struct GroupAgents {
     /// epoch past it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agents_ahead: Option<Epoch>,
+    /// Why the active site holds no peer lease from the other site (absent while it holds
+    /// one): writable by the witness's lease alone, it would stop if the witness went away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub without_peer_lease: Option<String>,
     /// How far the standby copy is behind (sync: since its last in-sync report; async: its
     /// recovery point's age); absent when not reported.
     pub rpo_exposure_ms: Option<u64>,
@@ -453,7 +464,16 @@ pub struct GroupAgents {
 pub struct SiteAgent {
     /// Absent: not heard from by this leader.
     pub heard_ms_ago: Option<u64>,
+    /// Not heard from within a lease: what it last reported (its role above all) is history.
+    #[serde(default)]
+    pub silent: bool,
     pub peer_reachable: Option<bool>,
+    /// Why its peer-lease exchange with the other site fails, as the agent says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_problem: Option<String>,
+    /// The peer lease it holds from the other site, remaining when it last reported.
+    #[serde(default)]
+    pub peer_lease_ms: u64,
     pub role: Option<Role>,
     pub epoch: Option<Epoch>,
     pub in_sync: Option<bool>,

@@ -242,6 +242,7 @@ fn leases_go_to_the_active_site_and_a_promotion_waits_a_lease_from_the_leaders_s
             },
         )]
         .into(),
+        ..Heartbeat::default()
     };
     let ok = Some(Confirmed { term: 7 });
     for unconfirmed in [None, Some(Confirmed { term: 6 })] {
@@ -322,6 +323,7 @@ fn agents_ahead_of_a_restored_witness_stop_the_group_until_a_forced_order_takes_
         peer_reachable: false,
         groups: [("app".into(), GroupReport { role: Some(role), epoch: Some(Epoch(5)), ..GroupReport::default() })]
             .into(),
+        ..Heartbeat::default()
     };
     let ok = Some(Confirmed { term: 7 });
     w.leader.heartbeat(ms(100), "east", &report(Role::Fenced), &w.state, ok).unwrap();

@@ -125,6 +125,7 @@ impl Node {
             let exposure = agents.rpo_exposure_ms.map_or(-1.0, |ms| ms as f64 / 1000.0);
             m.rpo_exposure_seconds.with_label_values(&[group]).set(exposure);
             m.agents_ahead.with_label_values(&[group]).set(agents.agents_ahead.map_or(0, |e| e.0 as i64));
+            m.peer_lease_held.with_label_values(&[group]).set(i64::from(agents.without_peer_lease.is_none()));
             if let Some(objective) = agents.rpo_objective_ms {
                 m.rpo_objective_seconds.with_label_values(&[group]).set(objective as f64 / 1000.0);
             }

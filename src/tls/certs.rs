@@ -5,6 +5,7 @@
 //! key (`issue`) without parsing its certificate: its subject and extensions are the constants
 //! below, and anything issued is checked against `ca.crt` before it replaces a file.
 
+use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -38,9 +39,16 @@ const KEY_MODE: u32 = 0o600;
 const CERT_MODE: u32 = 0o644;
 
 /// Writes a new CA and a certificate and key for every node (`node-N`) and site (`site-NAME`)
-/// into `out`, created when missing. Refuses, before writing anything, when any of the files
-/// already exists. Returns the paths written, the CA's first.
-pub fn generate(out: &Path, nodes: &[u64], sites: &[String], hosts: &[String]) -> anyhow::Result<Vec<PathBuf>> {
+/// into `out`, created when missing. Every certificate covers `hosts`; a site's also covers
+/// `site_hosts[NAME]`, the addresses its agent is reached by. Refuses, before writing
+/// anything, when any of the files already exists. Returns the paths written, the CA's first.
+pub fn generate(
+    out: &Path,
+    nodes: &[u64],
+    sites: &[String],
+    hosts: &[String],
+    site_hosts: &BTreeMap<String, Vec<String>>,
+) -> anyhow::Result<Vec<PathBuf>> {
     let names: Vec<String> =
         nodes.iter().map(|n| format!("node-{n}")).chain(sites.iter().map(|s| format!("site-{s}"))).collect();
     for (i, name) in names.iter().enumerate() {
@@ -48,6 +56,9 @@ pub fn generate(out: &Path, nodes: &[u64], sites: &[String], hosts: &[String]) -
         if names[..i].contains(name) {
             bail!("{name} is asked for twice");
         }
+    }
+    if let Some(unknown) = site_hosts.keys().find(|site| !sites.contains(site)) {
+        bail!("hosts are given for site {unknown:?}, which is not among the sites");
     }
     let extra = host_sans(hosts)?;
 
@@ -70,7 +81,9 @@ pub fn generate(out: &Path, nodes: &[u64], sites: &[String], hosts: &[String]) -
     write_new(&files[0], &ca.pem(), CERT_MODE)?;
     write_new(&files[1], &ca.key().serialize_pem(), KEY_MODE)?;
     for (name, pair) in names.iter().zip(files[2..].chunks(2)) {
-        let (cert, key) = leaf(name, &extra, &ca)?;
+        let own = name.strip_prefix("site-").and_then(|site| site_hosts.get(site)).map_or(&[][..], Vec::as_slice);
+        let sans = [extra.clone(), host_sans(own)?].concat();
+        let (cert, key) = leaf(name, &sans, &ca)?;
         write_new(&pair[0], &cert, CERT_MODE)?;
         write_new(&pair[1], &key, KEY_MODE)?;
     }
@@ -94,7 +107,7 @@ pub fn generate_once(out: &Path, nodes: &[u64], sites: &[String], hosts: &[Strin
     // A sibling, so that the rename stays within one file system and is atomic.
     let tmp = parent.join(format!(".{}.tmp-{}-{:016x}", base.to_string_lossy(), std::process::id(), random_u64()?));
     fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    if let Err(e) = generate(&tmp, nodes, sites, hosts) {
+    if let Err(e) = generate(&tmp, nodes, sites, hosts, &BTreeMap::new()) {
         let _ = fs::remove_dir_all(&tmp);
         return Err(e);
     }
@@ -381,8 +394,10 @@ mod tests {
     fn generated_certificates_verify_for_their_names_both_ways() {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("a/b/certs");
+        let site_hosts = [("east".to_string(), strings(&["10.1.0.7"]))].into();
         let written =
-            generate(&out, &[1, 2, 3], &strings(&["east"]), &strings(&["10.0.0.5", "witness.example"])).unwrap();
+            generate(&out, &[1, 2, 3], &strings(&["east"]), &strings(&["10.0.0.5", "witness.example"]), &site_hosts)
+                .unwrap();
         assert_eq!(written.len(), 2 + 2 * 4);
         assert_eq!(written[0], out.join("ca.crt"));
         for path in &written {
@@ -402,7 +417,11 @@ mod tests {
         assert!(v.server(&node1, "node-2").is_err(), "node-1's certificate must not pass for node-2");
         v.client(&node1).unwrap();
         v.server(&out.join("site-east.crt"), "site-east").unwrap();
+        v.server(&out.join("site-east.crt"), "10.1.0.7").expect("a site's own hosts");
+        assert!(v.server(&node1, "10.1.0.7").is_err(), "a site's hosts are its own");
         v.client(&out.join("site-east.crt")).unwrap();
+        let err = generate(&tmp.path().join("c"), &[1], &[], &[], &site_hosts).unwrap_err().to_string();
+        assert!(err.contains("\"east\", which is not among the sites"), "{err}");
         v.server(&out.join("node-3.crt"), "node-3").unwrap();
     }
 
@@ -410,9 +429,9 @@ mod tests {
     fn generate_refuses_to_overwrite_and_writes_nothing_then() {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("certs");
-        generate(&out, &[1], &[], &[]).unwrap();
+        generate(&out, &[1], &[], &[], &BTreeMap::new()).unwrap();
         let ca_before = fs::read(out.join("ca.crt")).unwrap();
-        let err = generate(&out, &[1], &[], &[]).unwrap_err().to_string();
+        let err = generate(&out, &[1], &[], &[], &BTreeMap::new()).unwrap_err().to_string();
         assert!(err.contains("ca.crt") && err.contains("already exists"), "{err}");
         assert_eq!(fs::read(out.join("ca.crt")).unwrap(), ca_before);
 
@@ -420,7 +439,7 @@ mod tests {
         let other = tmp.path().join("other");
         fs::create_dir(&other).unwrap();
         fs::write(other.join("node-2.key"), "mine").unwrap();
-        let err = generate(&other, &[1, 2], &[], &[]).unwrap_err().to_string();
+        let err = generate(&other, &[1, 2], &[], &[], &BTreeMap::new()).unwrap_err().to_string();
         assert!(err.contains("node-2.key"), "{err}");
         assert!(!other.join("ca.crt").exists());
         assert_eq!(fs::read_to_string(other.join("node-2.key")).unwrap(), "mine");
@@ -430,9 +449,15 @@ mod tests {
     fn bad_names_and_hosts_are_refused() {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("certs");
-        assert!(generate(&out, &[1], &strings(&["East"]), &[]).unwrap_err().to_string().contains("site-East"));
-        assert!(generate(&out, &[1, 1], &[], &[]).unwrap_err().to_string().contains("node-1"));
-        assert!(generate(&out, &[1], &[], &strings(&["bad host"])).unwrap_err().to_string().contains("bad host"));
+        assert!(generate(&out, &[1], &strings(&["East"]), &[], &BTreeMap::new())
+            .unwrap_err()
+            .to_string()
+            .contains("site-East"));
+        assert!(generate(&out, &[1, 1], &[], &[], &BTreeMap::new()).unwrap_err().to_string().contains("node-1"));
+        assert!(generate(&out, &[1], &[], &strings(&["bad host"]), &BTreeMap::new())
+            .unwrap_err()
+            .to_string()
+            .contains("bad host"));
         assert!(!out.exists(), "nothing is created for a refused request");
         for name in ["ca", "", "../x", "Node-1", "-a", "a".repeat(64).as_str()] {
             assert!(check_name(name).is_err(), "{name:?} accepted");
@@ -472,7 +497,7 @@ mod tests {
     fn issue_rotates_and_adds_under_the_same_ca() {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("certs");
-        generate(&out, &[1], &[], &[]).unwrap();
+        generate(&out, &[1], &[], &[], &BTreeMap::new()).unwrap();
         let old_cert = cert(&out.join("node-1.crt"));
         let old_key = fs::read(out.join("node-1.key")).unwrap();
 
@@ -502,8 +527,8 @@ mod tests {
     fn issue_refuses_a_key_that_is_not_the_cas() {
         let tmp = tempfile::tempdir().unwrap();
         let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-        generate(&a, &[1], &[], &[]).unwrap();
-        generate(&b, &[1], &[], &[]).unwrap();
+        generate(&a, &[1], &[], &[], &BTreeMap::new()).unwrap();
+        generate(&b, &[1], &[], &[], &BTreeMap::new()).unwrap();
         fs::remove_file(a.join("ca.key")).unwrap();
         fs::copy(b.join("ca.key"), a.join("ca.key")).unwrap();
         let before = fs::read(a.join("node-1.crt")).unwrap();
@@ -518,8 +543,8 @@ mod tests {
     fn another_cas_certificates_do_not_verify() {
         let tmp = tempfile::tempdir().unwrap();
         let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-        generate(&a, &[1], &[], &[]).unwrap();
-        generate(&b, &[1], &[], &[]).unwrap();
+        generate(&a, &[1], &[], &[], &BTreeMap::new()).unwrap();
+        generate(&b, &[1], &[], &[], &BTreeMap::new()).unwrap();
         let v = Verifiers::trusting(&a.join("ca.crt"));
         assert!(v.server(&b.join("node-1.crt"), "node-1").is_err());
         assert!(v.client(&b.join("node-1.crt")).is_err());

@@ -69,7 +69,7 @@ fn tls_cause(err: &(dyn Error + 'static)) -> Option<String> {
     let mut next = Some(err);
     while let Some(e) = next {
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-            return Some(describe(tls));
+            return Some(describe(tls, "the peer's certificate"));
         }
         // An `io::Error`'s `source` skips the error it carries: look inside.
         if let Some(inner) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
@@ -82,32 +82,40 @@ fn tls_cause(err: &(dyn Error + 'static)) -> Option<String> {
     None
 }
 
-fn describe(err: &rustls::Error) -> String {
+/// A name rustls presents as `DnsName("site-west")` or `IpAddress(127.0.0.1)`, as the name.
+fn plain_name(presented: &str) -> &str {
+    presented
+        .split_once('(')
+        .and_then(|(_, inner)| inner.strip_suffix(')'))
+        .map_or(presented, |inner| inner.trim_matches('"'))
+}
+
+/// `err` in words naming what to fix; `whose` is the certificate checked ("the peer's
+/// certificate" on a connection, "the certificate" where a config's own is checked).
+pub fn describe(err: &rustls::Error, whose: &str) -> String {
     use rustls::{AlertDescription as A, CertificateError as C, Error as E};
     match err {
-        E::InvalidCertificate(C::NotValidForName) => {
-            "the peer's certificate does not cover the name or address dialled: issue it with that name \
+        E::InvalidCertificate(C::NotValidForName) => format!(
+            "{whose} does not cover the name or address dialled: issue it with that name \
              (`witness gen-certs --add ... --hosts`), or dial a name it covers"
-                .into()
-        }
+        ),
         E::InvalidCertificate(C::NotValidForNameContext { expected, presented }) => format!(
-            "the peer's certificate is not valid for {:?} (it covers {}): issue it with that name \
+            "{whose} is not valid for {:?} (it covers {}): issue it with that name \
              (`witness gen-certs --add ... --hosts`), or dial a name it covers",
             expected.to_str(),
-            presented.join(", ")
+            presented.iter().map(|p| plain_name(p)).collect::<Vec<_>>().join(", ")
         ),
         // Every CA `witness gen-certs` makes has the same name: another one's certificate fails
         // its signature check rather than the issuer lookup.
-        E::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => {
-            "the peer's certificate is not signed by the CA this side trusts (check the CA file: `--ca`, \
-             `WITNESS_CA`, `transport.ca`, the agent's `ca`)"
-                .into()
-        }
-        E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => "the peer's certificate has expired".into(),
+        E::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => format!(
+            "{whose} is not signed by the CA this side trusts (check the CA file: `--ca`, `WITNESS_CA`, \
+             `transport.ca`, the agent's `ca`)"
+        ),
+        E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => format!("{whose} has expired"),
         E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
-            "the peer's certificate is not valid yet (is a clock wrong?)".into()
+            format!("{whose} is not valid yet (is a clock wrong?)")
         }
-        E::InvalidCertificate(other) => format!("the peer's certificate was refused: {other}"),
+        E::InvalidCertificate(other) => format!("{whose} was refused: {other}"),
         // A peer that cannot verify this side's certificate may say so as a decrypt error.
         E::AlertReceived(
             A::BadCertificate | A::UnknownCA | A::CertificateRequired | A::CertificateUnknown | A::DecryptError,
@@ -126,11 +134,11 @@ mod tests {
     fn a_certificate_problem_is_named_even_inside_an_io_error() {
         let name = rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForNameContext {
             expected: rustls::pki_types::ServerName::try_from("127.0.0.53").unwrap().to_owned(),
-            presented: vec!["IpAddress(127.0.0.1)".into()],
+            presented: vec!["DnsName(\"site-west\")".into(), "IpAddress(127.0.0.1)".into()],
         });
         let wrapped = std::io::Error::new(std::io::ErrorKind::InvalidData, name);
         let Failure::Tls(why) = classify(&wrapped) else { panic!() };
-        assert!(why.contains("\"127.0.0.53\"") && why.contains("127.0.0.1"), "{why}");
+        assert!(why.contains("\"127.0.0.53\" (it covers site-west, 127.0.0.1)"), "{why}");
         let ca = std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),

@@ -161,30 +161,37 @@ impl std::fmt::Display for CertIdentity {
     }
 }
 
-/// What `serve` would find wrong with a node's TLS files, every problem at once: each file
-/// readable, the key the certificate's, the certificate signed by the CA, naming `node-<id>`,
-/// and covering the address peers and clients dial (`advertise`). Empty: all is well.
-pub fn audit_node(files: &TlsFiles, id: u64, advertise: &str) -> Vec<String> {
+/// What `serve` (or `agent`) would find wrong with its TLS files, every problem at once: each
+/// file readable, the key the certificate's, the certificate signed by the CA, naming `who`,
+/// and covering `dialled`, the address others reach this process by (the config field that
+/// gives it, and its value), when known. `section` names the config section of the files.
+/// Empty: all is well.
+pub fn audit(files: &TlsFiles, section: &str, who: &CertIdentity, dialled: Option<(&str, &str)>) -> Vec<String> {
     init();
     let mut problems = Vec::new();
-    if let Err(e) = Material::load(files, "transport") {
+    if let Err(e) = Material::load(files, section) {
         problems.push(format!("{e:#}"));
     }
     let (Ok(chain), Ok(roots)) = (read_certs(&files.cert), roots(&files.ca)) else { return problems };
-    match CertIdentity::of(&chain[0]) {
-        Some(CertIdentity::Node(named)) if named == id => {}
-        other => problems.push(format!(
-            "transport.cert: {} names {}, not node-{id}: peers would refuse this node's Raft requests",
+    let named = CertIdentity::of(&chain[0]);
+    if named.as_ref() != Some(who) {
+        let refusal = match who {
+            CertIdentity::Node(_) => "peers would refuse this node's Raft requests",
+            CertIdentity::Site(_) => "the witness and the other site would not take it for this site",
+            CertIdentity::Other(_) => "it would not be recognised",
+        };
+        problems.push(format!(
+            "{section}.cert: {} names {}, not {who}: {refusal}",
             files.cert.display(),
-            other.map_or("nothing".to_string(), |o| o.to_string())
-        )),
+            named.map_or("nothing".to_string(), |o| o.to_string())
+        ));
     }
-    let host =
-        advertise.rsplit_once(':').map_or(advertise, |(host, _)| host).trim_start_matches('[').trim_end_matches(']');
+    let Some((field, address)) = dialled else { return problems };
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host).trim_start_matches('[').trim_end_matches(']');
     let verifier = match rustls::client::WebPkiServerVerifier::builder(Arc::new(roots)).build() {
         Ok(v) => v,
         Err(e) => {
-            problems.push(format!("transport.ca: {} cannot verify certificates: {e}", files.ca.display()));
+            problems.push(format!("{section}.ca: {} cannot verify certificates: {e}", files.ca.display()));
             return problems;
         }
     };
@@ -198,11 +205,8 @@ pub fn audit_node(files: &TlsFiles, id: u64, advertise: &str) -> Vec<String> {
         &[],
         now,
     ) {
-        let why = match failure::classify(&e) {
-            failure::Failure::Tls(why) => why,
-            failure::Failure::Network(why) => why,
-        };
-        problems.push(format!("transport.cert: for node.advertise {advertise:?}: {why}"));
+        let why = failure::describe(&e, "the certificate");
+        problems.push(format!("{section}.cert: for {field} {address:?}: {why}"));
     }
     problems
 }

@@ -97,7 +97,8 @@ pub fn creds() -> &'static Creds {
     CREDS.get_or_init(|| {
         let dir = tempfile::Builder::new().prefix("witness-test-tls").tempdir().expect("tempdir").keep();
         let sites = ["east".to_string(), "west".to_string()];
-        witness::tls::certs::generate(&dir, &(1..=9).collect::<Vec<u64>>(), &sites, &[]).expect("test certificates");
+        witness::tls::certs::generate(&dir, &(1..=9).collect::<Vec<u64>>(), &sites, &[], &Default::default())
+            .expect("test certificates");
         let tokens: Vec<(&'static str, &'static str, String)> = [
             ("admin", "admin"),
             ("operator", "operator"),
@@ -214,6 +215,23 @@ impl TestAgent {
 
     pub fn signal(&self, signal: libc::c_int) {
         send_signal(self.child.as_ref().expect("agent running"), signal);
+    }
+
+    /// Before its start: listens on every address (`0.0.0.0`) of a new port, so that it can be
+    /// dialled as 127.0.0.2 as well as 127.0.0.1 (`addr`). Returns the port; the other agent's
+    /// `peer` still names the old one.
+    pub fn listen_on_every_address(&mut self) -> u16 {
+        assert!(self.child.is_none(), "agent {} already running", self.site);
+        self.listener = TcpListener::bind("0.0.0.0:0").expect("bind");
+        let port = self.listener.local_addr().unwrap().port();
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        std::fs::write(
+            &self.config,
+            text.replace(&format!("listen = \"{}\"", self.addr), &format!("listen = \"0.0.0.0:{port}\"")),
+        )
+        .unwrap();
+        self.addr = format!("127.0.0.1:{port}");
+        port
     }
 
     pub fn kill9(&mut self) {
