@@ -1,13 +1,15 @@
 //! Prometheus metrics of one node, in an explicit registry (no process-wide globals, so tests
 //! and the benchmark can run several nodes in one process).
 
+use std::collections::BTreeMap;
+
 use openraft::ServerState;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::probe::ProbeMetrics;
-use crate::raft::TypeConfig;
+use crate::raft::{NodeId, TypeConfig};
 use crate::state::{State, Verdict};
 
 pub struct Metrics {
@@ -42,6 +44,8 @@ pub struct Metrics {
     /// On the leader: the epoch an agent holds past the group's (0: none ahead).
     pub agents_ahead: IntGaugeVec,
     pub peer_lease_held: IntGaugeVec,
+    peer_link_up: IntGaugeVec,
+    pub config_matches_cluster: IntGauge,
     /// On the leader: how far the standby copy is behind, per group (-1 unknown).
     pub rpo_exposure_seconds: prometheus::GaugeVec,
     /// How far behind the objective lets it be: at risk when the exposure exceeds this.
@@ -137,6 +141,17 @@ impl Metrics {
              0 when none is ahead. Nothing moves the group until a forced failover takes the epoch past it.",
             &["group"],
         );
+        let config_matches_cluster = gauge(
+            "witness_config_matches_cluster",
+            "1 when this node's config declares the sites, groups and timings the cluster registered; 0 when it \
+             differs (`witness status` on this node says how): it would decide on its own once it leads.",
+        );
+        let peer_link_up = gauge_vec(
+            "witness_peer_link_up",
+            "1 when this node's last Raft request to a peer was answered, 0 while they fail (`witness status` says \
+             why); absent for a peer not asked lately (followers ask peers only in elections).",
+            &["peer"],
+        );
         let peer_lease_held = gauge_vec(
             "witness_group_peer_lease_held",
             "On the leader: 0 when a group's active site says it holds no peer lease from the other site (writable by \
@@ -145,8 +160,8 @@ impl Metrics {
         );
         let rpo_exposure_seconds = float_gauge_vec(
             "witness_rpo_exposure_seconds",
-            "On the leader: how far a group's standby copy is behind (sync: since its last in-sync report; \
-             async: recovery-point age); -1 when not reported.",
+            "On the leader: the data a failover of a group now would lose (0 for a synchronous copy in sync; \
+             otherwise since its last in-sync report, or its recovery point's age); -1 when not reported.",
             &["group"],
         );
         let plan_step_seconds = register(
@@ -179,8 +194,8 @@ impl Metrics {
         );
         let rpo_objective_seconds = float_gauge_vec(
             "witness_rpo_objective_seconds",
-            "How far behind a group's standby copy may be (sync: in_sync_within; async: rpo); the RPO is at risk \
-             while witness_rpo_exposure_seconds exceeds it.",
+            "A group's RPO objective, its rpo: how much data a failover may lose; the RPO is at risk while \
+             witness_rpo_exposure_seconds exceeds it.",
             &["group"],
         );
         let tls_expiry = gauge_vec(
@@ -214,6 +229,8 @@ impl Metrics {
             agent_role,
             agents_ahead,
             peer_lease_held,
+            peer_link_up,
+            config_matches_cluster,
             rpo_exposure_seconds,
             rpo_objective_seconds,
             plan_step_seconds,
@@ -233,6 +250,14 @@ impl Metrics {
         self.committed_index.set(index(&m.local_committed));
         self.applied_index.set(index(&m.last_applied));
         self.snapshot_index.set(index(&m.snapshot));
+    }
+
+    /// Link gauges from this node's links, used lately: a peer not asked lately has none.
+    pub fn observe_links(&self, links: &BTreeMap<NodeId, crate::raft::links::LinkView>) {
+        self.peer_link_up.reset();
+        for (peer, link) in links {
+            self.peer_link_up.with_label_values(&[&peer.to_string()]).set(i64::from(link.up));
+        }
     }
 
     /// Group gauges from the committed state.

@@ -7,6 +7,12 @@
 
 use tracing_subscriber::EnvFilter;
 
+/// A value as one line of JSON, for a log field: what operators and log pipelines read, where
+/// Rust's debug form would print type names.
+pub fn json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_else(|e| format!("(not serializable: {e})"))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -14,16 +20,21 @@ pub enum LogFormat {
 }
 
 /// `level` is a level (`info`) or a full filter (`info,witness=debug`). openraft logs its
-/// internals at info, so it is held at warn unless the filter names it (or asks for less).
+/// internals at info, so it is held at warn unless the filter names it (or asks for less); its
+/// warnings about each failed request to a peer (several a second, in Rust's debug form) are
+/// held back to errors, since `raft::links` logs a failing peer once, with its cause, and
+/// again once a minute.
 pub fn init(format: LogFormat, level: &str) -> Result<(), String> {
     let quieter_than_warn = matches!(level, "error" | "off");
     let directives = if level.contains("openraft") || quieter_than_warn {
         level.to_string()
     } else {
-        format!("{level},openraft=warn")
+        format!("{level},openraft=warn,openraft::core::heartbeat=error,openraft::replication=error")
     };
     let filter = EnvFilter::try_new(&directives).map_err(|e| format!("--log-level {level:?}: {e}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: journald and log files get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let result = match format {
         LogFormat::Text => builder.with_target(false).try_init(),
         LogFormat::Json => builder.json().with_current_span(false).try_init(),

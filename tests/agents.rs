@@ -80,6 +80,12 @@ async fn the_primary_dies_and_the_survivors_agent_becomes_writable_after_the_dra
         ok.then_some(())
     })
     .await;
+    // A follower's status has them too: it asks the leader, which alone hears the agents.
+    let s = c.status(follower).await.unwrap();
+    assert_eq!(s["groups"][0]["agents"]["sites"]["east"]["role"], "active", "{s}");
+    assert!(s.get("agents_unavailable").is_none(), "{s}");
+    let (_, out) = support::cli(&["status", "--endpoint", &format!("https://{}", c.nodes[follower as usize - 1].addr)]);
+    assert!(out.contains("AGENTS (as reported to the leader)"), "{out}");
 
     east.kill().await;
     c.agent("east").kill9();
@@ -91,6 +97,18 @@ async fn the_primary_dies_and_the_survivors_agent_becomes_writable_after_the_dra
     eprintln!("west writable {took:?} after east's site and agent died");
     assert!(took < Duration::from_secs(8), "promotion took {took:?}");
     assert_eq!(c.group(leader).await, Some(("west".to_string(), 2)));
+    // East's dead agent is shown silent, with the role it last reported as history; west's
+    // agent is heard.
+    let s = c.status(leader).await.unwrap();
+    let sites = &s["groups"][0]["agents"]["sites"];
+    assert_eq!(
+        (sites["east"]["silent"].as_bool(), sites["east"]["role"].as_str()),
+        (Some(true), Some("active")),
+        "{s}"
+    );
+    assert_eq!(sites["west"]["silent"].as_bool(), Some(false), "{s}");
+    let (_, out) = support::cli(&["status", "--endpoint", &format!("https://{}", c.nodes[leader as usize - 1].addr)]);
+    assert!(out.contains("(was active)") && out.contains("SILENT"), "{out}");
 
     // The roles each site's hooks saw, in order, and the journal's phases.
     eventually(Duration::from_secs(5), "west's promote hook", || async {

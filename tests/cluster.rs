@@ -189,9 +189,22 @@ async fn members_add_and_remove_through_a_follower() {
     assert_eq!(code, 0, "status of the new member: {out}");
     assert!(out.contains("app"), "{out}");
 
+    // Node 4 is down when it is removed, and comes back: the others tell it it was removed,
+    // and it says so instead of waiting, not ready, for a leader.
+    c.node(4).kill9();
     let (code, out) = cli(&["members", "--endpoint", &endpoint, "remove", "4"]);
     assert_eq!(code, 0, "members remove: {out}");
     assert!(out.contains("voters: [1, 2, 3]"), "{out}");
+    c.node(4).start();
+    let reason = eventually(Duration::from_secs(20), "node 4 knows it was removed", || async {
+        let s = c.status(4).await?;
+        s["not_ready_reason"].as_str().filter(|r| r.contains("removed this node")).map(String::from)
+    })
+    .await;
+    assert!(reason.contains("stop it"), "{reason}");
+    let (code, out) = cli(&["status", "--endpoint", &format!("https://{new_addr}")]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("NOT READY: the cluster removed this node"), "{out}");
 
     let (code, out) = cli(&["members", "--endpoint", &endpoint, "add", "4", &new_addr]);
     assert_eq!(code, 1, "re-adding a removed id must be refused: {out}");
@@ -392,6 +405,48 @@ async fn automation_off_shows_in_status_and_metrics() {
     assert_eq!(code, 0, "{out}");
     let (_, out) = cli(&["status", "--endpoint", &endpoint]);
     assert!(!out.contains("AUTOMATION OFF"), "{out}");
+}
+
+/// A node whose config times failovers differently from what the leader registered (another
+/// hold_down, another probe timeout) says so, setting by setting, in its status, its CLI
+/// rendering and its metrics; the leader does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_timings_differ_from_the_registered_ones_says_which() {
+    let mut c = Cluster::new(3, 0);
+    let text = std::fs::read_to_string(&c.nodes[2].config).unwrap();
+    let text = text.replacen("probe_timeout = \"150ms\"", "probe_timeout = \"100ms\"", 1);
+    std::fs::write(&c.nodes[2].config, text.replace("hold_down = \"500ms\"", "hold_down = \"5s\"")).unwrap();
+    c.node(1).start();
+    c.node(2).start();
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    eventually(Duration::from_secs(10), "group registered", || c.group(leader)).await;
+    c.node(3).start();
+    let differences = eventually(Duration::from_secs(20), "node 3 reports its differences", || async {
+        let s = c.status(3).await?;
+        // (Until it has applied the registration, its state has no sites to compare.)
+        let listed = s["config_differences"].as_array().is_some_and(|d| !d.is_empty());
+        (s["config_matches_cluster"] == false && listed).then(|| s["config_differences"].clone())
+    })
+    .await;
+    assert_eq!(
+        differences,
+        serde_json::json!([
+            "site east: probe_timeout 100ms here, 150ms registered",
+            "group app: hold_down 5s here, 500ms registered"
+        ])
+    );
+    let s = c.status(leader).await.unwrap();
+    assert_eq!(
+        (s["config_matches_cluster"].as_bool(), s["config_differences"].as_array().map(Vec::len)),
+        (Some(true), Some(0))
+    );
+    let (_, out) = cli(&["status", "--endpoint", &format!("https://{}", c.nodes[2].addr)]);
+    assert!(
+        out.contains("differs from what the cluster registered") && out.contains("  group app: hold_down 5s here"),
+        "{out}"
+    );
+    let metrics = c.http.get(c.nodes[2].url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("witness_config_matches_cluster{node_id=\"3\"} 0"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

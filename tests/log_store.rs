@@ -129,8 +129,7 @@ async fn truncated_last_record_is_dropped_not_misread() {
 async fn snapshot_survives_restart_and_corruption_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut sm = StateMachine::open(dir.path()).unwrap();
-    let topology =
-        witness::state::Topology { sites: ["east".into(), "west".into()].into(), groups: Default::default() };
+    let topology = witness::state::Topology { sites: ["east".into(), "west".into()].into(), ..Default::default() };
     sm.shared().write().unwrap().state.apply(Command::SyncTopology(topology));
     sm.shared().write().unwrap().last_applied = Some(log_id(2, 7));
     let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();

@@ -286,3 +286,50 @@ async fn sighup_rotates_a_certificate_and_the_tokens_without_dropping_the_cluste
     let now = c.status(leader).await.unwrap();
     assert_eq!((now["leader"]["id"].as_u64(), now["term"].as_u64()), (Some(leader), Some(term)), "{now}");
 }
+
+/// A member the others cannot reach (node 3 presents a certificate from another CA) no longer
+/// hides behind a ready cluster with three voters: the leader's status names the link and its
+/// cause, its CLI rendering says so, `witness_peer_link_up` is 0, and the leader logs it once
+/// (not for every request, as openraft's own warnings would).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_the_leader_cannot_reach_is_named_with_its_cause_once() {
+    let mut c = Cluster::new(3, 0);
+    let other = tempfile::tempdir().unwrap();
+    witness::tls::certs::generate(other.path(), &[3], &[], &[], &Default::default()).unwrap();
+    let ours = creds().dir.display().to_string();
+    let text = std::fs::read_to_string(&c.nodes[2].config).unwrap().replace(&ours, &other.path().display().to_string());
+    std::fs::write(&c.nodes[2].config, text).unwrap();
+    for id in 1..=3 {
+        c.node(id).start();
+    }
+    let failing = || async {
+        for id in 1..=2 {
+            let s = c.status(id).await?;
+            if s["role"] == "leader" && s["ready"] == true {
+                let link = &s["members"].as_array()?.iter().find(|m| m["id"] == 3)?["link"];
+                if link["up"] == false {
+                    return Some((id, s.clone()));
+                }
+            }
+        }
+        None
+    };
+    let (leader, status) = eventually(Duration::from_secs(20), "the leader names node 3's link", failing).await;
+    let node3 = status["members"].as_array().unwrap().iter().find(|m| m["id"] == 3).unwrap();
+    let error = node3["link"]["error"].as_str().unwrap();
+    assert!(error.contains("TLS handshake failed") && error.contains("not signed by the CA"), "{status}");
+    let endpoint = c.nodes[leader as usize - 1].url("");
+    let (code, out) = cli(&["status", "--endpoint", &endpoint]);
+    assert_eq!(code, 0, "the cluster is ready: {out}");
+    assert!(out.contains(&format!("node {leader} cannot reach node 3 at {}: TLS handshake failed", c.nodes[2].addr)));
+    let metrics = c.http.get(c.nodes[leader as usize - 1].url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let up = metrics.lines().find(|l| l.starts_with("witness_peer_link_up") && l.contains("peer=\"3\""));
+    assert!(up.is_some_and(|l| l.ends_with(" 0")), "{metrics}");
+
+    // Some seconds of heartbeats later, the leader has logged the failing link once.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let log = std::fs::read_to_string(&c.nodes[leader as usize - 1].log).unwrap();
+    let said: Vec<&str> = log.lines().filter(|l| l.contains("cannot reach peer") && l.contains("peer=3")).collect();
+    assert_eq!(said.len(), 1, "{said:#?}");
+    assert!(!log.contains("failed to send a heartbeat"), "openraft's per-request warnings are held back");
+}

@@ -607,7 +607,7 @@ async fn peer_lease(
     let presented = conn.and_then(|Extension(c)| c.cert);
     if agent.server_tls.is_some() && presented != Some(CertIdentity::Site(request.site.to_string())) {
         let presented = presented.map_or("none".to_string(), |c| c.to_string());
-        tracing::warn!(site = ?request.site, %presented, "peer-lease request refused: not that site's certificate");
+        tracing::warn!(site = %request.site, %presented, "peer-lease request refused: not that site's certificate");
         let msg = format!(
             "peer leases for site {:?} need its certificate (site-{}) from this agent's CA; presented: {presented}\n",
             request.site, request.site

@@ -237,7 +237,7 @@ fn refused(conn: &Option<Connection>, uri: &axum::http::Uri, e: &ApiError) {
     let remote = conn.as_ref().map(|c| c.remote.to_string()).unwrap_or_default();
     // Debug formatting: the message may quote names from the request, whose newlines and
     // escape codes must not reach the log as such.
-    tracing::warn!(%remote, path = %uri.path(), error = ?e.to_string(), "request refused");
+    tracing::warn!(%remote, path = %uri.path(), error = %e, "request refused");
 }
 
 #[cfg(test)]

@@ -66,10 +66,13 @@ pub fn render(s: &Status) -> String {
         opt(s.purged_index)
     );
     if !s.config_matches_cluster {
-        out += "warning: this node's config declares other sites or groups than the cluster has registered\n";
+        out += "warning: this node's config differs from what the cluster registered (the leader's config wins)\n";
+        for difference in &s.config_differences {
+            out += &format!("  {difference}\n");
+        }
     }
     out += "\nMEMBERS\n";
-    let mut rows = vec![vec!["ID".to_string(), "ADDRESS".into(), "ROLE".into(), "LAST ACK".into()]];
+    let mut rows = vec![vec!["ID".to_string(), "ADDRESS".into(), "ROLE".into(), "LAST ACK".into(), "LINK".into()]];
     for m in &s.members {
         let role = if Some(m.id) == s.leader.as_ref().map(|l| l.id) {
             "leader"
@@ -83,9 +86,19 @@ pub fn render(s: &Status) -> String {
             m.addr.clone(),
             role.into(),
             m.last_ack_ms.map_or("-".into(), |ms| format!("{ms} ms")),
+            match &m.link {
+                None => "-".into(),
+                Some(l) if l.up => "ok".into(),
+                Some(l) => format!("FAILING {} s", l.failing_for_ms.unwrap_or(0) / 1000),
+            },
         ]);
     }
     out += &table(&rows);
+    for m in &s.members {
+        if let Some(error) = m.link.as_ref().and_then(|l| l.error.as_ref()) {
+            out += &format!("node {} cannot reach node {} at {}: {error}\n", s.node_id, m.id, m.addr);
+        }
+    }
     out += "\nSITES (verdict of each node)\n";
     if s.sites.is_empty() {
         out += "(none)\n";
@@ -140,6 +153,9 @@ pub fn render(s: &Status) -> String {
             for g in with_plans {
                 out += &super::plan::show(g);
             }
+        }
+        if let Some(why) = &s.agents_unavailable {
+            out += &format!("\nAGENTS UNKNOWN HERE: {why}\n");
         }
         let with_agents: Vec<_> = s.groups.iter().filter_map(|g| Some((g, g.agents.as_ref()?))).collect();
         if !with_agents.is_empty() {

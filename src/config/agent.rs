@@ -59,7 +59,6 @@ pub enum ReplicationSource {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawAgentConfig {
     agent: RawAgent,
     #[serde(default, rename = "group")]
@@ -67,15 +66,17 @@ struct RawAgentConfig {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawAgent {
     site: Option<String>,
     listen: Option<String>,
     peer: Option<String>,
     #[serde(default)]
     witness: Vec<String>,
+    #[serde(default, deserialize_with = "duration::text")]
     heartbeat_interval: Option<String>,
+    #[serde(default, deserialize_with = "duration::text")]
     peer_timeout: Option<String>,
+    #[serde(default, deserialize_with = "duration::text")]
     hook_timeout: Option<String>,
     plain_http: Option<bool>,
     ca: Option<String>,
@@ -85,7 +86,6 @@ struct RawAgent {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawAgentGroup {
     name: Option<String>,
     replication_command: Option<String>,

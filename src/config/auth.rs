@@ -139,7 +139,6 @@ pub fn new_token() -> String {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawAuth {
     anonymous: Option<String>,
     metrics: Option<String>,
@@ -148,7 +147,6 @@ pub(super) struct RawAuth {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawToken {
     name: Option<String>,
     role: Option<String>,

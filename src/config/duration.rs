@@ -40,6 +40,32 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// A duration field as the config file gives it, kept as text for [`parse`] to judge with every
+/// other problem of the file. A bare number (`hold_down = 2`) is kept as its digits, so that it
+/// is refused with the unit hint, where a TOML type error would stop the file at the first.
+pub(crate) fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    struct Text;
+    impl serde::de::Visitor<'_> for Text {
+        type Value = String;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a duration such as \"250ms\", \"5s\" or \"1m30s\"")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+    }
+    d.deserialize_any(Text).map(Some)
+}
+
 /// No setting of this program means anything beyond this; rejecting larger values keeps every
 /// computation on durations (sums, multiples) far from overflow.
 pub const MAX: Duration = Duration::from_secs(30 * 86400);

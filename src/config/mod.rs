@@ -210,15 +210,45 @@ pub(crate) fn read(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })
 }
 
-/// TOML text → raw struct `R` → `validate`; `origin` only names the source in errors.
+/// TOML text → raw struct `R` → `validate`; `origin` only names the source in errors. Unknown
+/// fields are reported with the validation's problems, every one of them: the raw structs
+/// accept any field, and `serde_ignored` names those nothing read.
 pub(crate) fn parse<R: serde::de::DeserializeOwned, T>(
     text: &str,
     origin: &Path,
     validate: impl FnOnce(R) -> Result<T, Vec<FieldError>>,
 ) -> Result<T, ConfigError> {
-    let raw: R = toml::from_str(text)
-        .map_err(|e| ConfigError::Parse { path: origin.to_owned(), message: e.to_string().trim_end().to_string() })?;
-    validate(raw).map_err(|errors| ConfigError::Invalid { path: origin.to_owned(), errors })
+    let syntax = |e: toml::de::Error| ConfigError::Parse {
+        path: origin.to_owned(),
+        message: e.to_string().trim_end().to_string(),
+    };
+    let mut unknown = Vec::new();
+    let raw: R = serde_ignored::deserialize(toml::Deserializer::parse(text).map_err(syntax)?, |path| {
+        unknown.push(FieldError {
+            field: field_path(&path),
+            message: "unknown field (misspelt, or in the wrong section?)".into(),
+        })
+    })
+    .map_err(syntax)?;
+    match validate(raw) {
+        Ok(config) if unknown.is_empty() => Ok(config),
+        Ok(_) => Err(ConfigError::Invalid { path: origin.to_owned(), errors: unknown }),
+        Err(errors) => Err(ConfigError::Invalid { path: origin.to_owned(), errors: [unknown, errors].concat() }),
+    }
+}
+
+/// A field's path as the config's errors name it: `group[0].hold_down`.
+fn field_path(path: &serde_ignored::Path) -> String {
+    use serde_ignored::Path as P;
+    match path {
+        P::Root => String::new(),
+        P::Seq { parent, index } => format!("{}[{index}]", field_path(parent)),
+        P::Map { parent, key } => match field_path(parent) {
+            p if p.is_empty() => key.clone(),
+            p => format!("{p}.{key}"),
+        },
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => field_path(parent),
+    }
 }
 
 impl Config {
@@ -240,7 +270,6 @@ impl Config {
 // Raw structs: what TOML deserializes into. Strings where a value needs checking.
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawConfig {
     node: RawNode,
     cluster: RawCluster,
@@ -258,7 +287,6 @@ struct RawConfig {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawNode {
     id: Option<u64>,
     listen: Option<String>,
@@ -267,7 +295,6 @@ struct RawNode {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawCluster {
     name: Option<String>,
     #[serde(default)]
@@ -277,27 +304,29 @@ struct RawCluster {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawMember {
     id: Option<u64>,
     addr: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawRaft {
+    #[serde(default, deserialize_with = "duration::text")]
     heartbeat_interval: Option<String>,
+    #[serde(default, deserialize_with = "duration::text")]
     election_timeout_min: Option<String>,
+    #[serde(default, deserialize_with = "duration::text")]
     election_timeout_max: Option<String>,
     pre_vote: Option<bool>,
+    #[serde(default, deserialize_with = "duration::text")]
     quorum_loss_probe_interval: Option<String>,
+    #[serde(default, deserialize_with = "duration::text")]
     snapshot_interval: Option<String>,
     snapshot_max_entries: Option<u64>,
     log_keep_after_snapshot: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawTransport {
     plain_http: Option<bool>,
     cert: Option<String>,
@@ -306,17 +335,17 @@ struct RawTransport {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawDev {
     tls_dir: Option<String>,
     operator_token: Option<String>,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawSite {
     name: Option<String>,
+    #[serde(default, deserialize_with = "duration::text")]
     probe_interval: Option<String>,
+    #[serde(default, deserialize_with = "duration::text")]
     probe_timeout: Option<String>,
     failure_threshold: Option<u32>,
     success_threshold: Option<u32>,
@@ -325,7 +354,6 @@ struct RawSite {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawProbe {
     kind: Option<String>,
     url: Option<String>,
@@ -336,20 +364,26 @@ struct RawProbe {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawGroup {
     name: Option<String>,
     primary: Option<String>,
     secondary: Option<String>,
     replication: Option<String>,
+    #[serde(default, deserialize_with = "duration::text")]
     rto: Option<String>,
+    #[serde(default, deserialize_with = "duration::text")]
     rpo: Option<String>,
     failover: Option<String>,
+    #[serde(default, deserialize_with = "duration::text")]
     hold_down: Option<String>,
+    #[serde(default, deserialize_with = "duration::text")]
     block_after_failover: Option<String>,
     agents: Option<bool>,
+    #[serde(default, deserialize_with = "duration::text")]
     lease: Option<String>,
+    #[serde(default, deserialize_with = "duration::text")]
     lease_margin: Option<String>,
+    #[serde(default, deserialize_with = "duration::text")]
     in_sync_within: Option<String>,
     #[serde(default, rename = "step")]
     steps: Vec<toml::Table>,

@@ -144,6 +144,24 @@ impl<'a> Fields<'a> {
         format!("{}.{key}", self.prefix)
     }
 
+    /// A duration; a bare number is refused with the unit hint, like the node's own durations.
+    fn duration(&mut self, key: &str, default: Duration, e: &mut Errors) -> Duration {
+        let text = match self.take(key) {
+            None => return default,
+            Some(toml::Value::Integer(n)) => n.to_string(),
+            Some(toml::Value::Float(n)) => n.to_string(),
+            Some(toml::Value::String(s)) => s,
+            Some(other) => {
+                e.add(self.path(key), format!("expected a duration such as \"30s\", found {}", other.type_str()));
+                return default;
+            }
+        };
+        duration::parse(&text).unwrap_or_else(|msg| {
+            e.add(self.path(key), msg);
+            default
+        })
+    }
+
     fn string(&mut self, key: &str, e: &mut Errors) -> Option<String> {
         match self.take(key)? {
             toml::Value::String(s) if !s.trim().is_empty() => Some(s),
@@ -349,13 +367,7 @@ pub(super) fn validate(prefix: &str, table: toml::Table, sites: &[&str], e: &mut
             e.add(f.path("name"), msg);
         }
     }
-    let timeout = match f.string("timeout", e) {
-        None => Duration::from_secs(30),
-        Some(t) => duration::parse(&t).unwrap_or_else(|msg| {
-            e.add(f.path("timeout"), msg);
-            Duration::from_secs(30)
-        }),
-    };
+    let timeout = f.duration("timeout", Duration::from_secs(30), e);
     if timeout.is_zero() {
         e.add(f.path("timeout"), "must be greater than 0s");
     }

@@ -142,11 +142,24 @@ impl Ledger {
         from_start.max(from_grant)
     }
 
+    /// The RPO exposure: the data the group's standby copy would lack if it took over now
+    /// ([`Ledger::data_at_risk`] for a failure now), what status and metrics show beside the
+    /// objective, the group's `rpo`.
+    pub fn rpo_exposure(
+        &self,
+        name: &str,
+        group: &GroupState,
+        in_sync_within: Duration,
+        now: Duration,
+    ) -> Option<Duration> {
+        self.data_at_risk(name, group, in_sync_within, now, now)
+    }
+
     /// How far the group's standby copy is behind, as last reported by its agent: for a
     /// synchronous group, the time since it last reported in sync (zero while it does); for an
     /// asynchronous one, the age of its last recovery point now. `None`: never reported to
     /// this leader.
-    pub fn rpo_exposure(&self, name: &str, group: &GroupState, now: Duration) -> Option<Duration> {
+    fn behind(&self, name: &str, group: &GroupState, now: Duration) -> Option<Duration> {
         let standby = group.other();
         let record = self.sites.get(standby)?;
         let g = record.groups.get(name)?;
@@ -166,7 +179,7 @@ impl Ledger {
 
     /// The data `group`'s standby copy would lack if it took over for a failure at
     /// `failed_at`: none for a synchronous copy last reported in sync at most `in_sync_within`
-    /// before the failure, otherwise how far behind it is now ([`Ledger::rpo_exposure`]).
+    /// before the failure, otherwise how far behind it is now.
     /// `None`: never reported to this leader. The one rule for the RPO gate and for the RPO a
     /// failover records.
     pub fn data_at_risk(
@@ -182,7 +195,7 @@ impl Ledger {
         if group.spec.replication == ReplicationMode::Sync && in_sync_at_failure {
             return Some(Duration::ZERO);
         }
-        self.rpo_exposure(name, group, now)
+        self.behind(name, group, now)
     }
 
     /// The lease the active site of `group` holds by this leader's grants, remaining at `now`.

@@ -16,9 +16,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ReplicationMode;
 pub use crate::state::Gate;
-use crate::state::{Command, DecisionFacts, Epoch, GroupId, GroupSpec, GroupState, NodeId, SiteId, State};
+use crate::state::{Command, DecisionFacts, Epoch, GroupId, GroupState, NodeId, SiteId, State};
 use leases::Ledger;
 
 /// Per-group timing the engine needs, from config.
@@ -31,26 +30,6 @@ pub struct GroupTiming {
     /// Groups with agents, synchronous: how long before the failure the survivor must last
     /// have reported in sync.
     pub in_sync_within: Duration,
-}
-
-impl GroupTiming {
-    /// The one RPO objective: how far behind the standby's copy may be. A synchronous copy may
-    /// be out of sync for `in_sync_within`, an asynchronous one as old as the group's `rpo`.
-    pub fn rpo_objective(&self, spec: &GroupSpec) -> Duration {
-        match spec.replication {
-            ReplicationMode::Sync => self.in_sync_within,
-            ReplicationMode::Async => Duration::from_millis(spec.rpo_ms),
-        }
-    }
-
-    /// How much data a failover may lose and still pass the RPO gate on its own: none for a
-    /// synchronous copy, the `rpo` objective for an asynchronous one.
-    pub fn rpo_allowance(&self, spec: &GroupSpec) -> Duration {
-        match spec.replication {
-            ReplicationMode::Sync => Duration::ZERO,
-            ReplicationMode::Async => Duration::from_millis(spec.rpo_ms),
-        }
-    }
 }
 
 pub struct Inputs<'a> {
@@ -356,9 +335,9 @@ fn assess(
         if survivor_agent.is_none() {
             gates.push(Gate::SurvivorAgentSilent);
         }
-        rpo_exposure_ms = inputs.ledger.rpo_exposure(name, group, inputs.now).map(|d| d.as_millis() as u64);
         let at_risk = inputs.ledger.data_at_risk(name, group, timing.in_sync_within, since, inputs.now);
-        if at_risk.is_none_or(|lost| lost > timing.rpo_allowance(&group.spec)) {
+        rpo_exposure_ms = at_risk.map(|d| d.as_millis() as u64);
+        if at_risk.is_none_or(|lost| Some(lost) > rpo_objective(group)) {
             gates.push(Gate::Rpo);
         }
         rpo_ms = at_risk.map(|d| d.as_millis() as u64);
@@ -388,10 +367,12 @@ pub fn detected_after(failing_since: &BTreeMap<SiteId, Duration>, site: &str, no
     failing_since.get(site).map(|since| now.saturating_sub(*since).as_millis() as u64)
 }
 
-/// How far behind the RPO objective lets the standby's copy be, for groups with agents (the
-/// only groups whose copy is reported).
-pub fn rpo_objective(group: &GroupState, timing: &GroupTiming) -> Option<Duration> {
-    group.spec.leases.map(|_| timing.rpo_objective(&group.spec))
+/// The one RPO objective, the group's `rpo`: how much data a failover may lose, for the gate,
+/// the watch and what status shows beside the exposure. Only for groups with agents (the only
+/// groups whose copy is reported). A synchronous copy reported in sync within
+/// `in_sync_within` of the failure loses none (`Ledger::data_at_risk`).
+pub fn rpo_objective(group: &GroupState) -> Option<Duration> {
+    group.spec.leases.map(|_| Duration::from_millis(group.spec.rpo_ms))
 }
 
 /// An assessment when the standby's copy crosses its RPO objective, either way. Not while
@@ -403,11 +384,11 @@ fn watch_rpo(
     memory: &mut Memory,
     inputs: &Inputs,
 ) -> Option<Assessment> {
-    let objective = rpo_objective(group, timing)?;
+    let objective = rpo_objective(group)?;
     if group.draining {
         return None;
     }
-    let exposure = inputs.ledger.rpo_exposure(name, group, inputs.now)?;
+    let exposure = inputs.ledger.rpo_exposure(name, group, timing.in_sync_within, inputs.now)?;
     let at_risk = exposure > objective;
     if memory.rpo_at_risk == Some(at_risk) || (memory.rpo_at_risk.is_none() && !at_risk) {
         memory.rpo_at_risk = Some(at_risk);

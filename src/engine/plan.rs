@@ -171,6 +171,7 @@ mod tests {
         s.apply(Command::SyncTopology(Topology {
             sites: ["east".into(), "west".into()].into(),
             groups: [("app".into(), spec)].into(),
+            tuning: Default::default(),
         }));
         s.apply(Command::Activate { group: "app".into(), site: "west".into(), expected_epoch: Epoch(1) });
         s

@@ -39,6 +39,7 @@ impl World {
         state.apply(Command::SyncTopology(Topology {
             sites: ["east".into(), "west".into()].into(),
             groups: [("app".into(), spec)].into(),
+            tuning: Default::default(),
         }));
         World {
             state,
@@ -474,6 +475,7 @@ impl World {
         w.state.apply(Command::SyncTopology(Topology {
             sites: ["east".into(), "west".into()].into(),
             groups: [("app".into(), spec)].into(),
+            tuning: Default::default(),
         }));
         w
     }
@@ -751,6 +753,7 @@ fn a_shortened_lease_never_shortens_the_wait_of_a_new_leader() {
     w.state.apply(Command::SyncTopology(Topology {
         sites: ["east".into(), "west".into()].into(),
         groups: [("app".into(), spec)].into(),
+        tuning: Default::default(),
     }));
     w.state.apply(Command::Activate { group: "app".into(), site: "west".into(), expected_epoch: Epoch(1) });
     let ledger = Ledger::new(ms(0));
@@ -793,4 +796,10 @@ fn the_standby_falling_behind_its_rpo_objective_is_journaled_once_each_way() {
     w.heartbeat("west", true, in_sync(false));
     assert!(rpo(&w.at(IN_SYNC_WITHIN)).is_empty(), "not yet beyond in_sync_within");
     assert_eq!(rpo(&w.at(IN_SYNC_WITHIN + ms(1))), ["rpo_at_risk"]);
+    // One objective, the group's rpo (0s here), beside one exposure: what a failover now loses.
+    assert_eq!(super::rpo_objective(w.group()), Some(Duration::ZERO));
+    let exposure = w.ledger.rpo_exposure("app", w.group(), IN_SYNC_WITHIN, w.now);
+    assert_eq!(exposure, Some(IN_SYNC_WITHIN + ms(1)), "out of sync since 0");
+    w.heartbeat("west", true, in_sync(true));
+    assert_eq!(w.ledger.rpo_exposure("app", w.group(), IN_SYNC_WITHIN, w.now), Some(Duration::ZERO), "in sync: none");
 }

@@ -55,6 +55,9 @@ pub struct Health {
     pub recovered: bool,
     pub applied: Option<u64>,
     pub committed: Option<u64>,
+    /// The cluster removed this node (its committed state retired its id, its membership no
+    /// longer lists it, or a peer said so).
+    pub removed: bool,
 }
 
 /// Ready means: a leader is known and demonstrably has a quorum (the leader has heard from one
@@ -63,6 +66,11 @@ pub struct Health {
 pub fn readiness(h: &Health, bound: Duration) -> Result<(), String> {
     if let Some(e) = &h.raft_stopped {
         return Err(format!("Raft has stopped: {e}"));
+    }
+    if h.removed {
+        return Err("the cluster removed this node (`witness members remove`): it takes no part in any decision; \
+                    stop it"
+            .into());
     }
     let ms = |d: Duration| d.as_millis();
     match h.leader {
@@ -125,6 +133,7 @@ mod tests {
             recovered: true,
             applied: Some(5),
             committed: Some(5),
+            removed: false,
         };
         let bound = ms(1000);
         assert_eq!(readiness(&ok, bound), Ok(()));
@@ -140,6 +149,7 @@ mod tests {
             (Health { recovered: false, ..ok.clone() }, "recovering"),
             (Health { applied: Some(4), ..ok.clone() }, "applied 4 of 5"),
             (Health { raft_stopped: Some("disk".into()), ..ok.clone() }, "Raft has stopped: disk"),
+            (Health { removed: true, ..ok.clone() }, "the cluster removed this node"),
         ];
         for (h, want) in cases {
             let got = readiness(&h, bound).expect_err(want);

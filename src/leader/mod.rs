@@ -373,8 +373,13 @@ impl Leader {
                 let agents = GroupAgents {
                     agents_ahead: ledger.agents_ahead(name, g).map(|(_, epoch)| epoch),
                     without_peer_lease: ledger.without_peer_lease(name, g, now),
-                    rpo_exposure_ms: ledger.rpo_exposure(name, g, now).map(ms),
-                    rpo_objective_ms: self.config.timing.get(name).and_then(|t| rpo_objective(g, t)).map(ms),
+                    rpo_exposure_ms: self
+                        .config
+                        .timing
+                        .get(name)
+                        .and_then(|t| ledger.rpo_exposure(name, g, t.in_sync_within, now))
+                        .map(ms),
+                    rpo_objective_ms: rpo_objective(g).map(ms),
                     leases_expire_in_ms: g.draining.then(|| ms(ledger.leases_expire_at(name, g).saturating_sub(now))),
                     sites,
                 };
@@ -449,10 +454,11 @@ pub struct GroupAgents {
     /// one): writable by the witness's lease alone, it would stop if the witness went away.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub without_peer_lease: Option<String>,
-    /// How far the standby copy is behind (sync: since its last in-sync report; async: its
-    /// recovery point's age); absent when not reported.
+    /// The data a failover now would lose: none for a synchronous copy reported in sync within
+    /// `in_sync_within`, otherwise how far it is behind (sync: since its last in-sync report;
+    /// async: its recovery point's age); absent when not reported.
     pub rpo_exposure_ms: Option<u64>,
-    /// How far behind the objective lets it be.
+    /// The group's `rpo`: how much a failover may lose.
     #[serde(default)]
     pub rpo_objective_ms: Option<u64>,
     /// While draining: until the old active site's witness leases have certainly expired.

@@ -54,6 +54,7 @@ impl World {
         let topology = Topology {
             sites: ["east".into(), "west".into()].into(),
             groups: [("app".into(), spec(leases, steps))].into(),
+            tuning: Default::default(),
         };
         let timing =
             GroupTiming { hold_down: HOLD, block_after_failover: Duration::from_secs(60), in_sync_within: ms(500) };

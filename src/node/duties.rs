@@ -107,7 +107,8 @@ async fn bootstrap(node: Arc<Node>) {
         members.iter().map(|(id, addr)| (*id, BasicNode { addr: addr.clone() })).collect();
     match node.raft.initialize(nodes).await {
         Ok(()) => {
-            tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "initialized a new cluster")
+            let ids: Vec<String> = members.keys().map(|id| id.to_string()).collect();
+            tracing::info!(members = %ids.join(","), "initialized a new cluster")
         }
         Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
             tracing::info!("cluster already initialized by a peer: joining it")
@@ -122,7 +123,7 @@ async fn recover(node: Arc<Node>) {
     match node.raft.wait_for_recovery(None).await {
         Ok(m) => {
             node.recovered.store(true, std::sync::atomic::Ordering::Release);
-            tracing::info!(applied = ?m.last_applied.map(|l| l.index), "committed state recovered");
+            tracing::info!(applied = m.last_applied.map_or(0, |l| l.index), "committed state recovered");
         }
         Err(e) => tracing::warn!(error = %e, "recovery wait ended without recovering"),
     }
@@ -165,7 +166,7 @@ async fn snapshot_timer(node: Arc<Node>) {
             (m.last_applied.map(|l| l.index), m.snapshot.map(|l| l.index))
         };
         if applied > snapshot {
-            tracing::debug!(?applied, ?snapshot, "time-based snapshot");
+            tracing::debug!(applied = applied.unwrap_or(0), snapshot = snapshot.unwrap_or(0), "time-based snapshot");
             if let Err(e) = node.raft.trigger().snapshot().await {
                 tracing::error!(error = %e, "cannot trigger snapshot");
             }

@@ -177,7 +177,7 @@ async fn propose(node: Arc<Node>, command: Command) {
     match result {
         Ok(reply) => {
             if !matches!(command, Command::Journal { .. }) {
-                tracing::info!(%command, ?reply, "committed");
+                tracing::info!(%command, reply = %crate::telemetry::json(&reply), "committed");
             }
             let activated = matches!(reply, LeaderReply::Written { response: Response::Activated { .. }, .. });
             if let (true, Command::Failover { facts, automatic: true, .. }) = (activated, &command) {

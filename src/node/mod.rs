@@ -32,6 +32,7 @@ use crate::engine::detector::{Observer, Watch};
 use crate::leader::{Contact, Leader, LeaderConfig};
 use crate::metrics::Metrics;
 use crate::probe::SiteProber;
+use crate::raft::links::Links;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{Network, PeerClients, SharedPeers};
 use crate::raft::rpc::LeaderContact;
@@ -69,6 +70,8 @@ pub struct Node {
     leader: Mutex<Option<Leader>>,
     /// Clients toward the other nodes (Raft, forwarding, bootstrap checks).
     peers: SharedPeers,
+    /// How this node's Raft requests to each peer fare.
+    pub links: Arc<Links>,
     /// This node's certificate, key and cluster CA; `None` on plain HTTP.
     tls: Option<Arc<Reloadable>>,
     /// The tokens accepted and the anonymous/metrics switches, replaced on reload.
@@ -122,14 +125,15 @@ impl Node {
         let log_store = LogStore::open(&data_dir.join("raft-log"))?;
         let state_machine = StateMachine::open(&data_dir)?;
         let applied = state_machine.shared();
-        let network = Network::new(&config.cluster.name, peers.clone());
+        let clock = Clock::start();
+        let links = Arc::new(Links::new(clock));
+        let network = Network::new(&config.cluster.name, peers.clone(), links.clone());
         let raft_config = raft::openraft_config(&config.cluster.name, &config.cluster.raft)?;
         let raft = Raft::new(config.node.id, raft_config, network, log_store, state_machine)
             .await
             .context("cannot start Raft")?;
 
         let (stop, stopped) = watch::channel(false);
-        let clock = Clock::start();
         let watches = config.sites.iter().map(|s| {
             let watch = Watch {
                 failure_threshold: s.failure_threshold,
@@ -156,6 +160,7 @@ impl Node {
             leader_config: Arc::new(LeaderConfig::from_config(&config)),
             leader: Mutex::new(None),
             peers,
+            links,
             tls: tls.clone(),
             auth: RwLock::new(Arc::new(auth)),
             rate_limits: Default::default(),
@@ -164,11 +169,17 @@ impl Node {
 
         let addr = listener.local_addr()?;
         let mut tasks = JoinSet::new();
-        let raft_routes = raft::rpc::router(raft.clone(), config.node.id, &config.cluster.name, node.contact.clone())
-            .route_layer(axum::middleware::from_fn_with_state(
-                (node.clone(), crate::api::auth::Needs::Peer),
-                crate::api::auth::guard,
-            ));
+        let raft_routes = raft::rpc::router(
+            raft.clone(),
+            config.node.id,
+            &config.cluster.name,
+            node.contact.clone(),
+            node.applied.clone(),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            (node.clone(), crate::api::auth::Needs::Peer),
+            crate::api::auth::guard,
+        ));
         let app = crate::api::router(node.clone()).merge(raft_routes);
         tasks.spawn(crate::server::serve(listener, app, tls, stopped.clone()));
         duties::spawn_all(&node, probers, &stopped, &mut tasks);

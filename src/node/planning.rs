@@ -26,7 +26,7 @@ pub(super) async fn run_attempt(
     match node.submit(LeaderRequest::Write(a.started()), true).await {
         Ok(LeaderReply::Written { response: Response::Plan(_), .. }) => {}
         Ok(reply) => {
-            tracing::info!(?reply, group = %a.group, step = %a.step, "plan step start refused");
+            tracing::info!(reply = %crate::telemetry::json(&reply), group = %a.group, step = %a.step, "plan step start refused");
             return;
         }
         Err(e) => {

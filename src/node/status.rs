@@ -37,9 +37,17 @@ pub struct Status {
     /// The cluster-wide switch (`witness automation on|off`): off, no group fails over by itself.
     #[serde(default = "on")]
     pub automation: bool,
-    /// False when this node's config declares other sites or groups than the replicated state
-    /// (the leader's config wins).
+    /// False when this node's config declares other sites, groups or timings than the
+    /// replicated state (the leader's config wins).
     pub config_matches_cluster: bool,
+    /// Each timing where this node's config differs from what the cluster registered: it
+    /// would decide on it once it leads.
+    #[serde(default)]
+    pub config_differences: Vec<String>,
+    /// Why the groups' agents are missing: only the leader hears them, and this node could not
+    /// ask it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agents_unavailable: Option<String>,
     pub ready: bool,
     pub not_ready_reason: Option<String>,
     pub uptime_seconds: u64,
@@ -58,6 +66,10 @@ pub struct Member {
     pub voter: bool,
     /// Only on the leader: time since this member last acknowledged the leader.
     pub last_ack_ms: Option<u64>,
+    /// How the Raft requests of the node answering to this member fare; absent when it has
+    /// sent none lately (a follower sends them only in elections).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<crate::raft::links::LinkView>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -73,7 +85,8 @@ pub struct GroupStatus {
     pub blocked: bool,
     /// A failover is committed and `active` waits to be promoted (groups with agents).
     pub draining: bool,
-    /// Only on the leader, for groups with agents: their reports and leases.
+    /// For groups with agents: their reports and leases, as the leader has them (a follower
+    /// asks it).
     pub agents: Option<crate::leader::GroupAgents>,
     /// The plan of the latest failover, step by step.
     #[serde(default)]
@@ -105,9 +118,11 @@ impl Node {
         let m = self.raft.metrics().borrow_watched().clone();
         let membership = m.membership_config.clone();
         let voters: Vec<NodeId> = membership.voter_ids().collect();
+        let mut links = self.links.view();
         let members = membership
             .nodes()
             .map(|(id, node)| Member {
+                link: links.remove(id),
                 id: *id,
                 addr: node.addr.clone(),
                 voter: voters.contains(id),
@@ -122,7 +137,7 @@ impl Node {
         let leader = m
             .current_leader
             .map(|id| LeaderRef { id, addr: membership.get_node(&id).map(|n| n.addr.clone()).unwrap_or_default() });
-        let (sites, verdicts, groups, config_matches_cluster, automation) = {
+        let (sites, verdicts, groups, config_matches_cluster, automation, config_differences) = {
             let applied = self.applied.read().expect("state lock poisoned");
             let s = &applied.state;
             let groups = s
@@ -163,6 +178,7 @@ impl Node {
                 groups,
                 s.matches_topology(&self.topology),
                 automation,
+                self.topology.tuning.differences(&s.tuning, ("here", "registered")),
             )
         };
         let mut groups: Vec<GroupStatus> = groups;
@@ -189,10 +205,32 @@ impl Node {
             groups,
             automation,
             config_matches_cluster,
+            config_differences,
+            agents_unavailable: None,
             ready: readiness.is_ok(),
             not_ready_reason: readiness.err(),
             uptime_seconds: self.clock.now().as_secs(),
         }
+    }
+
+    /// [`Node::status`], with the agents as the leader has them when this node does not lead.
+    pub async fn status_with_agents(&self) -> Status {
+        let mut status = self.status();
+        let with_agents =
+            self.applied.read().expect("state lock poisoned").state.groups.values().any(|g| g.spec.leases.is_some());
+        if status.role == "leader" || !with_agents {
+            return status;
+        }
+        match self.submit(super::leader::LeaderRequest::Agents, false).await {
+            Ok(super::leader::LeaderReply::Agents { mut groups }) => {
+                for g in &mut status.groups {
+                    g.agents = groups.remove(&g.name);
+                }
+            }
+            Ok(_) => status.agents_unavailable = Some("the leader answered something else".into()),
+            Err(e) => status.agents_unavailable = Some(format!("only the leader hears the agents: {e}")),
+        }
+        status
     }
 
     /// Ready or not, and why not (`crate::leader::contact::readiness`).
@@ -216,8 +254,20 @@ impl Node {
             recovered: self.recovered.load(std::sync::atomic::Ordering::Acquire),
             applied: m.last_applied.map(|l| l.index),
             committed: m.local_committed.map(|l| l.index),
+            removed: self.removed(m),
         };
         readiness(&health, self.config.cluster.raft.election_timeout_max)
+    }
+}
+
+impl Node {
+    /// Whether the cluster removed this node: its committed state retired its id, the
+    /// membership it holds lists others but not it, or a peer answered so.
+    fn removed(&self, m: &openraft::RaftMetrics<crate::raft::TypeConfig>) -> bool {
+        let retired = self.applied.read().expect("state lock poisoned").state.retired_nodes.contains(&self.id);
+        let membership = &m.membership_config;
+        let unlisted = membership.nodes().next().is_some() && membership.get_node(&self.id).is_none();
+        retired || unlisted || self.links.told_removed()
     }
 }
 

@@ -4,6 +4,7 @@
 //! This layer knows Raft and storage; it knows nothing of sites, probes or failover rules
 //! beyond carrying [`crate::state::Command`]s to [`crate::state::State::apply`].
 
+pub mod links;
 pub mod log_store;
 pub mod network;
 pub mod rpc;

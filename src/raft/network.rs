@@ -23,6 +23,7 @@ use openraft::{OptionalSend, RaftNetworkV2};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::links::Links;
 use super::state_machine::Snapshot;
 use super::{Node, NodeId, TypeConfig, Vote};
 
@@ -84,6 +85,7 @@ impl SharedPeers {
 pub struct Network {
     cluster: String,
     peers: SharedPeers,
+    links: Arc<Links>,
 }
 
 #[derive(Clone, Copy)]
@@ -94,12 +96,19 @@ enum Pool {
 }
 
 impl Network {
-    pub fn new(cluster: &str, peers: SharedPeers) -> Network {
-        Network { cluster: cluster.to_string(), peers }
+    pub fn new(cluster: &str, peers: SharedPeers, links: Arc<Links>) -> Network {
+        Network { cluster: cluster.to_string(), peers, links }
     }
 
     fn client(&self, pool: Pool, target: NodeId, node: &Node) -> PeerClient {
-        PeerClient { target, addr: node.addr.clone(), cluster: self.cluster.clone(), peers: self.peers.clone(), pool }
+        PeerClient {
+            target,
+            addr: node.addr.clone(),
+            cluster: self.cluster.clone(),
+            peers: self.peers.clone(),
+            links: self.links.clone(),
+            pool,
+        }
     }
 }
 
@@ -124,11 +133,29 @@ pub struct PeerClient {
     addr: String,
     cluster: String,
     peers: SharedPeers,
+    links: Arc<Links>,
     pool: Pool,
 }
 
 impl PeerClient {
+    /// One RPC, its outcome recorded in the node's [`Links`].
     async fn call<Req, Resp>(&self, path: &str, req: &Req, option: &RPCOption) -> Result<Resp, RPCError<TypeConfig>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+    {
+        let (result, cause) = self.send(path, req, option).await;
+        self.links.record(self.target, &self.addr, cause.map_or(Ok(()), Err));
+        result
+    }
+
+    /// The RPC, and why it failed in words (`None`: answered).
+    async fn send<Req, Resp>(
+        &self,
+        path: &str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> (Result<Resp, RPCError<TypeConfig>>, Option<String>)
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -140,7 +167,7 @@ impl PeerClient {
             Pool::Snapshot => &peers.snapshot,
         };
         let url = format!("{}://{}/raft/{path}", peers.scheme, self.addr);
-        let resp = http
+        let sent = http
             .post(&url)
             .header(CLUSTER_HEADER, &self.cluster)
             .header(TARGET_HEADER, self.target.to_string())
@@ -148,27 +175,41 @@ impl PeerClient {
             // The soft TTL leaves openraft room to act on the answer before its hard deadline.
             .timeout(option.soft_ttl())
             .send()
-            .await
-            .map_err(|e| {
-                if e.is_connect() {
+            .await;
+        let resp = match sent {
+            Ok(resp) => resp,
+            Err(e) => {
+                let cause = crate::tls::failure::classify(&e).to_string();
+                let error = if e.is_connect() {
                     RPCError::Unreachable(Unreachable::new(&e))
                 } else {
                     RPCError::Network(NetworkError::new(&e))
-                }
-            })?;
+                };
+                return (Err(error), Some(cause));
+            }
+        };
         let status = resp.status();
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();
-            return Err(RPCError::Network(NetworkError::from_string(format!(
-                "node {} answered HTTP {status} to {path}: {body}",
-                self.target
-            ))));
+            let cause = format!("node {} answered HTTP {status} to {path}: {}", self.target, body.trim());
+            return (Err(RPCError::Network(NetworkError::from_string(cause.clone()))), Some(cause));
         }
-        let result: Result<Resp, RaftError<TypeConfig>> =
-            resp.json().await.map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let result: Result<Resp, RaftError<TypeConfig>> = match resp.json().await {
+            Ok(r) => r,
+            Err(e) => {
+                let cause = format!("node {}'s answer to {path} could not be read: {e}", self.target);
+                return (Err(RPCError::Network(NetworkError::new(&e))), Some(cause));
+            }
+        };
         // The only error a peer's Raft returns here is Fatal (it is shutting down or its
         // storage failed): to this node that peer is unreachable until it comes back.
-        result.map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
+        match result {
+            Ok(resp) => (Ok(resp), None),
+            Err(e) => {
+                let cause = format!("node {}'s Raft has stopped: {e}", self.target);
+                (Err(RPCError::Unreachable(Unreachable::new(&e))), Some(cause))
+            }
+        }
     }
 }
 

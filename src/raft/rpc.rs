@@ -17,7 +17,7 @@ use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use serde::de::DeserializeOwned;
 
 use super::network::{CLUSTER_HEADER, TARGET_HEADER};
-use super::state_machine::Snapshot;
+use super::state_machine::{SharedApplied, Snapshot};
 use super::{NodeId, Raft, SnapshotMeta, TypeConfig, Vote};
 use crate::server::Connection;
 use crate::tls::CertIdentity;
@@ -44,12 +44,14 @@ struct Rpc {
     id: NodeId,
     cluster: Arc<str>,
     contact: LeaderContact,
+    /// For the ids removed from the cluster, whose RPCs are answered 410 Gone.
+    applied: SharedApplied,
 }
 
 /// Snapshots can outgrow axum's 2 MiB default body limit on large deployments.
 const MAX_RPC_BODY: usize = 64 << 20;
 
-pub fn router(raft: Raft, id: NodeId, cluster: &str, contact: LeaderContact) -> Router {
+pub fn router(raft: Raft, id: NodeId, cluster: &str, contact: LeaderContact, applied: SharedApplied) -> Router {
     Router::new()
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
@@ -57,7 +59,7 @@ pub fn router(raft: Raft, id: NodeId, cluster: &str, contact: LeaderContact) -> 
         .route("/raft/snapshot", post(snapshot))
         .route("/raft/transfer-leader", post(transfer_leader))
         .layer(DefaultBodyLimit::max(MAX_RPC_BODY))
-        .with_state(Rpc { raft, id, cluster: cluster.into(), contact })
+        .with_state(Rpc { raft, id, cluster: cluster.into(), contact, applied })
 }
 
 type Conn = Option<Extension<Connection>>;
@@ -73,8 +75,13 @@ fn admit<T: DeserializeOwned>(
     sender: impl Fn(&T) -> NodeId,
 ) -> Result<T, (StatusCode, String)> {
     let req = decode(rpc, headers, body)?;
-    let Some(Extension(conn)) = conn.filter(|Extension(c)| c.tls) else { return Ok(req) };
     let claimed = sender(&req);
+    if rpc.applied.read().expect("state lock poisoned").state.retired_nodes.contains(&claimed) {
+        // Ids are never reused: whoever speaks as this one is the removed node, still running.
+        let told = format!("{} {claimed} (`witness members remove`): stop it", super::links::REMOVED);
+        return Err((StatusCode::GONE, told));
+    }
+    let Some(Extension(conn)) = conn.filter(|Extension(c)| c.tls) else { return Ok(req) };
     match conn.cert {
         Some(CertIdentity::Node(id)) if claimed == id => Ok(req),
         other => {

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod journal;
 pub mod plan;
+pub mod tuning;
 
 use crate::config::{Config, FailoverMode, ReplicationMode};
 pub use crate::ids::{GroupId, NodeId, SiteId};
@@ -73,6 +74,10 @@ impl LeaseTerms {
 pub struct Topology {
     pub sites: BTreeSet<SiteId>,
     pub groups: BTreeMap<GroupId, GroupSpec>,
+    /// The timings that decide when (`tuning`); absent from entries written before they were
+    /// registered.
+    #[serde(default)]
+    pub tuning: tuning::Tuning,
 }
 
 impl Topology {
@@ -113,6 +118,7 @@ impl Topology {
                     (GroupId::from(&g.name), spec)
                 })
                 .collect(),
+            tuning: tuning::Tuning::from_config(config),
         }
     }
 }
@@ -512,6 +518,9 @@ pub struct State {
     /// The global automation switch is off: no automatic decision for any group.
     #[serde(default)]
     pub automation_off: bool,
+    /// The timings the leader's config registered with the topology.
+    #[serde(default)]
+    pub tuning: tuning::Tuning,
     #[serde(default)]
     pub journal: Journal,
 }
@@ -738,6 +747,7 @@ impl State {
             retired_nodes: self.retired_nodes.clone(),
             verdicts: self.verdicts.clone(),
             automation_off: self.automation_off,
+            tuning: self.tuning.clone(),
             journal: Journal::default(),
         }
     }
@@ -750,6 +760,7 @@ impl State {
     /// True when applying `SyncTopology(topology)` would change nothing.
     pub fn matches_topology(&self, topology: &Topology) -> bool {
         self.sites == topology.sites
+            && self.tuning == topology.tuning
             && self.groups.len() == topology.groups.len()
             && topology.groups.iter().all(|(name, spec)| self.groups.get(name).is_some_and(|g| &g.spec == spec))
     }
@@ -764,6 +775,11 @@ impl State {
         }
         self.sites = topology.sites;
         self.verdicts.retain(|site, _| self.sites.contains(site));
+        let retuned = topology.tuning.differences(&self.tuning, ("now", "before"));
+        if !retuned.is_empty() {
+            changed.push(format!("timings registered: {}", retuned.join("; ")));
+        }
+        self.tuning = topology.tuning;
 
         let removed: Vec<GroupId> = self.groups.keys().filter(|g| !topology.groups.contains_key(*g)).cloned().collect();
         for name in removed {
@@ -958,6 +974,7 @@ mod tests {
         Topology {
             sites: ["east", "west", "south"].into_iter().map(SiteId::from).collect(),
             groups: groups.iter().map(|(n, s)| ((*n).into(), s.clone())).collect(),
+            tuning: Default::default(),
         }
     }
 

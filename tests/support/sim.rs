@@ -24,7 +24,8 @@ pub fn topology(leases: Option<LeaseTerms>, steps: Vec<StepSpec>) -> Topology {
         leases,
         steps,
     };
-    Topology { sites: ["east".into(), "west".into()].into(), groups: [("app".into(), spec)].into() }
+    let (sites, groups) = (["east".into(), "west".into()].into(), [("app".into(), spec)].into());
+    Topology { sites, groups, tuning: Default::default() }
 }
 
 /// A node's observer of `sites`, as `Node::start` makes it.
@@ -65,6 +66,7 @@ pub fn ready(me: u64, contact: &Contact, election_timeout_max_ms: u64) -> bool {
         recovered: true,
         applied: None,
         committed: None,
+        removed: false,
     };
     readiness(&health, Duration::from_millis(election_timeout_max_ms)).is_ok()
 }
