@@ -19,17 +19,17 @@ pub enum LogFormat {
     Json,
 }
 
-/// `level` is a level (`info`) or a full filter (`info,witness=debug`). openraft logs its
-/// internals at info, so it is held at warn unless the filter names it (or asks for less); its
-/// warnings about each failed request to a peer (several a second, in Rust's debug form) are
-/// held back to errors, since `raft::links` logs a failing peer once, with its cause, and
-/// again once a minute.
+/// `level` is a level (`info`) or a full filter (`info,witness=debug`). openraft and the log
+/// store (`raft_log`, `chunked_wal`) log their internals at info, so they are held at warn
+/// unless the filter names openraft (or asks for less). openraft's warnings about each failed
+/// request to a peer (several a second, in Rust's debug form) are held back to errors, since
+/// `raft::links` logs a failing peer once, with its cause, and again once a minute.
 pub fn init(format: LogFormat, level: &str) -> Result<(), String> {
     let quieter_than_warn = matches!(level, "error" | "off");
     let directives = if level.contains("openraft") || quieter_than_warn {
         level.to_string()
     } else {
-        format!("{level},openraft=warn,openraft::core::heartbeat=error,openraft::replication=error")
+        format!("{level},openraft=warn,openraft::core::heartbeat=error,openraft::replication=error,raft_log=warn,chunked_wal=warn")
     };
     let filter = EnvFilter::try_new(&directives).map_err(|e| format!("--log-level {level:?}: {e}"))?;
     // Colours only on a terminal: journald and log files get plain text.

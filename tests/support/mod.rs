@@ -174,7 +174,7 @@ fn send_signal(child: &Child, signal: libc::c_int) {
 
 /// `witness <command> --config CONFIG` serving on `listener` (passed as its stdin), logging to
 /// `log`.
-fn spawn(command: &str, config: &Path, listener: &TcpListener, log: &Path) -> Child {
+pub fn spawn(command: &str, config: &Path, listener: &TcpListener, log: &Path) -> Child {
     let socket: OwnedFd = listener.try_clone().expect("clone listener").into();
     let log = File::options().create(true).append(true).open(log).expect("log file");
     Command::new(env!("CARGO_BIN_EXE_witness"))
