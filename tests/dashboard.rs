@@ -124,6 +124,7 @@ async fn the_dashboard_shows_both_sites_and_follows_a_failover_live() {
     assert_eq!(verdicts, json!(6), "2 sites x 3 nodes up:\n{text}");
     assert_eq!(browser.script("return document.querySelector('#groups .active-site').textContent").await, "east");
     assert!(text.contains("token:viewer (viewer)"), "{text}");
+    assert!(text.contains("link from node 2"), "the members table shows node 2's links: {text}");
     assert_eq!(browser.script("return document.querySelectorAll('#controls button').length").await, json!(0));
     assert!(text.contains("Read-only"), "{text}");
 

@@ -624,6 +624,15 @@ fn the_rpo_gate_and_a_silent_survivor_need_approval() {
             vec![Gate::Rpo],
             Some(7000),
         ),
+        (
+            // One meaning of rpo for every group: a sync group may lose what its rpo allows.
+            "sync, out of sync for less than its rpo",
+            ReplicationMode::Sync,
+            10_000,
+            vec![(0, in_sync(true)), (100, in_sync(false)), (4900, in_sync(false))],
+            vec![],
+            None,
+        ),
         ("async, recovery point within the RPO", ReplicationMode::Async, 6 * H, vec![(4900, age(H))], vec![], None),
         (
             "async, recovery point older than the RPO",
