@@ -1,34 +1,45 @@
 //! The one place that reads clocks. Two kinds:
 //!
 //! - The process's **monotonic clock** ([`Clock`]): time since the process started, as a
-//!   `Duration`. Every timer and lease of the pure cores (the leader, the agent's core, the
-//!   probe observer) is measured on it, and those cores are handed `now` instead of reading
-//!   it, so they stay deterministic under test. [`Stopwatch`] times operations for metrics.
+//!   `Duration`, counting while the machine is suspended (Linux `CLOCK_BOOTTIME`). Every timer
+//!   and lease of the pure cores (the leader, the agent's core, the probe observer) is
+//!   measured on it, and those cores are handed `now` instead of reading it, so they stay
+//!   deterministic under test. [`Stopwatch`] times operations for metrics and logs.
 //! - **Wall-clock time** ([`unix_ms`], [`rfc3339`]), for dating records and messages only: no
 //!   decision ever compares two machines' wall clocks.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A process's monotonic clock, zero when it was made (at process start, by the node or agent).
+///
+/// It reads `CLOCK_BOOTTIME`, which keeps counting while the machine is suspended, where
+/// `Instant` (`CLOCK_MONOTONIC`) stops: an agent on a VM suspended for a minute must find its
+/// one-second lease long gone when it resumes, not still valid (docs/safety.md, "What it
+/// assumes").
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
-    origin: Instant,
+    origin: Duration,
 }
 
 impl Clock {
     pub fn start() -> Clock {
-        Clock { origin: Instant::now() }
+        Clock { origin: boottime() }
     }
 
     /// Time since the clock started: the `now` every pure core is given.
     pub fn now(&self) -> Duration {
-        self.origin.elapsed()
+        boottime().saturating_sub(self.origin)
     }
+}
 
-    /// This clock's reading at `instant` (zero for an instant before the clock started).
-    pub fn at(&self, instant: Instant) -> Duration {
-        instant.saturating_duration_since(self.origin)
-    }
+/// Time since the machine booted, suspended time included.
+fn boottime() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime(2) writes one timespec into the one we own; CLOCK_BOOTTIME exists
+    // on every Linux since 2.6.39.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_BOOTTIME) failed: {}", std::io::Error::last_os_error());
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// Times one operation, for metrics and logs.
@@ -73,6 +84,18 @@ pub fn rfc3339(ms: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// The clock is the one `/proc/uptime` reports, which counts suspended time (the kernel's
+    /// boot time); it only moves forward.
+    #[test]
+    fn the_clock_counts_time_since_boot_suspend_included() {
+        let uptime: f64 = std::fs::read_to_string("/proc/uptime").unwrap().split(' ').next().unwrap().parse().unwrap();
+        let boot = super::boottime().as_secs_f64();
+        assert!((boot - uptime).abs() < 1.0, "CLOCK_BOOTTIME {boot} s, /proc/uptime {uptime} s");
+        let clock = super::Clock::start();
+        let (a, b) = (clock.now(), clock.now());
+        assert!(b >= a && a < std::time::Duration::from_secs(1));
+    }
+
     #[test]
     fn rfc3339_dates() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");

@@ -241,14 +241,7 @@ async fn sighup_reloads_the_agents_certificate() {
     c.add_agents();
     // East's own copy of the credentials, so the rotation touches nothing shared.
     let dir = c.dir.path().join("tls-east");
-    std::fs::create_dir(&dir).unwrap();
-    for file in ["ca.crt", "ca.key", "site-east.crt", "site-east.key"] {
-        std::fs::copy(support::creds().dir.join(file), dir.join(file)).unwrap();
-    }
-    let config = c.agent("east").config.clone();
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, text.replace(&support::creds().dir.display().to_string(), &dir.display().to_string()))
-        .unwrap();
+    c.agent("east").own_credentials(&dir);
     c.agent("east").start();
     let url = format!("https://{}/healthz", c.agent("east").addr);
     let served = || async {
@@ -466,14 +459,8 @@ async fn a_site_certificate_not_covering_its_agents_address_is_named_by_agent_ch
     c.add_agents();
     // West's own copy of the credentials, issued again below.
     let dir = c.dir.path().join("tls-west");
-    std::fs::create_dir(&dir).unwrap();
-    for file in ["ca.crt", "ca.key", "site-west.crt", "site-west.key"] {
-        std::fs::copy(support::creds().dir.join(file), dir.join(file)).unwrap();
-    }
+    c.agent("west").own_credentials(&dir);
     let west_config = c.agent("west").config.clone();
-    let text = std::fs::read_to_string(&west_config).unwrap();
-    std::fs::write(&west_config, text.replace(&support::creds().dir.display().to_string(), &dir.display().to_string()))
-        .unwrap();
     // East dials west as 127.0.0.2, which west's certificate does not cover.
     let old = c.agent("west").addr.clone();
     let port = c.agent("west").listen_on_every_address();

@@ -217,6 +217,20 @@ impl TestAgent {
         send_signal(self.child.as_ref().expect("agent running"), signal);
     }
 
+    /// Gives the agent its own copy of the CA (certificate and key) and of its site's
+    /// certificate and key, in `dir`, and points its config there: certificates issued again
+    /// in `dir` touch nothing shared.
+    pub fn own_credentials(&self, dir: &Path) {
+        std::fs::create_dir(dir).unwrap();
+        let site = format!("site-{}", self.site);
+        for file in ["ca.crt".to_string(), "ca.key".into(), format!("{site}.crt"), format!("{site}.key")] {
+            std::fs::copy(creds().dir.join(&file), dir.join(&file)).unwrap();
+        }
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        std::fs::write(&self.config, text.replace(&creds().dir.display().to_string(), &dir.display().to_string()))
+            .unwrap();
+    }
+
     /// Before its start: listens on every address (`0.0.0.0`) of a new port, so that it can be
     /// dialled as 127.0.0.2 as well as 127.0.0.1 (`addr`). Returns the port; the other agent's
     /// `peer` still names the old one.
