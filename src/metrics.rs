@@ -44,6 +44,8 @@ pub struct Metrics {
     /// On the leader: the epoch an agent holds past the group's (0: none ahead).
     pub agents_ahead: IntGaugeVec,
     pub peer_lease_held: IntGaugeVec,
+    pub plan_step_ready: IntGaugeVec,
+    pub plan_checked_timestamp: prometheus::GaugeVec,
     peer_link_up: IntGaugeVec,
     pub config_matches_cluster: IntGauge,
     /// On the leader: how far the standby copy is behind, per group (-1 unknown).
@@ -158,6 +160,17 @@ impl Metrics {
              the witness's lease alone: losing the witness would stop it), 1 otherwise. `witness status` says why.",
             &["group"],
         );
+        let plan_step_ready = gauge_vec(
+            "witness_plan_step_ready",
+            "On the leader: 1 when a plan step's last scheduled check passed (its target reachable with the \
+             configured credentials and accepting the change), 0 when it failed: a failover now would fail there.",
+            &["group", "step"],
+        );
+        let plan_checked_timestamp = float_gauge_vec(
+            "witness_plan_readiness_checked_timestamp_seconds",
+            "On the leader: when a group's plan was last checked (Unix time).",
+            &["group"],
+        );
         let rpo_exposure_seconds = float_gauge_vec(
             "witness_rpo_exposure_seconds",
             "On the leader: the data a failover of a group now would lose (0 for a synchronous copy in sync; \
@@ -229,6 +242,8 @@ impl Metrics {
             agent_role,
             agents_ahead,
             peer_lease_held,
+            plan_step_ready,
+            plan_checked_timestamp,
             peer_link_up,
             config_matches_cluster,
             rpo_exposure_seconds,

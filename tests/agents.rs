@@ -83,7 +83,7 @@ async fn the_primary_dies_and_the_survivors_agent_becomes_writable_after_the_dra
     // A follower's status has them too: it asks the leader, which alone hears the agents.
     let s = c.status(follower).await.unwrap();
     assert_eq!(s["groups"][0]["agents"]["sites"]["east"]["role"], "active", "{s}");
-    assert!(s.get("agents_unavailable").is_none(), "{s}");
+    assert!(s.get("leader_view_unavailable").is_none(), "{s}");
     let (_, out) = support::cli(&["status", "--endpoint", &format!("https://{}", c.nodes[follower as usize - 1].addr)]);
     assert!(out.contains("AGENTS (as reported to the leader)"), "{out}");
 

@@ -555,6 +555,8 @@ impl World {
             topology: support::sim::topology(Some(leases), Vec::new()),
             live_within: Duration::from_millis(ELECTION_TIMEOUT_MS),
             cut_off_after: Duration::from_millis(ELECTION_TIMEOUT_MS * 2 / 3),
+            // Readiness checks change nothing at the targets: not modelled.
+            readiness_interval: Default::default(),
         }
     }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use support::dns::{Moto, Named};
 use support::targets::{write_secret, OpenStorage, Receiver};
-use support::{cli, plan_when, statuses, Cluster, Setup, SiteStub};
+use support::{cli, eventually, plan_when, statuses, Cluster, Setup, SiteStub};
 
 const SECRET: &[u8] = b"the webhook secret of the end-to-end test";
 const EAST: &str = support::dns::APP_ADDRESS;
@@ -152,4 +152,109 @@ secret_file = "{hook_secret}"
 
 fn key(name: &str, rtype: &str) -> (String, String, Option<String>) {
     (name.to_string(), rtype.to_string(), None)
+}
+
+/// Plan readiness on schedule (every second here): a TSIG key that no longer matches BIND's
+/// (the copy the step names replaced by another key of the same name, as when BIND's key was
+/// rotated and this copy was not) and a Route 53 credentials file gone each turn their step not
+/// ready within an interval, in status, `/metrics` and the journal (once); restored, they turn
+/// ready again. Nothing at the targets changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_tsig_key_and_a_missing_aws_credential_turn_their_steps_not_ready_and_back() {
+    const TEST: &str = "a_changed_tsig_key_and_a_missing_aws_credential_turn_their_steps_not_ready_and_back";
+    let Some(named) = Named::start(TEST).await else {
+        eprintln!("=== SKIPPED {TEST}: BIND 9 is not installed ===");
+        return;
+    };
+    let Some(moto) = Moto::start(TEST).await else {
+        eprintln!("=== SKIPPED {TEST}: moto_server is not installed ===");
+        return;
+    };
+    let secrets = tempfile::tempdir().unwrap();
+    let key = secrets.path().join("tsig.key");
+    std::fs::copy(named.key_file(), &key).unwrap();
+    let aws_text = "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n";
+    let aws = write_secret(secrets.path(), "aws-credentials", aws_text);
+    moto.seed(&moto.zone_id, RECORD, &[(None, None, EAST)]).await;
+    let plan = format!(
+        r#"readiness_interval = "1s"
+
+[[group.step]]
+name = "dns"
+kind = "rfc2136"
+server = "{server}"
+zone = "example.test."
+record = "{RECORD}"
+type = "A"
+values = {{ east = ["{EAST}"], west = ["{WEST}"] }}
+key_file = "{key}"
+
+[[group.step]]
+name = "route53"
+kind = "route53"
+endpoint = "{moto_url}"
+zone_id = "{zone}"
+record = "{RECORD}"
+type = "A"
+values = {{ east = ["{EAST}"], west = ["{WEST}"] }}
+credentials_file = "{aws}"
+"#,
+        server = named.server(),
+        key = key.display(),
+        moto_url = moto.url(),
+        zone = moto.zone_id,
+    );
+    let (east, west) = (SiteStub::start().await, SiteStub::start().await);
+    let (c, leader) = Cluster::watching(&east, &west, Setup { plan, ..Setup::default() }).await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let steps = |s: &serde_json::Value| -> Option<Vec<(String, bool)>> {
+        let steps = s["groups"][0]["readiness"]["steps"].as_array()?;
+        Some(steps.iter().map(|st| (st["step"].as_str().unwrap().to_string(), st["ok"] == true)).collect())
+    };
+    let ready = |want: [(&str, bool); 2]| {
+        let want: Vec<(String, bool)> = want.iter().map(|(n, ok)| (n.to_string(), *ok)).collect();
+        let c = &c;
+        async move {
+            eventually(Duration::from_secs(15), "the readiness wanted", || {
+                let want = want.clone();
+                async move { (steps(&c.status(follower).await?)? == want).then_some(()) }
+            })
+            .await
+        }
+    };
+    ready([("dns", true), ("route53", true)]).await;
+
+    std::fs::copy(named.wrong_key_file(), &key).unwrap();
+    std::fs::remove_file(&aws).unwrap();
+    let broke = Instant::now();
+    ready([("dns", false), ("route53", false)]).await;
+    eprintln!("broken -> both steps not ready in status: {} ms", broke.elapsed().as_millis());
+    let s = c.status(follower).await.unwrap();
+    let detail = |i: usize| s["groups"][0]["readiness"]["steps"][i]["detail"].as_str().unwrap().to_string();
+    assert!(detail(0).contains("BADSIG") || detail(0).contains("TSIG") || detail(0).contains("key"), "{}", detail(0));
+    assert!(detail(1).contains("aws-credentials"), "{}", detail(1));
+    let endpoint = format!("https://{}", c.nodes[follower as usize - 1].addr);
+    let (code, out) = cli(&["status", "--endpoint", &endpoint]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("app: plan NOT READY") && out.contains("[FAIL] dns (rfc2136)"), "{out}");
+    let metrics = c.http.get(c.nodes[leader as usize - 1].url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for step in ["dns", "route53"] {
+        let line = format!("witness_plan_step_ready{{group=\"app\",step=\"{step}\",node_id=\"{leader}\"}} 0");
+        assert!(metrics.contains(&line), "{line} not in:\n{metrics}");
+    }
+
+    std::fs::copy(named.key_file(), &key).unwrap();
+    write_secret(secrets.path(), "aws-credentials", aws_text);
+    ready([("dns", true), ("route53", true)]).await;
+    // Each turn journaled once, though checked every second.
+    let events: serde_json::Value =
+        c.http.get(c.nodes[leader as usize - 1].url("/v1/events")).send().await.unwrap().json().await.unwrap();
+    let kinds: Vec<&str> = events["events"].as_array().unwrap().iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "step_not_ready").count(), 2, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "step_ready").count(), 2, "{kinds:?}");
+    // Checks change nothing.
+    assert_eq!(tokio::task::block_in_place(|| named.dig(RECORD, "A")), [EAST]);
+    let (code, out) = cli(&["plan", "check", "app", "--endpoint", &endpoint]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("app: plan ready (every step checked"), "{out}");
 }

@@ -415,6 +415,8 @@ impl World {
             topology: support::sim::topology(None, self.steps.clone()),
             live_within: Duration::from_millis(ELECTION_MAX_MS),
             cut_off_after: Duration::from_millis(ELECTION_MIN_MS * 2 / 3),
+            // Readiness checks change nothing at the targets: not modelled.
+            readiness_interval: Default::default(),
         };
         let leader = Leader::new(std::sync::Arc::new(config), self.term, Duration::from_millis(self.now), seed);
         Runner { leader, tasks: BTreeMap::new(), quorum_acked_ms: self.now }
@@ -771,6 +773,7 @@ impl World {
                 Do::Propose(command) | Do::Journal { entry: command, .. } => {
                     self.propose(id, command, None, None);
                 }
+                Do::CheckPlan { .. } => unreachable!("no readiness interval is configured"),
             }
         }
         let attempts: Vec<Attempt> = r.tasks.keys().cloned().collect();

@@ -115,6 +115,8 @@ impl World {
             topology: topology.clone(),
             live_within: Duration::from_millis(ELECTION_TIMEOUT_MS),
             cut_off_after: Duration::from_millis(ELECTION_TIMEOUT_MS * 2 / 3),
+            // Readiness checks change nothing at the targets: not modelled.
+            readiness_interval: Default::default(),
         });
         let mut w = World {
             rng,

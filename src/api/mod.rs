@@ -275,7 +275,7 @@ async fn metrics(State(node): AppState) -> Response {
         node.metrics.observe_state(state);
         node.metrics.config_matches_cluster.set(i64::from(state.matches_topology(&node.topology)));
     }
-    node.observe_agents();
+    node.observe_leader_view();
     node.metrics.observe_links(&node.links.view());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], node.metrics.render()).into_response()
 }
@@ -284,7 +284,7 @@ async fn metrics(State(node): AppState) -> Response {
 /// leases on the leader).
 #[utoipa::path(get, path = "/v1/status", tag = "status", responses((status = 200, body = crate::node::status::Status)))]
 async fn status(State(node): AppState) -> Json<crate::node::status::Status> {
-    Json(node.status_with_agents().await)
+    Json(node.status_with_leader_view().await)
 }
 
 /// A committed write's answer: the state's response (`outcome`) and the log index.

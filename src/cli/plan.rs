@@ -67,6 +67,12 @@ pub async fn run(args: Args) -> Exit {
             Err(e) => e.report(),
             Ok(check) => {
                 print!("{}", show_check(&check));
+                // The leader's scheduled check, for comparison (and its age).
+                if let Ok(status) = client.get::<Status>("/v1/status").await {
+                    if let Some(g) = status.groups.iter().find(|g| g.name == a.group) {
+                        print!("{}", readiness(g));
+                    }
+                }
                 if check.ok() {
                     Exit::Ok
                 } else {
@@ -125,6 +131,28 @@ pub fn show(g: &GroupStatus) -> String {
     }
     out += &table(&rows);
     out
+}
+
+/// The leader's last scheduled check of a group's plan, with its age.
+pub fn readiness(g: &GroupStatus) -> String {
+    let Some(r) = &g.readiness else {
+        if g.steps.is_empty() {
+            return format!("{}: no plan steps to check\n", g.name);
+        }
+        return format!(
+            "{}: no scheduled check yet (the leader checks a plan soon after it is elected, then every \
+             readiness_interval)\n",
+            g.name
+        );
+    };
+    let age = crate::clock::unix_ms().saturating_sub(r.checked_at_ms) / 1000;
+    let not_ready: Vec<String> =
+        r.steps.iter().filter(|s| !s.ok).map(|s| format!("  [FAIL] {} ({}): {}\n", s.step, s.kind, s.detail)).collect();
+    if not_ready.is_empty() {
+        format!("{}: plan ready (every step checked {age} s ago by the leader)\n", g.name)
+    } else {
+        format!("{}: plan NOT READY (checked {age} s ago by the leader):\n{}", g.name, not_ready.concat())
+    }
 }
 
 fn show_check(check: &PlanCheck) -> String {

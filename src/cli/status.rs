@@ -147,6 +147,13 @@ pub fn render(s: &Status) -> String {
             ]);
         }
         out += &table(&rows);
+        let checked: Vec<_> = s.groups.iter().filter(|g| g.readiness.is_some()).collect();
+        if !checked.is_empty() {
+            out += "\nPLAN READINESS\n";
+            for g in checked {
+                out += &super::plan::readiness(g);
+            }
+        }
         let with_plans: Vec<_> = s.groups.iter().filter(|g| g.plan.is_some()).collect();
         if !with_plans.is_empty() {
             out += "\nPLANS\n";
@@ -154,7 +161,7 @@ pub fn render(s: &Status) -> String {
                 out += &super::plan::show(g);
             }
         }
-        if let Some(why) = &s.agents_unavailable {
+        if let Some(why) = &s.leader_view_unavailable {
             out += &format!("\nAGENTS UNKNOWN HERE: {why}\n");
         }
         let with_agents: Vec<_> = s.groups.iter().filter_map(|g| Some((g, g.agents.as_ref()?))).collect();

@@ -156,6 +156,13 @@ pub struct GroupConfig {
     /// Site agents take part: leases, peer leases, draining and the RPO gate.
     pub agents: Option<AgentTerms>,
     pub steps: Vec<StepConfig>,
+    /// How often the leader checks the plan's steps (jittered), besides at once after a
+    /// failover or a change to the steps.
+    pub readiness_interval: Duration,
+}
+
+impl GroupConfig {
+    pub const DEFAULT_READINESS_INTERVAL: Duration = Duration::from_secs(300);
 }
 
 /// How a group with site agents is leased and gated.
@@ -378,6 +385,8 @@ struct RawGroup {
     hold_down: Option<String>,
     #[serde(default, deserialize_with = "duration::text")]
     block_after_failover: Option<String>,
+    #[serde(default, deserialize_with = "duration::text")]
+    readiness_interval: Option<String>,
     agents: Option<bool>,
     #[serde(default, deserialize_with = "duration::text")]
     lease: Option<String>,
@@ -907,6 +916,17 @@ impl RawGroup {
             self.block_after_failover.as_deref(),
             Duration::from_secs(3600),
         );
+        let readiness_interval = e.duration(
+            &format!("{p}.readiness_interval"),
+            self.readiness_interval.as_deref(),
+            GroupConfig::DEFAULT_READINESS_INTERVAL,
+        );
+        if readiness_interval < Duration::from_secs(1) {
+            e.add(
+                format!("{p}.readiness_interval"),
+                "at least 1s: each check calls every step's provider (Route 53 allows a few requests a second)",
+            );
+        }
         let agents = agent_terms(
             p,
             self.agents,
@@ -938,6 +958,7 @@ impl RawGroup {
             block_after_failover,
             agents,
             steps,
+            readiness_interval,
         }
     }
 }

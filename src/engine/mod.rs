@@ -86,8 +86,8 @@ pub enum Assessment {
     Draining { from: SiteId, to: SiteId, epoch: Epoch, waiting_for: DrainWait },
     /// Every lease is out and the survivor has drained: its promotion was proposed.
     Promoting { site: SiteId, epoch: Epoch },
-    /// The standby's copy is further behind than the RPO objective allows (sync: not in sync
-    /// for longer than `in_sync_within`; async: its recovery point is older than `rpo`, e.g. a
+    /// A failover now would lose more than the group's `rpo` allows (sync: not in sync for
+    /// longer than `in_sync_within`; async: its recovery point is older than `rpo`, e.g. a
     /// scheduled run was missed). Journaled apart from the group's other assessments.
     RpoAtRisk { standby: SiteId, exposure_ms: u64, objective_ms: u64 },
     /// The standby's copy is back within the objective.
@@ -96,6 +96,11 @@ pub enum Assessment {
     /// from an older backup): nothing moves until an operator's forced failover takes the
     /// epoch past the agents'.
     AgentsAhead { agents: Epoch, epoch: Epoch },
+    /// A plan step's scheduled check failed where the last one passed (or this is the first):
+    /// the plan would fail at this step if the group failed over now.
+    StepNotReady { step: String, why: String },
+    /// A plan step's check passes again.
+    StepReady { step: String },
 }
 
 /// What a draining group waits for.
@@ -138,6 +143,8 @@ impl Assessment {
             Assessment::RpoAtRisk { .. } => "rpo_at_risk",
             Assessment::RpoWithin { .. } => "rpo_within",
             Assessment::AgentsAhead { .. } => "agents_ahead",
+            Assessment::StepNotReady { .. } => "step_not_ready",
+            Assessment::StepReady { .. } => "step_ready",
         }
     }
 }
@@ -184,6 +191,10 @@ impl fmt::Display for Assessment {
                 "RPO at risk: {standby}'s copy is {exposure_ms} ms behind, the objective allows {objective_ms} ms \
                  (a failover now would need approval)"
             ),
+            Assessment::StepNotReady { step, why } => {
+                write!(f, "plan step {step} not ready (a failover now would fail there): {why}")
+            }
+            Assessment::StepReady { step } => write!(f, "plan step {step} ready again"),
             Assessment::AgentsAhead { agents, epoch } => write!(
                 f,
                 "the agents hold epoch {agents}, past this witness's {epoch} (restored from an older backup?): \

@@ -13,6 +13,7 @@
 //! [`Leader::proposal_settled`]. Effects: [`Effect`].
 
 pub mod contact;
+pub mod readiness;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use contact::Contact;
+use readiness::{PlanReadiness, Readiness, Turned};
 
 use crate::config::Config;
 use crate::engine::leases::Ledger;
@@ -49,6 +51,8 @@ pub struct LeaderConfig {
     /// passed since the heartbeat a quorum last acknowledged (a third is left for the tick and
     /// the abort).
     pub cut_off_after: Duration,
+    /// Per group with plan steps: how often its plan is checked ([`readiness`]).
+    pub readiness_interval: BTreeMap<GroupId, Duration>,
 }
 
 impl LeaderConfig {
@@ -71,6 +75,7 @@ impl LeaderConfig {
             topology: Topology::from_config(config),
             live_within: config.cluster.raft.election_timeout_max,
             cut_off_after: config.cluster.raft.election_timeout_min * 2 / 3,
+            readiness_interval: config.groups.iter().map(|g| (GroupId::from(&g.name), g.readiness_interval)).collect(),
         }
     }
 }
@@ -110,6 +115,9 @@ pub enum Effect {
     Start { attempt: Attempt, context: StepContext },
     /// Stop this attempt and wait until it has stopped before carrying out the next effect.
     Abort(Attempt),
+    /// Check `group`'s plan (changing nothing), as for a failover away from its active site at
+    /// `epoch`, and report the result with [`Leader::plan_checked`].
+    CheckPlan { group: GroupId, epoch: Epoch },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +143,9 @@ pub struct Leader {
     /// Attempts started and not yet reported ended.
     under_way: BTreeSet<Attempt>,
     topology: TopologySync,
+    readiness: Readiness,
+    /// Steps whose readiness turned since the last tick: journaled by the next.
+    turned: Vec<Turned>,
 }
 
 impl Leader {
@@ -149,6 +160,8 @@ impl Leader {
             rng: SplitMix64::new(seed),
             under_way: BTreeSet::new(),
             topology: TopologySync::Unsettled,
+            readiness: Readiness::default(),
+            turned: Vec::new(),
         }
     }
 
@@ -182,8 +195,44 @@ impl Leader {
         self.decide(t, &mut effects);
         if !cut_off {
             self.plan(t, &mut effects);
+            self.check_readiness(t, &mut effects);
         }
         effects
+    }
+
+    /// Journals the readiness turns reported since the last tick, then hands out the checks
+    /// that are due.
+    fn check_readiness(&mut self, t: &Tick, effects: &mut Vec<Effect>) {
+        for Turned { group, step, not_ready } in std::mem::take(&mut self.turned) {
+            let assessment = match not_ready {
+                Some(why) => Assessment::StepNotReady { step, why },
+                None => Assessment::StepReady { step },
+            };
+            let entry = Command::Journal {
+                evidence: BTreeMap::new(),
+                kind: assessment.kind().to_string(),
+                message: assessment.to_string(),
+                group: group.clone(),
+            };
+            effects.push(Effect::Journal { group, assessment, entry });
+        }
+        let rng = &mut self.rng;
+        for (group, epoch) in self.readiness.due(t.state, &self.config.readiness_interval, t.now, || rng.unit()) {
+            effects.push(Effect::CheckPlan { group, epoch });
+        }
+    }
+
+    /// A check handed out with [`Effect::CheckPlan`] finished at `now`: its result is kept for
+    /// status, and the steps that turned are journaled by the next tick.
+    pub fn plan_checked(&mut self, group: &GroupId, result: PlanReadiness, now: Duration) {
+        let Some(interval) = self.config.readiness_interval.get(group).copied() else { return };
+        let unit = self.rng.unit();
+        self.turned.extend(self.readiness.checked(group, result, interval, now, unit));
+    }
+
+    /// Every group's last plan check this leadership.
+    pub fn readiness(&self) -> BTreeMap<GroupId, PlanReadiness> {
+        self.readiness.view()
     }
 
     fn sync_topology(&mut self, state: &State, effects: &mut Vec<Effect>) {

@@ -64,6 +64,7 @@ impl World {
             topology: topology.clone(),
             live_within: ms(1000),
             cut_off_after: ms(666),
+            readiness_interval: BTreeMap::new(),
         };
         let mut state = State::default();
         state.apply(Command::SyncTopology(topology));
@@ -132,6 +133,46 @@ fn the_topology_is_proposed_once_per_term_until_it_settles() {
     // A matching state settles it without a proposal.
     let mut w = World::new(None, &[]);
     assert!(!proposals(&w.tick(ms(0))).contains(&sync));
+}
+
+/// Plan readiness: a check is handed out soon after the leadership starts, one at a time; its
+/// result is kept for status, and a step that turned not ready is journaled by the next tick
+/// (once, not on every check).
+#[test]
+fn plan_checks_are_handed_out_and_a_step_turning_not_ready_is_journaled_once() {
+    let mut w = World::new(None, &["dns"]);
+    let mut config = w.leader.config().clone();
+    config.readiness_interval = [("app".into(), Duration::from_secs(60))].into();
+    w.leader = Leader::new(Arc::new(config), 7, Duration::ZERO, 1);
+    let checks = |effects: &[Effect]| -> Vec<Effect> {
+        effects.iter().filter(|e| matches!(e, Effect::CheckPlan { .. })).cloned().collect()
+    };
+    let first = (0..=200).map(|i| ms(i * 50)).find(|t| !checks(&w.tick(*t)).is_empty());
+    let first = first.expect("a check within 10 s of the leadership's start");
+    assert!(checks(&w.tick(first + ms(50))).is_empty(), "one check at a time");
+    assert!(!w.tick_at(first + ms(100), false).iter().any(|e| matches!(e, Effect::CheckPlan { .. })));
+    let failed = readiness::StepCheck {
+        step: "dns".into(),
+        kind: "command".into(),
+        ok: false,
+        retryable: false,
+        detail: "TSIG key refused (BADKEY)".into(),
+    };
+    let result = readiness::PlanReadiness { checked_at_ms: 5, epoch: Epoch(1), steps: vec![failed.clone()] };
+    w.leader.plan_checked(&"app".into(), result.clone(), first + ms(120));
+    assert_eq!(w.leader.readiness()[&GroupId::from("app")], result);
+    let journaled: Vec<(String, String)> = w
+        .tick(first + ms(150))
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::Journal { assessment, .. } => Some((assessment.kind().to_string(), assessment.to_string())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(journaled.len(), 1, "{journaled:?}");
+    assert_eq!(journaled[0].0, "step_not_ready");
+    assert!(journaled[0].1.contains("dns") && journaled[0].1.contains("BADKEY"), "{journaled:?}");
+    assert!(!w.tick(first + ms(200)).iter().any(|e| matches!(e, Effect::Journal { .. })), "said once");
 }
 
 #[test]

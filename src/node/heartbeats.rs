@@ -14,6 +14,7 @@ use super::leader::NodeError;
 use super::Node;
 use crate::clock::Stopwatch;
 use crate::ids::GroupId;
+use crate::leader::readiness::PlanReadiness;
 use crate::leader::{Confirmed, GroupAgents};
 use crate::protocol::{Heartbeat, HeartbeatAnswer, Role};
 
@@ -72,6 +73,18 @@ pub(super) async fn confirm_leadership(node: Arc<Node>) {
     }
 }
 
+/// What only the leader knows, for status and metrics (a follower asks the leader for it).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct LeaderView {
+    /// Per group with agents. JSON object keys: group names.
+    #[schema(value_type = BTreeMap<String, GroupAgents>)]
+    pub agents: BTreeMap<GroupId, GroupAgents>,
+    /// Per group with plan steps, its last readiness check this leadership.
+    #[serde(default)]
+    #[schema(value_type = BTreeMap<String, PlanReadiness>)]
+    pub readiness: BTreeMap<GroupId, PlanReadiness>,
+}
+
 impl Node {
     /// Answers `site`'s heartbeat: only on the leader, after confirming leadership.
     pub async fn heartbeat(&self, site: &str, heartbeat: &Heartbeat) -> Result<HeartbeatAnswer, NodeError> {
@@ -100,9 +113,9 @@ impl Node {
         leader.heartbeat(self.clock.now(), site, heartbeat, &applied.state, confirmed).ok_or(NodeError::NoLeader)
     }
 
-    /// On the leader: per group with agents, what its agents reported and the leases they
-    /// hold. `None` elsewhere (agents talk to the leader only).
-    pub fn agents_view(&self) -> Option<BTreeMap<GroupId, GroupAgents>> {
+    /// On the leader, what only it knows: per group with agents, what they reported and the
+    /// leases they hold; per group with a plan, its last readiness check. `None` elsewhere.
+    pub fn leader_view(&self) -> Option<LeaderView> {
         let (leader, term) = {
             let metrics = self.raft.metrics();
             let m = metrics.borrow_watched();
@@ -112,15 +125,22 @@ impl Node {
             return None;
         }
         let slot = self.leader_of(term);
+        let leader = slot.as_ref().expect("just made");
         let applied = self.applied.read().expect("state lock poisoned");
-        Some(slot.as_ref().expect("just made").agents(&applied.state, self.clock.now()))
+        Some(LeaderView { agents: leader.agents(&applied.state, self.clock.now()), readiness: leader.readiness() })
     }
 
-    /// Brings the agent gauges up to date (on the leader; elsewhere they keep their last values
-    /// but `witness_raft_is_leader` says which node's to read).
-    pub fn observe_agents(&self) {
-        let Some(view) = self.agents_view() else { return };
+    /// Brings the gauges of what only the leader knows up to date (on the leader; elsewhere
+    /// they keep their last values but `witness_raft_is_leader` says which node's to read).
+    pub fn observe_leader_view(&self) {
+        let Some(LeaderView { agents: view, readiness }) = self.leader_view() else { return };
         let m = &self.metrics;
+        for (group, r) in &readiness {
+            m.plan_checked_timestamp.with_label_values(&[group]).set(r.checked_at_ms as f64 / 1000.0);
+            for s in &r.steps {
+                m.plan_step_ready.with_label_values(&[group.as_str(), s.step.as_str()]).set(i64::from(s.ok));
+            }
+        }
         for (group, agents) in &view {
             let exposure = agents.rpo_exposure_ms.map_or(-1.0, |ms| ms as f64 / 1000.0);
             m.rpo_exposure_seconds.with_label_values(&[group]).set(exposure);

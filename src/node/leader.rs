@@ -31,8 +31,9 @@ pub enum LeaderRequest {
     },
     /// An operator's failover: checked against the evidence on the leader, then committed.
     Failover(FailoverOrder),
-    /// What the agents reported: only the leader hears them. A read: it changes nothing.
-    Agents,
+    /// What only the leader knows (the agents' reports, plan readiness). A read: it changes
+    /// nothing.
+    View,
 }
 
 /// What a follower sends its leader: the request, and who asked for it (for the journal).
@@ -73,10 +74,7 @@ pub enum LeaderReply {
         nodes: BTreeMap<NodeId, String>,
     },
     Failover(FailoverReply),
-    Agents {
-        #[schema(value_type = BTreeMap<String, crate::leader::GroupAgents>)]
-        groups: BTreeMap<crate::ids::GroupId, crate::leader::GroupAgents>,
-    },
+    View(super::heartbeats::LeaderView),
 }
 
 /// An operator's failover: the checks it was held to, and what came of it.
@@ -113,9 +111,9 @@ pub enum NodeError {
 /// is unknown (a leader that lost its quorum refuses at once; this bounds everything else).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Longest a follower waits for the leader's view of the agents, for its status: a status
-/// must answer promptly, with or without them.
-const AGENTS_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest a follower waits for the leader's view (agents, readiness), for its status: a
+/// status must answer promptly, with or without it.
+const VIEW_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Node {
     /// Carries out `req` on the leader, wherever it is. `forwarded` is set on requests that
@@ -153,7 +151,7 @@ impl Node {
         // Outlast the leader's own bound, so that it answers before this node gives up.
         let timeout = match req.request {
             LeaderRequest::AddMember { .. } => self.catch_up_timeout() + WRITE_TIMEOUT * 2,
-            LeaderRequest::Agents => AGENTS_TIMEOUT,
+            LeaderRequest::View => VIEW_TIMEOUT,
             _ => WRITE_TIMEOUT + Duration::from_secs(5),
         };
         let unknown = |reason: String| NodeError::OutcomeUnknown { reason };
@@ -205,8 +203,8 @@ impl Node {
             // Its `RetireNode` entry carries who removed it.
             LeaderRequest::RemoveMember { id } => self.remove_member(id, by).await,
             LeaderRequest::Failover(order) => self.operator_failover(order, by).await,
-            LeaderRequest::Agents => match self.agents_view() {
-                Some(groups) => Ok(LeaderReply::Agents { groups }),
+            LeaderRequest::View => match self.leader_view() {
+                Some(view) => Ok(LeaderReply::View(view)),
                 None => {
                     let m = self.raft.metrics().borrow_watched().clone();
                     let addr = |id| m.membership_config.get_node(&id).map(|n| n.addr.clone());

@@ -19,6 +19,7 @@ use crate::clock::Stopwatch;
 use crate::config::StepConfig;
 use crate::engine::plan::Attempt;
 use crate::engine::Assessment;
+use crate::leader::readiness::PlanReadiness;
 use crate::leader::{Effect, Tick};
 use crate::state::{Command, Response};
 
@@ -148,6 +149,24 @@ impl Runtime {
                 self.attempts.insert(attempt, task);
             }
             Effect::Abort(attempt) => self.abandon(|a| *a == attempt).await,
+            Effect::CheckPlan { group, epoch } => {
+                let term = self.term;
+                self.proposals.spawn(async move {
+                    let steps = match node.check_plan(&group).await {
+                        Ok(check) => check.steps,
+                        Err(e) => {
+                            tracing::warn!(%group, error = %e, "plan readiness check failed");
+                            Vec::new()
+                        }
+                    };
+                    let result = PlanReadiness { checked_at_ms: crate::clock::unix_ms(), epoch, steps };
+                    let mut slot = node.leader.lock().expect("leader lock poisoned");
+                    // Reported only to the leadership that asked: a successor checks afresh.
+                    if let Some(leader) = slot.as_mut().filter(|l| Some(l.term()) == term) {
+                        leader.plan_checked(&group, result, node.clock.now());
+                    }
+                });
+            }
         }
     }
 

@@ -64,15 +64,7 @@ pub(super) async fn run_attempt(
     }
 }
 
-/// One step's check, as `witness plan check` shows it.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct StepCheck {
-    pub step: String,
-    pub kind: String,
-    pub ok: bool,
-    pub retryable: bool,
-    pub detail: String,
-}
+pub use crate::leader::readiness::StepCheck;
 
 /// What checking a group's plan found, from one node (each node runs the plan when it leads,
 /// so each may be checked).

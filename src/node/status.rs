@@ -44,10 +44,10 @@ pub struct Status {
     /// would decide on it once it leads.
     #[serde(default)]
     pub config_differences: Vec<String>,
-    /// Why the groups' agents are missing: only the leader hears them, and this node could not
-    /// ask it.
+    /// Why the groups' agents and plan readiness are missing: only the leader knows them, and
+    /// this node could not ask it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agents_unavailable: Option<String>,
+    pub leader_view_unavailable: Option<String>,
     pub ready: bool,
     pub not_ready_reason: Option<String>,
     pub uptime_seconds: u64,
@@ -88,6 +88,13 @@ pub struct GroupStatus {
     /// For groups with agents: their reports and leases, as the leader has them (a follower
     /// asks it).
     pub agents: Option<crate::leader::GroupAgents>,
+    /// The names of the group's plan steps, in order (empty: no plan).
+    #[serde(default)]
+    pub steps: Vec<String>,
+    /// For groups with plan steps: the leader's last scheduled check of each step (a follower
+    /// asks it); absent until the first check of a leadership.
+    #[serde(default)]
+    pub readiness: Option<crate::leader::readiness::PlanReadiness>,
     /// The plan of the latest failover, step by step.
     #[serde(default)]
     pub plan: Option<PlanView>,
@@ -155,6 +162,8 @@ impl Node {
                     blocked: g.blocked,
                     draining: g.draining,
                     agents: None,
+                    steps: g.spec.steps.iter().map(|s| s.name.clone()).collect(),
+                    readiness: None,
                     plan: g.plan.as_ref().map(|p| PlanView {
                         phase: p.phase(),
                         achieved_rto_ms: p.achieved_rto_ms(),
@@ -182,10 +191,8 @@ impl Node {
             )
         };
         let mut groups: Vec<GroupStatus> = groups;
-        if let Some(mut agents) = self.agents_view() {
-            for g in &mut groups {
-                g.agents = agents.remove(&g.name);
-            }
+        if let Some(view) = self.leader_view() {
+            fill(&mut groups, view);
         }
         let readiness = self.readiness();
         Status {
@@ -206,29 +213,35 @@ impl Node {
             automation,
             config_matches_cluster,
             config_differences,
-            agents_unavailable: None,
+            leader_view_unavailable: None,
             ready: readiness.is_ok(),
             not_ready_reason: readiness.err(),
             uptime_seconds: self.clock.now().as_secs(),
         }
     }
 
-    /// [`Node::status`], with the agents as the leader has them when this node does not lead.
-    pub async fn status_with_agents(&self) -> Status {
+    /// [`Node::status`], with what only the leader knows (agents, plan readiness) asked of it
+    /// when this node does not lead.
+    pub async fn status_with_leader_view(&self) -> Status {
         let mut status = self.status();
-        let with_agents =
-            self.applied.read().expect("state lock poisoned").state.groups.values().any(|g| g.spec.leases.is_some());
-        if status.role == "leader" || !with_agents {
+        let wanted = self
+            .applied
+            .read()
+            .expect("state lock poisoned")
+            .state
+            .groups
+            .values()
+            .any(|g| g.spec.leases.is_some() || !g.spec.steps.is_empty());
+        if status.role == "leader" || !wanted {
             return status;
         }
-        match self.submit(super::leader::LeaderRequest::Agents, false).await {
-            Ok(super::leader::LeaderReply::Agents { mut groups }) => {
-                for g in &mut status.groups {
-                    g.agents = groups.remove(&g.name);
-                }
+        match self.submit(super::leader::LeaderRequest::View, false).await {
+            Ok(super::leader::LeaderReply::View(view)) => fill(&mut status.groups, view),
+            Ok(_) => status.leader_view_unavailable = Some("the leader answered something else".into()),
+            Err(e) => {
+                status.leader_view_unavailable =
+                    Some(format!("only the leader knows the agents and plan readiness: {e}"))
             }
-            Ok(_) => status.agents_unavailable = Some("the leader answered something else".into()),
-            Err(e) => status.agents_unavailable = Some(format!("only the leader hears the agents: {e}")),
         }
         status
     }
@@ -268,6 +281,14 @@ impl Node {
         let membership = &m.membership_config;
         let unlisted = membership.nodes().next().is_some() && membership.get_node(&self.id).is_none();
         retired || unlisted || self.links.told_removed()
+    }
+}
+
+/// Puts what the leader knows into the groups it is about.
+fn fill(groups: &mut [GroupStatus], mut view: super::heartbeats::LeaderView) {
+    for g in groups {
+        g.agents = view.agents.remove(&g.name);
+        g.readiness = view.readiness.remove(&g.name);
     }
 }
 
