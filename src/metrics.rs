@@ -45,6 +45,7 @@ pub struct Metrics {
     pub agents_ahead: IntGaugeVec,
     pub peer_lease_held: IntGaugeVec,
     pub plan_step_ready: IntGaugeVec,
+    pub target_drift: IntGaugeVec,
     pub plan_checked_timestamp: prometheus::GaugeVec,
     peer_link_up: IntGaugeVec,
     pub config_matches_cluster: IntGauge,
@@ -166,6 +167,12 @@ impl Metrics {
              configured credentials and accepting the change), 0 when it failed: a failover now would fail there.",
             &["group", "step"],
         );
+        let target_drift = gauge_vec(
+            "witness_target_drift",
+            "On the leader: 1 when a plan step's target (a DNS record, a storage domain) holds something else than \
+             the committed decision, 0 when it holds the decision; absent when not readable (webhook, command).",
+            &["group", "step"],
+        );
         let plan_checked_timestamp = float_gauge_vec(
             "witness_plan_readiness_checked_timestamp_seconds",
             "On the leader: when a group's plan was last checked (Unix time).",
@@ -243,6 +250,7 @@ impl Metrics {
             agents_ahead,
             peer_lease_held,
             plan_step_ready,
+            target_drift,
             plan_checked_timestamp,
             peer_link_up,
             config_matches_cluster,

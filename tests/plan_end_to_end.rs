@@ -158,10 +158,11 @@ fn key(name: &str, rtype: &str) -> (String, String, Option<String>) {
 /// (the copy the step names replaced by another key of the same name, as when BIND's key was
 /// rotated and this copy was not) and a Route 53 credentials file gone each turn their step not
 /// ready within an interval, in status, `/metrics` and the journal (once); restored, they turn
-/// ready again. Nothing at the targets changes.
+/// ready again. Then the record is changed by hand in BIND: drift from the committed decision,
+/// said once, and in place again once put back. The checks change nothing at the targets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_changed_tsig_key_and_a_missing_aws_credential_turn_their_steps_not_ready_and_back() {
-    const TEST: &str = "a_changed_tsig_key_and_a_missing_aws_credential_turn_their_steps_not_ready_and_back";
+async fn broken_credentials_turn_steps_not_ready_and_a_record_changed_by_hand_drifts() {
+    const TEST: &str = "broken_credentials_turn_steps_not_ready_and_a_record_changed_by_hand_drifts";
     let Some(named) = Named::start(TEST).await else {
         eprintln!("=== SKIPPED {TEST}: BIND 9 is not installed ===");
         return;
@@ -257,4 +258,57 @@ credentials_file = "{aws}"
     let (code, out) = cli(&["plan", "check", "app", "--endpoint", &endpoint]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("app: plan ready (every step checked"), "{out}");
+
+    // Someone points the record at west by hand, east still active: drift, said once; put
+    // back, in place again.
+    let by_hand = |from: &str, to: &str| {
+        let step = witness::config::Rfc2136Step {
+            server: named.server(),
+            zone: "example.test.".into(),
+            record: RECORD.into(),
+            record_type: "A".into(),
+            ttl: 60,
+            key_file: named.key_file(),
+            values: [("east".to_string(), vec![EAST.to_string()]), ("west".to_string(), vec![WEST.to_string()])].into(),
+        };
+        let ctx = witness::actions::StepContext {
+            group: "someone".into(),
+            epoch: 0,
+            from: from.into(),
+            to: to.into(),
+            reason: "by hand".into(),
+            decided_at_ms: 0,
+            step: "by-hand".into(),
+        };
+        async move { witness::actions::rfc2136::run(&step, &ctx).await.expect("the change by hand") }
+    };
+    let target = |want: &'static str| {
+        let c = &c;
+        async move {
+            eventually(Duration::from_secs(15), want, || async {
+                let s = c.status(follower).await?;
+                let t = &s["groups"][0]["readiness"]["steps"][0]["target"];
+                (t["state"] == want).then(|| t.clone())
+            })
+            .await
+        }
+    };
+    target("in_place").await;
+    by_hand("east", "west").await;
+    let drift = target("drifted").await;
+    let what = drift["detail"].as_str().unwrap();
+    assert!(what.contains(WEST) && what.contains("not east's"), "{what}");
+    let (_, out) = cli(&["status", "--endpoint", &endpoint]);
+    assert!(out.contains("app: TARGET DRIFT") && out.contains("[DRIFT] dns (rfc2136)"), "{out}");
+    let metrics = c.http.get(c.nodes[leader as usize - 1].url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let line = format!("witness_target_drift{{group=\"app\",step=\"dns\",node_id=\"{leader}\"}} 1");
+    assert!(metrics.contains(&line), "{line} not in:\n{metrics}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    by_hand("west", "east").await;
+    target("in_place").await;
+    let events: serde_json::Value =
+        c.http.get(c.nodes[leader as usize - 1].url("/v1/events")).send().await.unwrap().json().await.unwrap();
+    let kinds: Vec<&str> = events["events"].as_array().unwrap().iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "target_drift").count(), 1, "said once: {kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "target_in_place").count(), 1, "{kinds:?}");
 }

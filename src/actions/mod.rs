@@ -93,6 +93,40 @@ impl Executors {
     }
 }
 
+/// What a step's target holds, against the decision a context carries (`to` active).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observed {
+    /// It holds what the decision says.
+    InPlace,
+    /// It holds something else: what, in words.
+    Drifted(String),
+    /// This kind of step has no state to read back (a webhook, a command).
+    Unreadable,
+}
+
+impl Executors {
+    /// Reads what `step`'s target holds and compares it with `ctx`'s decision, changing
+    /// nothing: a DNS record holding the active site's values, storage with the active site's
+    /// domain active and the other's not. Bounded by the step's timeout.
+    pub async fn observe(&self, step: &StepConfig, ctx: &StepContext) -> Result<Observed, StepError> {
+        let attempt = async {
+            match &step.kind {
+                StepKind::Route53(s) => route53::observe(s, ctx).await,
+                StepKind::Rfc2136(s) => rfc2136::observe(s, ctx).await,
+                StepKind::OpenStorage(s) => openstorage::observe(&self.http, s, ctx).await,
+                StepKind::Webhook(_) | StepKind::Command(_) => Ok(Observed::Unreadable),
+            }
+        };
+        match tokio::time::timeout(step.timeout, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(StepError::retryable(format!(
+                "reading the target timed out after {}",
+                crate::config::duration::format(step.timeout)
+            ))),
+        }
+    }
+}
+
 async fn bounded(timeout: Duration, attempt: impl std::future::Future<Output = StepResult>) -> StepResult {
     match tokio::time::timeout(timeout, attempt).await {
         Ok(result) => result,

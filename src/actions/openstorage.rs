@@ -69,6 +69,35 @@ pub async fn check(http: &reqwest::Client, step: &OpenStorageStep) -> StepResult
     Ok(format!("{} lists domains {:?}", step.endpoint, list.cluster_domain_names))
 }
 
+/// Whether `ctx.to`'s cluster domain is active and the other's is not (inspections; changes
+/// nothing).
+pub async fn observe(
+    http: &reqwest::Client,
+    step: &OpenStorageStep,
+    ctx: &StepContext,
+) -> Result<super::Observed, StepError> {
+    let api = Api { http, step, token: token(step)? };
+    let mut wrong = Vec::new();
+    for (site, want) in [(&ctx.to, true), (&ctx.from, false)] {
+        let domain = step
+            .domains
+            .get(site)
+            .ok_or_else(|| StepError::permanent(format!("no cluster domain for site {site:?}")))?;
+        let body = api.call(Method::GET, &format!("clusterdomains/inspect/{domain}")).await?;
+        let inspect: Inspect = serde_json::from_slice(&body)
+            .map_err(|e| StepError::retryable(format!("inspect {domain}: unexpected answer: {e}")))?;
+        if inspect.is_active != want {
+            let state = if inspect.is_active { "active" } else { "not active" };
+            wrong.push(format!("{site}'s domain {domain} is {state}"));
+        }
+    }
+    Ok(if wrong.is_empty() {
+        super::Observed::InPlace
+    } else {
+        super::Observed::Drifted(format!("{} (the active site is {})", wrong.join(", "), ctx.to))
+    })
+}
+
 fn token(step: &OpenStorageStep) -> Result<Option<String>, StepError> {
     let Some(file) = &step.token_file else { return Ok(None) };
     let bytes = secrets::read("token_file", file)?;

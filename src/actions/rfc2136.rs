@@ -96,6 +96,28 @@ pub async fn check(step: &Rfc2136Step) -> StepResult {
     }
 }
 
+/// Whether the record holds `ctx.to`'s values (a signed query; changes nothing).
+pub async fn observe(step: &Rfc2136Step, ctx: &StepContext) -> Result<super::Observed, StepError> {
+    let target = Target::new(step)?;
+    let values = step
+        .values
+        .get(&ctx.to)
+        .ok_or_else(|| StepError::permanent(format!("no values for site {:?} in the step", ctx.to)))?;
+    let wanted: BTreeSet<String> = target.rdata(values)?.iter().map(canonical).collect();
+    let now = current(step, &read_key(step)?, &target).await?;
+    Ok(if now == wanted {
+        super::Observed::InPlace
+    } else {
+        super::Observed::Drifted(format!(
+            "{} holds {}, not {}'s {}",
+            step.record,
+            describe(&now),
+            ctx.to,
+            values.join(", ")
+        ))
+    })
+}
+
 /// What the server holds for the step's record now (a signed query; changes nothing).
 pub async fn query(step: &Rfc2136Step) -> Result<BTreeSet<String>, StepError> {
     current(step, &read_key(step)?, &Target::new(step)?).await

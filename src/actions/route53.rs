@@ -304,13 +304,23 @@ where
     }
 }
 
-/// Reads back what Route 53 now serves for the record(s) and the epoch TXT.
-async fn verify(
+/// Whether Route 53 serves `ctx.to`'s record set(s) (reads; changes nothing). The epoch TXT
+/// is not compared: a group that never failed over has none.
+pub async fn observe(step: &Route53Step, ctx: &StepContext) -> Result<super::Observed, StepError> {
+    let wanted = desired(step, ctx)?;
+    let client = client(step).await?;
+    Ok(match differs(&client, step, &wanted).await? {
+        None => super::Observed::InPlace,
+        Some(what) => super::Observed::Drifted(format!("{what} (the active site is {})", ctx.to)),
+    })
+}
+
+/// How what Route 53 serves for the record differs from `wanted`, if it does.
+async fn differs(
     client: &Client,
     step: &Route53Step,
-    ctx: &StepContext,
     wanted: &[ResourceRecordSet],
-) -> Result<(), StepError> {
+) -> Result<Option<String>, StepError> {
     let found = list(client, step, &step.record, &step.record_type, 100).await?;
     for want in wanted {
         let got = found.iter().find(|s| s.set_identifier() == want.set_identifier());
@@ -318,8 +328,8 @@ async fn verify(
         if !ok {
             let what = want.set_identifier().map(|id| format!(" (set {id})")).unwrap_or_default();
             let shown = got.map(|g| format!("{} weight {:?}", record_values(g), g.weight()));
-            return Err(StepError::retryable(format!(
-                "read back {} {}{what}: expected {} weight {:?}, found {}",
+            return Ok(Some(format!(
+                "{} {}{what}: expected {} weight {:?}, found {}",
                 step.record,
                 step.record_type,
                 record_values(want),
@@ -327,6 +337,19 @@ async fn verify(
                 shown.as_deref().unwrap_or("nothing")
             )));
         }
+    }
+    Ok(None)
+}
+
+/// Reads back what Route 53 now serves for the record(s) and the epoch TXT.
+async fn verify(
+    client: &Client,
+    step: &Route53Step,
+    ctx: &StepContext,
+    wanted: &[ResourceRecordSet],
+) -> Result<(), StepError> {
+    if let Some(what) = differs(client, step, wanted).await? {
+        return Err(StepError::retryable(format!("read back {what}")));
     }
     let epoch_name = step.epoch_record();
     let txt = list(client, step, &epoch_name, "TXT", 1).await?;

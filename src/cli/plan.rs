@@ -10,6 +10,7 @@ use serde_json::json;
 use super::client::{Client, Endpoint};
 use super::status::table;
 use super::Exit;
+use crate::leader::readiness::TargetState;
 use crate::node::planning::PlanCheck;
 use crate::node::status::{GroupStatus, PlanView, Status};
 
@@ -148,11 +149,24 @@ pub fn readiness(g: &GroupStatus) -> String {
     let age = crate::clock::unix_ms().saturating_sub(r.checked_at_ms) / 1000;
     let not_ready: Vec<String> =
         r.steps.iter().filter(|s| !s.ok).map(|s| format!("  [FAIL] {} ({}): {}\n", s.step, s.kind, s.detail)).collect();
-    if not_ready.is_empty() {
+    let drifted: Vec<String> = r
+        .steps
+        .iter()
+        .filter_map(|s| match &s.target {
+            Some(TargetState::Drifted(what)) => Some(format!("  [DRIFT] {} ({}): {what}\n", s.step, s.kind)),
+            _ => None,
+        })
+        .collect();
+    let mut out = if not_ready.is_empty() {
         format!("{}: plan ready (every step checked {age} s ago by the leader)\n", g.name)
     } else {
         format!("{}: plan NOT READY (checked {age} s ago by the leader):\n{}", g.name, not_ready.concat())
+    };
+    if !drifted.is_empty() {
+        out +=
+            &format!("{}: TARGET DRIFT from the committed decision (epoch {}):\n{}", g.name, r.epoch, drifted.concat());
     }
+    out
 }
 
 fn show_check(check: &PlanCheck) -> String {

@@ -101,6 +101,11 @@ pub enum Assessment {
     StepNotReady { step: String, why: String },
     /// A plan step's check passes again.
     StepReady { step: String },
+    /// A plan step's target holds something else than the committed decision (a record edited
+    /// by hand, storage switched outside the plan): `witness plan reconcile` or a hand repairs it.
+    TargetDrift { step: String, what: String },
+    /// The step's target holds the decision again.
+    TargetInPlace { step: String },
 }
 
 /// What a draining group waits for.
@@ -145,6 +150,8 @@ impl Assessment {
             Assessment::AgentsAhead { .. } => "agents_ahead",
             Assessment::StepNotReady { .. } => "step_not_ready",
             Assessment::StepReady { .. } => "step_ready",
+            Assessment::TargetDrift { .. } => "target_drift",
+            Assessment::TargetInPlace { .. } => "target_in_place",
         }
     }
 }
@@ -195,6 +202,10 @@ impl fmt::Display for Assessment {
                 write!(f, "plan step {step} not ready (a failover now would fail there): {why}")
             }
             Assessment::StepReady { step } => write!(f, "plan step {step} ready again"),
+            Assessment::TargetDrift { step, what } => {
+                write!(f, "plan step {step}'s target drifted from the committed decision: {what}")
+            }
+            Assessment::TargetInPlace { step } => write!(f, "plan step {step}'s target holds the decision again"),
             Assessment::AgentsAhead { agents, epoch } => write!(
                 f,
                 "the agents hold epoch {agents}, past this witness's {epoch} (restored from an older backup?): \

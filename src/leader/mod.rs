@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use contact::Contact;
-use readiness::{PlanReadiness, Readiness, Turned};
+use readiness::{PlanReadiness, Readiness, Turn, Turned};
 
 use crate::config::Config;
 use crate::engine::leases::Ledger;
@@ -116,8 +116,9 @@ pub enum Effect {
     /// Stop this attempt and wait until it has stopped before carrying out the next effect.
     Abort(Attempt),
     /// Check `group`'s plan (changing nothing), as for a failover away from its active site at
-    /// `epoch`, and report the result with [`Leader::plan_checked`].
-    CheckPlan { group: GroupId, epoch: Epoch },
+    /// `epoch`; with `observe`, also read what each target holds against the decision of
+    /// `epoch` (drift). Report the result with [`Leader::plan_checked`].
+    CheckPlan { group: GroupId, epoch: Epoch, observe: bool },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,10 +204,12 @@ impl Leader {
     /// Journals the readiness turns reported since the last tick, then hands out the checks
     /// that are due.
     fn check_readiness(&mut self, t: &Tick, effects: &mut Vec<Effect>) {
-        for Turned { group, step, not_ready } in std::mem::take(&mut self.turned) {
-            let assessment = match not_ready {
-                Some(why) => Assessment::StepNotReady { step, why },
-                None => Assessment::StepReady { step },
+        for Turned { group, step, turn } in std::mem::take(&mut self.turned) {
+            let assessment = match turn {
+                Turn::NotReady(why) => Assessment::StepNotReady { step, why },
+                Turn::Ready => Assessment::StepReady { step },
+                Turn::Drifted(what) => Assessment::TargetDrift { step, what },
+                Turn::InPlace => Assessment::TargetInPlace { step },
             };
             let entry = Command::Journal {
                 evidence: BTreeMap::new(),
@@ -217,8 +220,10 @@ impl Leader {
             effects.push(Effect::Journal { group, assessment, entry });
         }
         let rng = &mut self.rng;
-        for (group, epoch) in self.readiness.due(t.state, &self.config.readiness_interval, t.now, || rng.unit()) {
-            effects.push(Effect::CheckPlan { group, epoch });
+        for (group, epoch, observe) in
+            self.readiness.due(t.state, &self.config.readiness_interval, t.now, || rng.unit())
+        {
+            effects.push(Effect::CheckPlan { group, epoch, observe });
         }
     }
 

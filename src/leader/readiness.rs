@@ -1,18 +1,22 @@
 //! Plan readiness, kept by the leader: when each group's plan is checked next, the last result,
-//! and what to journal when a step turns not ready or ready again (never on every check).
+//! and what to journal when a step turns not ready or ready again, or its target drifts from
+//! the committed decision or is back in place (never on every check).
 //!
 //! A group with plan steps is checked every `readiness_interval` (jittered, so that a thousand
 //! groups do not call their providers in the same second), soon after a leadership starts,
 //! and at once when its epoch or its steps change (a failover, a config change). A check
-//! changes nothing at its targets (`actions::Executors::check`); the runtime runs it and
-//! reports the result with [`Readiness::checked`]. Pure: `now` and the jitter are passed in.
+//! changes nothing at its targets (`actions::Executors::check`); when the group's plan for its
+//! epoch is done (or none has run), it also reads what each target holds
+//! (`actions::Executors::observe`): a DNS record someone edited by hand, a storage domain
+//! switched outside the plan, is *drift*. The runtime runs the check and reports the result
+//! with [`Readiness::checked`]. Pure: `now` and the jitter are passed in.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::plan::StepSpec;
+use crate::state::plan::{Phase, StepSpec};
 use crate::state::{Epoch, GroupId, State};
 
 /// One step's check: whether its target is reachable with the configured credentials and
@@ -24,6 +28,19 @@ pub struct StepCheck {
     pub ok: bool,
     pub retryable: bool,
     pub detail: String,
+    /// What the step's target holds against the committed decision; absent when not read (a
+    /// webhook or command, a plan under way, or the read failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetState>,
+}
+
+/// A target read back against the group's committed decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case", tag = "state", content = "detail")]
+pub enum TargetState {
+    InPlace,
+    /// It holds something else: what.
+    Drifted(String),
 }
 
 /// A group's last scheduled check, as status, metrics and `witness plan check` show it.
@@ -42,13 +59,22 @@ impl PlanReadiness {
     }
 }
 
-/// A step that turned not ready, or ready again: what the leader journals.
+/// A step that turned: what the leader journals.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Turned {
     pub group: GroupId,
     pub step: String,
-    /// `None`: ready again; otherwise why not.
-    pub not_ready: Option<String>,
+    pub turn: Turn,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Turn {
+    /// Its check fails, and why.
+    NotReady(String),
+    Ready,
+    /// Its target holds something else than the decision, and what.
+    Drifted(String),
+    InPlace,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,14 +99,15 @@ const FIRST_WITHIN: Duration = Duration::from_secs(10);
 
 impl Readiness {
     /// The groups whose check is due at `now`: each is then marked as being checked, at its
-    /// epoch. `unit()` gives jitter in [0, 1).
+    /// epoch, and whether its targets are to be read (its plan for that epoch done, or none
+    /// run). `unit()` gives jitter in [0, 1).
     pub fn due(
         &mut self,
         state: &State,
         intervals: &BTreeMap<GroupId, Duration>,
         now: Duration,
         mut unit: impl FnMut() -> f64,
-    ) -> Vec<(GroupId, Epoch)> {
+    ) -> Vec<(GroupId, Epoch, bool)> {
         self.groups.retain(|name, _| state.groups.contains_key(name));
         let mut due = Vec::new();
         for (name, group) in &state.groups {
@@ -99,7 +126,8 @@ impl Readiness {
             if !schedule.checking && (now >= schedule.next_at || changed) {
                 schedule.checking = true;
                 schedule.checked_for = Some((group.epoch, group.spec.steps.clone()));
-                due.push((name.clone(), group.epoch));
+                let settled = group.plan.as_ref().is_none_or(|p| p.epoch == group.epoch && p.phase() == Phase::Done);
+                due.push((name.clone(), group.epoch, settled && !group.draining));
             }
         }
         due
@@ -120,19 +148,29 @@ impl Readiness {
         let Some(schedule) = self.groups.get_mut(group) else { return Vec::new() };
         schedule.checking = false;
         schedule.next_at = now + interval.mul_f64(0.8 + 0.4 * unit);
-        let was_ok = |step: &str| {
-            schedule.last.as_ref().and_then(|l| l.steps.iter().find(|s| s.step == step)).is_none_or(|s| s.ok)
-        };
-        let turned = result
-            .steps
-            .iter()
-            .filter(|s| s.ok != was_ok(&s.step))
-            .map(|s| Turned {
-                group: group.clone(),
-                step: s.step.clone(),
-                not_ready: (!s.ok).then(|| s.detail.clone()),
-            })
-            .collect();
+        let before = |step: &str| schedule.last.as_ref().and_then(|l| l.steps.iter().find(|s| s.step == step));
+        let mut result = result;
+        let same_epoch = schedule.last.as_ref().is_some_and(|l| l.epoch == result.epoch);
+        for s in result.steps.iter_mut().filter(|s| s.target.is_none() && same_epoch) {
+            // A target not read this time (a read failed) keeps what was last read of it at
+            // this epoch: a drift is said once, not again after every gap.
+            s.target = before(&s.step).and_then(|b| b.target.clone());
+        }
+        let mut turned = Vec::new();
+        for s in &result.steps {
+            let was = before(&s.step);
+            let turn = |turn| Turned { group: group.clone(), step: s.step.clone(), turn };
+            if s.ok != was.is_none_or(|w| w.ok) {
+                turned.push(turn(if s.ok { Turn::Ready } else { Turn::NotReady(s.detail.clone()) }));
+            }
+            let drifted = |t: Option<&TargetState>| matches!(t, Some(TargetState::Drifted(_)));
+            let was_drifted = drifted(was.and_then(|w| w.target.as_ref()));
+            match &s.target {
+                Some(TargetState::Drifted(what)) if !was_drifted => turned.push(turn(Turn::Drifted(what.clone()))),
+                Some(TargetState::InPlace) if was_drifted => turned.push(turn(Turn::InPlace)),
+                _ => {}
+            }
+        }
         schedule.last = Some(result);
         turned
     }
@@ -193,6 +231,7 @@ mod tests {
                     ok: *ok,
                     retryable: true,
                     detail: if *ok { "reachable".into() } else { "connection refused".into() },
+                    target: None,
                 })
                 .collect(),
         }
@@ -206,13 +245,18 @@ mod tests {
         let mut s = state(&["dns", "notify"]);
         // The first check of a leadership comes within 10 s, spread by the jitter.
         assert!(r.due(&s, &intervals, ms(0), || 0.5).is_empty());
-        assert_eq!(r.due(&s, &intervals, ms(5_000), || 0.5), vec![(app.clone(), Epoch(1))]);
+        // No plan has run: the targets are read too (they should hold the primary).
+        assert_eq!(r.due(&s, &intervals, ms(5_000), || 0.5), vec![(app.clone(), Epoch(1), true)]);
         assert!(r.due(&s, &intervals, ms(6_000), || 0.5).is_empty(), "one check at a time");
         // A step not ready is said; the ready one is not.
         let turned = r.checked(&app, result(1, &[("dns", true), ("notify", false)]), ms(60_000), ms(7_000), 0.5);
         assert_eq!(
             turned,
-            vec![Turned { group: app.clone(), step: "notify".into(), not_ready: Some("connection refused".into()) }]
+            vec![Turned {
+                group: app.clone(),
+                step: "notify".into(),
+                turn: Turn::NotReady("connection refused".into())
+            }]
         );
         assert_eq!(r.view()[&app].epoch, Epoch(1));
         // Next on schedule: an interval on (jitter 0.5: exactly), and the same result says nothing.
@@ -223,11 +267,37 @@ mod tests {
             .is_empty());
         // A failover makes the next check due at once; the step back is said once.
         s.apply(Command::Activate { group: "app".into(), site: "west".into(), expected_epoch: Epoch(1) });
-        assert_eq!(r.due(&s, &intervals, ms(68_000), || 0.5), vec![(app.clone(), Epoch(2))]);
+        // A failover makes the next check due at once; its plan under way, targets are not read.
+        assert_eq!(r.due(&s, &intervals, ms(68_000), || 0.5), vec![(app.clone(), Epoch(2), false)]);
         let turned = r.checked(&app, result(2, &[("dns", true), ("notify", true)]), ms(60_000), ms(68_100), 0.5);
-        assert_eq!(turned, vec![Turned { group: app.clone(), step: "notify".into(), not_ready: None }]);
+        assert_eq!(turned, vec![Turned { group: app.clone(), step: "notify".into(), turn: Turn::Ready }]);
         // A group without steps, or without an interval, is not checked.
         assert!(r.due(&state(&[]), &intervals, ms(500_000), || 0.5).is_empty());
         assert!(Readiness::default().due(&s, &BTreeMap::new(), ms(500_000), || 0.5).is_empty());
+    }
+
+    #[test]
+    fn a_target_drifting_and_back_is_said_once_each_way_and_an_unread_one_says_nothing() {
+        let app = GroupId::from("app");
+        let mut r = Readiness::default();
+        let s = state(&["dns"]);
+        let intervals: BTreeMap<GroupId, Duration> = [(app.clone(), ms(1_000))].into();
+        let with = |target: Option<TargetState>| {
+            let mut result = result(1, &[("dns", true)]);
+            result.steps[0].target = target;
+            result
+        };
+        let drifted = || Some(TargetState::Drifted("app.example.test. holds 203.0.113.9".into()));
+        let mut check = |target, at| {
+            assert_eq!(r.due(&s, &intervals, ms(at), || 0.0).len(), 1, "due at {at}");
+            r.checked(&app, with(target), ms(1_000), ms(at), 0.5)
+        };
+        assert!(check(Some(TargetState::InPlace), 0).is_empty());
+        let turned = check(drifted(), 1_000);
+        assert_eq!(turned[0].turn, Turn::Drifted("app.example.test. holds 203.0.113.9".into()));
+        assert!(check(drifted(), 2_000).is_empty(), "said once");
+        assert!(check(None, 3_000).is_empty(), "not read: nothing said either way");
+        assert!(check(drifted(), 4_000).is_empty(), "still the same drift");
+        assert_eq!(check(Some(TargetState::InPlace), 5_000)[0].turn, Turn::InPlace);
     }
 }

@@ -157,6 +157,7 @@ fn plan_checks_are_handed_out_and_a_step_turning_not_ready_is_journaled_once() {
         ok: false,
         retryable: false,
         detail: "TSIG key refused (BADKEY)".into(),
+        target: None,
     };
     let result = readiness::PlanReadiness { checked_at_ms: 5, epoch: Epoch(1), steps: vec![failed.clone()] };
     w.leader.plan_checked(&"app".into(), result.clone(), first + ms(120));

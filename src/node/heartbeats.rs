@@ -135,10 +135,18 @@ impl Node {
     pub fn observe_leader_view(&self) {
         let Some(LeaderView { agents: view, readiness }) = self.leader_view() else { return };
         let m = &self.metrics;
+        // Rebuilt whole: a step or group gone from the config leaves no stale series.
+        m.plan_step_ready.reset();
+        m.target_drift.reset();
         for (group, r) in &readiness {
             m.plan_checked_timestamp.with_label_values(&[group]).set(r.checked_at_ms as f64 / 1000.0);
             for s in &r.steps {
-                m.plan_step_ready.with_label_values(&[group.as_str(), s.step.as_str()]).set(i64::from(s.ok));
+                let labels = [group.as_str(), s.step.as_str()];
+                m.plan_step_ready.with_label_values(&labels).set(i64::from(s.ok));
+                if let Some(target) = &s.target {
+                    let drifted = matches!(target, crate::leader::readiness::TargetState::Drifted(_));
+                    m.target_drift.with_label_values(&labels).set(i64::from(drifted));
+                }
             }
         }
         for (group, agents) in &view {

@@ -149,10 +149,10 @@ impl Runtime {
                 self.attempts.insert(attempt, task);
             }
             Effect::Abort(attempt) => self.abandon(|a| *a == attempt).await,
-            Effect::CheckPlan { group, epoch } => {
+            Effect::CheckPlan { group, epoch, observe } => {
                 let term = self.term;
                 self.proposals.spawn(async move {
-                    let steps = match node.check_plan(&group).await {
+                    let steps = match node.check_plan_at(&group, observe.then_some(epoch)).await {
                         Ok(check) => check.steps,
                         Err(e) => {
                             tracing::warn!(%group, error = %e, "plan readiness check failed");

@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use super::leader::{LeaderReply, LeaderRequest};
 use super::Node;
-use crate::actions::{Executors, StepContext};
+use crate::actions::{Executors, Observed, StepContext};
 use crate::clock::Stopwatch;
 use crate::config::StepConfig;
 use crate::engine::plan::Attempt;
+use crate::leader::readiness::TargetState;
 use crate::state::plan::StepOutcome;
 use crate::state::Response;
 
@@ -87,6 +88,16 @@ impl PlanCheck {
 impl Node {
     /// Tests every step of `group`'s plan for reachability and credentials, changing nothing.
     pub async fn check_plan(&self, group: &str) -> Result<PlanCheck, super::leader::NodeError> {
+        self.check_plan_at(group, None).await
+    }
+
+    /// [`Node::check_plan`]; with `observed`, also reads what each step's target holds against
+    /// the decision of that epoch (the group's active site then), changing nothing.
+    pub async fn check_plan_at(
+        &self,
+        group: &str,
+        observed: Option<crate::state::Epoch>,
+    ) -> Result<PlanCheck, super::leader::NodeError> {
         let config = self.config.groups.iter().find(|g| g.name == group);
         let config = config.ok_or_else(|| super::leader::NodeError::NotFound(format!("unknown group {group:?}")))?;
         let (from, to) = {
@@ -97,16 +108,37 @@ impl Node {
             }
         };
         let executors = Executors::new().map_err(|e| super::leader::NodeError::Fatal(e.to_string()))?;
+        // The decision in place: `from` (the site a failover would leave) is active.
+        let decision = |step: &str, epoch: crate::state::Epoch| StepContext {
+            group: group.to_string(),
+            epoch: epoch.0,
+            from: to.to_string(),
+            to: from.to_string(),
+            reason: "readiness check".into(),
+            decided_at_ms: 0,
+            step: step.to_string(),
+        };
         let checks = config.steps.iter().map(|step| {
             let executors = &executors;
+            let ctx = observed.map(|epoch| decision(&step.name, epoch));
             async move {
                 let result = executors.check(step).await;
+                let target = match &ctx {
+                    Some(ctx) => match executors.observe(step, ctx).await {
+                        Ok(Observed::InPlace) => Some(TargetState::InPlace),
+                        Ok(Observed::Drifted(what)) => Some(TargetState::Drifted(what)),
+                        // Not readable, or the read failed (the check says why, if it fails too).
+                        Ok(Observed::Unreadable) | Err(_) => None,
+                    },
+                    None => None,
+                };
                 StepCheck {
                     step: step.name.clone(),
                     kind: step.kind.name().to_string(),
                     ok: result.is_ok(),
                     retryable: result.as_ref().err().is_some_and(|e| e.retryable),
                     detail: result.unwrap_or_else(|e| e.message),
+                    target,
                 }
             }
         });
