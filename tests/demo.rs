@@ -17,6 +17,10 @@ fn the_demo_fails_over_and_reports_what_it_achieved() {
     let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "demo failed:\n{text}");
     for expected in [
+        "PLAN READINESS",
+        "storage  openstorage  ready     target holds east",
+        "dns      rfc2136      ready     target holds east",
+        "notify   webhook      ready     target not readable",
         "failover east -> west at epoch 2",
         "promoted",
         "step storage    done",

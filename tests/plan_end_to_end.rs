@@ -61,7 +61,8 @@ async fn a_failover_moves_storage_both_dns_servers_and_notifies_once() {
     // Route 53 starts where BIND does: at the primary.
     moto.seed(&moto.zone_id, RECORD, &[(None, None, EAST)]).await;
     let plan = format!(
-        r#"
+        r#"readiness_interval = "1s"
+
 [[group.step]]
 name = "storage"
 kind = "openstorage"
@@ -139,6 +140,7 @@ secret_file = "{hook_secret}"
 
     // Storage: west's domain active, east's not.
     assert_eq!((storage.active("dc-east"), storage.active("dc-west")), (Some(false), Some(true)));
+    let storage_calls = storage.calls().len();
 
     // The notification: once, signed, about this decision.
     let notify = hooks.deliveries("notify");
@@ -148,6 +150,64 @@ secret_file = "{hook_secret}"
     assert_eq!((body["group"].as_str(), body["epoch"].as_u64()), (Some("app"), Some(2)), "{body}");
     assert_eq!((body["from"].as_str(), body["to"].as_str()), (Some("east"), Some("west")), "{body}");
     assert_eq!(hooks.bad_signatures(), 0);
+
+    // Someone puts the record back to east by hand: the scheduled check reports drift from the
+    // decision of epoch 2; `witness plan reconcile app --step dns` runs the step again, fenced
+    // by that epoch, and BIND answers west again; the drift is gone and the failover's record
+    // stays.
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
+    let rto_before = plan["achieved_rto_ms"].clone();
+    let by_hand = witness::config::Rfc2136Step {
+        server: named.server(),
+        zone: "example.test.".into(),
+        record: RECORD.into(),
+        record_type: "A".into(),
+        ttl: 60,
+        key_file: named.key_file(),
+        values: [("east".to_string(), vec![EAST.to_string()]), ("west".to_string(), vec![WEST.to_string()])].into(),
+    };
+    let ctx = witness::actions::StepContext {
+        group: "someone".into(),
+        epoch: 0,
+        from: "west".into(),
+        to: "east".into(),
+        reason: "by hand".into(),
+        decided_at_ms: 0,
+        step: "by-hand".into(),
+    };
+    witness::actions::rfc2136::run(&by_hand, &ctx).await.expect("the change by hand");
+    let dns_target = |want: &'static str| {
+        let c = &c;
+        async move {
+            support::eventually(Duration::from_secs(15), want, || async {
+                let s = c.status(leader).await?;
+                let steps = s["groups"][0]["readiness"]["steps"].as_array()?.clone();
+                let dns = steps.iter().find(|st| st["step"] == "dns")?.clone();
+                (dns["target"]["state"] == want).then_some(dns)
+            })
+            .await
+        }
+    };
+    let drifted = dns_target("drifted").await;
+    assert!(drifted["target"]["detail"].as_str().unwrap().contains(EAST), "{drifted}");
+    let endpoint = format!("https://{}", c.nodes[leader as usize - 1].addr);
+    let (code, out) = cli(&["plan", "reconcile", "app", "--step", "dns", "--endpoint", &endpoint]);
+    assert_eq!(code, 0, "{out}");
+    dns_target("in_place").await;
+    assert_eq!(tokio::task::block_in_place(|| named.dig(RECORD, "A")), [WEST], "{}", named.log());
+    let plan = plan_when(&c, "the plan done again", Duration::from_secs(30), |p| p["phase"] == "done").await;
+    assert_eq!(plan["achieved_rto_ms"], rto_before, "the failover's record stays");
+    assert_eq!((storage.calls().len(), hooks.effects("notify")), (storage_calls, 1), "only the dns step ran again");
+    let events: serde_json::Value =
+        c.http.get(c.nodes[leader as usize - 1].url("/v1/events")).send().await.unwrap().json().await.unwrap();
+    let kinds: Vec<&str> = events["events"].as_array().unwrap().iter().filter_map(|e| e["kind"].as_str()).collect();
+    for kind in ["target_drift", "plan_reconcile", "target_in_place"] {
+        assert!(kinds.contains(&kind), "no {kind} in {kinds:?}");
+    }
+    // A plan that never ran has nothing to reconcile; a step the plan lacks is named.
+    let (code, out) = cli(&["plan", "reconcile", "app", "--step", "nope", "--endpoint", &endpoint]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("no step \"nope\""), "{out}");
 }
 
 fn key(name: &str, rtype: &str) -> (String, String, Option<String>) {

@@ -73,6 +73,7 @@ fn routes() -> Vec<(Option<Needs>, OpenApiRouter<Arc<Node>>)> {
         .routes(routes!(ack))
         .routes(routes!(plan_retry))
         .routes(routes!(plan_skip))
+        .routes(routes!(plan_reconcile))
         .routes(routes!(plan_check))
         .routes(routes!(automation));
     let admin = OpenApiRouter::new().routes(routes!(add_member)).routes(routes!(remove_member));
@@ -575,17 +576,46 @@ async fn plan_skip(
 
 /// Runs a stuck plan's step again, or moves past it: only for the plan the sender has seen.
 async fn resolve_plan(node: &Node, caller: &Caller, group: String, body: Option<PlanBody>, skip: bool) -> ApiResult {
-    let b = body.unwrap_or_default();
-    let epoch = match b.epoch {
-        Some(e) => Epoch(e),
-        None => {
-            let applied = node.applied.read().expect("state lock poisoned");
-            let g = applied.state.groups.get(&group);
-            let g = g.ok_or_else(|| NodeError::NotFound(format!("unknown group {group:?}")))?;
-            g.plan.as_ref().map_or(g.epoch, |p| p.epoch)
-        }
-    };
+    let epoch = plan_epoch(node, &group, body.unwrap_or_default().epoch)?;
     write(node, caller, Command::ResolvePlan { group: group.into(), epoch, skip }).await
+}
+
+/// The epoch of the plan a request means: the one it gives, or the one this node has. An
+/// unknown group is a 404 with the error shape either way.
+fn plan_epoch(node: &Node, group: &str, given: Option<u64>) -> Result<Epoch, ApiError> {
+    let applied = node.applied.read().expect("state lock poisoned");
+    let g = applied.state.groups.get(group).ok_or_else(|| NodeError::NotFound(format!("unknown group {group:?}")))?;
+    Ok(given.map_or_else(|| g.plan.as_ref().map_or(g.epoch, |p| p.epoch), Epoch))
+}
+
+#[derive(Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ReconcileBody {
+    /// The epoch of the plan meant; by default the one this node has for the group.
+    epoch: Option<u64>,
+    /// The one step to run again; by default every step.
+    step: Option<String>,
+}
+
+/// Runs the steps of the group's done plan again, for the same epoch: repairs drift (a target
+/// changed outside the plan). Fenced by the epoch like the plan's first run.
+#[utoipa::path(
+    post,
+    path = "/v1/groups/{group}/plan/reconcile",
+    tag = "plan",
+    params(GroupPath),
+    request_body(content = Option<ReconcileBody>, description = "Optional: the step, and the plan's epoch."),
+    responses(WriteAnswers)
+)]
+async fn plan_reconcile(
+    State(node): AppState,
+    caller: Operator,
+    Path(GroupPath { group }): Path<GroupPath>,
+    OptionalBody(body): OptionalBody<ReconcileBody>,
+) -> ApiResult {
+    let ReconcileBody { epoch, step } = body.unwrap_or_default();
+    let epoch = plan_epoch(&node, &group, epoch)?;
+    write(&node, &caller, Command::ReconcilePlan { group: group.into(), epoch, step }).await
 }
 
 /// Checks every step of the group's plan from this node (reachability, credentials), changing

@@ -18,6 +18,7 @@ use crate::agent::RunningAgent;
 use crate::clock::{unix_ms, Stopwatch};
 use crate::demo::dns::DnsServer;
 use crate::demo::storage::StorageApi;
+use crate::leader::readiness::TargetState;
 use crate::node::RunningNode;
 use crate::protocol::Role;
 use crate::state::journal::Event;
@@ -81,6 +82,7 @@ async fn demo(dir: &Path, args: &Args) -> anyhow::Result<()> {
         (role(&world, "east") == Some(Role::Active) && role(&world, "west") == Some(Role::Standby)).then_some(())
     })
     .await?;
+    readiness(&world).await?;
     println!(
         "\n  east is active and writable, west standby; killing east (health endpoint and agent) in {:?}",
         args.kill_after
@@ -191,6 +193,33 @@ async fn webhook_receiver(hooks: Arc<Mutex<Vec<String>>>) -> anyhow::Result<Stri
     );
     tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(url)
+}
+
+/// Each step's readiness and what its target holds, as the leader's scheduled check finds them
+/// (the same check, run now rather than waited for): the demo refuses to go on with a plan that
+/// would fail.
+async fn readiness(world: &World) -> anyhow::Result<()> {
+    let leader = leader(&world.nodes).await?;
+    let epoch = leader.applied.read().expect("state lock").state.groups.get(GROUP).map(|g| g.epoch);
+    let check = leader.check_plan_at(GROUP, epoch).await.map_err(|e| anyhow::anyhow!("plan readiness: {e}"))?;
+    println!("\n  PLAN READINESS (checking changes nothing)");
+    for s in &check.steps {
+        let target = match &s.target {
+            Some(TargetState::InPlace) => "target holds east".to_string(),
+            Some(TargetState::Drifted(what)) => format!("TARGET DRIFT: {what}"),
+            None => "target not readable".to_string(),
+        };
+        let ready = if s.ok { "ready" } else { "NOT READY" };
+        println!("    {:<8} {:<12} {ready:<9} {target}", s.step, s.kind);
+    }
+    let problems: Vec<&str> = check
+        .steps
+        .iter()
+        .filter(|s| !s.ok || matches!(s.target, Some(TargetState::Drifted(_))))
+        .map(|s| s.step.as_str())
+        .collect();
+    anyhow::ensure!(problems.is_empty(), "the plan would not work: steps {problems:?}");
+    Ok(())
 }
 
 fn role(world: &World, site: &str) -> Option<Role> {

@@ -1,6 +1,7 @@
-//! `witness plan show|check|retry|skip GROUP`: a group's failover plan, step by step; a check
-//! of every step's reachability and credentials (nothing changed); and the operator's two
-//! answers to a stuck plan. Exit 0 when done (or all checks pass), 1 otherwise.
+//! `witness plan show|check|retry|skip|reconcile GROUP`: a group's failover plan, step by step;
+//! a check of every step's reachability and credentials (nothing changed); the operator's two
+//! answers to a stuck plan; and running a done plan's steps again to repair drift. Exit 0 when
+//! done (or all checks pass), 1 otherwise.
 
 use std::time::Duration;
 
@@ -37,14 +38,27 @@ enum Sub {
     Retry(GroupArgs),
     /// Move a stuck plan past the step it stopped at.
     Skip(GroupArgs),
+    /// Run the steps of GROUP's done plan again for the same epoch: repairs a target that
+    /// drifted from the decision (a record changed by hand).
+    Reconcile(ReconcileArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ReconcileArgs {
+    #[command(flatten)]
+    group: GroupArgs,
+    /// Only this step (by default every step).
+    #[arg(long, value_name = "NAME")]
+    step: Option<String>,
 }
 
 pub async fn run(args: Args) -> Exit {
-    let (a, action) = match args.command {
-        Sub::Show(a) => (a, "show"),
-        Sub::Check(a) => (a, "check"),
-        Sub::Retry(a) => (a, "retry"),
-        Sub::Skip(a) => (a, "skip"),
+    let (a, action, body) = match args.command {
+        Sub::Show(a) => (a, "show", json!({})),
+        Sub::Check(a) => (a, "check", json!({})),
+        Sub::Retry(a) => (a, "retry", json!({})),
+        Sub::Skip(a) => (a, "skip", json!({})),
+        Sub::Reconcile(r) => (r.group, "reconcile", r.step.map_or(json!({}), |step| json!({ "step": step }))),
     };
     let client = match Client::new(&a.endpoint, Duration::from_secs(60)) {
         Ok(c) => c,
@@ -81,7 +95,7 @@ pub async fn run(args: Args) -> Exit {
                 }
             }
         },
-        _ => match client.post_answer(&format!("/v1/groups/{}/plan/{action}", a.group), &json!({})).await {
+        _ => match client.post_answer(&format!("/v1/groups/{}/plan/{action}", a.group), &body).await {
             Err(e) => e.report(),
             Ok((status, answer)) => {
                 println!("{}", super::control::written(&answer));

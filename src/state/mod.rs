@@ -312,6 +312,14 @@ pub enum Command {
     StepFinished { group: GroupId, epoch: Epoch, step: String, attempt: u32, outcome: StepOutcome },
     /// An operator's answer to a stuck plan: run the stuck step again, or skip it.
     ResolvePlan { group: GroupId, epoch: Epoch, skip: bool },
+    /// An operator's repair of drift: step `step` (every step, without one) of the done plan of
+    /// the failover to `epoch` runs again.
+    ReconcilePlan {
+        group: GroupId,
+        epoch: Epoch,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<String>,
+    },
     /// A journal entry by the decision engine: an assessment of a group changed.
     Journal { group: GroupId, kind: String, message: String, evidence: BTreeMap<SiteId, String> },
     /// A journal entry for an action outside this state (a membership change), so that who
@@ -382,6 +390,9 @@ impl fmt::Display for Command {
             }
             Command::ResolvePlan { group, epoch, skip } => {
                 write!(f, "{}({group} epoch {epoch})", if *skip { "plan-skip" } else { "plan-retry" })
+            }
+            Command::ReconcilePlan { group, epoch, step } => {
+                write!(f, "plan-reconcile({group} epoch {epoch}: {})", step.as_deref().unwrap_or("every step"))
             }
             Command::Journal { group, kind, .. } => write!(f, "journal({group}: {kind})"),
             Command::Record { kind, .. } => write!(f, "record({kind})"),
@@ -623,6 +634,9 @@ impl State {
             Command::ResolvePlan { group, epoch, skip } => {
                 self.change_plan(group, epoch, |plan| plan.resolve_stuck(skip, at_ms))
             }
+            Command::ReconcilePlan { group, epoch, step } => {
+                self.change_plan(group, epoch, |plan| plan.reconcile(step.as_deref()))
+            }
         }
     }
 
@@ -682,7 +696,8 @@ impl State {
             | Command::Activate { group, .. }
             | Command::Promote { group, .. }
             | Command::StepFinished { group, .. }
-            | Command::ResolvePlan { group, .. } => Some(group.clone()),
+            | Command::ResolvePlan { group, .. }
+            | Command::ReconcilePlan { group, .. } => Some(group.clone()),
             _ => None,
         };
         let completed = |s: &State| {
@@ -943,6 +958,8 @@ fn plan_note(c: &PlanChange) -> Note {
                 c.detail
             ),
         ),
+        // A step put back by `witness plan reconcile` carries what it is for.
+        Pending if !c.detail.is_empty() => ("plan_reconcile", format!("{g}: {} (operator)", c.detail)),
         Pending => ("plan_retry", format!("{g}: step {step} will run again (operator)")),
         Skipped => ("step_skipped", format!("{g}: step {step} skipped (operator)")),
     };

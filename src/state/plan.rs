@@ -245,10 +245,44 @@ impl Plan {
         if status.finished() {
             step.finished_at_ms = Some(at_ms);
         }
-        if self.current().is_none() {
-            self.done_at_ms = Some(at_ms);
-        }
+        self.finished(at_ms);
         Ok(self.change(name, attempt, detail))
+    }
+
+    /// The plan has no step left: it is done, and when it was first done stays (a reconcile
+    /// running steps again does not change the failover's achieved RTO).
+    fn finished(&mut self, at_ms: u64) {
+        if self.current().is_none() {
+            self.done_at_ms.get_or_insert(at_ms);
+        }
+    }
+
+    /// An operator's repair of drift: step `name` (every step, without one) of a finished plan
+    /// runs again for the same epoch, a fresh round of attempts, fenced by the epoch like the
+    /// first run. The plan's record of the failover (its decision, when it was first done)
+    /// stays.
+    pub fn reconcile(&mut self, name: Option<&str>) -> Result<PlanChange, String> {
+        if self.phase() != Phase::Done {
+            return Err(format!(
+                "the plan is {}, not done: it is still putting the decision in place",
+                self.phase_name()
+            ));
+        }
+        let mut chosen = self.steps.iter_mut().filter(|s| name.is_none_or(|n| s.spec.name == n)).peekable();
+        if chosen.peek().is_none() {
+            return Err(format!("the plan has no step {:?}", name.unwrap_or_default()));
+        }
+        for step in chosen {
+            step.status = StepStatus::Pending;
+            step.attempts = 0;
+            step.finished_at_ms = None;
+        }
+        let first = self.current().map(|i| self.steps[i].spec.name.clone()).unwrap_or_default();
+        Ok(self.change(&first, 0, format!("reconcile: {} again", name.unwrap_or("every step"))))
+    }
+
+    fn phase_name(&self) -> String {
+        serde_json::to_value(self.phase()).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
     }
 
     /// An operator's answer to a stuck plan: run the step again (a fresh round of attempts),
@@ -267,9 +301,7 @@ impl Plan {
             step.status = StepStatus::Pending;
             step.attempts = 0;
         }
-        if self.current().is_none() {
-            self.done_at_ms = Some(at_ms);
-        }
+        self.finished(at_ms);
         Ok(self.change(&name, attempt, String::new()))
     }
 
@@ -282,7 +314,7 @@ impl Plan {
             status,
             attempt,
             detail,
-            plan_done: self.done_at_ms.is_some(),
+            plan_done: !self.waiting && self.current().is_none(),
         }
     }
 }
@@ -344,6 +376,30 @@ mod tests {
         assert_eq!(plan.finish("dns", 1, failed(false), 2).unwrap().status, StepStatus::Stuck);
         assert!(plan.resolve_stuck(true, 3).unwrap().plan_done);
         assert_eq!(plan.steps[0].status, StepStatus::Skipped);
+    }
+
+    /// `witness plan reconcile`: only a done plan; the step (or every step) runs again as a fresh
+    /// round, for the same epoch; the failover's record (when it was first done) stays.
+    #[test]
+    fn a_reconcile_runs_a_done_plans_step_again_and_keeps_the_failovers_record() {
+        let done = |detail: &str| StepOutcome::Done { detail: detail.into() };
+        let mut plan = Plan::new(decision(0), false, &[spec("storage", 0, false), spec("dns", 0, false)]);
+        assert!(plan.reconcile(None).is_err(), "not while the plan runs");
+        plan.start("storage", 1, 1).unwrap();
+        plan.finish("storage", 1, done("ok"), 2).unwrap();
+        plan.start("dns", 1, 3).unwrap();
+        plan.finish("dns", 1, done("ok"), 4).unwrap();
+        assert!(plan.reconcile(Some("route53")).unwrap_err().contains("no step \"route53\""));
+        let change = plan.reconcile(Some("dns")).unwrap();
+        assert_eq!((change.step.as_str(), change.status, change.plan_done), ("dns", StepStatus::Pending, false));
+        assert_eq!((plan.phase(), plan.steps[0].status), (Phase::Running, StepStatus::Done), "storage stays done");
+        assert!(plan.start("storage", 1, 5).is_err(), "only the reconciled step runs");
+        plan.start("dns", 1, 5).unwrap();
+        assert!(plan.finish("dns", 1, done("again"), 6).unwrap().plan_done);
+        assert_eq!((plan.phase(), plan.done_at_ms, plan.achieved_rto_ms()), (Phase::Done, Some(4), Some(4)));
+        // Every step: the first runs first.
+        assert_eq!(plan.reconcile(None).unwrap().step, "storage");
+        assert_eq!(plan.steps.iter().filter(|s| s.status == StepStatus::Pending).count(), 2);
     }
 
     #[test]
