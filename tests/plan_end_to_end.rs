@@ -69,27 +69,7 @@ kind = "openstorage"
 endpoint = "{storage}"
 token_file = "{token}"
 domains = {{ east = "dc-east", west = "dc-west" }}
-
-[[group.step]]
-name = "dns"
-kind = "rfc2136"
-server = "{server}"
-zone = "example.test."
-record = "{RECORD}"
-type = "A"
-values = {{ east = ["{EAST}"], west = ["{WEST}"] }}
-key_file = "{key}"
-
-[[group.step]]
-name = "route53"
-kind = "route53"
-endpoint = "{moto_url}"
-zone_id = "{zone}"
-record = "{RECORD}"
-type = "A"
-values = {{ east = ["{EAST}"], west = ["{WEST}"] }}
-credentials_file = "{aws}"
-
+{dns}
 [[group.step]]
 name = "notify"
 kind = "webhook"
@@ -97,10 +77,7 @@ url = "{hooks}/notify"
 secret_file = "{hook_secret}"
 "#,
         storage = storage.url,
-        server = named.server(),
-        key = named.key_file().display(),
-        moto_url = moto.url(),
-        zone = moto.zone_id,
+        dns = dns_steps(&named, &named.key_file(), &moto, &aws),
         hooks = hooks.url,
     );
 
@@ -157,25 +134,7 @@ secret_file = "{hook_secret}"
     // stays.
     let leader = c.wait_leader(Duration::from_secs(10)).await;
     let rto_before = plan["achieved_rto_ms"].clone();
-    let by_hand = witness::config::Rfc2136Step {
-        server: named.server(),
-        zone: "example.test.".into(),
-        record: RECORD.into(),
-        record_type: "A".into(),
-        ttl: 60,
-        key_file: named.key_file(),
-        values: [("east".to_string(), vec![EAST.to_string()]), ("west".to_string(), vec![WEST.to_string()])].into(),
-    };
-    let ctx = witness::actions::StepContext {
-        group: "someone".into(),
-        epoch: 0,
-        from: "west".into(),
-        to: "east".into(),
-        reason: "by hand".into(),
-        decided_at_ms: 0,
-        step: "by-hand".into(),
-    };
-    witness::actions::rfc2136::run(&by_hand, &ctx).await.expect("the change by hand");
+    change_by_hand(&named, "west", "east").await;
     let dns_target = |want: &'static str| {
         let c = &c;
         async move {
@@ -210,6 +169,62 @@ secret_file = "{hook_secret}"
     assert!(out.contains("no step \"nope\""), "{out}");
 }
 
+/// The plan's two DNS steps, both for `RECORD`: BIND with the key at `key`, and Route 53 (moto)
+/// with the credentials at `aws`.
+fn dns_steps(named: &Named, key: &std::path::Path, moto: &Moto, aws: &str) -> String {
+    format!(
+        r#"
+[[group.step]]
+name = "dns"
+kind = "rfc2136"
+server = "{server}"
+zone = "example.test."
+record = "{RECORD}"
+type = "A"
+values = {{ east = ["{EAST}"], west = ["{WEST}"] }}
+key_file = "{key}"
+
+[[group.step]]
+name = "route53"
+kind = "route53"
+endpoint = "{moto_url}"
+zone_id = "{zone}"
+record = "{RECORD}"
+type = "A"
+values = {{ east = ["{EAST}"], west = ["{WEST}"] }}
+credentials_file = "{aws}"
+"#,
+        server = named.server(),
+        key = key.display(),
+        moto_url = moto.url(),
+        zone = moto.zone_id,
+    )
+}
+
+/// Someone else moves the record from `from`'s address to `to`'s, with the zone's key: a change
+/// outside the plan.
+async fn change_by_hand(named: &Named, from: &str, to: &str) {
+    let step = witness::config::Rfc2136Step {
+        server: named.server(),
+        zone: "example.test.".into(),
+        record: RECORD.into(),
+        record_type: "A".into(),
+        ttl: 60,
+        key_file: named.key_file(),
+        values: [("east".to_string(), vec![EAST.to_string()]), ("west".to_string(), vec![WEST.to_string()])].into(),
+    };
+    let ctx = witness::actions::StepContext {
+        group: "someone".into(),
+        epoch: 0,
+        from: from.into(),
+        to: to.into(),
+        reason: "by hand".into(),
+        decided_at_ms: 0,
+        step: "by-hand".into(),
+    };
+    witness::actions::rfc2136::run(&step, &ctx).await.expect("the change by hand");
+}
+
 fn key(name: &str, rtype: &str) -> (String, String, Option<String>) {
     (name.to_string(), rtype.to_string(), None)
 }
@@ -237,34 +252,7 @@ async fn broken_credentials_turn_steps_not_ready_and_a_record_changed_by_hand_dr
     let aws_text = "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n";
     let aws = write_secret(secrets.path(), "aws-credentials", aws_text);
     moto.seed(&moto.zone_id, RECORD, &[(None, None, EAST)]).await;
-    let plan = format!(
-        r#"readiness_interval = "1s"
-
-[[group.step]]
-name = "dns"
-kind = "rfc2136"
-server = "{server}"
-zone = "example.test."
-record = "{RECORD}"
-type = "A"
-values = {{ east = ["{EAST}"], west = ["{WEST}"] }}
-key_file = "{key}"
-
-[[group.step]]
-name = "route53"
-kind = "route53"
-endpoint = "{moto_url}"
-zone_id = "{zone}"
-record = "{RECORD}"
-type = "A"
-values = {{ east = ["{EAST}"], west = ["{WEST}"] }}
-credentials_file = "{aws}"
-"#,
-        server = named.server(),
-        key = key.display(),
-        moto_url = moto.url(),
-        zone = moto.zone_id,
-    );
+    let plan = format!("readiness_interval = \"1s\"\n{}", dns_steps(&named, &key, &moto, &aws));
     let (east, west) = (SiteStub::start().await, SiteStub::start().await);
     let (c, leader) = Cluster::watching(&east, &west, Setup { plan, ..Setup::default() }).await;
     let follower = (1..=3).find(|id| *id != leader).unwrap();
@@ -321,27 +309,6 @@ credentials_file = "{aws}"
 
     // Someone points the record at west by hand, east still active: drift, said once; put
     // back, in place again.
-    let by_hand = |from: &str, to: &str| {
-        let step = witness::config::Rfc2136Step {
-            server: named.server(),
-            zone: "example.test.".into(),
-            record: RECORD.into(),
-            record_type: "A".into(),
-            ttl: 60,
-            key_file: named.key_file(),
-            values: [("east".to_string(), vec![EAST.to_string()]), ("west".to_string(), vec![WEST.to_string()])].into(),
-        };
-        let ctx = witness::actions::StepContext {
-            group: "someone".into(),
-            epoch: 0,
-            from: from.into(),
-            to: to.into(),
-            reason: "by hand".into(),
-            decided_at_ms: 0,
-            step: "by-hand".into(),
-        };
-        async move { witness::actions::rfc2136::run(&step, &ctx).await.expect("the change by hand") }
-    };
     let target = |want: &'static str| {
         let c = &c;
         async move {
@@ -354,7 +321,7 @@ credentials_file = "{aws}"
         }
     };
     target("in_place").await;
-    by_hand("east", "west").await;
+    change_by_hand(&named, "east", "west").await;
     let drift = target("drifted").await;
     let what = drift["detail"].as_str().unwrap();
     assert!(what.contains(WEST) && what.contains("not east's"), "{what}");
@@ -364,7 +331,7 @@ credentials_file = "{aws}"
     let line = format!("witness_target_drift{{group=\"app\",step=\"dns\",node_id=\"{leader}\"}} 1");
     assert!(metrics.contains(&line), "{line} not in:\n{metrics}");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    by_hand("west", "east").await;
+    change_by_hand(&named, "west", "east").await;
     target("in_place").await;
     let events: serde_json::Value =
         c.http.get(c.nodes[leader as usize - 1].url("/v1/events")).send().await.unwrap().json().await.unwrap();

@@ -135,8 +135,8 @@ impl Readiness {
 
     /// The check of `group` handed out by [`Readiness::due`] finished with `result`: the next
     /// is due an interval (jittered ±20 %) from `now`. Returns the steps that turned: not
-    /// ready where the last check (or, for the first, the assumption) had them ready, and
-    /// ready again.
+    /// ready where the last check (or, for the first, the assumption) had them ready, ready
+    /// again, their target drifted, or in place again.
     pub fn checked(
         &mut self,
         group: &GroupId,
