@@ -30,6 +30,12 @@ impl Clock {
     pub fn now(&self) -> Duration {
         boottime().saturating_sub(self.origin)
     }
+
+    /// The machine's boot-time reading at this clock's `now`: one clock for every process on
+    /// the machine, for records that tests compare across processes.
+    pub fn since_boot(&self, now: Duration) -> Duration {
+        self.origin + now
+    }
 }
 
 /// Time since the machine booted, suspended time included.

@@ -63,6 +63,8 @@ pub struct Agent {
     last_answer: Mutex<Option<Stopwatch>>,
     /// While no witness node answers: why, node by node.
     witness_problem: Mutex<Option<String>>,
+    /// `agent.writable_log`, open for appending (a testing aid).
+    writable_log: Option<Mutex<std::fs::File>>,
     metrics: AgentMetrics,
 }
 
@@ -99,6 +101,26 @@ impl Agent {
             let _ = self.hooks.send(hook);
         }
         result
+    }
+
+    /// Appends every lease this site now holds while writable to `agent.writable_log`: the
+    /// span from now to when its last lease runs out, on the machine's boot-time clock.
+    fn record_writable(&self) {
+        let Some(log) = &self.writable_log else { return };
+        let now = self.now();
+        let view = self.core.lock().expect("agent core lock poisoned").view(now);
+        let mut lines = String::new();
+        for (group, v) in view.iter().filter(|(_, v)| v.writable) {
+            let until = now + Duration::from_millis(v.witness_lease_ms.max(v.peer_lease_ms));
+            let ns = |d: Duration| self.clock.since_boot(d).as_nanos();
+            lines += &format!("{group} {} {}\n", ns(now), ns(until));
+        }
+        if !lines.is_empty() {
+            use std::io::Write;
+            if let Err(e) = log.lock().expect("writable log lock poisoned").write_all(lines.as_bytes()) {
+                tracing::warn!(error = %e, "cannot append to agent.writable_log");
+            }
+        }
     }
 
     pub fn status(&self) -> AgentStatus {
@@ -225,6 +247,16 @@ pub async fn start(config: AgentConfig, listener: tokio::net::TcpListener) -> an
     let witness_scheme = if config.plain_http { "http" } else { "https" };
     let (hook_tx, hook_rx) = mpsc::unbounded_channel();
     let clock = Clock::start();
+    let writable_log = match &config.writable_log {
+        None => None,
+        Some(path) => Some(Mutex::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("agent.writable_log {}", path.display()))?,
+        )),
+    };
     let core = AgentCore::new(
         &config.site,
         config.groups.iter().map(|g| g.name.as_str().into()),
@@ -244,6 +276,7 @@ pub async fn start(config: AgentConfig, listener: tokio::net::TcpListener) -> an
         leader: Mutex::new(0),
         last_answer: Mutex::new(None),
         witness_problem: Mutex::new(None),
+        writable_log,
         metrics: AgentMetrics::new(&config.site),
         config,
     });
@@ -385,6 +418,7 @@ async fn heartbeat_once(agent: &Agent, target: &str) -> Result<(), Redirect> {
         tracing::debug!(group = %group.name, "the witness has no group of this name with agents for this site");
     }
     agent.with_core(|core, now| ((), core.on_answer(sent_at, now, &answer)));
+    agent.record_writable();
     Ok(())
 }
 
@@ -419,6 +453,7 @@ async fn peer_leases(agent: Arc<Agent>) {
             Ok(grant) => {
                 last_failure = None;
                 agent.with_core(|core, now| ((), core.on_peer_grant(sent_at, now, &grant)));
+                agent.record_writable();
             }
             Err(e) => {
                 let why = format!("peer {}: {e}", agent.config.peer);

@@ -29,6 +29,10 @@ pub struct AgentConfig {
     /// How the agent proves its site to the witness and checks the witness's certificate.
     pub credentials: AgentCredentials,
     pub groups: Vec<AgentGroup>,
+    /// A testing aid: every lease this site holds while writable, appended to this file as
+    /// `GROUP FROM_NS UNTIL_NS` on the machine's boot-time clock (`clock::Clock::since_boot`),
+    /// so that a test can compare two sites' permissions to write exactly.
+    pub writable_log: Option<PathBuf>,
 }
 
 /// `ca` (required over TLS) and a token file, a client certificate, or both.
@@ -83,6 +87,7 @@ struct RawAgent {
     cert: Option<String>,
     key: Option<String>,
     token_file: Option<String>,
+    writable_log: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -240,6 +245,7 @@ impl RawAgentConfig {
                 plain_http,
                 credentials,
                 groups,
+                writable_log: a.writable_log.map(PathBuf::from),
             })
         } else {
             Err(e.0)
