@@ -9,6 +9,10 @@
 //!   must begin after east's last has run out (the gap is printed per failover); and, sampled,
 //!   from the agents' own answers (asked together; only answers closer together than the lease
 //!   margin count as "at once");
+//! - where nothing is to move, the primary never stopped writing either: east's recorded
+//!   permissions leave no gap and still run at the end (a primary that fenced itself for no
+//!   reason fails: planted, an agent that ignores its peer lease is caught by
+//!   `PrimaryCutFromWitnessOnly`);
 //! - epochs only grow on every node;
 //! - the plan's webhook effect happens once per failover (a re-run after a leader change
 //!   carries the same idempotency key);
@@ -379,6 +383,22 @@ impl World {
         let Some(first) = west.iter().map(|s| s.0).min() else {
             if failover {
                 problems.push("west never held a permission to write".into());
+            } else {
+                // Nothing was to move: the primary must not have stopped writing either.
+                let mut spans = east.clone();
+                spans.sort();
+                let mut until = spans.first().map_or(0, |s| s.1);
+                for (from, to) in spans {
+                    if from > until {
+                        problems.push(format!("east had no permission to write for {} ms", (from - until) / 1_000_000));
+                    }
+                    until = until.max(to);
+                }
+                let clock = witness::clock::Clock::start();
+                let now = clock.since_boot(clock.now()).as_nanos();
+                if until < now {
+                    problems.push(format!("east's permission to write ran out {} ms ago", (now - until) / 1_000_000));
+                }
             }
             return problems;
         };
