@@ -21,9 +21,9 @@
 //!
 //! The two-writers checks are proven able to fail: with the agent's witness lease counted twice
 //! as long, `PrimaryIsolated` reports "east could write 426 ms into west's permission" (and,
-//! sampled, both writable). Counted 1.5 times as long, both pass (the gap was 61 ms): here
-//! detection takes longer than the lease, so the lease wait does not decide the outcome; a
-//! scenario where it does (a forced switchover with fresh leases) is still to be written.
+//! sampled, both writable). Counted 1.5 times as long, `PrimaryIsolated` passes (its detection
+//! takes longer than the lease), and `ForcedSwitchover`, where the lease wait alone decides,
+//! catches it.
 //!
 //! Needs root, iproute2 and iptables (`scripts/test` installs iptables); without them it skips
 //! loudly, except with `CI=true`, where it fails.
@@ -516,6 +516,9 @@ enum Fault {
     /// Between every party and the witness nodes: 25 ms ± 10 ms each way.
     WanDelay,
     WanDelayPrimaryDies,
+    /// An operator's forced failover to west while both sites are healthy and east's leases
+    /// fresh: the lease wait alone keeps the two sites' permissions apart.
+    ForcedSwitchover,
 }
 
 impl Fault {
@@ -528,6 +531,7 @@ impl Fault {
                 | Fault::PrimaryDiesThenLeaderKilled
                 | Fault::PrimaryDiesAndReturns
                 | Fault::WanDelayPrimaryDies
+                | Fault::ForcedSwitchover
         )
     }
 
@@ -586,6 +590,13 @@ async fn inject(w: &mut World, fault: Fault) {
         }
         Fault::WanDelay => {}
         Fault::WanDelayPrimaryDies => w.kill9("east"),
+        Fault::ForcedSwitchover => {
+            let leader = w.leader().await;
+            let order = serde_json::json!({ "to": "west", "force": true, "reason": "chaos: planned switchover" });
+            let failover = url(&w.net.host(leader).ip, 7400, "/v1/groups/app/failover");
+            let resp = w.http.post(failover).json(&order).send().await.expect("the switchover order");
+            assert!(resp.status().is_success(), "the switchover order: {}", resp.text().await.unwrap_or_default());
+        }
     }
     // The fault stays until the failover it must cause has promoted west, and a little longer:
     // an isolated primary that still believed it could write would be seen writable next to
@@ -623,6 +634,7 @@ async fn faults_fail_over_exactly_when_they_should_and_never_break_the_invariant
         Fault::PrimaryDiesAndReturns,
         Fault::WanDelay,
         Fault::WanDelayPrimaryDies,
+        Fault::ForcedSwitchover,
     ];
     let only = std::env::var("WITNESS_CHAOS").ok();
     for fault in faults {
