@@ -2,8 +2,8 @@
 //! `/healthz` the witness probes), every one in its own network namespace on a private bridge
 //! (`support::netns`). Each scenario starts a fresh world, injects one fault (kill -9,
 //! SIGSTOP, partitions, one-way and random loss with iptables, WAN delay and jitter through a
-//! userspace relay), says whether a failover must
-//! follow, and checks throughout:
+//! userspace relay, an operator's forced switchover), says whether a failover must follow, and
+//! checks throughout:
 //! - never two writable sites, exactly: each agent records every lease it holds while writable
 //!   (`agent.writable_log`, on the machine's one boot-time clock), and west's first permission
 //!   must begin after east's last has run out (the gap is printed per failover); and, sampled,
