@@ -90,8 +90,9 @@ pub fn rfc3339(ms: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    /// The clock is the one `/proc/uptime` reports, which counts suspended time (the kernel's
-    /// boot time); it only moves forward.
+    /// The clock agrees with `/proc/uptime` (the kernel's boot time, which counts suspended
+    /// time) and only moves forward. On a machine never suspended, `CLOCK_MONOTONIC` agrees
+    /// too: this cannot tell the two apart, so the choice of clock rests on `boottime` itself.
     #[test]
     fn the_clock_counts_time_since_boot_suspend_included() {
         let uptime: f64 = std::fs::read_to_string("/proc/uptime").unwrap().split(' ').next().unwrap().parse().unwrap();

@@ -201,7 +201,9 @@ async fn webhook_receiver(hooks: Arc<Mutex<Vec<String>>>) -> anyhow::Result<Stri
 async fn readiness(world: &World) -> anyhow::Result<()> {
     let leader = leader(&world.nodes).await?;
     let epoch = leader.applied.read().expect("state lock").state.groups.get(GROUP).map(|g| g.epoch);
-    let check = leader.check_plan_at(GROUP, epoch).await.map_err(|e| anyhow::anyhow!("plan readiness: {e}"))?;
+    let executors = crate::actions::Executors::new()?;
+    let check =
+        leader.check_plan_at(GROUP, epoch, &executors).await.map_err(|e| anyhow::anyhow!("plan readiness: {e}"))?;
     println!("\n  PLAN READINESS (checking changes nothing)");
     for s in &check.steps {
         let target = match &s.target {

@@ -108,8 +108,7 @@ impl Ledger {
     /// witness's lease alone, and losing the witness would stop it. `None` while it holds one,
     /// while the group drains (no lease is granted then), and when its agent is not heard.
     pub fn without_peer_lease(&self, name: &str, group: &GroupState, now: Duration) -> Option<String> {
-        let terms = group.spec.leases?;
-        let record = self.fresh(&group.active, now, Duration::from_millis(terms.lease_ms))?;
+        let record = self.heard_within_lease(&group.active, group, now)?;
         let report = &record.groups.get(name)?.report;
         let holds_none = report.role == Some(Role::Active) && report.epoch == Some(group.epoch);
         if group.draining || !holds_none || report.peer_lease_ms > 0 {
@@ -122,8 +121,10 @@ impl Ledger {
         )
     }
 
-    /// The agent of `site`, if heard from within `within`.
-    pub fn fresh(&self, site: &str, now: Duration, within: Duration) -> Option<&SiteRecord> {
+    /// The agent of `site`, if heard from within one of `group`'s leases: what it said longer
+    /// ago than that is history (its leases have run out since).
+    pub fn heard_within_lease(&self, site: &str, group: &GroupState, now: Duration) -> Option<&SiteRecord> {
+        let within = Duration::from_millis(group.spec.leases?.lease_ms);
         self.sites.get(site).filter(|r| now.saturating_sub(r.heard_at) <= within)
     }
 

@@ -335,8 +335,7 @@ fn assess(
     }
     // The survivor's agent, heard within a lease, is a witness of its own: if it still reaches
     // the failed site, the site is alive and only the witness's paths to it broke.
-    let survivor_agent =
-        group.spec.leases.and_then(|t| inputs.ledger.fresh(&survivor, inputs.now, Duration::from_millis(t.lease_ms)));
+    let survivor_agent = inputs.ledger.heard_within_lease(&survivor, group, inputs.now);
     if survivor_agent.is_some_and(|r| r.peer_reachable) {
         memory.down_since = None;
         return (Assessment::PathBroken { failed, survivor }, None);

@@ -403,10 +403,7 @@ impl Leader {
                         let report = record.and_then(|r| r.groups.get(name)).map(|g| g.report.clone());
                         let agent = SiteAgent {
                             heard_ms_ago: record.map(|r| ms(now.saturating_sub(r.heard_at))),
-                            silent: g
-                                .spec
-                                .leases
-                                .is_none_or(|t| ledger.fresh(site, now, Duration::from_millis(t.lease_ms)).is_none()),
+                            silent: ledger.heard_within_lease(site, g, now).is_none(),
                             peer_reachable: record.map(|r| r.peer_reachable),
                             peer_problem: record.and_then(|r| r.peer_problem.clone()),
                             peer_lease_ms: report.as_ref().map_or(0, |r| r.peer_lease_ms),

@@ -1,6 +1,7 @@
 //! Site agents' heartbeats on the leader: leadership confirmed by a linearizable read that many
 //! heartbeats share, then the answer (roles, epochs, the active site's lease) from the
-//! committed state and this leadership's `Leader`; and the agents' view for status and metrics.
+//! committed state and this leadership's `Leader`; and what only the leader knows, the agents'
+//! reports and the plans' readiness (`LeaderView`), for status and metrics.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

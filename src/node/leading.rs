@@ -150,13 +150,18 @@ impl Runtime {
             }
             Effect::Abort(attempt) => self.abandon(|a| *a == attempt).await,
             Effect::CheckPlan { group, epoch, observe } => {
+                // Without executors no plan runs on this node either (said at start). Unchecked,
+                // a group shows no result, or an ageing one (WitnessPlanReadinessStale), never
+                // a fresh "ready".
+                let Some(executors) = self.executors.clone() else { return };
                 let term = self.term;
                 self.proposals.spawn(async move {
-                    let steps = match node.check_plan_at(&group, observe.then_some(epoch)).await {
+                    let steps = match node.check_plan_at(&group, observe.then_some(epoch), &executors).await {
                         Ok(check) => check.steps,
                         Err(e) => {
+                            // Unreported: not a plan with nothing wrong (see above).
                             tracing::warn!(%group, error = %e, "plan readiness check failed");
-                            Vec::new()
+                            return;
                         }
                     };
                     let result = PlanReadiness { checked_at_ms: crate::clock::unix_ms(), epoch, steps };

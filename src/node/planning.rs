@@ -88,7 +88,8 @@ impl PlanCheck {
 impl Node {
     /// Tests every step of `group`'s plan for reachability and credentials, changing nothing.
     pub async fn check_plan(&self, group: &str) -> Result<PlanCheck, super::leader::NodeError> {
-        self.check_plan_at(group, None).await
+        let executors = Executors::new().map_err(|e| super::leader::NodeError::Fatal(e.to_string()))?;
+        self.check_plan_at(group, None, &executors).await
     }
 
     /// [`Node::check_plan`]; with `observed`, also reads what each step's target holds against
@@ -97,6 +98,7 @@ impl Node {
         &self,
         group: &str,
         observed: Option<crate::state::Epoch>,
+        executors: &Executors,
     ) -> Result<PlanCheck, super::leader::NodeError> {
         let config = self.config.groups.iter().find(|g| g.name == group);
         let config = config.ok_or_else(|| super::leader::NodeError::NotFound(format!("unknown group {group:?}")))?;
@@ -107,7 +109,6 @@ impl Node {
                 None => (config.primary.as_str().into(), config.secondary.as_str().into()),
             }
         };
-        let executors = Executors::new().map_err(|e| super::leader::NodeError::Fatal(e.to_string()))?;
         // The decision in place: `from` (the site a failover would leave) is active.
         let decision = |step: &str, epoch: crate::state::Epoch| StepContext {
             group: group.to_string(),
@@ -119,7 +120,6 @@ impl Node {
             step: step.to_string(),
         };
         let checks = config.steps.iter().map(|step| {
-            let executors = &executors;
             let ctx = observed.map(|epoch| decision(&step.name, epoch));
             async move {
                 let result = executors.check(step).await;

@@ -271,9 +271,7 @@ impl Node {
         };
         readiness(&health, self.config.cluster.raft.election_timeout_max)
     }
-}
 
-impl Node {
     /// Whether the cluster removed this node: its committed state retired its id, the
     /// membership it holds lists others but not it, or a peer answered so.
     fn removed(&self, m: &openraft::RaftMetrics<crate::raft::TypeConfig>) -> bool {
