@@ -157,12 +157,7 @@ secret_file = "{hook_secret}"
     let plan = plan_when(&c, "the plan done again", Duration::from_secs(30), |p| p["phase"] == "done").await;
     assert_eq!(plan["achieved_rto_ms"], rto_before, "the failover's record stays");
     assert_eq!((storage.calls().len(), hooks.effects("notify")), (storage_calls, 1), "only the dns step ran again");
-    let events: serde_json::Value =
-        c.http.get(c.nodes[leader as usize - 1].url("/v1/events")).send().await.unwrap().json().await.unwrap();
-    let kinds: Vec<&str> = events["events"].as_array().unwrap().iter().filter_map(|e| e["kind"].as_str()).collect();
-    for kind in ["target_drift", "plan_reconcile", "target_in_place"] {
-        assert!(kinds.contains(&kind), "no {kind} in {kinds:?}");
-    }
+    c.journaled_exactly(leader, &[("target_drift", 1), ("plan_reconcile", 1), ("target_in_place", 1)]).await;
     // A plan that never ran has nothing to reconcile; a step the plan lacks is named.
     let (code, out) = cli(&["plan", "reconcile", "app", "--step", "nope", "--endpoint", &endpoint]);
     assert_eq!(code, 1, "{out}");
@@ -296,11 +291,7 @@ async fn broken_credentials_turn_steps_not_ready_and_a_record_changed_by_hand_dr
     write_secret(secrets.path(), "aws-credentials", aws_text);
     ready([("dns", true), ("route53", true)]).await;
     // Each turn journaled once, though checked every second.
-    let events: serde_json::Value =
-        c.http.get(c.nodes[leader as usize - 1].url("/v1/events")).send().await.unwrap().json().await.unwrap();
-    let kinds: Vec<&str> = events["events"].as_array().unwrap().iter().filter_map(|e| e["kind"].as_str()).collect();
-    assert_eq!(kinds.iter().filter(|k| **k == "step_not_ready").count(), 2, "{kinds:?}");
-    assert_eq!(kinds.iter().filter(|k| **k == "step_ready").count(), 2, "{kinds:?}");
+    c.journaled_exactly(leader, &[("step_not_ready", 2), ("step_ready", 2)]).await;
     // Checks change nothing.
     assert_eq!(tokio::task::block_in_place(|| named.dig(RECORD, "A")), [EAST]);
     let (code, out) = cli(&["plan", "check", "app", "--endpoint", &endpoint]);
@@ -333,9 +324,5 @@ async fn broken_credentials_turn_steps_not_ready_and_a_record_changed_by_hand_dr
     tokio::time::sleep(Duration::from_secs(2)).await;
     change_by_hand(&named, "west", "east").await;
     target("in_place").await;
-    let events: serde_json::Value =
-        c.http.get(c.nodes[leader as usize - 1].url("/v1/events")).send().await.unwrap().json().await.unwrap();
-    let kinds: Vec<&str> = events["events"].as_array().unwrap().iter().filter_map(|e| e["kind"].as_str()).collect();
-    assert_eq!(kinds.iter().filter(|k| **k == "target_drift").count(), 1, "said once: {kinds:?}");
-    assert_eq!(kinds.iter().filter(|k| **k == "target_in_place").count(), 1, "{kinds:?}");
+    c.journaled_exactly(leader, &[("target_drift", 1), ("target_in_place", 1)]).await;
 }

@@ -624,6 +624,34 @@ impl SiteStub {
 }
 
 impl Cluster {
+    /// Every event kind in node `id`'s journal, oldest first.
+    pub async fn journal_kinds(&self, id: u64) -> Option<Vec<String>> {
+        let url = self.nodes[id as usize - 1].url("/v1/events");
+        let events: Value = self.http.get(url).send().await.ok()?.json().await.ok()?;
+        Some(events["events"].as_array()?.iter().filter_map(|e| e["kind"].as_str().map(String::from)).collect())
+    }
+
+    /// Waits until node `id`'s journal holds each kind `count` times, then, after a few more
+    /// seconds (several scheduled checks or heartbeats), asserts it still holds exactly that
+    /// many: each turn said once. A status shows what the leader knows at once; the journal
+    /// event commits through Raft a moment later, so reading the journal right after a status
+    /// changed races.
+    pub async fn journaled_exactly(&self, id: u64, want: &[(&str, usize)]) {
+        let counts = || async {
+            let kinds = self.journal_kinds(id).await?;
+            let counts: Vec<usize> = want.iter().map(|(k, _)| kinds.iter().filter(|x| x == k).count()).collect();
+            Some((counts, kinds))
+        };
+        let expected: Vec<usize> = want.iter().map(|(_, n)| *n).collect();
+        eventually(Duration::from_secs(10), "the journal events wanted", || async {
+            counts().await.filter(|(n, _)| *n == expected).map(|_| ())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (n, kinds) = counts().await.expect("read the journal");
+        assert_eq!(n, expected, "each turn journaled once: {want:?} in {kinds:?}");
+    }
+
     /// True when every running node's committed verdicts say `site` is `verdict` for all of
     /// `nodes`.
     pub async fn all_see(&self, site: &str, verdict: &str, nodes: &[u64]) -> Option<()> {
