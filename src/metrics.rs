@@ -62,6 +62,11 @@ pub struct Metrics {
     pub achieved_rpo_seconds: prometheus::GaugeVec,
     /// When this node's certificate and the cluster CA expire (Unix seconds), by `certificate`.
     pub tls_expiry: IntGaugeVec,
+    /// Per group: when its last drill passed (Unix seconds; 0: none on record), whether one
+    /// is under way, and how often one should pass (this node's config).
+    drill_last_passed: prometheus::GaugeVec,
+    drill_running: IntGaugeVec,
+    pub drill_every_seconds: prometheus::GaugeVec,
 }
 
 impl Metrics {
@@ -173,6 +178,18 @@ impl Metrics {
              the committed decision, 0 when it holds the decision; absent when not readable (webhook, command).",
             &["group", "step"],
         );
+        let drill_last_passed = float_gauge_vec(
+            "witness_drill_last_passed_timestamp_seconds",
+            "When a group's last DR drill passed (Unix time); 0 when none is on record.",
+            &["group"],
+        );
+        let drill_running =
+            gauge_vec("witness_drill_running", "1 while a DR drill of a group is under way.", &["group"]);
+        let drill_every_seconds = float_gauge_vec(
+            "witness_drill_every_seconds",
+            "How often a group's drill should pass (its drill_every in this node's config); absent without one.",
+            &["group"],
+        );
         let plan_checked_timestamp = float_gauge_vec(
             "witness_plan_readiness_checked_timestamp_seconds",
             "On the leader: when a group's plan was last checked (Unix time).",
@@ -261,6 +278,9 @@ impl Metrics {
             achieved_rto_seconds,
             achieved_rpo_seconds,
             tls_expiry,
+            drill_last_passed,
+            drill_running,
+            drill_every_seconds,
         }
     }
 
@@ -290,7 +310,12 @@ impl Metrics {
             self.group_epoch.with_label_values(&[name]).set(g.epoch.0 as i64);
             let stuck = g.plan.as_ref().is_some_and(|p| p.phase() == crate::state::plan::Phase::Stuck);
             self.plan_stuck.with_label_values(&[name]).set(i64::from(stuck));
-            if let Some(plan) = &g.plan {
+            let passed = state.drills.get(name).and_then(|d| d.iter().rev().find(|d| d.passed()));
+            let passed_at = passed.and_then(|d| d.finished_at_ms).map_or(0.0, |ms| ms as f64 / 1000.0);
+            self.drill_last_passed.with_label_values(&[name]).set(passed_at);
+            self.drill_running.with_label_values(&[name]).set(i64::from(g.drill.is_some()));
+            // A drill's switchover is no failover: the gauges keep the last failover's figures.
+            if let Some(plan) = g.plan.as_ref().filter(|p| !p.planned) {
                 if let Some(rto) = plan.achieved_rto_ms() {
                     self.achieved_rto_seconds.with_label_values(&[name]).set(rto as f64 / 1000.0);
                 }

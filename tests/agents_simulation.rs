@@ -557,6 +557,7 @@ impl World {
             cut_off_after: Duration::from_millis(ELECTION_TIMEOUT_MS * 2 / 3),
             // Readiness checks change nothing at the targets: not modelled.
             readiness_interval: Default::default(),
+            drill_budget: Default::default(),
         }
     }
 
@@ -1045,8 +1046,14 @@ impl World {
         let Some(leader) = self.leader.filter(|l| self.confirmed_leader(*l)) else { return false };
         self.apply_committed(leader);
         let to = self.nodes[&leader].state.groups[GROUP].other().clone();
-        let order =
-            FailoverOrder { group: GROUP.into(), to: Some(to.clone()), reason: "drill".into(), dry_run: false, force };
+        let order = FailoverOrder {
+            group: GROUP.into(),
+            to: Some(to.clone()),
+            reason: "forced".into(),
+            dry_run: false,
+            force,
+            drill: None,
+        };
         // The order reads the same view a tick would.
         let decided = self.with_leader(leader, |l, t| l.order(&order, t));
         let Ok(Order::Commit { command, .. }) = decided else {

@@ -105,7 +105,7 @@ fn the_openapi_document_covers_the_router() {
             }
         }
     }
-    assert_eq!(operations, 24, "the API's operations");
+    assert_eq!(operations, 26, "the API's operations");
     assert!(doc["paths"]["/v1/groups/{group}/activate"].is_null(), "retired: `failover --force` covers it");
 }
 

@@ -326,3 +326,132 @@ async fn broken_credentials_turn_steps_not_ready_and_a_record_changed_by_hand_dr
     target("in_place").await;
     c.journaled_exactly(leader, &[("target_drift", 1), ("target_in_place", 1)]).await;
 }
+
+/// A DR drill there and back, on real processes: three witness nodes, both sites' agents, and a
+/// plan moving storage (the OpenStorage fake), BIND (RFC 2136) and Route 53 (moto). Refused
+/// while paused, naming the precondition and changing nothing; then it runs under the lease
+/// protocol, holds a second on west, and returns. The report's phase times add up and stay
+/// within the group's budget, every target followed both ways, the group is not blocked, and
+/// `witness drill show` gives it as Markdown and JSON; the metric the overdue alert reads has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_there_and_back_reports_every_phase_within_the_budget() {
+    const TEST: &str = "a_drill_there_and_back_reports_every_phase_within_the_budget";
+    let Some(named) = Named::start(TEST).await else {
+        eprintln!("=== SKIPPED {TEST}: BIND 9 is not installed ===");
+        return;
+    };
+    let Some(moto) = Moto::start(TEST).await else {
+        eprintln!("=== SKIPPED {TEST}: moto_server is not installed ===");
+        return;
+    };
+    let secrets = tempfile::tempdir().unwrap();
+    let storage = OpenStorage::start("px-admin-token", &[("dc-east", true), ("dc-west", false)]).await.unwrap();
+    let token = write_secret(secrets.path(), "px.token", "px-admin-token\n");
+    let aws = write_secret(
+        secrets.path(),
+        "aws-credentials",
+        "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+    );
+    moto.seed(&moto.zone_id, RECORD, &[(None, None, EAST)]).await;
+    let plan = format!(
+        r#"readiness_interval = "1s"
+drill_every = "90d"
+
+[[group.step]]
+name = "storage"
+kind = "openstorage"
+endpoint = "{storage}"
+token_file = "{token}"
+domains = {{ east = "dc-east", west = "dc-west" }}
+{dns}"#,
+        storage = storage.url,
+        dns = dns_steps(&named, &named.key_file(), &moto, &aws),
+    );
+    let (east, west) = (SiteStub::start().await, SiteStub::start().await);
+    let setup = Setup { site_urls: Some((east.url(), west.url())), agents: true, plan, ..Setup::default() };
+    let mut c = Cluster::with(3, 0, setup);
+    c.add_agents();
+    let leader = c.start_voters(3).await;
+    c.agent("east").start();
+    c.agent("west").start();
+    let endpoint = format!("https://{}", c.nodes[leader as usize - 1].addr);
+    eventually(Duration::from_secs(20), "east writable, both up, the plan checked ready", || async {
+        let s = c.status(leader).await?;
+        let ready = s["groups"][0]["readiness"]["steps"].as_array()?.iter().all(|st| st["ok"] == true);
+        let west_in_sync = s["groups"][0]["agents"]["sites"]["west"]["in_sync"] == true;
+        (ready && west_in_sync && c.writable("east").await? && !c.writable("west").await?).then_some(())
+    })
+    .await;
+
+    // Paused: refused, the precondition named, nothing changed.
+    assert_eq!(c.post(leader, "/v1/groups/app/pause", &serde_json::json!({})).await.0, 200);
+    let (code, out) = cli(&["drill", "app", "--back", "--endpoint", &endpoint]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("[FAIL] not_paused") && out.contains("refused"), "{out}");
+    assert_eq!(c.group(leader).await, Some(("east".to_string(), 1)), "nothing moved");
+    assert_eq!(c.post(leader, "/v1/groups/app/resume", &serde_json::json!({})).await.0, 200);
+    let (code, out) = cli(&["drill", "app", "--back", "--dry-run", "--endpoint", &endpoint]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("[pass] plan_ready") && out.contains("[pass] survivor_in_sync"), "{out}");
+    // Bad input is named.
+    let (code, out) = cli(&["drill", "app", "--back", "--hold", "soon", "--endpoint", &endpoint]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("--hold: invalid duration \"soon\""), "{out}");
+
+    let started = Instant::now();
+    let (code, out) = tokio::task::block_in_place(|| {
+        cli(&["drill", "app", "--back", "--hold", "1s", "--reason", "CHG-42", "--endpoint", &endpoint])
+    });
+    eprintln!("drill there and back: {} ms\n{out}", started.elapsed().as_millis());
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("# Drill 1 of app: PASSED") && out.contains("| out | east -> west | 2 |"), "{out}");
+    assert!(out.contains("| back | west -> east | 3 |"), "{out}");
+
+    let (code, json) = cli(&["drill", "show", "app", "--format", "json", "--endpoint", &endpoint]);
+    assert_eq!(code, 0, "{json}");
+    let r: serde_json::Value = serde_json::from_str(&json).expect("the report as JSON");
+    assert_eq!((r["status"].as_str(), r["reason"].as_str()), (Some("passed"), Some("CHG-42")), "{r:#}");
+    assert_eq!(r["by"], "token:admin");
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or_else(|| panic!("a number: {v} in {r:#}"));
+    let switchover_budget = n(&r["budget"]["switchover_ms"]);
+    for leg in r["legs"].as_array().unwrap() {
+        let (decision, drain, steps, total) =
+            (n(&leg["decision_ms"]), n(&leg["drain_ms"]), n(&leg["steps_ms"]), n(&leg["total_ms"]));
+        assert_eq!(decision + drain + steps, total, "the phases add up: {leg:#}");
+        // The drain is the lease wait: the old site's lease (1 s + 100 ms) runs out first.
+        assert!(drain >= 900, "{leg:#}");
+        assert!(drain + steps <= switchover_budget, "within the budget of {switchover_budget} ms: {leg:#}");
+        let took: u64 = leg["steps"].as_array().unwrap().iter().map(|s| n(&s["took_ms"])).sum();
+        assert!(took <= steps, "{leg:#}");
+        let statuses: Vec<&str> =
+            leg["steps"].as_array().unwrap().iter().map(|s| s["status"].as_str().unwrap()).collect();
+        assert_eq!(statuses, ["done", "done", "done"], "{leg:#}");
+        assert!(n(&leg["projected_rto_ms"]) <= n(&r["objective_ms"]), "{leg:#}");
+        assert_eq!(leg["rpo_ms"], 0, "a synchronous copy in sync: {leg:#}");
+    }
+    let legs: Vec<u64> = r["legs"].as_array().unwrap().iter().map(|l| n(&l["total_ms"])).collect();
+    assert!(n(&r["total_ms"]) >= legs.iter().sum::<u64>() + 1000, "both legs and the hold: {r:#}");
+
+    // Every target followed there and back; the agents too; nothing blocked.
+    assert_eq!(tokio::task::block_in_place(|| named.dig(RECORD, "A")), [EAST], "{}", named.log());
+    assert_eq!(moto.records(&moto.zone_id).await[&key(RECORD, "A")], (vec![EAST.to_string()], None));
+    assert_eq!((storage.active("dc-east"), storage.active("dc-west")), (Some(true), Some(false)));
+    assert!(storage.calls().len() >= 2, "storage moved twice: {:?}", storage.calls());
+    assert!(c.agents[1].roles().contains(&"role=active epoch=2".to_string()), "{:?}", c.agents[1].roles());
+    eventually(Duration::from_secs(5), "east writable again, west not", || async {
+        (c.writable("east").await? && !c.writable("west").await?).then_some(())
+    })
+    .await;
+    let s = c.status(leader).await.unwrap();
+    assert_eq!((s["groups"][0]["epoch"].as_u64(), s["groups"][0]["blocked"].as_bool()), (Some(3), Some(false)), "{s}");
+    c.journaled_exactly(leader, &[("switchover", 2), ("switchover_complete", 2), ("drill_passed", 1), ("failover", 0)])
+        .await;
+    let metrics = c.http.get(c.nodes[leader as usize - 1].url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let passed = metrics
+        .lines()
+        .find(|l| l.starts_with("witness_drill_last_passed_timestamp_seconds{group=\"app\""))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no last passed drill in:\n{metrics}"));
+    assert!(passed > 1.7e9, "{passed}");
+    assert!(metrics.contains("witness_drill_every_seconds{group=\"app\""), "{metrics}");
+}

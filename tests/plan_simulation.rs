@@ -417,6 +417,7 @@ impl World {
             cut_off_after: Duration::from_millis(ELECTION_MIN_MS * 2 / 3),
             // Readiness checks change nothing at the targets: not modelled.
             readiness_interval: Default::default(),
+            drill_budget: Default::default(),
         };
         let leader = Leader::new(std::sync::Arc::new(config), self.term, Duration::from_millis(self.now), seed);
         Runner { leader, tasks: BTreeMap::new(), quorum_acked_ms: self.now }

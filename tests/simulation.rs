@@ -117,6 +117,7 @@ impl World {
             cut_off_after: Duration::from_millis(ELECTION_TIMEOUT_MS * 2 / 3),
             // Readiness checks change nothing at the targets: not modelled.
             readiness_interval: Default::default(),
+            drill_budget: Default::default(),
         });
         let mut w = World {
             rng,

@@ -94,7 +94,9 @@ pub fn written_status(response: &StateResponse) -> StatusCode {
 pub fn failover_status(outcome: &FailoverOutcome) -> StatusCode {
     match outcome {
         FailoverOutcome::Refused | FailoverOutcome::Rejected { .. } => StatusCode::CONFLICT,
-        FailoverOutcome::DryRun { .. } | FailoverOutcome::FailedOver { .. } => StatusCode::OK,
+        FailoverOutcome::DryRun { .. } | FailoverOutcome::FailedOver { .. } | FailoverOutcome::DrillStarted { .. } => {
+            StatusCode::OK
+        }
     }
 }
 

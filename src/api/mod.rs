@@ -64,10 +64,12 @@ fn routes() -> Vec<(Option<Needs>, OpenApiRouter<Arc<Node>>)> {
         .routes(routes!(status))
         .routes(routes!(events))
         .routes(routes!(events_stream))
-        .routes(routes!(members));
+        .routes(routes!(members))
+        .routes(routes!(drills));
     let operator = OpenApiRouter::new()
         .routes(routes!(failover))
         .routes(routes!(failback))
+        .routes(routes!(drill))
         .routes(routes!(pause))
         .routes(routes!(resume))
         .routes(routes!(ack))
@@ -485,7 +487,14 @@ async fn failover(
     Body(b): Body<FailoverBody>,
 ) -> ApiResult {
     let dry_run = b.dry_run || b.check;
-    let order = FailoverOrder { group: group.into(), to: Some(b.to.into()), reason: b.reason, dry_run, force: b.force };
+    let order = FailoverOrder {
+        group: group.into(),
+        to: Some(b.to.into()),
+        reason: b.reason,
+        dry_run,
+        force: b.force,
+        drill: None,
+    };
     order_failover(&node, &caller, order, b.check).await
 }
 
@@ -506,8 +515,88 @@ async fn failback(
     Body(b): Body<FailbackBody>,
 ) -> ApiResult {
     let dry_run = b.dry_run || b.check;
-    let order = FailoverOrder { group: group.into(), to: None, reason: b.reason, dry_run, force: b.force };
+    let order = FailoverOrder { group: group.into(), to: None, reason: b.reason, dry_run, force: b.force, drill: None };
     order_failover(&node, &caller, order, b.check).await
+}
+
+/// A DR drill: a switchover to the group's other site while both are up.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct DrillBody {
+    /// Return to the site the drill started from, this long (ms, at most 30 days) after the
+    /// first leg is done; leave it out for a one-way drill.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 2_592_000_000_u64)]
+    back_after_ms: Option<u64>,
+    /// Why, for the journal and the report (a change ticket, say).
+    #[serde(default)]
+    reason: String,
+    /// Check the preconditions only: change nothing.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Starts a DR drill: after its preconditions (both sites up, the survivor within its RPO
+/// objective, the plan ready at its last scheduled check, not blocked nor paused, nothing under
+/// way), the group switches to its other site under the normal lease protocol and plan, and
+/// with `back_after_ms` returns after that hold. The leader drives it to its end; the report
+/// is at `GET /v1/groups/{group}/drills`. Started, or the dry run's verdict (200); refused by
+/// a precondition, which `failover.plan.checks` names (409).
+#[utoipa::path(
+    post,
+    path = "/v1/groups/{group}/drill",
+    tag = "control",
+    params(GroupPath),
+    request_body = DrillBody,
+    responses(OrderAnswers)
+)]
+async fn drill(
+    State(node): AppState,
+    Extension(caller): Extension<Caller>,
+    Path(GroupPath { group }): Path<GroupPath>,
+    Body(b): Body<DrillBody>,
+) -> ApiResult {
+    let hold_ms = b.back_after_ms.unwrap_or(0);
+    if hold_ms > crate::config::duration::MAX.as_millis() as u64 {
+        return Err(ApiError::BadRequest("back_after_ms: at most 30 days (2592000000)".into()));
+    }
+    let request =
+        crate::leader::DrillRequest { hold_ms, back: b.back_after_ms.is_some(), by: None, requested_at_ms: 0 };
+    let order = FailoverOrder {
+        group: group.into(),
+        to: None,
+        reason: b.reason,
+        dry_run: b.dry_run,
+        force: false,
+        drill: Some(request),
+    };
+    order_failover(&node, &caller, order, false).await
+}
+
+/// A group's drills: the one under way, if any, and the last ten finished, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct Drills {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    running: Option<crate::state::drill::DrillReport>,
+    finished: Vec<crate::state::drill::DrillReport>,
+}
+
+/// A group's drill reports: every phase of every leg timed, against the group's RTO budget
+/// and objective, and what failed.
+#[utoipa::path(
+    get,
+    path = "/v1/groups/{group}/drills",
+    tag = "status",
+    params(GroupPath),
+    responses((status = 200, body = Drills), (status = 404, description = "No such group.", body = ErrorBody))
+)]
+async fn drills(State(node): AppState, Path(GroupPath { group }): Path<GroupPath>) -> ApiResult {
+    let applied = node.applied.read().expect("state lock poisoned");
+    let state = &applied.state;
+    let g = state.groups.get(group.as_str()).ok_or_else(|| NodeError::NotFound(format!("unknown group {group:?}")))?;
+    let finished =
+        state.drills.get(group.as_str()).map_or_else(Vec::new, |d| d.iter().rev().map(|d| d.report()).collect());
+    Ok(Json(Drills { running: g.drill.as_ref().map(|d| d.report()), finished }).into_response())
 }
 
 /// A 409 of a failover: its checks and outcome, or the leader's refusal. Documentation only.

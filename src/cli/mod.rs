@@ -9,6 +9,7 @@ mod client;
 mod config_check;
 mod control;
 mod demo;
+mod drill;
 mod events;
 mod gen_certs;
 mod local;
@@ -75,6 +76,9 @@ enum Command {
     Plan(plan::Args),
     #[command(flatten)]
     Control(control::Control),
+    /// A DR drill: switch GROUP to its other site while both are up, optionally back, and
+    /// report every phase against the RTO budget; or `show` the last report.
+    Drill(drill::Args),
     /// Benchmarks that print numbers.
     Bench {
         #[command(subcommand)]
@@ -132,6 +136,7 @@ pub fn main() -> ExitCode {
         Command::Plan(args) => client::block_on(plan::run(args)),
         Command::Events(args) => client::block_on(events::run(args)),
         Command::Control(control) => client::block_on(control::run(control)),
+        Command::Drill(args) => client::block_on(drill::run(args)),
         Command::GenCerts(args) => gen_certs::run(args),
         Command::Token { command } => token::run(command),
     };

@@ -6,6 +6,16 @@ use std::time::Duration;
 /// `d`. A bare number is rejected on purpose: `5` could mean seconds or milliseconds, and a
 /// wrong guess in a failure detector is exactly the mistake this config must not allow.
 pub fn parse(text: &str) -> Result<Duration, String> {
+    parse_up_to(text, MAX)
+}
+
+/// [`parse`] for a cadence on the calendar (how often to rehearse DR: a quarter, a year), the
+/// one kind of setting that means something past [`MAX`]; at most [`CALENDAR_MAX`].
+pub fn parse_cadence(text: &str) -> Result<Duration, String> {
+    parse_up_to(text, CALENDAR_MAX)
+}
+
+fn parse_up_to(text: &str, max: Duration) -> Result<Duration, String> {
     let hint = "expected a number followed by ms, s, m, h or d (e.g. \"250ms\", \"5s\", \"1m30s\")";
     let s = text.trim();
     if s.is_empty() {
@@ -34,8 +44,8 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         };
         total = total.saturating_add(part);
     }
-    if total > MAX {
-        return Err(format!("duration {text:?} is longer than the maximum of 30d"));
+    if total > max {
+        return Err(format!("duration {text:?} is longer than the maximum of {}", format(max)));
     }
     Ok(total)
 }
@@ -66,9 +76,12 @@ pub(crate) fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Stri
     d.deserialize_any(Text).map(Some)
 }
 
-/// No setting of this program means anything beyond this; rejecting larger values keeps every
-/// computation on durations (sums, multiples) far from overflow.
+/// No setting of this program means anything beyond this but a cadence; rejecting larger
+/// values keeps every computation on durations (sums, multiples) far from overflow.
 pub const MAX: Duration = Duration::from_secs(30 * 86400);
+
+/// The longest cadence: a little over a year.
+pub const CALENDAR_MAX: Duration = Duration::from_secs(400 * 86400);
 
 /// Formats a duration the way `parse` reads it, choosing the largest exact unit.
 pub fn format(d: Duration) -> String {

@@ -159,6 +159,10 @@ pub struct GroupConfig {
     /// How often the leader checks the plan's steps (jittered), besides at once after a
     /// failover or a change to the steps.
     pub readiness_interval: Duration,
+    /// A drill should pass at least this often: `witness_drill_every_seconds`, which the
+    /// `WitnessDrillOverdue` alert compares with the last passed drill. Drills never start
+    /// by themselves.
+    pub drill_every: Option<Duration>,
 }
 
 impl GroupConfig {
@@ -387,6 +391,8 @@ struct RawGroup {
     block_after_failover: Option<String>,
     #[serde(default, deserialize_with = "duration::text")]
     readiness_interval: Option<String>,
+    #[serde(default, deserialize_with = "duration::text")]
+    drill_every: Option<String>,
     agents: Option<bool>,
     #[serde(default, deserialize_with = "duration::text")]
     lease: Option<String>,
@@ -927,6 +933,20 @@ impl RawGroup {
                 "at least 1s: each check calls every step's provider (Route 53 allows a few requests a second)",
             );
         }
+        let drill_every = self.drill_every.as_deref().and_then(|text| {
+            let field = format!("{p}.drill_every");
+            match duration::parse_cadence(text) {
+                Ok(d) if d < Duration::from_secs(3600) => {
+                    e.add(field, "at least 1h: a drill moves the group to its other site and back");
+                    None
+                }
+                Ok(d) => Some(d),
+                Err(why) => {
+                    e.add(field, why);
+                    None
+                }
+            }
+        });
         let agents = agent_terms(
             p,
             self.agents,
@@ -959,6 +979,7 @@ impl RawGroup {
             agents,
             steps,
             readiness_interval,
+            drill_every,
         }
     }
 }

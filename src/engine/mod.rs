@@ -7,6 +7,7 @@
 //! every new leader, which can only make it wait longer, never shorter.
 
 pub mod detector;
+pub mod drill;
 pub mod leases;
 pub mod plan;
 

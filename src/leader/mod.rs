@@ -13,6 +13,7 @@
 //! [`Leader::proposal_settled`]. Effects: [`Effect`].
 
 pub mod contact;
+pub mod drills;
 pub mod readiness;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,6 +26,7 @@ pub use contact::Contact;
 use readiness::{PlanReadiness, Readiness, Turn, Turned};
 
 use crate::config::Config;
+use crate::engine::drill::{plan_drill, DrillFacts};
 use crate::engine::leases::Ledger;
 use crate::engine::plan::{Attempt, Planner, StepContext};
 use crate::engine::{
@@ -32,7 +34,9 @@ use crate::engine::{
 };
 use crate::protocol::{Heartbeat, HeartbeatAnswer, Role};
 use crate::rng::SplitMix64;
+use crate::state::drill::{DrillBudget, DrillSpec};
 use crate::state::{Command, DecisionFacts, Epoch, GroupId, NodeId, Rejection, SiteId, State, Topology};
+use drills::Returns;
 
 /// What a leader needs from this node's config; the same for every term.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +57,8 @@ pub struct LeaderConfig {
     pub cut_off_after: Duration,
     /// Per group with plan steps: how often its plan is checked ([`readiness`]).
     pub readiness_interval: BTreeMap<GroupId, Duration>,
+    /// Per group: the RTO terms a drill is measured against.
+    pub drill_budget: BTreeMap<GroupId, DrillBudget>,
 }
 
 impl LeaderConfig {
@@ -76,6 +82,11 @@ impl LeaderConfig {
             live_within: config.cluster.raft.election_timeout_max,
             cut_off_after: config.cluster.raft.election_timeout_min * 2 / 3,
             readiness_interval: config.groups.iter().map(|g| (GroupId::from(&g.name), g.readiness_interval)).collect(),
+            drill_budget: config
+                .groups
+                .iter()
+                .map(|g| (GroupId::from(&g.name), DrillBudget::of(&crate::config::budget::rto_budget(config, g))))
+                .collect(),
         }
     }
 }
@@ -147,6 +158,8 @@ pub struct Leader {
     readiness: Readiness,
     /// Steps whose readiness turned since the last tick: journaled by the next.
     turned: Vec<Turned>,
+    /// Drills holding on the other site, and when this leadership brings each back.
+    returns: Returns,
 }
 
 impl Leader {
@@ -163,6 +176,7 @@ impl Leader {
             topology: TopologySync::Unsettled,
             readiness: Readiness::default(),
             turned: Vec::new(),
+            returns: Returns::default(),
         }
     }
 
@@ -194,6 +208,7 @@ impl Leader {
         }
         self.sync_topology(t.state, &mut effects);
         self.decide(t, &mut effects);
+        self.bring_drills_back(t, &mut effects);
         if !cut_off {
             self.plan(t, &mut effects);
             self.check_readiness(t, &mut effects);
@@ -279,6 +294,65 @@ impl Leader {
         }
     }
 
+    /// Each drill whose hold is over goes back once its checks pass, or ends failed when they
+    /// have not passed for [`drills::RETURN_PATIENCE`] after its hold.
+    fn bring_drills_back(&mut self, t: &Tick, effects: &mut Vec<Effect>) {
+        let live = t.contact.live(self.config.node, self.config.live_within);
+        for (name, hold_over, give_up) in self.returns.due(t.state, t.now) {
+            let g = &t.state.groups[&name];
+            let facts = self.drill_facts(&name, g, t.now, false);
+            let Ok(plan) = plan_drill(t.state, &name, true, &t.contact.voters, &live, &facts) else { continue };
+            let command = if plan.all_pass() {
+                Command::Drill {
+                    group: name.clone(),
+                    to: plan.to.clone(),
+                    expected_epoch: plan.expected_epoch,
+                    voters: t.contact.voters.clone(),
+                    facts: DecisionFacts {
+                        detected_after_ms: None,
+                        rpo_ms: facts.exposure.map(|d| d.as_millis() as u64),
+                    },
+                    start: None,
+                }
+            } else if give_up {
+                let failed: Vec<String> = plan.checks.iter().filter(|c| !c.passed).map(|c| c.detail.clone()).collect();
+                let problem = format!(
+                    "could not return to {} within {} s of the hold's end: {}",
+                    plan.to,
+                    drills::RETURN_PATIENCE.as_secs(),
+                    failed.join("; ")
+                );
+                Command::EndDrill { group: name.clone(), id: hold_over, problem }
+            } else {
+                continue;
+            };
+            self.returns.proposed(&name);
+            effects.push(Effect::Propose(command));
+        }
+    }
+
+    /// What only this leadership knows of `group` for a drill's checks; `plan` asks for the
+    /// plan's last scheduled check.
+    fn drill_facts(&self, name: &GroupId, g: &crate::state::GroupState, now: Duration, plan: bool) -> DrillFacts {
+        let in_sync_within = self.config.timing.get(name).map_or(Duration::ZERO, |t| t.in_sync_within);
+        let readiness = || match self.readiness.view().remove(name) {
+            _ if g.spec.steps.is_empty() => Ok("no plan steps".to_string()),
+            None => Err("not checked yet by this leader (the first check comes within 10 s of its start)".to_string()),
+            Some(r) if r.epoch != g.epoch => {
+                Err(format!("last checked at epoch {}, the group is at {}: a check is due at once", r.epoch, g.epoch))
+            }
+            Some(r) => match r.steps.iter().find(|s| !s.ok) {
+                Some(s) => Err(format!("step {} not ready at the last check: {}", s.step, s.detail)),
+                None => Ok("every step ready at the last scheduled check".to_string()),
+            },
+        };
+        DrillFacts {
+            exposure: self.ledger.rpo_exposure(name, g, in_sync_within, now),
+            plan: plan.then(readiness),
+            agents_ahead: self.ledger.agents_ahead(name, g),
+        }
+    }
+
     fn plan(&mut self, t: &Tick, effects: &mut Vec<Effect>) {
         // Attempts of a superseded failover stop, and are awaited, before any of the newer
         // one starts: no action of an older epoch follows one of a newer.
@@ -327,8 +401,13 @@ impl Leader {
 
     /// A command this leader proposed was committed, or not.
     pub fn proposal_settled(&mut self, command: &Command, committed: bool) {
-        if let Command::SyncTopology(_) = command {
-            self.topology = if committed { TopologySync::Settled } else { TopologySync::Unsettled };
+        match command {
+            Command::SyncTopology(_) => {
+                self.topology = if committed { TopologySync::Settled } else { TopologySync::Unsettled };
+            }
+            // Taken effect, the drill no longer holds; refused or lost, the next tick looks again.
+            Command::Drill { group, start: None, .. } | Command::EndDrill { group, .. } => self.returns.settled(group),
+            _ => {}
         }
     }
 
@@ -338,6 +417,9 @@ impl Leader {
     pub fn order(&self, order: &FailoverOrder, t: &Tick) -> Result<Order, Rejection> {
         let g =
             t.state.groups.get(&order.group).ok_or_else(|| Rejection::UnknownGroup { group: order.group.clone() })?;
+        if let Some(drill) = &order.drill {
+            return self.order_drill(order, drill, g, t);
+        }
         // No target: back to the primary (a failback), as the latest committed state has it.
         let to = order.to.clone().unwrap_or_else(|| g.spec.primary.clone());
         let live = t.contact.live(self.config.node, self.config.live_within);
@@ -361,6 +443,43 @@ impl Leader {
             automatic: false,
             facts: self.decision_facts(&plan.group, t.state, t.now, t.failing_since),
             past: plan.past,
+        };
+        Ok(Order::Commit { plan, command })
+    }
+
+    /// A drill: checked like its way back will be, plus the plan's readiness; never forced.
+    fn order_drill(
+        &self,
+        order: &FailoverOrder,
+        drill: &DrillRequest,
+        g: &crate::state::GroupState,
+        t: &Tick,
+    ) -> Result<Order, Rejection> {
+        let live = t.contact.live(self.config.node, self.config.live_within);
+        let facts = self.drill_facts(&order.group, g, t.now, true);
+        let plan = plan_drill(t.state, &order.group, false, &t.contact.voters, &live, &facts)?;
+        if order.dry_run {
+            let allowed = plan.all_pass();
+            return Ok(Order::DryRun { plan, allowed });
+        }
+        if !plan.all_pass() {
+            return Ok(Order::Refused { plan });
+        }
+        let spec = DrillSpec {
+            hold_ms: drill.hold_ms,
+            back: drill.back,
+            reason: order.reason.clone(),
+            by: drill.by.clone(),
+            requested_at_ms: drill.requested_at_ms,
+            budget: self.config.drill_budget.get(&order.group).copied().unwrap_or_default(),
+        };
+        let command = Command::Drill {
+            group: plan.group.clone(),
+            to: plan.to.clone(),
+            expected_epoch: plan.expected_epoch,
+            voters: t.contact.voters.clone(),
+            facts: DecisionFacts { detected_after_ms: None, rpo_ms: facts.exposure.map(|d| d.as_millis() as u64) },
+            start: Some(Box::new(spec)),
         };
         Ok(Order::Commit { plan, command })
     }
@@ -452,6 +571,22 @@ pub struct FailoverOrder {
     pub dry_run: bool,
     /// Proceed even when checks fail (never past the epoch compare-and-set).
     pub force: bool,
+    /// A drill: a switchover to the other site while both are up, under its own checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillRequest>,
+}
+
+/// What a drill order adds to a failover order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DrillRequest {
+    pub hold_ms: u64,
+    pub back: bool,
+    /// Who asked, and when the order reached the leader (its wall clock, Unix ms): set by the
+    /// runtime there, for the report.
+    #[serde(default)]
+    pub by: Option<String>,
+    #[serde(default)]
+    pub requested_at_ms: u64,
 }
 
 /// What the leader makes of an operator's order.

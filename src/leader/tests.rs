@@ -65,6 +65,7 @@ impl World {
             live_within: ms(1000),
             cut_off_after: ms(666),
             readiness_interval: BTreeMap::new(),
+            drill_budget: BTreeMap::new(),
         };
         let mut state = State::default();
         state.apply(Command::SyncTopology(topology));
@@ -329,6 +330,7 @@ fn operator_orders_are_checked_against_the_evidence() {
         reason: "drill".into(),
         dry_run,
         force,
+        drill: None,
     };
     fn tick(w: &World) -> Tick<'_> {
         Tick { now: ms(600), state: &w.state, contact: &w.contact, ready: true, failing_since: &w.failing_since }
@@ -390,6 +392,7 @@ fn agents_ahead_of_a_restored_witness_stop_the_group_until_a_forced_order_takes_
         reason: "restore".into(),
         dry_run: false,
         force,
+        drill: None,
     };
     let t = Tick { now: ms(300), state: &w.state, contact: &w.contact, ready: true, failing_since: &w.failing_since };
     let Ok(Order::Refused { plan }) = w.leader.order(&order("west", false), &t) else { panic!("refused") };
@@ -401,5 +404,76 @@ fn agents_ahead_of_a_restored_witness_stop_the_group_until_a_forced_order_takes_
     assert!(
         matches!(applied, Response::Activated { epoch: Epoch(6), ref active, .. } if active == "east"),
         "{applied:?}"
+    );
+}
+
+/// A drill order is checked (the survivor's copy unreported: refused, that check named), then
+/// committed; after its leg and its hold on this leader's clock the way back is proposed once
+/// (again if lost); when it cannot return (a site down) for the patience after the hold, the
+/// drill ends failed.
+#[test]
+fn a_drill_is_checked_then_brought_back_after_its_hold_or_ended_when_it_cannot_return() {
+    let mut w = World::new(Some(LeaseTerms { lease_ms: 1000, margin_ms: 100 }), &[]);
+    w.see("east", [UP, UP, UP]);
+    w.see("west", [UP, UP, UP]);
+    let request = DrillRequest { hold_ms: 2000, back: true, by: None, requested_at_ms: 5 };
+    let order = FailoverOrder {
+        group: "app".into(),
+        to: None,
+        reason: "CHG-7".into(),
+        dry_run: false,
+        force: false,
+        drill: Some(request),
+    };
+    let in_sync = |role: Role, epoch: u64| Heartbeat {
+        groups: [(
+            "app".into(),
+            GroupReport { role: Some(role), epoch: Some(Epoch(epoch)), in_sync: Some(true), ..GroupReport::default() },
+        )]
+        .into(),
+        ..Heartbeat::default()
+    };
+    let ok = Some(Confirmed { term: 7 });
+    let tick = |w: &World, now| -> Result<Order, Rejection> {
+        let t = Tick { now, state: &w.state, contact: &w.contact, ready: true, failing_since: &w.failing_since };
+        w.leader.order(&order, &t)
+    };
+    let Ok(Order::Refused { plan }) = tick(&w, ms(100)) else { panic!("refused") };
+    let failed: Vec<&str> = plan.checks.iter().filter(|c| !c.passed).map(|c| c.gate.as_str()).collect();
+    assert_eq!(failed, ["survivor_in_sync"], "{plan:?}");
+    w.leader.heartbeat(ms(150), "west", &in_sync(Role::Standby, 1), &w.state, ok).unwrap();
+    let Ok(Order::Commit { command, .. }) = tick(&w, ms(200)) else { panic!("committed") };
+    assert!(matches!(w.apply(command), Response::Activated { draining: true, .. }));
+    w.apply(Command::Promote { group: "app".into(), expected_epoch: Epoch(2) });
+    assert!(w.state.groups["app"].drill.as_ref().unwrap().holding());
+
+    let back = |effects: &[Effect]| -> Vec<Command> {
+        proposals(effects)
+            .into_iter()
+            .filter(|c| matches!(c, Command::Drill { .. } | Command::EndDrill { .. }))
+            .collect()
+    };
+    assert!(back(&w.tick(ms(1000))).is_empty(), "the hold starts");
+    w.leader.heartbeat(ms(2950), "east", &in_sync(Role::Standby, 2), &w.state, ok).unwrap();
+    assert!(back(&w.tick(ms(2999))).is_empty(), "still holding");
+    let way_back = back(&w.tick(ms(3000)));
+    assert!(
+        matches!(&way_back[..], [Command::Drill { to, expected_epoch: Epoch(2), start: None, .. }] if to == "east"),
+        "{way_back:?}"
+    );
+    assert!(back(&w.tick(ms(3050))).is_empty(), "once while in flight");
+    w.leader.proposal_settled(&way_back[0], false);
+    assert_eq!(back(&w.tick(ms(3100))), way_back, "lost: proposed again");
+
+    // East goes down before it lands: the way back waits, then the drill ends failed.
+    w.leader.proposal_settled(&way_back[0], true);
+    w.see("east", [DOWN, DOWN, DOWN]);
+    assert!(back(&w.tick(ms(3200))).is_empty());
+    assert!(back(&w.tick(ms(62_999))).is_empty(), "patience");
+    let end = back(&w.tick(ms(63_000)));
+    assert!(
+        matches!(&end[..], [Command::EndDrill { problem, .. }] if problem.contains("could not return to east")
+            && problem.contains("east seen up by 0 of 3")),
+        "{end:?}"
     );
 }

@@ -55,6 +55,9 @@ pub enum FailoverOutcome {
     Refused,
     /// Committed: `to` is active under `epoch`.
     FailedOver { epoch: Epoch, log_index: u64 },
+    /// A drill's first leg committed: `to` is active under `epoch`, and the leader drives the
+    /// drill from here.
+    DrillStarted { epoch: Epoch, log_index: u64 },
     /// The compare-and-set lost (the group moved meanwhile): nothing changed by this order.
     Rejected { rejection: Rejection },
 }
@@ -223,7 +226,11 @@ impl Node {
         }
     }
 
-    async fn operator_failover(&self, order: FailoverOrder, by: Option<String>) -> Result<LeaderReply, Failure> {
+    async fn operator_failover(&self, mut order: FailoverOrder, by: Option<String>) -> Result<LeaderReply, Failure> {
+        if let Some(drill) = order.drill.as_mut() {
+            drill.by = by.clone();
+            drill.requested_at_ms = crate::clock::unix_ms();
+        }
         // The checks need the leader's view (who is live, the latest state): confirm this node
         // leads with a quorum and has applied everything committed, or send the order on.
         self.raft.ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex).await.map_err(|e| match e {
@@ -257,6 +264,11 @@ impl Node {
             Order::Commit { plan, command } => (plan, command),
         };
         let outcome = match self.write(command, by).await? {
+            LeaderReply::Written { response: Response::Activated { epoch, .. }, log_index }
+                if order.drill.is_some() =>
+            {
+                FailoverOutcome::DrillStarted { epoch, log_index }
+            }
             LeaderReply::Written { response: Response::Activated { epoch, .. }, log_index } => {
                 FailoverOutcome::FailedOver { epoch, log_index }
             }
@@ -270,7 +282,8 @@ impl Node {
             }
         };
         let logged = crate::telemetry::json(&outcome);
-        tracing::warn!(group = %plan.group, from = %plan.from, to = %plan.to, outcome = %logged, "operator failover");
+        let what = if order.drill.is_some() { "drill" } else { "operator failover" };
+        tracing::warn!(group = %plan.group, from = %plan.from, to = %plan.to, outcome = %logged, "{what}");
         Ok(LeaderReply::Failover(FailoverReply { plan, outcome }))
     }
 

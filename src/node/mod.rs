@@ -111,6 +111,11 @@ impl Node {
         }
         let (auth, tls) = credentials::load(&config)?;
         let metrics = Metrics::new(config.node.id.0);
+        for g in &config.groups {
+            if let Some(every) = g.drill_every {
+                metrics.drill_every_seconds.with_label_values(&[&g.name]).set(every.as_secs_f64());
+            }
+        }
         if tls.is_none() {
             tracing::warn!(
                 "transport.plain_http: no TLS: API tokens and Raft traffic cross the network in the clear and any \

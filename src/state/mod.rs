@@ -11,12 +11,14 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub mod drill;
 pub mod journal;
 pub mod plan;
 pub mod tuning;
 
 use crate::config::{Config, FailoverMode, ReplicationMode};
 pub use crate::ids::{GroupId, NodeId, SiteId};
+use drill::{Drill, DrillOutcome, DrillSpec};
 use journal::{Journal, Note};
 use plan::{Plan, PlanChange, StepOutcome, StepSpec};
 
@@ -188,6 +190,9 @@ pub struct GroupState {
     /// The plan of the latest failover (a newer failover replaces it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<Plan>,
+    /// The drill under way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<Drill>,
 }
 
 impl GroupState {
@@ -296,6 +301,23 @@ pub enum Command {
         #[serde(default)]
         past: Option<Epoch>,
     },
+    /// A drill's switchover while both sites are up: with `start`, a new drill moving `group`
+    /// to `to`; without, the way back of the group's open drill. It takes effect only if, at
+    /// its place in the log, a quorum of `voters` sees both sites up, no failover or drill leg
+    /// is under way, and the epoch is still `expected_epoch`. It drains and runs the plan like
+    /// a failover, and does not block the group (nothing failed).
+    Drill {
+        group: GroupId,
+        to: SiteId,
+        expected_epoch: Epoch,
+        voters: BTreeSet<NodeId>,
+        facts: DecisionFacts,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        start: Option<Box<DrillSpec>>,
+    },
+    /// The leader could not bring drill `id` of `group` back: it ends failed, and the group
+    /// stays where the drill took it.
+    EndDrill { group: GroupId, id: Epoch, problem: String },
     /// Ends the draining of `group` at `expected_epoch`: its active site may now write.
     Promote { group: GroupId, expected_epoch: Epoch },
     /// Pause or resume automatic decisions for one group.
@@ -325,6 +347,31 @@ pub enum Command {
     /// A journal entry for an action outside this state (a membership change), so that who
     /// did it is on record.
     Record { kind: String, message: String },
+}
+
+impl Command {
+    /// The group a command is about, if one.
+    pub fn group(&self) -> Option<&GroupId> {
+        match self {
+            Command::Activate { group, .. }
+            | Command::Failover { group, .. }
+            | Command::Drill { group, .. }
+            | Command::EndDrill { group, .. }
+            | Command::Promote { group, .. }
+            | Command::SetPaused { group, .. }
+            | Command::Ack { group, .. }
+            | Command::StepStarted { group, .. }
+            | Command::StepFinished { group, .. }
+            | Command::ResolvePlan { group, .. }
+            | Command::ReconcilePlan { group, .. }
+            | Command::Journal { group, .. } => Some(group),
+            Command::SyncTopology(_)
+            | Command::RetireNode { .. }
+            | Command::ReportVerdict { .. }
+            | Command::SetAutomation { .. }
+            | Command::Record { .. } => None,
+        }
+    }
 }
 
 /// What the leader measured when it decided a failover: recorded with the plan, for the
@@ -373,6 +420,11 @@ impl fmt::Display for Command {
             Command::Failover { group, to, expected_epoch, .. } => {
                 write!(f, "failover({group} -> {to} if epoch {expected_epoch})")
             }
+            Command::Drill { group, to, expected_epoch, start, .. } => {
+                let leg = if start.is_some() { "drill" } else { "drill-back" };
+                write!(f, "{leg}({group} -> {to} if epoch {expected_epoch})")
+            }
+            Command::EndDrill { group, id, .. } => write!(f, "end-drill({group} drill {id})"),
             Command::Promote { group, expected_epoch } => write!(f, "promote({group} at epoch {expected_epoch})"),
             Command::SetPaused { group, paused } => write!(f, "set-paused({group}, {paused})"),
             Command::Ack { group, expected_epoch } => write!(f, "ack({group} at epoch {expected_epoch})"),
@@ -434,6 +486,12 @@ pub enum Response {
         epoch: Epoch,
     },
     Plan(PlanChange),
+    /// A drill ended: `status` is `passed`, `failed` or `interrupted`.
+    DrillEnded {
+        group: GroupId,
+        id: Epoch,
+        status: String,
+    },
     Rejected(Rejection),
 }
 
@@ -476,6 +534,11 @@ pub enum Rejection {
         group: GroupId,
         problem: String,
     },
+    /// A drill's switchover, or its end, that does not fit the group as it stands.
+    Drill {
+        group: GroupId,
+        problem: String,
+    },
     /// A failover whose evidence no longer held when it reached its place in the log.
     EvidenceChanged {
         group: GroupId,
@@ -510,6 +573,7 @@ impl fmt::Display for Rejection {
             }
             Rejection::NotDraining { group, epoch } => write!(f, "group {group:?} is not draining at epoch {epoch}"),
             Rejection::Plan { group, problem } => write!(f, "plan of group {group:?}: {problem}"),
+            Rejection::Drill { group, problem } => write!(f, "drill of group {group:?}: {problem}"),
         }
     }
 }
@@ -534,6 +598,9 @@ pub struct State {
     pub tuning: tuning::Tuning,
     #[serde(default)]
     pub journal: Journal,
+    /// Each group's finished drills, oldest first, the last [`drill::KEPT`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub drills: BTreeMap<GroupId, Vec<Drill>>,
 }
 
 impl State {
@@ -542,13 +609,23 @@ impl State {
     }
 
     /// Applies `command`, logged at `at_ms` (the leader's wall clock: it dates plans and steps,
-    /// and decides nothing).
+    /// and decides nothing). A drill whose leg this finished records it, and ends after its
+    /// last.
     pub fn apply_at(&mut self, command: Command, at_ms: u64) -> Response {
+        let group = command.group().cloned();
+        let response = self.transition(command, at_ms);
+        if let Some(name) = group {
+            self.settle_drill(&name, at_ms);
+        }
+        response
+    }
+
+    fn transition(&mut self, command: Command, at_ms: u64) -> Response {
         match command {
-            Command::SyncTopology(topology) => self.sync_topology(topology),
+            Command::SyncTopology(topology) => self.sync_topology(topology, at_ms),
             Command::Activate { group, site, expected_epoch } => self.activate(
                 group,
-                Move { site, expected: expected_epoch, past: None },
+                Move { site, expected: expected_epoch, past: None, planned: false },
                 "operator activation",
                 DecisionFacts::default(),
                 at_ms,
@@ -586,12 +663,36 @@ impl State {
                         return Response::Rejected(Rejection::EvidenceChanged { group, from, to, down, up, quorum });
                     }
                 }
-                let response =
-                    self.activate(group, Move { site: to, expected: expected_epoch, past }, &reason, facts, at_ms);
+                let to = Move { site: to, expected: expected_epoch, past, planned: false };
+                let response = self.activate(group, to, &reason, facts, at_ms);
                 if let Response::Activated { group, .. } = &response {
                     self.groups.get_mut(group).expect("just activated").blocked = true;
                 }
                 response
+            }
+            Command::Drill { group, to, expected_epoch, voters, facts, start } => self.drill(
+                group,
+                Move { site: to, expected: expected_epoch, past: None, planned: true },
+                &voters,
+                facts,
+                start,
+                at_ms,
+            ),
+            Command::EndDrill { group, id, problem } => {
+                let Some(g) = self.groups.get_mut(&group) else {
+                    return Response::Rejected(Rejection::UnknownGroup { group });
+                };
+                match g.drill.as_ref() {
+                    Some(d) if d.id == id && d.holding() => {}
+                    _ => {
+                        let problem = format!("no drill {id} waiting to return");
+                        return Response::Rejected(Rejection::Drill { group, problem });
+                    }
+                }
+                let mut drill = g.drill.take().expect("just matched");
+                drill.end_with(DrillOutcome::Failed(vec![problem]), None, at_ms);
+                keep_drill(&mut self.drills, &group, drill);
+                Response::DrillEnded { group, id, status: "failed".into() }
             }
             Command::Promote { group, expected_epoch } => match self.groups.get_mut(&group) {
                 None => Response::Rejected(Rejection::UnknownGroup { group }),
@@ -640,6 +741,87 @@ impl State {
         }
     }
 
+    /// A drill's switchover, checked where it lands in the log (see [`Command::Drill`]).
+    fn drill(
+        &mut self,
+        name: GroupId,
+        to: Move,
+        voters: &BTreeSet<NodeId>,
+        facts: DecisionFacts,
+        start: Option<Box<DrillSpec>>,
+        at_ms: u64,
+    ) -> Response {
+        let Some(g) = self.groups.get(&name) else {
+            return Response::Rejected(Rejection::UnknownGroup { group: name });
+        };
+        let problem = if g.draining || g.plan.as_ref().is_some_and(|p| p.epoch == g.epoch && p.done_at_ms.is_none()) {
+            Some(format!("the move to epoch {} is still under way", g.epoch))
+        } else {
+            match (&start, &g.drill) {
+                (Some(_), Some(d)) => Some(format!("drill {} is under way", d.id)),
+                (None, None) => Some("no drill is under way to return".into()),
+                (None, Some(d)) if !d.holding() || to.site != d.from => {
+                    Some(format!("drill {} is not waiting to return to {}", d.id, to.site))
+                }
+                _ => None,
+            }
+        };
+        let (active_up, to_up) = (
+            self.agreeing(&g.active, Verdict::Up, voters, voters),
+            self.agreeing(&to.site, Verdict::Up, voters, voters),
+        );
+        let needed = quorum(voters.len());
+        let problem = problem.or_else(|| {
+            (active_up < needed || to_up < needed).then(|| {
+                format!(
+                    "both sites must be up: {} up in {active_up}, {} up in {to_up} (quorum {needed})",
+                    g.active, to.site
+                )
+            })
+        });
+        if let Some(problem) = problem {
+            return Response::Rejected(Rejection::Drill { group: name, problem });
+        }
+        let (from, id) = (g.active.clone(), g.epoch);
+        let reason = match &start {
+            Some(spec) if spec.back => format!("drill, back after a hold of {} ms: {}", spec.hold_ms, spec.reason),
+            Some(spec) => format!("drill: {}", spec.reason),
+            None => "drill: back".to_string(),
+        };
+        let response = self.activate(name.clone(), to, &reason, facts, at_ms);
+        if let Response::Activated { epoch, active, .. } = &response {
+            let g = self.groups.get_mut(&name).expect("just activated");
+            match start {
+                Some(spec) => {
+                    g.drill = Some(Drill {
+                        id,
+                        from,
+                        to: active.clone(),
+                        spec: *spec,
+                        objective_ms: g.spec.rto_ms,
+                        epochs: vec![*epoch],
+                        legs: Vec::new(),
+                        outcome: None,
+                        finished_at_ms: None,
+                    })
+                }
+                None => g.drill.as_mut().expect("checked above").epochs.push(*epoch),
+            }
+        }
+        response
+    }
+
+    /// Records the leg of `group`'s open drill whose plan is now done, and files the drill
+    /// away when that was its last leg.
+    fn settle_drill(&mut self, name: &GroupId, at_ms: u64) {
+        let Some(g) = self.groups.get_mut(name) else { return };
+        let (Some(drill), Some(plan)) = (g.drill.as_mut(), g.plan.as_ref()) else { return };
+        if drill.leg_done(plan, at_ms) {
+            let drill = g.drill.take().expect("just ended");
+            keep_drill(&mut self.drills, name, drill);
+        }
+    }
+
     /// Changes the plan of `group` for the failover to `epoch`; a plan command for any other
     /// epoch is stale (its failover was superseded) and changes nothing.
     fn change_plan(
@@ -668,7 +850,7 @@ impl State {
         let by = logged.by;
         let command = logged.command;
         let previous_active = match &command {
-            Command::Failover { group, .. } | Command::Activate { group, .. } => {
+            Command::Failover { group, .. } | Command::Activate { group, .. } | Command::Drill { group, .. } => {
                 self.groups.get(group).map(|g| g.active.clone())
             }
             _ => None,
@@ -691,22 +873,23 @@ impl State {
             Command::Failover { reason, .. } => reason.clone(),
             _ => String::new(),
         };
-        let group = match &command {
-            Command::Failover { group, .. }
-            | Command::Activate { group, .. }
-            | Command::Promote { group, .. }
-            | Command::StepFinished { group, .. }
-            | Command::ResolvePlan { group, .. }
-            | Command::ReconcilePlan { group, .. } => Some(group.clone()),
-            _ => None,
-        };
+        let group = command.group().cloned();
         let completed = |s: &State| {
             let plan = s.groups.get(group.as_deref()?)?.plan.as_ref()?;
             Some((plan.epoch, plan.done_at_ms.is_some()))
         };
+        // Drills this entry may end: the group's, or any group's for a new topology.
+        let open_drills = |s: &State| -> Vec<(GroupId, Epoch)> {
+            s.groups
+                .iter()
+                .filter(|(name, _)| group.as_ref().is_none_or(|g| g == *name))
+                .filter_map(|(name, g)| Some((name.clone(), g.drill.as_ref()?.id)))
+                .collect()
+        };
+        let drills_before = open_drills(self);
         let before = completed(self);
         let response = self.apply_at(command, at);
-        let entry = entry.or_else(|| describe(&response, previous_active, &reason));
+        let entry = entry.or_else(|| describe(&response, previous_active, &reason, self));
         if let Some(note) = entry {
             self.journal.record_by(at, note, by);
         }
@@ -715,6 +898,12 @@ impl State {
             if before != Some((epoch, true)) {
                 let plan = self.groups[name].plan.as_ref().expect("just read");
                 self.journal.record(at, achieved_note(name, plan));
+            }
+        }
+        for (name, id) in drills_before {
+            let ended = self.groups.get(&name).and_then(|g| g.drill.as_ref()).is_none_or(|d| d.id != id);
+            if let Some(drill) = self.drills.get(&name).and_then(|kept| kept.last()).filter(|d| ended && d.id == id) {
+                self.journal.record(at, drill_note(&name, drill));
             }
         }
         response
@@ -747,10 +936,22 @@ impl State {
     /// quorum of `voters` (`counted` outside `voters` are not counted). The one rule for quorum
     /// evidence: the engine, an operator's order and [`State::apply`] all use it.
     pub fn evidence(&self, from: &str, to: &str, voters: &BTreeSet<NodeId>, counted: &BTreeSet<NodeId>) -> Evidence {
-        let count = |site: &str, v: Verdict| {
-            counted.iter().filter(|n| voters.contains(n) && self.verdict(site, **n) == Some(v)).count()
-        };
-        Evidence { down: count(from, Verdict::Down), up: count(to, Verdict::Up), quorum: quorum(voters.len()) }
+        Evidence {
+            down: self.agreeing(from, Verdict::Down, voters, counted),
+            up: self.agreeing(to, Verdict::Up, voters, counted),
+            quorum: quorum(voters.len()),
+        }
+    }
+
+    /// How many of `counted` that are `voters` see `site` as `verdict`.
+    pub fn agreeing(
+        &self,
+        site: &str,
+        verdict: Verdict,
+        voters: &BTreeSet<NodeId>,
+        counted: &BTreeSet<NodeId>,
+    ) -> usize {
+        counted.iter().filter(|n| voters.contains(n) && self.verdict(site, **n) == Some(verdict)).count()
     }
 
     /// A copy of everything but the journal: what decisions read, cheap to take.
@@ -764,6 +965,7 @@ impl State {
             automation_off: self.automation_off,
             tuning: self.tuning.clone(),
             journal: Journal::default(),
+            drills: self.drills.clone(),
         }
     }
 
@@ -780,7 +982,7 @@ impl State {
             && topology.groups.iter().all(|(name, spec)| self.groups.get(name).is_some_and(|g| &g.spec == spec))
     }
 
-    fn sync_topology(&mut self, topology: Topology) -> Response {
+    fn sync_topology(&mut self, topology: Topology, at_ms: u64) -> Response {
         let mut changed = Vec::new();
         for site in topology.sites.difference(&self.sites) {
             changed.push(format!("site {site} added"));
@@ -798,7 +1000,15 @@ impl State {
 
         let removed: Vec<GroupId> = self.groups.keys().filter(|g| !topology.groups.contains_key(*g)).cloned().collect();
         for name in removed {
-            let old = self.groups.remove(&name).expect("key just listed");
+            let mut old = self.groups.remove(&name).expect("key just listed");
+            if let Some(mut drill) = old.drill.take() {
+                drill.end_with(
+                    DrillOutcome::Interrupted("the group was removed from the config".into()),
+                    old.plan.as_ref(),
+                    at_ms,
+                );
+                keep_drill(&mut self.drills, &name, drill);
+            }
             changed.push(format!("group {name} removed at epoch {} (active {})", old.epoch, old.active));
             let placement = Placement {
                 active: old.active,
@@ -833,8 +1043,17 @@ impl State {
                     let flags =
                         if paused { " (paused and blocked: its active site changed with the config)" } else { "" };
                     changed.push(format!("group {name} added: active {active} at epoch {epoch}{flags}"));
-                    let group =
-                        GroupState { spec, active, epoch, paused, blocked, draining, lease_wait_ms, plan: None };
+                    let group = GroupState {
+                        spec,
+                        active,
+                        epoch,
+                        paused,
+                        blocked,
+                        draining,
+                        lease_wait_ms,
+                        plan: None,
+                        drill: None,
+                    };
                     self.groups.insert(name, group);
                 }
             }
@@ -843,7 +1062,7 @@ impl State {
     }
 
     fn activate(&mut self, group_name: GroupId, to: Move, reason: &str, facts: DecisionFacts, at_ms: u64) -> Response {
-        let Move { site, expected, past } = to;
+        let Move { site, expected, past, planned } = to;
         let Some(group) = self.groups.get_mut(&group_name) else {
             return Response::Rejected(Rejection::UnknownGroup { group: group_name });
         };
@@ -862,32 +1081,57 @@ impl State {
         if group.active == site && past.is_none() {
             return Response::Rejected(Rejection::AlreadyActive { group: group_name, site, epoch: group.epoch });
         }
+        if let Some(mut drill) = group.drill.take_if(|_| !planned) {
+            // A real failover (or an operator's) takes the group: the drill gives way.
+            let why = format!("a failover to {site} took the group: {reason}");
+            drill.end_with(DrillOutcome::Interrupted(why), group.plan.as_ref(), at_ms);
+            keep_drill(&mut self.drills, &group_name, drill);
+        }
         let from = std::mem::replace(&mut group.active, site.clone());
         // Epochs only go forward: past every epoch an agent holds, if one is ahead.
         group.epoch = past.unwrap_or(group.epoch).max(group.epoch).next();
         group.draining = group.spec.leases.is_some();
         // A newer failover supersedes an unfinished plan: its steps are for the older epoch. A
         // group without steps gets an empty plan all the same: it records the achieved RTO.
-        let decision = plan::Decision { epoch: group.epoch, from: &from, to: &site, reason, at_ms, facts };
+        let decision = plan::Decision { epoch: group.epoch, from: &from, to: &site, reason, at_ms, facts, planned };
         group.plan = Some(Plan::new(decision, group.draining, &group.spec.steps));
         Response::Activated { group: group_name, active: site, epoch: group.epoch, draining: group.draining }
     }
 }
 
 /// Where a failover moves a group: to `site`, if the group is still at `expected`, and past
-/// `past` when an agent holds that epoch.
+/// `past` when an agent holds that epoch; `planned` for a drill's switchover.
 struct Move {
     site: SiteId,
     expected: Epoch,
     past: Option<Epoch>,
+    planned: bool,
+}
+
+/// Files a finished drill away, keeping the last [`drill::KEPT`] of the group.
+fn keep_drill(drills: &mut BTreeMap<GroupId, Vec<Drill>>, group: &GroupId, drill: Drill) {
+    let kept = drills.entry(group.clone()).or_default();
+    kept.push(drill);
+    if kept.len() > drill::KEPT {
+        kept.remove(0);
+    }
 }
 
 /// The journal entry for a command's outcome, where it has one.
-fn describe(response: &Response, previous_active: Option<SiteId>, reason: &str) -> Option<Note> {
+fn describe(response: &Response, previous_active: Option<SiteId>, reason: &str, state: &State) -> Option<Note> {
     Some(match response {
         Response::TopologySynced { changed } if !changed.is_empty() => Note::new(None, "topology", changed.join("; ")),
         Response::Activated { group, active, epoch, draining } => {
             let from = previous_active.unwrap_or_default();
+            let plan = state.groups.get(group).and_then(|g| g.plan.as_ref());
+            if let Some(plan) = plan.filter(|p| p.planned) {
+                let message = format!(
+                    "{group}: switchover {from} -> {active} at epoch {epoch} ({}), both sites up{}",
+                    plan.reason,
+                    if *draining { "; draining as for a failover" } else { "" }
+                );
+                return Some(Note::new(Some(group.clone()), "switchover", message));
+            }
             let mut message = if reason.is_empty() {
                 format!("{group}: {from} -> {active} at epoch {epoch}")
             } else {
@@ -914,8 +1158,32 @@ fn describe(response: &Response, previous_active: Option<SiteId>, reason: &str) 
         }
         Response::NodeRetired { id } => Note::new(None, "member_retired", format!("node {id} retired")),
         Response::Rejected(rejection) => Note::new(None, "rejected", rejection.to_string()),
+        // The drill's own record is journaled when it ends (`drill_note`).
         _ => return None,
     })
+}
+
+/// The journal's record of a drill that ended: its outcome and each leg's time.
+fn drill_note(group: &str, drill: &Drill) -> Note {
+    let report = drill.report();
+    let secs = |ms: u64| format!("{:.1} s", ms as f64 / 1000.0);
+    let legs: Vec<String> = report
+        .legs
+        .iter()
+        .map(|l| format!("{} -> {} {}", l.from, l.to, l.total_ms.map_or("unfinished".into(), secs)))
+        .collect();
+    let what = if report.problems.is_empty() { String::new() } else { format!(": {}", report.problems.join("; ")) };
+    Note::new(
+        Some(group.into()),
+        &format!("drill_{}", report.status),
+        format!(
+            "{group}: drill {} {}{what} ({}; RTO objective {}; `witness drill show {group}` for the report)",
+            report.id,
+            report.status,
+            if legs.is_empty() { "no leg finished".into() } else { legs.join(", ") },
+            secs(report.objective_ms)
+        ),
+    )
 }
 
 /// The record of a completed failover: what the objectives are measured against.
@@ -928,6 +1196,19 @@ fn achieved_note(group: &str, plan: &Plan) -> Note {
     };
     let rpo = plan.facts.rpo_ms.map_or("unknown (no agent reported)".to_string(), secs);
     let detection = plan.facts.detected_after_ms.map_or("not measured".to_string(), secs);
+    if plan.planned {
+        return Note::new(
+            Some(group.into()),
+            "switchover_complete",
+            format!(
+                "{group}: switchover {} -> {} at epoch {} complete in {}{clients}, RPO {rpo} (decision to plan done)",
+                plan.from,
+                plan.to,
+                plan.epoch,
+                secs(rto)
+            ),
+        );
+    }
     Note::new(
         Some(group.into()),
         "failover_complete",

@@ -89,6 +89,12 @@ pub struct Plan {
     /// What the leader measured when it decided.
     #[serde(default)]
     pub facts: DecisionFacts,
+    /// When the survivor was promoted (at the decision for a group that does not drain).
+    #[serde(default)]
+    pub promoted_at_ms: Option<u64>,
+    /// A drill's planned switchover while both sites were up, not a failover.
+    #[serde(default)]
+    pub planned: bool,
 }
 
 /// The failover a plan carries out.
@@ -100,6 +106,8 @@ pub struct Decision<'a> {
     pub reason: &'a str,
     pub at_ms: u64,
     pub facts: DecisionFacts,
+    /// A drill's switchover.
+    pub planned: bool,
 }
 
 /// Where a plan stands, as operators see it.
@@ -156,12 +164,15 @@ impl Plan {
                 .collect(),
             done_at_ms: (specs.is_empty() && !waiting).then_some(d.at_ms),
             facts: d.facts,
+            promoted_at_ms: (!waiting).then_some(d.at_ms),
+            planned: d.planned,
         }
     }
 
     /// The survivor is promoted: the plan runs (an empty one is done).
     pub fn promoted(&mut self, at_ms: u64) {
         self.waiting = false;
+        self.promoted_at_ms = Some(at_ms);
         if self.steps.is_empty() {
             self.done_at_ms = Some(at_ms);
         }
@@ -335,6 +346,7 @@ mod tests {
             reason: "east down",
             at_ms,
             facts: DecisionFacts::default(),
+            planned: false,
         }
     }
 
@@ -423,7 +435,8 @@ mod achieved {
     #[test]
     fn rto_runs_from_the_first_failed_probe_to_the_plan_done_and_ttl_is_added_for_clients() {
         let facts = DecisionFacts { detected_after_ms: Some(1200), rpo_ms: Some(0) };
-        let d = Decision { epoch: Epoch(2), from: "east", to: "west", reason: "", at_ms: 10_000, facts };
+        let d =
+            Decision { epoch: Epoch(2), from: "east", to: "west", reason: "", at_ms: 10_000, facts, planned: false };
         let dns = StepSpec {
             name: "dns".into(),
             kind: "rfc2136".into(),
