@@ -51,7 +51,7 @@ use support::sim::run;
 use witness::agent::core::{AgentCore, Hook, Replication};
 use witness::engine::detector::Observer;
 use witness::engine::{Assessment, GroupTiming};
-use witness::leader::{Confirmed, Effect, FailoverOrder, Leader, LeaderConfig, Order, Tick};
+use witness::leader::{Confirmed, DrillRequest, Effect, FailoverOrder, Leader, LeaderConfig, Order, Tick};
 use witness::protocol::{Heartbeat, HeartbeatAnswer, PeerGrant, PeerRequest};
 use witness::rng::SplitMix64;
 use witness::state::{Command, Epoch, GroupId, GroupState, LeaseTerms, Logged, NodeId, Response, State};
@@ -230,6 +230,8 @@ struct History {
     automatic_failovers: usize,
     promotions: usize,
     operator_orders: usize,
+    /// Drill switchovers committed, out and back.
+    drill_legs: usize,
     /// The leader assessed the group as "witness path broken" at least once.
     path_broken: bool,
     agent_pauses: usize,
@@ -416,6 +418,11 @@ impl World {
                         ));
                     }
                 }
+            }
+            (Command::Drill { to, start, .. }, Response::Activated { epoch, .. }) => {
+                self.history.drill_legs += 1;
+                let leg = if start.is_some() { "out" } else { "back" };
+                self.note(format!("COMMIT drill leg {leg} to {to} at epoch {epoch} (node {by}, term {term})"));
             }
             (Command::Promote { .. }, Response::Promoted { active, epoch, .. }) => {
                 self.history.promotions += 1;
@@ -1064,6 +1071,33 @@ impl World {
         self.propose(leader, self.term, command)
     }
 
+    /// An operator starts a drill (one way, or back after a random hold) through the current
+    /// leader, checked by `Leader::order` as `Node::operator_failover` has it; the leader brings
+    /// it back itself.
+    fn operator_drill(&mut self) -> bool {
+        let Some(leader) = self.leader.filter(|l| self.confirmed_leader(*l)) else { return false };
+        self.apply_committed(leader);
+        let back = self.rng.below(2) == 0;
+        let hold_ms = self.rng.below(2000);
+        let order = FailoverOrder {
+            group: GROUP.into(),
+            to: None,
+            reason: "drill".into(),
+            dry_run: false,
+            force: false,
+            drill: Some(DrillRequest { hold_ms, back, by: None, requested_at_ms: 0 }),
+        };
+        let decided = self.with_leader(leader, |l, t| l.order(&order, t));
+        let Ok(Order::Commit { command, .. }) = decided else {
+            return false;
+        };
+        self.note(format!(
+            "OPERATOR starts a drill{}",
+            if back { format!(", back after {hold_ms} ms") } else { String::new() }
+        ));
+        self.propose(leader, self.term, command)
+    }
+
     fn random_fault(&mut self) {
         let r = self.rng.below(100);
         let node = NODES[self.rng.below(NODES.len() as u64) as usize];
@@ -1133,6 +1167,9 @@ impl World {
                 let ms = 300 + self.rng.below(300) * TICK_MS;
                 self.pause_agent(site, ms);
             }
+            93..=97 => {
+                self.operator_drill();
+            }
             _ => {}
         }
     }
@@ -1182,7 +1219,7 @@ fn entry_problem(before: &GroupState, after: &GroupState, command: &Command) -> 
         return Some(format!("invariant 5: {command} took the epoch back from {} to {}", before.epoch, after.epoch));
     }
     if after.epoch != before.epoch {
-        if !matches!(command, Command::Failover { .. }) {
+        if !matches!(command, Command::Failover { .. } | Command::Drill { .. }) {
             return Some(format!("{command} moved the group"));
         }
         if after.epoch != before.epoch.next() || !after.draining {
@@ -1206,7 +1243,7 @@ fn record_max(max: &AtomicU64, value: u64) {
 /// must settle with exactly its committed active site writable.
 #[test]
 fn random_faults_never_make_two_writers() {
-    static RUNS: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
+    static RUNS: [AtomicU64; 7] = [const { AtomicU64::new(0) }; 7];
     run("random_faults_never_make_two_writers", |seed| {
         let mut w = World::new(seed);
         while w.now_ms < 24_000 {
@@ -1221,17 +1258,24 @@ fn random_faults_never_make_two_writers() {
             w.fail(&format!("not settled 8 s after healing: {e}"));
         }
         let h = &w.history;
-        let happened =
-            [true, h.failovers > 0, h.promotions > 0, h.operator_orders > 0, h.agent_pauses > 0, h.duplicates > 0];
+        let happened = [
+            true,
+            h.failovers > 0,
+            h.promotions > 0,
+            h.operator_orders > 0,
+            h.agent_pauses > 0,
+            h.duplicates > 0,
+            h.drill_legs > 0,
+        ];
         for (counter, happened) in RUNS.iter().zip(happened) {
             counter.fetch_add(u64::from(happened), Ordering::Relaxed);
         }
     });
-    let [runs, failovers, promotions, operator, pauses, duplicates] =
+    let [runs, failovers, promotions, operator, pauses, duplicates, drills] =
         RUNS.each_ref().map(|c| c.load(Ordering::Relaxed));
     eprintln!(
         "{runs} runs: {failovers} with a failover, {promotions} with a promotion, {operator} with an operator order, \
-         {pauses} with a frozen agent, {duplicates} with duplicated messages"
+         {pauses} with a frozen agent, {duplicates} with duplicated messages, {drills} with a drill's switchover"
     );
     // A run of many seeds that exercised none of these proves nothing: each must be common.
     if runs >= 100 {
@@ -1241,6 +1285,7 @@ fn random_faults_never_make_two_writers() {
             ("an operator order", operator),
             ("a frozen agent", pauses),
             ("duplicated messages", duplicates),
+            ("a drill's switchover", drills),
         ] {
             assert!(n * 5 >= runs, "only {n} of {runs} runs had {what}");
         }
