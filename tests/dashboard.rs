@@ -97,7 +97,7 @@ async fn the_dashboard_shows_both_sites_and_follows_a_failover_live() {
     let Some(browser) = Driver::start().await else { return };
     let mut east = SiteStub::start().await;
     let west = SiteStub::start().await;
-    let (c, _) = Cluster::watching(&east, &west, Setup::default()).await;
+    let (c, leader) = Cluster::watching(&east, &west, Setup::default()).await;
 
     browser.call("url", json!({ "url": c.nodes[1].url("/") })).await;
     eventually(Duration::from_secs(15), "the page asks for a token", || async {
@@ -139,6 +139,17 @@ async fn the_dashboard_shows_both_sites_and_follows_a_failover_live() {
     eventually(Duration::from_secs(10), "the dry run's answer", || async {
         let message = browser.script("return document.getElementById('message').textContent").await;
         message.as_str()?.contains("HTTP 200").then_some(())
+    })
+    .await;
+
+    // A drill there and back (no agents, no steps: each leg is done at its decision): the
+    // group's row says it passed.
+    let (code, body) = c.post(leader, "/v1/groups/app/drill", &json!({ "back_after_ms": 0, "reason": "page" })).await;
+    assert_eq!(code, 200, "{body}");
+    eventually(Duration::from_secs(15), "the page shows the drill passed", || async {
+        let text = browser.script("return document.getElementById('groups').innerText").await;
+        let text = text.as_str()?.to_string();
+        (text.contains("drill passed") && text.contains("east → west and back")).then_some(())
     })
     .await;
 

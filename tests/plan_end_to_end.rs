@@ -444,6 +444,8 @@ domains = {{ east = "dc-east", west = "dc-west" }}
     .await;
     let s = c.status(leader).await.unwrap();
     assert_eq!((s["groups"][0]["epoch"].as_u64(), s["groups"][0]["blocked"].as_bool()), (Some(3), Some(false)), "{s}");
+    let (_, out) = cli(&["status", "--endpoint", &endpoint]);
+    assert!(out.contains("app: last drill PASSED") && out.contains("(east -> west and back, "), "{out}");
     c.journaled_exactly(leader, &[("switchover", 2), ("switchover_complete", 2), ("drill_passed", 1), ("failover", 0)])
         .await;
     let metrics = c.http.get(c.nodes[leader as usize - 1].url("/metrics")).send().await.unwrap().text().await.unwrap();

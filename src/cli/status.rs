@@ -147,6 +147,13 @@ pub fn render(s: &Status) -> String {
             ]);
         }
         out += &table(&rows);
+        let drilled: Vec<_> = s.groups.iter().filter(|g| g.drill.is_some()).collect();
+        if !drilled.is_empty() {
+            out += "\nDRILLS\n";
+            for g in drilled {
+                out += &drill(g);
+            }
+        }
         let checked: Vec<_> = s.groups.iter().filter(|g| g.readiness.is_some()).collect();
         if !checked.is_empty() {
             out += "\nPLAN READINESS\n";
@@ -240,6 +247,32 @@ pub fn render(s: &Status) -> String {
         }
     }
     out
+}
+
+/// A group's drill under way, or its last one, in a line.
+fn drill(g: &crate::node::status::GroupStatus) -> String {
+    let Some(d) = &g.drill else { return String::new() };
+    let route = format!("{} -> {}{}", d.from, d.to, if d.back { " and back" } else { "" });
+    let ago = |ms: u64| {
+        crate::config::duration::format(std::time::Duration::from_secs(
+            crate::clock::unix_ms().saturating_sub(ms) / 1000,
+        ))
+    };
+    let line = match (d.status.as_str(), d.finished_at_ms) {
+        ("running", _) => format!("DRILL UNDER WAY ({route}, {} leg(s) done)", d.legs_done),
+        (status, Some(at)) => format!(
+            "last drill {} {} ago ({route}{})",
+            status.to_uppercase(),
+            ago(at),
+            d.total_ms.map_or(String::new(), |t| format!(", {:.1} s", t as f64 / 1000.0))
+        ),
+        (status, None) => format!("last drill {}", status.to_uppercase()),
+    };
+    let passed = match (d.status.as_str(), g.drill_passed_at_ms) {
+        ("passed", _) | (_, None) => String::new(),
+        (_, Some(at)) => format!("; last passed {} ago", ago(at)),
+    };
+    format!("{}: {line}{passed}; `witness drill show {}`\n", g.name, g.name)
 }
 
 pub fn table(rows: &[Vec<String>]) -> String {

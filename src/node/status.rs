@@ -105,6 +105,12 @@ pub struct GroupStatus {
     pub rpo_ms: u64,
     #[serde(default)]
     pub rto_budget_ms: Option<u64>,
+    /// The drill under way, or else the last one (`witness drill show` has its report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<crate::state::drill::DrillBrief>,
+    /// When the group's last drill that passed ended (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill_passed_at_ms: Option<u64>,
 }
 
 /// A plan with where it stands.
@@ -178,6 +184,12 @@ impl Node {
                         .iter()
                         .find(|c| &c.name == name)
                         .map(|c| crate::config::budget::rto_budget(&self.config, c).total.as_millis() as u64),
+                    drill: g.drill.as_ref().or_else(|| s.drills.get(name)?.last()).map(|d| d.brief()),
+                    drill_passed_at_ms: s
+                        .drills
+                        .get(name)
+                        .and_then(|d| d.iter().rev().find(|d| d.passed()))
+                        .and_then(|d| d.finished_at_ms),
                 })
                 .collect();
             let automation = !s.automation_off;

@@ -144,6 +144,22 @@ impl Drill {
         self.outcome == Some(DrillOutcome::Passed)
     }
 
+    /// A line's worth, for status and the dashboard.
+    pub fn brief(&self) -> DrillBrief {
+        let report = self.report();
+        DrillBrief {
+            id: self.id,
+            status: report.status,
+            from: self.from.clone(),
+            to: self.to.clone(),
+            back: self.spec.back,
+            legs_done: self.legs.len(),
+            requested_at_ms: self.spec.requested_at_ms,
+            finished_at_ms: self.finished_at_ms,
+            total_ms: report.total_ms,
+        }
+    }
+
     /// The report: every phase of every leg timed, against the budget and the objective.
     pub fn report(&self) -> DrillReport {
         let mut legs = Vec::new();
@@ -182,6 +198,21 @@ impl Drill {
             legs,
         }
     }
+}
+
+/// A drill in a line: the one under way, or the last.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DrillBrief {
+    pub id: Epoch,
+    /// `running`, `passed`, `failed` or `interrupted`.
+    pub status: String,
+    pub from: SiteId,
+    pub to: SiteId,
+    pub back: bool,
+    pub legs_done: usize,
+    pub requested_at_ms: u64,
+    pub finished_at_ms: Option<u64>,
+    pub total_ms: Option<u64>,
 }
 
 /// A drill as operators, change tickets and the dashboard read it. Times are the leader's
