@@ -164,6 +164,7 @@ fn base_config_is_valid() {
     assert_eq!(group.rto, Duration::from_secs(300));
     assert_eq!(group.rpo, Duration::ZERO);
     assert_eq!(group.hold_down, Duration::from_secs(2));
+    assert_eq!(group.drill_every, None, "no drill cadence unless asked");
     assert_eq!(group.block_after_failover, Duration::from_secs(3600));
 
     let [notify, promote] = &group.steps[..] else {
@@ -659,6 +660,18 @@ fn each_bad_config_is_reported_under_its_field() {
             ],
             "group[0].in_sync_within",
             "only used with replication = \"sync\"",
+        ),
+        (
+            "drill_every shorter than an hour",
+            &[Replace(r#"rto = "5m""#, "rto = \"5m\"\ndrill_every = \"30m\"")],
+            "group[0].drill_every",
+            "at least 1h",
+        ),
+        (
+            "drill_every past 400 days",
+            &[Replace(r#"rto = "5m""#, "rto = \"5m\"\ndrill_every = \"500d\"")],
+            "group[0].drill_every",
+            "longer than the maximum of 400d",
         ),
         (
             "hold_down with unknown unit",
