@@ -21,6 +21,7 @@ use crate::demo::storage::StorageApi;
 use crate::leader::readiness::TargetState;
 use crate::node::RunningNode;
 use crate::protocol::Role;
+use crate::state::drill::LegReport;
 use crate::state::journal::Event;
 use crate::state::plan::{Phase, Plan};
 
@@ -97,8 +98,12 @@ async fn demo(dir: &Path, args: &Args) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(300)).await; // let the timeline catch up
     timeline.abort();
     let plan = plan?;
-    let events = leader(&world.nodes).await?.applied.read().expect("state lock").state.journal.since(0, usize::MAX);
-    summary(&world, &plan, &events, killed_ms)?;
+    let (events, objective_ms) = {
+        let leader = leader(&world.nodes).await?;
+        let applied = leader.applied.read().expect("state lock");
+        (applied.state.journal.since(0, usize::MAX), applied.state.groups[GROUP].spec.rto_ms)
+    };
+    summary(&world, &plan, &events, killed_ms, objective_ms)?;
     println!("\ndashboard: {api}/   API: {api}/v1/status   OpenAPI: {api}/openapi.json");
     println!("(HTTPS from the demo's own CA under {}: a browser asks before trusting it)", dir.display());
 
@@ -291,30 +296,22 @@ async fn follow_journal(nodes: Vec<Arc<crate::node::Node>>, shown: Arc<Mutex<u64
     }
 }
 
-/// Prints what the failover took and checks that every target followed it.
-fn summary(world: &World, plan: &Plan, events: &[Event], killed_ms: u64) -> anyhow::Result<()> {
+/// Prints what the failover took, as a drill report has it (`witness drill show`), and checks
+/// that every target followed it.
+fn summary(world: &World, plan: &Plan, events: &[Event], killed_ms: u64, objective_ms: u64) -> anyhow::Result<()> {
     let after = |kind: &str, filter: &dyn Fn(&Event) -> bool| {
         events.iter().find(|e| e.at_ms >= killed_ms && e.kind == kind && filter(e)).map(|e| e.at_ms)
     };
     let seen_down = after("verdict", &|e| e.message.contains("east down"));
-    let decided = after("failover", &|_| true);
-    let promoted = after("promoted", &|_| true);
     let secs = |ms: u64| format!("{:>7.3} s", ms as f64 / 1000.0);
     let since = |at: Option<u64>, from: u64| at.map_or("      -".to_string(), |t| secs(t.saturating_sub(from)));
-    println!("\nSUMMARY (times from the failure)");
-    println!("  first node sees east down      {}", since(seen_down, killed_ms));
-    println!("  failover decided (quorum)      {}", since(decided, killed_ms));
-    println!("  lease wait, west promoted      {}", since(promoted, killed_ms));
-    for s in &plan.steps {
-        println!(
-            "  step {:<10} {:<8}          {}",
-            s.spec.name,
-            s.status.to_string(),
-            since(s.finished_at_ms, killed_ms)
-        );
-    }
     let rto = plan.achieved_rto_ms().unwrap_or(0);
     let ttl = plan.dns_ttl_s().unwrap_or(0);
+    println!("\nSUMMARY (shaped as a drill report, `witness drill show`; the decision phase runs from the failure)\n");
+    let leg = LegReport::of("failover", plan, killed_ms, None, u64::from(ttl) * 1000, objective_ms);
+    print!("{}", super::drill::legs(std::slice::from_ref(&leg)));
+    println!();
+    println!("  first node sees east down      {}", since(seen_down, killed_ms));
     println!(
         "  achieved RTO                   {}   ({} as clients see it, with the {ttl} s DNS TTL)",
         secs(rto),

@@ -15,7 +15,7 @@ use super::client::{Client, Endpoint};
 use super::Exit;
 use crate::clock::rfc3339;
 use crate::config::duration::format as duration;
-use crate::state::drill::DrillReport;
+use crate::state::drill::{DrillReport, LegReport};
 
 #[derive(clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -266,10 +266,23 @@ pub fn markdown(group: &str, r: &DrillReport) -> String {
         secs(b.unplanned_ms),
         secs(b.ttl_ms)
     );
-    out += "| leg | route | epoch | decision | drain | steps | total | as a failure | RPO |\n";
+    out += &legs(&r.legs);
+    if !r.problems.is_empty() {
+        out += "\n## Problems\n\n";
+        for p in &r.problems {
+            out += &format!("- {p}\n");
+        }
+    }
+    out
+}
+
+/// Legs as a table of phases, then each leg's steps: the body of a drill report, and the shape
+/// of `witness demo`'s summary.
+pub fn legs(legs: &[LegReport]) -> String {
+    let mut out = String::from("| leg | route | epoch | decision | drain | steps | total | as a failure | RPO |\n");
     out += "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
-    for leg in &r.legs {
-        let opt = |v: Option<u64>| v.map_or("-".into(), secs);
+    let opt = |v: Option<u64>| v.map_or("-".into(), secs);
+    for leg in legs {
         out += &format!(
             "| {} | {} -> {} | {} | {} | {} | {} | {} | {} | {} |\n",
             leg.leg,
@@ -284,19 +297,13 @@ pub fn markdown(group: &str, r: &DrillReport) -> String {
             opt(leg.rpo_ms)
         );
     }
-    for leg in r.legs.iter().filter(|l| !l.steps.is_empty()) {
+    for leg in legs.iter().filter(|l| !l.steps.is_empty()) {
         out += &format!("\n## {} {} -> {}: steps\n\n", leg.leg, leg.from, leg.to);
         out += "| step | kind | status | attempts | took | detail |\n| --- | --- | --- | --- | --- | --- |\n";
         for s in &leg.steps {
             let detail: String = s.detail.replace('|', "/").replace('\n', " ").chars().take(120).collect();
             let took = s.took_ms.map_or("-".into(), secs);
             out += &format!("| {} | {} | {} | {} | {took} | {detail} |\n", s.step, s.kind, s.status, s.attempts);
-        }
-    }
-    if !r.problems.is_empty() {
-        out += "\n## Problems\n\n";
-        for p in &r.problems {
-            out += &format!("- {p}\n");
         }
     }
     out

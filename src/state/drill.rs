@@ -164,10 +164,11 @@ impl Drill {
     pub fn report(&self) -> DrillReport {
         let mut legs = Vec::new();
         let mut after_ms = self.spec.requested_at_ms;
+        let b = &self.spec.budget;
         for (i, plan) in self.legs.iter().enumerate() {
-            let leg = LegReport::of(plan, after_ms, self);
+            let name = if i == 0 { "out" } else { "back" };
+            legs.push(LegReport::of(name, plan, after_ms, Some(b.unplanned_ms), b.ttl_ms, self.objective_ms));
             after_ms = plan.done_at_ms.unwrap_or(plan.decided_at_ms) + self.spec.hold_ms;
-            legs.push(LegReport { leg: if i == 0 { "out".into() } else { "back".into() }, ..leg });
         }
         let status = match &self.outcome {
             None => "running",
@@ -240,16 +241,17 @@ pub struct DrillReport {
     pub legs: Vec<LegReport>,
 }
 
-/// One switchover of a drill, phase by phase: `decision_ms + drain_ms + steps_ms` is
-/// `total_ms`, from the order (or the hold's end) to the plan done.
+/// One move of a group, phase by phase: `decision_ms + drain_ms + steps_ms` is `total_ms`,
+/// from what set it off (a drill's order or the hold's end; a failure) to the plan done.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LegReport {
-    /// `out` or `back`.
+    /// `out` or `back` (a drill's), `failover`.
     pub leg: String,
     pub from: SiteId,
     pub to: SiteId,
     pub epoch: Epoch,
-    /// From the order (the hold's end, for the way back) to the switchover committed.
+    /// From the order (the hold's end, for the way back; the failure, for a failover) to the
+    /// move committed.
     pub decision_ms: u64,
     /// From the decision to the promotion: the old site's leases expiring and the new site's
     /// agent draining (zero for a group without agents).
@@ -258,7 +260,9 @@ pub struct LegReport {
     pub steps_ms: Option<u64>,
     pub total_ms: Option<u64>,
     pub steps: Vec<StepTiming>,
-    /// The leg's time plus what a real failure adds (detection, hold-down) and the DNS TTL.
+    /// What clients would wait in a real failure, DNS TTL included: for a drill's leg, its
+    /// time from the decision plus the budget's detection and hold-down; for a failover, its
+    /// time from the failure.
     pub projected_rto_ms: Option<u64>,
     /// The data the survivor's copy lacked at the decision, as its agent reported (`None`
     /// without agents).
@@ -278,7 +282,16 @@ pub struct StepTiming {
 }
 
 impl LegReport {
-    fn of(plan: &Plan, after_ms: u64, drill: &Drill) -> LegReport {
+    /// `plan`'s move, named `leg`, set off at `start_ms`; `unplanned_ms` is what a real failure
+    /// would add before the decision (`None` for a failover: its decision phase is that).
+    pub fn of(
+        leg: &str,
+        plan: &Plan,
+        start_ms: u64,
+        unplanned_ms: Option<u64>,
+        ttl_ms: u64,
+        objective_ms: u64,
+    ) -> LegReport {
         let decided = plan.decided_at_ms;
         let promoted = plan.promoted_at_ms.unwrap_or(decided);
         let steps: Vec<StepTiming> = plan
@@ -293,11 +306,10 @@ impl LegReport {
                 detail: s.detail.clone(),
             })
             .collect();
-        let decision_ms = decided.saturating_sub(after_ms);
-        let total_ms = plan.done_at_ms.map(|d| d.saturating_sub(after_ms));
-        let projected_rto_ms = plan
-            .done_at_ms
-            .map(|d| d.saturating_sub(decided) + drill.spec.budget.unplanned_ms + drill.spec.budget.ttl_ms);
+        let decision_ms = decided.saturating_sub(start_ms);
+        let total_ms = plan.done_at_ms.map(|d| d.saturating_sub(start_ms));
+        let projected_rto_ms =
+            plan.done_at_ms.map(|d| d.saturating_sub(decided) + unplanned_ms.unwrap_or(decision_ms) + ttl_ms);
         let mut problems: Vec<String> = steps
             .iter()
             .filter(|s| s.status != StepStatus::Done)
@@ -305,14 +317,14 @@ impl LegReport {
             .collect();
         match projected_rto_ms {
             None => problems.push(format!("{} -> {}: not finished", plan.from, plan.to)),
-            Some(rto) if rto > drill.objective_ms => problems.push(format!(
+            Some(rto) if rto > objective_ms => problems.push(format!(
                 "{} -> {}: {} ms with detection, hold-down and TTL, over the RTO objective of {} ms",
-                plan.from, plan.to, rto, drill.objective_ms
+                plan.from, plan.to, rto, objective_ms
             )),
             Some(_) => {}
         }
         LegReport {
-            leg: String::new(),
+            leg: leg.to_string(),
             from: plan.from.clone(),
             to: plan.to.clone(),
             epoch: plan.epoch,
