@@ -513,3 +513,52 @@ async fn a_site_certificate_not_covering_its_agents_address_is_named_by_agent_ch
     let (code, out) = support::cli(&["agent", "check", "--config", &east_path]);
     assert_eq!(code, 0, "{out}");
 }
+
+/// A drill gives way to a real failure: east drills to west, to come back after a minute; west
+/// dies (its endpoint and its agent) during the hold, and the group fails over back to east by
+/// itself (a drill blocks nothing). The drill ends interrupted, its report naming the failover,
+/// and east is writable again after the drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_gives_way_to_a_real_failover_and_its_report_says_so() {
+    let east = SiteStub::start().await;
+    let mut west = SiteStub::start().await;
+    let (mut c, leader) = cluster_with_agents(&east, &west).await;
+    eventually(Duration::from_secs(10), "west reported in sync, both sites up everywhere", || async {
+        c.all_see("east", "up", &[1, 2, 3]).await?;
+        c.all_see("west", "up", &[1, 2, 3]).await?;
+        let s = c.status(leader).await?;
+        (s["groups"][0]["agents"]["sites"]["west"]["in_sync"] == true).then_some(())
+    })
+    .await;
+    let (code, body) =
+        c.post(leader, "/v1/groups/app/drill", &json!({ "back_after_ms": 60_000, "reason": "CHG-9" })).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["failover"]["outcome"]["outcome"], "drill_started", "{body}");
+    eventually(Duration::from_secs(10), "west writable, east not", || async {
+        (c.writable("west").await? && !c.writable("east").await?).then_some(())
+    })
+    .await;
+
+    west.kill().await;
+    c.agent("west").kill9();
+    eventually(Duration::from_secs(20), "east writable again", || async { c.writable("east").await?.then_some(()) })
+        .await;
+    let drills: Value = c
+        .http
+        .get(c.nodes[leader as usize - 1].url("/v1/groups/app/drills"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let report = &drills["finished"][0];
+    assert_eq!(report["status"], "interrupted", "{drills:#}");
+    let why = report["problems"][0].as_str().unwrap();
+    assert!(why.contains("a failover to east took the group"), "{why}");
+    assert_eq!(report["legs"].as_array().unwrap().len(), 1, "the leg out, done: {report:#}");
+    assert!(drills["running"].is_null(), "{drills:#}");
+    let (_, out) = support::cli(&["drill", "show", "app", "--endpoint", &format!("https://{}", c.nodes[0].addr)]);
+    assert!(out.contains("# Drill 1 of app: INTERRUPTED") && out.contains("## Problems"), "{out}");
+    c.journaled_exactly(leader, &[("drill_interrupted", 1)]).await;
+}

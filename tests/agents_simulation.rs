@@ -565,6 +565,7 @@ impl World {
             // Readiness checks change nothing at the targets: not modelled.
             readiness_interval: Default::default(),
             drill_budget: Default::default(),
+            repair_drift: Default::default(),
         }
     }
 

@@ -376,6 +376,8 @@ domains = {{ east = "dc-east", west = "dc-west" }}
     c.agent("west").start();
     let endpoint = format!("https://{}", c.nodes[leader as usize - 1].addr);
     eventually(Duration::from_secs(20), "east writable, both up, the plan checked ready", || async {
+        c.all_see("east", "up", &[1, 2, 3]).await?;
+        c.all_see("west", "up", &[1, 2, 3]).await?;
         let s = c.status(leader).await?;
         let ready = s["groups"][0]["readiness"]["steps"].as_array()?.iter().all(|st| st["ok"] == true);
         let west_in_sync = s["groups"][0]["agents"]["sites"]["west"]["in_sync"] == true;
@@ -456,4 +458,54 @@ domains = {{ east = "dc-east", west = "dc-west" }}
         .unwrap_or_else(|| panic!("no last passed drill in:\n{metrics}"));
     assert!(passed > 1.7e9, "{passed}");
     assert!(metrics.contains("witness_drill_every_seconds{group=\"app\""), "{metrics}");
+}
+
+/// A group with `repair_drift = true`: after a failover to west, the record changed back to
+/// east by hand in BIND is put back by the leader itself within a readiness interval or two
+/// (journal: `target_drift`, `plan_reconcile` saying it was automatic, `target_in_place`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_that_repairs_drift_puts_a_record_changed_by_hand_back_by_itself() {
+    const TEST: &str = "a_group_that_repairs_drift_puts_a_record_changed_by_hand_back_by_itself";
+    let Some(named) = Named::start(TEST).await else {
+        eprintln!("=== SKIPPED {TEST}: BIND 9 is not installed ===");
+        return;
+    };
+    let plan = format!(
+        r#"readiness_interval = "1s"
+repair_drift = true
+
+[[group.step]]
+name = "dns"
+kind = "rfc2136"
+server = "{server}"
+zone = "example.test."
+record = "{RECORD}"
+type = "A"
+values = {{ east = ["{EAST}"], west = ["{WEST}"] }}
+key_file = "{key}"
+"#,
+        server = named.server(),
+        key = named.key_file().display(),
+    );
+    let mut east = SiteStub::start().await;
+    let west = SiteStub::start().await;
+    let (c, _) = Cluster::watching(&east, &west, Setup { plan, ..Setup::default() }).await;
+    east.kill().await;
+    plan_when(&c, "the plan done", Duration::from_secs(30), |p| p["phase"] == "done").await;
+    assert_eq!(tokio::task::block_in_place(|| named.dig(RECORD, "A")), [WEST], "{}", named.log());
+
+    change_by_hand(&named, "west", "east").await;
+    assert_eq!(tokio::task::block_in_place(|| named.dig(RECORD, "A")), [EAST]);
+    let changed = Instant::now();
+    eventually(Duration::from_secs(15), "BIND answering west again", || async {
+        (tokio::task::block_in_place(|| named.dig(RECORD, "A")) == [WEST]).then_some(())
+    })
+    .await;
+    eprintln!("changed by hand -> repaired by the leader: {} ms", changed.elapsed().as_millis());
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
+    c.journaled_exactly(leader, &[("target_drift", 1), ("plan_reconcile", 1), ("target_in_place", 1)]).await;
+    let events: serde_json::Value =
+        c.http.get(c.nodes[leader as usize - 1].url("/v1/events")).send().await.unwrap().json().await.unwrap();
+    let reconcile = events["events"].as_array().unwrap().iter().find(|e| e["kind"] == "plan_reconcile").unwrap();
+    assert!(reconcile["message"].as_str().unwrap().contains("automatic: the group repairs drift"), "{reconcile}");
 }

@@ -418,6 +418,7 @@ impl World {
             // Readiness checks change nothing at the targets: not modelled.
             readiness_interval: Default::default(),
             drill_budget: Default::default(),
+            repair_drift: Default::default(),
         };
         let leader = Leader::new(std::sync::Arc::new(config), self.term, Duration::from_millis(self.now), seed);
         Runner { leader, tasks: BTreeMap::new(), quorum_acked_ms: self.now }

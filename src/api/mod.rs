@@ -704,7 +704,7 @@ async fn plan_reconcile(
 ) -> ApiResult {
     let ReconcileBody { epoch, step } = body.unwrap_or_default();
     let epoch = plan_epoch(&node, &group, epoch)?;
-    write(&node, &caller, Command::ReconcilePlan { group: group.into(), epoch, step }).await
+    write(&node, &caller, Command::ReconcilePlan { group: group.into(), epoch, step, automatic: false }).await
 }
 
 /// Checks every step of the group's plan from this node (reachability, credentials), changing

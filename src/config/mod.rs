@@ -163,6 +163,10 @@ pub struct GroupConfig {
     /// `WitnessDrillOverdue` alert compares with the last passed drill. Drills never start
     /// by themselves.
     pub drill_every: Option<Duration>,
+    /// The leader runs a plan step again by itself when its target drifts from the committed
+    /// decision (`witness plan reconcile` without the operator). Off by default: a record
+    /// changed by hand may be someone's deliberate act.
+    pub repair_drift: bool,
 }
 
 impl GroupConfig {
@@ -393,6 +397,7 @@ struct RawGroup {
     readiness_interval: Option<String>,
     #[serde(default, deserialize_with = "duration::text")]
     drill_every: Option<String>,
+    repair_drift: Option<bool>,
     agents: Option<bool>,
     #[serde(default, deserialize_with = "duration::text")]
     lease: Option<String>,
@@ -947,6 +952,10 @@ impl RawGroup {
                 }
             }
         });
+        let repair_drift = self.repair_drift.unwrap_or(false);
+        if repair_drift && self.steps.is_empty() {
+            e.add(format!("{p}.repair_drift"), "the group has no plan steps: there is nothing to repair");
+        }
         let agents = agent_terms(
             p,
             self.agents,
@@ -980,6 +989,7 @@ impl RawGroup {
             steps,
             readiness_interval,
             drill_every,
+            repair_drift,
         }
     }
 }

@@ -662,6 +662,15 @@ fn each_bad_config_is_reported_under_its_field() {
             "only used with replication = \"sync\"",
         ),
         (
+            "repair_drift without a plan",
+            &[Append(
+                "[[group]]\nname = \"db\"\nprimary = \"east\"\nsecondary = \"west\"\nreplication = \"sync\"\n\
+                 rto = \"5m\"\nrpo = \"0s\"\nfailover = \"manual\"\nrepair_drift = true\n",
+            )],
+            "group[1].repair_drift",
+            "no plan steps",
+        ),
+        (
             "drill_every shorter than an hour",
             &[Replace(r#"rto = "5m""#, "rto = \"5m\"\ndrill_every = \"30m\"")],
             "group[0].drill_every",

@@ -35,6 +35,7 @@ use crate::engine::{
 use crate::protocol::{Heartbeat, HeartbeatAnswer, Role};
 use crate::rng::SplitMix64;
 use crate::state::drill::{DrillBudget, DrillSpec};
+use crate::state::plan::Phase;
 use crate::state::{Command, DecisionFacts, Epoch, GroupId, NodeId, Rejection, SiteId, State, Topology};
 use drills::Returns;
 
@@ -59,6 +60,8 @@ pub struct LeaderConfig {
     pub readiness_interval: BTreeMap<GroupId, Duration>,
     /// Per group: the RTO terms a drill is measured against.
     pub drill_budget: BTreeMap<GroupId, DrillBudget>,
+    /// The groups whose drifted targets the leader repairs by itself (`repair_drift`).
+    pub repair_drift: BTreeSet<GroupId>,
 }
 
 impl LeaderConfig {
@@ -87,6 +90,7 @@ impl LeaderConfig {
                 .iter()
                 .map(|g| (GroupId::from(&g.name), DrillBudget::of(&crate::config::budget::rto_budget(config, g))))
                 .collect(),
+            repair_drift: config.groups.iter().filter(|g| g.repair_drift).map(|g| GroupId::from(&g.name)).collect(),
         }
     }
 }
@@ -216,10 +220,24 @@ impl Leader {
         effects
     }
 
-    /// Journals the readiness turns reported since the last tick, then hands out the checks
-    /// that are due.
+    /// Journals the readiness turns reported since the last tick (and, for a group that
+    /// repairs drift, runs a drifted step of its current, done plan again), then hands out the
+    /// checks that are due.
     fn check_readiness(&mut self, t: &Tick, effects: &mut Vec<Effect>) {
         for Turned { group, step, turn } in std::mem::take(&mut self.turned) {
+            let repair = matches!(turn, Turn::Drifted(_)) && self.config.repair_drift.contains(&group);
+            let current = t.state.groups.get(&group).and_then(|g| {
+                g.plan.as_ref().filter(|p| p.epoch == g.epoch && p.phase() == Phase::Done && !g.draining)
+            });
+            let reconcile = match current {
+                Some(plan) if repair => Some(Command::ReconcilePlan {
+                    group: group.clone(),
+                    epoch: plan.epoch,
+                    step: Some(step.clone()),
+                    automatic: true,
+                }),
+                _ => None,
+            };
             let assessment = match turn {
                 Turn::NotReady(why) => Assessment::StepNotReady { step, why },
                 Turn::Ready => Assessment::StepReady { step },
@@ -233,6 +251,7 @@ impl Leader {
                 group: group.clone(),
             };
             effects.push(Effect::Journal { group, assessment, entry });
+            effects.extend(reconcile.map(Effect::Propose));
         }
         let rng = &mut self.rng;
         for (group, epoch, observe) in

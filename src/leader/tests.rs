@@ -66,6 +66,7 @@ impl World {
             cut_off_after: ms(666),
             readiness_interval: BTreeMap::new(),
             drill_budget: BTreeMap::new(),
+            repair_drift: BTreeSet::new(),
         };
         let mut state = State::default();
         state.apply(Command::SyncTopology(topology));
@@ -476,4 +477,76 @@ fn a_drill_is_checked_then_brought_back_after_its_hold_or_ended_when_it_cannot_r
             && problem.contains("east seen up by 0 of 3")),
         "{end:?}"
     );
+}
+
+/// A target that drifts from the decision of a group with `repair_drift`: the leader runs that
+/// step of the group's done plan again by itself, once per drift, for the current epoch only;
+/// without `repair_drift` it only says so.
+#[test]
+fn a_group_that_repairs_drift_has_its_drifted_step_run_again_once() {
+    for repair in [true, false] {
+        let mut w = World::new(None, &["dns"]);
+        let mut config = w.leader.config().clone();
+        config.readiness_interval = [("app".into(), Duration::from_secs(60))].into();
+        if repair {
+            config.repair_drift.insert("app".into());
+        }
+        w.leader = Leader::new(Arc::new(config), 7, Duration::ZERO, 1);
+        // East failed over to west at epoch 2 and the plan is done.
+        w.see("east", [DOWN, DOWN, DOWN]);
+        w.see("west", [UP, UP, UP]);
+        let failover = Command::Failover {
+            group: "app".into(),
+            to: "west".into(),
+            expected_epoch: Epoch(1),
+            reason: "east down".into(),
+            quorum_of: None,
+            automatic: false,
+            facts: Default::default(),
+            past: None,
+        };
+        w.apply(failover);
+        w.apply(Command::StepStarted { group: "app".into(), epoch: Epoch(2), step: "dns".into(), attempt: 1 });
+        let done = StepOutcome::Done { detail: "set".into() };
+        let finished = Command::StepFinished {
+            group: "app".into(),
+            epoch: Epoch(2),
+            step: "dns".into(),
+            attempt: 1,
+            outcome: done,
+        };
+        w.apply(finished);
+        let drifted = |epoch: u64| readiness::PlanReadiness {
+            checked_at_ms: 5,
+            epoch: Epoch(epoch),
+            steps: vec![readiness::StepCheck {
+                step: "dns".into(),
+                kind: "rfc2136".into(),
+                ok: true,
+                retryable: true,
+                detail: "reachable".into(),
+                target: Some(readiness::TargetState::Drifted("holds 192.0.2.1, east's".into())),
+            }],
+        };
+        w.tick(ms(0));
+        let reconciles = |effects: &[Effect]| -> Vec<Command> {
+            proposals(effects).into_iter().filter(|c| matches!(c, Command::ReconcilePlan { .. })).collect()
+        };
+        w.leader.plan_checked(&"app".into(), drifted(2), ms(100));
+        let first = reconciles(&w.tick(ms(150)));
+        if repair {
+            let want = Command::ReconcilePlan {
+                group: "app".into(),
+                epoch: Epoch(2),
+                step: Some("dns".into()),
+                automatic: true,
+            };
+            assert_eq!(first, vec![want]);
+        } else {
+            assert!(first.is_empty(), "{first:?}");
+        }
+        // The same drift seen again is no new turn: nothing more.
+        w.leader.plan_checked(&"app".into(), drifted(2), ms(200));
+        assert!(reconciles(&w.tick(ms(250))).is_empty());
+    }
 }

@@ -334,13 +334,16 @@ pub enum Command {
     StepFinished { group: GroupId, epoch: Epoch, step: String, attempt: u32, outcome: StepOutcome },
     /// An operator's answer to a stuck plan: run the stuck step again, or skip it.
     ResolvePlan { group: GroupId, epoch: Epoch, skip: bool },
-    /// An operator's repair of drift: step `step` (every step, without one) of the done plan of
-    /// the failover to `epoch` runs again.
+    /// A repair of drift: step `step` (every step, without one) of the done plan of the
+    /// failover to `epoch` runs again; by an operator, or `automatic` by the leader for a group
+    /// with `repair_drift`.
     ReconcilePlan {
         group: GroupId,
         epoch: Epoch,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         step: Option<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        automatic: bool,
     },
     /// A journal entry by the decision engine: an assessment of a group changed.
     Journal { group: GroupId, kind: String, message: String, evidence: BTreeMap<SiteId, String> },
@@ -443,7 +446,7 @@ impl fmt::Display for Command {
             Command::ResolvePlan { group, epoch, skip } => {
                 write!(f, "{}({group} epoch {epoch})", if *skip { "plan-skip" } else { "plan-retry" })
             }
-            Command::ReconcilePlan { group, epoch, step } => {
+            Command::ReconcilePlan { group, epoch, step, .. } => {
                 write!(f, "plan-reconcile({group} epoch {epoch}: {})", step.as_deref().unwrap_or("every step"))
             }
             Command::Journal { group, kind, .. } => write!(f, "journal({group}: {kind})"),
@@ -735,8 +738,8 @@ impl State {
             Command::ResolvePlan { group, epoch, skip } => {
                 self.change_plan(group, epoch, |plan| plan.resolve_stuck(skip, at_ms))
             }
-            Command::ReconcilePlan { group, epoch, step } => {
-                self.change_plan(group, epoch, |plan| plan.reconcile(step.as_deref()))
+            Command::ReconcilePlan { group, epoch, step, automatic } => {
+                self.change_plan(group, epoch, |plan| plan.reconcile(step.as_deref(), automatic))
             }
         }
     }
@@ -1240,7 +1243,7 @@ fn plan_note(c: &PlanChange) -> Note {
             ),
         ),
         // A step put back by `witness plan reconcile` carries what it is for.
-        Pending if !c.detail.is_empty() => ("plan_reconcile", format!("{g}: {} (operator)", c.detail)),
+        Pending if !c.detail.is_empty() => ("plan_reconcile", format!("{g}: {}", c.detail)),
         Pending => ("plan_retry", format!("{g}: step {step} will run again (operator)")),
         Skipped => ("step_skipped", format!("{g}: step {step} skipped (operator)")),
     };

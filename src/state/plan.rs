@@ -272,7 +272,7 @@ impl Plan {
     /// runs again for the same epoch, a fresh round of attempts, fenced by the epoch like the
     /// first run. The plan's record of the failover (its decision, when it was first done)
     /// stays.
-    pub fn reconcile(&mut self, name: Option<&str>) -> Result<PlanChange, String> {
+    pub fn reconcile(&mut self, name: Option<&str>, automatic: bool) -> Result<PlanChange, String> {
         if self.phase() != Phase::Done {
             return Err(format!(
                 "the plan is {}, not done: it is still putting the decision in place",
@@ -289,7 +289,8 @@ impl Plan {
             step.finished_at_ms = None;
         }
         let first = self.current().map(|i| self.steps[i].spec.name.clone()).unwrap_or_default();
-        Ok(self.change(&first, 0, format!("reconcile: {} again", name.unwrap_or("every step"))))
+        let by = if automatic { "automatic: the group repairs drift" } else { "operator" };
+        Ok(self.change(&first, 0, format!("reconcile: {} again ({by})", name.unwrap_or("every step"))))
     }
 
     fn phase_name(&self) -> String {
@@ -396,13 +397,13 @@ mod tests {
     fn a_reconcile_runs_a_done_plans_step_again_and_keeps_the_failovers_record() {
         let done = |detail: &str| StepOutcome::Done { detail: detail.into() };
         let mut plan = Plan::new(decision(0), false, &[spec("storage", 0, false), spec("dns", 0, false)]);
-        assert!(plan.reconcile(None).is_err(), "not while the plan runs");
+        assert!(plan.reconcile(None, false).is_err(), "not while the plan runs");
         plan.start("storage", 1, 1).unwrap();
         plan.finish("storage", 1, done("ok"), 2).unwrap();
         plan.start("dns", 1, 3).unwrap();
         plan.finish("dns", 1, done("ok"), 4).unwrap();
-        assert!(plan.reconcile(Some("route53")).unwrap_err().contains("no step \"route53\""));
-        let change = plan.reconcile(Some("dns")).unwrap();
+        assert!(plan.reconcile(Some("route53"), false).unwrap_err().contains("no step \"route53\""));
+        let change = plan.reconcile(Some("dns"), false).unwrap();
         assert_eq!((change.step.as_str(), change.status, change.plan_done), ("dns", StepStatus::Pending, false));
         assert_eq!((plan.phase(), plan.steps[0].status), (Phase::Running, StepStatus::Done), "storage stays done");
         assert!(plan.start("storage", 1, 5).is_err(), "only the reconciled step runs");
@@ -410,7 +411,7 @@ mod tests {
         assert!(plan.finish("dns", 1, done("again"), 6).unwrap().plan_done);
         assert_eq!((plan.phase(), plan.done_at_ms, plan.achieved_rto_ms()), (Phase::Done, Some(4), Some(4)));
         // Every step: the first runs first.
-        assert_eq!(plan.reconcile(None).unwrap().step, "storage");
+        assert_eq!(plan.reconcile(None, false).unwrap().step, "storage");
         assert_eq!(plan.steps.iter().filter(|s| s.status == StepStatus::Pending).count(), 2);
     }
 
