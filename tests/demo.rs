@@ -40,6 +40,41 @@ fn the_demo_fails_over_and_reports_what_it_achieved() {
     eprintln!("demo ran in {:?}", started.elapsed());
 }
 
+/// The University Schedule: time compressed for the RPO, a backup skipped and the risk
+/// journaled and exported, a manual failover waiting for approval and approved through the
+/// API, the restore command and DNS run, the achieved RPO within its objective.
+#[test]
+fn the_university_schedule_demo_waits_for_approval_and_reports_the_data_lost() {
+    let started = Instant::now();
+    let out = witness().args(["demo", "--scenario", "university-schedule"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed:\n{text}");
+    for expected in [
+        "TIME IS COMPRESSED for the RPO: 1 s stands for 2 h",
+        "backup 1: restored at cloud-dr",
+        "backup 3: SKIPPED (the job failed)",
+        "AT RISK",
+        "rpo_at_risk",
+        "rpo_within",
+        "witness_rpo_exposure_seconds{group=\"schedule\"",
+        "---- main-campus killed ----",
+        "needs_approval",
+        "the witness waits for an operator",
+        "approved: cloud-dr active at epoch 2",
+        "| failover | main-campus -> cloud-dr | 2 |",
+        "| restore | command | done | 1 |",
+        "| dns | rfc2136 | done | 1 |",
+        "achieved RPO",
+        "against the objective of 3.5 s (7.0 h)",
+        "DNS timetable.demo.test. A  198.51.100.20",
+        "restore: restored the latest backup for epoch 2",
+        "cloud-dr writable: true",
+    ] {
+        assert!(text.contains(expected), "demo output lacks {expected:?}:\n{text}");
+    }
+    eprintln!("the university schedule demo ran in {:?}", started.elapsed());
+}
+
 #[test]
 fn the_interactive_demo_serves_the_cli_until_interrupted() {
     let mut child = Reaped(

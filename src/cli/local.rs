@@ -266,10 +266,23 @@ pub async fn start_agent(
     peer: &str,
     witness: &[String],
 ) -> anyhow::Result<crate::agent::RunningAgent> {
+    let in_sync = "replication_command = \"echo '{\\\"in_sync\\\": true}'\"\n";
+    start_agent_with(local, site, group, addr, peer, witness, in_sync).await
+}
+
+/// [`start_agent`] with `group_lines` in the group's table: its replication reader and hooks.
+pub async fn start_agent_with(
+    local: &Local,
+    site: &str,
+    group: &str,
+    addr: std::net::SocketAddr,
+    peer: &str,
+    witness: &[String],
+    group_lines: &str,
+) -> anyhow::Result<crate::agent::RunningAgent> {
     let text = format!(
         "[agent]\nsite = \"{site}\"\nlisten = \"{addr}\"\npeer = \"{peer}\"\nwitness = [{}]\n\
-         heartbeat_interval = \"250ms\"\n{}[[group]]\nname = \"{group}\"\n\
-         replication_command = \"echo '{{\\\"in_sync\\\": true}}'\"\n",
+         heartbeat_interval = \"250ms\"\n{}[[group]]\nname = \"{group}\"\n{group_lines}",
         witness.iter().map(|w| format!("\"{w}\"")).collect::<Vec<_>>().join(", "),
         local.agent_lines(site)?,
     );

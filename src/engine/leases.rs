@@ -156,31 +156,34 @@ impl Ledger {
         self.data_at_risk(name, group, in_sync_within, now, now)
     }
 
-    /// How far the group's standby copy is behind, as last reported by its agent: for a
-    /// synchronous group, the time since it last reported in sync (zero while it does); for an
-    /// asynchronous one, the age of its last recovery point now. `None`: never reported to
-    /// this leader.
-    fn behind(&self, name: &str, group: &GroupState, now: Duration) -> Option<Duration> {
+    /// How far the group's standby copy is behind the active site at `at`, as last reported
+    /// by its agent: for a synchronous group, the time from its last report in sync to `at`
+    /// (zero while it says so); for an asynchronous one, from its last recovery point to `at`
+    /// (a report heard after `at` counts back from when it was heard). `None`: never reported
+    /// to this leader.
+    fn behind(&self, name: &str, group: &GroupState, at: Duration) -> Option<Duration> {
         let standby = group.other();
         let record = self.sites.get(standby)?;
         let g = record.groups.get(name)?;
         match group.spec.replication {
             ReplicationMode::Sync => {
                 if g.report.in_sync == Some(true) {
-                    return Some(now.saturating_sub(record.heard_at));
+                    return Some(at.saturating_sub(record.heard_at));
                 }
-                g.last_in_sync_at.map(|at| now.saturating_sub(at))
+                g.last_in_sync_at.map(|last| at.saturating_sub(last))
             }
             ReplicationMode::Async => g
                 .report
                 .recovery_point_age_ms
-                .map(|age| Duration::from_millis(age) + now.saturating_sub(record.heard_at)),
+                .map(|age| (Duration::from_millis(age) + at).saturating_sub(record.heard_at)),
         }
     }
 
     /// The data `group`'s standby copy would lack if it took over for a failure at
     /// `failed_at`: none for a synchronous copy last reported in sync at most `in_sync_within`
-    /// before the failure, otherwise how far behind it is now.
+    /// before the failure, otherwise how far behind it was at the failure (the failed site
+    /// wrote nothing after it, however long the decision then took: an approval an hour later
+    /// loses no more).
     /// `None`: never reported to this leader. The one rule for the RPO gate and for the RPO a
     /// failover records.
     pub fn data_at_risk(
@@ -196,7 +199,7 @@ impl Ledger {
         if group.spec.replication == ReplicationMode::Sync && in_sync_at_failure {
             return Some(Duration::ZERO);
         }
-        self.behind(name, group, now)
+        self.behind(name, group, failed_at.min(now))
     }
 
     /// The lease the active site of `group` holds by this leader's grants, remaining at `now`.

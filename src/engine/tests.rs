@@ -622,7 +622,9 @@ fn the_rpo_gate_and_a_silent_survivor_need_approval() {
             0,
             vec![(0, in_sync(true)), (100, in_sync(false)), (4900, in_sync(false))],
             vec![Gate::Rpo],
-            Some(7000),
+            // What it lacked at the failure (5000 ms), not at the decision: nothing was written
+            // after the failure.
+            Some(5000),
         ),
         (
             // One meaning of rpo for every group: a sync group may lose what its rpo allows.
@@ -640,7 +642,8 @@ fn the_rpo_gate_and_a_silent_survivor_need_approval() {
             6 * H,
             vec![(4900, age(7 * H))],
             vec![Gate::Rpo],
-            Some(7 * H),
+            // Its recovery point's age at the failure (5000 ms), 100 ms after the report.
+            Some(7 * H + 100),
         ),
         (
             "async, never reported",
@@ -673,8 +676,10 @@ fn the_rpo_gate_and_a_silent_survivor_need_approval() {
         w.at(ms(5000));
         w.now = ms(5000) + HOLD;
         if !gates.contains(&Gate::SurvivorAgentSilent) {
-            // The survivor's agent keeps reporting what it last saw, but no longer in sync.
-            w.heartbeat("west", false, GroupReport { in_sync: None, ..last });
+            // The survivor's agent keeps reporting, no longer in sync, its recovery point
+            // (if any) older by the time passed since its last report.
+            let older = last.recovery_point_age_ms.map(|age| age + 2100);
+            w.heartbeat("west", false, GroupReport { in_sync: None, recovery_point_age_ms: older, ..last });
         }
         let e = w.step();
         if gates.is_empty() {

@@ -1,4 +1,4 @@
-//! `witness demo`: a complete failover on this machine with nothing to install or configure.
+//! The Patient App scenario (the default): a synchronous metro pair with automatic failover.
 //! Three witness nodes (real Raft on disk in a temporary directory, real HTTP on loopback), two
 //! sites with real agents, and targets that keep real state: an OpenStorage API, a DNS server
 //! taking TSIG-signed RFC 2136 updates and a webhook receiver. Only the sites are simulated
@@ -6,15 +6,15 @@
 //! the witness's own journal; the summary checks every target and shows the achieved RTO/RPO.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::local::{
+use super::{follow_journal, secret, wait_for};
+use crate::agent::RunningAgent;
+use crate::cli::local::{
     free_addr, leader, start_agent, start_cluster, wait_for_leader, Local, Stub, HOLD_DOWN, SITE, TIMINGS,
 };
-use super::Exit;
-use crate::agent::RunningAgent;
 use crate::clock::{unix_ms, Stopwatch};
 use crate::demo::dns::DnsServer;
 use crate::demo::storage::StorageApi;
@@ -25,35 +25,10 @@ use crate::state::drill::LegReport;
 use crate::state::journal::Event;
 use crate::state::plan::{Phase, Plan};
 
-#[derive(clap::Args)]
-pub struct Args {
-    /// Keep running after the failover (the failed site comes back as standby), so that you can
-    /// look around and fail back with the CLI; Ctrl-C stops.
-    #[arg(long)]
-    interactive: bool,
-    /// How long both sites run before the primary is killed.
-    #[arg(long, default_value = "3s", value_parser = crate::config::duration::parse)]
-    kill_after: Duration,
-}
-
 const GROUP: &str = "app";
 const RECORD: &str = "app.demo.test.";
 const ADDRESSES: [(&str, [u8; 4]); 2] = [("east", [192, 0, 2, 10]), ("west", [198, 51, 100, 10])];
 const TOKEN: &str = "demo-admin-token";
-
-pub fn run(args: Args) -> Exit {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    let dir = std::env::temp_dir().join(format!("witness-demo-{}", std::process::id()));
-    let result = runtime.block_on(demo(&dir, &args));
-    let _ = std::fs::remove_dir_all(&dir);
-    match result {
-        Ok(()) => Exit::Ok,
-        Err(e) => {
-            eprintln!("\ndemo failed: {e:#}");
-            Exit::Failed
-        }
-    }
-}
 
 /// Everything the demo started, stopped in order at the end.
 struct World {
@@ -66,8 +41,7 @@ struct World {
     hooks: Arc<Mutex<Vec<String>>>,
 }
 
-async fn demo(dir: &Path, args: &Args) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)?;
+pub async fn run(dir: &Path, interactive: bool, kill_after: Duration) -> anyhow::Result<()> {
     let mut world = start(dir).await?;
     let api = format!("{}://{}", world.local.scheme(), world.nodes[0].addr);
     println!("witness demo: 3 witness nodes (Raft on disk under {}), sites east and west with agents,", dir.display());
@@ -77,7 +51,8 @@ async fn demo(dir: &Path, args: &Args) -> anyhow::Result<()> {
     );
     println!("{TIMINGS}; lease 1 s + 100 ms margin\n");
     let shown = Arc::new(Mutex::new(0u64));
-    let timeline = tokio::spawn(follow_journal(world.nodes.iter().map(|n| n.node.clone()).collect(), shown.clone()));
+    let timeline =
+        tokio::spawn(follow_journal(world.nodes.iter().map(|n| n.node.clone()).collect(), shown.clone(), &[]));
 
     wait_for(Duration::from_secs(30), "east active and writable, west standby", || {
         (role(&world, "east") == Some(Role::Active) && role(&world, "west") == Some(Role::Standby)).then_some(())
@@ -86,9 +61,9 @@ async fn demo(dir: &Path, args: &Args) -> anyhow::Result<()> {
     readiness(&world).await?;
     println!(
         "\n  east is active and writable, west standby; killing east (health endpoint and agent) in {:?}",
-        args.kill_after
+        kill_after
     );
-    tokio::time::sleep(args.kill_after).await;
+    tokio::time::sleep(kill_after).await;
     let killed_ms = unix_ms();
     world.sites.get_mut("east").expect("east").kill().await;
     world.agents.remove("east").expect("east's agent").shutdown().await;
@@ -107,7 +82,7 @@ async fn demo(dir: &Path, args: &Args) -> anyhow::Result<()> {
     println!("\ndashboard: {api}/   API: {api}/v1/status   OpenAPI: {api}/openapi.json");
     println!("(HTTPS from the demo's own CA under {}: a browser asks before trusting it)", dir.display());
 
-    if args.interactive {
+    if interactive {
         world.sites.get_mut("east").expect("east").restart().await?;
         let witness: Vec<String> = world.nodes.iter().map(|n| n.addr.to_string()).collect();
         let west = world.agents["west"].addr.to_string();
@@ -123,7 +98,7 @@ async fn demo(dir: &Path, args: &Args) -> anyhow::Result<()> {
         println!("  witness events --follow");
         println!("Ctrl-C stops the demo.");
         let shown = Arc::new(Mutex::new(*shown.lock().expect("lock")));
-        let timeline = tokio::spawn(follow_journal(world.nodes.iter().map(|n| n.node.clone()).collect(), shown));
+        let timeline = tokio::spawn(follow_journal(world.nodes.iter().map(|n| n.node.clone()).collect(), shown, &[]));
         let _ = tokio::signal::ctrl_c().await;
         timeline.abort();
     }
@@ -176,14 +151,6 @@ async fn start(dir: &Path) -> anyhow::Result<World> {
     Ok(World { local, nodes, agents, sites, storage, dns, hooks })
 }
 
-fn secret(dir: &Path, name: &str, contents: &str) -> anyhow::Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = dir.join(name);
-    std::fs::write(&path, contents)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(path)
-}
-
 /// Records the `webhook-id` of every POST; answers 204.
 async fn webhook_receiver(hooks: Arc<Mutex<Vec<String>>>) -> anyhow::Result<String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -233,17 +200,6 @@ fn role(world: &World, site: &str) -> Option<Role> {
     world.agents.get(site)?.agent.status().groups.get(GROUP).and_then(|g| g.role)
 }
 
-async fn wait_for<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
-    let waited = Stopwatch::start();
-    loop {
-        if let Some(v) = probe() {
-            return Ok(v);
-        }
-        anyhow::ensure!(waited.elapsed() < timeout, "not reached within {timeout:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// The plan of the failover away from east, once done.
 async fn wait_for_plan(world: &World) -> anyhow::Result<Plan> {
     let waited = Stopwatch::start();
@@ -262,40 +218,6 @@ async fn wait_for_plan(world: &World) -> anyhow::Result<Plan> {
     }
 }
 
-/// Prints the journal as it grows: the witness's own account of each phase.
-async fn follow_journal(nodes: Vec<Arc<crate::node::Node>>, shown: Arc<Mutex<u64>>) {
-    const KINDS: [&str; 12] = [
-        "verdict",
-        "holding_down",
-        "failing_over",
-        "failover",
-        "draining",
-        "promoting",
-        "promoted",
-        "step_done",
-        "step_failed",
-        "plan_stuck",
-        "failover_complete",
-        "healthy",
-    ];
-    loop {
-        let leader = nodes.iter().find(|n| n.raft.is_leader()).cloned();
-        if let Some(leader) = leader {
-            let since = *shown.lock().expect("lock");
-            let events = leader.applied.read().expect("state lock").state.journal.since(since, 100);
-            for e in &events {
-                if KINDS.contains(&e.kind.as_str()) && !(e.kind == "verdict" && e.message.contains("up")) {
-                    println!("  {}  {:<17} {}", crate::clock::rfc3339(e.at_ms), e.kind, e.message);
-                }
-            }
-            if let Some(last) = events.last() {
-                *shown.lock().expect("lock") = last.seq;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Prints what the failover took, as a drill report has it (`witness drill show`), and checks
 /// that every target followed it.
 fn summary(world: &World, plan: &Plan, events: &[Event], killed_ms: u64, objective_ms: u64) -> anyhow::Result<()> {
@@ -309,7 +231,7 @@ fn summary(world: &World, plan: &Plan, events: &[Event], killed_ms: u64, objecti
     let ttl = plan.dns_ttl_s().unwrap_or(0);
     println!("\nSUMMARY (shaped as a drill report, `witness drill show`; the decision phase runs from the failure)\n");
     let leg = LegReport::of("failover", plan, killed_ms, None, u64::from(ttl) * 1000, objective_ms);
-    print!("{}", super::drill::legs(std::slice::from_ref(&leg)));
+    print!("{}", crate::cli::drill::legs(std::slice::from_ref(&leg)));
     println!();
     println!("  first node sees east down      {}", since(seen_down, killed_ms));
     println!(
