@@ -591,7 +591,9 @@ async fn read_replication(agent: Arc<Agent>, group: String, source: ReplicationS
     }
 }
 
-fn parse_replication(text: &str) -> Result<Replication, String> {
+/// What a replication reader printed, as the agent takes it (the shipped readers in
+/// `deploy/kubernetes/bin` are tested against it).
+pub fn parse_replication(text: &str) -> Result<Replication, String> {
     let r: Replication = serde_json::from_str(text.trim()).map_err(|e| {
         format!(
             "replication state {:?} is not JSON like {{\"in_sync\": true}} or {{\"recovery_point_age_ms\": 1234}}: {e}",
