@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use super::{rpo_objective, GateCheck, OperatorPlan};
+use super::{not_blocked, rpo_objective, GateCheck, OperatorPlan};
 use crate::state::{quorum, Epoch, NodeId, Rejection, SiteId, State, Verdict};
 
 /// What only the leader knows about a group, for its drill's checks.
@@ -76,15 +76,7 @@ pub fn plan_drill(
             passed: under_way.is_none(),
             detail: under_way.unwrap_or_else(|| "no failover, switchover or other drill under way".into()),
         },
-        GateCheck {
-            gate: "not_blocked".into(),
-            passed: !g.blocked,
-            detail: if g.blocked {
-                "blocked by a recent failover: acknowledge it first".into()
-            } else {
-                "no unacknowledged recent failover".into()
-            },
-        },
+        not_blocked(g),
         GateCheck {
             gate: "not_paused".into(),
             passed: !g.paused,

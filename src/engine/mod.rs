@@ -477,6 +477,19 @@ impl OperatorPlan {
     }
 }
 
+/// The check an operator's failover and a drill share: no recent failover left unacknowledged.
+fn not_blocked(g: &GroupState) -> GateCheck {
+    GateCheck {
+        gate: "not_blocked".into(),
+        passed: !g.blocked,
+        detail: if g.blocked {
+            "blocked by a recent failover: acknowledge it first".into()
+        } else {
+            "no unacknowledged recent failover".into()
+        },
+    }
+}
+
 /// Checks an operator's order to make `to` active for `group` against the same evidence the
 /// engine uses: a quorum of live voters sees the active site down and `to` up, and the group
 /// is not blocked by a recent failover; and that no agent holds a later epoch than the group's
@@ -513,15 +526,7 @@ pub fn plan_operator_failover(
             passed: up >= quorum,
             detail: format!("{to} seen up by {up} of {n} witness nodes (quorum {quorum})"),
         },
-        GateCheck {
-            gate: "not_blocked".into(),
-            passed: !g.blocked,
-            detail: if g.blocked {
-                "blocked by a recent failover: acknowledge it first".into()
-            } else {
-                "no unacknowledged recent failover".into()
-            },
-        },
+        not_blocked(g),
         GateCheck {
             gate: "agents_not_ahead".into(),
             passed: agents_ahead.is_none(),

@@ -17,6 +17,7 @@ use clap::ValueEnum;
 
 use super::Exit;
 use crate::clock::Stopwatch;
+use crate::state::plan::{Phase, Plan};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -77,6 +78,24 @@ async fn wait_for<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> O
             return Ok(v);
         }
         anyhow::ensure!(waited.elapsed() < timeout, "not reached within {timeout:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The plan of `group`'s failover, once done (within 30 s).
+async fn wait_for_plan(nodes: &[crate::node::RunningNode], group: &str) -> anyhow::Result<Plan> {
+    let waited = Stopwatch::start();
+    loop {
+        let leader = crate::cli::local::leader(nodes).await?;
+        let plan = leader.applied.read().expect("state lock").state.groups[group].plan.clone();
+        match plan {
+            Some(p) if p.phase() == Phase::Done => return Ok(p),
+            Some(p) if p.phase() == Phase::Stuck => anyhow::bail!("the failover plan is stuck: {:?}", p.steps),
+            other => anyhow::ensure!(
+                waited.elapsed() < Duration::from_secs(30),
+                "the failover did not complete within 30 s (plan: {other:?})"
+            ),
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -10,12 +10,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{follow_journal, secret, wait_for};
+use super::{follow_journal, secret, wait_for, wait_for_plan};
 use crate::agent::RunningAgent;
 use crate::cli::local::{
     free_addr, leader, start_agent, start_cluster, wait_for_leader, Local, Stub, HOLD_DOWN, SITE, TIMINGS,
 };
-use crate::clock::{unix_ms, Stopwatch};
+use crate::clock::unix_ms;
 use crate::demo::dns::DnsServer;
 use crate::demo::storage::StorageApi;
 use crate::leader::readiness::TargetState;
@@ -23,7 +23,7 @@ use crate::node::RunningNode;
 use crate::protocol::Role;
 use crate::state::drill::LegReport;
 use crate::state::journal::Event;
-use crate::state::plan::{Phase, Plan};
+use crate::state::plan::Plan;
 
 const GROUP: &str = "app";
 const RECORD: &str = "app.demo.test.";
@@ -69,7 +69,7 @@ pub async fn run(dir: &Path, interactive: bool, kill_after: Duration) -> anyhow:
     world.agents.remove("east").expect("east's agent").shutdown().await;
     println!("  ---- east killed ----");
 
-    let plan = wait_for_plan(&world).await;
+    let plan = wait_for_plan(&world.nodes, GROUP).await;
     tokio::time::sleep(Duration::from_millis(300)).await; // let the timeline catch up
     timeline.abort();
     let plan = plan?;
@@ -198,24 +198,6 @@ async fn readiness(world: &World) -> anyhow::Result<()> {
 
 fn role(world: &World, site: &str) -> Option<Role> {
     world.agents.get(site)?.agent.status().groups.get(GROUP).and_then(|g| g.role)
-}
-
-/// The plan of the failover away from east, once done.
-async fn wait_for_plan(world: &World) -> anyhow::Result<Plan> {
-    let waited = Stopwatch::start();
-    loop {
-        let leader = leader(&world.nodes).await?;
-        let plan = leader.applied.read().expect("state lock").state.groups[GROUP].plan.clone();
-        match plan {
-            Some(p) if p.phase() == Phase::Done => return Ok(p),
-            Some(p) if p.phase() == Phase::Stuck => anyhow::bail!("the failover plan is stuck: {:?}", p.steps),
-            other => anyhow::ensure!(
-                waited.elapsed() < Duration::from_secs(30),
-                "the failover did not complete within 30 s of the failure (plan: {other:?})"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Prints what the failover took, as a drill report has it (`witness drill show`), and checks

@@ -19,7 +19,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{follow_journal, wait_for};
+use super::{follow_journal, wait_for, wait_for_plan};
 use crate::agent::RunningAgent;
 use crate::cli::local::{
     free_addr, leader, start_agent_with, start_cluster, wait_for_leader, Local, Stub, HOLD_DOWN, SITE, TIMINGS,
@@ -29,7 +29,7 @@ use crate::demo::dns::DnsServer;
 use crate::node::RunningNode;
 use crate::protocol::Role;
 use crate::state::drill::LegReport;
-use crate::state::plan::{Phase, Plan};
+use crate::state::plan::Plan;
 
 const GROUP: &str = "schedule";
 const MAIN: &str = "main-campus";
@@ -157,7 +157,7 @@ pub async fn run(dir: &Path, interactive: bool) -> anyhow::Result<()> {
     anyhow::ensure!(status.is_success(), "the approval was refused: HTTP {status}: {body}");
     println!("  approved: {DR} active at epoch {}", body["failover"]["outcome"]["epoch"]);
 
-    let plan = wait_for_plan(&world).await;
+    let plan = wait_for_plan(&world.nodes, GROUP).await;
     tokio::time::sleep(Duration::from_millis(300)).await; // let the timeline catch up
     timeline.abort();
     let plan = plan?;
@@ -260,24 +260,6 @@ async fn wait_for_journal(world: &World, kind: &str, timeout: Duration) -> anyho
         }
         anyhow::ensure!(waited.elapsed() < timeout, "no {kind} within {timeout:?} of the failure");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The plan of the approved failover, once done.
-async fn wait_for_plan(world: &World) -> anyhow::Result<Plan> {
-    let waited = crate::clock::Stopwatch::start();
-    loop {
-        let leader = leader(&world.nodes).await?;
-        let plan = leader.applied.read().expect("state lock").state.groups[GROUP].plan.clone();
-        match plan {
-            Some(p) if p.phase() == Phase::Done => return Ok(p),
-            Some(p) if p.phase() == Phase::Stuck => anyhow::bail!("the failover plan is stuck: {:?}", p.steps),
-            other => anyhow::ensure!(
-                waited.elapsed() < Duration::from_secs(30),
-                "the failover did not complete within 30 s of the approval (plan: {other:?})"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
