@@ -2,7 +2,8 @@
 //! `/healthz` the witness probes), every one in its own network namespace on a private bridge
 //! (`support::netns`). Each scenario starts a fresh world, injects one fault (kill -9,
 //! SIGSTOP, partitions, one-way and random loss with iptables, WAN delay and jitter through a
-//! userspace relay, an operator's forced switchover), says whether a failover must follow, and
+//! userspace relay, an operator's forced switchover, a frozen primary, a flapping one), says
+//! whether a failover must follow, and
 //! checks throughout:
 //! - never two writable sites, exactly: each agent records every lease it holds while writable
 //!   (`agent.writable_log`, on the machine's one boot-time clock), and west's first permission
@@ -43,6 +44,8 @@ use support::targets::{write_secret, Receiver};
 
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
 const SECRET: &[u8] = b"chaos webhook secret";
+/// The port every site's agent serves (and the witness probes) on.
+const AGENT_PORT: u16 = 7500;
 /// The agents' lease margin: answers closer together than this are "at the same time".
 const MARGIN: Duration = Duration::from_millis(100);
 
@@ -121,7 +124,7 @@ impl World {
             format!(
                 "[[site]]\nname = \"{name}\"\nprobe_interval = \"150ms\"\nprobe_timeout = \"120ms\"\n\
                  failure_threshold = 5\nsuccess_threshold = 2\n[[site.probe]]\nkind = \"http\"\n\
-                 url = \"https://{}:7500/healthz\"\nca_file = \"{}/ca.crt\"\n",
+                 url = \"https://{}:{AGENT_PORT}/healthz\"\nca_file = \"{}/ca.crt\"\n",
                 ip(name),
                 tls.display()
             )
@@ -161,7 +164,7 @@ impl World {
             let config = dir.path().join(format!("agent-{name}.toml"));
             let witness: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
             let text = format!(
-                "[agent]\nsite = \"{name}\"\nlisten = \"{}:7500\"\npeer = \"{}:7500\"\nwitness = [{}]\n\
+                "[agent]\nsite = \"{name}\"\nlisten = \"{}:{AGENT_PORT}\"\npeer = \"{}:{AGENT_PORT}\"\nwitness = [{}]\n\
                  heartbeat_interval = \"{agent_beat}\"\nca = \"{t}/ca.crt\"\ncert = \"{t}/site-{name}.crt\"\n\
                  key = \"{t}/site-{name}.key\"\nwritable_log = \"{log}\"\n[[group]]\nname = \"app\"\n\
                  replication_command = \"echo '{{\\\"in_sync\\\": true}}'\"\n",
@@ -233,7 +236,7 @@ impl World {
 
     async fn writable(http: &reqwest::Client, ip: &str) -> (Option<bool>, Instant, Instant) {
         let sent = Instant::now();
-        let answer = http.get(url(ip, 7500, "/v1/groups/app/writable")).send().await;
+        let answer = http.get(url(ip, AGENT_PORT, "/v1/groups/app/writable")).send().await;
         (answer.ok().map(|r| r.status() == 200), sent, Instant::now())
     }
 
@@ -519,6 +522,15 @@ enum Fault {
     /// An operator's forced failover to west while both sites are healthy and east's leases
     /// fresh: the lease wait alone keeps the two sites' permissions apart.
     ForcedSwitchover,
+    /// The whole primary site (its endpoint is its agent) frozen with SIGSTOP for 4 s, a VM
+    /// stall: the group fails over meanwhile, and on resuming east finds its leases gone and
+    /// answers nothing as writable.
+    PrimaryFrozen,
+    /// The primary unreachable for the witness (its probes; east's own heartbeats go on) and
+    /// cut from west, 850 ms at a time, a little less than detection plus hold-down, then back
+    /// for 500 ms, six times: the witness holds down and lets go each time, nothing moves, and
+    /// east, on its witness lease, never stops writing.
+    FlappingPrimary,
 }
 
 impl Fault {
@@ -532,6 +544,7 @@ impl Fault {
                 | Fault::PrimaryDiesAndReturns
                 | Fault::WanDelayPrimaryDies
                 | Fault::ForcedSwitchover
+                | Fault::PrimaryFrozen
         )
     }
 
@@ -597,6 +610,30 @@ async fn inject(w: &mut World, fault: Fault) {
             let resp = w.http.post(failover).json(&order).send().await.expect("the switchover order");
             assert!(resp.status().is_success(), "the switchover order: {}", resp.text().await.unwrap_or_default());
         }
+        Fault::PrimaryFrozen => {
+            w.signal("east", libc::SIGSTOP);
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            w.signal("east", libc::SIGCONT);
+        }
+        Fault::FlappingPrimary => {
+            for _ in 0..6 {
+                // West and east lose each other; the witness nodes cannot probe east, whose
+                // own heartbeats go on (its witness lease carries it).
+                w.net.partition("east", "west");
+                for from in NODES {
+                    w.net.refuse_port("east", from, AGENT_PORT);
+                }
+                tokio::time::sleep(Duration::from_millis(850)).await;
+                w.net.heal();
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            // It flapped for the witness: a quorum saw east down and held down, every time
+            // letting go before the hold-down ran out.
+            let journals = w.journals().await;
+            let held = journals.values().next().map_or(0, |j| j.iter().filter(|e| e.1 == "holding_down").count());
+            assert!(held >= 2, "FlappingPrimary: the witness held down only {held} time(s):\n{journals:?}");
+            eprintln!("FlappingPrimary: the witness held down {held} times and let go each time");
+        }
     }
     // The fault stays until the failover it must cause has promoted west, and a little longer:
     // an isolated primary that still believed it could write would be seen writable next to
@@ -635,6 +672,8 @@ async fn faults_fail_over_exactly_when_they_should_and_never_break_the_invariant
         Fault::WanDelay,
         Fault::WanDelayPrimaryDies,
         Fault::ForcedSwitchover,
+        Fault::PrimaryFrozen,
+        Fault::FlappingPrimary,
     ];
     let only = std::env::var("WITNESS_CHAOS").ok();
     for fault in faults {

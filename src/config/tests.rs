@@ -1164,4 +1164,15 @@ fn the_objectives_examples_have_budgets_within_their_objectives() {
     assert!(budget.within(g.rto), "{budget:?}");
     // Tighten the objective below the budget: it no longer fits.
     assert!(!budget.within(Duration::from_secs(30 * 60)));
+
+    // Both scenarios on Kubernetes (README "On Kubernetes with Portworx and Stork"): each group
+    // within its objective, both with agents and a drill cadence.
+    let both = Config::load(&dir.join("kubernetes.toml")).expect("kubernetes example");
+    let names: Vec<&str> = both.groups.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, ["patient-app", "schedule"]);
+    for g in &both.groups {
+        let budget = budget::rto_budget(&both, g);
+        assert!(budget.within(g.rto), "{}: {budget:?}", g.name);
+        assert!(g.agents.is_some() && g.drill_every.is_some(), "{}", g.name);
+    }
 }

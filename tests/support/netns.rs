@@ -115,6 +115,14 @@ impl Net {
         self.iptables(host, &["-A", "INPUT", "-s", &ip, "-j", "DROP"]);
     }
 
+    /// `host` drops what `from` sends to its TCP `port`: `from` can no longer connect there
+    /// (nor use a connection it has), while `host`'s own connections to `from` work on.
+    pub fn refuse_port(&self, host: &str, from: &str, port: u16) {
+        let ip = self.host(from).ip.clone();
+        let port = port.to_string();
+        self.iptables(host, &["-A", "INPUT", "-s", &ip, "-p", "tcp", "--dport", &port, "-j", "DROP"]);
+    }
+
     /// `host` loses a share `p` of the packets it receives from `from`.
     pub fn lose_from(&self, host: &str, from: &str, p: f64) {
         let ip = self.host(from).ip.clone();
