@@ -2,8 +2,8 @@
 //! `/healthz` the witness probes), every one in its own network namespace on a private bridge
 //! (`support::netns`). Each scenario starts a fresh world, injects one fault (kill -9,
 //! SIGSTOP, partitions, one-way and random loss with iptables, WAN delay and jitter through a
-//! userspace relay, an operator's forced switchover, a frozen primary, a flapping one), says
-//! whether a failover must follow, and
+//! userspace relay, an operator's forced switchover, a frozen primary, a flapping one, a leader
+//! frozen across the failover its successor decides), says whether a failover must follow, and
 //! checks throughout:
 //! - never two writable sites, exactly: each agent records every lease it holds while writable
 //!   (`agent.writable_log`, on the machine's one boot-time clock), and west's first permission
@@ -531,6 +531,12 @@ enum Fault {
     /// for 500 ms, six times: the witness holds down and lets go each time, nothing moves, and
     /// east, on its witness lease, never stops writing.
     FlappingPrimary,
+    /// The witness leader frozen (SIGSTOP), and it and the primary cut off from everyone but
+    /// each other; the other two nodes elect a leader that fails the group over, and the old
+    /// leader resumes reachable by east alone: believing it leads, it must grant east nothing
+    /// (a grant needs a confirmation of its own term) and run no step. (It does not catch the
+    /// planted `grant-by-deposed-leader` of docs/mutations.md; the tests named there do.)
+    LeaderFrozenAcrossFailover,
 }
 
 impl Fault {
@@ -545,6 +551,7 @@ impl Fault {
                 | Fault::WanDelayPrimaryDies
                 | Fault::ForcedSwitchover
                 | Fault::PrimaryFrozen
+                | Fault::LeaderFrozenAcrossFailover
         )
     }
 
@@ -615,6 +622,22 @@ async fn inject(w: &mut World, fault: Fault) {
             tokio::time::sleep(Duration::from_secs(4)).await;
             w.signal("east", libc::SIGCONT);
         }
+        Fault::LeaderFrozenAcrossFailover => {
+            let old = w.leader().await;
+            w.signal(old, libc::SIGSTOP);
+            // East and the old leader keep only each other: resumed, the old leader hears no
+            // successor and may believe it leads for as long as this lasts.
+            for n in others(old) {
+                w.net.partition(old, n);
+                w.net.partition("east", n);
+            }
+            w.net.partition("east", "west");
+            w.wait_epoch(2).await;
+            w.wait_west_writable().await;
+            w.signal(old, libc::SIGCONT);
+            // East's heartbeats reach the old leader from here on.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
         Fault::FlappingPrimary => {
             for _ in 0..6 {
                 // West and east lose each other; the witness nodes cannot probe east, whose
@@ -674,6 +697,7 @@ async fn faults_fail_over_exactly_when_they_should_and_never_break_the_invariant
         Fault::ForcedSwitchover,
         Fault::PrimaryFrozen,
         Fault::FlappingPrimary,
+        Fault::LeaderFrozenAcrossFailover,
     ];
     let only = std::env::var("WITNESS_CHAOS").ok();
     for fault in faults {
