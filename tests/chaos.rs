@@ -2,8 +2,9 @@
 //! `/healthz` the witness probes), every one in its own network namespace on a private bridge
 //! (`support::netns`). Each scenario starts a fresh world, injects one fault (kill -9,
 //! SIGSTOP, partitions, one-way and random loss with iptables, WAN delay and jitter through a
-//! userspace relay, an operator's forced switchover, a frozen primary, a flapping one, a leader
-//! frozen across the failover its successor decides), says whether a failover must follow, and
+//! userspace relay, an operator's forced switchover (also with the standby's agent restarted
+//! in the drain), a frozen primary, a flapping one, a leader frozen across the failover its
+//! successor decides), says whether a failover must follow, and
 //! checks throughout:
 //! - never two writable sites, exactly: each agent records every lease it holds while writable
 //!   (`agent.writable_log`, on the machine's one boot-time clock), and west's first permission
@@ -46,6 +47,9 @@ const NODES: [&str; 3] = ["n1", "n2", "n3"];
 const SECRET: &[u8] = b"chaos webhook secret";
 /// The port every site's agent serves (and the witness probes) on.
 const AGENT_PORT: u16 = 7500;
+/// The agents' lease and margin: how long a restarted agent waits out peer leases it may have
+/// granted.
+const LEASE_WAIT: Duration = Duration::from_millis(1100);
 /// The agents' lease margin: answers closer together than this are "at the same time".
 const MARGIN: Duration = Duration::from_millis(100);
 
@@ -371,14 +375,7 @@ impl World {
     /// must begin after the last of east's granted before it ends, and none of east's may be
     /// granted after. Reports the gap between the two.
     fn permissions(&self, failover: bool) -> Vec<String> {
-        let spans = |site: &str| -> Vec<(u128, u128)> {
-            let text =
-                std::fs::read_to_string(self.dir.path().join(format!("writable-{site}.log"))).unwrap_or_default();
-            let field =
-                |f: Option<&str>| f.and_then(|v| v.parse().ok()).expect("a writable_log line: GROUP FROM UNTIL");
-            text.lines().map(|l| l.split(' ').skip(1)).map(|mut f| (field(f.next()), field(f.next()))).collect()
-        };
-        let (east, west) = (spans("east"), spans("west"));
+        let (east, west) = (self.spans("east"), self.spans("west"));
         let mut problems = Vec::new();
         if east.is_empty() {
             problems.push("east never recorded a permission to write (is writable_log written?)".to_string());
@@ -421,6 +418,14 @@ impl World {
         problems
     }
 
+    /// Every permission to write `site`'s agent recorded (`agent.writable_log`): from when it
+    /// got it to when it runs out, in boot-time nanoseconds.
+    fn spans(&self, site: &str) -> Vec<(u128, u128)> {
+        let text = std::fs::read_to_string(self.dir.path().join(format!("writable-{site}.log"))).unwrap_or_default();
+        let field = |f: Option<&str>| f.and_then(|v| v.parse().ok()).expect("a writable_log line: GROUP FROM UNTIL");
+        text.lines().map(|l| l.split(' ').skip(1)).map(|mut f| (field(f.next()), field(f.next()))).collect()
+    }
+
     /// Every running node's journal: (seq, kind, message) of each event.
     async fn journals(&self) -> BTreeMap<String, Vec<(u64, String, String)>> {
         let mut journals = BTreeMap::new();
@@ -459,6 +464,15 @@ impl World {
             assert!(Instant::now() < deadline, "no leader");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// An operator's forced failover to west while both sites are healthy.
+    async fn switch_over(&self) {
+        let leader = self.leader().await;
+        let order = serde_json::json!({ "to": "west", "force": true, "reason": "chaos: planned switchover" });
+        let failover = url(&self.net.host(leader).ip, 7400, "/v1/groups/app/failover");
+        let resp = self.http.post(failover).json(&order).send().await.expect("the switchover order");
+        assert!(resp.status().is_success(), "the switchover order: {}", resp.text().await.unwrap_or_default());
     }
 
     /// Waits until the group is at `epoch` on the leader.
@@ -537,6 +551,10 @@ enum Fault {
     /// (a grant needs a confirmation of its own term) and run no step. (It does not catch the
     /// planted `grant-by-deposed-leader` of docs/mutations.md; the tests named there do.)
     LeaderFrozenAcrossFailover,
+    /// A forced switchover, and west's agent killed (-9) and restarted 300 ms into the drain:
+    /// it may have granted east peer leases it no longer remembers, so it reports drained only
+    /// a lease plus margin after its restart, and west's first permission comes no sooner.
+    StandbyRestartedMidDrain,
 }
 
 impl Fault {
@@ -552,6 +570,7 @@ impl Fault {
                 | Fault::ForcedSwitchover
                 | Fault::PrimaryFrozen
                 | Fault::LeaderFrozenAcrossFailover
+                | Fault::StandbyRestartedMidDrain
         )
     }
 
@@ -610,12 +629,20 @@ async fn inject(w: &mut World, fault: Fault) {
         }
         Fault::WanDelay => {}
         Fault::WanDelayPrimaryDies => w.kill9("east"),
-        Fault::ForcedSwitchover => {
-            let leader = w.leader().await;
-            let order = serde_json::json!({ "to": "west", "force": true, "reason": "chaos: planned switchover" });
-            let failover = url(&w.net.host(leader).ip, 7400, "/v1/groups/app/failover");
-            let resp = w.http.post(failover).json(&order).send().await.expect("the switchover order");
-            assert!(resp.status().is_success(), "the switchover order: {}", resp.text().await.unwrap_or_default());
+        Fault::ForcedSwitchover => w.switch_over().await,
+        Fault::StandbyRestartedMidDrain => {
+            w.switch_over().await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            w.kill9("west");
+            // Read before the start: the new agent cannot count from any earlier instant.
+            let clock = witness::clock::Clock::start();
+            let restarted = clock.since_boot(clock.now()).as_nanos();
+            w.start_proc("west");
+            w.wait_west_writable().await;
+            let first = w.spans("west").iter().map(|s| s.0).min().expect("west's first permission");
+            let after = Duration::from_nanos((first.saturating_sub(restarted)) as u64);
+            eprintln!("StandbyRestartedMidDrain: west's first permission {} ms after its restart", after.as_millis());
+            assert!(after >= LEASE_WAIT, "west wrote {after:?} after its restart, within a lease plus margin");
         }
         Fault::PrimaryFrozen => {
             w.signal("east", libc::SIGSTOP);
@@ -698,6 +725,7 @@ async fn faults_fail_over_exactly_when_they_should_and_never_break_the_invariant
         Fault::PrimaryFrozen,
         Fault::FlappingPrimary,
         Fault::LeaderFrozenAcrossFailover,
+        Fault::StandbyRestartedMidDrain,
     ];
     let only = std::env::var("WITNESS_CHAOS").ok();
     for fault in faults {
