@@ -49,16 +49,7 @@ pub fn plan_drill(
             detail: format!("{site} seen up by {seen} of {n} witness nodes (quorum {needed})"),
         }
     };
-    let under_way = if g.draining || g.plan.as_ref().is_some_and(|p| p.epoch == g.epoch && p.done_at_ms.is_none()) {
-        Some(format!("the move to epoch {} is still under way", g.epoch))
-    } else {
-        match (&g.drill, back) {
-            (Some(d), false) => Some(format!("drill {} is under way", d.id)),
-            (Some(d), true) if !d.holding() => Some(format!("drill {} is not waiting to return", d.id)),
-            (None, true) => Some("no drill is under way".into()),
-            _ => None,
-        }
-    };
+    let under_way = g.drill_blocked(back);
     let objective = rpo_objective(g);
     let secs = |d: Duration| format!("{:.1} s", d.as_secs_f64());
     let data = match (objective, facts.exposure) {

@@ -354,7 +354,7 @@ impl Leader {
     /// plan's last scheduled check.
     fn drill_facts(&self, name: &GroupId, g: &crate::state::GroupState, now: Duration, plan: bool) -> DrillFacts {
         let in_sync_within = self.config.timing.get(name).map_or(Duration::ZERO, |t| t.in_sync_within);
-        let readiness = || match self.readiness.view().remove(name) {
+        let readiness = || match self.readiness.last(name) {
             _ if g.spec.steps.is_empty() => Ok("no plan steps".to_string()),
             None => Err("not checked yet by this leader (the first check comes within 10 s of its start)".to_string()),
             Some(r) if r.epoch != g.epoch => {

@@ -175,6 +175,11 @@ impl Readiness {
         turned
     }
 
+    /// The last result of `group`, if checked this leadership.
+    pub fn last(&self, group: &str) -> Option<&PlanReadiness> {
+        self.groups.get(group)?.last.as_ref()
+    }
+
     /// The last result of every group checked this leadership.
     pub fn view(&self) -> BTreeMap<GroupId, PlanReadiness> {
         self.groups.iter().filter_map(|(name, s)| Some((name.clone(), s.last.clone()?))).collect()

@@ -196,6 +196,21 @@ pub struct GroupState {
 }
 
 impl GroupState {
+    /// Why a drill's switchover (`back`: the way back of the open drill) cannot start now: a
+    /// move still under way, another drill, or none waiting to return. The leader checks it
+    /// before proposing (`engine::drill`) and [`State::apply`] where the switchover lands.
+    pub fn drill_blocked(&self, back: bool) -> Option<String> {
+        if self.draining || self.plan.as_ref().is_some_and(|p| p.epoch == self.epoch && p.done_at_ms.is_none()) {
+            return Some(format!("the move to epoch {} is still under way", self.epoch));
+        }
+        match (&self.drill, back) {
+            (Some(d), false) => Some(format!("drill {} is under way", d.id)),
+            (Some(d), true) if !d.holding() => Some(format!("drill {} is not waiting to return", d.id)),
+            (None, true) => Some("no drill is under way to return".into()),
+            _ => None,
+        }
+    }
+
     /// The site that is not `active`.
     pub fn other(&self) -> &SiteId {
         if self.active == self.spec.primary {
@@ -757,18 +772,11 @@ impl State {
         let Some(g) = self.groups.get(&name) else {
             return Response::Rejected(Rejection::UnknownGroup { group: name });
         };
-        let problem = if g.draining || g.plan.as_ref().is_some_and(|p| p.epoch == g.epoch && p.done_at_ms.is_none()) {
-            Some(format!("the move to epoch {} is still under way", g.epoch))
-        } else {
-            match (&start, &g.drill) {
-                (Some(_), Some(d)) => Some(format!("drill {} is under way", d.id)),
-                (None, None) => Some("no drill is under way to return".into()),
-                (None, Some(d)) if !d.holding() || to.site != d.from => {
-                    Some(format!("drill {} is not waiting to return to {}", d.id, to.site))
-                }
-                _ => None,
-            }
-        };
+        let back = start.is_none();
+        let problem = g.drill_blocked(back).or_else(|| {
+            let home = g.drill.as_ref().map(|d| &d.from).filter(|from| back && to.site != **from);
+            home.map(|from| format!("the way back is to {from}, not {}", to.site))
+        });
         let (active_up, to_up) = (
             self.agreeing(&g.active, Verdict::Up, voters, voters),
             self.agreeing(&to.site, Verdict::Up, voters, voters),
@@ -881,15 +889,15 @@ impl State {
             let plan = s.groups.get(group.as_deref()?)?.plan.as_ref()?;
             Some((plan.epoch, plan.done_at_ms.is_some()))
         };
-        // Drills this entry may end: the group's, or any group's for a new topology.
-        let open_drills = |s: &State| -> Vec<(GroupId, Epoch)> {
-            s.groups
-                .iter()
-                .filter(|(name, _)| group.as_ref().is_none_or(|g| g == *name))
-                .filter_map(|(name, g)| Some((name.clone(), g.drill.as_ref()?.id)))
-                .collect()
-        };
-        let drills_before = open_drills(self);
+        // Drills this entry may end: the group's, or any group's for a new topology (no other
+        // command without a group touches one).
+        let topology = matches!(command, Command::SyncTopology(_));
+        let drills_before: Vec<(GroupId, Epoch)> = self
+            .groups
+            .iter()
+            .filter(|(name, _)| group.as_ref().map_or(topology, |g| g == *name))
+            .filter_map(|(name, g)| Some((name.clone(), g.drill.as_ref()?.id)))
+            .collect();
         let before = completed(self);
         let response = self.apply_at(command, at);
         let entry = entry.or_else(|| describe(&response, previous_active, &reason, self));

@@ -9,6 +9,7 @@
 mod patient_app;
 mod university_schedule;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,7 +17,9 @@ use std::time::Duration;
 use clap::ValueEnum;
 
 use super::Exit;
+use crate::agent::RunningAgent;
 use crate::clock::Stopwatch;
+use crate::protocol::Role;
 use crate::state::plan::{Phase, Plan};
 
 #[derive(clap::Args)]
@@ -79,6 +82,21 @@ async fn wait_for<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> O
         }
         anyhow::ensure!(waited.elapsed() < timeout, "not reached within {timeout:?}: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The role `site`'s agent gives itself for `group`.
+fn role(agents: &BTreeMap<&'static str, RunningAgent>, group: &str, site: &str) -> Option<Role> {
+    agents.get(site)?.agent.status().groups.get(group).and_then(|g| g.role)
+}
+
+/// Stops the agents, then the witness nodes.
+async fn stop(agents: BTreeMap<&'static str, RunningAgent>, nodes: Vec<crate::node::RunningNode>) {
+    for (_, agent) in agents {
+        agent.shutdown().await;
+    }
+    for node in nodes {
+        node.shutdown().await;
     }
 }
 

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{follow_journal, secret, wait_for, wait_for_plan};
+use super::{follow_journal, role, secret, stop, wait_for, wait_for_plan};
 use crate::agent::RunningAgent;
 use crate::cli::local::{
     free_addr, leader, start_agent, start_cluster, wait_for_leader, Local, Stub, HOLD_DOWN, SITE, TIMINGS,
@@ -55,7 +55,9 @@ pub async fn run(dir: &Path, interactive: bool, kill_after: Duration) -> anyhow:
         tokio::spawn(follow_journal(world.nodes.iter().map(|n| n.node.clone()).collect(), shown.clone(), &[]));
 
     wait_for(Duration::from_secs(30), "east active and writable, west standby", || {
-        (role(&world, "east") == Some(Role::Active) && role(&world, "west") == Some(Role::Standby)).then_some(())
+        (role(&world.agents, GROUP, "east") == Some(Role::Active)
+            && role(&world.agents, GROUP, "west") == Some(Role::Standby))
+        .then_some(())
     })
     .await?;
     readiness(&world).await?;
@@ -102,7 +104,7 @@ pub async fn run(dir: &Path, interactive: bool, kill_after: Duration) -> anyhow:
         let _ = tokio::signal::ctrl_c().await;
         timeline.abort();
     }
-    stop(world).await;
+    stop(world.agents, world.nodes).await;
     Ok(())
 }
 
@@ -196,10 +198,6 @@ async fn readiness(world: &World) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn role(world: &World, site: &str) -> Option<Role> {
-    world.agents.get(site)?.agent.status().groups.get(GROUP).and_then(|g| g.role)
-}
-
 /// Prints what the failover took, as a drill report has it (`witness drill show`), and checks
 /// that every target followed it.
 fn summary(world: &World, plan: &Plan, events: &[Event], killed_ms: u64, objective_ms: u64) -> anyhow::Result<()> {
@@ -238,20 +236,11 @@ fn summary(world: &World, plan: &Plan, events: &[Event], killed_ms: u64, objecti
     };
     println!("  storage dc-west {}, dc-east {}", domain("dc-west"), domain("dc-east"));
     println!("  webhook deliveries: {}", hooks.join("; "));
-    println!("  west writable: {}", role(world, "west") == Some(Role::Active));
+    println!("  west writable: {}", role(&world.agents, GROUP, "west") == Some(Role::Active));
     anyhow::ensure!(dns == [west_address.clone()], "DNS holds {dns:?}, not west's {west_address}");
     anyhow::ensure!(world.storage.active("dc-west") == Some(true), "storage domain dc-west is not active");
     anyhow::ensure!(world.storage.active("dc-east") == Some(false), "storage domain dc-east is still active");
     anyhow::ensure!(hooks == [format!("{GROUP}:{}:notify", plan.epoch)], "webhook deliveries: {hooks:?}");
-    anyhow::ensure!(role(world, "west") == Some(Role::Active), "west's agent is not active");
+    anyhow::ensure!(role(&world.agents, GROUP, "west") == Some(Role::Active), "west's agent is not active");
     Ok(())
-}
-
-async fn stop(world: World) {
-    for (_, agent) in world.agents {
-        agent.shutdown().await;
-    }
-    for node in world.nodes {
-        node.shutdown().await;
-    }
 }

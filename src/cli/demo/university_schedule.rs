@@ -19,7 +19,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{follow_journal, wait_for, wait_for_plan};
+use super::{follow_journal, role, stop, wait_for, wait_for_plan};
 use crate::agent::RunningAgent;
 use crate::cli::local::{
     free_addr, leader, start_agent_with, start_cluster, wait_for_leader, Local, Stub, HOLD_DOWN, SITE, TIMINGS,
@@ -78,7 +78,9 @@ pub async fn run(dir: &Path, interactive: bool) -> anyhow::Result<()> {
     let timeline =
         tokio::spawn(follow_journal(world.nodes.iter().map(|n| n.node.clone()).collect(), shown.clone(), kinds));
     wait_for(Duration::from_secs(30), "the main campus active, the DR site standby", || {
-        (role(&world, MAIN) == Some(Role::Active) && role(&world, DR) == Some(Role::Standby)).then_some(())
+        (role(&world.agents, GROUP, MAIN) == Some(Role::Active)
+            && role(&world.agents, GROUP, DR) == Some(Role::Standby))
+        .then_some(())
     })
     .await?;
 
@@ -171,7 +173,7 @@ pub async fn run(dir: &Path, interactive: bool) -> anyhow::Result<()> {
         println!("Ctrl-C stops the demo.");
         let _ = tokio::signal::ctrl_c().await;
     }
-    stop(world).await;
+    stop(world.agents, world.nodes).await;
     Ok(())
 }
 
@@ -219,10 +221,6 @@ async fn start(dir: &Path, last_backup: &Path, restored: &Path) -> anyhow::Resul
     let dr = start_agent_with(&local, DR, GROUP, dr_addr, &main_addr.to_string(), &witness, &reader).await?;
     agents.insert(DR, dr);
     Ok(World { local, nodes, agents, sites, dns })
-}
-
-fn role(world: &World, site: &str) -> Option<Role> {
-    world.agents.get(site)?.agent.status().groups.get(GROUP).and_then(|g| g.role)
 }
 
 /// The data the DR site's copy lacks now, and the objective, as the leader has them.
@@ -292,19 +290,10 @@ fn summary(world: &World, plan: &Plan, killed_ms: u64, objective_ms: u64, restor
     println!("\nTARGETS");
     println!("  DNS {RECORD} A  {}", dns.join(", "));
     println!("  restore: {}", if mark.is_empty() { "not run" } else { mark.trim() });
-    println!("  {DR} writable: {}", role(world, DR) == Some(Role::Active));
+    println!("  {DR} writable: {}", role(&world.agents, GROUP, DR) == Some(Role::Active));
     anyhow::ensure!(dns == [dr_address.clone()], "DNS holds {dns:?}, not {DR}'s {dr_address}");
     anyhow::ensure!(mark.contains(&format!("epoch {}", plan.epoch)), "the restore step left {mark:?}");
-    anyhow::ensure!(role(world, DR) == Some(Role::Active), "{DR}'s agent is not active");
+    anyhow::ensure!(role(&world.agents, GROUP, DR) == Some(Role::Active), "{DR}'s agent is not active");
     anyhow::ensure!(rpo.is_some_and(|r| r <= RPO_MS), "the achieved RPO {rpo:?} ms is not within {RPO_MS} ms");
     Ok(())
-}
-
-async fn stop(world: World) {
-    for (_, agent) in world.agents {
-        agent.shutdown().await;
-    }
-    for node in world.nodes {
-        node.shutdown().await;
-    }
 }
