@@ -3,8 +3,9 @@
 //! (`support::netns`). Each scenario starts a fresh world, injects one fault (kill -9,
 //! SIGSTOP, partitions, one-way and random loss with iptables, WAN delay and jitter through a
 //! userspace relay, an operator's forced switchover (also with the standby's agent restarted
-//! in the drain), a frozen primary, a flapping one, a leader frozen across the failover its
-//! successor decides), says whether a failover must follow, and
+//! in the drain), a frozen primary, a frozen primary agent beside its healthy application, a
+//! flapping primary, a leader frozen across the failover its successor decides), says whether a
+//! failover must follow, and
 //! checks throughout:
 //! - never two writable sites, exactly: each agent records every lease it holds while writable
 //!   (`agent.writable_log`, on the machine's one boot-time clock), and west's first permission
@@ -12,7 +13,8 @@
 //!   from the agents' own answers (asked together; only answers closer together than the lease
 //!   margin count as "at once");
 //! - where nothing is to move, the primary never stopped writing either: east's recorded
-//!   permissions leave no gap and still run at the end (a primary that fenced itself for no
+//!   permissions leave no gap (but the one stretch a frozen agent is fenced) and still run at
+//!   the end (a primary that fenced itself for no
 //!   reason fails: planted, an agent that ignores its peer lease is caught by
 //!   `PrimaryCutFromWitnessOnly`);
 //! - epochs only grow on every node;
@@ -33,6 +35,7 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::process::Child;
 use std::sync::{Arc, Mutex};
@@ -47,6 +50,8 @@ const NODES: [&str; 3] = ["n1", "n2", "n3"];
 const SECRET: &[u8] = b"chaos webhook secret";
 /// The port every site's agent serves (and the witness probes) on.
 const AGENT_PORT: u16 = 7500;
+/// The port of a site's own application, where the world has them (`World::start`'s `apps`).
+const APP_PORT: u16 = 7501;
 /// The agents' lease and margin: how long a restarted agent waits out peer leases it may have
 /// granted.
 const LEASE_WAIT: Duration = Duration::from_millis(1100);
@@ -55,7 +60,7 @@ const MARGIN: Duration = Duration::from_millis(100);
 
 struct World {
     dir: tempfile::TempDir,
-    procs: BTreeMap<&'static str, (Vec<String>, Option<Child>)>,
+    procs: BTreeMap<&'static str, Proc>,
     http: reqwest::Client,
     hooks: Receiver,
     watch: Arc<Mutex<Watch>>,
@@ -63,6 +68,14 @@ struct World {
     _relays: Vec<Relay>,
     // Last: the namespaces go once every process in them is gone.
     net: Net,
+}
+
+/// A process of the world: the namespace it runs in, its command line, and the child while it
+/// runs.
+struct Proc {
+    ns: &'static str,
+    args: Vec<String>,
+    child: Option<Child>,
 }
 
 /// What the watcher saw.
@@ -82,8 +95,10 @@ fn url(ip: &str, port: u16, path: &str) -> String {
 
 impl World {
     /// With `wan`, every witness node is reached (by its peers and the agents) through a relay
-    /// adding that delay and jitter each way.
-    async fn start(wan: Option<(Duration, Duration)>) -> World {
+    /// adding that delay and jitter each way. With `apps`, each site's endpoint the witness
+    /// probes is an application of its own (a plain HTTP server beside the agent, in the site's
+    /// namespace) rather than the agent, so the agent can fail while its site stays healthy.
+    async fn start(wan: Option<(Duration, Duration)>, apps: bool) -> World {
         let net = Net::new(&["n1", "n2", "n3", "east", "west"]);
         let dir = tempfile::tempdir().unwrap();
         let tls = dir.path().join("tls");
@@ -125,12 +140,17 @@ impl World {
         let members: Vec<String> =
             addrs.iter().enumerate().map(|(i, a)| format!("{{ id = {}, addr = \"{a}\" }}", i + 1)).collect();
         let site = |name: &str| {
+            let endpoint = match apps {
+                false => format!(
+                    "url = \"https://{}:{AGENT_PORT}/healthz\"\nca_file = \"{}/ca.crt\"\n",
+                    ip(name),
+                    tls.display()
+                ),
+                true => format!("url = \"http://{}:{APP_PORT}/healthz\"\n", ip(name)),
+            };
             format!(
                 "[[site]]\nname = \"{name}\"\nprobe_interval = \"150ms\"\nprobe_timeout = \"120ms\"\n\
-                 failure_threshold = 5\nsuccess_threshold = 2\n[[site.probe]]\nkind = \"http\"\n\
-                 url = \"https://{}:{AGENT_PORT}/healthz\"\nca_file = \"{}/ca.crt\"\n",
-                ip(name),
-                tls.display()
+                 failure_threshold = 5\nsuccess_threshold = 2\n[[site.probe]]\nkind = \"http\"\n{endpoint}"
             )
         };
         let t = tls.display();
@@ -162,7 +182,7 @@ impl World {
             );
             std::fs::write(&config, text).unwrap();
             let args = vec![bin.clone(), "serve".into(), "--config".into(), config.display().to_string()];
-            procs.insert(*name, (args, None));
+            procs.insert(*name, Proc { ns: name, args, child: None });
         }
         for (name, peer) in [("east", "west"), ("west", "east")] {
             let config = dir.path().join(format!("agent-{name}.toml"));
@@ -179,7 +199,19 @@ impl World {
             );
             std::fs::write(&config, text).unwrap();
             let args = vec![bin.clone(), "agent".into(), "--config".into(), config.display().to_string()];
-            procs.insert(name, (args, None));
+            procs.insert(name, Proc { ns: name, args, child: None });
+            if apps {
+                let root = dir.path().join(format!("app-{name}"));
+                std::fs::create_dir_all(&root).unwrap();
+                std::fs::write(root.join("healthz"), "ok\n").unwrap();
+                let args = ["python3", "-m", "http.server", &APP_PORT.to_string(), "--bind", &ip(name), "--directory"]
+                    .map(String::from)
+                    .into_iter()
+                    .chain([root.display().to_string()])
+                    .collect();
+                procs
+                    .insert(if name == "east" { "east-app" } else { "west-app" }, Proc { ns: name, args, child: None });
+            }
         }
         witness::tls::init();
         let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {admin}")).unwrap();
@@ -193,7 +225,8 @@ impl World {
             .unwrap();
         let mut world =
             World { dir, procs, http, hooks, watch: Default::default(), watcher: None, _relays: relays, net };
-        for name in ["n1", "n2", "n3", "east", "west"] {
+        let names: Vec<&'static str> = world.procs.keys().copied().collect();
+        for name in names {
             world.start_proc(name);
         }
         world
@@ -201,20 +234,20 @@ impl World {
 
     fn start_proc(&mut self, name: &'static str) {
         let log = self.dir.path().join(format!("{name}.log"));
-        let (args, child) = self.procs.get_mut(name).unwrap();
-        assert!(child.is_none(), "{name} already running");
-        let rest: Vec<&str> = args[1..].iter().map(String::as_str).collect();
-        *child = Some(self.net.spawn(name, &PathBuf::from(&args[0]), &rest, &log));
+        let proc = self.procs.get_mut(name).unwrap();
+        assert!(proc.child.is_none(), "{name} already running");
+        let rest: Vec<&str> = proc.args[1..].iter().map(String::as_str).collect();
+        proc.child = Some(self.net.spawn(proc.ns, &PathBuf::from(&proc.args[0]), &rest, &log));
     }
 
     fn kill9(&mut self, name: &str) {
-        let mut child = self.procs.get_mut(name).unwrap().1.take().expect("running");
+        let mut child = self.procs.get_mut(name).unwrap().child.take().expect("running");
         child.kill().unwrap();
         child.wait().unwrap();
     }
 
     fn signal(&self, name: &str, signal: libc::c_int) {
-        let pid = self.procs[name].1.as_ref().expect("running").id();
+        let pid = self.procs[name].child.as_ref().expect("running").id();
         // SAFETY: kill(2) on our own child, not yet reaped.
         assert_eq!(unsafe { libc::kill(pid as libc::pid_t, signal) }, 0);
     }
@@ -300,11 +333,12 @@ impl World {
     }
 
     /// Heals the network, resumes stopped processes, then checks every invariant; `failover`
-    /// says whether the group must have moved to west (once), or must still be on east.
-    async fn finish(mut self, name: &str, failover: bool) {
+    /// says whether the group must have moved to west (once), or must still be on east, and
+    /// `fenced` how long east must have gone without a permission to write, if at all.
+    async fn finish(mut self, name: &str, failover: bool, fenced: Option<RangeInclusive<Duration>>) {
         self.net.heal();
         for node in NODES {
-            if self.procs[node].1.is_some() {
+            if self.procs[node].child.is_some() {
                 self.signal(node, libc::SIGCONT);
             }
         }
@@ -352,7 +386,7 @@ impl World {
                 watch.last_seq
             ));
         }
-        problems.extend(self.permissions(failover));
+        problems.extend(self.permissions(failover, fenced));
         let keys: Vec<String> = self.hooks.deliveries("notify").iter().map(|d| d.id.clone()).collect();
         let distinct: std::collections::BTreeSet<&String> = keys.iter().collect();
         let expected_keys = usize::from(failover);
@@ -373,8 +407,9 @@ impl World {
     /// records every lease it holds while writable (`agent.writable_log`: from when it got it
     /// to when it runs out, on the machine's one boot-time clock), so west's first permission
     /// must begin after the last of east's granted before it ends, and none of east's may be
-    /// granted after. Reports the gap between the two.
-    fn permissions(&self, failover: bool) -> Vec<String> {
+    /// granted after. Reports the gap between the two. Where nothing moves, east's permissions
+    /// must leave no gap, or exactly one within `fenced`.
+    fn permissions(&self, failover: bool, fenced: Option<RangeInclusive<Duration>>) -> Vec<String> {
         let (east, west) = (self.spans("east"), self.spans("west"));
         let mut problems = Vec::new();
         if east.is_empty() {
@@ -384,15 +419,27 @@ impl World {
             if failover {
                 problems.push("west never held a permission to write".into());
             } else {
-                // Nothing was to move: the primary must not have stopped writing either.
+                // Nothing was to move: the primary must not have stopped writing either, but for
+                // the stretch a frozen agent is fenced.
                 let mut spans = east.clone();
                 spans.sort();
                 let mut until = spans.first().map_or(0, |s| s.1);
+                let mut gaps = Vec::new();
                 for (from, to) in spans {
                     if from > until {
-                        problems.push(format!("east had no permission to write for {} ms", (from - until) / 1_000_000));
+                        gaps.push(Duration::from_nanos((from - until) as u64));
                     }
                     until = until.max(to);
+                }
+                match (&fenced, gaps.as_slice()) {
+                    (None, []) => {}
+                    (Some(range), [gap]) if range.contains(gap) => {
+                        eprintln!("east went without a permission to write for {} ms, once", gap.as_millis());
+                    }
+                    _ => problems.push(format!(
+                        "east went without a permission to write for {gaps:?}; expected {}",
+                        fenced.map_or("never".into(), |r| format!("once, for {r:?}"))
+                    )),
                 }
                 let clock = witness::clock::Clock::start();
                 let now = clock.since_boot(clock.now()).as_nanos();
@@ -429,7 +476,7 @@ impl World {
     /// Every running node's journal: (seq, kind, message) of each event.
     async fn journals(&self) -> BTreeMap<String, Vec<(u64, String, String)>> {
         let mut journals = BTreeMap::new();
-        for node in NODES.iter().filter(|n| self.procs[**n].1.is_some()) {
+        for node in NODES.iter().filter(|n| self.procs[**n].child.is_some()) {
             let resp = self.http.get(url(&self.net.host(node).ip, 7400, "/v1/events?limit=1000")).send().await;
             let page: Value = resp.unwrap().json().await.unwrap();
             let events = page["events"].as_array().unwrap().iter().map(|e| {
@@ -499,8 +546,8 @@ impl Drop for World {
         if let Some(w) = self.watcher.take() {
             w.abort();
         }
-        for (_, child) in self.procs.values_mut() {
-            if let Some(mut c) = child.take() {
+        for proc in self.procs.values_mut() {
+            if let Some(mut c) = proc.child.take() {
                 let _ = c.kill();
                 let _ = c.wait();
             }
@@ -551,6 +598,10 @@ enum Fault {
     /// (a grant needs a confirmation of its own term) and run no step. (It does not catch the
     /// planted `grant-by-deposed-leader` of docs/mutations.md; the tests named there do.)
     LeaderFrozenAcrossFailover,
+    /// Only the primary's agent frozen (SIGSTOP) for 3 s while its site (an application of its
+    /// own, which the witness probes) stays healthy: nothing moves; east's leases run out while
+    /// it is frozen, so it is fenced for that stretch, and it writes again once resumed.
+    PrimaryAgentFrozen,
     /// A forced switchover, and west's agent killed (-9) and restarted 300 ms into the drain:
     /// it may have granted east peer leases it no longer remembers, so it reports drained only
     /// a lease plus margin after its restart, and west's first permission comes no sooner.
@@ -577,6 +628,18 @@ impl Fault {
     fn wan(self) -> Option<(Duration, Duration)> {
         matches!(self, Fault::WanDelay | Fault::WanDelayPrimaryDies)
             .then_some((Duration::from_millis(25), Duration::from_millis(10)))
+    }
+
+    /// Whether the sites are applications of their own, apart from their agents.
+    fn apps(self) -> bool {
+        matches!(self, Fault::PrimaryAgentFrozen)
+    }
+
+    /// How long east must go without a permission to write where nothing moves: frozen 3 s
+    /// with a lease of 1 s granted at most one heartbeat (100 ms) before, at least 3 - 1.1 s;
+    /// resumed, a heartbeat or two and an answer bring a new lease.
+    fn fenced(self) -> Option<RangeInclusive<Duration>> {
+        matches!(self, Fault::PrimaryAgentFrozen).then_some(Duration::from_millis(1_800)..=Duration::from_millis(3_500))
     }
 }
 
@@ -644,10 +707,19 @@ async fn inject(w: &mut World, fault: Fault) {
             eprintln!("StandbyRestartedMidDrain: west's first permission {} ms after its restart", after.as_millis());
             assert!(after >= LEASE_WAIT, "west wrote {after:?} after its restart, within a lease plus margin");
         }
+        Fault::PrimaryAgentFrozen => {
+            w.signal("east", libc::SIGSTOP);
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            w.signal("east", libc::SIGCONT);
+        }
         Fault::PrimaryFrozen => {
             w.signal("east", libc::SIGSTOP);
             tokio::time::sleep(Duration::from_secs(4)).await;
             w.signal("east", libc::SIGCONT);
+            // Resumed, east's first answer already counts its leases as run out: writability
+            // is read against the clock when asked, not left to a timer that has not fired.
+            let (first, ..) = World::writable(&w.http, &w.net.host("east").ip).await;
+            assert_eq!(first, Some(false), "PrimaryFrozen: east's first answer on resuming");
         }
         Fault::LeaderFrozenAcrossFailover => {
             let old = w.leader().await;
@@ -726,18 +798,26 @@ async fn faults_fail_over_exactly_when_they_should_and_never_break_the_invariant
         Fault::FlappingPrimary,
         Fault::LeaderFrozenAcrossFailover,
         Fault::StandbyRestartedMidDrain,
+        Fault::PrimaryAgentFrozen,
     ];
-    let only = std::env::var("WITNESS_CHAOS").ok();
+    // WITNESS_CHAOS=NAME[,NAME...] runs only those; a name that selects nothing is an error.
+    let only: Option<Vec<String>> =
+        std::env::var("WITNESS_CHAOS").ok().map(|v| v.split(',').map(|n| n.trim().to_string()).collect());
+    let names: Vec<String> = faults.iter().map(|f| format!("{f:?}")).collect();
+    if let Some(only) = &only {
+        let unknown: Vec<&String> = only.iter().filter(|n| !names.contains(n)).collect();
+        assert!(unknown.is_empty(), "WITNESS_CHAOS names no fault {unknown:?}; the faults are {names:?}");
+    }
     for fault in faults {
         let name = format!("{fault:?}");
-        if only.as_ref().is_some_and(|o| *o != name) {
+        if only.as_ref().is_some_and(|o| !o.contains(&name)) {
             continue;
         }
         let started = Instant::now();
-        let mut w = World::start(fault.wan()).await;
+        let mut w = World::start(fault.wan(), fault.apps()).await;
         w.settle().await;
         inject(&mut w, fault).await;
-        w.finish(&name, fault.fails_over()).await;
+        w.finish(&name, fault.fails_over(), fault.fenced()).await;
         eprintln!("chaos {name}: {:?}", started.elapsed());
     }
 }

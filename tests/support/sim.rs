@@ -71,11 +71,21 @@ pub fn ready(me: u64, contact: &Contact, election_timeout_max_ms: u64) -> bool {
     readiness(&health, Duration::from_millis(election_timeout_max_ms)).is_ok()
 }
 
+/// The seeds to run. A knob that is set must select something: a value that is not a number,
+/// or zero seeds, is an error rather than an empty pass.
 pub fn seeds() -> std::ops::Range<u64> {
-    let env = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok());
+    let env = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .map(|s| s.trim().parse::<u64>().unwrap_or_else(|e| panic!("{name}={s:?} is not a number of seeds: {e}")))
+    };
     match env("WITNESS_SIM_SEED") {
         Some(one) => one..one + 1,
-        None => 0..env("WITNESS_SIM_SEEDS").unwrap_or(500),
+        None => {
+            let count = env("WITNESS_SIM_SEEDS").unwrap_or(500);
+            assert!(count > 0, "WITNESS_SIM_SEEDS=0 selects no seed: run at least one");
+            0..count
+        }
     }
 }
 
