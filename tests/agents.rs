@@ -514,6 +514,68 @@ async fn a_site_certificate_not_covering_its_agents_address_is_named_by_agent_ch
     assert_eq!(code, 0, "{out}");
 }
 
+/// Agents refused or misdirected several times a second, each said once (then once a minute),
+/// not at every try, with the reason where the operator looks:
+/// - east's agent has a token of the wrong role (a viewer's, which the witness takes before its
+///   certificate): every node refuses its heartbeats; east says once that no witness node
+///   answers, naming the 403, and each node logs the refusal once;
+/// - east presents a witness node's certificate on the peer link: west logs once that it
+///   refused it;
+/// - west's `agent.witness` lists only the followers (the members changed): each names a
+///   leader west does not know; west says that once, and that no witness node answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_refused_or_misdirected_are_logged_once_not_at_every_try() {
+    let (east, west) = (SiteStub::start().await, SiteStub::start().await);
+    let setup = Setup { site_urls: Some((east.url(), west.url())), agents: true, ..Setup::default() };
+    let mut c = Cluster::with(3, 0, setup);
+    c.add_agents();
+    let leader = c.start_voters(3).await;
+    let edit = |path: &std::path::Path, from: &str, to: &str| {
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(text.contains(from), "{from:?} not in {}", path.display());
+        std::fs::write(path, text.replacen(from, to, 1)).unwrap();
+    };
+    let dir = support::creds().dir.display().to_string();
+    let east_config = c.agent("east").config.clone();
+    let viewer = format!("heartbeat_interval = \"100ms\"\ntoken_file = \"{dir}/viewer.token\"\n");
+    edit(&east_config, "heartbeat_interval = \"100ms\"\n", &viewer);
+    edit(&east_config, &format!("{dir}/site-east."), &format!("{dir}/node-1."));
+    edit(&east_config, &format!("{dir}/site-east."), &format!("{dir}/node-1."));
+    let leader_addr = c.nodes[leader as usize - 1].addr.clone();
+    let west_config = c.agent("west").config.clone();
+    let text = std::fs::read_to_string(&west_config).unwrap();
+    std::fs::write(
+        &west_config,
+        text.replace(&format!("\"{leader_addr}\", "), "").replace(&format!(", \"{leader_addr}\""), ""),
+    )
+    .unwrap();
+    c.agent("east").start();
+    c.agent("west").start();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(c.agreed_leader().await, Some(leader), "the leader stayed");
+
+    // (The tests log at debug, where every try is: a warning is what operators see.)
+    let warnings = |log: &std::path::Path, what: &str| -> Vec<String> {
+        let text = std::fs::read_to_string(log).unwrap();
+        text.lines().filter(|l| l.contains(" WARN ") && l.contains(what)).map(String::from).collect()
+    };
+    let (east_log, west_log) = (&c.agents[0].log, &c.agents[1].log);
+    let said = warnings(east_log, "no witness node answers heartbeats");
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(said[0].contains("HTTP 403") && said[0].contains("role viewer"), "{said:?}");
+    for node in &c.nodes {
+        let refused = warnings(&node.log, "request refused");
+        assert!((1..=2).contains(&refused.len()), "node {}: {refused:#?}", node.id);
+    }
+    let refused = warnings(west_log, "peer-lease request refused");
+    assert!((1..=2).contains(&refused.len()) && refused[0].contains("node-1"), "{refused:#?}");
+    let unlisted = warnings(west_log, "not in agent.witness");
+    assert!((1..=2).contains(&unlisted.len()) && unlisted[0].contains(&leader_addr), "{unlisted:#?}");
+    let said = warnings(west_log, "no witness node answers heartbeats");
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(said[0].contains("does not list"), "{said:?}");
+}
+
 /// A drill gives way to a real failure: east drills to west, to come back after a minute; west
 /// dies (its endpoint and its agent) during the hold, and the group fails over back to east by
 /// itself (a drill blocks nothing). The drill ends interrupted, its report naming the failover,

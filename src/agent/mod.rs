@@ -38,6 +38,7 @@ use crate::config::TlsFiles;
 use crate::metrics::register;
 use crate::protocol::{HeartbeatAnswer, NotLeader, Role};
 use crate::server::Connection;
+use crate::telemetry::{Causes, Lasting};
 use crate::tls::{CertIdentity, Material, Reloadable};
 
 pub struct Agent {
@@ -63,6 +64,8 @@ pub struct Agent {
     last_answer: Mutex<Option<Stopwatch>>,
     /// While no witness node answers: why, node by node.
     witness_problem: Mutex<Option<String>>,
+    /// Peer-lease requests refused lately, for the log: once per cause, then once a minute.
+    refusals: Mutex<Causes>,
     /// `agent.writable_log`, open for appending (a testing aid).
     writable_log: Option<Mutex<std::fs::File>>,
     metrics: AgentMetrics,
@@ -276,6 +279,7 @@ pub async fn start(config: AgentConfig, listener: tokio::net::TcpListener) -> an
         leader: Mutex::new(0),
         last_answer: Mutex::new(None),
         witness_problem: Mutex::new(None),
+        refusals: Mutex::default(),
         writable_log,
         metrics: AgentMetrics::new(&config.site),
         config,
@@ -324,8 +328,10 @@ fn witness_client(creds: &AgentCredentials, site: Option<&Material>) -> anyhow::
 /// first answer after is logged too.
 async fn heartbeats(agent: Arc<Agent>) {
     let members = agent.config.witness.len();
-    // Since when no node has answered, and when that was last logged.
-    let mut unanswered: Option<(Duration, Duration)> = None;
+    let mut unanswered = Lasting::default();
+    // Leaders named by a node that `agent.witness` does not list (the cluster's members
+    // changed): each logged once, then once a minute, not at every try.
+    let mut unlisted = Causes::default();
     loop {
         let mut tries = 0;
         let mut reasons = Vec::new();
@@ -342,7 +348,11 @@ async fn heartbeats(agent: Arc<Agent>) {
                     if let Some(i) = agent.config.witness.iter().position(|w| *w == addr) {
                         *agent.leader.lock().expect("leader lock poisoned") = i;
                     } else {
-                        tracing::warn!(%addr, "the witness leader is not in agent.witness; trying the next node");
+                        if unlisted.due(agent.now(), &addr).is_some() {
+                            tracing::warn!(%addr, "the witness leader is not in agent.witness: add it there (and \
+                                           drop removed members); trying the next node");
+                        }
+                        reasons.push(format!("{target}: names leader {addr}, which agent.witness does not list"));
                         *agent.leader.lock().expect("leader lock poisoned") = (index + 1) % members;
                     }
                 }
@@ -355,23 +365,23 @@ async fn heartbeats(agent: Arc<Agent>) {
             tries += 1;
         }
         let now = agent.now();
-        *agent.witness_problem.lock().expect("witness problem lock poisoned") =
-            (!answered).then(|| if reasons.is_empty() { "no node answered".into() } else { reasons.join("; ") });
-        if answered {
-            if let Some((since, _)) = unanswered.take() {
-                let after = now.saturating_sub(since).as_secs();
-                tracing::info!(after_s = after, "the witness answers heartbeats again");
+        let problem =
+            (!answered).then(|| if reasons.is_empty() { "no node answered".to_string() } else { reasons.join("; ") });
+        match &problem {
+            None => {
+                if let Some(after_s) = unanswered.ended(now) {
+                    tracing::info!(after_s, "the witness answers heartbeats again");
+                }
             }
-        } else if !reasons.is_empty() {
-            let (since, logged) = unanswered.unwrap_or((now, Duration::ZERO));
-            let due = unanswered.is_none() || now.saturating_sub(logged) >= Duration::from_secs(60);
-            if due {
-                let for_s = now.saturating_sub(since).as_secs();
-                tracing::warn!(for_s, nodes = %reasons.join("; "), "no witness node answers heartbeats: its leases \
-                               run out, and only the peer lease keeps this site writable");
+            // One condition, whatever each node's reason this round: logged once a minute.
+            Some(nodes) => {
+                if let Some(due) = unanswered.holds(now, "") {
+                    tracing::warn!(for_s = due.for_s, %nodes, "no witness node answers heartbeats: its leases \
+                                   run out, and only the peer lease keeps this site writable");
+                }
             }
-            unanswered = Some((since, if due { now } else { logged }));
         }
+        *agent.witness_problem.lock().expect("witness problem lock poisoned") = problem;
         let draining = agent.core.lock().expect("agent core lock poisoned").draining();
         let interval = if draining { agent.config.heartbeat_interval / 5 } else { agent.config.heartbeat_interval };
         tokio::select! {
@@ -425,9 +435,9 @@ async fn heartbeat_once(agent: &Agent, target: &str) -> Result<(), Redirect> {
 /// Asks the other site's agent for peer leases every interval (also how each side learns the
 /// other is reachable).
 async fn peer_leases(agent: Arc<Agent>) {
-    // Each new kind of failure is a warning (a refused certificate, a peer gone); its repeats,
-    // four a second, are debug.
-    let mut last_failure: Option<String> = None;
+    // Each new kind of failure is a warning (a refused certificate, a peer gone), repeated once
+    // a minute while it lasts; the others, four a second, are debug.
+    let mut failing = Lasting::default();
     loop {
         let sent_at = agent.now();
         let request = agent.core.lock().expect("agent core lock poisoned").peer_request();
@@ -451,17 +461,19 @@ async fn peer_leases(agent: Arc<Agent>) {
         };
         match grant {
             Ok(grant) => {
-                last_failure = None;
+                if let Some(after_s) = failing.ended(sent_at) {
+                    tracing::info!(peer = %agent.config.peer, after_s, "the peer grants leases again");
+                }
                 agent.with_core(|core, now| ((), core.on_peer_grant(sent_at, now, &grant)));
                 agent.record_writable();
             }
             Err(e) => {
                 let why = format!("peer {}: {e}", agent.config.peer);
-                if last_failure.as_ref() == Some(&e) {
-                    tracing::debug!(peer = %agent.config.peer, error = %e, "peer lease request failed")
-                } else {
-                    tracing::warn!(peer = %agent.config.peer, error = %e, "peer lease request failed");
-                    last_failure = Some(e);
+                match failing.holds(sent_at, &e) {
+                    Some(due) => {
+                        tracing::warn!(peer = %agent.config.peer, for_s = due.for_s, error = %e, "peer lease request failed")
+                    }
+                    None => tracing::debug!(peer = %agent.config.peer, error = %e, "peer lease request failed"),
                 }
                 agent.with_core(|core, _| (core.on_peer_failure(why), Vec::new()));
             }
@@ -644,7 +656,13 @@ async fn peer_lease(
     let presented = conn.and_then(|Extension(c)| c.cert);
     if agent.server_tls.is_some() && presented != Some(CertIdentity::Site(request.site.to_string())) {
         let presented = presented.map_or("none".to_string(), |c| c.to_string());
-        tracing::warn!(site = %request.site, %presented, "peer-lease request refused: not that site's certificate");
+        let cause = format!("{} {presented}", request.site);
+        let due = agent.refusals.lock().expect("refusals lock poisoned").due(agent.now(), &cause);
+        match due {
+            Some(due) => tracing::warn!(site = %request.site, %presented, held_back = due.held_back,
+                                        "peer-lease request refused: not that site's certificate"),
+            None => tracing::debug!(site = %request.site, %presented, "peer-lease request refused"),
+        }
         let msg = format!(
             "peer leases for site {:?} need its certificate (site-{}) from this agent's CA; presented: {presented}\n",
             request.site, request.site

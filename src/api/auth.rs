@@ -17,6 +17,7 @@ use super::ApiError;
 use crate::config::auth::{hash_token, Auth, Role};
 use crate::node::Node;
 use crate::server::Connection;
+use crate::telemetry::Causes;
 use crate::tls::CertIdentity;
 
 /// Who sent a request.
@@ -144,10 +145,13 @@ pub fn authorize(auth: &Auth, caller: &Caller, needs: &Needs, site: Option<&str>
     }
 }
 
-/// Token buckets per credential: heartbeats and operator actions each get their own.
+/// Token buckets per credential: heartbeats and operator actions each get their own. With them,
+/// the refusals logged lately: a client refused several times a second (an agent with a token
+/// of the wrong role) is logged once per cause, then once a minute.
 #[derive(Default)]
 pub struct RateLimits {
     buckets: HashMap<(String, Kind), Bucket>,
+    refusals: Causes,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -204,7 +208,7 @@ async fn admit(node: &Node, needs: &Needs, req: Request) -> Result<Request, ApiE
     let auth = node.auth();
     let conn = parts.extensions.get::<Connection>().cloned();
     let caller = identify(&auth, parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()), conn.as_ref());
-    let caller = caller.inspect_err(|e| refused(&conn, &parts.uri, e))?;
+    let caller = caller.inspect_err(|e| refused(node, &conn, &parts.uri, e))?;
     let site = match needs {
         Needs::SiteInPath => RawPathParams::from_request_parts(&mut parts, &())
             .await
@@ -213,7 +217,7 @@ async fn admit(node: &Node, needs: &Needs, req: Request) -> Result<Request, ApiE
         _ => None,
     };
     let tls = conn.as_ref().is_some_and(|c| c.tls);
-    authorize(&auth, &caller, needs, site.as_deref(), tls).inspect_err(|e| refused(&conn, &parts.uri, e))?;
+    authorize(&auth, &caller, needs, site.as_deref(), tls).inspect_err(|e| refused(node, &conn, &parts.uri, e))?;
     if let Some(kind) = needs.limit(&parts.method) {
         let taken = node.rate_limits.lock().expect("rate limit lock poisoned").take(
             &auth,
@@ -233,11 +237,25 @@ async fn admit(node: &Node, needs: &Needs, req: Request) -> Result<Request, ApiE
     Ok(Request::from_parts(parts, body))
 }
 
-fn refused(conn: &Option<Connection>, uri: &axum::http::Uri, e: &ApiError) {
+fn refused(node: &Node, conn: &Option<Connection>, uri: &axum::http::Uri, e: &ApiError) {
     let remote = conn.as_ref().map(|c| c.remote.to_string()).unwrap_or_default();
-    // Debug formatting: the message may quote names from the request, whose newlines and
+    let ip = conn.as_ref().map(|c| c.remote.ip().to_string()).unwrap_or_default();
+    let path = uri.path();
+    let error = e.to_string();
+    let due = node
+        .rate_limits
+        .lock()
+        .expect("rate limit lock poisoned")
+        .refusals
+        .due(node.clock.now(), &format!("{ip} {path} {error}"));
+    // Debug formatting of the message: it may quote names from the request, whose newlines and
     // escape codes must not reach the log as such.
-    tracing::warn!(%remote, path = %uri.path(), error = %e, "request refused");
+    match due {
+        Some(due) => {
+            tracing::warn!(%remote, %path, error = ?error, for_s = due.for_s, held_back = due.held_back, "request refused")
+        }
+        None => tracing::debug!(%remote, %path, error = ?error, "request refused"),
+    }
 }
 
 #[cfg(test)]

@@ -4,8 +4,9 @@
 //! dashboard show it, so a member that looks present in the member list but cannot be
 //! reached says so.
 //!
-//! It is also the one log of a failing link: a warning when a failure starts or its cause
-//! changes, then once a minute while it lasts, and a line when the peer answers again.
+//! It is also the one log of a failing link (`telemetry::Lasting`): a warning when a failure
+//! starts or its cause changes, then once a minute while it lasts, and a line when the peer
+//! answers again.
 //! openraft's own per-request warnings (several a second, in Rust's debug form) are held back
 //! in `telemetry`.
 
@@ -17,12 +18,11 @@ use serde::{Deserialize, Serialize};
 
 use super::NodeId;
 use crate::clock::Clock;
+use crate::telemetry::Lasting;
 
 /// How a peer tells a node it was removed from the cluster (`/raft/*` answers 410 Gone with it).
 pub const REMOVED: &str = "this cluster removed node";
 
-/// How often a failure that lasts is logged again.
-const LOG_EVERY: Duration = Duration::from_secs(60);
 /// A link not used for this long is left out: followers talk to peers only in elections, and
 /// what they learned then is history.
 const FORGET_AFTER: Duration = Duration::from_secs(30);
@@ -45,14 +45,7 @@ pub struct LinkView {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Link {
     used: Duration,
-    failing: Option<Failing>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Failing {
-    since: Duration,
-    cause: String,
-    logged: Duration,
+    failing: Lasting,
 }
 
 /// What a request's outcome asks to be logged.
@@ -66,33 +59,20 @@ impl Link {
     /// Records an outcome at `now`: `Err(cause)` for a failure.
     fn record(&mut self, now: Duration, outcome: Result<(), String>) -> Option<Log> {
         self.used = now;
-        match (outcome, self.failing.as_mut()) {
-            (Ok(()), None) => None,
-            (Ok(()), Some(f)) => {
-                let after_s = now.saturating_sub(f.since).as_secs();
-                self.failing = None;
-                Some(Log::Answers { after_s })
-            }
-            (Err(cause), Some(f)) if f.cause == cause && now.saturating_sub(f.logged) < LOG_EVERY => None,
-            (Err(cause), Some(f)) => {
-                f.logged = now;
-                f.cause = cause.clone();
-                Some(Log::Failing { cause, for_s: now.saturating_sub(f.since).as_secs() })
-            }
-            (Err(cause), None) => {
-                self.failing = Some(Failing { since: now, cause: cause.clone(), logged: now });
-                Some(Log::Failing { cause, for_s: 0 })
-            }
+        match outcome {
+            Ok(()) => self.failing.ended(now).map(|after_s| Log::Answers { after_s }),
+            Err(cause) => self.failing.holds(now, &cause).map(|due| Log::Failing { cause, for_s: due.for_s }),
         }
     }
 
     fn view(&self, now: Duration) -> LinkView {
         let ms = |d: Duration| d.as_millis() as u64;
+        let failing = self.failing.holding();
         LinkView {
-            up: self.failing.is_none(),
+            up: failing.is_none(),
             used_ms_ago: ms(now.saturating_sub(self.used)),
-            failing_for_ms: self.failing.as_ref().map(|f| ms(now.saturating_sub(f.since))),
-            error: self.failing.as_ref().map(|f| f.cause.clone()),
+            failing_for_ms: failing.map(|(since, _)| ms(now.saturating_sub(since))),
+            error: failing.map(|(_, cause)| cause.to_string()),
         }
     }
 }
@@ -124,7 +104,7 @@ impl Links {
     /// A peer answered that this cluster removed this node.
     pub fn told_removed(&self) -> bool {
         let peers = self.peers.lock().expect("links lock poisoned");
-        peers.values().any(|l| l.failing.as_ref().is_some_and(|f| f.cause.contains(REMOVED)))
+        peers.values().any(|l| l.failing.holding().is_some_and(|(_, cause)| cause.contains(REMOVED)))
     }
 
     /// The links used lately, by peer.
