@@ -1066,7 +1066,7 @@ fn covered(w: &World) {
 
 /// With 200 seeds or more, every moment of every step of every plan length was hit.
 fn check_coverage() {
-    if seeds().count() < 200 {
+    if seeds(500).count() < 200 {
         return;
     }
     let got = COVERAGE.lock().unwrap_or_else(|e| e.into_inner()).clone();

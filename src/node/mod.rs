@@ -265,22 +265,9 @@ impl Node {
         Ok(())
     }
 
-    /// Who acknowledges this node, read from Raft's metrics: the one source of "live",
-    /// "cut off" and the leader's readiness.
+    /// Who acknowledges this node: [`contact`].
     pub fn contact(&self, m: &openraft::RaftMetrics<raft::TypeConfig>) -> Contact {
-        let voters = m.membership_config.voter_ids().collect();
-        let acked_ago = m
-            .heartbeat
-            .iter()
-            .flatten()
-            .filter_map(|(id, at)| Some((*id, openraft::Instant::elapsed(&**at.as_ref()?))))
-            .collect();
-        let quorum_acked_ago = if m.membership_config.voter_ids().eq([self.id]) {
-            Some(std::time::Duration::ZERO)
-        } else {
-            m.last_quorum_acked.as_ref().map(|at| openraft::Instant::elapsed(&**at))
-        };
-        Contact { voters, acked_ago, quorum_acked_ago }
+        contact(self.id, m)
     }
 
     /// This node's leadership of `term`, made now if this is its first use (the previous
@@ -322,6 +309,24 @@ impl Node {
             tracing::warn!(to = %target, "leadership did not move in time; stopping anyway");
         }
     }
+}
+
+/// Who acknowledges node `me`, read from its Raft's metrics: the one source of "live", "cut
+/// off" and the leader's readiness (public for the simulation of real Raft instances).
+pub fn contact(me: NodeId, m: &openraft::RaftMetrics<raft::TypeConfig>) -> Contact {
+    let voters = m.membership_config.voter_ids().collect();
+    let acked_ago = m
+        .heartbeat
+        .iter()
+        .flatten()
+        .filter_map(|(id, at)| Some((*id, openraft::Instant::elapsed(&**at.as_ref()?))))
+        .collect();
+    let quorum_acked_ago = if m.membership_config.voter_ids().eq([me]) {
+        Some(std::time::Duration::ZERO)
+    } else {
+        m.last_quorum_acked.as_ref().map(|at| openraft::Instant::elapsed(&**at))
+    };
+    Contact { voters, acked_ago, quorum_acked_ago }
 }
 
 fn observe_expiry(metrics: &Metrics, material: &Material) {

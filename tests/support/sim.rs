@@ -71,9 +71,9 @@ pub fn ready(me: u64, contact: &Contact, election_timeout_max_ms: u64) -> bool {
     readiness(&health, Duration::from_millis(election_timeout_max_ms)).is_ok()
 }
 
-/// The seeds to run. A knob that is set must select something: a value that is not a number,
-/// or zero seeds, is an error rather than an empty pass.
-pub fn seeds() -> std::ops::Range<u64> {
+/// The seeds to run (`default` of them unless told). A knob that is set must select something:
+/// a value that is not a number, or zero seeds, is an error rather than an empty pass.
+pub fn seeds(default: u64) -> std::ops::Range<u64> {
     let env = |name: &str| {
         std::env::var(name)
             .ok()
@@ -82,16 +82,22 @@ pub fn seeds() -> std::ops::Range<u64> {
     match env("WITNESS_SIM_SEED") {
         Some(one) => one..one + 1,
         None => {
-            let count = env("WITNESS_SIM_SEEDS").unwrap_or(500);
+            let count = env("WITNESS_SIM_SEEDS").unwrap_or(default);
             assert!(count > 0, "WITNESS_SIM_SEEDS=0 selects no seed: run at least one");
             0..count
         }
     }
 }
 
-/// Runs `each` for every seed; `name` is the test's name, for the replay command.
+/// Runs `each` for every seed (500 unless told); `name` is the test's name, for the replay
+/// command.
 pub fn run(name: &str, each: impl Fn(u64) + std::panic::RefUnwindSafe) {
-    for seed in seeds() {
+    run_with_default(name, 500, each)
+}
+
+/// [`run`], with `default` seeds unless told.
+pub fn run_with_default(name: &str, default: u64, each: impl Fn(u64) + std::panic::RefUnwindSafe) {
+    for seed in seeds(default) {
         if let Err(panic) = std::panic::catch_unwind(|| each(seed)) {
             // This file is compiled into each test crate: the crate name is the test target.
             let target = env!("CARGO_CRATE_NAME");
