@@ -136,7 +136,30 @@ pub fn init(format: LogFormat, level: &str) -> Result<(), String> {
         LogFormat::Text => builder.with_target(false).try_init(),
         LogFormat::Json => builder.json().with_current_span(false).try_init(),
     };
-    result.map_err(|e| e.to_string())
+    result.map_err(|e| e.to_string())?;
+    log_panics();
+    Ok(())
+}
+
+/// Panics go to the log like everything else, at error, as one line with the thread and the
+/// message. Where in the source it happened (a build machine's path) is logged only at debug:
+/// operators act on the message, a developer can ask for the place.
+fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("unnamed");
+        // Debug formatting: one line, whatever the message holds.
+        tracing::error!(thread, panic = ?message, "panicked");
+        if let Some(at) = info.location() {
+            tracing::debug!(thread, %at, "where it panicked");
+        }
+    }));
 }
 
 #[cfg(test)]
@@ -161,6 +184,33 @@ mod tests {
         assert_eq!(l.ended(s(64)), Some(63));
         assert_eq!(l.holding(), None);
         assert_eq!(l.holds(s(65), "tls"), Some(Due { for_s: 0, held_back: 0 }), "it starts anew");
+    }
+
+    /// Runs this test's body in a child process (this test binary again, with `CHILD` set) and
+    /// returns what it wrote to stderr: a panic hook is the process's, not one test's.
+    fn in_child(test: &str) -> String {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([test, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    const CHILD: &str = "WITNESS_TELEMETRY_TEST_CHILD";
+
+    #[test]
+    fn a_panic_is_logged_at_error_without_the_source_path() {
+        if std::env::var_os(CHILD).is_some() {
+            init(LogFormat::Text, "info").unwrap();
+            let _ =
+                std::thread::Builder::new().name("worker".into()).spawn(|| panic!("lost the\nplot")).unwrap().join();
+            return;
+        }
+        let log = in_child("telemetry::tests::a_panic_is_logged_at_error_without_the_source_path");
+        let line = log.lines().find(|l| l.contains("panicked")).unwrap_or_else(|| panic!("{log}"));
+        assert!(line.contains(r#"ERROR panicked thread="worker" panic="lost the\nplot""#), "{log}");
+        assert!(!log.contains("telemetry.rs") && !log.contains("src/"), "no source path at info: {log}");
     }
 
     #[test]

@@ -328,11 +328,14 @@ async fn node_whose_member_list_disagrees_refuses_to_bootstrap() {
     std::fs::write(&c.nodes[1].config, wrong).unwrap();
     c.node(2).start();
     let log = c.nodes[1].log.clone();
-    eventually(Duration::from_secs(10), "refusal logged", || {
+    let line = eventually(Duration::from_secs(10), "refusal logged", || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        async move { text.contains("refusing to bootstrap").then_some(()) }
+        async move { text.lines().find(|l| l.contains("refusing to bootstrap")).map(String::from) }
     })
     .await;
+    // Both member lists as JSON, as operators and log pipelines read them (not Rust's debug form).
+    assert!(line.contains(r#"ours={"cluster":"test","initial_members":{"1":"#), "{line}");
+    assert!(!line.contains("BootstrapInfo"), "{line}");
     // Node 2 may still join the real cluster when node 1 replicates to it, but it never holds
     // the two-member list of its own config.
     let s = c.status(2).await.expect("node 2 serves status");

@@ -327,13 +327,13 @@ async fn differs(
         let ok = got.is_some_and(|g| g.weight() == want.weight() && same_values(g, want));
         if !ok {
             let what = want.set_identifier().map(|id| format!(" (set {id})")).unwrap_or_default();
-            let shown = got.map(|g| format!("{} weight {:?}", record_values(g), g.weight()));
+            let shown = got.map(|g| format!("{} weight {}", record_values(g), weight(g)));
             return Ok(Some(format!(
-                "{} {}{what}: expected {} weight {:?}, found {}",
+                "{} {}{what}: expected {} weight {}, found {}",
                 step.record,
                 step.record_type,
                 record_values(want),
-                want.weight(),
+                weight(want),
                 shown.as_deref().unwrap_or("nothing")
             )));
         }
@@ -353,15 +353,23 @@ async fn verify(
     }
     let epoch_name = step.epoch_record();
     let txt = list(client, step, &epoch_name, "TXT", 1).await?;
-    let found = txt.first().and_then(|s| match s.resource_records() {
+    let found = txt.first();
+    let parsed = found.and_then(|s| match s.resource_records() {
         [one] => parse_epoch(one.value()),
         _ => None,
     });
     let want = Epoch { group: ctx.group.clone(), epoch: ctx.epoch, active: ctx.to.clone() };
-    if found.as_ref() != Some(&want) {
-        return Err(StepError::retryable(format!("read back {epoch_name}: expected {want:?}, found {found:?}")));
+    if parsed.as_ref() != Some(&want) {
+        let found = found.map_or_else(|| "nothing".to_string(), record_values);
+        let msg = format!("read back {epoch_name}: expected {}, found {found}", epoch_value(ctx));
+        return Err(StepError::retryable(msg));
     }
     Ok(())
+}
+
+/// A set's weight as an operator reads it: the number, or `none` for a set without one.
+fn weight(set: &ResourceRecordSet) -> String {
+    set.weight().map_or_else(|| "none".to_string(), |w| w.to_string())
 }
 
 fn record_values(set: &ResourceRecordSet) -> String {
@@ -603,6 +611,8 @@ mod tests {
         assert!(same_values(&set("2001:db8:0::1"), &set("2001:db8::1")));
         assert!(same_values(&set("Target.example.test."), &set("target.example.test")));
         assert!(!same_values(&set("192.0.2.1"), &set("192.0.2.2")));
+        let weighted = ResourceRecordSet::builder().name("a.").r#type(RrType::A).weight(100).build().unwrap();
+        assert_eq!((weight(&weighted), weight(&set("192.0.2.1"))), ("100".into(), "none".into()), "not Some(100)");
     }
 
     async fn scripted(script: Vec<Result<ChangeStatus, StepError>>) -> (Result<u32, StepError>, u32) {

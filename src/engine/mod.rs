@@ -177,7 +177,8 @@ impl fmt::Display for Assessment {
                  paths to {failed} are broken, no failover"
             ),
             Assessment::NeedsApproval { failed, survivor, gates, rpo_exposure_ms } => {
-                write!(f, "failover {failed} -> {survivor} needs approval: {gates:?}")?;
+                let names: Vec<String> = gates.iter().map(Gate::to_string).collect();
+                write!(f, "failover {failed} -> {survivor} needs approval: {}", names.join(", "))?;
                 match rpo_exposure_ms {
                     Some(ms) => write!(f, "; RPO exposure {ms} ms"),
                     None if gates.contains(&Gate::Rpo) => write!(f, "; RPO exposure unknown (no replication report)"),

@@ -249,6 +249,17 @@ fn gates_turn_a_failover_into_needs_approval() {
             "{label}"
         );
     }
+    let approval = Assessment::NeedsApproval {
+        failed: "east".into(),
+        survivor: "west".into(),
+        gates: vec![Gate::Rpo, Gate::SurvivorAgentSilent],
+        rpo_exposure_ms: None,
+    };
+    assert_eq!(
+        approval.to_string(),
+        "failover east -> west needs approval: rpo, survivor_agent_silent; RPO exposure unknown (no replication report)",
+        "gates by the names the journal's JSON gives them"
+    );
 }
 
 #[test]

@@ -95,8 +95,8 @@ async fn bootstrap(node: Arc<Node>) {
         if theirs != mine {
             tracing::error!(
                 peer = %id,
-                ours = ?mine,
-                theirs = ?theirs,
+                ours = %crate::telemetry::json(&mine),
+                theirs = %crate::telemetry::json(&theirs),
                 "refusing to bootstrap: node {id} has a different cluster name or initial member list; \
                  make cluster.name and cluster.initial_members identical on every node, then restart"
             );

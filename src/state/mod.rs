@@ -278,6 +278,25 @@ pub enum Gate {
     Rpo,
 }
 
+impl Gate {
+    pub const ALL: [Gate; 6] =
+        [Gate::AutomationOff, Gate::Paused, Gate::Blocked, Gate::ManualFailover, Gate::SurvivorAgentSilent, Gate::Rpo];
+}
+
+/// Its serde name, for operators: the journal's messages name gates as its JSON does.
+impl fmt::Display for Gate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Gate::AutomationOff => "automation_off",
+            Gate::Paused => "paused",
+            Gate::Blocked => "blocked",
+            Gate::ManualFailover => "manual_failover",
+            Gate::SurvivorAgentSilent => "survivor_agent_silent",
+            Gate::Rpo => "rpo",
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Make the registered sites and groups match a config. Groups keep their active site and
@@ -1265,6 +1284,13 @@ fn plan_note(c: &PlanChange) -> Note {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gate_reads_as_its_json_name() {
+        for gate in Gate::ALL {
+            assert_eq!(serde_json::to_value(gate).unwrap(), gate.to_string(), "{gate:?}");
+        }
+    }
 
     fn spec(primary: &str, secondary: &str) -> GroupSpec {
         GroupSpec {
