@@ -38,6 +38,27 @@ impl Drop for Processes {
     }
 }
 
+/// The README's production walk-through: where step 2 copies a node's `ca.crt`, and the
+/// `WITNESS_CA` step 5 exports. The test stands its own directory in for the first and sets the
+/// second from it, so the two must name the same file.
+fn readme_ca_paths() -> (String, String) {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let walk = &readme[readme.find("\n## Production\n").expect("a Production section")..];
+    let step = |n: u32| {
+        let start = walk.find(&format!("\n{n}. **")).unwrap_or_else(|| panic!("no step {n}"));
+        let rest = &walk[start + 1..];
+        rest[..rest.find(&format!("\n{}. **", n + 1)).unwrap_or(rest.len())]
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let (two, five) = (step(2), step(5));
+    let copied = two.split("to node N's `").nth(1).and_then(|r| r.split('`').next()).unwrap_or_else(|| panic!("{two}"));
+    let exported =
+        five.split("WITNESS_CA=").nth(1).and_then(|r| r.split([' ', '`']).next()).unwrap_or_else(|| panic!("{five}"));
+    (format!("{copied}ca.crt"), exported.to_string())
+}
+
 fn bind(host: &str) -> (TcpListener, String) {
     let listener = TcpListener::bind((host, 0)).unwrap_or_else(|e| panic!("bind {host}: {e}"));
     let addr = listener.local_addr().unwrap().to_string();
@@ -53,6 +74,11 @@ async fn the_production_walk_through_gives_working_peer_leases_on_the_first_try(
     let (east_site, west_site) = (SiteStub::start().await, SiteStub::start().await);
     let nodes: Vec<(TcpListener, String)> = ["127.0.0.11", "127.0.0.12", "127.0.0.13"].map(bind).into();
     let agents: Vec<(TcpListener, String)> = ["127.0.0.21", "127.0.0.22"].map(bind).into();
+
+    // Step 5's WITNESS_CA is the ca.crt step 2 copied (the CA's key stays offline).
+    let (copied, exported) = readme_ca_paths();
+    assert_eq!(exported, copied, "step 5's WITNESS_CA is not where step 2 copies ca.crt");
+    let ca_file = std::path::Path::new(&exported).file_name().unwrap();
 
     // Step 2: the certificates, with every node address and each site's agent address.
     let (code, out) = witness(
@@ -149,7 +175,7 @@ agents = true
     let endpoints: Vec<String> = nodes.iter().map(|(_, addr)| format!("https://{addr}")).collect();
     let env = [
         ("WITNESS_ENDPOINT", endpoints.join(",")),
-        ("WITNESS_CA", tls.join("ca.crt").display().to_string()),
+        ("WITNESS_CA", tls.join(ca_file).display().to_string()),
         ("WITNESS_TOKEN_FILE", token.display().to_string()),
     ];
     eventually(Duration::from_secs(30), "witness status: ready", || async {
