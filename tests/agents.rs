@@ -576,6 +576,42 @@ async fn agents_refused_or_misdirected_are_logged_once_not_at_every_try() {
     assert!(said[0].contains("does not list"), "{said:?}");
 }
 
+/// `witness agent check` before an agent runs: an agent listening on one address (127.0.0.9)
+/// that its site certificate does not cover is told so, naming `agent.listen`; one whose token
+/// has the wrong role (a viewer's, which the witness takes before its certificate) is told
+/// that every witness node would refuse its heartbeats, and with which role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_check_names_a_listen_address_its_certificate_does_not_cover_and_a_token_of_the_wrong_role() {
+    let setup = Setup { agents: true, ..Setup::default() };
+    let mut c = Cluster::with(3, 0, setup);
+    c.add_agents();
+    c.start_voters(3).await;
+    let config = c.agent("east").config.clone();
+    let text = std::fs::read_to_string(&config).unwrap();
+    let listen = format!("listen = \"{}\"", c.agent("east").addr);
+    assert!(text.contains(&listen), "{text}");
+    let viewer = support::creds().token_file("viewer");
+    let text = text.replacen(&listen, "listen = \"127.0.0.9:7499\"", 1).replacen(
+        "heartbeat_interval = \"100ms\"\n",
+        &format!("heartbeat_interval = \"100ms\"\ntoken_file = \"{}\"\n", viewer.display()),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+
+    let (code, out) = support::cli(&["agent", "check", "--config", &config.display().to_string()]);
+    assert_eq!(code, 1, "{out}");
+    let line = out.lines().find(|l| l.contains("site certificate")).unwrap_or_else(|| panic!("{out}"));
+    assert!(line.starts_with("PROBLEM") && line.contains("agent.listen \"127.0.0.9:7499\""), "{out}");
+    let refused: Vec<&str> = out.lines().filter(|l| l.contains("witness node")).collect();
+    assert_eq!(refused.len(), 3, "{out}");
+    for line in refused {
+        assert!(
+            line.starts_with("PROBLEM") && line.contains("token:viewer with role viewer, not role site:east"),
+            "{out}"
+        );
+    }
+}
+
 /// A drill gives way to a real failure: east drills to west, to come back after a minute; west
 /// dies (its endpoint and its agent) during the hold, and the group fails over back to east by
 /// itself (a drill blocks nothing). The drill ends interrupted, its report naming the failover,

@@ -113,10 +113,11 @@ async fn witness(config: &AgentConfig, clients: &Clients, node: &str) -> Finding
             Err(e) => Some(format!("the answer to /v1/whoami is not JSON: {e}")),
             Ok(who) => {
                 let expected = format!("site:{}", config.site);
-                let role = who["role"].as_str().unwrap_or("no role");
-                (role != expected).then(|| {
+                let role = who["role"].as_str();
+                let has = role.map_or("no role".to_string(), |r| format!("role {r}"));
+                (role != Some(expected.as_str())).then(|| {
                     format!(
-                        "it takes this agent for {} with {role}, not {expected}: it would refuse its heartbeats \
+                        "it takes this agent for {} with {has}, not role {expected}: it would refuse its heartbeats \
                          (a site-{} certificate, or a token with role {expected}, is what it accepts)",
                         who["caller"].as_str().unwrap_or("?"),
                         config.site
