@@ -41,6 +41,8 @@ pub struct Metrics {
     pub lease_remaining_seconds: prometheus::GaugeVec,
     /// On the leader: the role each site's agent last reported, 1 on that role's series.
     pub agent_role: IntGaugeVec,
+    /// On the leader: 1 while it has not heard a site's agent within the group's lease.
+    pub agent_silent: IntGaugeVec,
     /// On the leader: the epoch an agent holds past the group's (0: none ahead).
     pub agents_ahead: IntGaugeVec,
     pub peer_lease_held: IntGaugeVec,
@@ -142,6 +144,13 @@ impl Metrics {
             "witness_agent_role",
             "On the leader: 1 for the role a site's agent last reported for a group.",
             &["group", "site", "role"],
+        );
+        let agent_silent = gauge_vec(
+            "witness_agent_silent",
+            "On the leader: 1 while it has not heard a site's agent for a group within the group's lease (the active \
+             site's agent gets no lease; the standby's cannot confirm a failure nor drain, so a failover needs \
+             approval), 0 while it hears it.",
+            &["group", "site"],
         );
         let agents_ahead = gauge_vec(
             "witness_group_agents_epoch_ahead",
@@ -264,6 +273,7 @@ impl Metrics {
             heartbeat_confirm_seconds,
             lease_remaining_seconds,
             agent_role,
+            agent_silent,
             agents_ahead,
             peer_lease_held,
             plan_step_ready,

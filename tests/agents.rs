@@ -97,8 +97,8 @@ async fn the_primary_dies_and_the_survivors_agent_becomes_writable_after_the_dra
     eprintln!("west writable {took:?} after east's site and agent died");
     assert!(took < Duration::from_secs(8), "promotion took {took:?}");
     assert_eq!(c.group(leader).await, Some(("west".to_string(), 2)));
-    // East's dead agent is shown silent, with the role it last reported as history; west's
-    // agent is heard.
+    // East's dead agent is shown silent (status, and the metric WitnessAgentSilent reads), with
+    // the role it last reported as history; west's agent is heard.
     let s = c.status(leader).await.unwrap();
     let sites = &s["groups"][0]["agents"]["sites"];
     assert_eq!(
@@ -107,6 +107,11 @@ async fn the_primary_dies_and_the_survivors_agent_becomes_writable_after_the_dra
         "{s}"
     );
     assert_eq!(sites["west"]["silent"].as_bool(), Some(false), "{s}");
+    let metrics = c.http.get(c.nodes[leader as usize - 1].url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for (site, silent) in [("east", 1), ("west", 0)] {
+        let series = format!("witness_agent_silent{{group=\"app\",site=\"{site}\",node_id=\"{leader}\"}} {silent}");
+        assert!(metrics.contains(&series), "{series} in {metrics}");
+    }
     let (_, out) = support::cli(&["status", "--endpoint", &format!("https://{}", c.nodes[leader as usize - 1].addr)]);
     assert!(out.contains("(was active)") && out.contains("SILENT"), "{out}");
 

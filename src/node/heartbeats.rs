@@ -162,6 +162,7 @@ impl Node {
                 m.lease_remaining_seconds
                     .with_label_values(&[group.as_str(), site.as_str()])
                     .set(a.lease_remaining_ms as f64 / 1000.0);
+                m.agent_silent.with_label_values(&[group.as_str(), site.as_str()]).set(i64::from(a.silent));
                 for role in Role::ALL {
                     m.agent_role
                         .with_label_values(&[group.as_str(), site.as_str(), role.as_str()])
