@@ -293,7 +293,8 @@ async fn sighup_rotates_a_certificate_and_the_tokens_without_dropping_the_cluste
 /// A member the others cannot reach (node 3 presents a certificate from another CA) no longer
 /// hides behind a ready cluster with three voters: the leader's status names the link and its
 /// cause, its CLI rendering says so, `witness_peer_link_up` is 0, and the leader logs it once
-/// (not for every request, as openraft's own warnings would).
+/// (not for every request, as openraft's own warnings would). A follower's status shows the
+/// leader's link too (`leader_link`), so asking any node tells.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_the_leader_cannot_reach_is_named_with_its_cause_once() {
     let mut c = Cluster::new(3, 0);
@@ -334,10 +335,69 @@ async fn a_member_the_leader_cannot_reach_is_named_with_its_cause_once() {
     let up = metrics.lines().find(|l| l.starts_with("witness_peer_link_up") && l.contains("peer=\"3\""));
     assert!(up.is_some_and(|l| l.ends_with(" 0")), "{metrics}");
 
+    // The follower among nodes 1 and 2 sends node 3 nothing; it shows the leader's link.
+    let follower = 3 - leader;
+    let status = eventually(Duration::from_secs(10), "the follower shows the leader's link to node 3", || async {
+        let s = c.status(follower).await?;
+        let node3 = s["members"].as_array()?.iter().find(|m| m["id"] == 3)?.clone();
+        (node3["leader_link"]["up"] == false).then_some(s)
+    })
+    .await;
+    let node3 = status["members"].as_array().unwrap().iter().find(|m| m["id"] == 3).unwrap();
+    let error = node3["leader_link"]["error"].as_str().unwrap();
+    assert!(error.contains("TLS handshake failed") && error.contains("not signed by the CA"), "{status}");
+    let endpoint = c.nodes[follower as usize - 1].url("");
+    let (_, out) = tokio::task::block_in_place(|| cli(&["status", "--endpoint", &endpoint]));
+    assert!(out.contains("LEADER'S LINK"), "{out}");
+    assert!(out.contains(&format!("leader {leader} cannot reach node 3 at {}: TLS handshake failed", c.nodes[2].addr)));
+
     // Some seconds of heartbeats later, the leader has logged the failing link once.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let log = std::fs::read_to_string(&c.nodes[leader as usize - 1].log).unwrap();
     let said: Vec<&str> = log.lines().filter(|l| l.contains("cannot reach peer") && l.contains("peer=3")).collect();
     assert_eq!(said.len(), 1, "{said:#?}");
     assert!(!log.contains("failed to send a heartbeat"), "openraft's per-request warnings are held back");
+}
+
+/// Node 3 reaches the others but the leader cannot reach it: the address it advertises,
+/// 127.0.0.2, is not in its certificate. Its own status, with the leader's view it asks for
+/// (standing for election again and again, it knows no leader: it asks the members), says why
+/// it is not ready, not only that no leader is known.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_the_leader_cannot_reach_says_why_in_its_own_status() {
+    struct Running(std::process::Child);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut c = Cluster::new(3, 0);
+    // Node 3 listens on every address of a new port and advertises it as 127.0.0.2.
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (old, advertised) = (c.nodes[2].addr.clone(), format!("127.0.0.2:{port}"));
+    for n in &c.nodes {
+        let text = std::fs::read_to_string(&n.config).unwrap().replace(&old, &advertised);
+        std::fs::write(&n.config, text).unwrap();
+    }
+    // The test reads node 3 at 127.0.0.1, which its certificate covers.
+    c.nodes[2].addr = format!("127.0.0.1:{port}");
+    // Nodes 1 and 2 commit entries first, so node 3's log is behind and it cannot lead (a
+    // node that can reach everyone but not be reached leads well enough).
+    c.start_voters(2).await;
+    let _node3 = Running(support::spawn("serve", &c.nodes[2].config, &listener, &c.nodes[2].log));
+
+    let reason = eventually(Duration::from_secs(20), "node 3 says the leader cannot reach it", || async {
+        let s = c.status(3).await?;
+        let reason = s["not_ready_reason"].as_str()?.to_string();
+        reason.contains("the leader cannot reach this node").then_some(reason)
+    })
+    .await;
+    assert!(reason.contains("TLS handshake failed") && reason.contains("127.0.0.2"), "{reason}");
+    let endpoint = c.nodes[2].url("");
+    let (code, out) = tokio::task::block_in_place(|| cli(&["status", "--endpoint", &endpoint]));
+    assert_eq!(code, 1, "not ready: {out}");
+    assert!(out.contains("NOT READY: the leader cannot reach this node: TLS handshake failed"), "{out}");
+    assert!(out.contains(&format!("the leader cannot reach node 3 at {advertised}")), "knowing none: {out}");
 }

@@ -38,6 +38,15 @@ pub async fn run(args: Args) -> Exit {
     }
 }
 
+/// A link's cell: unused lately, ok, or failing for how long.
+fn link(l: Option<&crate::raft::links::LinkView>) -> String {
+    match l {
+        None => "-".into(),
+        Some(l) if l.up => "ok".into(),
+        Some(l) => format!("FAILING {} s", l.failing_for_ms.unwrap_or(0) / 1000),
+    }
+}
+
 fn opt(v: Option<u64>) -> String {
     v.map_or("-".into(), |v| v.to_string())
 }
@@ -72,7 +81,15 @@ pub fn render(s: &Status) -> String {
         }
     }
     out += "\nMEMBERS\n";
-    let mut rows = vec![vec!["ID".to_string(), "ADDRESS".into(), "ROLE".into(), "LAST ACK".into(), "LINK".into()]];
+    // On the leader its links are the LINK column; elsewhere the leader's are shown beside them
+    // (a node that knows no leader may still have asked the members for them).
+    let leader =
+        (s.role != "leader").then(|| s.leader.as_ref().map_or("the leader".into(), |l| format!("leader {}", l.id)));
+    let mut head = vec!["ID".to_string(), "ADDRESS".into(), "ROLE".into(), "LAST ACK".into(), "LINK".into()];
+    if leader.is_some() {
+        head.push("LEADER'S LINK".into());
+    }
+    let mut rows = vec![head];
     for m in &s.members {
         let role = if Some(m.id) == s.leader.as_ref().map(|l| l.id) {
             "leader"
@@ -81,23 +98,29 @@ pub fn render(s: &Status) -> String {
         } else {
             "learner"
         };
-        rows.push(vec![
+        let mut row = vec![
             m.id.to_string(),
             m.addr.clone(),
             role.into(),
             m.last_ack_ms.map_or("-".into(), |ms| format!("{ms} ms")),
-            match &m.link {
-                None => "-".into(),
-                Some(l) if l.up => "ok".into(),
-                Some(l) => format!("FAILING {} s", l.failing_for_ms.unwrap_or(0) / 1000),
-            },
-        ]);
+            link(m.link.as_ref()),
+        ];
+        if leader.is_some() {
+            row.push(link(m.leader_link.as_ref()));
+        }
+        rows.push(row);
     }
     out += &table(&rows);
     for m in &s.members {
         if let Some(error) = m.link.as_ref().and_then(|l| l.error.as_ref()) {
             out += &format!("node {} cannot reach node {} at {}: {error}\n", s.node_id, m.id, m.addr);
         }
+        if let (Some(leader), Some(error)) = (&leader, m.leader_link.as_ref().and_then(|l| l.error.as_ref())) {
+            out += &format!("{leader} cannot reach node {} at {}: {error}\n", m.id, m.addr);
+        }
+    }
+    if let Some(why) = &s.leader_view_unavailable {
+        out += &format!("LEADER'S VIEW UNKNOWN HERE: {why}\n");
     }
     out += "\nSITES (verdict of each node)\n";
     if s.sites.is_empty() {
@@ -167,9 +190,6 @@ pub fn render(s: &Status) -> String {
             for g in with_plans {
                 out += &super::plan::show(g);
             }
-        }
-        if let Some(why) = &s.leader_view_unavailable {
-            out += &format!("\nAGENTS UNKNOWN HERE: {why}\n");
         }
         let with_agents: Vec<_> = s.groups.iter().filter_map(|g| Some((g, g.agents.as_ref()?))).collect();
         if !with_agents.is_empty() {

@@ -1,7 +1,8 @@
 //! Site agents' heartbeats on the leader: leadership confirmed by a linearizable read that many
 //! heartbeats share, then the answer (roles, epochs, the active site's lease) from the
 //! committed state and this leadership's `Leader`; and what only the leader knows, the agents'
-//! reports and the plans' readiness (`LeaderView`), for status and metrics.
+//! reports, the plans' readiness and how its links to the members fare (`LeaderView`), for
+//! status and metrics.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +19,8 @@ use crate::ids::GroupId;
 use crate::leader::readiness::PlanReadiness;
 use crate::leader::{Confirmed, GroupAgents};
 use crate::protocol::{Heartbeat, HeartbeatAnswer, Role};
+use crate::raft::links::LinkView;
+use crate::raft::NodeId;
 
 /// Confirms leadership for many callers at once: a caller takes a ticket, and is answered by
 /// the first confirmation that *began* after its ticket was taken, so its answer is as good as
@@ -84,6 +87,12 @@ pub struct LeaderView {
     #[serde(default)]
     #[schema(value_type = BTreeMap<String, PlanReadiness>)]
     pub readiness: BTreeMap<GroupId, PlanReadiness>,
+    /// The leader's links to the members it sent Raft requests to lately: a member it cannot
+    /// reach is then seen from every node, the member itself included. JSON object keys: node
+    /// ids. Absent from an older leader.
+    #[serde(default)]
+    #[schema(value_type = BTreeMap<String, LinkView>)]
+    pub links: BTreeMap<NodeId, LinkView>,
 }
 
 impl Node {
@@ -115,7 +124,8 @@ impl Node {
     }
 
     /// On the leader, what only it knows: per group with agents, what they reported and the
-    /// leases they hold; per group with a plan, its last readiness check. `None` elsewhere.
+    /// leases they hold; per group with a plan, its last readiness check; its links to the
+    /// members. `None` elsewhere.
     pub fn leader_view(&self) -> Option<LeaderView> {
         let (leader, term) = {
             let metrics = self.raft.metrics();
@@ -128,13 +138,17 @@ impl Node {
         let slot = self.leader_of(term);
         let leader = slot.as_ref().expect("just made");
         let applied = self.applied.read().expect("state lock poisoned");
-        Some(LeaderView { agents: leader.agents(&applied.state, self.clock.now()), readiness: leader.readiness() })
+        Some(LeaderView {
+            agents: leader.agents(&applied.state, self.clock.now()),
+            readiness: leader.readiness(),
+            links: self.links.view(),
+        })
     }
 
     /// Brings the gauges of what only the leader knows up to date (on the leader; elsewhere
     /// they keep their last values but `witness_raft_is_leader` says which node's to read).
     pub fn observe_leader_view(&self) {
-        let Some(LeaderView { agents: view, readiness }) = self.leader_view() else { return };
+        let Some(LeaderView { agents: view, readiness, .. }) = self.leader_view() else { return };
         let m = &self.metrics;
         // Rebuilt whole: a step or group gone from the config leaves no stale series.
         m.plan_step_ready.reset();

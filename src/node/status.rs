@@ -2,17 +2,27 @@
 
 use openraft::async_runtime::WatchReceiver;
 use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::stream::{FuturesUnordered, StreamExt};
 
 use openraft::ServerState;
 use serde::{Deserialize, Serialize};
 
+use super::heartbeats::LeaderView;
+use super::leader::{Forwarded, LeaderReply, LeaderRequest, NodeError};
 use super::Node;
 use crate::config::{FailoverMode, ReplicationMode};
 use crate::leader::contact::{readiness, Health};
 use crate::leader::Contact;
+use crate::raft::network::CLUSTER_HEADER;
 use crate::raft::NodeId;
 use crate::state::plan::{Phase, Plan};
 use crate::state::{Epoch, GroupId, SiteId, Verdict};
+
+/// How long a node knowing no leader spends asking the members for the leader's view: as long
+/// as a follower waits for it from a leader it knows, so a status answers promptly either way.
+const ASK_MEMBERS_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Status {
@@ -44,8 +54,8 @@ pub struct Status {
     /// would decide on it once it leads.
     #[serde(default)]
     pub config_differences: Vec<String>,
-    /// Why the groups' agents and plan readiness are missing: only the leader knows them, and
-    /// this node could not ask it.
+    /// Why the groups' agents, plan readiness and the members' `leader_link` are missing: only
+    /// the leader knows them, and this node could not ask it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader_view_unavailable: Option<String>,
     pub ready: bool,
@@ -70,6 +80,11 @@ pub struct Member {
     /// sent none lately (a follower sends them only in elections).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<crate::raft::links::LinkView>,
+    /// How the leader's Raft requests to this member fare, as the leader has them (a follower
+    /// asks it): a member the leader cannot reach shows so on every node. Absent when the
+    /// leader sent it none lately (itself) or could not be asked (`leader_view_unavailable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_link: Option<crate::raft::links::LinkView>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -136,6 +151,7 @@ impl Node {
             .nodes()
             .map(|(id, node)| Member {
                 link: links.remove(id),
+                leader_link: None,
                 id: *id,
                 addr: node.addr.clone(),
                 voter: voters.contains(id),
@@ -202,12 +218,8 @@ impl Node {
                 self.topology.tuning.differences(&s.tuning, ("here", "registered")),
             )
         };
-        let mut groups: Vec<GroupStatus> = groups;
-        if let Some(view) = self.leader_view() {
-            fill(&mut groups, view);
-        }
         let readiness = self.readiness();
-        Status {
+        let mut status = Status {
             node_id: self.id,
             cluster: self.config.cluster.name.clone(),
             role: role(m.state).into(),
@@ -229,33 +241,99 @@ impl Node {
             ready: readiness.is_ok(),
             not_ready_reason: readiness.err(),
             uptime_seconds: self.clock.now().as_secs(),
+        };
+        if let Some(view) = self.leader_view() {
+            fill(&mut status, view);
         }
+        status
     }
 
-    /// [`Node::status`], with what only the leader knows (agents, plan readiness) asked of it
-    /// when this node does not lead.
+    /// [`Node::status`], with what only the leader knows (agents, plan readiness, its links)
+    /// asked of it when this node does not lead. A node the leader cannot reach learns why
+    /// here, if it can reach the leader, and says so in its not-ready reason.
     pub async fn status_with_leader_view(&self) -> Status {
         let mut status = self.status();
-        let wanted = self
-            .applied
-            .read()
-            .expect("state lock poisoned")
-            .state
-            .groups
-            .values()
-            .any(|g| g.spec.leases.is_some() || !g.spec.steps.is_empty());
-        if status.role == "leader" || !wanted {
+        if status.role == "leader" {
             return status;
         }
-        match self.submit(super::leader::LeaderRequest::View, false).await {
-            Ok(super::leader::LeaderReply::View(view)) => fill(&mut status.groups, view),
-            Ok(_) => status.leader_view_unavailable = Some("the leader answered something else".into()),
+        match self.ask_leader_view(status.leader.is_some()).await {
+            Ok(view) => {
+                let unreachable = view.links.get(&self.id).and_then(|l| l.error.clone());
+                fill(&mut status, view);
+                if let (Some(cause), Some(reason)) = (unreachable, &status.not_ready_reason) {
+                    // A removed node is past the leader's reach by design: its reason says so.
+                    if !self.removed(&self.raft.metrics().borrow_watched().clone()) {
+                        status.not_ready_reason =
+                            Some(format!("the leader cannot reach this node: {cause} ({reason})"));
+                    }
+                }
+            }
             Err(e) => {
                 status.leader_view_unavailable =
-                    Some(format!("only the leader knows the agents and plan readiness: {e}"))
+                    Some(format!("only the leader knows the agents, plan readiness and its links: {e}"))
             }
         }
         status
+    }
+
+    /// The leader's view, asked of the leader this node knows; knowing none, of the members
+    /// in turn, a follower naming its leader: a node the leader cannot reach stands for
+    /// election again and again, so it never learns who leads from Raft.
+    async fn ask_leader_view(&self, leader_known: bool) -> Result<LeaderView, String> {
+        let asked = self.submit(LeaderRequest::View, false).await;
+        let e = match asked {
+            Ok(LeaderReply::View(view)) => return Ok(view),
+            Ok(_) => return Err("the leader answered something else".into()),
+            Err(e) if leader_known => return Err(e.to_string()),
+            Err(e) => e.to_string(),
+        };
+        let members: Vec<String> = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow_watched();
+            m.membership_config.nodes().filter(|(id, _)| **id != self.id).map(|(_, n)| n.addr.clone()).collect()
+        };
+        // All at once: a member that does not answer holds up no other.
+        let through_members = async {
+            let mut asks: FuturesUnordered<_> = members.iter().map(|addr| self.view_through(addr)).collect();
+            while let Some(found) = asks.next().await {
+                if found.is_some() {
+                    return found;
+                }
+            }
+            None
+        };
+        match tokio::time::timeout(ASK_MEMBERS_TIMEOUT, through_members).await {
+            Ok(Some(view)) => Ok(view),
+            _ => Err(e),
+        }
+    }
+
+    /// The leader's view from node `addr` if it leads, or else from the leader it names.
+    async fn view_through(&self, addr: &str) -> Option<LeaderView> {
+        match self.ask_view_of(addr).await? {
+            Ok(view) => Some(view),
+            Err(NodeError::LeaderMoved { addr, .. }) => self.ask_view_of(&addr).await?.ok(),
+            Err(_) => None,
+        }
+    }
+
+    /// Node `addr`'s answer to a request for the leader's view, as forwarded once (a
+    /// follower names its leader rather than passing it on); `None` when it gave none.
+    async fn ask_view_of(&self, addr: &str) -> Option<Result<LeaderView, NodeError>> {
+        let (scheme, http) = self.peer_client();
+        let forwarded = Forwarded { request: LeaderRequest::View, by: None };
+        let resp = http
+            .post(format!("{scheme}://{addr}/raft/leader"))
+            .header(CLUSTER_HEADER, &self.config.cluster.name)
+            .json(&forwarded)
+            .send()
+            .await
+            .ok()?;
+        match resp.json::<Result<LeaderReply, NodeError>>().await.ok()? {
+            Ok(LeaderReply::View(view)) => Some(Ok(view)),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        }
     }
 
     /// Ready or not, and why not (`crate::leader::contact::readiness`).
@@ -294,11 +372,14 @@ impl Node {
     }
 }
 
-/// Puts what the leader knows into the groups it is about.
-fn fill(groups: &mut [GroupStatus], mut view: super::heartbeats::LeaderView) {
-    for g in groups {
+/// Puts what the leader knows into the groups and members it is about.
+fn fill(status: &mut Status, mut view: LeaderView) {
+    for g in &mut status.groups {
         g.agents = view.agents.remove(&g.name);
         g.readiness = view.readiness.remove(&g.name);
+    }
+    for m in &mut status.members {
+        m.leader_link = view.links.remove(&m.id);
     }
 }
 
