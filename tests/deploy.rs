@@ -103,14 +103,20 @@ fn the_alerting_rules_check_and_pass_their_unit_tests() {
     }
 }
 
-/// Every metric the alerting rules and the Grafana dashboard query is one a node exports
-/// (histograms by their `_bucket`/`_count`/`_sum` series), so neither can silently go blank.
+/// Every metric the alerting rules and the Grafana dashboard query is one a node or a site
+/// agent exports (histograms by their `_bucket`/`_count`/`_sum` series), so neither can
+/// silently go blank.
 #[test]
 fn the_alerts_and_the_grafana_dashboard_use_only_exported_metrics() {
     let mut exported = String::new();
+    // The node's registry and its probes' metrics; then the agent's registry, which only the
+    // README's agents scrape job collects.
     for file in ["src/metrics.rs", "src/probe/mod.rs"] {
         exported += &std::fs::read_to_string(root().join(file)).unwrap();
     }
+    let by_nodes = exported.clone();
+    exported += &std::fs::read_to_string(root().join("src/agent/mod.rs")).unwrap();
+    let mut from_agents = Vec::new();
     let grafana = std::fs::read_to_string(root().join("deploy/grafana/witness.json")).unwrap();
     let dashboard: serde_json::Value = serde_json::from_str(&grafana).expect("the Grafana dashboard is JSON");
     assert!(dashboard["panels"].as_array().is_some_and(|p| !p.is_empty()));
@@ -121,9 +127,18 @@ fn the_alerts_and_the_grafana_dashboard_use_only_exported_metrics() {
             let name: String = rest[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
             rest = &rest[at + name.len()..];
             let base = ["_bucket", "_count", "_sum"].iter().fold(name.as_str(), |n, s| n.strip_suffix(s).unwrap_or(n));
-            assert!(exported.contains(&format!("\"{base}\"")), "{file} uses {name}, which no node exports");
+            let quoted = format!("\"{base}\"");
+            assert!(exported.contains(&quoted), "{file} uses {name}, which no node or agent exports");
+            if !by_nodes.contains(&quoted) {
+                from_agents.push(name);
+            }
         }
     }
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    assert!(
+        from_agents.is_empty() || readme.contains("job_name: witness-agents"),
+        "{from_agents:?} come from the agents alone: the README's monitoring step must scrape them"
+    );
 }
 
 /// No container engine runs here to build the image or a compose validator to parse the file,
