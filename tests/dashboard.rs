@@ -1,7 +1,9 @@
 //! The dashboard in a real headless Chromium, driven over WebDriver (chromedriver): the page a
 //! witness node serves over HTTPS loads, asks for a token, shows both sites with every node's
 //! verdict and the group to a viewer (without operator buttons), shows the buttons to an
-//! operator, and follows a failover within seconds of the primary's death without a reload.
+//! operator, and follows a failover within seconds of the primary's death without a reload;
+//! with site agents, a killed agent shows as silent with when it was last heard, and the
+//! automation switch turned off shows.
 
 mod support;
 
@@ -164,5 +166,75 @@ async fn the_dashboard_shows_both_sites_and_follows_a_failover_live() {
     eprintln!("the dashboard showed the failover {:?} after the primary died", killed.elapsed());
     let down = browser.script("return [...document.querySelectorAll('#sites .down')].length").await;
     assert!(down.as_u64().unwrap_or(0) >= 2, "a quorum's east verdicts shown down: {down}");
+    let _ = browser.http.delete(format!("{}/session/{}", browser.base, browser.session)).send().await;
+}
+
+/// The text of the groups table's agents cell for group `app` (the fifth column).
+const AGENTS_CELL: &str = "return document.querySelector('#groups tr:nth-child(2) td:nth-child(5)').innerHTML";
+
+/// With site agents, on a follower's page (which asks the leader for what only it knows): both
+/// agents shown by role with when each was last heard; a killed agent turns "silent" with its
+/// age growing, never a green "active"; automation off shows `#automation-off`, and on again
+/// hides it; the members table has the leader's links beside the follower's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_a_dead_agent_as_silent_and_automation_off() {
+    let Some(browser) = Driver::start().await else { return };
+    let (east, west) = (SiteStub::start().await, SiteStub::start().await);
+    let setup = Setup { site_urls: Some((east.url(), west.url())), agents: true, ..Setup::default() };
+    let mut c = Cluster::with(3, 0, setup);
+    c.add_agents();
+    let leader = c.start_voters(3).await;
+    c.agent("east").start();
+    c.agent("west").start();
+    eventually(Duration::from_secs(15), "east writable, west standby", || async {
+        (c.writable("east").await? && !c.writable("west").await?).then_some(())
+    })
+    .await;
+    let follower = if leader == 1 { 2 } else { 1 };
+
+    browser.call("url", json!({ "url": c.nodes[follower as usize - 1].url("/") })).await;
+    browser.sign_in("viewer").await;
+    let cell = eventually(Duration::from_secs(15), "both agents heard", || async {
+        let cell = browser.script(AGENTS_CELL).await.as_str()?.to_string();
+        (cell.contains(r#"east: <span class="active">active</span>"#)
+            && cell.contains(r#"west: <span class="standby">standby</span>"#)
+            && cell.matches("heard 0.").count() == 2)
+            .then_some(cell)
+    })
+    .await;
+    assert!(!cell.contains("silent"), "{cell}");
+    let members = browser.script("return document.getElementById('members').innerText").await;
+    assert!(members.as_str().unwrap().contains("link from the leader"), "{members}");
+    assert_eq!(browser.script("return document.getElementById('automation-off')").await, Value::Null);
+
+    // East's agent dies: the leader stops hearing it, and the page says so rather than
+    // showing the role it last reported as if it held.
+    c.agent("east").kill9();
+    let cell = eventually(Duration::from_secs(15), "east's agent silent, heard seconds ago", || async {
+        let cell = browser.script(AGENTS_CELL).await.as_str()?.to_string();
+        let east = cell.split("<br>").find(|l| l.starts_with("east:"))?.to_string();
+        let heard: f64 = east.split("heard ").nth(1)?.split(' ').next()?.parse().ok()?;
+        (east.contains(r#"<span class="down">silent</span> (last said active)"#) && heard >= 2.0).then_some(cell)
+    })
+    .await;
+    let east = cell.split("<br>").find(|l| l.starts_with("east:")).unwrap();
+    assert!(!east.contains(r#"class="active""#), "a dead agent is not shown active: {cell}");
+    assert!(cell.contains(r#"west: <span class="standby">standby</span>"#), "{cell}");
+
+    let (code, body) = c.post(leader, "/v1/automation", &json!({ "enabled": false })).await;
+    assert_eq!(code, 200, "{body}");
+    let shown = eventually(Duration::from_secs(15), "automation off shown", || async {
+        let text =
+            browser.script("const e = document.getElementById('automation-off'); return e && e.textContent").await;
+        text.as_str().map(str::to_string)
+    })
+    .await;
+    assert!(shown.contains("automation off"), "{shown}");
+    let (code, body) = c.post(leader, "/v1/automation", &json!({ "enabled": true })).await;
+    assert_eq!(code, 200, "{body}");
+    eventually(Duration::from_secs(15), "automation off no longer shown", || async {
+        (browser.script("return document.getElementById('automation-off')").await == Value::Null).then_some(())
+    })
+    .await;
     let _ = browser.http.delete(format!("{}/session/{}", browser.base, browser.session)).send().await;
 }
