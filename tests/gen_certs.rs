@@ -155,7 +155,7 @@ fn token_new_out_writes_a_private_file_once() {
 
 /// `config check` checks the TLS files as `serve` will use them, and names every problem at
 /// once: another node's certificate, a key that is not the certificate's, an address the
-/// certificate does not cover, a CA that did not sign it.
+/// certificate does not cover, a CA that did not sign it, a CA file that is not there.
 #[test]
 fn config_check_finds_every_tls_problem_at_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -191,4 +191,14 @@ fn config_check_finds_every_tls_problem_at_once() {
         config(&format!("{d}/node-1.crt"), &format!("{d}/node-1.key"), &format!("{d}/ca.crt"), "10.9.9.9:7401");
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("node.advertise \"10.9.9.9:7401\"") && out.contains("not valid for \"10.9.9.9\""), "{out}");
+    // A CA file and a key file that are not there are each named with the field that points
+    // to it, beside what the certificate alone shows.
+    let (ca, key) = (format!("{d}/no-such-ca.crt"), format!("{d}/no-such.key"));
+    let (code, out) = config(&format!("{d}/node-2.crt"), &key, &ca, "127.0.0.1:7401");
+    assert_eq!(code, Some(2), "{out}");
+    for (field, file) in [("transport.ca", &ca), ("transport.key", &key)] {
+        let line = out.lines().find(|l| l.contains(field)).unwrap_or_else(|| panic!("{field} unnamed:\n{out}"));
+        assert!(line.contains(file.as_str()), "{field} names {file}: {out}");
+    }
+    assert!(out.contains("names node-2, not node-1"), "{out}");
 }

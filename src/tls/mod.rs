@@ -44,10 +44,9 @@ impl Material {
     /// `section` names the config section the files came from in errors (`transport`, `agent`).
     pub fn load(files: &TlsFiles, section: &str) -> anyhow::Result<Material> {
         init();
-        let chain = read_certs(&files.cert)?;
-        let key = PrivateKeyDer::from_pem_file(&files.key)
-            .with_context(|| format!("{section}.key: cannot read a PEM private key from {}", files.key.display()))?;
-        let roots = Arc::new(roots(&files.ca)?);
+        let chain = cert_file(files, section)?;
+        let key = key_file(files, section)?;
+        let roots = Arc::new(ca_file(files, section)?);
         let verifier = WebPkiClientVerifier::builder(roots.clone())
             .allow_unauthenticated()
             .build()
@@ -110,6 +109,20 @@ pub fn client_config(ca: &Path, cert_and_key: Option<(&Path, &Path)>) -> anyhow:
     Ok(config)
 }
 
+/// The files of a `section`, each read on its own, its errors naming its field and file.
+fn cert_file(files: &TlsFiles, section: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    read_certs(&files.cert).with_context(|| format!("{section}.cert"))
+}
+
+fn key_file(files: &TlsFiles, section: &str) -> anyhow::Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_file(&files.key)
+        .with_context(|| format!("{section}.key: cannot read a PEM private key from {}", files.key.display()))
+}
+
+fn ca_file(files: &TlsFiles, section: &str) -> anyhow::Result<RootCertStore> {
+    roots(&files.ca).with_context(|| format!("{section}.ca"))
+}
+
 fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
@@ -168,11 +181,19 @@ impl std::fmt::Display for CertIdentity {
 /// Empty: all is well.
 pub fn audit(files: &TlsFiles, section: &str, who: &CertIdentity, dialled: Option<(&str, &str)>) -> Vec<String> {
     init();
-    let mut problems = Vec::new();
-    if let Err(e) = Material::load(files, section) {
-        problems.push(format!("{e:#}"));
+    let (chain, key, roots) = (cert_file(files, section), key_file(files, section), ca_file(files, section));
+    let mut problems: Vec<String> = [chain.as_ref().err(), key.as_ref().err(), roots.as_ref().err()]
+        .into_iter()
+        .flatten()
+        .map(|e| format!("{e:#}"))
+        .collect();
+    // With every file read, what is left is how they go together (the key the certificate's).
+    if problems.is_empty() {
+        if let Err(e) = Material::load(files, section) {
+            problems.push(format!("{e:#}"));
+        }
     }
-    let (Ok(chain), Ok(roots)) = (read_certs(&files.cert), roots(&files.ca)) else { return problems };
+    let Ok(chain) = chain else { return problems };
     let named = CertIdentity::of(&chain[0]);
     if named.as_ref() != Some(who) {
         let refusal = match who {
@@ -186,7 +207,7 @@ pub fn audit(files: &TlsFiles, section: &str, who: &CertIdentity, dialled: Optio
             named.map_or("nothing".to_string(), |o| o.to_string())
         ));
     }
-    let Some((field, address)) = dialled else { return problems };
+    let (Some((field, address)), Ok(roots)) = (dialled, roots) else { return problems };
     let host = address.rsplit_once(':').map_or(address, |(host, _)| host).trim_start_matches('[').trim_end_matches(']');
     let verifier = match rustls::client::WebPkiServerVerifier::builder(Arc::new(roots)).build() {
         Ok(v) => v,
