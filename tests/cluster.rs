@@ -215,6 +215,45 @@ async fn members_add_and_remove_through_a_follower() {
     assert!(!out.contains(&new_addr), "{out}");
 }
 
+/// A member removed while it runs learns it was removed (from the log, the membership it
+/// holds, or a peer's 410 Gone once it stops hearing from the leader) and says so: not ready,
+/// "stop it", rather than waiting for a leader forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_removed_while_running_learns_it_was_removed() {
+    let mut c = Cluster::new(3, 1);
+    let leader = c.start_voters(3).await;
+    c.node(4).start();
+    let endpoint = format!("https://{}", c.nodes[leader as usize - 1].addr);
+    let addr = c.nodes[3].addr.clone();
+    let (code, out) = cli(&["members", "--endpoint", &endpoint, "add", "4", &addr]);
+    assert_eq!(code, 0, "members add: {out}");
+    eventually(Duration::from_secs(10), "node 4 ready with the replicated state", || async {
+        let s = c.status(4).await?;
+        (s["ready"] == true && c.group(4).await.is_some()).then_some(())
+    })
+    .await;
+
+    let (code, out) = cli(&["members", "--endpoint", &endpoint, "remove", "4"]);
+    assert_eq!(code, 0, "members remove: {out}");
+    let reason = eventually(Duration::from_secs(20), "node 4 knows it was removed", || async {
+        let s = c.status(4).await?;
+        s["not_ready_reason"].as_str().filter(|r| r.contains("removed this node")).map(String::from)
+    })
+    .await;
+    assert!(reason.contains("stop it"), "{reason}");
+    let (code, out) = cli(&["status", "--endpoint", &format!("https://{addr}")]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("NOT READY: the cluster removed this node"), "{out}");
+    // It stays so: the others run on without it.
+    tokio::time::sleep(ELECTION_MAX * 3).await;
+    let s = c.status(4).await.expect("node 4 answers");
+    assert!(s["not_ready_reason"].as_str().is_some_and(|r| r.contains("removed this node")), "{s}");
+    for id in 1..=3 {
+        let s = c.status(id).await.expect("a member answers");
+        assert!(s["ready"] == true && s["leader"]["id"] == leader, "the removed node disturbed no one: {s}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kill9_mid_stream() {
     let mut c = Cluster::new(1, 0);
