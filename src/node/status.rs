@@ -277,8 +277,8 @@ impl Node {
     }
 
     /// The leader's view, asked of the leader this node knows; knowing none, of the members
-    /// in turn, a follower naming its leader: a node the leader cannot reach stands for
-    /// election again and again, so it never learns who leads from Raft.
+    /// its own requests reach, a follower naming its leader: a node the leader cannot reach
+    /// stands for election again and again, so it never learns who leads from Raft.
     async fn ask_leader_view(&self, leader_known: bool) -> Result<LeaderView, String> {
         let asked = self.submit(LeaderRequest::View, false).await;
         let e = match asked {
@@ -287,10 +287,14 @@ impl Node {
             Err(e) if leader_known => return Err(e.to_string()),
             Err(e) => e.to_string(),
         };
+        // Only members this node's own requests (its votes) reach: a node cut off from them all
+        // answers its status at once rather than waiting on them.
+        let links = self.links.view();
         let members: Vec<String> = {
             let metrics = self.raft.metrics();
             let m = metrics.borrow_watched();
-            m.membership_config.nodes().filter(|(id, _)| **id != self.id).map(|(_, n)| n.addr.clone()).collect()
+            let reached = |id: &NodeId| *id != self.id && links.get(id).is_some_and(|l| l.up);
+            m.membership_config.nodes().filter(|(id, _)| reached(id)).map(|(_, n)| n.addr.clone()).collect()
         };
         // All at once: a member that does not answer holds up no other.
         let through_members = async {
