@@ -3,7 +3,9 @@
 //! verdict and the group to a viewer (without operator buttons), shows the buttons to an
 //! operator, and follows a failover within seconds of the primary's death without a reload;
 //! with site agents, a killed agent shows as silent with when it was last heard, and the
-//! automation switch turned off shows.
+//! automation switch turned off shows; with 120 groups, the counts by state come first, a page
+//! of at most 50 rows is drawn with the group that failed over first, and filters by name and
+//! state, kept in the address's hash, narrow it and survive a reload.
 
 mod support;
 
@@ -91,6 +93,38 @@ impl Driver {
 
     async fn script(&self, script: &str) -> Value {
         self.call("execute/sync", json!({ "script": script, "args": [] })).await
+    }
+
+    /// The text of the first element `selector` matches (None: none does).
+    async fn text(&self, selector: &str) -> Option<String> {
+        let script = format!("const e = document.querySelector({selector:?}); return e && e.textContent");
+        self.script(&script).await.as_str().map(str::to_string)
+    }
+
+    /// Clicks the first element `selector` matches, as a script (the element exists).
+    async fn click(&self, selector: &str) {
+        self.script(&format!("document.querySelector({selector:?}).click()")).await;
+    }
+
+    /// Types `text` into the field `selector` matches with real key presses, after clearing it.
+    async fn type_into(&self, selector: &str, text: &str) {
+        let found = self.call("element", json!({ "using": "css selector", "value": selector })).await;
+        let id = found.as_object().and_then(|o| o.values().next()).and_then(Value::as_str).expect("element found");
+        self.call(&format!("element/{id}/clear"), json!({})).await;
+        self.call(&format!("element/{id}/value"), json!({ "text": text })).await;
+    }
+
+    /// The groups the groups table has a row for, in order.
+    async fn rows(&self) -> Vec<String> {
+        let rows = self
+            .script("return [...document.querySelectorAll('#groups tr[data-group]')].map((r) => r.dataset.group)")
+            .await;
+        serde_json::from_value(rows).unwrap_or_default()
+    }
+
+    /// The page's address after the `#` (empty: none).
+    async fn hash(&self) -> String {
+        self.script("return decodeURIComponent(location.hash.slice(1))").await.as_str().unwrap_or_default().to_string()
     }
 }
 
@@ -236,5 +270,117 @@ async fn the_dashboard_shows_a_dead_agent_as_silent_and_automation_off() {
         (browser.script("return document.getElementById('automation-off')").await == Value::Null).then_some(())
     })
     .await;
+    let _ = browser.http.delete(format!("{}/session/{}", browser.base, browser.session)).send().await;
+}
+
+/// `[[group]]` tables for `billing-001`..`billing-060` and `orders-001`..`orders-059`, configured
+/// as `app` is, for `Setup::plan` (the first `[[group]]` ends `app`'s table): 120 groups with it.
+fn many_groups() -> String {
+    let names = (1..=60).map(|i| format!("billing-{i:03}")).chain((1..=59).map(|i| format!("orders-{i:03}")));
+    names
+        .map(|name| {
+            format!(
+                "\n[[group]]\nname = \"{name}\"\nprimary = \"east\"\nsecondary = \"west\"\nreplication = \"sync\"\n\
+                 rto = \"5m\"\nrpo = \"0s\"\nfailover = \"automatic\"\nhold_down = \"500ms\"\n"
+            )
+        })
+        .collect()
+}
+
+/// With 120 groups the page stays readable: the counts by state first, at most 50 rows drawn
+/// ("showing 1-50 of 120 (120 match)") with next and previous; a name pattern and a state (from
+/// its count) narrow the rows and the match count; the filter lives in the address's hash, so a
+/// reload, a pasted link and the periodic refresh keep it; a group failed over sorts first
+/// although its name sorts last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_pages_and_filters_many_groups_with_trouble_first() {
+    let Some(browser) = Driver::start().await else { return };
+    let (east, west) = (SiteStub::start().await, SiteStub::start().await);
+    let (c, leader) = Cluster::watching(&east, &west, Setup { plan: many_groups(), ..Setup::default() }).await;
+    let shown = || browser.text("#group-shown");
+
+    browser.call("url", json!({ "url": c.nodes[0].url("/") })).await;
+    browser.sign_in("viewer").await;
+    eventually(Duration::from_secs(15), "the counts of 120 groups, all on their primary", || async {
+        (browser.text("#group-total").await? == "120 groups"
+            && browser.text("#group-counts [data-state=on-primary]").await? == "120 on-primary"
+            && shown().await? == "showing 1-50 of 120 (120 match)")
+            .then_some(())
+    })
+    .await;
+    let rows = browser.rows().await;
+    assert_eq!(rows.len(), 50, "{rows:?}");
+    assert_eq!(browser.script("return document.querySelectorAll('#groups tr').length").await, json!(51));
+    assert_eq!((rows[0].as_str(), rows[49].as_str()), ("app", "billing-049"));
+    assert_eq!(browser.text("#group-counts [data-state=failed-over]").await.unwrap(), "0 failed-over");
+    assert_eq!(browser.hash().await, "");
+
+    browser.click("#group-range button[data-page='2']").await;
+    assert_eq!(shown().await.unwrap(), "showing 51-100 of 120 (120 match)");
+    assert_eq!(browser.rows().await.first().map(String::as_str), Some("billing-050"));
+    assert_eq!(browser.hash().await, "page=2");
+
+    // A pattern as the CLI takes it, then a part of a name; either starts again at page 1.
+    browser.type_into("#filter-name", "billing-00*").await;
+    assert_eq!(shown().await.unwrap(), "showing 1-9 of 120 (9 match)");
+    let billing: Vec<String> = (1..=9).map(|i| format!("billing-00{i}")).collect();
+    assert_eq!(browser.rows().await, billing);
+    assert_eq!(browser.hash().await, "name=billing-00*");
+    browser.type_into("#filter-name", "orders-05").await;
+    assert_eq!(shown().await.unwrap(), "showing 1-10 of 120 (10 match)");
+    assert_eq!(browser.hash().await, "name=orders-05");
+
+    // The filter survives a reload (the token is the tab's) and the page's refreshes.
+    browser.type_into("#filter-name", "billing-00*").await;
+    browser.call("refresh", json!({})).await;
+    eventually(Duration::from_secs(15), "the reloaded page filtered as before", || async {
+        (shown().await? == "showing 1-9 of 120 (9 match)").then_some(())
+    })
+    .await;
+    assert_eq!(browser.script("return document.getElementById('filter-name').value").await, "billing-00*");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(browser.rows().await, billing, "refreshed twice since, still filtered");
+
+    // An operator's forced failover of the group whose name sorts last.
+    let operator = support::creds().client(Some("operator"));
+    let body = json!({ "to": "west", "force": true, "reason": "dashboard test" });
+    let r = operator.post(c.nodes[leader as usize - 1].url("/v1/groups/orders-059/failover")).json(&body).send().await;
+    let r = r.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    eventually(Duration::from_secs(15), "the counts show the group failed over", || async {
+        (browser.text("#group-counts [data-state=failed-over]").await? == "1 failed-over"
+            && browser.text("#group-counts [data-state=on-primary]").await? == "119 on-primary")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(browser.rows().await, billing, "the name filter still holds");
+    browser.click("#filter-clear").await;
+    assert_eq!(shown().await.unwrap(), "showing 1-50 of 120 (120 match)");
+    let rows = browser.rows().await;
+    assert_eq!((rows[0].as_str(), rows[1].as_str()), ("orders-059", "app"), "trouble first: {rows:?}");
+    let first = "return document.querySelector('#groups tr[data-group]').className";
+    assert_eq!(browser.script(first).await, "attention");
+    assert_eq!(browser.hash().await, "");
+
+    // Its state's count is a filter; with a name pattern too, nothing matches.
+    browser.click("#group-counts [data-state=failed-over]").await;
+    assert_eq!(shown().await.unwrap(), "showing 1-1 of 120 (1 match)");
+    assert_eq!(browser.rows().await, ["orders-059"]);
+    assert_eq!(browser.hash().await, "state=failed-over");
+    assert_eq!(browser.script("return document.getElementById('filter-state').value").await, "failed-over");
+    browser.type_into("#filter-name", "billing-*").await;
+    assert_eq!(shown().await.unwrap(), "showing 0 of 120 (0 match)");
+    assert!(browser.rows().await.is_empty());
+    assert_eq!(browser.hash().await, "name=billing-*&state=failed-over");
+
+    // A link pasted into the address bar (same page, another hash) applies its filter.
+    browser.call("url", json!({ "url": c.nodes[0].url("/#state=on-primary&name=orders-*&page=2") })).await;
+    eventually(Duration::from_secs(10), "the pasted link's filter", || async {
+        (shown().await? == "showing 51-58 of 120 (58 match)").then_some(())
+    })
+    .await;
+    assert_eq!(browser.rows().await.last().map(String::as_str), Some("orders-058"));
+    assert_eq!(browser.script("return document.getElementById('filter-name').value").await, "orders-*");
+    assert_eq!(browser.script("return document.getElementById('filter-state').value").await, "on-primary");
     let _ = browser.http.delete(format!("{}/session/{}", browser.base, browser.session)).send().await;
 }
