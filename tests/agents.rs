@@ -65,9 +65,10 @@ async fn the_primary_dies_and_the_survivors_agent_becomes_writable_after_the_dra
         post(&c, c.nodes[leader as usize - 1].url("/v1/sites/west/heartbeat"), json!({"peer_reachble": true})).await;
     assert_eq!(status, 400, "{body}");
     assert!(body["error"].as_str().unwrap().contains("peer_reachble"), "{body}");
-    let huge = json!({ "peer_reachable": true, "padding": "x".repeat(100_000) });
+    // A heartbeat may hold 1 MiB (a report per group of its site); more is refused unread.
+    let huge = json!({ "peer_reachable": true, "padding": "x".repeat(1_100_000) });
     let (status, _) = post(&c, c.nodes[leader as usize - 1].url("/v1/sites/west/heartbeat"), huge).await;
-    assert_eq!(status, 413, "a body over the API's limit is refused");
+    assert_eq!(status, 413, "a body over the heartbeat's limit is refused");
 
     // The leader's status shows the agents' reports and the lease east holds.
     eventually(Duration::from_secs(5), "agents in the leader's status", || async {

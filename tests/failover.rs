@@ -138,6 +138,17 @@ async fn operators_pause_fail_over_by_hand_and_fail_back() {
     })
     .await;
 
+    // Status with many groups stays readable: counts by state first, then only what is asked.
+    let (code, out) = cli(&["status", "--endpoint", &endpoint, "--state", "failed-over"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1 groups: 1 blocked, 1 failed-over") && out.contains("1 of 1 groups selected"), "{out}");
+    let (_, out) = cli(&["status", "--endpoint", &endpoint, "--group", "a*", "--site", "west"]);
+    assert!(out.contains("1 of 1 groups selected") && out.contains("\napp "), "{out}");
+    let (_, out) = cli(&["status", "--endpoint", &endpoint, "--state", "on-primary"]);
+    assert!(out.contains("0 of 1 groups selected\n(none)"), "{out}");
+    let (code, out) = cli(&["status", "--endpoint", &endpoint, "--state", "gone"]);
+    assert_eq!(code, 2, "an unknown state is a usage error: {out}");
+
     // East returns; failing back is refused while west is healthy and the group is blocked...
     east.restart().await;
     eventually(Duration::from_secs(10), "east up again", || c.all_see("east", "up", &[1, 2, 3])).await;

@@ -27,7 +27,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{Encoder, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch, Notify};
 
@@ -423,6 +423,7 @@ async fn heartbeat_once(agent: &Agent, target: &str) -> Result<(), Redirect> {
         Redirect::Next(e.to_string())
     })?;
     outcome("ok");
+    agent.metrics.heartbeat_seconds.observe((agent.now() - sent_at).as_secs_f64());
     *agent.last_answer.lock().expect("answer lock poisoned") = Some(Stopwatch::start());
     for group in agent.config.groups.iter().filter(|g| !answer.groups.contains_key(&g.name)) {
         tracing::debug!(group = %group.name, "the witness has no group of this name with agents for this site");
@@ -689,6 +690,8 @@ struct AgentMetrics {
     writable: IntGaugeVec,
     lease: GaugeVec,
     heartbeats: IntCounterVec,
+    /// From sending a heartbeat to its answer read, for answered heartbeats.
+    heartbeat_seconds: Histogram,
     hooks: IntCounterVec,
     link_up: IntGaugeVec,
 }
@@ -726,6 +729,14 @@ impl AgentMetrics {
             "1 while the link works: peer (leases exchanged, every one asked for granted), witness (a node answers)",
             &["link"],
         );
-        AgentMetrics { registry, role, writable, lease, heartbeats, hooks, link_up }
+        let heartbeat_seconds = register(
+            r,
+            Histogram::with_opts(
+                HistogramOpts::new("witness_agent_heartbeat_seconds", "From a heartbeat sent to its answer read")
+                    .buckets(vec![0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0]),
+            )
+            .expect("static metric"),
+        );
+        AgentMetrics { registry, role, writable, lease, heartbeats, heartbeat_seconds, hooks, link_up }
     }
 }

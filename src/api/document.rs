@@ -17,7 +17,7 @@ use utoipa::openapi::{Content, ContentBuilder, OpenApi, Ref, RefOr};
 use utoipa::{IntoResponses, OpenApi as _, PartialSchema, ToSchema};
 
 use super::auth::Needs;
-use super::{Written, BODY_LIMIT, BODY_TIMEOUT};
+use super::{body_limit, Written, BODY_TIMEOUT};
 use crate::config::auth::Role;
 
 #[derive(utoipa::OpenApi)]
@@ -55,7 +55,7 @@ pub fn document() -> &'static OpenApi {
         let mut doc = ApiDoc::openapi();
         for (needs, routes) in super::routes() {
             let mut part = routes.into_openapi();
-            for item in part.paths.paths.values_mut() {
+            for (path, item) in part.paths.paths.iter_mut() {
                 for (method, operation) in [
                     (Method::GET, &mut item.get),
                     (Method::POST, &mut item.post),
@@ -64,7 +64,7 @@ pub fn document() -> &'static OpenApi {
                     (Method::PATCH, &mut item.patch),
                 ] {
                     if let Some(operation) = operation {
-                        annotate(operation, needs.as_ref(), &method);
+                        annotate(operation, needs.as_ref(), &method, path);
                     }
                 }
             }
@@ -90,7 +90,7 @@ pub fn document() -> &'static OpenApi {
 
 /// Adds to `operation` what its guard states: who may call it, and what the guard and the
 /// layers in front of every handler may answer instead of it.
-fn annotate(operation: &mut Operation, needs: Option<&Needs>, method: &Method) {
+fn annotate(operation: &mut Operation, needs: Option<&Needs>, method: &Method, path: &str) {
     let who = match needs {
         None => "Open to anyone; credentials are not read.".to_string(),
         Some(Needs::Open) => "Open to anyone; credentials, when sent, must be valid.".to_string(),
@@ -169,7 +169,8 @@ fn annotate(operation: &mut Operation, needs: Option<&Needs>, method: &Method) {
     if operation.request_body.is_some() {
         let late = format!("The request body did not arrive within {} s (`timeout`).", BODY_TIMEOUT.as_secs());
         add(408, error(&late).build());
-        add(413, error(&format!("The request body is larger than {} KiB (`too_large`).", BODY_LIMIT / 1024)).build());
+        let limit = body_limit(path) / 1024;
+        add(413, error(&format!("The request body is larger than {limit} KiB (`too_large`).")).build());
     }
 }
 

@@ -75,6 +75,38 @@ impl Local {
         text
     }
 
+    /// Node `id`'s config (1-based) in a cluster of the nodes at `addrs`, all with
+    /// `sites_and_groups`.
+    pub fn node_config(&self, id: usize, addrs: &[String], sites_and_groups: &str) -> String {
+        let members: Vec<String> =
+            addrs.iter().enumerate().map(|(i, a)| format!("{{ id = {}, addr = \"{a}\" }}", i + 1)).collect();
+        format!(
+            "[node]\nid = {id}\nlisten = \"{addr}\"\ndata_dir = \"{data}\"\n\
+             [cluster]\nname = \"bench\"\ninitial_members = [{members}]\n{tables}{sites_and_groups}",
+            addr = addrs[id - 1],
+            data = self.dir.join(format!("node{id}")).display(),
+            members = members.join(", "),
+            tables = self.node_tables(),
+        )
+    }
+
+    /// The config of `site`'s agent serving at `addr`, with `groups` (its `[[group]]` tables).
+    pub fn agent_config(
+        &self,
+        site: &str,
+        addr: std::net::SocketAddr,
+        peer: &str,
+        witness: &[String],
+        groups: &str,
+    ) -> anyhow::Result<String> {
+        Ok(format!(
+            "[agent]\nsite = \"{site}\"\nlisten = \"{addr}\"\npeer = \"{peer}\"\nwitness = [{}]\n\
+             heartbeat_interval = \"250ms\"\n{}{groups}",
+            witness.iter().map(|w| format!("\"{w}\"")).collect::<Vec<_>>().join(", "),
+            self.agent_lines(site)?,
+        ))
+    }
+
     /// The credential lines of `site`'s agent config: its certificate over TLS, else its token.
     fn agent_lines(&self, site: &str) -> anyhow::Result<String> {
         if self.tls {
@@ -125,27 +157,15 @@ impl Local {
 /// Three nodes of one cluster with data under `dir`, each serving on a fresh loopback port,
 /// all configured with `sites_and_groups`.
 pub async fn start_cluster(local: &Local, sites_and_groups: &str) -> anyhow::Result<Vec<RunningNode>> {
-    let dir = &local.dir;
     let mut listeners = Vec::new();
     for _ in 0..3 {
         listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await?);
     }
     let addrs: Vec<String> =
         listeners.iter().map(|l| l.local_addr().map(|a| a.to_string())).collect::<Result<_, _>>()?;
-    let members: Vec<String> =
-        addrs.iter().enumerate().map(|(i, a)| format!("{{ id = {}, addr = \"{a}\" }}", i + 1)).collect();
     let mut nodes = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
-        let id = i + 1;
-        let text = format!(
-            "[node]\nid = {id}\nlisten = \"{addr}\"\ndata_dir = \"{data}\"\n\
-             [cluster]\nname = \"bench\"\ninitial_members = [{members}]\n{tables}{sites_and_groups}",
-            addr = addrs[i],
-            data = dir.join(format!("node{id}")).display(),
-            members = members.join(", "),
-            tables = local.node_tables(),
-        );
-        let config = Config::from_toml(&text, Path::new("<bench>"))?;
+        let config = Config::from_toml(&local.node_config(i + 1, &addrs, sites_and_groups), Path::new("<bench>"))?;
         nodes.push(Node::start(config, listener).await?);
     }
     Ok(nodes)
@@ -280,12 +300,8 @@ pub async fn start_agent_with(
     witness: &[String],
     group_lines: &str,
 ) -> anyhow::Result<crate::agent::RunningAgent> {
-    let text = format!(
-        "[agent]\nsite = \"{site}\"\nlisten = \"{addr}\"\npeer = \"{peer}\"\nwitness = [{}]\n\
-         heartbeat_interval = \"250ms\"\n{}[[group]]\nname = \"{group}\"\n{group_lines}",
-        witness.iter().map(|w| format!("\"{w}\"")).collect::<Vec<_>>().join(", "),
-        local.agent_lines(site)?,
-    );
+    let text =
+        local.agent_config(site, addr, peer, witness, &format!("[[group]]\nname = \"{group}\"\n{group_lines}"))?;
     let config = crate::config::agent::AgentConfig::from_toml(&text, Path::new("<local agent>"))?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     crate::agent::start(config, listener).await

@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::client::{Client, Endpoint};
 use super::Exit;
 use crate::ids::NodeId;
-use crate::node::status::Status;
+use crate::node::status::{GroupStatus, Status};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -14,6 +14,54 @@ pub struct Args {
     /// Print the raw JSON document instead of tables.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    filter: Filter,
+}
+
+/// Which groups to show: all by default, or those matching every filter given. The counts of
+/// every group by state come first either way.
+#[derive(clap::Args, Default, Debug, Clone)]
+pub struct Filter {
+    /// Only groups whose name matches (`*` matches any run of characters, e.g. `billing-*`).
+    #[arg(long, value_name = "NAME")]
+    group: Option<String>,
+    /// Only groups with this site as primary or secondary.
+    #[arg(long)]
+    site: Option<String>,
+    /// Only groups in this state: on-primary, failed-over, draining, paused, blocked, drilling.
+    #[arg(long, value_parser = ["on-primary", "failed-over", "draining", "paused", "blocked", "drilling"])]
+    state: Option<String>,
+}
+
+impl Filter {
+    fn selects(&self, g: &GroupStatus) -> bool {
+        self.group.as_deref().is_none_or(|p| matches(p, g.name.as_str()))
+            && self.site.as_deref().is_none_or(|s| g.primary.as_str() == s || g.secondary.as_str() == s)
+            && self.state.as_deref().is_none_or(|s| states(g).contains(&s))
+    }
+
+    fn any(&self) -> bool {
+        self.group.is_some() || self.site.is_some() || self.state.is_some()
+    }
+}
+
+/// The states a group is in, as `--state` names them.
+fn states(g: &GroupStatus) -> Vec<&'static str> {
+    let home = if g.active == g.primary { "on-primary" } else { "failed-over" };
+    let flags =
+        [(g.draining, "draining"), (g.paused, "paused"), (g.blocked, "blocked"), (g.drill.as_ref().is_some_and(|d| d.status == "running"), "drilling")];
+    std::iter::once(home).chain(flags.into_iter().filter(|(on, _)| *on).map(|(_, name)| name)).collect()
+}
+
+/// Whether `name` matches `pattern`, where `*` matches any run of characters.
+fn matches(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, rest)) => {
+            let Some(tail) = name.strip_prefix(head) else { return false };
+            (0..=tail.len()).filter(|i| tail.is_char_boundary(*i)).any(|i| matches(rest, &tail[i..]))
+        }
+    }
 }
 
 /// Exit 0 when the node is ready, 1 when it answered but is not ready, 3 when unreachable.
@@ -22,14 +70,15 @@ pub async fn run(args: Args) -> Exit {
         Ok(c) => c,
         Err(e) => return e.report(),
     };
-    let status: Status = match client.get("/v1/status").await {
+    let mut status: Status = match client.get("/v1/status").await {
         Ok(s) => s,
         Err(e) => return e.report(),
     };
     if args.json {
+        status.groups.retain(|g| args.filter.selects(g));
         println!("{}", serde_json::to_string_pretty(&status).expect("status serializes"));
     } else {
-        print!("{}", render(&status));
+        print!("{}", render(&status, &args.filter));
     }
     if status.ready {
         Exit::Ok
@@ -51,7 +100,8 @@ fn opt(v: Option<u64>) -> String {
     v.map_or("-".into(), |v| v.to_string())
 }
 
-pub fn render(s: &Status) -> String {
+/// The status with only the groups `filter` selects, after the counts of all of them by state.
+fn render(s: &Status, filter: &Filter) -> String {
     let mut out = String::new();
     let leader = match &s.leader {
         Some(l) => format!("node {} ({})", l.id, l.addr),
@@ -139,6 +189,20 @@ pub fn render(s: &Status) -> String {
         out += &table(&rows);
     }
     out += "\nGROUPS\n";
+    if !s.groups.is_empty() {
+        let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+        for state in s.groups.iter().flat_map(states) {
+            *counts.entry(state).or_default() += 1;
+        }
+        let counts: Vec<String> = counts.iter().map(|(state, n)| format!("{n} {state}")).collect();
+        out += &format!("{} groups: {}\n", s.groups.len(), counts.join(", "));
+    }
+    let all = s.groups.len();
+    let groups: Vec<GroupStatus> = s.groups.iter().filter(|g| filter.selects(g)).cloned().collect();
+    let s = &Status { groups, ..s.clone() };
+    if filter.any() {
+        out += &format!("{} of {all} groups selected\n", s.groups.len());
+    }
     if s.groups.is_empty() {
         out += "(none)\n";
     } else {
@@ -306,4 +370,27 @@ pub fn table(rows: &[Vec<String>]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pattern_matches_names_with_stars_for_any_run() {
+        for (pattern, name, want) in [
+            ("app", "app", true),
+            ("app", "apps", false),
+            ("billing-*", "billing-eu", true),
+            ("billing-*", "billing-", true),
+            ("*-eu", "billing-eu", true),
+            ("*-eu", "billing-us", false),
+            ("b*g*u", "billing-eu", true),
+            ("*", "", true),
+            ("a*b", "ab", true),
+            ("a*b", "a", false),
+        ] {
+            assert_eq!(matches(pattern, name), want, "{pattern} vs {name}");
+        }
+    }
 }

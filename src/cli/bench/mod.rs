@@ -15,6 +15,7 @@ use crate::clock::Stopwatch;
 mod agents;
 mod failover;
 mod plan;
+mod scale;
 
 use clap::Subcommand;
 
@@ -104,6 +105,33 @@ pub enum Command {
         #[arg(long)]
         samples: Option<PathBuf>,
     },
+    /// Many groups: a cluster of processes with `--groups` groups on two sites with agents, in
+    /// steady state (heartbeats, CPU, memory, log growth, snapshot, status) and, with
+    /// `--mass-failover`, through the failure of the site hosting them all.
+    Scale {
+        #[arg(long, default_value_t = 500)]
+        groups: usize,
+        /// How long the steady state is measured.
+        #[arg(long, default_value = "30s", value_parser = crate::config::duration::parse)]
+        steady: Duration,
+        /// Then kill the site hosting every group and time each group's failover.
+        #[arg(long)]
+        mass_failover: bool,
+        /// A primary nameserver (host:port) taking RFC 2136 updates of `--dns-zone`: each group's
+        /// plan then updates its own record there. `scripts/bench-scale` starts a BIND for it.
+        #[arg(long)]
+        dns_server: Option<String>,
+        /// The TSIG key (tsig-keygen format) the nameserver accepts updates with.
+        #[arg(long, requires = "dns_server")]
+        dns_key_file: Option<PathBuf>,
+        #[arg(long, default_value = "example.test.")]
+        dns_zone: String,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Also write the raw latencies (ms), the parameters and the summary to this file as JSON.
+        #[arg(long)]
+        samples: Option<PathBuf>,
+    },
     /// False failovers: both sites up while a share of probes is lost, for a while.
     Soak {
         /// Share of probe requests each site drops (0.1 = 10%).
@@ -129,6 +157,7 @@ pub fn run(command: Command) -> Exit {
         Command::Heartbeats { dir, samples, .. } => (dir, samples, "heartbeats"),
         Command::Plan { dir, samples, .. } => (dir, samples, "plan"),
         Command::Soak { dir, samples, .. } => (dir, samples, "soak"),
+        Command::Scale { dir, samples, .. } => (dir, samples, "scale"),
     };
     let mut samples = Samples::new(name, samples.clone());
     let dir = dir.clone().unwrap_or_else(std::env::temp_dir).join(format!("witness-bench-{}", std::process::id()));
@@ -143,19 +172,15 @@ pub fn run(command: Command) -> Exit {
             rt.block_on(agents::heartbeats(&dir, clients.max(1), duration, !plain_http, s))
         }
         Command::Plan { trials, dns_server, dns_key_file, dns_zone, dns_record, .. } => {
-            let dns = match (dns_server, dns_key_file) {
-                (Some(server), Some(key_file)) => {
-                    Some(plan::Dns { server, key_file, zone: dns_zone, record: dns_record })
-                }
-                (Some(_), None) => {
-                    eprintln!("error: --dns-server needs --dns-key-file");
-                    return Exit::Usage;
-                }
-                _ => None,
-            };
+            let Ok(dns) = dns(dns_server, dns_key_file, dns_zone, dns_record) else { return Exit::Usage };
             rt.block_on(plan::bench(&dir, trials.max(1), dns, s))
         }
         Command::Soak { loss, duration, .. } => rt.block_on(failover::soak(&dir, loss.clamp(0.0, 1.0), duration, s)),
+        Command::Scale { groups, steady, mass_failover, dns_server, dns_key_file, dns_zone, .. } => {
+            // Each group's record is named after it; this one is not used.
+            let Ok(dns) = dns(dns_server, dns_key_file, dns_zone, String::new()) else { return Exit::Usage };
+            rt.block_on(scale::bench(&dir, groups.max(1), steady, mass_failover, dns, s))
+        }
     };
     let _ = std::fs::remove_dir_all(&dir);
     if let Err(e) = &result {
@@ -171,6 +196,23 @@ pub fn run(command: Command) -> Exit {
             eprintln!("error: {e:#}");
             Exit::Failed
         }
+    }
+}
+
+/// The nameserver of `--dns-server` and `--dns-key-file`, which go together.
+fn dns(
+    server: Option<String>,
+    key_file: Option<PathBuf>,
+    zone: String,
+    record: String,
+) -> Result<Option<plan::Dns>, ()> {
+    match (server, key_file) {
+        (Some(server), Some(key_file)) => Ok(Some(plan::Dns { server, key_file, zone, record })),
+        (Some(_), None) => {
+            eprintln!("error: --dns-server needs --dns-key-file");
+            Err(())
+        }
+        _ => Ok(None),
     }
 }
 

@@ -22,6 +22,7 @@ use crate::state::plan::Phase;
 const VALUES: [(&str, &str); 2] = [("east", "192.0.2.1"), ("west", "198.51.100.7")];
 
 /// A nameserver the plan updates (its zone must hold `record` with east's value).
+#[derive(Clone)]
 pub struct Dns {
     pub server: String,
     pub key_file: PathBuf,
@@ -30,6 +31,25 @@ pub struct Dns {
 }
 
 impl Dns {
+    /// The plan step `name` updating this record, as a group's config table.
+    pub fn step_config(&self, name: &str) -> String {
+        let values: Vec<String> = VALUES.iter().map(|(s, v)| format!("{s} = [\"{v}\"]")).collect();
+        format!(
+            "[[group.step]]\nname = \"{name}\"\nkind = \"rfc2136\"\nserver = \"{}\"\nzone = \"{}\"\nrecord = \"{}\"\n\
+             key_file = \"{}\"\nvalues = {{ {} }}\n",
+            self.server,
+            self.zone,
+            self.record,
+            self.key_file.display(),
+            values.join(", ")
+        )
+    }
+
+    /// Whether the nameserver now answers the survivor's (west's) address for the record.
+    pub async fn answers_survivor(&self) -> bool {
+        crate::actions::rfc2136::query(&self.step()).await.is_ok_and(|now| now.contains(VALUES[1].1) && now.len() == 1)
+    }
+
     fn step(&self) -> Rfc2136Step {
         Rfc2136Step {
             server: self.server.clone(),
@@ -65,16 +85,7 @@ pub async fn bench(dir: &Path, trials: usize, dns: Option<Dns>, samples: &mut Sa
         site("west", stubs[1].url()),
     );
     if let Some(dns) = &dns {
-        let values: Vec<String> = VALUES.iter().map(|(s, v)| format!("{s} = [\"{v}\"]")).collect();
-        config += &format!(
-            "[[group.step]]\nname = \"dns\"\nkind = \"rfc2136\"\nserver = \"{}\"\nzone = \"{}\"\nrecord = \"{}\"\n\
-             key_file = \"{}\"\nvalues = {{ {} }}\n",
-            dns.server,
-            dns.zone,
-            dns.record,
-            dns.key_file.display(),
-            values.join(", ")
-        );
+        config += &dns.step_config("dns");
         let now = crate::actions::rfc2136::query(&dns.step()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         anyhow::ensure!(
             now.contains(VALUES[0].1),
