@@ -48,8 +48,12 @@ impl Filter {
 /// The states a group is in, as `--state` names them.
 fn states(g: &GroupStatus) -> Vec<&'static str> {
     let home = if g.active == g.primary { "on-primary" } else { "failed-over" };
-    let flags =
-        [(g.draining, "draining"), (g.paused, "paused"), (g.blocked, "blocked"), (g.drill.as_ref().is_some_and(|d| d.status == "running"), "drilling")];
+    let flags = [
+        (g.draining, "draining"),
+        (g.paused, "paused"),
+        (g.blocked, "blocked"),
+        (g.drill.as_ref().is_some_and(|d| d.status == "running"), "drilling"),
+    ];
     std::iter::once(home).chain(flags.into_iter().filter(|(on, _)| *on).map(|(_, name)| name)).collect()
 }
 
