@@ -97,7 +97,7 @@ impl Node {
         crate::tls::init();
         let config = Arc::new(config);
         let data_dir = config.node.data_dir.clone();
-        std::fs::create_dir_all(&data_dir)
+        crate::raft::snapshot_file::create_dir_durably(&data_dir)
             .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
         let lock = lock_data_dir(&data_dir)?;
 

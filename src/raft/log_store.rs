@@ -39,7 +39,17 @@ impl<T: Serialize> Encode for Packed<T> {
 
 impl<T: DeserializeOwned> Decode for Packed<T> {
     fn decode<R: io::Read>(r: R) -> Result<Self, io::Error> {
-        rmp_serde::from_read(r).map(Packed).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        rmp_serde::from_read(r).map(Packed).map_err(|e| match e {
+            // A record cut short by the end of its file (a torn tail: power lost mid-append)
+            // must stay an end-of-file error: that is the one raft-log truncates on reopen.
+            // Reported as invalid data, it made the log refuse to open instead.
+            rmp_serde::decode::Error::InvalidMarkerRead(io) | rmp_serde::decode::Error::InvalidDataRead(io)
+                if io.kind() == io::ErrorKind::UnexpectedEof =>
+            {
+                io
+            }
+            e => io::Error::new(io::ErrorKind::InvalidData, e),
+        })
     }
 }
 
@@ -105,7 +115,7 @@ pub struct LogStore {
 
 impl LogStore {
     pub fn open(dir: &Path) -> io::Result<LogStore> {
-        std::fs::create_dir_all(dir)?;
+        super::snapshot_file::create_dir_durably(dir)?;
         let config = raft_log::Config::new(dir.to_string_lossy());
         let mut wal = Wal::open(Arc::new(config))
             .map_err(|e| io::Error::new(e.kind(), format!("cannot open Raft log in {}: {e}", dir.display())))?;

@@ -1,4 +1,5 @@
-//! The on-disk frame of a state-machine snapshot, and the crash-safe way to write it.
+//! The on-disk frame of a state-machine snapshot, and the crash-safe ways to write it and to
+//! create a directory.
 //!
 //! Layout: magic `WITNSNAP` (8 bytes), format version (u32 LE), payload length (u64 LE),
 //! CRC-32 of the payload (u32 LE), payload. The same bytes travel between nodes when a leader
@@ -59,7 +60,7 @@ pub fn decode(bytes: &[u8]) -> Result<&[u8], FrameError> {
 /// write a temporary file, fsync it, rename it over `path`, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().ok_or_else(|| io::Error::other("snapshot path has no parent directory"))?;
-    fs::create_dir_all(dir)?;
+    create_dir_durably(dir)?;
     let tmp = path.with_extension("tmp");
     {
         let mut f = File::create(&tmp)?;
@@ -68,6 +69,25 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     }
     fs::rename(&tmp, path)?;
     File::open(dir)?.sync_all()
+}
+
+/// Creates `dir` and its missing parents so that they survive a power loss: like a renamed
+/// file's, a new directory's entry is durable only once its parent is fsynced. Without it, the
+/// first snapshot's directory (the log already purged behind it) or a new Raft log's could
+/// vanish with the power.
+pub fn create_dir_durably(dir: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut next = Some(dir);
+    while let Some(d) = next.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        missing.push(d);
+        next = d.parent();
+    }
+    fs::create_dir_all(dir)?;
+    for created in missing.iter().rev() {
+        let parent = created.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

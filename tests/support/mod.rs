@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod lazyfs;
 pub mod netns;
 pub mod relay;
 pub mod sim;
@@ -159,6 +160,13 @@ impl TestNode {
 
     pub fn running(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// The node's exit status if it has exited (it is then no longer running), without waiting.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().expect("wait")?;
+        self.child = None;
+        Some(status)
     }
 
     /// Sends `signal` (e.g. `libc::SIGHUP`) to the running node.
@@ -458,6 +466,11 @@ on_fence = "{hook}"
         let leader = self.wait_leader(Duration::from_secs(20)).await;
         eventually(Duration::from_secs(10), "group registered", || self.group(leader)).await;
         leader
+    }
+
+    /// Node `id`'s data directory, as its config names it (nothing there until it starts).
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node{id}"))
     }
 
     pub fn node(&mut self, id: u64) -> &mut TestNode {
