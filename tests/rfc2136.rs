@@ -93,6 +93,55 @@ async fn a_record_changed_by_someone_else_is_left_alone() {
     assert_eq!(named.dig(RECORD, "A"), [OTHER]);
 }
 
+/// A whole site failing over: updates of many records arriving together go as one message,
+/// yet each keeps its own compare-and-swap. Twenty clean records flip in one update; of the
+/// next twenty, one changed by hand fails alone (the server refuses the whole message, then
+/// each update is sent again by itself) while the others flip.
+#[tokio::test]
+async fn updates_arriving_together_go_as_one_and_each_keeps_its_own_answer() {
+    let Some(named) = Named::start("updates_arriving_together_go_as_one_and_each_keeps_its_own_answer").await else {
+        return;
+    };
+    let record =
+        |i: usize| Rfc2136Step { record: format!("app{i}.example.test."), ..at(&named, EAST, WEST, named.key_file()) };
+    let flip = |range: std::ops::RangeInclusive<usize>| {
+        futures::future::join_all(range.map(|i| {
+            let step = record(i);
+            async move { (i, bounded(rfc2136::run(&step, &east_to_west())).await) }
+        }))
+    };
+    let started = std::time::Instant::now();
+    let results = flip(1..=20).await;
+    eprintln!("20 updates of one zone at once: {:?}", started.elapsed());
+    let mut together = 0;
+    for (i, result) in results {
+        let name = format!("app{i}.example.test");
+        let done = result.unwrap_or_else(|e| panic!("{name}: {e}\n{}", named.log()));
+        assert!(done.starts_with(&format!("{name}. A -> {WEST} (was {EAST}")), "{done}");
+        together += usize::from(done.contains("; one update of"));
+        assert_eq!(named.dig(&name, "A"), [WEST], "{name}");
+    }
+    assert!(together >= 10, "only {together} of 20 updates arriving together went with others");
+
+    let by_hand = Rfc2136Step {
+        values: BTreeMap::from([("east".into(), vec![EAST.into()]), ("west".into(), vec![OTHER.into()])]),
+        ..record(27)
+    };
+    bounded(rfc2136::run(&by_hand, &east_to_west())).await.unwrap_or_else(|e| panic!("{e}"));
+    for (i, result) in flip(21..=support::dns::MANY).await {
+        let name = format!("app{i}.example.test");
+        if i == 27 {
+            let err = result.unwrap_err();
+            assert!(!err.retryable && err.message.contains(&format!("holds {OTHER}")), "{err}");
+            assert_eq!(named.dig(&name, "A"), [OTHER]);
+        } else {
+            let done = result.unwrap_or_else(|e| panic!("{name}: {e}\n{}", named.log()));
+            assert_eq!(done, format!("{name}. A -> {WEST} (was {EAST})"), "sent again alone");
+            assert_eq!(named.dig(&name, "A"), [WEST], "{name}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn check_accepts_the_key_without_changing_anything() {
     let Some(named) = Named::start("check_accepts_the_key_without_changing_anything").await else { return };

@@ -18,6 +18,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub const ZONE: &str = "example.test.";
 /// What `app.example.test. A` holds in BIND's zone when it starts.
 pub const APP_ADDRESS: &str = "192.0.2.1";
+/// How many records `app1`, `app2`, ... the test zone holds besides `app`.
+pub const MANY: usize = 40;
 
 fn in_ci() -> bool {
     std::env::var("CI").as_deref() == Ok("true")
@@ -56,6 +58,7 @@ impl Drop for Named {
 impl Named {
     /// Started and answering signed queries; `None` (after saying so) when BIND is not installed
     /// and skipping is allowed.
+    /// The zone also holds `app1` to `app{MANY}` with `app`'s address.
     pub async fn start(test: &str) -> Option<Named> {
         let (Some(named), Some(keygen)) = (find("named"), find("tsig-keygen")) else {
             assert!(!in_ci(), "bind9 is required in CI: scripts/test installs it");
@@ -70,7 +73,9 @@ impl Named {
             dir.path().join("example.test.zone"),
             format!(
                 "$TTL 300\n@ IN SOA ns1.example.test. hostmaster.example.test. 1 3600 600 86400 300\n\
-                 @ IN NS ns1.example.test.\nns1 IN A 127.0.0.1\napp IN A {APP_ADDRESS}\n"
+                 @ IN NS ns1.example.test.\nns1 IN A 127.0.0.1\napp IN A {APP_ADDRESS}\n{}",
+                // More records like app's, for updates of many groups at once.
+                (1..=MANY).map(|i| format!("app{i} IN A {APP_ADDRESS}\n")).collect::<String>()
             ),
         )
         .unwrap();
