@@ -88,15 +88,9 @@ pub enum Command {
     Plan {
         #[arg(long, default_value_t = 20)]
         trials: usize,
-        /// A primary nameserver (host:port) whose zone the plan updates by RFC 2136; its
-        /// record must hold 192.0.2.1 at the start. `scripts/bench-plan` starts a BIND for it.
-        #[arg(long)]
-        dns_server: Option<String>,
-        /// The TSIG key (tsig-keygen format) the nameserver accepts updates with.
-        #[arg(long, requires = "dns_server")]
-        dns_key_file: Option<PathBuf>,
-        #[arg(long, default_value = "example.test.")]
-        dns_zone: String,
+        /// Its record must hold 192.0.2.1 at the start.
+        #[command(flatten)]
+        dns: Nameserver,
         #[arg(long, default_value = "app.example.test.")]
         dns_record: String,
         #[arg(long)]
@@ -117,15 +111,9 @@ pub enum Command {
         /// Then kill the site hosting every group and time each group's failover.
         #[arg(long)]
         mass_failover: bool,
-        /// A primary nameserver (host:port) taking RFC 2136 updates of `--dns-zone`: each group's
-        /// plan then updates its own record there. `scripts/bench-scale` starts a BIND for it.
-        #[arg(long)]
-        dns_server: Option<String>,
-        /// The TSIG key (tsig-keygen format) the nameserver accepts updates with.
-        #[arg(long, requires = "dns_server")]
-        dns_key_file: Option<PathBuf>,
-        #[arg(long, default_value = "example.test.")]
-        dns_zone: String,
+        /// Each group's plan then updates its own record (g0001, ...) in the zone.
+        #[command(flatten)]
+        dns: Nameserver,
         #[arg(long)]
         dir: Option<PathBuf>,
         /// Also write the raw latencies (ms), the parameters and the summary to this file as JSON.
@@ -146,6 +134,27 @@ pub enum Command {
         #[arg(long)]
         samples: Option<PathBuf>,
     },
+}
+
+/// A real nameserver for the plans' RFC 2136 steps (`scripts/with-bind` starts a BIND for it).
+#[derive(clap::Args)]
+pub struct Nameserver {
+    /// A primary nameserver (host:port) taking RFC 2136 updates of `--dns-zone`.
+    #[arg(long, requires = "dns_key_file")]
+    dns_server: Option<String>,
+    /// The TSIG key (tsig-keygen format) the nameserver accepts updates with.
+    #[arg(long, requires = "dns_server")]
+    dns_key_file: Option<PathBuf>,
+    #[arg(long, default_value = "example.test.")]
+    dns_zone: String,
+}
+
+impl Nameserver {
+    /// The nameserver, if one was given, for `record`.
+    fn with(self, record: String) -> Option<plan::Dns> {
+        let (server, key_file) = (self.dns_server?, self.dns_key_file?);
+        Some(plan::Dns { server, key_file, zone: self.dns_zone, record })
+    }
 }
 
 pub fn run(command: Command) -> Exit {
@@ -171,15 +180,13 @@ pub fn run(command: Command) -> Exit {
         Command::Heartbeats { clients, duration, plain_http, .. } => {
             rt.block_on(agents::heartbeats(&dir, clients.max(1), duration, !plain_http, s))
         }
-        Command::Plan { trials, dns_server, dns_key_file, dns_zone, dns_record, .. } => {
-            let Ok(dns) = dns(dns_server, dns_key_file, dns_zone, dns_record) else { return Exit::Usage };
-            rt.block_on(plan::bench(&dir, trials.max(1), dns, s))
+        Command::Plan { trials, dns, dns_record, .. } => {
+            rt.block_on(plan::bench(&dir, trials.max(1), dns.with(dns_record), s))
         }
         Command::Soak { loss, duration, .. } => rt.block_on(failover::soak(&dir, loss.clamp(0.0, 1.0), duration, s)),
-        Command::Scale { groups, steady, mass_failover, dns_server, dns_key_file, dns_zone, .. } => {
-            // Each group's record is named after it; this one is not used.
-            let Ok(dns) = dns(dns_server, dns_key_file, dns_zone, String::new()) else { return Exit::Usage };
-            rt.block_on(scale::bench(&dir, groups.max(1), steady, mass_failover, dns, s))
+        Command::Scale { groups, steady, mass_failover, dns, .. } => {
+            // Each group's record is named after it: this one is not used.
+            rt.block_on(scale::bench(&dir, groups.max(1), steady, mass_failover, dns.with(String::new()), s))
         }
     };
     let _ = std::fs::remove_dir_all(&dir);
@@ -196,23 +203,6 @@ pub fn run(command: Command) -> Exit {
             eprintln!("error: {e:#}");
             Exit::Failed
         }
-    }
-}
-
-/// The nameserver of `--dns-server` and `--dns-key-file`, which go together.
-fn dns(
-    server: Option<String>,
-    key_file: Option<PathBuf>,
-    zone: String,
-    record: String,
-) -> Result<Option<plan::Dns>, ()> {
-    match (server, key_file) {
-        (Some(server), Some(key_file)) => Ok(Some(plan::Dns { server, key_file, zone, record })),
-        (Some(_), None) => {
-            eprintln!("error: --dns-server needs --dns-key-file");
-            Err(())
-        }
-        _ => Ok(None),
     }
 }
 
