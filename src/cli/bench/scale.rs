@@ -160,15 +160,15 @@ impl Cluster {
         anyhow::bail!("no ready leader with every group registered within 180 s: {last}")
     }
 
-    /// Every journal event, oldest first.
-    async fn journal(&self, addr: &str) -> anyhow::Result<Vec<serde_json::Value>> {
-        let mut events = Vec::new();
-        let mut since = 0;
+    /// Every journal event after `events`' last, appended to it. Read as they come: a node keeps
+    /// the last 10,000 events, fewer than a mass failover of 1,000 groups writes.
+    async fn journal(&self, addr: &str, events: &mut Vec<serde_json::Value>) -> anyhow::Result<()> {
+        let mut since = events.last().and_then(|e| e["seq"].as_u64()).unwrap_or(0);
         loop {
             let page: serde_json::Value =
                 serde_json::from_str(&self.get(addr, &format!("/v1/events?since={since}&limit=1000")).await?)?;
             let batch = page["events"].as_array().cloned().unwrap_or_default();
-            let Some(last) = batch.last().and_then(|e| e["seq"].as_u64()) else { return Ok(events) };
+            let Some(last) = batch.last().and_then(|e| e["seq"].as_u64()) else { return Ok(()) };
             since = last;
             events.extend(batch);
         }
@@ -333,6 +333,10 @@ pub async fn bench(
     println!("the log quiet (5 s without an entry) {:.1} s later", warming.elapsed().as_secs_f64());
     let leader_id = cluster.addrs.iter().position(|a| *a == leader).expect("a node") + 1;
     let log_dir = dir.join(format!("node{leader_id}")).join("raft-log");
+    let agents_usage = || -> Vec<Duration> {
+        agents.iter().flatten().map(|p| usage(p.child.id()).map(|u| u.0).unwrap_or_default()).collect()
+    };
+    let agents_before = agents_usage();
     let before = (index(&leader_metrics(leader.clone()).await?), dir_size(&log_dir), cluster.node_usage());
     let beats_before = buckets(&agent_metrics(0).await?, "witness_agent_heartbeat_seconds");
     let mut status_lat = Vec::new();
@@ -366,6 +370,12 @@ pub async fn bench(
         samples.set(&format!("{role}_{}_cpu_cores", p.name), cpu);
         samples.set(&format!("{role}_{}_rss_mb", p.name), rss_max[i] as f64 / 1e6);
     }
+    // The agents share the machine: their load is part of what the witness's answers wait on.
+    for ((name, was), now) in ["agent-east", "agent-west"].iter().zip(agents_before).zip(agents_usage()) {
+        let cpu = now.saturating_sub(was).as_secs_f64() / secs;
+        println!("  {name}: CPU {cpu:.2} of a core ({groups} replication readings every 250 ms)");
+        samples.set(&format!("{name}_cpu_cores"), cpu);
+    }
     let entries_per_hour = (after.0 - before.0) / secs * 3600.0;
     let bytes_per_hour = after.1.saturating_sub(before.1) as f64 / secs * 3600.0;
     println!(
@@ -388,7 +398,8 @@ pub async fn bench(
         a.kill().await;
     }
     let decided = loop {
-        let events = cluster.journal(&leader).await?;
+        let mut events = Vec::new();
+        cluster.journal(&leader, &mut events).await?;
         if let Some(d) = first_events(&events, "failover", t0).get("solo") {
             break *d;
         }
@@ -407,8 +418,10 @@ pub async fn bench(
         }
         drop(agents[0].take());
         let waited = Stopwatch::start();
+        let mut events = Vec::new();
+        cluster.journal(&leader, &mut events).await?;
         let events = loop {
-            let events = cluster.journal(&leader).await?;
+            cluster.journal(&leader, &mut events).await?;
             let done = first_events(&events, "failover_complete", t0).keys().filter(|g| **g != "solo").count();
             if done == groups || waited.elapsed() > Duration::from_secs(120) {
                 break events;
