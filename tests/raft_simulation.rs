@@ -1011,8 +1011,8 @@ fn real_raft_with_faults_never_loses_a_commit_moves_an_epoch_back_or_grants_when
         "{n} seeds, {acknowledged} acknowledged writes: {failovers} with a failover, {crashes} with crashes, {snapshots} with a snapshot installed, \
          {changes} with a leader change, {granted} with leases granted"
     );
-    // Coverage, when more than a replayed seed ran: the interesting cases happen. (Over 120
-    // runs of 60 seeds: 42 % fail over, 93 % crash a node, 63 % install a snapshot, 58 % change
+    // Coverage, when more than a replayed seed ran: the interesting cases happen. (Over two
+    // runs of 60 seeds, 120 in all: 42 % fail over, 93 % crash a node, 63 % install a snapshot, 58 % change
     // leaders; the bounds are set so that 12 seeds miss them about once in a thousand runs,
     // since the interleaving is not the seed's alone.)
     if n >= 12 {
