@@ -10,21 +10,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{eventually, Cluster, Setup, SiteStub};
-
-async fn cluster_with_agents(east: &SiteStub, west: &SiteStub) -> (Cluster, u64) {
-    let setup = Setup { site_urls: Some((east.url(), west.url())), agents: true, ..Setup::default() };
-    let mut c = Cluster::with(3, 0, setup);
-    c.add_agents();
-    let leader = c.start_voters(3).await;
-    c.agent("east").start();
-    c.agent("west").start();
-    eventually(Duration::from_secs(15), "east writable, west standby", || async {
-        (c.writable("east").await? && !c.writable("west").await?).then_some(())
-    })
-    .await;
-    (c, leader)
-}
+use support::{cluster_with_agents, eventually, Cluster, Setup, SiteStub};
 
 /// POSTs as site west's agent (its token).
 async fn post(_c: &Cluster, url: String, body: Value) -> (u16, Value) {

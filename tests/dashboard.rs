@@ -214,16 +214,7 @@ const AGENTS_CELL: &str = "return document.querySelector('#groups tr:nth-child(2
 async fn the_dashboard_shows_a_dead_agent_as_silent_and_automation_off() {
     let Some(browser) = Driver::start().await else { return };
     let (east, west) = (SiteStub::start().await, SiteStub::start().await);
-    let setup = Setup { site_urls: Some((east.url(), west.url())), agents: true, ..Setup::default() };
-    let mut c = Cluster::with(3, 0, setup);
-    c.add_agents();
-    let leader = c.start_voters(3).await;
-    c.agent("east").start();
-    c.agent("west").start();
-    eventually(Duration::from_secs(15), "east writable, west standby", || async {
-        (c.writable("east").await? && !c.writable("west").await?).then_some(())
-    })
-    .await;
+    let (mut c, leader) = support::cluster_with_agents(&east, &west).await;
     let follower = if leader == 1 { 2 } else { 1 };
 
     browser.call("url", json!({ "url": c.nodes[follower as usize - 1].url("/") })).await;

@@ -544,6 +544,12 @@ mod batch {
         answer.unwrap_or_else(|_| Err(StepError::retryable(format!("{what}: the batch it was in was dropped"))))
     }
 
+    /// Sends one update in a message of its own.
+    async fn alone(step: &Rfc2136Step, key: &super::Key, p: Pending) {
+        let answer = exchange(step, key, p.update, &p.what).await;
+        let _ = p.done.send(answer.map(|a| (a.metadata.response_code, 1)));
+    }
+
     /// Sends a batch as one message; if a prerequisite failed, each update alone.
     async fn send(step: Rfc2136Step, mut batch: Vec<Pending>) {
         if batch.is_empty() {
@@ -554,10 +560,7 @@ mod batch {
             Err(e) => return batch.into_iter().for_each(|p| drop(p.done.send(Err(e.clone())))),
         };
         if batch.len() == 1 {
-            let p = batch.pop().expect("one");
-            let answer = exchange(&step, &key, p.update, &p.what).await;
-            let _ = p.done.send(answer.map(|a| (a.metadata.response_code, 1)));
-            return;
+            return alone(&step, &key, batch.pop().expect("one")).await;
         }
         let n = batch.len();
         let mut combined = batch[0].update.clone();
@@ -565,17 +568,10 @@ mod batch {
             combined.answers.extend(p.update.answers.iter().cloned());
             combined.authorities.extend(p.update.authorities.iter().cloned());
         }
-        let what = format!("update of {} records in {}", batch.len(), step.zone);
+        let what = format!("update of {n} records in {}", step.zone);
         match exchange(&step, &key, combined, &what).await.map(|a| (a.metadata.response_code, n)) {
             Ok((ResponseCode::NXRRSet | ResponseCode::YXRRSet, _)) => {
-                let alone = batch.into_iter().map(|p| {
-                    let (step, key) = (&step, &key);
-                    async move {
-                        let answer = exchange(step, key, p.update, &p.what).await;
-                        let _ = p.done.send(answer.map(|a| (a.metadata.response_code, 1)));
-                    }
-                });
-                futures::future::join_all(alone).await;
+                futures::future::join_all(batch.into_iter().map(|p| alone(&step, &key, p))).await;
             }
             answer => batch.into_iter().for_each(|p| drop(p.done.send(answer.clone()))),
         }

@@ -584,6 +584,22 @@ where
     }
 }
 
+/// Three voters probing `east` and `west`, a group with agents and both sites' agents running,
+/// once east is writable and west its standby; and the leader's id.
+pub async fn cluster_with_agents(east: &SiteStub, west: &SiteStub) -> (Cluster, u64) {
+    let setup = Setup { site_urls: Some((east.url(), west.url())), agents: true, ..Setup::default() };
+    let mut c = Cluster::with(3, 0, setup);
+    c.add_agents();
+    let leader = c.start_voters(3).await;
+    c.agent("east").start();
+    c.agent("west").start();
+    eventually(Duration::from_secs(15), "east writable, west standby", || async {
+        (c.writable("east").await? && !c.writable("west").await?).then_some(())
+    })
+    .await;
+    (c, leader)
+}
+
 /// A site's health endpoint: an HTTP server on a port-0 socket answering `GET /healthz` with
 /// 200, that the test can kill (connections close, the port refuses) and restart on the same
 /// address.
