@@ -22,6 +22,14 @@ HEARTBEATS_PER_S = 10_000
 HEARTBEAT_P99_MS = 50
 RSS_MB_AT_100 = 40
 
+# Scale (issue targets): 1,000 groups in steady state; a mass failover of 500.
+SCALE_HB_P99_MS = 50
+SCALE_CPU_CORES = 0.5
+SCALE_RSS_MB = 100
+MASS_DECIDED_MS = 1500
+MASS_PROMOTED_P99_MS = 2500
+MASS_LAST_DONE_MS = 5000
+
 DETECTION = "failure -> decision committed"
 PROMOTED = "failure -> survivor writable"
 DNS = "failure -> DNS answers the survivor (queried)"
@@ -401,6 +409,106 @@ def main():
     else:
         targets.append(("RSS <= 40 MB at 100 sites", "not measured", None))
 
+    # --- Scale -----------------------------------------------------------------------------
+    sec_scale = ["## Scale: many groups, and a whole site failing at once", ""]
+    sec_scale.append(
+        "`scripts/bench-scale --groups N --steady 60s --mass-failover`: three `witness serve` processes "
+        "(release build, TLS from a development CA) with N groups on sites east (primary) and west, each "
+        "site with one real agent process heartbeating for all N groups every 250 ms (so 2 agents, not "
+        "one per group: the many-site-pairs shape is not built yet), each group's plan a webhook and an "
+        "RFC 2136 update of its own record in one zone of a real BIND 9; plus one group `solo` on two "
+        "other sites without agents. Steady state first (heartbeat round trip from the agent's histogram, "
+        "read as bucket upper bounds; CPU and RSS from /proc; the Raft log's growth; `/v1/status`), then "
+        "`solo`'s primary dies while every other group stays, then east dies whole (its health endpoint, "
+        "and its agent with kill -9): each group's failure -> decided, -> promoted and -> plan complete "
+        "from the journal (the leader's wall clock, on this machine), and BIND queried until it answers "
+        "west for every record."
+    )
+    scale = sorted((d for n, d in samples.items() if n.startswith("scale-") and "groups" in d), key=lambda d: d["groups"])
+    for n, d in samples.items():
+        if n.startswith("scale-") and d.get("error"):
+            sec_scale.append(f"\n**`{n}` failed:** `{d['error']}` (what it measured until then is shown).\n")
+
+    def field(d, suffix, prefix=""):
+        vals = [v for k, v in d.items() if k.startswith(prefix) and k.endswith(suffix) and isinstance(v, (int, float))]
+        return max(vals) if vals else None
+
+    def sval(d, label, key):
+        x = series(d, label)
+        return x.get(key) if x and x.get("n") else None
+
+    if scale:
+        lines = ["| groups | heartbeat p50 / p99 | leader CPU (cores) | RSS, largest node | log entries/h | snapshot | "
+                 "`/v1/status` size, p99 | one group's failure -> decided |",
+                 "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for d in scale:
+            num = lambda v, f: f.format(v) if v is not None else "n/a"
+            lines.append(
+                f"| {d['groups']} | {num(d.get('heartbeat_p50_ms'), '<= {:.0f} ms')} / {num(d.get('heartbeat_p99_ms'), '<= {:.0f} ms')} | "
+                f"{num(field(d, '_cpu_cores', 'leader_'), '{:.2f}')} | {num(field(d, '_rss_mb'), '{:.0f} MB')} | "
+                f"{num(d.get('log_entries_per_hour'), '{:.0f}')} | {num(d.get('snapshot_kb'), '{:.0f} KB')} | "
+                f"{num(d.get('status_kb'), '{:.0f} KB')}, {fmt_ms(sval(d, '/v1/status', 'p99_ms'))} | "
+                f"{fmt_ms(sval(d, 'solo failure -> decided', 'max_ms'))} |"
+            )
+        sec_scale += ["", "Steady state:", "", *lines, ""]
+        lines = ["| groups failing over | -> decided p99, last | -> promoted p99, last | -> plan complete p99, last | "
+                 "-> BIND answers the survivor for every record | log entries |",
+                 "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for d in scale:
+            cell = lambda label: (f"{fmt_ms(sval(d, label, 'p99_ms'))}, {fmt_ms(sval(d, label, 'max_ms'))}"
+                                  if sval(d, label, "n") else "n/a")
+            every = series(d, "mass failure -> DNS answers the survivor for every record")
+            lines.append(
+                f"| {d['groups']} | {cell('mass failure -> decided')} | {cell('mass failure -> promoted')} | "
+                f"{cell('mass failure -> plan complete')} | {fmt_ms(every['max_ms']) if every and every.get('n') else 'n/a'} | "
+                f"{d.get('mass_failover_log_entries', 'n/a')} |"
+            )
+        sec_scale += ["Mass failover (every group of the dead site):", "", *lines, ""]
+        fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
+        gs = [d["groups"] for d in scale]
+        a.plot(gs, [d.get("heartbeat_p99_ms") or 0 for d in scale], "o-", label="heartbeat p99 (ms, bucket bound)")
+        a.plot(gs, [(field(d, "_cpu_cores", "leader_") or 0) * 100 for d in scale], "s-", label="leader CPU (% of a core)")
+        a.plot(gs, [field(d, "_rss_mb") or 0 for d in scale], "^-", label="largest node RSS (MB)")
+        a.axhline(SCALE_RSS_MB, color="red", linestyle="--", linewidth=1, label="RSS bound 100 MB, CPU 50 %, p99 50 ms")
+        a.axhline(SCALE_HB_P99_MS, color="red", linestyle=":", linewidth=1)
+        a.set_xlabel("groups")
+        a.set_title("steady state by number of groups")
+        a.legend(fontsize=7)
+        a.grid(alpha=0.3)
+        for d, style in zip(scale, ["-", "--", ":", "-."]):
+            for label, color in (("decided", "tab:blue"), ("promoted", "tab:orange"), ("plan complete", "tab:green")):
+                x = series(d, f"mass failure -> {label}")
+                if x and x.get("n"):
+                    cdf(b, x["ms"], f"{d['groups']}: {label}", color=color, linestyle=style)
+        target_line(b, MASS_LAST_DONE_MS, "last plan done 5 s")
+        b.set_xlabel("ms after the failure")
+        b.set_ylabel("share of groups")
+        b.set_title("mass failover, per group")
+        b.legend(fontsize=6, loc="lower right")
+        b.grid(alpha=0.3)
+        png = save(fig, out, "scale.png")
+        sec_scale += [f"![scale]({png})", ""]
+    s1000 = next((d for d in scale if d["groups"] == 1000), None)
+    if s1000:
+        hb99, cpu, rss = s1000.get("heartbeat_p99_ms"), field(s1000, "_cpu_cores", "leader_"), field(s1000, "_rss_mb")
+        solo = sval(s1000, "solo failure -> decided", "max_ms")
+        ok = None if None in (hb99, cpu, rss, solo) else (hb99 < SCALE_HB_P99_MS and cpu < SCALE_CPU_CORES
+                                                          and rss <= SCALE_RSS_MB and solo <= DECISION_P99_MS)
+        targets.append(("1,000 groups steady: heartbeat p99 < 50 ms, leader CPU < 0.5 core, RSS <= 100 MB, one failure -> decided <= 1.5 s",
+                        f"p99 <= {hb99:.0f} ms, {cpu:.2f} core, {rss:.0f} MB, {solo:.0f} ms (2 agents for 1,000 groups)" if ok is not None else "not measured", ok))
+    else:
+        targets.append(("1,000 groups steady: heartbeat p99 < 50 ms, leader CPU < 0.5 core, RSS <= 100 MB, one failure -> decided <= 1.5 s", "not measured", None))
+    s500 = next((d for d in scale if d["groups"] == 500), None)
+    if s500:
+        dec, prom = sval(s500, "mass failure -> decided", "max_ms"), sval(s500, "mass failure -> promoted", "p99_ms")
+        every = series(s500, "mass failure -> DNS answers the survivor for every record")
+        done = every["max_ms"] if every and every.get("n") else None
+        ok = None if None in (dec, prom, done) else (dec <= MASS_DECIDED_MS and prom <= MASS_PROMOTED_P99_MS and done <= MASS_LAST_DONE_MS)
+        targets.append(("mass failover of 500 groups: all decided <= 1.5 s, promoted p99 <= 2.5 s, BIND answers for all <= 5 s",
+                        f"last decided {fmt_ms(dec)}, promoted p99 {fmt_ms(prom)}, BIND all {fmt_ms(done)}" if ok is not None else "not measured", ok))
+    else:
+        targets.append(("mass failover of 500 groups: all decided <= 1.5 s, promoted p99 <= 2.5 s, BIND answers for all <= 5 s", "not measured", None))
+
     # --- Assemble ---------------------------------------------------------------------------
     md.append("# Benchmark report")
     md.append("")
@@ -445,7 +553,7 @@ def main():
                   + ", ".join(f"`{r['name']}` (exit {r['exit']})" for r in failed)
                   + "; their output is in `logs/`.")
     md.append("")
-    for sec in (sec_detection, sec_prom, sec_dns, sec_soak, sec_raft, sec_hb, sec_mem):
+    for sec in (sec_detection, sec_prom, sec_dns, sec_scale, sec_soak, sec_raft, sec_hb, sec_mem):
         md += sec
         md.append("")
     md += ["## Commands run", "", "From the repository root with `WITNESS_LOG=warn`, in this order (the two soaks side by side; "

@@ -404,7 +404,15 @@ impl World {
             return false;
         }
         let response = self.committed.apply(command.clone());
-        match (&command, &response) {
+        for (command, response) in command.commands().iter().zip(response.responses()) {
+            self.committed_one(by, term, command, response);
+        }
+        self.log.push(Logged { at_ms: self.now_ms, command, by: None });
+        true
+    }
+
+    fn committed_one(&mut self, by: u64, term: u64, command: &Command, response: &Response) {
+        match (command, response) {
             (Command::Failover { to, automatic, .. }, Response::Activated { epoch, .. }) => {
                 self.history.failovers += 1;
                 let how = if *automatic { "automatic" } else { "operator" };
@@ -438,8 +446,6 @@ impl World {
             (_, Response::Rejected(r)) => self.note(format!("commit rejected: {r}")),
             _ => {}
         }
-        self.log.push(Logged { at_ms: self.now_ms, command, by: None });
-        true
     }
 
     fn elect(&mut self) {
@@ -603,12 +609,11 @@ impl World {
                     Effect::Propose(command) => {
                         self.propose(id, term, command);
                     }
-                    Effect::Journal { assessment, entry, .. } => {
+                    Effect::Journal { assessment, .. } => {
                         if self.leader == Some(id) {
                             self.history.path_broken |= matches!(assessment, Assessment::PathBroken { .. });
                             self.note(format!("node {id} assesses: {assessment}"));
                         }
-                        self.propose(id, term, entry);
                     }
                     other => self.fail(&format!("no plan steps here, yet {other:?}")),
                 }
@@ -1219,14 +1224,16 @@ fn entry_problem(before: &GroupState, after: &GroupState, command: &Command) -> 
     if after.epoch < before.epoch {
         return Some(format!("invariant 5: {command} took the epoch back from {} to {}", before.epoch, after.epoch));
     }
+    // A batch's commands apply as if alone (one group here): one of them moved it or ended it.
+    let any = |is: fn(&Command) -> bool| command.commands().iter().any(is);
     if after.epoch != before.epoch {
-        if !matches!(command, Command::Failover { .. } | Command::Drill { .. }) {
+        if !any(|c| matches!(c, Command::Failover { .. } | Command::Drill { .. })) {
             return Some(format!("{command} moved the group"));
         }
         if after.epoch != before.epoch.next() || !after.draining {
             return Some(format!("{command} moved the group to epoch {} without draining", after.epoch));
         }
-    } else if before.draining && !after.draining && !matches!(command, Command::Promote { .. }) {
+    } else if before.draining && !after.draining && !any(|c| matches!(c, Command::Promote { .. })) {
         return Some(format!("{command} ended a drain"));
     }
     None

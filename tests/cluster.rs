@@ -122,6 +122,10 @@ async fn concurrent_epoch_cas_has_exactly_one_winner() {
     let peer = support::creds().cert_client("node-2");
     let refused = peer.post(c.nodes[0].url("/raft/vote")).json(&serde_json::json!({})).send().await.unwrap();
     assert_eq!(refused.status(), 409);
+    // Every answer of the Raft routes says which log entries the node reads: a leader batches
+    // its decisions only when every voter's say 2.
+    assert_eq!(refused.headers()["witness-log-format"], witness::state::LOG_FORMAT.to_string().as_str());
+    assert_eq!(witness::state::LOG_FORMAT, 2);
 
     // Verdicts are recorded only for members.
     let resp = peer

@@ -652,7 +652,9 @@ impl World {
         if let Some(logged) = &entry.logged {
             let response = self.truth.apply_logged(logged.clone());
             self.log(format!("committed {} -> {}", logged.command, brief(&response)));
-            self.note(&logged.command, &response);
+            for (command, response) in logged.command.commands().iter().zip(response.responses()) {
+                self.note(command, response);
+            }
         }
         self.committed.push(entry);
     }
@@ -748,7 +750,8 @@ impl World {
         }
         let voters = NODES.into_iter().map(NodeId).collect();
         let acked = Some(Duration::from_millis(self.now - r.quorum_acked_ms));
-        let contact = Contact { voters, acked_ago: BTreeMap::new(), quorum_acked_ago: acked };
+        let formats = NODES.into_iter().map(|n| (NodeId(n), witness::state::LOG_FORMAT)).collect();
+        let contact = Contact { voters, acked_ago: BTreeMap::new(), quorum_acked_ago: acked, formats };
         let ready = support::sim::ready(id, &contact, ELECTION_MAX_MS);
         let no_probes = BTreeMap::new();
         let now = Duration::from_millis(self.now);
@@ -772,9 +775,10 @@ impl World {
                     let waiter = Waiter { node: id, term, attempt: attempt.clone() };
                     self.propose(id, attempt.started(), None, Some(waiter));
                 }
-                Do::Propose(command) | Do::Journal { entry: command, .. } => {
+                Do::Propose(command) => {
                     self.propose(id, command, None, None);
                 }
+                Do::Journal { .. } => {}
                 Do::CheckPlan { .. } => unreachable!("no readiness interval is configured"),
             }
         }

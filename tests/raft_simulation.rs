@@ -697,7 +697,9 @@ impl World {
                 let config = Arc::new(LeaderConfig { node: NodeId(id), ..(*self.config).clone() });
                 *slot = Some(Leader::new(config, m.current_term, now, self.seed ^ id));
             }
-            let contact = witness::node::contact(NodeId(id), &m);
+            let mut contact = witness::node::contact(NodeId(id), &m);
+            // Every node runs this version (what `Node::contact` reads from its links): it batches.
+            contact.formats = contact.voters.iter().map(|v| (*v, witness::state::LOG_FORMAT)).collect();
             let health = Health {
                 raft_stopped: m.running_state.as_ref().err().map(|e| e.to_string()),
                 me: NodeId(id),
@@ -717,7 +719,7 @@ impl World {
             drop(slot);
             for effect in effects {
                 match effect {
-                    Effect::Propose(command) | Effect::Journal { entry: command, .. } => {
+                    Effect::Propose(command) => {
                         let leader = node.leader.clone();
                         let raft = raft.clone();
                         tokio::spawn(async move {
@@ -728,6 +730,7 @@ impl World {
                             }
                         });
                     }
+                    Effect::Journal { .. } => {}
                     other => self.history.lock().unwrap().violation(format!("no plan steps here, yet {other:?}")),
                 }
             }

@@ -321,9 +321,10 @@ impl World {
             };
             for effect in effects {
                 match effect {
-                    Effect::Propose(command) | Effect::Journal { entry: command, .. } => {
+                    Effect::Propose(command) => {
                         self.propose(id, term, command);
                     }
+                    Effect::Journal { .. } => {}
                     other => panic!("no plan steps here, yet {other:?}"),
                 }
             }
@@ -357,7 +358,8 @@ impl World {
         let mut count = 0;
         for (_, logged) in &self.log {
             let response = state.apply_logged(logged.clone());
-            count += usize::from(matches!(response, Response::Rejected(Rejection::EvidenceChanged { .. })));
+            let refused = |r: &Response| matches!(r, Response::Rejected(Rejection::EvidenceChanged { .. }));
+            count += response.responses().iter().filter(|r| refused(r)).count();
         }
         count
     }
@@ -369,8 +371,8 @@ impl World {
         for (_, logged) in &self.log {
             let before = state.groups.get("app").map(|g| g.epoch);
             state.apply_logged(logged.clone());
-            if matches!(logged.command, Command::Failover { .. }) && state.groups.get("app").map(|g| g.epoch) != before
-            {
+            let failover = logged.command.commands().iter().any(|c| matches!(c, Command::Failover { .. }));
+            if failover && state.groups.get("app").map(|g| g.epoch) != before {
                 count += 1;
             }
         }
@@ -403,8 +405,9 @@ fn check_entry(before: &State, after: &State, command: &Command, node: u64) {
     if a.epoch == b.epoch {
         return;
     }
+    // A batch's commands apply as if alone: one of them moved it.
     assert!(
-        matches!(command, Command::Failover { .. } | Command::Ack { .. }),
+        command.commands().iter().any(|c| matches!(c, Command::Failover { .. } | Command::Ack { .. })),
         "node {node}: {command} moved the group"
     );
     let down = NODES.iter().filter(|n| before.verdict(&b.active, NodeId(**n)) == Some(Verdict::Down)).count();

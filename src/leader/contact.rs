@@ -19,6 +19,10 @@ pub struct Contact {
     /// On the leader: how long ago a quorum last acknowledged it (zero for a sole voter, which
     /// is its own quorum); `None` when none has yet.
     pub quorum_acked_ago: Option<Duration>,
+    /// Per other member: the log format (`state::LOG_FORMAT`) its Raft routes advertised in
+    /// their last answer to this node; absent: no answer yet, or a version that advertises
+    /// none (format 1).
+    pub formats: BTreeMap<NodeId, u32>,
 }
 
 impl Contact {
@@ -37,6 +41,13 @@ impl Contact {
     /// without knowing it: it starts no plan step and abandons those under way.
     pub fn cut_off(&self, after: Duration) -> bool {
         self.quorum_acked_ago.is_none_or(|ago| ago > after)
+    }
+
+    /// Whether every voter but `me` is known to read log entries of `format`: one that cannot
+    /// would refuse the entry, and with too many such voters nothing would commit (a cluster
+    /// halfway through an upgrade).
+    pub fn all_read(&self, me: NodeId, format: u32) -> bool {
+        self.voters.iter().all(|id| *id == me || self.formats.get(id).is_some_and(|f| *f >= format))
     }
 }
 
@@ -115,7 +126,12 @@ mod tests {
             voters: [1, 2, 3, 4].map(NodeId).into(),
             acked_ago: [(NodeId(2), ms(100)), (NodeId(3), ms(1001)), (NodeId(5), ms(0))].into(),
             quorum_acked_ago: Some(ms(100)),
+            formats: [(NodeId(2), 2), (NodeId(3), 1), (NodeId(4), 3)].into(),
         };
+        assert!(c.all_read(NodeId(1), 1) && !c.all_read(NodeId(1), 2), "3 advertised format 1");
+        assert!(!c.all_read(NodeId(3), 1), "1 never answered");
+        let c = Contact { formats: [(NodeId(2), 2), (NodeId(3), 2), (NodeId(4), 3)].into(), ..c };
+        assert!(c.all_read(NodeId(1), 2) && !c.all_read(NodeId(1), 3));
         assert_eq!(c.live(NodeId(1), ms(1000)), [1, 2].map(NodeId).into(), "3 too long ago, 4 never, 5 no voter");
         assert!(!c.cut_off(ms(100)));
         assert!(c.cut_off(ms(99)));

@@ -36,7 +36,7 @@ use crate::protocol::{Heartbeat, HeartbeatAnswer, Role};
 use crate::rng::SplitMix64;
 use crate::state::drill::{DrillBudget, DrillSpec};
 use crate::state::plan::Phase;
-use crate::state::{Command, DecisionFacts, Epoch, GroupId, NodeId, Rejection, SiteId, State, Topology};
+use crate::state::{Command, DecisionFacts, Epoch, GroupId, NodeId, Rejection, SiteId, State, Topology, BATCH_FORMAT};
 use drills::Returns;
 
 /// What a leader needs from this node's config; the same for every term.
@@ -122,9 +122,9 @@ pub struct Tick<'a> {
 pub enum Effect {
     /// Propose a command to the log.
     Propose(Command),
-    /// The engine's assessment of a group changed: propose `entry` (its journal entry, with the
-    /// evidence seen); the runtime also logs and counts it.
-    Journal { group: GroupId, assessment: Assessment, entry: Command },
+    /// The engine's assessment of a group changed: the runtime logs and counts it. Its
+    /// journal entry (with the evidence seen) is among the tick's proposals.
+    Journal { group: GroupId, assessment: Assessment },
     /// Start this attempt: commit its `StepStarted`, run it, commit its result, then report it
     /// with [`Leader::attempt_ended`].
     Start { attempt: Attempt, context: StepContext },
@@ -217,6 +217,9 @@ impl Leader {
             self.plan(t, &mut effects);
             self.check_readiness(t, &mut effects);
         }
+        if t.contact.all_read(self.config.node, BATCH_FORMAT) {
+            batch(&mut effects);
+        }
         effects
     }
 
@@ -250,7 +253,8 @@ impl Leader {
                 message: assessment.to_string(),
                 group: group.clone(),
             };
-            effects.push(Effect::Journal { group, assessment, entry });
+            effects.push(Effect::Journal { group, assessment });
+            effects.push(Effect::Propose(entry));
             effects.extend(reconcile.map(Effect::Propose));
         }
         let rng = &mut self.rng;
@@ -298,8 +302,8 @@ impl Leader {
             failing_since: t.failing_since,
         };
         for effect in self.engine.step(&inputs) {
-            effects.push(match effect {
-                crate::engine::Effect::Propose(command) => Effect::Propose(command),
+            match effect {
+                crate::engine::Effect::Propose(command) => effects.push(Effect::Propose(command)),
                 crate::engine::Effect::Journal { group, assessment } => {
                     let entry = Command::Journal {
                         evidence: evidence(t.state, &group, &t.contact.voters, &live),
@@ -307,9 +311,10 @@ impl Leader {
                         message: assessment.to_string(),
                         group: group.clone(),
                     };
-                    Effect::Journal { group, assessment, entry }
+                    effects.push(Effect::Journal { group, assessment });
+                    effects.push(Effect::Propose(entry));
                 }
-            });
+            }
         }
     }
 
@@ -418,8 +423,14 @@ impl Leader {
         self.under_way.remove(attempt);
     }
 
-    /// A command this leader proposed was committed, or not.
+    /// A command this leader proposed was committed, or not (each of a batch's).
     pub fn proposal_settled(&mut self, command: &Command, committed: bool) {
+        for command in command.commands() {
+            self.settled(command, committed);
+        }
+    }
+
+    fn settled(&mut self, command: &Command, committed: bool) {
         match command {
             Command::SyncTopology(_) => {
                 self.topology = if committed { TopologySync::Settled } else { TopologySync::Unsettled };
@@ -617,6 +628,29 @@ pub enum Order {
     Refused { plan: OperatorPlan },
     /// Commit `command` (the epoch compare-and-set still decides).
     Commit { plan: OperatorPlan, command: Command },
+}
+
+/// The most commands one log entry carries: a mass failover's decisions commit in a few
+/// entries of bounded size (each command of a few hundred bytes) rather than in one per group.
+pub const BATCH_MOST: usize = 250;
+
+/// A tick's proposals, in their order, become one proposal of a [`Command::Batch`] (or a few,
+/// of [`BATCH_MOST`] each), after the tick's other effects: its decisions for many groups then
+/// commit in one round trip and one log entry. A proposal alone stays as it is.
+fn batch(effects: &mut Vec<Effect>) {
+    let mut commands = Vec::new();
+    effects.retain_mut(|e| match e {
+        Effect::Propose(command) => {
+            commands.push(std::mem::replace(command, Command::Batch(Vec::new())));
+            false
+        }
+        _ => true,
+    });
+    let mut rest = commands.into_iter().peekable();
+    while rest.peek().is_some() {
+        let mut chunk: Vec<Command> = rest.by_ref().take(BATCH_MOST).collect();
+        effects.push(Effect::Propose(if chunk.len() == 1 { chunk.remove(0) } else { Command::Batch(chunk) }));
+    }
 }
 
 /// What the engine saw, for the journal: each of the group's sites with every voter's verdict

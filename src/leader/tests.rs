@@ -11,7 +11,7 @@ use super::*;
 use crate::config::{FailoverMode, ReplicationMode};
 use crate::protocol::{GroupReport, Heartbeat, Role};
 use crate::state::plan::{StepOutcome, StepSpec};
-use crate::state::{Epoch, GroupSpec, LeaseTerms, NodeId, Response, Verdict};
+use crate::state::{Epoch, GroupSpec, LeaseTerms, NodeId, Response, Verdict, LOG_FORMAT};
 
 const HOLD: Duration = Duration::from_secs(1);
 
@@ -51,16 +51,21 @@ struct World {
 
 impl World {
     fn new(leases: Option<LeaseTerms>, steps: &[&str]) -> World {
+        World::of(&["app".into()], leases, steps)
+    }
+
+    /// `groups`, each on east (primary) and west.
+    fn of(groups: &[GroupId], leases: Option<LeaseTerms>, steps: &[&str]) -> World {
         let topology = Topology {
             sites: ["east".into(), "west".into()].into(),
-            groups: [("app".into(), spec(leases, steps))].into(),
+            groups: groups.iter().map(|g| (g.clone(), spec(leases, steps))).collect(),
             tuning: Default::default(),
         };
         let timing =
             GroupTiming { hold_down: HOLD, block_after_failover: Duration::from_secs(60), in_sync_within: ms(500) };
         let config = LeaderConfig {
             node: NodeId(1),
-            timing: [("app".into(), timing)].into(),
+            timing: groups.iter().map(|g| (g.clone(), timing)).collect(),
             topology: topology.clone(),
             live_within: ms(1000),
             cut_off_after: ms(666),
@@ -76,6 +81,7 @@ impl World {
                 voters: [1, 2, 3].map(NodeId).into(),
                 acked_ago: [(NodeId(2), ms(10)), (NodeId(3), ms(10))].into(),
                 quorum_acked_ago: Some(ms(10)),
+                formats: [(NodeId(2), LOG_FORMAT), (NodeId(3), LOG_FORMAT)].into(),
             },
             failing_since: BTreeMap::new(),
             leader: Leader::new(Arc::new(config), 7, Duration::ZERO, 1),
@@ -104,13 +110,20 @@ impl World {
     }
 }
 
+/// The commands proposed, batches opened, journal entries left out.
 fn proposals(effects: &[Effect]) -> Vec<Command> {
+    proposed(effects).into_iter().filter(|c| !matches!(c, Command::Journal { .. })).collect()
+}
+
+/// Every command proposed, batches opened.
+fn proposed(effects: &[Effect]) -> Vec<Command> {
     effects
         .iter()
         .filter_map(|e| match e {
-            Effect::Propose(c) => Some(c.clone()),
+            Effect::Propose(c) => Some(c.commands().to_vec()),
             _ => None,
         })
+        .flatten()
         .collect()
 }
 
@@ -179,6 +192,42 @@ fn plan_checks_are_handed_out_and_a_step_turning_not_ready_is_journaled_once() {
 }
 
 #[test]
+fn decisions_for_many_groups_in_one_look_commit_in_a_few_batches_and_only_when_every_voter_reads_them() {
+    let groups: Vec<GroupId> = (0..300).map(|i| GroupId::from(format!("g{i:03}"))).collect();
+    let mass_failover = |formats: &[(u64, u32)]| {
+        let mut w = World::of(&groups, None, &[]);
+        w.contact.formats = formats.iter().map(|(id, f)| (NodeId(*id), *f)).collect();
+        w.see("west", [UP, UP, UP]);
+        w.see("east", [DOWN, DOWN, DOWN]);
+        w.tick(ms(0));
+        w.tick(HOLD + ms(1))
+    };
+    let effects = mass_failover(&[(2, LOG_FORMAT), (3, LOG_FORMAT)]);
+    let entries: Vec<&Command> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Propose(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    // Each group's journal entry and failover: 600 commands in entries of at most BATCH_MOST.
+    assert_eq!(entries.len(), 600usize.div_ceil(BATCH_MOST), "{entries:?}");
+    assert!(entries.iter().all(|c| matches!(c, Command::Batch(b) if b.len() <= BATCH_MOST)));
+    let failovers = proposals(&effects);
+    assert_eq!(failovers.len(), 300);
+    assert!(failovers.iter().all(|c| matches!(c, Command::Failover { .. })), "{failovers:?}");
+    // The proposals come after every other effect of the look, in their order.
+    assert!(effects.iter().skip_while(|e| !matches!(e, Effect::Propose(_))).all(|e| matches!(e, Effect::Propose(_))));
+    // With a voter of an older version (format 1), or one not heard from yet: one command per
+    // entry.
+    for formats in [&[(2, LOG_FORMAT), (3, 1)][..], &[(2, LOG_FORMAT)]] {
+        let effects = mass_failover(formats);
+        assert!(!effects.iter().any(|e| matches!(e, Effect::Propose(Command::Batch(_)))), "{formats:?}");
+        assert_eq!(proposals(&effects).len(), 300, "{formats:?}");
+    }
+}
+
+#[test]
 fn a_leader_that_is_not_ready_decides_and_starts_nothing() {
     let mut w = World::new(None, &["dns"]);
     w.see("east", [DOWN, DOWN, DOWN]);
@@ -195,12 +244,8 @@ fn a_decision_carries_its_evidence_and_detection_time() {
     w.contact.acked_ago.remove(&NodeId(3));
     w.failing_since.insert("east".into(), ms(200));
     let first = w.tick(ms(1000));
-    let journal = first.iter().find_map(|e| match e {
-        Effect::Journal {
-            assessment: Assessment::HoldingDown { .. },
-            entry: Command::Journal { evidence, .. },
-            ..
-        } => Some(evidence.clone()),
+    let journal = proposed(&first).into_iter().find_map(|c| match c {
+        Command::Journal { kind, evidence, .. } if kind == "holding_down" => Some(evidence),
         _ => None,
     });
     let evidence = journal.expect("holding down is journaled");
@@ -229,7 +274,8 @@ fn steps_start_once_and_an_aborted_epoch_stops_before_the_newer_starts() {
     assert!(w.tick(ms(50)).iter().all(|e| !matches!(e, Effect::Start { .. })), "under way: not started twice");
     // A newer failover: the older attempt is aborted, then the newer plan's first step starts.
     w.apply(Command::Activate { group: "app".into(), site: "east".into(), expected_epoch: Epoch(2) });
-    let effects: Vec<Effect> = w.tick(ms(100)).into_iter().filter(|e| !matches!(e, Effect::Journal { .. })).collect();
+    let journal = |e: &Effect| matches!(e, Effect::Journal { .. } | Effect::Propose(Command::Journal { .. }));
+    let effects: Vec<Effect> = w.tick(ms(100)).into_iter().filter(|e| !journal(e)).collect();
     assert_eq!(effects.len(), 2, "{effects:?}");
     assert_eq!(effects[0], Effect::Abort(attempt("dns", 2, 1)));
     assert!(matches!(&effects[1], Effect::Start { attempt: a, .. } if *a == attempt("dns", 3, 1)));

@@ -131,7 +131,7 @@ impl Runtime {
                 tracing::info!(%command, "proposing");
                 self.proposals.spawn(propose(node, command));
             }
-            Effect::Journal { group, assessment, entry } => {
+            Effect::Journal { group, assessment } => {
                 node.metrics.decisions.with_label_values(&[&group, assessment.kind()]).inc();
                 // A site in trouble is a degraded state: warn. Recovery and suspicion: info.
                 match assessment {
@@ -140,7 +140,6 @@ impl Runtime {
                     | Assessment::SurvivorNotUp { .. } => tracing::warn!(%group, %assessment, "assessment"),
                     _ => tracing::info!(%group, %assessment, "assessment"),
                 }
-                self.proposals.spawn(propose(node, entry));
             }
             Effect::Start { attempt, context } => {
                 let step = self.steps.get(&(attempt.group.to_string(), attempt.step.clone())).cloned();
@@ -198,20 +197,27 @@ async fn propose(node: Arc<Node>, command: Command) {
     if let Some(leader) = node.leader.lock().expect("leader lock poisoned").as_mut() {
         leader.proposal_settled(&command, committed);
     }
-    match result {
-        Ok(reply) => {
-            if !matches!(command, Command::Journal { .. }) {
-                tracing::info!(%command, reply = %crate::telemetry::json(&reply), "committed");
-            }
-            let activated = matches!(reply, LeaderReply::Written { response: Response::Activated { .. }, .. });
-            if let (true, Command::Failover { facts, automatic: true, .. }) = (activated, &command) {
-                if let Some(ms) = facts.detected_after_ms {
-                    let seconds = Duration::from_millis(ms) + timer.elapsed();
-                    node.metrics.detection_seconds.observe(seconds.as_secs_f64());
-                }
+    let response = match result {
+        Ok(LeaderReply::Written { response, .. }) => response,
+        Ok(other) => {
+            tracing::warn!(%command, reply = %crate::telemetry::json(&other), "proposal not committed");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(%command, error = %e, "proposal not committed");
+            return;
+        }
+    };
+    for (command, response) in command.commands().iter().zip(response.responses()) {
+        if !matches!(command, Command::Journal { .. }) {
+            tracing::info!(%command, response = %crate::telemetry::json(response), "committed");
+        }
+        if let (Response::Activated { .. }, Command::Failover { facts, automatic: true, .. }) = (response, command) {
+            if let Some(ms) = facts.detected_after_ms {
+                let seconds = Duration::from_millis(ms) + timer.elapsed();
+                node.metrics.detection_seconds.observe(seconds.as_secs_f64());
             }
         }
-        Err(e) => tracing::warn!(%command, error = %e, "proposal not committed"),
     }
 }
 

@@ -267,7 +267,7 @@ impl Node {
 
     /// Who acknowledges this node: [`contact`].
     pub fn contact(&self, m: &openraft::RaftMetrics<raft::TypeConfig>) -> Contact {
-        contact(self.id, m)
+        Contact { formats: self.links.formats(), ..contact(self.id, m) }
     }
 
     /// This node's leadership of `term`, made now if this is its first use (the previous
@@ -326,7 +326,7 @@ pub fn contact(me: NodeId, m: &openraft::RaftMetrics<raft::TypeConfig>) -> Conta
     } else {
         m.last_quorum_acked.as_ref().map(|at| openraft::Instant::elapsed(&**at))
     };
-    Contact { voters, acked_ago, quorum_acked_ago }
+    Contact { voters, acked_ago, quorum_acked_ago, formats: Default::default() }
 }
 
 fn observe_expiry(metrics: &Metrics, material: &Material) {

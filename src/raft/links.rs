@@ -46,6 +46,8 @@ pub struct LinkView {
 struct Link {
     used: Duration,
     failing: Lasting,
+    /// The log format its last answer advertised.
+    format: Option<u32>,
 }
 
 /// What a request's outcome asks to be logged.
@@ -99,6 +101,17 @@ impl Links {
             Some(Log::Answers { after_s }) => tracing::info!(%peer, %addr, after_s, "peer answers again"),
             None => {}
         }
+    }
+
+    /// `peer` answered, advertising log format `format` (1 when it said none).
+    pub fn format(&self, peer: NodeId, format: u32) {
+        self.peers.lock().expect("links lock poisoned").entry(peer).or_default().format = Some(format);
+    }
+
+    /// The log format each peer that answered advertised (`leader::Contact::formats`).
+    pub fn formats(&self) -> BTreeMap<NodeId, u32> {
+        let peers = self.peers.lock().expect("links lock poisoned");
+        peers.iter().filter_map(|(id, l)| Some((*id, l.format?))).collect()
     }
 
     /// A peer answered that this cluster removed this node.

@@ -31,6 +31,9 @@ pub const CLUSTER_HEADER: &str = "witness-cluster";
 /// The id of the node an RPC is meant for: a node refuses RPCs meant for another (an address
 /// that leads to the wrong node, or back to the sender, must fail as exactly that).
 pub const TARGET_HEADER: &str = "witness-target";
+/// The log format (`state::LOG_FORMAT`) a node reads, on every answer of its Raft routes: a
+/// leader writes batches only when every voter's answers carry 2 or more.
+pub const FORMAT_HEADER: &str = "witness-log-format";
 
 /// The clients toward peers, built from one TLS configuration (or none: plain HTTP).
 pub struct PeerClients {
@@ -177,7 +180,11 @@ impl PeerClient {
             .send()
             .await;
         let resp = match sent {
-            Ok(resp) => resp,
+            Ok(resp) => {
+                let format = resp.headers().get(FORMAT_HEADER).and_then(|v| v.to_str().ok()?.parse().ok());
+                self.links.format(self.target, format.unwrap_or(1));
+                resp
+            }
             Err(e) => {
                 let cause = crate::tls::failure::classify(&e).to_string();
                 let error = if e.is_connect() {

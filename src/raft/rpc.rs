@@ -16,7 +16,7 @@ use openraft::errors::RaftError;
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use serde::de::DeserializeOwned;
 
-use super::network::{CLUSTER_HEADER, TARGET_HEADER};
+use super::network::{CLUSTER_HEADER, FORMAT_HEADER, TARGET_HEADER};
 use super::state_machine::{SharedApplied, Snapshot};
 use super::{NodeId, Raft, SnapshotMeta, TypeConfig, Vote};
 use crate::server::Connection;
@@ -59,10 +59,17 @@ pub fn router(raft: Raft, id: NodeId, cluster: &str, contact: LeaderContact, app
         .route("/raft/snapshot", post(snapshot))
         .route("/raft/transfer-leader", post(transfer_leader))
         .layer(DefaultBodyLimit::max(MAX_RPC_BODY))
+        .layer(axum::middleware::map_response(advertise_format))
         .with_state(Rpc { raft, id, cluster: cluster.into(), contact, applied })
 }
 
 type Conn = Option<Extension<Connection>>;
+
+/// Every answer says which log entries this node reads ([`FORMAT_HEADER`]).
+async fn advertise_format(mut response: Response) -> Response {
+    response.headers_mut().insert(FORMAT_HEADER, crate::state::LOG_FORMAT.into());
+    response
+}
 
 /// Checks the cluster name, decodes the body, then, over TLS, that the certificate names the
 /// node `sender` finds in the request. The name comes first: wiring two clusters together by a

@@ -22,6 +22,14 @@ use drill::{Drill, DrillOutcome, DrillSpec};
 use journal::{Journal, Note};
 use plan::{Plan, PlanChange, StepOutcome, StepSpec};
 
+/// The log entries this version writes and reads: 1, the first; 2 adds [`Command::Batch`]. A
+/// node's Raft routes advertise it (`raft::rpc`), and a leader batches only when every voter
+/// advertised at least 2: an older node cannot read a batch, and a cluster in the middle of an
+/// upgrade would stop committing.
+pub const LOG_FORMAT: u32 = 2;
+/// The first format that reads [`Command::Batch`].
+pub const BATCH_FORMAT: u32 = 2;
+
 /// Per-group fencing token. Every change of a group's active site increments it; receivers of
 /// actions compare it to reject stale orders. Unrelated to the Raft term.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -384,6 +392,10 @@ pub enum Command {
     /// A journal entry for an action outside this state (a membership change), so that who
     /// did it is on record.
     Record { kind: String, message: String },
+    /// Several commands in one log entry, applied in order, each exactly as if it had an entry
+    /// of its own (its own checks, its own journal event, its own response): the leader's
+    /// decisions of one look at many groups commit together. Log format 2 ([`LOG_FORMAT`]).
+    Batch(Vec<Command>),
 }
 
 impl Command {
@@ -406,7 +418,16 @@ impl Command {
             | Command::RetireNode { .. }
             | Command::ReportVerdict { .. }
             | Command::SetAutomation { .. }
-            | Command::Record { .. } => None,
+            | Command::Record { .. }
+            | Command::Batch(_) => None,
+        }
+    }
+
+    /// The commands this one carries: a batch's, in order, or itself.
+    pub fn commands(&self) -> &[Command] {
+        match self {
+            Command::Batch(commands) => commands,
+            one => std::slice::from_ref(one),
         }
     }
 }
@@ -485,6 +506,7 @@ impl fmt::Display for Command {
             }
             Command::Journal { group, kind, .. } => write!(f, "journal({group}: {kind})"),
             Command::Record { kind, .. } => write!(f, "record({kind})"),
+            Command::Batch(commands) => write!(f, "batch({} commands)", commands.len()),
         }
     }
 }
@@ -530,6 +552,21 @@ pub enum Response {
         status: String,
     },
     Rejected(Rejection),
+    /// A [`Command::Batch`]'s: each command's response, in order.
+    Batch {
+        #[schema(no_recursion)]
+        responses: Vec<Response>,
+    },
+}
+
+impl Response {
+    /// The responses this one carries: a batch's, in order, or itself.
+    pub fn responses(&self) -> &[Response] {
+        match self {
+            Response::Batch { responses } => responses,
+            one => std::slice::from_ref(one),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -775,6 +812,9 @@ impl State {
             Command::ReconcilePlan { group, epoch, step, automatic } => {
                 self.change_plan(group, epoch, |plan| plan.reconcile(step.as_deref(), automatic))
             }
+            Command::Batch(commands) => {
+                Response::Batch { responses: commands.into_iter().map(|c| self.apply_at(c, at_ms)).collect() }
+            }
         }
     }
 
@@ -878,7 +918,14 @@ impl State {
     pub fn apply_logged(&mut self, logged: Logged) -> Response {
         let at = logged.at_ms;
         let by = logged.by;
-        let command = logged.command;
+        let command = match logged.command {
+            // Each as if logged alone, with the batch's date and author.
+            Command::Batch(commands) => {
+                let mut one = |command| self.apply_logged(Logged { at_ms: at, command, by: by.clone() });
+                return Response::Batch { responses: commands.into_iter().map(&mut one).collect() };
+            }
+            command => command,
+        };
         let previous_active = match &command {
             Command::Failover { group, .. } | Command::Activate { group, .. } | Command::Drill { group, .. } => {
                 self.groups.get(group).map(|g| g.active.clone())
@@ -1315,6 +1362,46 @@ mod tests {
 
     fn activate(group: &str, site: &str, epoch: u64) -> Command {
         Command::Activate { group: group.into(), site: site.into(), expected_epoch: Epoch(epoch) }
+    }
+
+    #[test]
+    fn a_batch_applies_each_command_as_if_it_had_an_entry_of_its_own() {
+        let failover = |group: &str, expected: u64| Command::Failover {
+            group: group.into(),
+            to: "west".into(),
+            expected_epoch: Epoch(expected),
+            reason: "east down".into(),
+            quorum_of: None,
+            automatic: false,
+            facts: Default::default(),
+            past: None,
+        };
+        let note = Command::Journal {
+            group: "a".into(),
+            kind: "failing_over".into(),
+            message: "east down".into(),
+            evidence: BTreeMap::new(),
+        };
+        let commands = vec![note, failover("a", 1), failover("b", 7), failover("nope", 1), failover("b", 1)];
+        let mut batched = State::default();
+        batched.apply(Command::SyncTopology(topology(&[("a", spec("east", "west")), ("b", spec("east", "west"))])));
+        let mut alone = batched.clone();
+        let by = Some("token:ops".to_string());
+        let response =
+            batched.apply_logged(Logged { at_ms: 9, command: Command::Batch(commands.clone()), by: by.clone() });
+        let responses: Vec<Response> = commands
+            .into_iter()
+            .map(|command| alone.apply_logged(Logged { at_ms: 9, command, by: by.clone() }))
+            .collect();
+        assert_eq!(response, Response::Batch { responses: responses.clone() });
+        assert_eq!(batched, alone, "the same state, journal included");
+        // Each kept its own fencing: b's stale order refused, its current one taken.
+        assert!(matches!(responses[2], Response::Rejected(Rejection::StaleEpoch { .. })), "{responses:?}");
+        assert!(matches!(responses[3], Response::Rejected(Rejection::UnknownGroup { .. })), "{responses:?}");
+        assert_eq!((batched.groups["a"].epoch, batched.groups["b"].epoch), (Epoch(2), Epoch(2)));
+        let events = batched.journal.since(0, 100);
+        let by_ops = events.iter().filter(|e| e.by.as_deref() == Some("token:ops")).count();
+        assert_eq!(by_ops, 5, "one event for each command, by its author: {events:?}");
     }
 
     #[test]

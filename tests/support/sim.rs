@@ -52,7 +52,9 @@ pub fn contact(me: u64, voters: &BTreeSet<u64>, acked_at: &BTreeMap<u64, u64>, n
     ages.sort();
     let others_needed = witness::state::quorum(voters.len()) - usize::from(voters.contains(&me));
     let quorum_acked_ago = if others_needed == 0 { Some(Duration::ZERO) } else { ages.get(others_needed - 1).copied() };
-    Contact { voters: voters.iter().map(|v| NodeId(*v)).collect(), acked_ago, quorum_acked_ago }
+    // Every node runs this version: its leaders batch.
+    let formats = voters.iter().map(|v| (NodeId(*v), witness::state::LOG_FORMAT)).collect();
+    Contact { voters: voters.iter().map(|v| NodeId(*v)).collect(), acked_ago, quorum_acked_ago, formats }
 }
 
 /// Whether a leader with this contact is ready (`Node::readiness`, with its state applied).
