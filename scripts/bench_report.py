@@ -458,10 +458,11 @@ def main():
             cell = lambda label: (f"{fmt_ms(sval(d, label, 'p99_ms'))}, {fmt_ms(sval(d, label, 'max_ms'))}"
                                   if sval(d, label, "n") else "n/a")
             every = series(d, "mass failure -> DNS answers the survivor for every record")
+            entries = f"{d['mass_failover_log_entries']:.0f}" if "mass_failover_log_entries" in d else "n/a"
             lines.append(
                 f"| {d['groups']} | {cell('mass failure -> decided')} | {cell('mass failure -> promoted')} | "
                 f"{cell('mass failure -> plan complete')} | {fmt_ms(every['max_ms']) if every and every.get('n') else 'n/a'} | "
-                f"{d.get('mass_failover_log_entries', 'n/a')} |"
+                f"{entries} |"
             )
         sec_scale += ["Mass failover (every group of the dead site):", "", *lines, ""]
         fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))

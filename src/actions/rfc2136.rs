@@ -287,8 +287,25 @@ async fn exchange(step: &Rfc2136Step, key: &Key, mut request: Message, what: &st
     Ok(answer)
 }
 
-/// One DNS message over TCP, each way prefixed by its length (RFC 1035 §4.2.2).
+/// At most this many connections to one server at a time: a whole site failing over reads back
+/// hundreds of records at once, and a burst of connections overflows a nameserver's listen
+/// queue (BIND's `tcp-listen-queue` is 10), which answers the rest with resets.
+const CONNECTIONS_PER_SERVER: usize = 8;
+
+/// One DNS message over TCP, each way prefixed by its length (RFC 1035 §4.2.2), on one of the
+/// server's [`CONNECTIONS_PER_SERVER`].
 async fn send(server: &str, request: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    static SERVERS: OnceLock<Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>> = OnceLock::new();
+    let turns = SERVERS
+        .get_or_init(Default::default)
+        .lock()
+        .expect("servers lock poisoned")
+        .entry(server.into())
+        .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_PER_SERVER)))
+        .clone();
+    let _turn = turns.acquire().await.map_err(std::io::Error::other)?;
     let len = u16::try_from(request.len()).map_err(|_| std::io::Error::other("message longer than 65535 bytes"))?;
     let mut stream = TcpStream::connect(server).await?;
     stream.write_all(&[&len.to_be_bytes()[..], request].concat()).await?;
@@ -383,6 +400,31 @@ fn tokenize(text: &str) -> Result<Vec<Token<'_>>, String> {
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn at_most_a_few_connections_to_one_server_at_a_time() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = listener.local_addr().unwrap().to_string();
+        let (open, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (o, m) = (open.clone(), most.clone());
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                m.fetch_max(o.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                let o = o.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    o.fetch_sub(1, Ordering::SeqCst);
+                    drop(stream);
+                });
+            }
+        });
+        let sent = futures::future::join_all((0..40).map(|_| super::send(&server, b"query"))).await;
+        assert!(sent.iter().all(|r| r.is_err()), "the server closes without answering");
+        assert_eq!(most.load(Ordering::SeqCst), super::CONNECTIONS_PER_SERVER, "40 at once, a few at a time");
+    }
+
     use super::*;
 
     const SECRET: &str = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3I=";

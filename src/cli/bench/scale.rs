@@ -445,6 +445,19 @@ pub async fn bench(
             samples.set_in(&format!("mass failure -> {label}"), "groups", times.len());
         }
         println!("  log entries from the failure to the last group complete: {entries:.0}");
+        // What the plans went through: a retry or a failure shows here, with its first reason.
+        let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+        for e in events.iter().filter(|e| e["at_ms"].as_u64().is_some_and(|at| at >= t0)) {
+            *kinds.entry(e["kind"].as_str().unwrap_or("?").to_string()).or_default() += 1;
+        }
+        println!("  journal events by kind: {kinds:?}");
+        samples.set("mass_failover_journal_by_kind", &kinds);
+        for kind in ["step_retrying", "step_failed"] {
+            if let Some(e) = events.iter().find(|e| e["kind"] == kind && e["at_ms"].as_u64().is_some_and(|at| at >= t0))
+            {
+                println!("  first {kind}: {}", e["message"].as_str().unwrap_or_default());
+            }
+        }
         samples.set("mass_failover_log_entries", entries);
         if !records.is_empty() {
             // The journal says when each step was done; the nameserver says what it serves.
