@@ -247,14 +247,7 @@ impl Leader {
                 Turn::Drifted(what) => Assessment::TargetDrift { step, what },
                 Turn::InPlace => Assessment::TargetInPlace { step },
             };
-            let entry = Command::Journal {
-                evidence: BTreeMap::new(),
-                kind: assessment.kind().to_string(),
-                message: assessment.to_string(),
-                group: group.clone(),
-            };
-            effects.push(Effect::Journal { group, assessment });
-            effects.push(Effect::Propose(entry));
+            journal(effects, group, assessment, BTreeMap::new());
             effects.extend(reconcile.map(Effect::Propose));
         }
         let rng = &mut self.rng;
@@ -305,14 +298,8 @@ impl Leader {
             match effect {
                 crate::engine::Effect::Propose(command) => effects.push(Effect::Propose(command)),
                 crate::engine::Effect::Journal { group, assessment } => {
-                    let entry = Command::Journal {
-                        evidence: evidence(t.state, &group, &t.contact.voters, &live),
-                        kind: assessment.kind().to_string(),
-                        message: assessment.to_string(),
-                        group: group.clone(),
-                    };
-                    effects.push(Effect::Journal { group, assessment });
-                    effects.push(Effect::Propose(entry));
+                    let seen = evidence(t.state, &group, &t.contact.voters, &live);
+                    journal(effects, group, assessment, seen);
                 }
             }
         }
@@ -638,19 +625,34 @@ pub const BATCH_MOST: usize = 250;
 /// of [`BATCH_MOST`] each), after the tick's other effects: its decisions for many groups then
 /// commit in one round trip and one log entry. A proposal alone stays as it is.
 fn batch(effects: &mut Vec<Effect>) {
-    let mut commands = Vec::new();
-    effects.retain_mut(|e| match e {
-        Effect::Propose(command) => {
-            commands.push(std::mem::replace(command, Command::Batch(Vec::new())));
-            false
-        }
-        _ => true,
+    let (proposals, others): (Vec<Effect>, Vec<Effect>) =
+        std::mem::take(effects).into_iter().partition(|e| matches!(e, Effect::Propose(_)));
+    *effects = others;
+    let mut commands = proposals.into_iter().filter_map(|e| match e {
+        Effect::Propose(command) => Some(command),
+        _ => None,
     });
-    let mut rest = commands.into_iter().peekable();
-    while rest.peek().is_some() {
-        let mut chunk: Vec<Command> = rest.by_ref().take(BATCH_MOST).collect();
-        effects.push(Effect::Propose(if chunk.len() == 1 { chunk.remove(0) } else { Command::Batch(chunk) }));
+    loop {
+        let mut chunk: Vec<Command> = commands.by_ref().take(BATCH_MOST).collect();
+        let command = match chunk.len() {
+            0 => return,
+            1 => chunk.remove(0),
+            _ => Command::Batch(chunk),
+        };
+        effects.push(Effect::Propose(command));
     }
+}
+
+/// An assessment for the runtime to log and count, and its journal entry to propose.
+fn journal(effects: &mut Vec<Effect>, group: GroupId, assessment: Assessment, evidence: BTreeMap<SiteId, String>) {
+    let entry = Command::Journal {
+        evidence,
+        kind: assessment.kind().to_string(),
+        message: assessment.to_string(),
+        group: group.clone(),
+    };
+    effects.push(Effect::Journal { group, assessment });
+    effects.push(Effect::Propose(entry));
 }
 
 /// What the engine saw, for the journal: each of the group's sites with every voter's verdict

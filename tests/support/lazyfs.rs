@@ -659,6 +659,20 @@ impl Lazy {
         }
         f(&mut st)
     }
+
+    /// `unlink` and `rmdir`: `remove` the entry `name` of `parent` and forget it.
+    fn remove(&self, parent: INodeNo, name: &OsStr, reply: ReplyEmpty, remove: fn(&Path) -> io::Result<()>) {
+        let done = self.live(|st| {
+            let rel = st.child(parent.0, name)?;
+            remove(&st.abs(&rel))?;
+            st.detach(&rel);
+            Ok(())
+        });
+        match done {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
 }
 
 impl Filesystem for Lazy {
@@ -739,29 +753,11 @@ impl Filesystem for Lazy {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let done = self.live(|st| {
-            let rel = st.child(parent.0, name)?;
-            std::fs::remove_file(st.abs(&rel))?;
-            st.detach(&rel);
-            Ok(())
-        });
-        match done {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.remove(parent, name, reply, |p| std::fs::remove_file(p));
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let done = self.live(|st| {
-            let rel = st.child(parent.0, name)?;
-            std::fs::remove_dir(st.abs(&rel))?;
-            st.detach(&rel);
-            Ok(())
-        });
-        match done {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.remove(parent, name, reply, |p| std::fs::remove_dir(p));
     }
 
     fn rename(
