@@ -271,23 +271,30 @@ impl Stub {
     }
 }
 
-/// A loopback address free a moment ago.
+/// A loopback address free a moment ago, for a server in another process (which must bind it
+/// itself, so another process may take it first). In this process, use [`loopback`].
 pub async fn free_addr() -> anyhow::Result<std::net::SocketAddr> {
-    Ok(tokio::net::TcpListener::bind("127.0.0.1:0").await?.local_addr()?)
+    Ok(loopback().await?.local_addr()?)
 }
 
-/// The agent of `site` for `group` (always in sync), talking to `witness` and to its peer at
-/// `peer`.
+/// A listener on a fresh loopback port. Its address is handed out only once it is bound, so
+/// nothing else can take the port in between.
+pub async fn loopback() -> anyhow::Result<tokio::net::TcpListener> {
+    Ok(tokio::net::TcpListener::bind("127.0.0.1:0").await?)
+}
+
+/// The agent of `site` for `group` (always in sync) serving on `listener`, talking to
+/// `witness` and to its peer at `peer`.
 pub async fn start_agent(
     local: &Local,
     site: &str,
     group: &str,
-    addr: std::net::SocketAddr,
+    listener: tokio::net::TcpListener,
     peer: &str,
     witness: &[String],
 ) -> anyhow::Result<crate::agent::RunningAgent> {
     let in_sync = "replication_command = \"echo '{\\\"in_sync\\\": true}'\"\n";
-    start_agent_with(local, site, group, addr, peer, witness, in_sync).await
+    start_agent_with(local, site, group, listener, peer, witness, in_sync).await
 }
 
 /// [`start_agent`] with `group_lines` in the group's table: its replication reader and hooks.
@@ -295,14 +302,14 @@ pub async fn start_agent_with(
     local: &Local,
     site: &str,
     group: &str,
-    addr: std::net::SocketAddr,
+    listener: tokio::net::TcpListener,
     peer: &str,
     witness: &[String],
     group_lines: &str,
 ) -> anyhow::Result<crate::agent::RunningAgent> {
+    let addr = listener.local_addr()?;
     let text =
         local.agent_config(site, addr, peer, witness, &format!("[[group]]\nname = \"{group}\"\n{group_lines}"))?;
     let config = crate::config::agent::AgentConfig::from_toml(&text, Path::new("<local agent>"))?;
-    let listener = tokio::net::TcpListener::bind(addr).await?;
     crate::agent::start(config, listener).await
 }

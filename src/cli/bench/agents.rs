@@ -16,7 +16,7 @@ use crate::clock::Stopwatch;
 use super::{summary, Samples};
 use crate::agent::RunningAgent;
 use crate::cli::local::{
-    acknowledge, free_addr, start_agent, start_cluster, wait_for_leader, Local, Stub, HOLD_DOWN, SITE, TIMINGS,
+    acknowledge, loopback, start_agent, start_cluster, wait_for_leader, Local, Stub, HOLD_DOWN, SITE, TIMINGS,
 };
 use crate::protocol::Role;
 
@@ -50,11 +50,12 @@ pub async fn promotion(dir: &Path, trials: usize, samples: &mut Samples) -> anyh
     let nodes = start_cluster(&local, &sites_and_group(&stubs[0].url(), &stubs[1].url())).await?;
     wait_for_leader(&nodes, GROUP).await?;
     let witness: Vec<String> = nodes.iter().map(|n| n.addr.to_string()).collect();
-    let addrs = [free_addr().await?, free_addr().await?];
+    let listeners = [loopback().await?, loopback().await?];
+    let addrs = [listeners[0].local_addr()?, listeners[1].local_addr()?];
     let names = ["east", "west"];
     let mut agents = Vec::new();
-    for i in 0..2 {
-        agents.push(Some(start_agent(&local, names[i], GROUP, addrs[i], &addrs[1 - i].to_string(), &witness).await?));
+    for (i, listener) in listeners.into_iter().enumerate() {
+        agents.push(Some(start_agent(&local, names[i], GROUP, listener, &addrs[1 - i].to_string(), &witness).await?));
     }
     println!("3 witness nodes, 2 sites with agents (heartbeats every 250 ms, lease 1 s + 100 ms margin), {TIMINGS}");
     let mut latencies = Vec::with_capacity(trials);
@@ -89,9 +90,10 @@ pub async fn promotion(dir: &Path, trials: usize, samples: &mut Samples) -> anyh
         latencies.push(took);
         samples.push("failure -> survivor writable", took);
         stubs[active].restart().await?;
-        agents[active] = Some(
-            start_agent(&local, names[active], GROUP, addrs[active], &addrs[survivor].to_string(), &witness).await?,
-        );
+        // The agent comes back on its own address: its peer knows it by that.
+        let listener = tokio::net::TcpListener::bind(addrs[active]).await?;
+        agents[active] =
+            Some(start_agent(&local, names[active], GROUP, listener, &addrs[survivor].to_string(), &witness).await?);
         acknowledge(&nodes, GROUP).await?;
     }
     println!("failure -> survivor writable (lease-safe promotion), {trials} trials: {}", summary(&latencies));

@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::{follow_journal, role, secret, stop, wait_for, wait_for_plan};
 use crate::agent::RunningAgent;
 use crate::cli::local::{
-    free_addr, leader, start_agent, start_cluster, wait_for_leader, Local, Stub, HOLD_DOWN, SITE, TIMINGS,
+    leader, loopback, start_agent, start_cluster, wait_for_leader, Local, Stub, HOLD_DOWN, SITE, TIMINGS,
 };
 use crate::clock::unix_ms;
 use crate::demo::dns::DnsServer;
@@ -88,7 +88,7 @@ pub async fn run(dir: &Path, interactive: bool, kill_after: Duration) -> anyhow:
         world.sites.get_mut("east").expect("east").restart().await?;
         let witness: Vec<String> = world.nodes.iter().map(|n| n.addr.to_string()).collect();
         let west = world.agents["west"].addr.to_string();
-        let east = start_agent(&world.local, "east", GROUP, free_addr().await?, &west, &witness).await?;
+        let east = start_agent(&world.local, "east", GROUP, loopback().await?, &west, &witness).await?;
         world.agents.insert("east", east);
         println!("\neast is back, as standby (no automatic failback). Try, in another terminal:");
         println!("  export WITNESS_ENDPOINT={api} {}", world.local.cli_env());
@@ -146,10 +146,11 @@ async fn start(dir: &Path) -> anyhow::Result<World> {
     let nodes = start_cluster(&local, &config).await?;
     wait_for_leader(&nodes, GROUP).await?;
     let witness: Vec<String> = nodes.iter().map(|n| n.addr.to_string()).collect();
-    let (east_addr, west_addr) = (free_addr().await?, free_addr().await?);
+    let (east, west) = (loopback().await?, loopback().await?);
+    let (east_addr, west_addr) = (east.local_addr()?.to_string(), west.local_addr()?.to_string());
     let mut agents = BTreeMap::new();
-    agents.insert("east", start_agent(&local, "east", GROUP, east_addr, &west_addr.to_string(), &witness).await?);
-    agents.insert("west", start_agent(&local, "west", GROUP, west_addr, &east_addr.to_string(), &witness).await?);
+    agents.insert("east", start_agent(&local, "east", GROUP, east, &west_addr, &witness).await?);
+    agents.insert("west", start_agent(&local, "west", GROUP, west, &east_addr, &witness).await?);
     Ok(World { local, nodes, agents, sites, storage, dns, hooks })
 }
 

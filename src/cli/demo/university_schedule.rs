@@ -22,7 +22,7 @@ use std::time::Duration;
 use super::{follow_journal, role, stop, wait_for, wait_for_plan};
 use crate::agent::RunningAgent;
 use crate::cli::local::{
-    free_addr, leader, start_agent_with, start_cluster, wait_for_leader, Local, Stub, HOLD_DOWN, SITE, TIMINGS,
+    leader, loopback, start_agent_with, start_cluster, wait_for_leader, Local, Stub, HOLD_DOWN, SITE, TIMINGS,
 };
 use crate::clock::unix_ms;
 use crate::demo::dns::DnsServer;
@@ -214,11 +214,12 @@ async fn start(dir: &Path, last_backup: &Path, restored: &Path) -> anyhow::Resul
          echo \\\"{{\\\\\\\"recovery_point_age_ms\\\\\\\": $((now - last))}}\\\"\"\n",
         last_backup.display()
     );
-    let (main_addr, dr_addr) = (free_addr().await?, free_addr().await?);
+    let (main, dr) = (loopback().await?, loopback().await?);
+    let (main_addr, dr_addr) = (main.local_addr()?.to_string(), dr.local_addr()?.to_string());
     let mut agents = BTreeMap::new();
-    let main = start_agent_with(&local, MAIN, GROUP, main_addr, &dr_addr.to_string(), &witness, &reader).await?;
+    let main = start_agent_with(&local, MAIN, GROUP, main, &dr_addr, &witness, &reader).await?;
     agents.insert(MAIN, main);
-    let dr = start_agent_with(&local, DR, GROUP, dr_addr, &main_addr.to_string(), &witness, &reader).await?;
+    let dr = start_agent_with(&local, DR, GROUP, dr, &main_addr, &witness, &reader).await?;
     agents.insert(DR, dr);
     Ok(World { local, nodes, agents, sites, dns })
 }
