@@ -6,6 +6,7 @@
 //! `engine::plan` and the replicated `state`).
 
 pub mod command;
+mod gather;
 pub mod openstorage;
 pub mod rfc2136;
 pub mod route53;

@@ -480,110 +480,48 @@ mod tests {
     }
 }
 
-/// Updates bound for one zone at one server with one key, arriving within [`batch::GATHER`] of
+/// Updates bound for one zone at one server with one key, arriving within [`batch::WINDOW`] of
 /// each other, go as one UPDATE message: a nameserver applies a zone's updates one at a time
 /// (BIND writes its journal for each), so 500 groups failing over at once took 12 s one by one.
 /// Each update keeps its own compare-and-swap prerequisite; if any fails, the server refuses
 /// the whole message, and each is then sent again alone, so that each step gets its own answer.
 mod batch {
-    use std::collections::HashMap;
-    use std::path::PathBuf;
-    use std::sync::{Mutex, OnceLock};
     use std::time::Duration;
 
     use hickory_proto::op::{Message, ResponseCode};
     use tokio::sync::oneshot;
 
     use super::{exchange, read_key};
+    use crate::actions::gather::Gather;
     use crate::actions::StepError;
     use crate::config::Rfc2136Step;
 
     /// How long the first update of a batch waits for others.
-    pub const GATHER: Duration = Duration::from_millis(20);
+    pub const WINDOW: Duration = Duration::from_millis(20);
     /// At most this many updates in one message (a DNS message over TCP holds at most 64 KiB;
     /// one record's compare-and-swap takes about 100 bytes).
     const MOST: usize = 200;
 
-    /// Server, zone (lower case) and key file: updates that may share a message.
-    type Id = (String, String, PathBuf);
+    static GATHER: Gather<Pending> = Gather::new(WINDOW, MOST);
 
     struct Pending {
-        ticket: u64,
         update: Message,
         what: String,
         /// The answer, and how many updates went in the message it answers.
         done: oneshot::Sender<Result<(ResponseCode, usize), StepError>>,
     }
 
-    /// The last ticket given, and the batches gathering.
-    type Open = (u64, HashMap<Id, Vec<Pending>>);
-
-    fn open() -> &'static Mutex<Open> {
-        static OPEN: OnceLock<Mutex<Open>> = OnceLock::new();
-        OPEN.get_or_init(Default::default)
-    }
-
-    /// Takes the update back out of its batch if it has not been sent: a step attempt that is
-    /// aborted (its epoch superseded) must not act after its abort.
-    struct Withdraw<'a> {
-        id: &'a Id,
-        ticket: u64,
-        armed: bool,
-    }
-
-    impl Drop for Withdraw<'_> {
-        fn drop(&mut self) {
-            if self.armed {
-                let mut open = open().lock().expect("batch lock poisoned");
-                if let Some(batch) = open.1.get_mut(self.id) {
-                    batch.retain(|p| p.ticket != self.ticket);
-                }
-            }
-        }
-    }
-
     /// Sends `update` (a compare-and-swap for `step`'s zone) with whatever else arrives for the
-    /// same zone within [`GATHER`]; the server's answer to it, and how many updates went in the
+    /// same zone within [`WINDOW`]; the server's answer to it, and how many updates went in the
     /// message it answers.
     pub async fn update(step: &Rfc2136Step, update: Message, what: &str) -> Result<(ResponseCode, usize), StepError> {
-        let id: Id = (step.server.clone(), step.zone.to_ascii_lowercase(), step.key_file.clone());
+        // Server, zone and key file: updates that may share a message.
+        let key = format!("{} {} {}", step.server, step.zone.to_ascii_lowercase(), step.key_file.display());
         let (done, answer) = oneshot::channel();
-        let (ticket, first) = {
-            let mut open = open().lock().expect("batch lock poisoned");
-            open.0 += 1;
-            let ticket = open.0;
-            let pending = Pending { ticket, update, what: what.to_string(), done };
-            match open.1.get_mut(&id) {
-                Some(batch) if batch.len() < MOST => {
-                    batch.push(pending);
-                    (ticket, false)
-                }
-                // None open (or a full one about to go): this update starts the next.
-                _ => {
-                    let full = open.1.insert(id.clone(), vec![pending]);
-                    if let Some(full) = full {
-                        // Its sender has not taken it yet: it goes now, on its own.
-                        tokio::spawn(send(step.clone(), full));
-                    }
-                    (ticket, true)
-                }
-            }
-        };
-        if first {
-            // The batch goes in its own task: the steps waiting on it may be aborted, which
-            // withdraws only their own update.
-            let step = step.clone();
-            let id = id.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(GATHER).await;
-                let batch = open().lock().expect("batch lock poisoned").1.remove(&id).unwrap_or_default();
-                send(step, batch).await;
-            });
-        }
-        let mut withdraw = Withdraw { id: &id, ticket, armed: true };
-        let answer = answer.await;
-        withdraw.armed = false;
-        answer.unwrap_or_else(|_| Err(StepError::retryable(format!("{what}: the batch it was in was dropped"))))
+        let pending = Pending { update, what: what.to_string(), done };
+        let sent = step.clone();
+        let _withdraw = GATHER.join(&key, pending, move |batch| send(sent.clone(), batch));
+        answer.await.unwrap_or_else(|_| Err(StepError::retryable(format!("{what}: the batch it was in was dropped"))))
     }
 
     /// Sends one update in a message of its own.

@@ -1,7 +1,11 @@
 //! The `route53` step: points a record (plain, or one weighted record per site) at the survivor
 //! in one Route 53 change batch, which Route 53 applies atomically, together with a
 //! compare-and-set of the group's epoch TXT record, so DNS never moves back to an older
-//! decision; then waits for INSYNC and reads the result back. `check` only reads the zone.
+//! decision; then waits for INSYNC and reads the result back. Steps for the same hosted zone
+//! arriving together share the reads, the change batch and the wait, each group keeping its
+//! own compare-and-set (`batch`). `check` only reads the zone.
+
+mod batch;
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -14,14 +18,11 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_route53::config::http::HttpResponse;
 use aws_sdk_route53::error::{BuildError, ProvideErrorMetadata, SdkError};
-use aws_sdk_route53::types::{
-    Change, ChangeAction, ChangeBatch, ChangeStatus, ResourceRecord, ResourceRecordSet, RrType,
-};
+use aws_sdk_route53::types::{Change, ChangeAction, ChangeStatus, ResourceRecord, ResourceRecordSet, RrType};
 use aws_sdk_route53::Client;
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 
 use super::{secrets, StepContext, StepError, StepResult};
-use crate::clock::Stopwatch;
 use crate::config::Route53Step;
 
 /// Route 53 usually reaches INSYNC within a minute; GetChange shares the account's limit of
@@ -33,32 +34,7 @@ const POLL_ERRORS: u32 = 5;
 
 pub async fn run(step: &Route53Step, ctx: &StepContext) -> StepResult {
     let wanted = desired(step, ctx)?;
-    let client = client(step).await?;
-    let epoch_name = step.epoch_record();
-    let current = list(&client, step, &epoch_name, "TXT", 1).await?.into_iter().next();
-    let mut changes = epoch_changes(step, ctx, current)?;
-    for set in &wanted {
-        changes.push(change(ChangeAction::Upsert, set.clone())?);
-    }
-    let batch =
-        ChangeBatch::builder().comment(ctx.idempotency_key()).set_changes(Some(changes)).build().map_err(built)?;
-    let submitted = Stopwatch::start();
-    let out = client
-        .change_resource_record_sets()
-        .hosted_zone_id(&step.zone_id)
-        .change_batch(batch)
-        .send()
-        .await
-        .map_err(|e| sdk_error(step, "ChangeResourceRecordSets", e))?;
-    let info =
-        out.change_info().ok_or_else(|| StepError::retryable("ChangeResourceRecordSets answered without a change"))?;
-    let id = info.id().trim_start_matches("/change/").to_string();
-    tracing::info!(zone = %step.zone_id, record = %step.record, change = %id, epoch = ctx.epoch, "route53 change made");
-    if *info.status() != ChangeStatus::Insync {
-        wait_insync(|| change_status(&client, step, &id), POLL_INTERVAL).await?;
-    }
-    let ms = submitted.elapsed().as_millis();
-    verify(&client, step, ctx, &wanted).await?;
+    let changed = batch::make(step, ctx, wanted.clone()).await?;
     let values = match wanted.as_slice() {
         [only] if only.set_identifier().is_none() => record_values(only),
         sets => sets
@@ -69,9 +45,13 @@ pub async fn run(step: &Route53Step, ctx: &StepContext) -> StepResult {
             .collect::<Vec<_>>()
             .join("; "),
     };
+    let with = match changed.together {
+        1 => String::new(),
+        n => format!("; one change of {n} groups"),
+    };
     Ok(format!(
-        "{} {} -> {values}, epoch TXT {}, change {id} INSYNC in {ms} ms",
-        step.record, step.record_type, ctx.epoch
+        "{} {} -> {values}, epoch TXT {}, change {} INSYNC in {} ms{with}",
+        step.record, step.record_type, ctx.epoch, changed.id, changed.ms
     ))
 }
 
@@ -248,6 +228,76 @@ fn built(e: BuildError) -> StepError {
     StepError::permanent(format!("route53 request could not be built: {e}"))
 }
 
+/// Route 53 returns at most this many record sets per ListResourceRecordSets page.
+const PAGE: i32 = 300;
+
+/// Record sets read from a hosted zone: those of the names asked for, or the whole zone when
+/// paging through it takes fewer requests than asking for each name (every request counts
+/// against the account's five a second).
+struct Listing(Vec<ResourceRecordSet>);
+
+impl Listing {
+    /// The sets of each (name, type) in `names`, every set identifier.
+    async fn read(client: &Client, step: &Route53Step, names: &[(String, String)]) -> Result<Listing, StepError> {
+        let mut names = names.to_vec();
+        names.sort();
+        names.dedup();
+        if names.len() > 2 {
+            let zone = client
+                .get_hosted_zone()
+                .id(&step.zone_id)
+                .send()
+                .await
+                .map_err(|e| sdk_error(step, "GetHostedZone", e))?;
+            let count = zone.hosted_zone().and_then(|z| z.resource_record_set_count()).unwrap_or(i64::MAX);
+            let pages = count.saturating_add(i64::from(PAGE) - 1) / i64::from(PAGE);
+            if pages.max(1) < names.len() as i64 {
+                return Listing::zone(client, step).await;
+            }
+        }
+        let mut sets = Vec::new();
+        for (name, rtype) in &names {
+            sets.extend(list(client, step, name, rtype).await?);
+        }
+        Ok(Listing(sets))
+    }
+
+    /// Every record set of the zone, page by page.
+    async fn zone(client: &Client, step: &Route53Step) -> Result<Listing, StepError> {
+        let mut sets = Vec::new();
+        let mut next: Option<(String, Option<RrType>, Option<String>)> = None;
+        loop {
+            let mut request = client.list_resource_record_sets().hosted_zone_id(&step.zone_id).max_items(PAGE);
+            if let Some((name, rtype, id)) = next.take() {
+                request = request.start_record_name(name).set_start_record_type(rtype).set_start_record_identifier(id);
+            }
+            let out = request.send().await.map_err(|e| sdk_error(step, "ListResourceRecordSets", e))?;
+            sets.extend(out.resource_record_sets().iter().cloned());
+            match out.next_record_name() {
+                Some(name) if out.is_truncated() => {
+                    next = Some((
+                        name.to_string(),
+                        out.next_record_type().cloned(),
+                        out.next_record_identifier().map(String::from),
+                    ))
+                }
+                _ => return Ok(Listing(sets)),
+            }
+        }
+    }
+
+    /// The sets called `name` of type `rtype`.
+    fn sets<'a>(&'a self, name: &'a str, rtype: &'a str) -> impl Iterator<Item = &'a ResourceRecordSet> + 'a {
+        self.0.iter().filter(move |s| same_name(s.name(), name) && s.r#type().as_str() == rtype)
+    }
+
+    /// The group's epoch TXT set, if there is one.
+    fn epoch(&self, step: &Route53Step) -> Option<&ResourceRecordSet> {
+        let name = step.epoch_record();
+        self.0.iter().find(|s| same_name(s.name(), &name) && s.r#type() == &RrType::Txt)
+    }
+}
+
 /// The record sets called `name` of type `rtype`, every set identifier (Route 53 lists from
 /// the start name onwards, so later names are cut off here).
 async fn list(
@@ -255,14 +305,13 @@ async fn list(
     step: &Route53Step,
     name: &str,
     rtype: &str,
-    max: i32,
 ) -> Result<Vec<ResourceRecordSet>, StepError> {
     let out = client
         .list_resource_record_sets()
         .hosted_zone_id(&step.zone_id)
         .start_record_name(name)
         .start_record_type(RrType::from(rtype))
-        .max_items(max)
+        .max_items(100)
         .send()
         .await
         .map_err(|e| sdk_error(step, "ListResourceRecordSets", e))?;
@@ -309,51 +358,45 @@ where
 pub async fn observe(step: &Route53Step, ctx: &StepContext) -> Result<super::Observed, StepError> {
     let wanted = desired(step, ctx)?;
     let client = client(step).await?;
-    Ok(match differs(&client, step, &wanted).await? {
+    let listing = Listing::read(&client, step, &[(step.record.clone(), step.record_type.clone())]).await?;
+    Ok(match differs(&listing, step, &wanted) {
         None => super::Observed::InPlace,
         Some(what) => super::Observed::Drifted(format!("{what} (the active site is {})", ctx.to)),
     })
 }
 
 /// How what Route 53 serves for the record differs from `wanted`, if it does.
-async fn differs(
-    client: &Client,
-    step: &Route53Step,
-    wanted: &[ResourceRecordSet],
-) -> Result<Option<String>, StepError> {
-    let found = list(client, step, &step.record, &step.record_type, 100).await?;
+fn differs(listing: &Listing, step: &Route53Step, wanted: &[ResourceRecordSet]) -> Option<String> {
     for want in wanted {
-        let got = found.iter().find(|s| s.set_identifier() == want.set_identifier());
+        let got = listing.sets(&step.record, &step.record_type).find(|s| s.set_identifier() == want.set_identifier());
         let ok = got.is_some_and(|g| g.weight() == want.weight() && same_values(g, want));
         if !ok {
             let what = want.set_identifier().map(|id| format!(" (set {id})")).unwrap_or_default();
             let shown = got.map(|g| format!("{} weight {}", record_values(g), weight(g)));
-            return Ok(Some(format!(
+            return Some(format!(
                 "{} {}{what}: expected {} weight {}, found {}",
                 step.record,
                 step.record_type,
                 record_values(want),
                 weight(want),
                 shown.as_deref().unwrap_or("nothing")
-            )));
+            ));
         }
     }
-    Ok(None)
+    None
 }
 
-/// Reads back what Route 53 now serves for the record(s) and the epoch TXT.
-async fn verify(
-    client: &Client,
+/// Checks what Route 53 now serves for the record(s) and the epoch TXT, as read back.
+fn verify(
+    listing: &Listing,
     step: &Route53Step,
     ctx: &StepContext,
     wanted: &[ResourceRecordSet],
 ) -> Result<(), StepError> {
-    if let Some(what) = differs(client, step, wanted).await? {
+    if let Some(what) = differs(listing, step, wanted) {
         return Err(StepError::retryable(format!("read back {what}")));
     }
-    let epoch_name = step.epoch_record();
-    let txt = list(client, step, &epoch_name, "TXT", 1).await?;
-    let found = txt.first();
+    let found = listing.epoch(step);
     let parsed = found.and_then(|s| match s.resource_records() {
         [one] => parse_epoch(one.value()),
         _ => None,
@@ -361,7 +404,7 @@ async fn verify(
     let want = Epoch { group: ctx.group.clone(), epoch: ctx.epoch, active: ctx.to.clone() };
     if parsed.as_ref() != Some(&want) {
         let found = found.map_or_else(|| "nothing".to_string(), record_values);
-        let msg = format!("read back {epoch_name}: expected {}, found {found}", epoch_value(ctx));
+        let msg = format!("read back {}: expected {}, found {found}", step.epoch_record(), epoch_value(ctx));
         return Err(StepError::retryable(msg));
     }
     Ok(())
