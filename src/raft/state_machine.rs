@@ -110,6 +110,13 @@ pub fn verify_received(meta: &SnapshotMeta, bytes: &[u8]) -> io::Result<Applied>
     Ok(applied)
 }
 
+/// A snapshot of `applied`: its meta, and its bytes as stored and sent to followers.
+pub fn encode(applied: Applied) -> io::Result<(SnapshotMeta, Vec<u8>)> {
+    let meta = SnapshotMeta { last_log_id: applied.last_applied, last_membership: applied.membership.clone() };
+    let body = SnapshotBody { meta: meta.clone(), applied };
+    Ok((meta, snapshot_file::encode(&serde_json::to_vec(&body).map_err(io::Error::other)?)))
+}
+
 fn decode(bytes: &[u8]) -> io::Result<(SnapshotMeta, Applied)> {
     let payload = snapshot_file::decode(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     let body: SnapshotBody =
@@ -127,9 +134,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let applied = self.applied.read().expect("state lock poisoned").clone();
-        let meta = SnapshotMeta { last_log_id: applied.last_applied, last_membership: applied.membership.clone() };
-        let body = SnapshotBody { meta: meta.clone(), applied };
-        let bytes = snapshot_file::encode(&serde_json::to_vec(&body).map_err(io::Error::other)?);
+        let (meta, bytes) = encode(applied)?;
         self.snapshots.save(meta.last_log_id, bytes.clone()).await?;
         Ok(Snapshot { meta, snapshot: bytes })
     }

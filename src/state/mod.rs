@@ -958,12 +958,13 @@ impl State {
         // Drills this entry may end: the group's, or any group's for a new topology (no other
         // command without a group touches one).
         let topology = matches!(command, Command::SyncTopology(_));
-        let drills_before: Vec<(GroupId, Epoch)> = self
-            .groups
-            .iter()
-            .filter(|(name, _)| group.as_ref().map_or(topology, |g| g == *name))
-            .filter_map(|(name, g)| Some((name.clone(), g.drill.as_ref()?.id)))
-            .collect();
+        // Looked up, not searched for: a batch applies hundreds of commands, each for one group.
+        let drill = |(name, g): (&GroupId, &GroupState)| Some((name.clone(), g.drill.as_ref()?.id));
+        let drills_before: Vec<(GroupId, Epoch)> = match &group {
+            Some(name) => self.groups.get_key_value(name).and_then(drill).into_iter().collect(),
+            None if topology => self.groups.iter().filter_map(drill).collect(),
+            None => Vec::new(),
+        };
         let before = completed(self);
         let response = self.apply_at(command, at);
         let entry = entry.or_else(|| describe(&response, previous_active, &reason, self));

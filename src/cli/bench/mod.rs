@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::clock::Stopwatch;
 
 mod agents;
+mod engine;
 mod failover;
 mod plan;
 mod scale;
@@ -120,6 +121,20 @@ pub enum Command {
         #[arg(long)]
         samples: Option<PathBuf>,
     },
+    /// The pure cores' cost against the number of groups, in this process without I/O: a
+    /// steady-state tick of the leader, an agent heartbeat carrying every group, the tick that
+    /// decides a whole site's failover and applying its proposals, a snapshot encoded and
+    /// decoded.
+    Engine {
+        /// The counts of groups to measure, e.g. 100,1000.
+        #[arg(long, value_delimiter = ',', default_value = "100,250,500,1000,2000")]
+        groups: Vec<usize>,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Also write the costs and the parameters to this file as JSON.
+        #[arg(long)]
+        samples: Option<PathBuf>,
+    },
     /// False failovers: both sites up while a share of probes is lost, for a while.
     Soak {
         /// Share of probe requests each site drops (0.1 = 10%).
@@ -167,6 +182,7 @@ pub fn run(command: Command) -> Exit {
         Command::Plan { dir, samples, .. } => (dir, samples, "plan"),
         Command::Soak { dir, samples, .. } => (dir, samples, "soak"),
         Command::Scale { dir, samples, .. } => (dir, samples, "scale"),
+        Command::Engine { dir, samples, .. } => (dir, samples, "engine"),
     };
     let mut samples = Samples::new(name, samples.clone());
     let dir = dir.clone().unwrap_or_else(std::env::temp_dir).join(format!("witness-bench-{}", std::process::id()));
@@ -184,6 +200,11 @@ pub fn run(command: Command) -> Exit {
             rt.block_on(plan::bench(&dir, trials.max(1), dns.with(dns_record), s))
         }
         Command::Soak { loss, duration, .. } => rt.block_on(failover::soak(&dir, loss.clamp(0.0, 1.0), duration, s)),
+        Command::Engine { groups, .. } => {
+            let mut groups: Vec<usize> = groups.into_iter().filter(|&n| n > 0).collect();
+            groups.sort_unstable();
+            engine::bench(&dir, &groups, s)
+        }
         Command::Scale { groups, steady, mass_failover, dns, .. } => {
             // Each group's record is named after it: this one is not used.
             rt.block_on(scale::bench(&dir, groups.max(1), steady, mass_failover, dns.with(String::new()), s))
