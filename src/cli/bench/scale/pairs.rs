@@ -7,9 +7,13 @@
 //! agent code (`crate::agent::start`), each with its own config, listener, site certificate and
 //! key (made by the development CA of the cluster, `site-p0001a.crt`, ...), heartbeating the
 //! three node processes every 250 ms over mutual TLS, exchanging peer leases with its pair's
-//! other agent over mutual TLS, and reading each of its two groups' replication every 250 ms.
-//! So the wire protocol, the credentials and the per-site rate limits are the real ones; what
-//! differs from N machines is that the agents share this process's CPU (measured and printed).
+//! other agent over mutual TLS, and reading the replication of the group it is standby of
+//! every 250 ms. So the wire protocol, the credentials and the per-site rate limits are the
+//! real ones; what differs from N machines is that the agents share this process's CPU
+//! (measured and printed). That is also why an agent does not read the replication of the
+//! group it is active for: the witness weighs only the standby's reading (its copy is what a
+//! failover promotes), and those N readings every 250 ms, which no node sees, would take CPU
+//! from the nodes on the same machine.
 //! The heartbeat round trip is read from the agents' own histograms (each agent's `/metrics`,
 //! summed over all of them): every agent has its registry, no process-wide one.
 //!
@@ -38,7 +42,7 @@ fn pair(i: usize) -> ([String; 2], [String; 2]) {
 
 pub(super) async fn bench(dir: &Path, groups: usize, steady: Duration, samples: &mut Samples) -> anyhow::Result<()> {
     anyhow::ensure!(
-        groups >= 2 && groups % 2 == 0,
+        groups >= 2 && groups.is_multiple_of(2),
         "--shape pairs needs an even --groups (N groups on N sites in N/2 pairs), not {groups}"
     );
     let pairs = groups / 2;
@@ -83,7 +87,9 @@ pub(super) async fn bench(dir: &Path, groups: usize, steady: Duration, samples: 
     for (k, listener) in listeners.into_iter().enumerate() {
         let (i, side) = (k / 2 + 1, k % 2);
         let (sites, names) = pair(i);
-        let groups_text: String = names.iter().map(|g| fixtures.agent_group(g)).collect();
+        // Site a is primary of the pair's first group and standby of its second; b the reverse.
+        let (active, standby) = (&names[side], &names[1 - side]);
+        let groups_text = format!("[[group]]\nname = \"{active}\"\n{}", fixtures.agent_group(standby));
         let peer = &addrs[k ^ 1];
         agents.push(Some(
             start_agent_for(&cluster.local, &sites[side], listener, peer, &cluster.addrs, &groups_text).await?,
@@ -134,9 +140,8 @@ pub(super) async fn bench(dir: &Path, groups: usize, steady: Duration, samples: 
         }
     };
     let what = format!(
-        "{groups} agents (heartbeats, peer leases, {} replication readings every 250 ms), {groups} health endpoints, \
-         the webhook receiver, and this benchmark's own reads",
-        2 * groups
+        "{groups} agents (heartbeats, peer leases, {groups} standby replication readings every 250 ms), {groups} \
+         health endpoints, the webhook receiver, and this benchmark's own reads"
     );
     let agents_view = Agents {
         heartbeats,
