@@ -513,7 +513,7 @@ def main():
         ]
         for d in pairs:
             num = lambda v, f: f.format(v) if v is not None else "n/a"
-            rate = d["heartbeats_answered"] / d["steady_s"] if d.get("heartbeats_answered") and d.get("steady_s") else None
+            rate = d.get("heartbeats_per_s")
             sec_scale.append(
                 f"| {d['groups']} | {num(d.get('heartbeat_p50_ms'), '<= {:.0f} ms')} / {num(d.get('heartbeat_p99_ms'), '<= {:.0f} ms')} | "
                 f"{num(rate, '{:.0f}')} | {num(field(d, '_cpu_cores', 'leader_'), '{:.2f}')} | "

@@ -12,10 +12,9 @@
 //! log's growth (entries and bytes of its directory, per hour), the snapshot file's size, and
 //! `/v1/status`'s size and latency; then one group's primary dies while every other group stays
 //! ([`one_failover`], failure → decided, from the journal). Each group's plan is a webhook to a
-//! receiver in this process, and the agents read each group's replication (always in sync) from
-//! a URL this process serves ([`Fixtures`]). The process logs are written to the run's
-//! directory; the cluster's journal dates each event by the leader's wall clock, on this
-//! machine.
+//! receiver in this process, and the agents read replication (always in sync) from a URL this
+//! process serves ([`Fixtures`]). The journal dates each event by the leader's wall clock, on
+//! this machine.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -317,6 +316,7 @@ where
         ms(p99)
     );
     samples.set("heartbeats_answered", beats);
+    samples.set("heartbeats_per_s", beats / secs);
     samples.set("heartbeat_p50_ms", p50.map(|s| s * 1000.0));
     samples.set("heartbeat_p99_ms", p99.map(|s| s * 1000.0));
     for (i, p) in cluster.nodes.iter().enumerate() {

@@ -107,10 +107,17 @@ pub(super) async fn bench(dir: &Path, groups: usize, steady: Duration, samples: 
         if writable == groups {
             break;
         }
-        anyhow::ensure!(
-            settled.elapsed() < Duration::from_secs(120),
-            "{writable} of {groups} groups writable at their primary's agent after 120 s"
-        );
+        if settled.elapsed() > Duration::from_secs(120) {
+            // One agent's own account of why, as `witness agent status` would give it.
+            let why = agents.iter().flatten().map(|a| a.agent.status()).find_map(|s| {
+                let problem = s.witness_problem.or(s.peer_problem)?;
+                Some(format!("{}'s agent: {problem}", s.site))
+            });
+            anyhow::bail!(
+                "{writable} of {groups} groups writable at their primary's agent after 120 s ({})",
+                why.unwrap_or_else(|| "no agent names a problem".into())
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     println!(
