@@ -307,9 +307,21 @@ pub async fn start_agent_with(
     witness: &[String],
     group_lines: &str,
 ) -> anyhow::Result<crate::agent::RunningAgent> {
-    let addr = listener.local_addr()?;
-    let text =
-        local.agent_config(site, addr, peer, witness, &format!("[[group]]\nname = \"{group}\"\n{group_lines}"))?;
+    start_agent_for(local, site, listener, peer, witness, &format!("[[group]]\nname = \"{group}\"\n{group_lines}"))
+        .await
+}
+
+/// The agent of `site` for `groups` (its `[[group]]` tables) serving on `listener`, talking to
+/// `witness` and to its peer at `peer`.
+pub async fn start_agent_for(
+    local: &Local,
+    site: &str,
+    listener: tokio::net::TcpListener,
+    peer: &str,
+    witness: &[String],
+    groups: &str,
+) -> anyhow::Result<crate::agent::RunningAgent> {
+    let text = local.agent_config(site, listener.local_addr()?, peer, witness, groups)?;
     let config = crate::config::agent::AgentConfig::from_toml(&text, Path::new("<local agent>"))?;
     crate::agent::start(config, listener).await
 }

@@ -95,22 +95,23 @@ impl Runtime {
         let contact = node.contact(&m);
         let ready = node.readiness_from(&m, &contact).is_ok();
         let failing_since = node.failing_since();
-        // Copied out of the state machine's lock: a look never holds up a commit.
-        let state = node.applied.read().expect("state lock poisoned").state.without_journal();
+        // Copied out of the state machine's lock: a look never holds up a commit. Only a leader
+        // uses it: a follower's copy, 20 times a second, was a seventh of its CPU at 250 groups.
+        let state = leads.then(|| node.applied.read().expect("state lock poisoned").state.without_journal());
         let effects = {
             let mut slot = if leads { node.leader_of(m.current_term) } else { node.leader.lock().expect("poisoned") };
             if !leads {
                 *slot = None;
             }
-            match slot.as_mut() {
-                None => Vec::new(),
-                Some(leader) => {
+            match (slot.as_mut(), &state) {
+                (Some(leader), Some(state)) => {
                     for a in &ended {
                         leader.attempt_ended(a);
                     }
                     let now = node.clock.now();
-                    leader.tick(&Tick { now, state: &state, contact: &contact, ready, failing_since: &failing_since })
+                    leader.tick(&Tick { now, state, contact: &contact, ready, failing_since: &failing_since })
                 }
+                _ => Vec::new(),
             }
         };
         // The attempts belong to the leadership that started them.

@@ -100,16 +100,21 @@ pub enum Command {
         #[arg(long)]
         samples: Option<PathBuf>,
     },
-    /// Many groups: a cluster of processes with `--groups` groups on two sites with agents, in
-    /// steady state (heartbeats, CPU, memory, log growth, snapshot, status) and, with
-    /// `--mass-failover`, through the failure of the site hosting them all.
+    /// Many groups: a cluster of processes with `--groups` groups and their agents, in steady
+    /// state (heartbeats, CPU, memory, log growth, snapshot, status) and through one group's
+    /// failover; with `--shape sites` and `--mass-failover`, through the failure of the site
+    /// hosting them all.
     Scale {
+        /// sites: every group on sites east and west, one agent process per site. pairs: N
+        /// sites in N/2 pairs, two groups per pair, one agent per site (all run by this process).
+        #[arg(long, value_enum, default_value = "sites")]
+        shape: scale::Shape,
         #[arg(long, default_value_t = 500)]
         groups: usize,
         /// How long the steady state is measured.
         #[arg(long, default_value = "30s", value_parser = crate::config::duration::parse)]
         steady: Duration,
-        /// Then kill the site hosting every group and time each group's failover.
+        /// Then kill the site hosting every group and time each group's failover (sites shape).
         #[arg(long)]
         mass_failover: bool,
         /// Each group's plan then updates its own record (g0001, ...) in the zone.
@@ -205,9 +210,9 @@ pub fn run(command: Command) -> Exit {
             groups.sort_unstable();
             engine::bench(&dir, &groups, s)
         }
-        Command::Scale { groups, steady, mass_failover, dns, .. } => {
+        Command::Scale { shape, groups, steady, mass_failover, dns, .. } => {
             // Each group's record is named after it: this one is not used.
-            rt.block_on(scale::bench(&dir, groups.max(1), steady, mass_failover, dns.with(String::new()), s))
+            rt.block_on(scale::bench(&dir, shape, groups.max(1), steady, mass_failover, dns.with(String::new()), s))
         }
     };
     let _ = std::fs::remove_dir_all(&dir);
