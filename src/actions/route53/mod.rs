@@ -65,7 +65,8 @@ pub async fn check(step: &Route53Step) -> StepResult {
     Ok(format!("hosted zone {} ({id}) reachable, {count} record sets", zone.name()))
 }
 
-async fn client(step: &Route53Step) -> Result<Client, StepError> {
+/// A client reaching `step`'s zone as the step does (endpoint, region, credentials).
+pub async fn client(step: &Route53Step) -> Result<Client, StepError> {
     let http = aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
     let region = Region::new(step.region.clone());
     let mut loader = aws_config::defaults(BehaviorVersion::latest())

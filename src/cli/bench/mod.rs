@@ -120,6 +120,10 @@ pub enum Command {
         /// Each group's plan then updates its own record (g0001, ...) in the zone.
         #[command(flatten)]
         dns: Nameserver,
+        /// A Route 53 API (moto: `scripts/bench-scale` starts one): the benchmark makes hosted
+        /// zone scale.test. there, and each group's plan also moves its own record in it.
+        #[arg(long)]
+        route53_endpoint: Option<String>,
         #[arg(long)]
         dir: Option<PathBuf>,
         /// Also write the raw latencies (ms), the parameters and the summary to this file as JSON.
@@ -210,9 +214,10 @@ pub fn run(command: Command) -> Exit {
             groups.sort_unstable();
             engine::bench(&dir, &groups, s)
         }
-        Command::Scale { shape, groups, steady, mass_failover, dns, .. } => {
+        Command::Scale { shape, groups, steady, mass_failover, dns, route53_endpoint, .. } => {
             // Each group's record is named after it: this one is not used.
-            rt.block_on(scale::bench(&dir, shape, groups.max(1), steady, mass_failover, dns.with(String::new()), s))
+            let targets = scale::Targets { dns: dns.with(String::new()), route53: route53_endpoint };
+            rt.block_on(scale::bench(&dir, shape, groups.max(1), steady, mass_failover, targets, s))
         }
     };
     let _ = std::fs::remove_dir_all(&dir);

@@ -31,6 +31,7 @@ use crate::clock::{unix_ms, Stopwatch};
 mod pairs;
 mod procs;
 mod prom;
+mod route53;
 mod sites;
 
 use procs::{dir_size, spawn, usage, Proc};
@@ -50,22 +51,31 @@ pub enum Shape {
     Pairs,
 }
 
+/// What each group's plan changes beside its webhook, in the sites shape's mass failover.
+pub struct Targets {
+    /// A nameserver taking RFC 2136 updates of each group's record.
+    pub dns: Option<Dns>,
+    /// A Route 53 API on which the benchmark makes a zone with each group's record.
+    pub route53: Option<String>,
+}
+
 pub async fn bench(
     dir: &Path,
     shape: Shape,
     groups: usize,
     steady: Duration,
     mass_failover: bool,
-    dns: Option<Dns>,
+    targets: Targets,
     samples: &mut Samples,
 ) -> anyhow::Result<()> {
     samples.set("shape", shape);
     samples.set("groups", groups);
     samples.set("steady_s", steady.as_secs_f64());
-    samples.set("dns_server", dns.as_ref().map(|d| d.server.clone()));
+    samples.set("dns_server", targets.dns.as_ref().map(|d| d.server.clone()));
+    samples.set("route53_endpoint", &targets.route53);
     std::fs::create_dir_all(dir)?;
     match shape {
-        Shape::Sites => sites::bench(dir, groups, steady, mass_failover, dns, samples).await,
+        Shape::Sites => sites::bench(dir, groups, steady, mass_failover, targets, samples).await,
         Shape::Pairs => {
             anyhow::ensure!(
                 !mass_failover,
@@ -73,9 +83,9 @@ pub async fn bench(
                  measures steady state and one group's failover"
             );
             anyhow::ensure!(
-                dns.is_none(),
-                "--dns-server is for --shape sites: the pairs shape's plans are webhooks only (run it without \
-                 scripts/bench-scale's BIND)"
+                targets.dns.is_none() && targets.route53.is_none(),
+                "--dns-server and --route53-endpoint are for --shape sites: the pairs shape's plans are webhooks \
+                 only (run it without scripts/bench-scale)"
             );
             pairs::bench(dir, groups, steady, samples).await
         }

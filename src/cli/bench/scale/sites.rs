@@ -9,15 +9,20 @@
 //! entries it took. Each group's plan is a webhook and, with `--dns-server`, an RFC 2136 update
 //! of its own record in one zone of a real nameserver (`scripts/bench-scale` starts a BIND for
 //! it); the time until the nameserver answers the survivor's address for every group's record
-//! is observed by querying it.
+//! is observed by querying it. With `--route53-endpoint` (`scripts/bench-scale` starts moto),
+//! each plan also moves the group's own record in a Route 53 hosted zone, and the time until
+//! the zone holds the survivor's address for every record is observed by listing it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use anyhow::Context;
+
 use super::procs::spawn;
 use super::prom::buckets;
-use super::{first_events, one_failover, steady_state, Agents, Cluster, Fixtures, RAFT};
+use super::route53::Zone;
+use super::{first_events, one_failover, steady_state, Agents, Cluster, Fixtures, Targets, RAFT};
 use crate::cli::bench::plan::Dns;
 use crate::cli::bench::{summary, Samples};
 use crate::cli::local::{free_addr, Local, Stub};
@@ -28,9 +33,10 @@ pub(super) async fn bench(
     groups: usize,
     steady: Duration,
     mass_failover: bool,
-    dns: Option<Dns>,
+    targets: Targets,
     samples: &mut Samples,
 ) -> anyhow::Result<()> {
+    let Targets { dns, route53 } = targets;
     anyhow::ensure!(dns.is_none() || groups <= 2000, "with --dns-server, at most 2000 groups (records g0001 to g2000)");
     let names: Vec<String> = (1..=groups).map(|i| format!("g{i:04}")).collect();
     let mut stubs = BTreeMap::new();
@@ -47,6 +53,11 @@ pub(super) async fn bench(
         })
         .collect();
 
+    let zone = match &route53 {
+        Some(endpoint) => Some(Zone::make(endpoint, dir, &names).await.context("making the Route 53 zone")?),
+        None => None,
+    };
+
     let mut config = String::from(RAFT);
     for name in ["east", "west", "a", "b"] {
         config += &Fixtures::site(name, &stubs[name].url());
@@ -55,6 +66,9 @@ pub(super) async fn bench(
         config += &fixtures.group(name, "east", "west", true);
         if let Some(dns) = records.get(i) {
             config += &dns.step_config("dns");
+        }
+        if let Some(zone) = &zone {
+            config += &zone.step_config(name);
         }
     }
     config += &fixtures.group("solo", "a", "b", false);
@@ -200,9 +214,46 @@ pub(super) async fn bench(
             );
             samples.push("mass failure -> DNS answers the survivor for every record", all);
         }
+        if let Some(zone) = &zone {
+            // The zone as listed, apart from what the steps say; and how many changes they shared.
+            let mut moved = zone.on_west(&names).await?;
+            while moved < groups && unix_ms() - t0 < 120_000 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                moved = zone.on_west(&names).await?;
+            }
+            let all = Duration::from_millis(unix_ms() - t0);
+            anyhow::ensure!(
+                moved == groups,
+                "{} Route 53 records still not on west 120 s after the failure",
+                groups - moved
+            );
+            let changes = route53_changes(&events, t0);
+            println!(
+                "  failure -> Route 53 holds west for all {groups} records: {} ms; the steps made {} change(s)",
+                all.as_millis(),
+                changes.len()
+            );
+            samples.push("mass failure -> Route 53 holds the survivor for every record", all);
+            samples.set("mass_failover_route53_changes", changes.len());
+        }
     }
     drop(agents);
     drop(cluster);
     drop(fixtures);
     Ok(())
+}
+
+/// The Route 53 changes the steps done since `t0` report (`change ID INSYNC`), each once (a
+/// plan's last step done is journaled as `plan_done`).
+fn route53_changes(events: &[serde_json::Value], t0: u64) -> std::collections::BTreeSet<String> {
+    events
+        .iter()
+        .filter(|e| e["kind"] == "step_done" || e["kind"] == "plan_done")
+        .filter(|e| e["at_ms"].as_u64().is_some_and(|at| at >= t0))
+        .filter_map(|e| {
+            let message = e["message"].as_str()?;
+            let (_, after) = message.split_once(", change ")?;
+            Some(after.split_whitespace().next()?.to_string())
+        })
+        .collect()
 }
