@@ -100,7 +100,7 @@ pub fn bench(dir: &Path, counts: &[usize], samples: &mut Samples) -> anyhow::Res
             let shown: Vec<String> = growth.iter().map(|(what, r)| format!("{what} {r:.2}")).collect();
             println!("cost per group at {large} groups against {small} (1.00 = linear): {}", shown.join(", "));
             for (what, r) in growth {
-                samples.set(&format!("growth {what}"), r);
+                samples.set(&format!("growth_{}", what.replace(' ', "_")), r);
             }
         }
     }
