@@ -50,6 +50,7 @@ pub(super) async fn lead(node: Arc<Node>) {
         attempts: Attempts::default(),
         term: None,
         proposals: JoinSet::new(),
+        checks: Arc::new(tokio::sync::Semaphore::new(CHECKS_AT_ONCE)),
     };
     let mut updates = node.raft.metrics();
     let mut tick = tokio::time::interval(TICK);
@@ -79,7 +80,15 @@ struct Runtime {
     term: Option<u64>,
     /// Proposals in flight (aborted if the node stops).
     proposals: JoinSet<()>,
+    /// Turns for plan readiness checks, [`CHECKS_AT_ONCE`] of them.
+    checks: Arc<tokio::sync::Semaphore>,
 }
+
+/// At most this many plan readiness checks run at once. A new leadership checks every group
+/// within its first seconds (`leader::readiness`), and each check calls every step's provider:
+/// a thousand groups at once would be a thousand Route 53 clients alive together, and a burst of
+/// requests against an account that allows five a second.
+const CHECKS_AT_ONCE: usize = 8;
 
 impl Runtime {
     async fn look(&mut self) {
@@ -154,8 +163,9 @@ impl Runtime {
                 // a group shows no result, or an ageing one (WitnessPlanReadinessStale), never
                 // a fresh "ready".
                 let Some(executors) = self.executors.clone() else { return };
-                let term = self.term;
+                let (term, checks) = (self.term, self.checks.clone());
                 self.proposals.spawn(async move {
+                    let Ok(_turn) = checks.acquire().await else { return };
                     let steps = match node.check_plan_at(&group, observe.then_some(epoch), &executors).await {
                         Ok(check) => check.steps,
                         Err(e) => {
