@@ -34,34 +34,18 @@ pub(super) async fn probe_and_report(node: Arc<Node>, probers: Vec<SiteProber>) 
         };
         while tasks.try_join_next().is_some() {}
         let now = node.clock.now();
-        // A round touches one site: its gauge, and the reports only when its verdict changed.
-        // Every site's (staleness, a report to retry, a state that moved) is the tick's: at a
-        // thousand sites, a pass over all of them per round was most of a node's CPU.
         let reports = {
             let mut observer = node.observer.lock().expect("observer lock poisoned");
-            let due = match round {
-                Some(round) => {
-                    let before = observer.verdict(&round.site, now);
-                    if let Some(changed) = observer.round(&round.site, round.ok, now) {
-                        tracing::info!(site = %round.site, verdict = %changed, "this node's verdict changed");
-                    }
-                    let after = observer.verdict(&round.site, now);
-                    node.metrics.observe_verdict(&round.site, after);
-                    before != after
+            if let Some(round) = round {
+                if let Some(changed) = observer.round(&round.site, round.ok, now) {
+                    tracing::info!(site = %round.site, verdict = %changed, "this node's verdict changed");
                 }
-                None => {
-                    for site in observer.sites() {
-                        node.metrics.observe_verdict(site, observer.verdict(site, now));
-                    }
-                    true
-                }
-            };
-            if due {
-                let applied = node.applied.read().expect("state lock poisoned");
-                observer.reports(&applied.state, now)
-            } else {
-                Vec::new()
             }
+            for site in observer.sites() {
+                node.metrics.observe_verdict(site, observer.verdict(site, now));
+            }
+            let applied = node.applied.read().expect("state lock poisoned");
+            observer.reports(&applied.state, now)
         };
         for command in reports {
             let node = node.clone();
