@@ -289,14 +289,19 @@ impl Listing {
 
     /// The sets called `name` of type `rtype`.
     fn sets<'a>(&'a self, name: &'a str, rtype: &'a str) -> impl Iterator<Item = &'a ResourceRecordSet> + 'a {
-        self.0.iter().filter(move |s| same_name(s.name(), name) && s.r#type().as_str() == rtype)
+        self.0.iter().filter(move |s| named(s, name, rtype))
     }
 
     /// The group's epoch TXT set, if there is one.
     fn epoch(&self, step: &Route53Step) -> Option<&ResourceRecordSet> {
         let name = step.epoch_record();
-        self.0.iter().find(|s| same_name(s.name(), &name) && s.r#type() == &RrType::Txt)
+        self.0.iter().find(|s| named(s, &name, "TXT"))
     }
+}
+
+/// Whether `set` is called `name` and is of type `rtype`.
+fn named(set: &ResourceRecordSet, name: &str, rtype: &str) -> bool {
+    same_name(set.name(), name) && set.r#type().as_str() == rtype
 }
 
 /// The record sets called `name` of type `rtype`, every set identifier (Route 53 lists from
@@ -316,12 +321,7 @@ async fn list(
         .send()
         .await
         .map_err(|e| sdk_error(step, "ListResourceRecordSets", e))?;
-    Ok(out
-        .resource_record_sets()
-        .iter()
-        .filter(|s| same_name(s.name(), name) && s.r#type().as_str() == rtype)
-        .cloned()
-        .collect())
+    Ok(out.resource_record_sets().iter().filter(|s| named(s, name, rtype)).cloned().collect())
 }
 
 async fn change_status(client: &Client, step: &Route53Step, id: &str) -> Result<ChangeStatus, StepError> {
