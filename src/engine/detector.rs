@@ -4,6 +4,11 @@
 //! site's detector, the staleness and resend rules that keep this node's committed verdicts
 //! equal to what its detectors say, and when each site's current streak of failures began (the
 //! detection time a failover records). Pure: `now` is passed in.
+//!
+//! Which sites a call of [`Observer::reports`] looks at is the observer's too: those probed
+//! since the last call, those whose held-back report is due, and every site once per
+//! [`SWEEP`]. Looking at every site after every round made the probing of n sites cost n² (at
+//! a thousand sites with rounds every 150 ms, more than a core per node).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -12,6 +17,11 @@ use crate::state::{Command, NodeId, SiteId, State, Verdict};
 
 /// A report the leader has not applied yet is sent again after this long, not sooner.
 pub const REPORT_RETRY: Duration = Duration::from_secs(1);
+
+/// Every site is looked at again at least this often, probed or not: that is how a verdict
+/// gone stale (its rounds stopped), a site newly registered, and a committed verdict that
+/// changed under this node are noticed.
+pub const SWEEP: Duration = Duration::from_millis(500);
 
 /// How one site is watched: its thresholds, and how long without a probe round makes its
 /// verdict unknown (a prober that died must never leave a stale up or down behind).
@@ -45,6 +55,11 @@ impl Site {
 pub struct Observer {
     node: NodeId,
     sites: BTreeMap<SiteId, Site>,
+    /// Sites to look at again, and from when: probed ones at once, held-back ones when their
+    /// [`REPORT_RETRY`] has passed.
+    pending: BTreeMap<SiteId, Duration>,
+    /// When every site was last looked at; `None` before the first call.
+    swept: Option<Duration>,
 }
 
 impl Observer {
@@ -56,12 +71,14 @@ impl Observer {
                 (name, Site { watch, detector, last_round: now, failing_since: None, last_sent: None })
             })
             .collect();
-        Observer { node, sites }
+        Observer { node, sites, pending: BTreeMap::new(), swept: None }
     }
 
     /// One probe round of `site` ended, `ok` or not; returns the detector's new verdict when
     /// it changed.
     pub fn round(&mut self, site: &str, ok: bool, now: Duration) -> Option<Verdict> {
+        let (name, _) = self.sites.get_key_value(site)?;
+        self.pending.insert(name.clone(), now);
         let s = self.sites.get_mut(site)?;
         s.last_round = now;
         if ok {
@@ -83,19 +100,45 @@ impl Observer {
 
     /// The reports to propose so that the committed verdicts become this node's: one per
     /// registered site whose committed verdict differs, none for a site reported within
-    /// [`REPORT_RETRY`].
+    /// [`REPORT_RETRY`] (that one is sent when the interval has passed: [`Observer::next_due`]).
+    /// Looks at the sites probed since the last call and those whose held-back report is due,
+    /// or at every site when a [`SWEEP`] is due.
     pub fn reports(&mut self, state: &State, now: Duration) -> Vec<Command> {
-        let mut reports = Vec::new();
-        for (site, s) in &mut self.sites {
-            let verdict = s.verdict(now);
-            let recently = s.last_sent.is_some_and(|at| now.saturating_sub(at) < REPORT_RETRY);
-            if !state.sites.contains(site) || state.verdict(site, self.node) == verdict || recently {
-                continue;
+        let look: Vec<SiteId> = if self.swept.is_none_or(|at| now.saturating_sub(at) >= SWEEP) {
+            self.swept = Some(now);
+            self.pending.clear();
+            self.sites.keys().cloned().collect()
+        } else {
+            let due: Vec<SiteId> = self.pending.iter().filter(|(_, at)| **at <= now).map(|(s, _)| s.clone()).collect();
+            for site in &due {
+                self.pending.remove(site);
             }
-            s.last_sent = Some(now);
-            reports.push(Command::ReportVerdict { node: self.node, site: site.clone(), verdict });
+            due
+        };
+        look.into_iter().filter_map(|site| self.report(site, state, now)).collect()
+    }
+
+    /// The rule for one site: its report when the committed verdict differs from this node's,
+    /// unless one went within [`REPORT_RETRY`]; then it is held back until then.
+    fn report(&mut self, site: SiteId, state: &State, now: Duration) -> Option<Command> {
+        let s = self.sites.get_mut(&site)?;
+        let verdict = s.verdict(now);
+        if !state.sites.contains(&site) || state.verdict(&site, self.node) == verdict {
+            return None;
         }
-        reports
+        if let Some(at) = s.last_sent.filter(|at| now.saturating_sub(*at) < REPORT_RETRY) {
+            self.pending.insert(site, at + REPORT_RETRY);
+            return None;
+        }
+        s.last_sent = Some(now);
+        Some(Command::ReportVerdict { node: self.node, site, verdict })
+    }
+
+    /// When [`Observer::reports`] has something to look at without a probe round: the next
+    /// sweep, or a held-back report coming due sooner.
+    pub fn next_due(&self) -> Duration {
+        let sweep = self.swept.map_or(Duration::ZERO, |at| at + SWEEP);
+        self.pending.values().copied().fold(sweep, Duration::min)
     }
 
     /// Per failing site, when its current streak of failed rounds began.
@@ -207,6 +250,50 @@ mod tests {
         assert_eq!(o.verdict("east", ms(3100)), Some(Verdict::Up));
         assert_eq!(o.verdict("east", ms(3101)), None);
         assert_eq!(o.reports(&state, ms(3101)), vec![unknown]);
+    }
+
+    #[test]
+    fn a_held_back_report_goes_the_moment_its_retry_interval_passes() {
+        let (mut o, state) = observer();
+        assert!(o.reports(&state, ms(0)).is_empty());
+        o.round("east", true, ms(100));
+        assert_eq!(o.reports(&state, ms(100)).len(), 1, "up");
+        o.round("east", false, ms(200));
+        assert_eq!(o.round("east", false, ms(300)), Some(Verdict::Down));
+        assert!(o.reports(&state, ms(300)).is_empty(), "held back: up went at 100");
+        assert_eq!(o.next_due(), ms(500), "the sweep comes first");
+        assert!(o.reports(&state, ms(500)).is_empty(), "still held back at the sweep");
+        assert_eq!(o.next_due(), ms(1000));
+        assert!(o.reports(&state, ms(1000)).is_empty());
+        // The sweep just went: the held-back report, not the next sweep, says when to wake.
+        assert_eq!(o.next_due(), ms(1100));
+        assert!(o.reports(&state, ms(1099)).is_empty());
+        let down = Command::ReportVerdict { node: NodeId(1), site: "east".into(), verdict: Some(Verdict::Down) };
+        assert_eq!(o.reports(&state, ms(1100)), vec![down], "due without a round or a sweep");
+        assert_eq!(o.next_due(), ms(1500), "nothing held back any more");
+    }
+
+    #[test]
+    fn a_round_looks_at_its_own_site_and_a_sweep_at_every_site() {
+        let watch = Watch { failure_threshold: 1, success_threshold: 1, stale_after: Duration::from_secs(3) };
+        let sites = [("east".into(), watch), ("west".into(), watch)];
+        let mut o = Observer::new(NodeId(1), sites, Duration::ZERO);
+        let mut state = State::default();
+        state.sites.extend(["east".into(), "west".into()]);
+        o.round("east", true, ms(10));
+        o.round("west", true, ms(10));
+        for command in o.reports(&state, ms(10)) {
+            state.apply(command);
+        }
+        assert!(o.reports(&state, ms(1000)).is_empty(), "the log has both (a sweep)");
+        // The log loses west's verdict (as when a report was never applied): west's own rounds
+        // or the next sweep notice it, not a round of east.
+        state.apply(Command::ReportVerdict { node: NodeId(1), site: "west".into(), verdict: None });
+        o.round("east", true, ms(1100));
+        assert!(o.reports(&state, ms(1100)).is_empty(), "a round of east looks at east alone");
+        let west = Command::ReportVerdict { node: NodeId(1), site: "west".into(), verdict: Some(Verdict::Up) };
+        assert_eq!(o.next_due(), ms(1500));
+        assert_eq!(o.reports(&state, ms(1500)), vec![west]);
     }
 
     #[test]

@@ -1,10 +1,9 @@
 //! This node's probing loop: runs every site's prober and feeds the rounds to the node's
 //! [`Observer`](crate::engine::detector::Observer), then proposes the verdict reports it owes
-//! the log. The rules (thresholds, staleness, resends) are the observer's.
+//! the log. The rules (thresholds, staleness, resends, which sites to look at when) are the
+//! observer's; this loop wakes on each round and when the observer says something is due.
 
 use std::sync::Arc;
-use std::time::Duration;
-
 use tokio::task::JoinSet;
 
 use super::leader::LeaderRequest;
@@ -23,26 +22,33 @@ pub(super) async fn probe_and_report(node: Arc<Node>, probers: Vec<SiteProber>) 
         tasks.spawn(async move { prober.run(&node.metrics.probes, tx, move || rng.unit()).await });
     }
     drop(tx);
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
+        let due = node.observer.lock().expect("observer lock poisoned").next_due();
+        let wait = due.saturating_sub(node.clock.now());
         let round = tokio::select! {
             round = rounds.recv() => match round {
                 Some(round) => Some(round),
                 None => return,
             },
-            _ = tick.tick() => None,
+            _ = tokio::time::sleep(wait) => None,
         };
         while tasks.try_join_next().is_some() {}
         let now = node.clock.now();
         let reports = {
             let mut observer = node.observer.lock().expect("observer lock poisoned");
-            if let Some(round) = round {
-                if let Some(changed) = observer.round(&round.site, round.ok, now) {
-                    tracing::info!(site = %round.site, verdict = %changed, "this node's verdict changed");
+            match round {
+                Some(round) => {
+                    if let Some(changed) = observer.round(&round.site, round.ok, now) {
+                        tracing::info!(site = %round.site, verdict = %changed, "this node's verdict changed");
+                    }
+                    node.metrics.observe_verdict(&round.site, observer.verdict(&round.site, now));
                 }
-            }
-            for site in observer.sites() {
-                node.metrics.observe_verdict(site, observer.verdict(site, now));
+                // Verdicts also change with time alone (stale when rounds stop).
+                None => {
+                    for site in observer.sites() {
+                        node.metrics.observe_verdict(site, observer.verdict(site, now));
+                    }
+                }
             }
             let applied = node.applied.read().expect("state lock poisoned");
             observer.reports(&applied.state, now)
