@@ -69,14 +69,25 @@ impl Ledger {
             if group.spec.primary != site && group.spec.secondary != site {
                 continue;
             }
-            let previous = record.groups.remove(name).unwrap_or_default();
+            // Updated in place: a key cloned and a record moved for every group of every
+            // heartbeat was most of a heartbeat's cost at a thousand groups.
             let report = heartbeat.groups.get(name).cloned().unwrap_or_default();
-            let last_in_sync_at = if report.in_sync == Some(true) { Some(now) } else { previous.last_in_sync_at };
-            record.groups.insert(name.clone(), GroupRecord { report, last_in_sync_at });
+            let in_sync = (report.in_sync == Some(true)).then_some(now);
+            match record.groups.get_mut(name) {
+                Some(r) => *r = GroupRecord { report, last_in_sync_at: in_sync.or(r.last_in_sync_at) },
+                None => {
+                    record.groups.insert(name.clone(), GroupRecord { report, last_in_sync_at: in_sync });
+                }
+            }
 
             let role = assigned_role(group, site);
             let lease_ms = (role == Role::Active).then(|| {
-                self.grants.insert(name.clone(), now);
+                match self.grants.get_mut(name) {
+                    Some(at) => *at = now,
+                    None => {
+                        self.grants.insert(name.clone(), now);
+                    }
+                }
                 terms.lease_ms
             });
             let assignment = Assignment {
@@ -98,9 +109,10 @@ impl Ledger {
     pub fn agents_ahead(&self, name: &str, group: &GroupState) -> Option<(SiteId, crate::state::Epoch)> {
         [&group.spec.primary, &group.spec.secondary]
             .into_iter()
-            .filter_map(|site| Some((site.clone(), self.sites.get(site)?.groups.get(name)?.report.epoch?)))
+            .filter_map(|site| Some((site, self.sites.get(site)?.groups.get(name)?.report.epoch?)))
             .filter(|(_, epoch)| *epoch > group.epoch)
             .max_by_key(|(_, epoch)| *epoch)
+            .map(|(site, epoch)| (site.clone(), epoch))
     }
 
     /// Why `group`'s active site holds no peer lease, when its agent, heard within a lease,

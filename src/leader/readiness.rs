@@ -115,12 +115,11 @@ impl Readiness {
             if group.spec.steps.is_empty() {
                 continue;
             }
-            let schedule = self.groups.entry(name.clone()).or_insert_with(|| Schedule {
-                next_at: now + (*interval).min(FIRST_WITHIN).mul_f64(unit()),
-                checking: false,
-                checked_for: None,
-                last: None,
-            });
+            if !self.groups.contains_key(name) {
+                let next_at = now + (*interval).min(FIRST_WITHIN).mul_f64(unit());
+                self.groups.insert(name.clone(), Schedule { next_at, checking: false, checked_for: None, last: None });
+            }
+            let schedule = self.groups.get_mut(name).expect("inserted above");
             let changed =
                 schedule.checked_for.as_ref().is_some_and(|(e, s)| *e != group.epoch || *s != group.spec.steps);
             if !schedule.checking && (now >= schedule.next_at || changed) {

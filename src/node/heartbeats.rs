@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{LinearizableReadError, RaftError};
@@ -50,6 +51,12 @@ impl Confirmer {
     }
 }
 
+/// Confirmations start at most this often. Each is a Raft heartbeat round to every member:
+/// back to back, a thousand heartbeats a second kept one running at all times, a fair part of
+/// every node's CPU; spaced, they share one round per few milliseconds instead, and an
+/// agent's answer is at most this much later (its lease counts from its sending anyway).
+const CONFIRM_SPACING: Duration = Duration::from_millis(5);
+
 /// The confirmation loop: runs a read-index confirmation whenever tickets are waiting.
 pub(super) async fn confirm_leadership(node: Arc<Node>) {
     let confirmer = &node.confirmer;
@@ -60,6 +67,7 @@ pub(super) async fn confirm_leadership(node: Arc<Node>) {
             confirmer.wake.notified().await;
             continue;
         }
+        let next = tokio::time::Instant::now() + CONFIRM_SPACING;
         let result = node.raft.ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex).await.map(|_| ()).map_err(
             |e| match e {
                 RaftError::APIError(LinearizableReadError::ForwardToLeader(f)) => {
@@ -74,6 +82,7 @@ pub(super) async fn confirm_leadership(node: Arc<Node>) {
         );
         completed = target;
         let _previous = confirmer.done.send_replace((completed, result));
+        tokio::time::sleep_until(next).await;
     }
 }
 
