@@ -1,9 +1,9 @@
 //! The leader's runtime: the only loop that drives [`Leader`]. On every commit or change of
 //! leadership (a burst coalesced) and every 50 ms it reads the world once (Raft's metrics into
 //! a `Contact`, the committed state, this node's probe facts), makes or drops the term's
-//! `Leader`, hands it a tick, and carries out the effects in order: proposals go to the log in their own tasks, plan
-//! step attempts run through the executors, aborts are awaited before the next effect. No rule
-//! lives here; what the leader decides is in `crate::leader`.
+//! `Leader`, hands it a tick, and carries out the effects in order: proposals go to the log in
+//! their own tasks, plan step attempts run through the executors, aborts are awaited before the
+//! next effect. No rule lives here; what the leader decides is in `crate::leader`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
