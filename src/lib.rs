@@ -9,6 +9,7 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod ids;
+pub mod keyed;
 pub mod leader;
 pub mod metrics;
 pub mod node;

@@ -14,8 +14,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::config::ReplicationMode;
+use crate::keyed::Cursor;
 pub use crate::protocol::{Assignment, GroupReport, Heartbeat, HeartbeatAnswer, Role};
-use crate::state::{GroupId, GroupState, SiteId, State};
+use crate::state::{Epoch, GroupId, GroupState, SiteId, State};
 
 /// What the leader last heard from one site's agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,11 +43,16 @@ pub struct Ledger {
     sites: BTreeMap<SiteId, SiteRecord>,
     /// Per group: the last lease granted to its active site.
     grants: BTreeMap<GroupId, Duration>,
+    /// Per group, the sites whose agent's last report named an epoch past the group's
+    /// committed one when it came: [`Ledger::agents_ahead`] reads only these, so a tick need
+    /// not search every group's reports for the rare case. (Within a leadership committed
+    /// epochs only grow, so a report not ahead when it came is not ahead later.)
+    ahead: BTreeMap<GroupId, BTreeMap<SiteId, Epoch>>,
 }
 
 impl Ledger {
     pub fn new(since: Duration) -> Ledger {
-        Ledger { since, sites: BTreeMap::new(), grants: BTreeMap::new() }
+        Ledger { since, sites: BTreeMap::new(), grants: BTreeMap::new(), ahead: BTreeMap::new() }
     }
 
     /// Records `site`'s heartbeat and answers it from the committed `state`. Call only after
@@ -63,30 +69,45 @@ impl Ledger {
         record.heard_at = now;
         record.peer_reachable = heartbeat.peer_reachable;
         record.peer_problem = heartbeat.peer_problem.clone();
-        let mut answer = HeartbeatAnswer::default();
+        // Every map here is keyed by group and walked in key order with the state's groups,
+        // not searched per group: a heartbeat stays linear in the groups. Records and grants
+        // of groups seen for the first time are added after the walk.
+        let mut reports = Cursor::new(heartbeat.groups.iter());
+        let mut records = Cursor::new(record.groups.iter_mut());
+        let mut grants = Cursor::new(self.grants.iter_mut());
+        let (mut new_records, mut new_grants) = (Vec::new(), Vec::new());
+        let mut answer = Vec::new();
         for (name, group) in &state.groups {
             let Some(terms) = group.spec.leases else { continue };
             if group.spec.primary != site && group.spec.secondary != site {
                 continue;
             }
-            // Updated in place: a key cloned and a record moved for every group of every
-            // heartbeat was most of a heartbeat's cost at a thousand groups.
-            let report = heartbeat.groups.get(name).cloned().unwrap_or_default();
-            let in_sync = (report.in_sync == Some(true)).then_some(now);
-            match record.groups.get_mut(name) {
-                Some(r) => *r = GroupRecord { report, last_in_sync_at: in_sync.or(r.last_in_sync_at) },
-                None => {
-                    record.groups.insert(name.clone(), GroupRecord { report, last_in_sync_at: in_sync });
+            let report = reports.seek(name).cloned().unwrap_or_default();
+            match report.epoch.filter(|e| *e > group.epoch) {
+                Some(epoch) => {
+                    self.ahead.entry(name.clone()).or_default().insert(site.into(), epoch);
                 }
+                None if !self.ahead.is_empty() => {
+                    if let Some(sites) = self.ahead.get_mut(name) {
+                        sites.remove(site);
+                        if sites.is_empty() {
+                            self.ahead.remove(name);
+                        }
+                    }
+                }
+                None => {}
+            }
+            let in_sync = (report.in_sync == Some(true)).then_some(now);
+            match records.seek(name) {
+                Some(r) => *r = GroupRecord { report, last_in_sync_at: in_sync.or(r.last_in_sync_at) },
+                None => new_records.push((name.clone(), GroupRecord { report, last_in_sync_at: in_sync })),
             }
 
             let role = assigned_role(group, site);
             let lease_ms = (role == Role::Active).then(|| {
-                match self.grants.get_mut(name) {
+                match grants.seek(name) {
                     Some(at) => *at = now,
-                    None => {
-                        self.grants.insert(name.clone(), now);
-                    }
+                    None => new_grants.push((name.clone(), now)),
                 }
                 terms.lease_ms
             });
@@ -97,9 +118,12 @@ impl Ledger {
                 peer_lease_ms: terms.lease_ms,
                 margin_ms: terms.margin_ms,
             };
-            answer.groups.insert(name.clone(), assignment);
+            answer.push((name.clone(), assignment));
         }
-        answer
+        record.groups.extend(new_records);
+        self.grants.extend(new_grants);
+        // In key order already: the map is built from the sorted run without a search each.
+        HeartbeatAnswer { groups: answer.into_iter().collect() }
     }
 
     /// The highest epoch an agent of `group` reports, and whose, when it is past the group's
@@ -107,9 +131,10 @@ impl Ledger {
     /// lost committed state (restored from an older backup): agents ignore assignments of an
     /// older epoch, so nothing this witness decides for the group can take effect.
     pub fn agents_ahead(&self, name: &str, group: &GroupState) -> Option<(SiteId, crate::state::Epoch)> {
+        let ahead = self.ahead.get(name)?;
         [&group.spec.primary, &group.spec.secondary]
             .into_iter()
-            .filter_map(|site| Some((site, self.sites.get(site)?.groups.get(name)?.report.epoch?)))
+            .filter_map(|site| Some((site, *ahead.get(site)?)))
             .filter(|(_, epoch)| *epoch > group.epoch)
             .max_by_key(|(_, epoch)| *epoch)
             .map(|(site, epoch)| (site.clone(), epoch))
@@ -171,23 +196,20 @@ impl Ledger {
     /// How far the group's standby copy is behind the active site at `at`, as last reported
     /// by its agent: for a synchronous group, the time from its last report in sync to `at`
     /// (zero while it says so); for an asynchronous one, from its last recovery point to `at`
-    /// (a report heard after `at` counts back from when it was heard). `None`: never reported
-    /// to this leader.
-    fn behind(&self, name: &str, group: &GroupState, at: Duration) -> Option<Duration> {
-        let standby = group.other();
-        let record = self.sites.get(standby)?;
-        let g = record.groups.get(name)?;
+    /// (a report heard after `at` counts back from when it was heard), from the standby's
+    /// `site` record and its record `g` of the group. `None`: nothing reported to count from.
+    fn behind(site: &SiteRecord, g: &GroupRecord, group: &GroupState, at: Duration) -> Option<Duration> {
         match group.spec.replication {
             ReplicationMode::Sync => {
                 if g.report.in_sync == Some(true) {
-                    return Some(at.saturating_sub(record.heard_at));
+                    return Some(at.saturating_sub(site.heard_at));
                 }
                 g.last_in_sync_at.map(|last| at.saturating_sub(last))
             }
             ReplicationMode::Async => g
                 .report
                 .recovery_point_age_ms
-                .map(|age| (Duration::from_millis(age) + at).saturating_sub(record.heard_at)),
+                .map(|age| (Duration::from_millis(age) + at).saturating_sub(site.heard_at)),
         }
     }
 
@@ -206,12 +228,13 @@ impl Ledger {
         failed_at: Duration,
         now: Duration,
     ) -> Option<Duration> {
-        let record = self.sites.get(group.other())?.groups.get(name)?;
+        let site = self.sites.get(group.other())?;
+        let record = site.groups.get(name)?;
         let in_sync_at_failure = record.last_in_sync_at.is_some_and(|at| at + in_sync_within >= failed_at);
         if group.spec.replication == ReplicationMode::Sync && in_sync_at_failure {
             return Some(Duration::ZERO);
         }
-        self.behind(name, group, failed_at.min(now))
+        Ledger::behind(site, record, group, failed_at.min(now))
     }
 
     /// The lease the active site of `group` holds by this leader's grants, remaining at `now`.

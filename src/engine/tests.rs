@@ -503,6 +503,26 @@ fn in_sync(yes: bool) -> GroupReport {
     GroupReport { in_sync: Some(yes), ..GroupReport::default() }
 }
 
+/// Agents past the committed epoch are named by their last reports (the higher epoch of the
+/// two sites'), and a site no longer once it reports an epoch not past the committed one: the
+/// ledger keeps only these, so that a tick need not search every group's reports.
+#[test]
+fn agents_ahead_are_those_whose_last_report_is_past_the_committed_epoch() {
+    let mut w = World::with_agents(ReplicationMode::Sync, Duration::ZERO);
+    let at = |epoch: u64| GroupReport { epoch: Some(Epoch(epoch)), ..GroupReport::default() };
+    let ahead = |w: &World| w.ledger.agents_ahead("app", w.group());
+    let committed = w.group().epoch.0;
+    w.heartbeat("east", true, at(committed));
+    assert_eq!(ahead(&w), None);
+    w.heartbeat("east", true, at(committed + 2));
+    w.heartbeat("west", true, at(committed + 5));
+    assert_eq!(ahead(&w), Some(("west".into(), Epoch(committed + 5))));
+    w.heartbeat("west", true, at(committed));
+    assert_eq!(ahead(&w), Some(("east".into(), Epoch(committed + 2))), "west caught up: east is still ahead");
+    w.heartbeat("east", true, GroupReport::default());
+    assert_eq!(ahead(&w), None, "neither reports an epoch past the committed one");
+}
+
 /// The active site, active at the group's epoch by its own word, holding no peer lease: named
 /// with the agent's reason; not while it holds one, not for another epoch, not once silent for
 /// a lease, not while the group drains.

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::state::{Epoch, GroupId, State};
+use crate::state::{Epoch, GroupId, GroupState, State};
 
 /// How long after its hold a drill may wait for its way back's checks to pass before it ends
 /// failed, the group left where the drill took it.
@@ -29,18 +29,12 @@ impl Returns {
     /// The drills whose hold is over at `now` and have no proposal in flight: each group, its
     /// drill's id, and whether the patience after the hold has run out too.
     pub fn due(&mut self, state: &State, now: Duration) -> Vec<(GroupId, Epoch, bool)> {
-        let holding = |name: &GroupId| {
-            state
-                .groups
-                .get(name)
-                .and_then(|g| g.drill.as_ref())
-                .filter(|d| d.holding())
-                .map(|d| (d.id, d.spec.hold_ms))
-        };
-        self.holds.retain(|name, h| holding(name).is_some_and(|(id, _)| id == h.id));
+        let holding = |g: &GroupState| g.drill.as_ref().filter(|d| d.holding()).map(|d| (d.id, d.spec.hold_ms));
+        self.holds.retain(|name, h| state.groups.get(name).and_then(holding).is_some_and(|(id, _)| id == h.id));
         let mut due = Vec::new();
-        for name in state.groups.keys() {
-            let Some((id, hold_ms)) = holding(name) else { continue };
+        // Each group's drill read as the groups are walked, not searched for by name.
+        for (name, g) in &state.groups {
+            let Some((id, hold_ms)) = holding(g) else { continue };
             let hold = self.holds.entry(name.clone()).or_insert(Hold { id, since: now, proposed: false });
             let back_at = hold.since + Duration::from_millis(hold_ms);
             if !hold.proposed && now >= back_at {

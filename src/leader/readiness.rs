@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::keyed::{align, Cursor};
 use crate::state::plan::{Phase, StepSpec};
 use crate::state::{Epoch, GroupId, State};
 
@@ -90,7 +91,8 @@ struct Schedule {
 /// Every group's readiness schedule and last result, for one leadership.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Readiness {
-    groups: BTreeMap<GroupId, Schedule>,
+    /// Every group of the state, and the schedule of each with plan steps and an interval.
+    groups: BTreeMap<GroupId, Option<Schedule>>,
 }
 
 /// The first check of a leadership comes within this long (or the interval, if shorter), spread
@@ -108,18 +110,20 @@ impl Readiness {
         now: Duration,
         mut unit: impl FnMut() -> f64,
     ) -> Vec<(GroupId, Epoch, bool)> {
-        self.groups.retain(|name, _| state.groups.contains_key(name));
         let mut due = Vec::new();
-        for (name, group) in &state.groups {
-            let Some(interval) = intervals.get(name) else { continue };
+        // Walked together in key order, not looked up per group: linear in the groups.
+        let mut intervals = Cursor::new(intervals.iter());
+        for (name, group, schedule) in align(&mut self.groups, &state.groups, |_| None) {
+            let Some(interval) = intervals.seek(name) else { continue };
             if group.spec.steps.is_empty() {
                 continue;
             }
-            if !self.groups.contains_key(name) {
-                let next_at = now + (*interval).min(FIRST_WITHIN).mul_f64(unit());
-                self.groups.insert(name.clone(), Schedule { next_at, checking: false, checked_for: None, last: None });
-            }
-            let schedule = self.groups.get_mut(name).expect("inserted above");
+            let schedule = schedule.get_or_insert_with(|| Schedule {
+                next_at: now + (*interval).min(FIRST_WITHIN).mul_f64(unit()),
+                checking: false,
+                checked_for: None,
+                last: None,
+            });
             let changed =
                 schedule.checked_for.as_ref().is_some_and(|(e, s)| *e != group.epoch || *s != group.spec.steps);
             if !schedule.checking && (now >= schedule.next_at || changed) {
@@ -144,7 +148,7 @@ impl Readiness {
         now: Duration,
         unit: f64,
     ) -> Vec<Turned> {
-        let Some(schedule) = self.groups.get_mut(group) else { return Vec::new() };
+        let Some(Some(schedule)) = self.groups.get_mut(group) else { return Vec::new() };
         schedule.checking = false;
         schedule.next_at = now + interval.mul_f64(0.8 + 0.4 * unit);
         let before = |step: &str| schedule.last.as_ref().and_then(|l| l.steps.iter().find(|s| s.step == step));
@@ -176,12 +180,12 @@ impl Readiness {
 
     /// The last result of `group`, if checked this leadership.
     pub fn last(&self, group: &str) -> Option<&PlanReadiness> {
-        self.groups.get(group)?.last.as_ref()
+        self.groups.get(group)?.as_ref()?.last.as_ref()
     }
 
     /// The last result of every group checked this leadership.
     pub fn view(&self) -> BTreeMap<GroupId, PlanReadiness> {
-        self.groups.iter().filter_map(|(name, s)| Some((name.clone(), s.last.clone()?))).collect()
+        self.groups.iter().filter_map(|(name, s)| Some((name.clone(), s.as_ref()?.last.clone()?))).collect()
     }
 }
 
