@@ -16,7 +16,7 @@ pub mod webhook;
 use std::fmt;
 use std::time::Duration;
 
-use crate::config::{StepConfig, StepKind};
+use crate::config::{Config, StepConfig, StepKind};
 
 /// What a step is run for: decided by the leader (`engine::plan`), carried out here.
 pub use crate::engine::plan::StepContext;
@@ -47,6 +47,21 @@ impl fmt::Display for StepError {
 
 /// `Ok` carries a one-line account of what was done, for the journal.
 pub type StepResult = Result<String, StepError>;
+
+/// What a config's plans would run into, found before they run: errors (a secret file missing
+/// or unreadable) and warnings (a secret file readable by anyone; readiness checks that would
+/// take too much of Route 53's request rate). `serve` and `config check` report the same.
+pub fn audit(config: &Config) -> (Vec<String>, Vec<String>) {
+    let (errors, mut warnings) = secrets::audit(config);
+    let route53 = config.groups.iter().flat_map(|g| {
+        g.steps.iter().filter_map(move |s| match &s.kind {
+            StepKind::Route53(r) => Some((r, g.readiness_interval)),
+            _ => None,
+        })
+    });
+    warnings.extend(route53::readiness_load(route53));
+    (errors, warnings)
+}
 
 /// Clients shared by every step a node runs.
 #[derive(Clone)]

@@ -17,7 +17,7 @@ pub struct Args {
 pub fn run(args: Args) -> Exit {
     match Config::load(&args.config) {
         Ok(c) => {
-            let (mut errors, warnings) = crate::actions::secrets::audit(&c);
+            let (mut errors, warnings) = crate::actions::audit(&c);
             // A `[dev]` cluster makes its certificates on first start: nothing to check before.
             let made_at_start = c.dev.as_ref().and_then(|d| d.tls_dir.as_ref()).is_some_and(|dir| !dir.exists());
             if let (Some(files), false) = (&c.transport.tls, made_at_start) {

@@ -102,7 +102,7 @@ impl Node {
         let lock = lock_data_dir(&data_dir)?;
 
         let probers = SiteProber::all(&config.sites)?;
-        let (errors, warnings) = crate::actions::secrets::audit(&config);
+        let (errors, warnings) = crate::actions::audit(&config);
         for warning in warnings {
             tracing::warn!("{warning}");
         }

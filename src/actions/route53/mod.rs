@@ -65,6 +65,43 @@ pub async fn check(step: &Route53Step) -> StepResult {
     Ok(format!("hosted zone {} ({id}) reachable, {count} record sets", zone.name()))
 }
 
+/// Route 53's limit on API requests: five a second per AWS account, all callers together.
+const ACCOUNT_RATE: f64 = 5.0;
+/// The requests of one readiness check of a step: GetHostedZone, and ListResourceRecordSets
+/// to read its target back (`observe`).
+const CHECK_REQUESTS: f64 = 2.0;
+
+/// Warnings for the accounts (an endpoint, profile and credentials file) whose route53 steps'
+/// readiness checks, each `(step, its group's readiness_interval)`, would take half of Route
+/// 53's request rate or more: what is left is too little for a failover's own changes, and
+/// throttled checks show plans not ready. Each names the rate and the interval that halves it.
+pub fn readiness_load<'a>(steps: impl IntoIterator<Item = (&'a Route53Step, Duration)>) -> Vec<String> {
+    let mut accounts: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
+    for (step, interval) in steps {
+        let account = format!(
+            "{}{}{}",
+            step.endpoint.as_ref().map_or("Route 53".to_string(), |u| u.to_string()),
+            step.profile.as_ref().map(|p| format!(", profile {p:?}")).unwrap_or_default(),
+            step.credentials_file.as_ref().map(|f| format!(", credentials {}", f.display())).unwrap_or_default(),
+        );
+        let (steps, rate) = accounts.entry(account).or_default();
+        *steps += 1;
+        *rate += CHECK_REQUESTS / interval.as_secs_f64().max(1.0);
+    }
+    accounts
+        .into_iter()
+        .filter(|(_, (_, rate))| *rate >= ACCOUNT_RATE / 2.0)
+        .map(|(account, (steps, rate))| {
+            let at_least = (CHECK_REQUESTS * steps as f64 / (ACCOUNT_RATE / 4.0)).ceil();
+            format!(
+                "readiness checks of {steps} route53 steps would make {rate:.1} requests a second to {account}; \
+                 Route 53 allows {ACCOUNT_RATE} a second per account, failovers' changes included: set their \
+                 groups' readiness_interval to {at_least}s or more (a quarter of the rate)"
+            )
+        })
+        .collect()
+}
+
 /// A client reaching `step`'s zone as the step does (endpoint, region, credentials).
 pub async fn client(step: &Route53Step) -> Result<Client, StepError> {
     let http = aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
@@ -548,6 +585,26 @@ mod tests {
             profile: None,
             credentials_file: None,
         }
+    }
+
+    #[test]
+    fn readiness_checks_taking_half_of_an_accounts_rate_are_named_with_the_interval_that_fits() {
+        let five_minutes = Duration::from_secs(300);
+        let few = vec![step(false); 100];
+        assert!(readiness_load(few.iter().map(|s| (s, five_minutes))).is_empty(), "0.7 requests a second");
+        let many = vec![step(false); 1000];
+        let warnings = readiness_load(many.iter().map(|s| (s, five_minutes)));
+        assert_eq!(
+            warnings,
+            ["readiness checks of 1000 route53 steps would make 6.7 requests a second to Route 53; Route 53 allows 5 \
+              a second per account, failovers' changes included: set their groups' readiness_interval to 1600s or \
+              more (a quarter of the rate)"]
+        );
+        // Another account's steps are counted apart.
+        let mut other = step(false);
+        other.profile = Some("dr".into());
+        let split: Vec<_> = many.iter().take(250).chain(std::iter::repeat_n(&other, 250)).collect();
+        assert!(readiness_load(split.into_iter().map(|s| (s, five_minutes))).is_empty(), "1.7 a second each");
     }
 
     fn ctx(epoch: u64) -> StepContext {
