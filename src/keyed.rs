@@ -2,7 +2,7 @@
 //! over every group of the committed state and, for each, reads the leader's own per-group
 //! maps (its memory, the readiness schedule, the configured timings). A search per group costs
 //! a walk down a tree of string comparisons each, and at thousands of groups most of them miss
-//! the CPU's caches; walking the maps side by side costs one comparison per entry, so a tick
+//! the CPU's caches; walking the maps side by side costs one comparison per entry, so walking them
 //! stays linear in the groups.
 
 use std::cmp::Ordering;

@@ -74,7 +74,8 @@ const CHECK_REQUESTS: f64 = 2.0;
 /// Warnings for the accounts (an endpoint, profile and credentials file) whose route53 steps'
 /// readiness checks, each `(step, its group's readiness_interval)`, would take half of Route
 /// 53's request rate or more: what is left is too little for a failover's own changes, and
-/// throttled checks show plans not ready. Each names the rate and the interval that halves it.
+/// throttled checks show plans not ready. Each names the rate and the interval that keeps the
+/// checks to a quarter of it.
 pub fn readiness_load<'a>(steps: impl IntoIterator<Item = (&'a Route53Step, Duration)>) -> Vec<String> {
     let mut accounts: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
     for (step, interval) in steps {
