@@ -377,6 +377,44 @@ fn lazyfs_keeps_what_was_synced_and_loses_the_rest() {
     assert!(!mnt.join("renamed.tmp").exists());
 }
 
+/// A file replaced by rename is, to a reader opening it by name, the old file or the new one,
+/// never missing: the kernel looks the name up and then opens the inode it found, and the
+/// filesystem must still open that inode if the rename came between (as every POSIX
+/// filesystem does). A node reading its snapshot while it writes the next one depends on it.
+#[test]
+fn a_file_replaced_by_rename_is_never_missing_to_a_reader() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    let _fs = LazyFs::mount(&dir.path().join("disk"), &mnt).unwrap();
+    std::fs::write(mnt.join("current"), b"0").unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let renamer = std::thread::spawn({
+        let (mnt, stop) = (mnt.clone(), stop.clone());
+        move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                std::fs::write(mnt.join("current.tmp"), n.to_string()).unwrap();
+                std::fs::rename(mnt.join("current.tmp"), mnt.join("current")).unwrap();
+            }
+            n
+        }
+    });
+    let mut last = 0u64;
+    for _ in 0..5_000 {
+        let read = std::fs::read(mnt.join("current")).unwrap_or_else(|e| panic!("reading a file being replaced: {e}"));
+        let n: u64 = String::from_utf8(read).unwrap().parse().unwrap();
+        assert!(n >= last, "read {n} after {last}");
+        last = n;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let renames = renamer.join().unwrap();
+    assert!(renames > 100, "the reads raced only {renames} renames");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_three_nodes_lose_power_at_once_under_load() {
     if !can_run() {

@@ -13,6 +13,11 @@
 //! data a program counted as durable without having fsynced it, including a file renamed into
 //! place before its contents were synced (it comes back empty or short, as on ext4).
 //!
+//! Inodes live as on a POSIX filesystem: a file whose name goes (unlinked, or replaced by a
+//! rename) can still be opened through the inode the kernel looked up before, until the kernel
+//! forgets it, so a reader opening a file by name while it is replaced gets the old file or
+//! the new one, never "not found".
+//!
 //! To cut at a chosen moment rather than by timing, [`LazyFs::hold_syncs`] makes the syncs of
 //! chosen paths wait (the disk has stopped) until the cut, which fails them. A torn cut
 //! ([`LazyFs::cut_torn`]) keeps part of one file's unsynced data: a seeded prefix of it, or
@@ -331,9 +336,24 @@ fn apply(file: &File, ops: &[Op]) -> io::Result<()> {
 type Filter = Box<dyn Fn(&Path) -> bool + Send>;
 
 struct Node {
-    /// Relative to the backing directory; none once unlinked (kept while open).
+    /// Relative to the backing directory; none once unlinked or replaced by a rename (the node
+    /// is kept while open, or while the kernel may still open it: see `kept`).
     path: Option<PathBuf>,
     pending: Vec<Op>,
+    /// References the kernel holds: entries replied (lookup, create, mkdir) less those it
+    /// forgot.
+    lookups: u64,
+    /// A file whose name went while the kernel still held it: a handle to it, so that an open
+    /// by inode opens the file the kernel found. Opening by name is a lookup and then an open;
+    /// a rename over the name between the two must not make the file vanish (it never does
+    /// on a POSIX filesystem).
+    kept: Option<File>,
+}
+
+impl Node {
+    fn at(path: PathBuf) -> Node {
+        Node { path: Some(path), pending: Vec::new(), lookups: 0, kept: None }
+    }
 }
 
 struct Handle {
@@ -345,9 +365,10 @@ struct State {
     backing: PathBuf,
     /// Cut: every request fails.
     dead: bool,
-    /// Inode numbers are this mount's own, one per path, never reused or forgotten: a test's
-    /// handful of files costs nothing, and a file's held data must outlive the kernel's memory
-    /// of its inode.
+    /// Inode numbers are this mount's own, one per path, never reused; a node with a path is
+    /// never forgotten (a test's handful of files costs nothing, and a file's held data must
+    /// outlive the kernel's memory of its inode). A node without one goes with its last handle
+    /// and the kernel's last reference.
     nodes: HashMap<u64, Node>,
     by_path: HashMap<PathBuf, u64>,
     next_ino: u64,
@@ -360,7 +381,7 @@ struct State {
 
 impl State {
     fn new(backing: PathBuf) -> State {
-        let root = Node { path: Some(PathBuf::new()), pending: Vec::new() };
+        let root = Node::at(PathBuf::new());
         State {
             backing,
             dead: false,
@@ -394,8 +415,44 @@ impl State {
         let ino = self.next_ino;
         self.next_ino += 1;
         self.by_path.insert(rel.clone(), ino);
-        self.nodes.insert(ino, Node { path: Some(rel), pending: Vec::new() });
+        self.nodes.insert(ino, Node::at(rel));
         ino
+    }
+
+    /// The node of `rel`, with one more reference held by the kernel: for an entry replied.
+    fn entry(&mut self, rel: PathBuf) -> u64 {
+        let ino = self.intern(rel);
+        self.nodes.get_mut(&ino).expect("interned").lookups += 1;
+        ino
+    }
+
+    /// The kernel dropped `n` references to `ino`.
+    fn forget(&mut self, ino: u64, n: u64) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.lookups = node.lookups.saturating_sub(n);
+        }
+        self.drop_if_unreachable(ino);
+    }
+
+    /// Forgets a node that has no name and no handle open, if nothing can open it again: the
+    /// kernel holds no reference to it, or no handle was kept to open it by.
+    fn drop_if_unreachable(&mut self, ino: u64) {
+        let unreachable = |n: &Node| n.path.is_none() && (n.lookups == 0 || n.kept.is_none());
+        if self.nodes.get(&ino).is_some_and(unreachable) && !self.is_open(ino) {
+            self.nodes.remove(&ino);
+        }
+    }
+
+    /// Handles to the files at and under `rel` that the kernel holds, taken before their names
+    /// go (a rename over them, an unlink), for [`State::detach`].
+    fn keep(&self, rel: &Path) -> Vec<(u64, File)> {
+        self.by_path
+            .iter()
+            .filter(|(p, ino)| p.starts_with(rel) && self.nodes[*ino].lookups > 0)
+            .filter_map(|(p, ino)| {
+                Some((*ino, File::open(self.abs(p)).ok().filter(|f| f.metadata().is_ok_and(|m| m.is_file()))?))
+            })
+            .collect()
     }
 
     fn is_open(&self, ino: u64) -> bool {
@@ -403,16 +460,16 @@ impl State {
     }
 
     /// `rel` and everything under it are gone from the namespace: their held data goes with
-    /// them, unless still open.
-    fn detach(&mut self, rel: &Path) {
+    /// them, unless still open or held by the kernel (`kept`, from [`State::keep`]).
+    fn detach(&mut self, rel: &Path, kept: Vec<(u64, File)>) {
+        let mut kept: HashMap<u64, File> = kept.into_iter().collect();
         let gone: Vec<PathBuf> = self.by_path.keys().filter(|p| p.starts_with(rel)).cloned().collect();
         for path in gone {
             let ino = self.by_path.remove(&path).expect("listed");
-            if self.is_open(ino) {
-                self.nodes.get_mut(&ino).expect("interned").path = None;
-            } else {
-                self.nodes.remove(&ino);
-            }
+            let node = self.nodes.get_mut(&ino).expect("interned");
+            node.path = None;
+            node.kept = kept.remove(&ino);
+            self.drop_if_unreachable(ino);
         }
     }
 
@@ -461,7 +518,7 @@ impl State {
     fn lookup(&mut self, parent: u64, name: &OsStr) -> Result<FileAttr, Errno> {
         let rel = self.child(parent, name)?;
         let m = std::fs::symlink_metadata(self.abs(&rel))?;
-        let ino = self.intern(rel);
+        let ino = self.entry(rel);
         Ok(self.attr(ino, &m))
     }
 
@@ -490,7 +547,7 @@ impl State {
         }
         let file = options.open(self.abs(&rel))?;
         let m = file.metadata()?;
-        let ino = self.intern(rel);
+        let ino = self.entry(rel);
         let fh = self.add_handle(ino, file);
         Ok((self.attr(ino, &m), fh))
     }
@@ -573,12 +630,13 @@ impl State {
     fn rename(&mut self, parent: u64, name: &OsStr, newparent: u64, newname: &OsStr) -> Result<(), Errno> {
         let from = self.child(parent, name)?;
         let to = self.child(newparent, newname)?;
-        std::fs::rename(self.abs(&from), self.abs(&to))?;
         if from == to {
-            return Ok(());
+            return Ok(std::fs::rename(self.abs(&from), self.abs(&to))?);
         }
+        let kept = self.keep(&to);
+        std::fs::rename(self.abs(&from), self.abs(&to))?;
         // Whatever `to` was is replaced, held data and all.
-        self.detach(&to);
+        self.detach(&to, kept);
         let moved: Vec<(PathBuf, u64)> =
             self.by_path.iter().filter(|(p, _)| p.starts_with(&from)).map(|(p, i)| (p.clone(), *i)).collect();
         for (old, ino) in moved {
@@ -664,8 +722,9 @@ impl Lazy {
     fn remove(&self, parent: INodeNo, name: &OsStr, reply: ReplyEmpty, remove: fn(&Path) -> io::Result<()>) {
         let done = self.live(|st| {
             let rel = st.child(parent.0, name)?;
+            let kept = st.keep(&rel);
             remove(&st.abs(&rel))?;
-            st.detach(&rel);
+            st.detach(&rel, kept);
             Ok(())
         });
         match done {
@@ -743,7 +802,7 @@ impl Filesystem for Lazy {
             let rel = st.child(parent.0, name)?;
             std::fs::DirBuilder::new().mode(mode & !umask & 0o7777).create(st.abs(&rel))?;
             let m = std::fs::symlink_metadata(st.abs(&rel))?;
-            let ino = st.intern(rel);
+            let ino = st.entry(rel);
             Ok(st.attr(ino, &m))
         });
         match made {
@@ -786,8 +845,11 @@ impl Filesystem for Lazy {
         // Opened for reading and writing whatever was asked: the kernel checks the access
         // mode, and a sync needs to write through any handle.
         let opened = self.live(|st| {
-            let rel = st.path(ino.0)?;
-            let file = OpenOptions::new().read(true).write(true).open(st.abs(&rel))?;
+            let file = match (st.path(ino.0), st.nodes.get(&ino.0).and_then(|n| n.kept.as_ref())) {
+                (Ok(rel), _) => OpenOptions::new().read(true).write(true).open(st.abs(&rel))?,
+                (Err(_), Some(kept)) => kept.try_clone()?,
+                (Err(e), None) => return Err(e),
+            };
             Ok(st.add_handle(ino.0, file))
         });
         match opened {
@@ -851,11 +913,13 @@ impl Filesystem for Lazy {
     ) {
         let mut st = lock(&self.0);
         st.files.remove(&fh.0);
-        // An unlinked file's held data goes with its last handle.
-        if st.nodes.get(&ino.0).is_some_and(|n| n.path.is_none()) && !st.is_open(ino.0) {
-            st.nodes.remove(&ino.0);
-        }
+        // An unlinked file's held data goes with its last handle, unless it can be opened again.
+        st.drop_if_unreachable(ino.0);
         reply.ok();
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        lock(&self.0).forget(ino.0, nlookup);
     }
 
     fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
