@@ -17,7 +17,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 
 use support::dns::Moto;
-use witness::actions::{route53, StepContext, StepResult};
+use witness::actions::{route53, Observed, StepContext, StepResult};
 use witness::config::Route53Step;
 
 const EAST: &str = "192.0.2.1";
@@ -328,4 +328,42 @@ async fn a_refused_batch_is_tried_group_by_group_and_throttling_is_waited_out() 
     // The refused batch, one throttled, and each group's own.
     assert_eq!(counts.get("ChangeResourceRecordSets"), Some(&7), "{counts:?}");
     assert!(front.ledger.lock().unwrap().faults.values().all(Vec::is_empty), "every fault was met");
+}
+
+/// The readiness checks of a zone's steps share one read of it: checked all at once (a new
+/// leadership checks every group within seconds), thirty groups take one GetHostedZone and one
+/// page of the zone between them, and each still gets its own record's answer. A failed read
+/// is not kept; a change the plan makes is seen by the next check.
+#[tokio::test]
+async fn readiness_checks_of_one_zone_share_its_reads() {
+    env_credentials();
+    let Some(moto) = Moto::start("readiness_checks_of_one_zone_share_its_reads").await else { return };
+    let records = seed_groups(&moto, 30).await;
+    let front = Front::start(&moto).await;
+    let steps: Vec<Route53Step> = records.iter().map(|r| front.step(record_step(&moto, r))).collect();
+    front.fail("GetHostedZone", &["AccessDenied"]);
+    let err = bounded(route53::check(&steps[0])).await.unwrap_err();
+    assert!(!err.retryable && err.message.contains("AccessDenied"), "{err}");
+    assert!(err.message.contains(&format!("(zone {})", moto.zone_id)), "the zone's read, no one record's: {err}");
+
+    // East active at epoch 1: every record holds east's value.
+    let checks = steps.iter().map(|step| async move {
+        let reached = bounded(route53::check(step)).await;
+        let seen = route53::observe(step, &ctx("g", 1, "west", "east")).await;
+        (reached, seen)
+    });
+    for (record, (reached, seen)) in records.iter().zip(futures::future::join_all(checks).await) {
+        let reached = reached.unwrap_or_else(|e| panic!("{record}: {e}"));
+        assert!(reached.starts_with("hosted zone example.test. (") && reached.contains(" reachable, "), "{reached}");
+        assert_eq!(seen.unwrap_or_else(|e| panic!("{record}: {e}")), Observed::InPlace, "{record}");
+    }
+    let counts = front.counts();
+    assert_eq!(counts.get("GetHostedZone"), Some(&2), "the failed read, then one for all: {counts:?}");
+    assert_eq!(counts.get("ListResourceRecordSets"), Some(&1), "the zone's one page: {counts:?}");
+
+    // g01 fails over to west: the check after it reads the zone again and finds west's value.
+    bounded(route53::run(&steps[0], &ctx("g01", 2, "east", "west"))).await.unwrap();
+    assert_eq!(route53::observe(&steps[0], &ctx("g01", 2, "east", "west")).await.unwrap(), Observed::InPlace);
+    let seen = route53::observe(&steps[1], &ctx("g02", 1, "west", "east")).await.unwrap();
+    assert_eq!(seen, Observed::InPlace, "the other records as they were");
 }

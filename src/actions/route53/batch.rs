@@ -19,7 +19,8 @@ use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 
 use super::{
-    built, change, change_status, client, epoch_changes, sdk_error, verify, wait_insync, Listing, POLL_INTERVAL,
+    account_key, built, change, change_status, client, epoch_changes, reads, sdk_error, verify, wait_insync, Listing,
+    POLL_INTERVAL,
 };
 use crate::actions::gather::Gather;
 use crate::actions::{StepContext, StepError};
@@ -68,18 +69,9 @@ fn answer_all(batch: Vec<Pending>, error: &StepError) {
 /// Points `step`'s record at `wanted` and its epoch TXT at `ctx`'s decision, in a change
 /// shared with the other steps for the same zone that arrive within [`WINDOW`].
 pub async fn make(step: &Route53Step, ctx: &StepContext, wanted: Vec<ResourceRecordSet>) -> Result<Changed, StepError> {
-    // Steps that may share a request: the same zone, reached the same way.
-    let key = format!(
-        "{} {} {} {:?} {:?}",
-        step.zone_id,
-        step.endpoint.as_ref().map_or("", |u| u.as_str()),
-        step.region,
-        step.profile,
-        step.credentials_file
-    );
     let (done, answer) = oneshot::channel();
     let pending = Pending { step: step.clone(), ctx: ctx.clone(), wanted, done };
-    let _withdraw = GATHER.join(&key, pending, send);
+    let _withdraw = GATHER.join(&account_key(step), pending, send);
     answer.await.unwrap_or_else(|_| Err(StepError::retryable("the Route 53 change batch it was in was dropped")))
 }
 
@@ -203,6 +195,8 @@ async fn submit(
     };
     let id = info.id().trim_start_matches("/change/").to_string();
     tracing::info!(zone = %step.zone_id, change = %id, groups = pendings.len(), "route53 change made");
+    // The readiness checks' read of the zone no longer says what it holds.
+    reads::forget(step);
     Ok((id, info.status().clone(), submitted))
 }
 

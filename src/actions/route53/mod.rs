@@ -3,10 +3,13 @@
 //! compare-and-set of the group's epoch TXT record, so DNS never moves back to an older
 //! decision; then waits for INSYNC and reads the result back. Steps for the same hosted zone
 //! arriving together share the reads, the change batch and the wait, each group keeping its
-//! own compare-and-set (`batch`). `check` only reads the zone.
+//! own compare-and-set (`batch`). `check` and `observe` only read the zone, in a read shared by
+//! the readiness checks of every step of the zone (`reads`).
 
 mod batch;
+mod reads;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -56,28 +59,41 @@ pub async fn run(step: &Route53Step, ctx: &StepContext) -> StepResult {
 }
 
 pub async fn check(step: &Route53Step) -> StepResult {
-    let client = client(step).await?;
-    let out =
-        client.get_hosted_zone().id(&step.zone_id).send().await.map_err(|e| sdk_error(step, "GetHostedZone", e))?;
-    let zone = out.hosted_zone().ok_or_else(|| StepError::retryable("GetHostedZone answered without a hosted zone"))?;
-    let count = zone.resource_record_set_count().unwrap_or(0);
-    let id = zone.id().trim_start_matches("/hostedzone/");
-    Ok(format!("hosted zone {} ({id}) reachable, {count} record sets", zone.name()))
+    let zone = reads::zone(step).await?;
+    let age = zone.age().as_secs();
+    let shared = if age > 0 { format!(" (read {age} s ago, with the zone's other checks)") } else { String::new() };
+    Ok(format!("hosted zone {} ({}) reachable, {} record sets{shared}", zone.name, zone.id, zone.count))
+}
+
+/// The steps that share reads and changes: the same hosted zone, reached the same way
+/// (endpoint, region, profile, credentials file).
+fn account_key(step: &Route53Step) -> String {
+    format!(
+        "{} {} {} {:?} {:?}",
+        step.zone_id,
+        step.endpoint.as_ref().map_or("", |u| u.as_str()),
+        step.region,
+        step.profile,
+        step.credentials_file
+    )
 }
 
 /// Route 53's limit on API requests: five a second per AWS account, all callers together.
 const ACCOUNT_RATE: f64 = 5.0;
-/// The requests of one readiness check of a step: GetHostedZone, and ListResourceRecordSets
-/// to read its target back (`observe`).
+/// The requests of one readiness check of a step read alone: GetHostedZone, and
+/// ListResourceRecordSets to read its target back (`observe`).
 const CHECK_REQUESTS: f64 = 2.0;
 
 /// Warnings for the accounts (an endpoint, profile and credentials file) whose route53 steps'
 /// readiness checks, each `(step, its group's readiness_interval)`, would take half of Route
 /// 53's request rate or more: what is left is too little for a failover's own changes, and
-/// throttled checks show plans not ready. Each names the rate and the interval that keeps the
-/// checks to a quarter of it.
+/// throttled checks show plans not ready. The checks of a zone share its reads (`reads`): a
+/// zone costs at most one read of [`reads::ZONE_PAGES`] pages and its GetHostedZone per
+/// [`reads::REUSE`], which assumes no zone holds more record sets than that. Each warning names
+/// the rate and the interval that keeps the checks to a quarter of it, read alone.
 pub fn readiness_load<'a>(steps: impl IntoIterator<Item = (&'a Route53Step, Duration)>) -> Vec<String> {
-    let mut accounts: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
+    type Zones<'a> = BTreeMap<&'a str, (usize, f64)>;
+    let mut accounts: BTreeMap<String, Zones> = BTreeMap::new();
     for (step, interval) in steps {
         let account = format!(
             "{}{}{}",
@@ -85,19 +101,24 @@ pub fn readiness_load<'a>(steps: impl IntoIterator<Item = (&'a Route53Step, Dura
             step.profile.as_ref().map(|p| format!(", profile {p:?}")).unwrap_or_default(),
             step.credentials_file.as_ref().map(|f| format!(", credentials {}", f.display())).unwrap_or_default(),
         );
-        let (steps, rate) = accounts.entry(account).or_default();
+        let (steps, rate) = accounts.entry(account).or_default().entry(&step.zone_id).or_default();
         *steps += 1;
         *rate += CHECK_REQUESTS / interval.as_secs_f64().max(1.0);
     }
+    let zone_most = (reads::ZONE_PAGES + 1) as f64 / reads::REUSE.as_secs_f64();
     accounts
         .into_iter()
-        .filter(|(_, (_, rate))| *rate >= ACCOUNT_RATE / 2.0)
-        .map(|(account, (steps, rate))| {
+        .filter_map(|(account, zones)| {
+            let rate: f64 = zones.values().map(|(_, rate)| rate.min(zone_most)).sum();
+            let steps: usize = zones.values().map(|(steps, _)| steps).sum();
+            (rate >= ACCOUNT_RATE / 2.0).then_some((account, zones.len(), steps, rate))
+        })
+        .map(|(account, zones, steps, rate)| {
             let at_least = (CHECK_REQUESTS * steps as f64 / (ACCOUNT_RATE / 4.0)).ceil();
             format!(
-                "readiness checks of {steps} route53 steps would make {rate:.1} requests a second to {account}; \
-                 Route 53 allows {ACCOUNT_RATE} a second per account, failovers' changes included: set their \
-                 groups' readiness_interval to {at_least}s or more (a quarter of the rate)"
+                "readiness checks of {steps} route53 steps in {zones} hosted zones would make {rate:.1} requests a \
+                 second to {account}; Route 53 allows {ACCOUNT_RATE} a second per account, failovers' changes \
+                 included: set their groups' readiness_interval to {at_least}s or more (a quarter of the rate)"
             )
         })
         .collect()
@@ -396,8 +417,7 @@ where
 /// is not compared: a group that never failed over has none.
 pub async fn observe(step: &Route53Step, ctx: &StepContext) -> Result<super::Observed, StepError> {
     let wanted = desired(step, ctx)?;
-    let client = client(step).await?;
-    let listing = Listing::read(&client, step, &[(step.record.clone(), step.record_type.clone())]).await?;
+    let listing = reads::record(step).await?;
     Ok(match differs(&listing, step, &wanted) {
         None => super::Observed::InPlace,
         Some(what) => super::Observed::Drifted(format!("{what} (the active site is {})", ctx.to)),
@@ -477,7 +497,12 @@ fn same_values(a: &ResourceRecordSet, b: &ResourceRecordSet) -> bool {
 
 /// Route 53 lists names in lower case with a root dot and escapes characters such as `*` as `\052`.
 fn same_name(listed: &str, ours: &str) -> bool {
-    let norm = |n: &str| {
+    normal_name(listed) == normal_name(ours)
+}
+
+/// A name as [`same_name`] compares it: escapes undone, without case or root dot.
+fn normal_name(n: &str) -> String {
+    {
         let mut out = String::with_capacity(n.len());
         let mut rest = n;
         while let Some(i) = rest.find('\\') {
@@ -496,8 +521,7 @@ fn same_name(listed: &str, ours: &str) -> bool {
         }
         out.push_str(rest);
         out.trim_end_matches('.').to_ascii_lowercase()
-    };
-    norm(listed) == norm(ours)
+    }
 }
 
 /// Whether a failed Route 53 call may succeed if tried again, from the service's error code
@@ -528,7 +552,10 @@ fn sdk_error<E>(step: &Route53Step, op: &str, err: SdkError<E, HttpResponse>) ->
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let target = format!("Route 53 {op} (zone {}, record {})", step.zone_id, step.record);
+    let target = match step.record.as_str() {
+        "" => format!("Route 53 {op} (zone {})", step.zone_id),
+        record => format!("Route 53 {op} (zone {}, record {record})", step.zone_id),
+    };
     match &err {
         SdkError::ConstructionFailure(_) => {
             StepError::permanent(format!("{target}: {}", crate::tls::failure::causes(&err)))
@@ -591,21 +618,28 @@ mod tests {
     #[test]
     fn readiness_checks_taking_half_of_an_accounts_rate_are_named_with_the_interval_that_fits() {
         let five_minutes = Duration::from_secs(300);
-        let few = vec![step(false); 100];
-        assert!(readiness_load(few.iter().map(|s| (s, five_minutes))).is_empty(), "0.7 requests a second");
-        let many = vec![step(false); 1000];
-        let warnings = readiness_load(many.iter().map(|s| (s, five_minutes)));
+        // Steps in `zones` hosted zones, as many in each.
+        let spread = |steps: usize, zones: usize| -> Vec<Route53Step> {
+            (0..steps).map(|i| Route53Step { zone_id: format!("Z{}", i % zones), ..step(false) }).collect()
+        };
+        let load = |steps: &[&Route53Step]| readiness_load(steps.iter().map(|s| (*s, five_minutes)));
+        let few = spread(100, 100);
+        assert!(load(&few.iter().collect::<Vec<_>>()).is_empty(), "0.7 requests a second");
+        // A thousand in one zone share its reads: one a second at most, however many.
+        let one_zone = spread(1000, 1);
+        assert!(load(&one_zone.iter().collect::<Vec<_>>()).is_empty(), "at most 0.7 requests a second");
+        let many = spread(1000, 100);
         assert_eq!(
-            warnings,
-            ["readiness checks of 1000 route53 steps would make 6.7 requests a second to Route 53; Route 53 allows 5 \
-              a second per account, failovers' changes included: set their groups' readiness_interval to 1600s or \
-              more (a quarter of the rate)"]
+            load(&many.iter().collect::<Vec<_>>()),
+            ["readiness checks of 1000 route53 steps in 100 hosted zones would make 6.7 requests a second to \
+              Route 53; Route 53 allows 5 a second per account, failovers' changes included: set their groups' \
+              readiness_interval to 1600s or more (a quarter of the rate)"]
         );
         // Another account's steps are counted apart.
-        let mut other = step(false);
-        other.profile = Some("dr".into());
-        let split: Vec<_> = many.iter().take(250).chain(std::iter::repeat_n(&other, 250)).collect();
-        assert!(readiness_load(split.into_iter().map(|s| (s, five_minutes))).is_empty(), "1.7 a second each");
+        let other: Vec<_> =
+            spread(250, 25).into_iter().map(|s| Route53Step { profile: Some("dr".into()), ..s }).collect();
+        let split: Vec<_> = many.iter().take(250).chain(&other).collect();
+        assert!(load(&split).is_empty(), "1.7 a second each");
     }
 
     fn ctx(epoch: u64) -> StepContext {
