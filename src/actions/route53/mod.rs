@@ -502,26 +502,24 @@ fn same_name(listed: &str, ours: &str) -> bool {
 
 /// A name as [`same_name`] compares it: escapes undone, without case or root dot.
 fn normal_name(n: &str) -> String {
-    {
-        let mut out = String::with_capacity(n.len());
-        let mut rest = n;
-        while let Some(i) = rest.find('\\') {
-            out.push_str(&rest[..i]);
-            let octal = rest.get(i + 1..i + 4).filter(|d| d.bytes().all(|b| b.is_ascii_digit()));
-            match octal.and_then(|d| u8::from_str_radix(d, 8).ok()) {
-                Some(byte) => {
-                    out.push(char::from(byte));
-                    rest = &rest[i + 4..];
-                }
-                _ => {
-                    out.push('\\');
-                    rest = &rest[i + 1..];
-                }
+    let mut out = String::with_capacity(n.len());
+    let mut rest = n;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let octal = rest.get(i + 1..i + 4).filter(|d| d.bytes().all(|b| b.is_ascii_digit()));
+        match octal.and_then(|d| u8::from_str_radix(d, 8).ok()) {
+            Some(byte) => {
+                out.push(char::from(byte));
+                rest = &rest[i + 4..];
+            }
+            _ => {
+                out.push('\\');
+                rest = &rest[i + 1..];
             }
         }
-        out.push_str(rest);
-        out.trim_end_matches('.').to_ascii_lowercase()
     }
+    out.push_str(rest);
+    out.trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// Whether a failed Route 53 call may succeed if tried again, from the service's error code
