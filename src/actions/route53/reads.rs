@@ -59,24 +59,24 @@ impl ZoneRead {
 
 type Reading = Shared<BoxFuture<'static, Result<Arc<ZoneRead>, StepError>>>;
 
-/// Per zone ([`account_key`]), its latest read, done or under way.
-static READS: LazyLock<Mutex<HashMap<String, Reading>>> = LazyLock::new(Default::default);
+/// Per zone (see [`key`]), its latest read, done or under way, and when it began.
+static READS: LazyLock<Mutex<HashMap<String, (Stopwatch, Reading)>>> = LazyLock::new(Default::default);
 
-/// The read of `step`'s zone: the latest if under way or done within [`REUSE`] and not failed,
-/// else a new one.
+/// The read of `step`'s zone: the latest if done within [`REUSE`] and not failed, or begun
+/// within it and still under way (one that hangs is not waited for longer); else a new one.
 pub async fn zone(step: &Route53Step) -> Result<Arc<ZoneRead>, StepError> {
     let key = key(step)?;
     let reading = {
         let mut reads = READS.lock().expect("zone reads lock poisoned");
-        let usable = |r: &Reading| match r.peek() {
-            None => true,
+        let usable = |(began, r): &&(Stopwatch, Reading)| match r.peek() {
+            None => began.elapsed() < REUSE,
             Some(done) => done.as_ref().is_ok_and(|z| z.age() < REUSE),
         };
-        match reads.get(&key).filter(|r| usable(r)) {
-            Some(r) => r.clone(),
+        match reads.get(&key).filter(usable) {
+            Some((_, r)) => r.clone(),
             None => {
                 let r = read(step.clone()).boxed().shared();
-                reads.insert(key, r.clone());
+                reads.insert(key, (Stopwatch::start(), r.clone()));
                 r
             }
         }
