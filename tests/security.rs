@@ -360,7 +360,7 @@ async fn a_member_the_leader_cannot_reach_is_named_with_its_cause_once() {
 }
 
 /// Node 3 reaches the others but the leader cannot reach it: the address it advertises,
-/// 127.0.0.2, is not in its certificate. Its own status, with the leader's view it asks for
+/// 127.0.0.2, is not in its certificate, as it warns when it starts. Its own status, with the leader's view it asks for
 /// (standing for election again and again, it knows no leader: it asks the members), says why
 /// it is not ready, not only that no leader is known.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -395,6 +395,10 @@ async fn a_member_the_leader_cannot_reach_says_why_in_its_own_status() {
     })
     .await;
     assert!(reason.contains("TLS handshake failed") && reason.contains("127.0.0.2"), "{reason}");
+    // It said so itself when it started, naming the config field and the address.
+    let log = std::fs::read_to_string(&c.nodes[2].log).unwrap();
+    let said = log.lines().find(|l| l.contains("WARN") && l.contains("for node.advertise"));
+    assert!(said.is_some_and(|l| l.contains(&advertised) && l.contains("127.0.0.2")), "{log}");
     let endpoint = c.nodes[2].url("");
     let (code, out) = tokio::task::block_in_place(|| cli(&["status", "--endpoint", &endpoint]));
     assert_eq!(code, 1, "not ready: {out}");

@@ -29,6 +29,15 @@ pub fn load(config: &Config) -> anyhow::Result<(Auth, Option<Material>)> {
         }
     }
     let tls = config.transport.tls.as_ref().map(|files| Material::load(files, "transport")).transpose()?;
+    if let Some(files) = &config.transport.tls {
+        // What `config check` refuses, said at start and on reload too: a certificate that does
+        // not name this node, or does not cover the address others dial, leaves a node that
+        // runs, and even leads, but that peers and agents cannot reach.
+        let me = crate::tls::CertIdentity::Node(config.node.id.0);
+        for problem in crate::tls::audit(files, "transport", &me, Some(("node.advertise", &config.node.advertise))) {
+            tracing::warn!("{problem}");
+        }
+    }
     Ok((auth, tls))
 }
 
