@@ -444,14 +444,13 @@ impl State {
     }
 
     /// Handles to the files at and under `rel` that the kernel holds, taken before their names
-    /// go (a rename over them, an unlink), for [`State::detach`].
+    /// go (a rename over them, an unlink), for [`State::detach`]; opened as `open` opens files
+    /// (a directory cannot be, and is not kept).
     fn keep(&self, rel: &Path) -> Vec<(u64, File)> {
         self.by_path
             .iter()
             .filter(|(p, ino)| p.starts_with(rel) && self.nodes[*ino].lookups > 0)
-            .filter_map(|(p, ino)| {
-                Some((*ino, File::open(self.abs(p)).ok().filter(|f| f.metadata().is_ok_and(|m| m.is_file()))?))
-            })
+            .filter_map(|(p, ino)| Some((*ino, OpenOptions::new().read(true).write(true).open(self.abs(p)).ok()?)))
             .collect()
     }
 

@@ -6,12 +6,12 @@
 //! second for all its callers, failovers' own changes included. A thousand groups checked every
 //! five minutes would take more than that, and a new leadership checks every group within its
 //! first ten seconds. Here one read serves them all: the zone's GetHostedZone and, when the zone
-//! takes at most [`ZONE_PAGES`] pages, all its record sets, indexed by name. A read is reused
-//! for [`REUSE`]; checks arriving while one is under way wait for it; a failed read serves only
+//! takes at most [`ZONE_PAGES`] pages, all its record sets, indexed by name (a larger zone's
+//! records are read one by one, its GetHostedZone still shared). A read is reused for
+//! [`REUSE`]; checks arriving while one is under way wait for it; a failed read serves only
 //! those that waited for it. A change the plan makes to the zone drops its read ([`forget`]),
-//! so a check after a failover reads afresh; a credentials file is read at every check, and a
-//! read is shared only by checks with the same file contents. A zone larger than that is read record by record
-//! (one request per check, its GetHostedZone still shared).
+//! so a check after a failover reads afresh. A credentials file is read at every check, and a
+//! read is shared only by checks with the same file contents.
 //!
 //! The plan's own steps never read through here: a compare-and-set needs what Route 53 holds at
 //! the moment (`batch`).
