@@ -169,6 +169,11 @@ impl Ledger {
         self.sites.get(site)
     }
 
+    /// What each site's agent last reported, by site.
+    pub fn sites(&self) -> impl Iterator<Item = (&SiteId, &SiteRecord)> {
+        self.sites.iter()
+    }
+
     /// When every witness lease of `group` granted by any leader has certainly expired: the
     /// group's lease wait after the later of this leader's start and its last grant. (The
     /// start is measured with the longest lease the group ever had: an earlier leader may
@@ -229,7 +234,19 @@ impl Ledger {
         now: Duration,
     ) -> Option<Duration> {
         let site = self.sites.get(group.other())?;
-        let record = site.groups.get(name)?;
+        Ledger::at_risk(site, site.groups.get(name)?, group, in_sync_within, failed_at, now)
+    }
+
+    /// [`Ledger::data_at_risk`] from the standby's `site` record and its `record` of the group,
+    /// found by the caller (the engine's tick walks them in the groups' order).
+    pub fn at_risk(
+        site: &SiteRecord,
+        record: &GroupRecord,
+        group: &GroupState,
+        in_sync_within: Duration,
+        failed_at: Duration,
+        now: Duration,
+    ) -> Option<Duration> {
         let in_sync_at_failure = record.last_in_sync_at.is_some_and(|at| at + in_sync_within >= failed_at);
         if group.spec.replication == ReplicationMode::Sync && in_sync_at_failure {
             return Some(Duration::ZERO);

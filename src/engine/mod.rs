@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::keyed::{align, Cursor};
 pub use crate::state::Gate;
 use crate::state::{Command, DecisionFacts, Epoch, GroupId, GroupState, NodeId, SiteId, State};
-use leases::Ledger;
+use leases::{GroupRecord, Ledger, SiteRecord};
 
 /// Per-group timing the engine needs, from config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,8 +264,12 @@ impl Engine {
 
     pub fn step(&mut self, inputs: &Inputs) -> Vec<Effect> {
         let mut effects = Vec::new();
-        // Walked together in key order, not looked up per group: linear in the groups.
+        // Walked together in key order, not looked up per group: linear in the groups. Each
+        // site's agent records too (the RPO watch reads the standby's): a cursor per site, each
+        // given the groups it is standby of, in order.
         let mut timings = Cursor::new(inputs.timing.iter());
+        let mut records: BTreeMap<&SiteId, (&SiteRecord, _)> =
+            inputs.ledger.sites().map(|(site, r)| (site, (r, Cursor::new(r.groups.iter())))).collect();
         for (name, group, memory) in align(&mut self.groups, &inputs.state.groups, |_| Memory::default()) {
             let Some(timing) = timings.seek(name) else {
                 continue;
@@ -281,7 +285,8 @@ impl Engine {
                 memory.last = Some(assessment.clone());
                 effects.push(Effect::Journal { group: name.clone(), assessment });
             }
-            if let Some(assessment) = watch_rpo(name, group, timing, memory, inputs) {
+            let standby = records.get_mut(group.other()).and_then(|(site, groups)| Some((*site, groups.seek(name)?)));
+            if let Some(assessment) = watch_rpo(group, timing, memory, standby, inputs.now) {
                 effects.push(Effect::Journal { group: name.clone(), assessment });
             }
         }
@@ -399,20 +404,23 @@ pub fn rpo_objective(group: &GroupState) -> Option<Duration> {
     group.spec.leases.map(|_| Duration::from_millis(group.spec.rpo_ms))
 }
 
-/// An assessment when the standby's copy crosses its RPO objective, either way. Not while
-/// draining (the standby is changing) nor before its agent has reported.
+/// An assessment when the standby's copy crosses its RPO objective, either way, from its
+/// agent's `standby` site record and its record of the group (`Ledger::rpo_exposure`, with the
+/// records found). Not while draining (the standby is changing) nor before its agent has
+/// reported.
 fn watch_rpo(
-    name: &str,
     group: &GroupState,
     timing: &GroupTiming,
     memory: &mut Memory,
-    inputs: &Inputs,
+    standby: Option<(&SiteRecord, &GroupRecord)>,
+    now: Duration,
 ) -> Option<Assessment> {
     let objective = rpo_objective(group)?;
     if group.draining {
         return None;
     }
-    let exposure = inputs.ledger.rpo_exposure(name, group, timing.in_sync_within, inputs.now)?;
+    let (site, record) = standby?;
+    let exposure = Ledger::at_risk(site, record, group, timing.in_sync_within, now, now)?;
     let at_risk = exposure > objective;
     if memory.rpo_at_risk == Some(at_risk) || (memory.rpo_at_risk.is_none() && !at_risk) {
         memory.rpo_at_risk = Some(at_risk);
