@@ -20,9 +20,8 @@ pub fn run(args: Args) -> Exit {
             let (mut errors, warnings) = crate::actions::audit(&c);
             // A `[dev]` cluster makes its certificates on first start: nothing to check before.
             let made_at_start = c.dev.as_ref().and_then(|d| d.tls_dir.as_ref()).is_some_and(|dir| !dir.exists());
-            if let (Some(files), false) = (&c.transport.tls, made_at_start) {
-                let me = crate::tls::CertIdentity::Node(c.node.id.0);
-                errors.extend(crate::tls::audit(files, "transport", &me, Some(("node.advertise", &c.node.advertise))));
+            if !made_at_start {
+                errors.extend(crate::node::credentials::audit(&c));
             }
             for w in &warnings {
                 eprintln!("warning: {w}");

@@ -29,16 +29,21 @@ pub fn load(config: &Config) -> anyhow::Result<(Auth, Option<Material>)> {
         }
     }
     let tls = config.transport.tls.as_ref().map(|files| Material::load(files, "transport")).transpose()?;
-    if let Some(files) = &config.transport.tls {
-        // What `config check` refuses, said at start and on reload too: a certificate that does
-        // not name this node, or does not cover the address others dial, leaves a node that
-        // runs, and even leads, but that peers and agents cannot reach.
-        let me = crate::tls::CertIdentity::Node(config.node.id.0);
-        for problem in crate::tls::audit(files, "transport", &me, Some(("node.advertise", &config.node.advertise))) {
-            tracing::warn!("{problem}");
-        }
+    // What `config check` refuses, said at start and on reload too: a certificate that does not
+    // name this node, or does not cover the address others dial, leaves a node that runs, and
+    // even leads, but that peers and agents cannot reach.
+    for problem in audit(config) {
+        tracing::warn!("{problem}");
     }
     Ok((auth, tls))
+}
+
+/// What is wrong with this node's `[transport]` TLS files (`tls::audit`), for a certificate
+/// naming `node-<id>` and covering `node.advertise`. Empty without TLS.
+pub fn audit(config: &Config) -> Vec<String> {
+    let Some(files) = &config.transport.tls else { return Vec::new() };
+    let me = crate::tls::CertIdentity::Node(config.node.id.0);
+    crate::tls::audit(files, "transport", &me, Some(("node.advertise", &config.node.advertise)))
 }
 
 /// A CA with certificates for every initial member and site, made once by whichever node of

@@ -2,7 +2,7 @@
 //! processes can never share it), starts Raft, serves the HTTP API and the Raft routes on one
 //! listener, runs the node's background duties, and shuts everything down in order.
 
-mod credentials;
+pub mod credentials;
 mod duties;
 mod heartbeats;
 mod leading;

@@ -59,8 +59,11 @@ impl ZoneRead {
 
 type Reading = Shared<BoxFuture<'static, Result<Arc<ZoneRead>, StepError>>>;
 
+/// A zone reached one way ([`account_key`]), and the hash of its credentials file's contents.
+type Key = (String, Option<u64>);
+
 /// Per zone (see [`key`]), its latest read, done or under way, and when it began.
-static READS: LazyLock<Mutex<HashMap<String, (Stopwatch, Reading)>>> = LazyLock::new(Default::default);
+static READS: LazyLock<Mutex<HashMap<Key, (Stopwatch, Reading)>>> = LazyLock::new(Default::default);
 
 /// The read of `step`'s zone: the latest if done within [`REUSE`] and not failed, or begun
 /// within it and still under way (one that hangs is not waited for longer); else a new one.
@@ -98,21 +101,22 @@ pub async fn record(step: &Route53Step) -> Result<Listing, StepError> {
 /// The read `step` may share: of its zone reached the same way, with the same credentials. A
 /// credentials file is read at every check, so that one removed, unreadable or rotated counts at
 /// once rather than when the zone's read is next due.
-fn key(step: &Route53Step) -> Result<String, StepError> {
-    let mut key = account_key(step);
-    if let Some(path) = &step.credentials_file {
-        let mut hasher = std::hash::DefaultHasher::new();
-        secrets::read("credentials_file", path)?.hash(&mut hasher);
-        key.push_str(&format!(" {:016x}", hasher.finish()));
-    }
-    Ok(key)
+fn key(step: &Route53Step) -> Result<Key, StepError> {
+    let contents = match &step.credentials_file {
+        Some(path) => {
+            let mut hasher = std::hash::DefaultHasher::new();
+            secrets::read("credentials_file", path)?.hash(&mut hasher);
+            Some(hasher.finish())
+        }
+        None => None,
+    };
+    Ok((account_key(step), contents))
 }
 
 /// Drops the reads of `step`'s zone (with any credentials): the plan changed the zone.
 pub fn forget(step: &Route53Step) {
     let zone = account_key(step);
-    let of_zone = |key: &String| key == &zone || key.strip_prefix(&zone).is_some_and(|rest| rest.starts_with(' '));
-    READS.lock().expect("zone reads lock poisoned").retain(|key, _| !of_zone(key));
+    READS.lock().expect("zone reads lock poisoned").retain(|(key, _), _| *key != zone);
 }
 
 async fn read(step: Route53Step) -> Result<Arc<ZoneRead>, StepError> {
